@@ -1,0 +1,6 @@
+/**
+ * @clipq/calibrate (in progress).
+ *
+ * @module
+ */
+export {};

@@ -1,0 +1,6 @@
+/**
+ * @clipq/convert (in progress).
+ *
+ * @module
+ */
+export {};

@@ -1,0 +1,6 @@
+/**
+ * @clipq/data (in progress).
+ *
+ * @module
+ */
+export {};

@@ -1,0 +1,6 @@
+/**
+ * @clipq/detect (in progress).
+ *
+ * @module
+ */
+export {};

@@ -1,0 +1,17 @@
+/**
+ * @clipq/onnx — ONNX graph IO for clipq: decode/encode, the Graph IR, tensors, typed errors.
+ *
+ * @example Decode and re-encode a model
+ * ```ts
+ * import { decode, emptyGraph, encode } from "@clipq/onnx";
+ * import assert from "node:assert/strict";
+ * assert.equal(decode(encode(emptyGraph({ name: "m" }))).name, "m");
+ * ```
+ *
+ * @module
+ */
+export * from "./errors.ts";
+export * from "./tensor.ts";
+export * from "./graph.ts";
+export * from "./proto.ts";
+export * from "./metadata.ts";

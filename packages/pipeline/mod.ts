@@ -1,0 +1,6 @@
+/**
+ * @clipq/pipeline (in progress).
+ *
+ * @module
+ */
+export {};

@@ -1,0 +1,6 @@
+/**
+ * @clipq/quantize (in progress).
+ *
+ * @module
+ */
+export {};

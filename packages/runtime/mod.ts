@@ -1,0 +1,6 @@
+/**
+ * @clipq/runtime (in progress).
+ *
+ * @module
+ */
+export {};

@@ -1,0 +1,6 @@
+/**
+ * @clipq/svd (in progress).
+ *
+ * @module
+ */
+export {};
