@@ -15,3 +15,4 @@ export * from "./tensor.ts";
 export * from "./graph.ts";
 export * from "./proto.ts";
 export * from "./metadata.ts";
+export * from "./builder.ts";
