@@ -1,0 +1,264 @@
+/**
+ * onnxruntime-node sessions over clipq Graphs: create from a Graph or bytes, run with our Tensor
+ * type in and out, optionally tapping intermediate tensors.
+ *
+ * @module
+ */
+import * as ort from "onnxruntime-node";
+import { encode, type Graph, ModelError, type Tensor, tensor, type TensorData } from "@clipq/onnx";
+import type { DType } from "@clipq/onnx/tensor";
+import { ConfigError } from "@clipq/onnx/errors";
+import { addTaps } from "./taps.ts";
+
+/** Graph optimization levels onnxruntime knows. */
+export type OptimizationLevel = "disabled" | "basic" | "extended" | "all";
+
+/** Options of {@linkcode createSession}. */
+export interface SessionOptions {
+  /** Graph optimization level; QDQ fusion needs "extended" or "all". */
+  optimizationLevel?: OptimizationLevel;
+  /** Intra-op thread count; 0 lets onnxruntime choose. */
+  threads?: number;
+  /** Intermediate tensors to add as outputs (only when the model is a Graph). */
+  taps?: readonly string[];
+  /** Where onnxruntime writes the optimized model, if anywhere. */
+  optimizedModelPath?: string;
+  /** Name used in error messages (defaults to the graph name). */
+  label?: string;
+}
+
+/** Defaults of {@linkcode SessionOptions}. */
+export const defaults = {
+  optimizationLevel: "all",
+  threads: 0,
+  taps: [],
+} satisfies SessionOptions;
+
+/** Options of {@linkcode Session.run}. */
+export interface RunOptions {
+  /** Output names to fetch; all outputs when omitted. */
+  outputs?: readonly string[];
+}
+
+/** A loaded model ready to run. */
+export interface Session {
+  /** Graph input names in order. */
+  readonly inputNames: readonly string[];
+  /** Graph output names in order (taps included). */
+  readonly outputNames: readonly string[];
+  /**
+   * Runs the model.
+   *
+   * @param feeds Input tensors by name.
+   * @param options Which outputs to fetch.
+   * @returns Output tensors by name.
+   */
+  run(
+    feeds: Readonly<Record<string, Tensor>>,
+    options?: RunOptions,
+  ): Promise<Record<string, Tensor>>;
+  /** Frees the native session. */
+  release(): Promise<void>;
+}
+
+const LEVELS: readonly OptimizationLevel[] = ["disabled", "basic", "extended", "all"];
+
+const ORT_TYPES: ReadonlySet<string> = new Set([
+  "float32",
+  "uint8",
+  "int8",
+  "uint16",
+  "int16",
+  "int32",
+  "int64",
+  "string",
+  "bool",
+  "float16",
+  "float64",
+  "uint32",
+  "uint64",
+]);
+
+/**
+ * Converts a clipq Tensor to an onnxruntime tensor (sharing storage where the types agree).
+ *
+ * @param t The tensor.
+ * @param name Tensor name for error messages.
+ * @returns The onnxruntime tensor.
+ *
+ * @example Usage
+ * ```ts
+ * import { toOrt } from "@clipq/runtime/session";
+ * import { float32 } from "@clipq/onnx";
+ * import assert from "node:assert/strict";
+ * assert.deepEqual(toOrt(float32([2], [1, 2])).dims, [2]);
+ * ```
+ */
+export function toOrt(t: Tensor, name = "tensor"): ort.Tensor {
+  if (!ORT_TYPES.has(t.dtype)) {
+    throw new ModelError(
+      `${name}: expected a dtype onnxruntime accepts (${
+        [...ORT_TYPES].join(", ")
+      }) but found ${t.dtype}`,
+    );
+  }
+  // deno-lint-ignore no-explicit-any
+  return new ort.Tensor(t.dtype as any, t.data as any, [...t.dims]);
+}
+
+/**
+ * Converts an onnxruntime tensor to a clipq Tensor (the data is copied so that it outlives the
+ * session's output buffers).
+ *
+ * @param t The onnxruntime tensor.
+ * @returns Our tensor.
+ *
+ * @example Usage
+ * ```ts
+ * import { fromOrt, toOrt } from "@clipq/runtime/session";
+ * import { int64 } from "@clipq/onnx";
+ * import assert from "node:assert/strict";
+ * assert.deepEqual([...fromOrt(toOrt(int64([2], [3, 4]))).data], [3n, 4n]);
+ * ```
+ */
+export function fromOrt(t: ort.Tensor): Tensor {
+  const dtype = t.type as DType;
+  const src = t.data as unknown as TensorData;
+  let data: TensorData;
+  if (Array.isArray(src)) data = [...src];
+  else if (dtype === "bool") data = Uint8Array.from(src as Uint8Array);
+  else if (dtype === "float16") {
+    data = new Uint16Array((src as Uint16Array).buffer.slice(
+      (src as Uint16Array).byteOffset,
+      (src as Uint16Array).byteOffset + (src as Uint16Array).byteLength,
+    ));
+  } else data = (src as Float32Array).slice();
+  return tensor(dtype, t.dims.map(Number), data);
+}
+
+function checkOptions(
+  options: SessionOptions,
+): Required<Pick<SessionOptions, "optimizationLevel" | "threads" | "taps">> {
+  const o = { ...defaults, ...options };
+  if (!LEVELS.includes(o.optimizationLevel)) {
+    throw new ConfigError(
+      "optimizationLevel",
+      `expected one of ${LEVELS.join(", ")} but found ${JSON.stringify(o.optimizationLevel)}`,
+    );
+  }
+  if (!Number.isInteger(o.threads) || o.threads < 0) {
+    throw new ConfigError("threads", `expected a non-negative integer but found ${o.threads}`);
+  }
+  return o;
+}
+
+/** Makes onnxruntime's messages name the model, and keeps the original as the cause. */
+function wrap(error: unknown, what: string): ModelError {
+  const msg = error instanceof Error ? error.message : String(error);
+  return new ModelError(`${what}: ${msg}`, { cause: error });
+}
+
+/**
+ * Creates an onnxruntime session from a Graph or encoded model bytes.
+ *
+ * @param model A Graph or ONNX bytes.
+ * @param options Optimization level, threads, taps, optimized-model path.
+ * @returns The session.
+ * @throws {ModelError} When onnxruntime rejects the model (the message names the model).
+ * @throws {ConfigError} When an option is out of range.
+ *
+ * @example Run a one-node model
+ * ```ts
+ * import { createSession } from "@clipq/runtime";
+ * import { emptyGraph, float32, node } from "@clipq/onnx";
+ * import assert from "node:assert/strict";
+ * const g = emptyGraph({
+ *   nodes: [node({ name: "r", op: "Relu", inputs: ["x"], outputs: ["y"] })],
+ *   inputs: [{ name: "x", dtype: "float32", shape: [2] }],
+ *   outputs: [{ name: "y", dtype: "float32", shape: [2] }],
+ * });
+ * const s = await createSession(g);
+ * const { y } = await s.run({ x: float32([2], [-1, 2]) });
+ * assert.deepEqual([...y!.data], [0, 2]);
+ * await s.release();
+ * ```
+ */
+export async function createSession(
+  model: Graph | Uint8Array,
+  options: SessionOptions = {},
+): Promise<Session> {
+  const o = checkOptions(options);
+  let bytes: Uint8Array;
+  let label = options.label ?? "model";
+  if (model instanceof Uint8Array) {
+    if (o.taps.length > 0) {
+      throw new ConfigError(
+        "taps",
+        "expected a Graph when tapping tensors but found encoded bytes",
+      );
+    }
+    bytes = model;
+  } else {
+    label = options.label ?? `model "${model.name}"`;
+    const g = o.taps.length > 0 ? addTaps(model, o.taps) : model;
+    bytes = encode(g);
+  }
+  const sessionOptions: ort.InferenceSession.SessionOptions = {
+    graphOptimizationLevel: o.optimizationLevel,
+    executionProviders: ["cpu"],
+    ...(o.threads > 0 ? { intraOpNumThreads: o.threads } : {}),
+    ...(options.optimizedModelPath ? { optimizedModelFilePath: options.optimizedModelPath } : {}),
+  };
+  let session: ort.InferenceSession;
+  try {
+    session = await ort.InferenceSession.create(bytes, sessionOptions);
+  } catch (e) {
+    throw wrap(e, `onnxruntime could not load ${label}`);
+  }
+  const inputNames = [...session.inputNames];
+  const outputNames = [...session.outputNames];
+  return {
+    inputNames,
+    outputNames,
+    async run(feeds, runOptions = {}) {
+      const ortFeeds: Record<string, ort.Tensor> = {};
+      for (const name of inputNames) {
+        const t = feeds[name];
+        if (!t) {
+          throw new ModelError(
+            `${label}: expected a feed for input "${name}" but found only [${
+              Object.keys(feeds).join(", ")
+            }]`,
+          );
+        }
+        ortFeeds[name] = toOrt(t, `${label} input "${name}"`);
+      }
+      const wanted = runOptions.outputs ?? outputNames;
+      for (const w of wanted) {
+        if (!outputNames.includes(w)) {
+          throw new ModelError(
+            `${label}: expected an output name in [${outputNames.join(", ")}] but found "${w}"`,
+          );
+        }
+      }
+      let result: ort.InferenceSession.ReturnType;
+      try {
+        result = await session.run(ortFeeds, [...wanted]);
+      } catch (e) {
+        throw wrap(e, `onnxruntime failed to run ${label}`);
+      }
+      const out: Record<string, Tensor> = {};
+      for (const w of wanted) {
+        const t = result[w];
+        if (t) {
+          out[w] = fromOrt(t);
+          t.dispose();
+        }
+      }
+      return out;
+    },
+    async release() {
+      await session.release();
+    },
+  };
+}

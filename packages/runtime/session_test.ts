@@ -1,0 +1,110 @@
+import assert from "node:assert/strict";
+import { ConfigError, emptyGraph, encode, float32, int64, ModelError, node } from "@clipq/onnx";
+import { createSession, fromOrt, toOrt } from "./session.ts";
+
+const addGraph = emptyGraph({
+  name: "adder",
+  nodes: [
+    node({ name: "add", op: "Add", inputs: ["a", "b"], outputs: ["s"] }),
+    node({ name: "shape", op: "Shape", inputs: ["s"], outputs: ["n"] }),
+  ],
+  inputs: [
+    { name: "a", dtype: "float32", shape: [2, 3] },
+    { name: "b", dtype: "float32", shape: [3] },
+  ],
+  outputs: [{ name: "s", dtype: "float32", shape: [2, 3] }, {
+    name: "n",
+    dtype: "int64",
+    shape: [2],
+  }],
+});
+
+Deno.test("createSession() runs a Graph and returns our tensors, int64 as bigint", async () => {
+  const s = await createSession(addGraph);
+  assert.deepEqual(s.inputNames, ["a", "b"]);
+  assert.deepEqual(s.outputNames, ["s", "n"]);
+  const out = await s.run({
+    a: float32([2, 3], [1, 2, 3, 4, 5, 6]),
+    b: float32([3], [10, 20, 30]),
+  });
+  assert.deepEqual([...out.s!.data], [11, 22, 33, 14, 25, 36]);
+  assert.deepEqual(out.s!.dims, [2, 3]);
+  assert.equal(out.n!.dtype, "int64");
+  assert.deepEqual([...out.n!.data], [2n, 3n]);
+  await s.release();
+});
+
+Deno.test("createSession() accepts encoded bytes and every optimization level", async () => {
+  for (const level of ["disabled", "basic", "extended", "all"] as const) {
+    const s = await createSession(encode(addGraph), { optimizationLevel: level, threads: 1 });
+    const out = await s.run(
+      { a: float32([2, 3], [0, 0, 0, 1, 1, 1]), b: float32([3], [1, 2, 3]) },
+      {
+        outputs: ["s"],
+      },
+    );
+    assert.deepEqual(Object.keys(out), ["s"]);
+    assert.deepEqual([...out.s!.data], [1, 2, 3, 2, 3, 4]);
+    await s.release();
+  }
+});
+
+Deno.test("createSession() writes the optimized model where asked", async () => {
+  const dir = await Deno.makeTempDir();
+  const path = `${dir}/opt.onnx`;
+  const s = await createSession(addGraph, { optimizedModelPath: path });
+  await s.release();
+  assert.ok(Deno.statSync(path).size > 0);
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("createSession() rejects bad options with ConfigError naming the key", async () => {
+  await assert.rejects(
+    // deliberately wrong level
+    () => createSession(addGraph, { optimizationLevel: "max" as "all" }),
+    (e: unknown) => e instanceof ConfigError && /optimizationLevel/.test(e.message),
+  );
+  await assert.rejects(
+    () => createSession(addGraph, { threads: -1 }),
+    (e: unknown) => e instanceof ConfigError && e.keyPath === "threads",
+  );
+});
+
+Deno.test("createSession() wraps onnxruntime load errors in ModelError naming the model", async () => {
+  const bad = {
+    ...addGraph,
+    outputs: addGraph.outputs.slice(0, 1),
+    nodes: [node({ name: "x", op: "NoSuchOp", inputs: ["a"], outputs: ["s"] })],
+  };
+  await assert.rejects(
+    () => createSession(bad),
+    (e: unknown) =>
+      e instanceof ModelError && /adder/.test(e.message) && /NoSuchOp/.test(e.message),
+  );
+});
+
+Deno.test("Session.run() names a missing feed and an unknown output", async () => {
+  const s = await createSession(addGraph);
+  await assert.rejects(
+    () => s.run({ a: float32([2, 3], [1, 2, 3, 4, 5, 6]) }),
+    (e: unknown) => e instanceof ModelError && /"b"/.test(e.message),
+  );
+  await assert.rejects(
+    () => s.run({ a: float32([3], [1, 2, 3]), b: float32([3], [1, 2, 3]) }, { outputs: ["zz"] }),
+    (e: unknown) => e instanceof ModelError && /"zz"/.test(e.message),
+  );
+  await assert.rejects(
+    () => s.run({ a: float32([2, 2], [1, 2, 3, 4]), b: float32([3], [1, 2, 3]) }),
+    (e: unknown) => e instanceof ModelError && /adder/.test(e.message),
+  );
+  await s.release();
+});
+
+Deno.test("toOrt() and fromOrt() round-trip int64, uint8 and bool tensors", () => {
+  const i = fromOrt(toOrt(int64([3], [-1, 0, 2 ** 40])));
+  assert.deepEqual([...i.data], [-1n, 0n, 2n ** 40n]);
+  const u = fromOrt(toOrt({ dtype: "uint8", dims: [2], data: new Uint8Array([0, 255]) }));
+  assert.deepEqual([u.dtype, [...u.data]], ["uint8", [0, 255]]);
+  const b = fromOrt(toOrt({ dtype: "bool", dims: [2], data: new Uint8Array([1, 0]) }));
+  assert.deepEqual([b.dtype, [...b.data]], ["bool", [1, 0]]);
+});
