@@ -16,3 +16,5 @@ export * from "./graph.ts";
 export * from "./proto.ts";
 export * from "./metadata.ts";
 export * from "./builder.ts";
+export * from "./toposort.ts";
+export * from "./validate.ts";
