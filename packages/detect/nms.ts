@@ -1,0 +1,171 @@
+/**
+ * Greedy non-maximum suppression on typed arrays.
+ *
+ * @module
+ */
+import type { Candidates } from "./types.ts";
+
+/** NMS settings, as the config's `head.nms` block holds them. */
+export interface NmsOptions {
+  /** A candidate is suppressed by a kept one whose IoU with it is greater than this. */
+  iou: number;
+  /** Candidates scoring below this are dropped before NMS. */
+  score: number;
+  /** At most this many detections are kept (per image). */
+  maxDetections: number;
+  /** Only the best this many candidates (after the score threshold) enter NMS. */
+  preTopK?: number;
+  /** Suppress across classes (true) or only within a class (false). */
+  classAgnostic: boolean;
+}
+
+/** Defaults of {@linkcode NmsOptions}. */
+export const defaults = {
+  iou: 0.45,
+  score: 0.01,
+  maxDetections: 100,
+  classAgnostic: false,
+} satisfies NmsOptions;
+
+/**
+ * Greedy NMS: candidates in descending score order (ties keep their input order) are kept unless a
+ * kept candidate (of the same class, unless class-agnostic) overlaps them with IoU > `iou`.
+ *
+ * A candidate only needs checking against what was kept before it, and kept boxes stay few
+ * (≤ maxDetections; per class when class-aware), so this is one sort plus O(n · kept) IoUs with
+ * precomputed areas, and it stops as soon as `maxDetections` are kept.
+ *
+ * @param candidates Boxes, scores and labels.
+ * @param options Thresholds and limits; missing keys take {@linkcode defaults}.
+ * @returns Indices of the kept candidates, best first.
+ *
+ * @example Two overlapping boxes of one class
+ * ```ts
+ * import { nms } from "@clipq/detect/nms";
+ * import { toCandidates } from "@clipq/detect/types";
+ * import assert from "node:assert/strict";
+ * const c = toCandidates([
+ *   { box: [0, 0, 10, 10], score: 0.8, label: 0 },
+ *   { box: [1, 0, 11, 10], score: 0.9, label: 0 },
+ *   { box: [1, 0, 11, 10], score: 0.7, label: 1 },
+ * ]);
+ * assert.deepEqual([...nms(c)], [1, 2]);
+ * assert.deepEqual([...nms(c, { classAgnostic: true })], [1]);
+ * ```
+ */
+export function nms(candidates: Candidates, options: Partial<NmsOptions> = {}): Int32Array {
+  const o = { ...defaults, ...options };
+  checkNmsOptions(o);
+  const { boxes, scores, labels, count } = candidates;
+  const order = rankByScore(scores, count, o.score);
+  const n = o.preTopK !== undefined ? Math.min(order.length, o.preTopK) : order.length;
+  const maxKeep = Math.min(n, o.maxDetections);
+  const kept = new Int32Array(maxKeep);
+  let nKept = 0;
+  if (maxKeep === 0) return kept;
+
+  // Kept boxes (copied contiguously with their areas) grouped per class, as linked lists
+  // threaded through arrays, so a class-aware check only visits kept boxes of its class.
+  const kx1 = new Float64Array(maxKeep), ky1 = new Float64Array(maxKeep);
+  const kx2 = new Float64Array(maxKeep), ky2 = new Float64Array(maxKeep);
+  const karea = new Float64Array(maxKeep);
+  const next = new Int32Array(maxKeep);
+  const heads = new Map<number, number>();
+  const thr = o.iou;
+
+  for (let r = 0; r < n && nKept < maxKeep; r++) {
+    const i = order[r]!;
+    const x1 = boxes[4 * i]!, y1 = boxes[4 * i + 1]!, x2 = boxes[4 * i + 2]!, y2 = boxes[4 * i + 3]!;
+    const area = Math.max(0, x2 - x1) * Math.max(0, y2 - y1);
+    const cls = o.classAgnostic ? 0 : labels[i]!;
+    let k = heads.get(cls) ?? -1;
+    let suppressed = false;
+    while (k >= 0) {
+      const w = Math.min(x2, kx2[k]!) - Math.max(x1, kx1[k]!);
+      if (w > 0) {
+        const h = Math.min(y2, ky2[k]!) - Math.max(y1, ky1[k]!);
+        if (h > 0) {
+          const inter = w * h;
+          if (inter / (area + karea[k]! - inter) > thr) {
+            suppressed = true;
+            break;
+          }
+        }
+      }
+      k = next[k]!;
+    }
+    if (suppressed) continue;
+    kx1[nKept] = x1;
+    ky1[nKept] = y1;
+    kx2[nKept] = x2;
+    ky2[nKept] = y2;
+    karea[nKept] = area;
+    next[nKept] = heads.get(cls) ?? -1;
+    heads.set(cls, nKept);
+    kept[nKept++] = i;
+  }
+  return kept.slice(0, nKept);
+}
+
+/**
+ * Indices of the candidates scoring at least `threshold`, best first; equal scores keep input
+ * order (as a stable sort does), so results do not depend on the sort implementation.
+ *
+ * @param scores Scores.
+ * @param count How many of `scores` are in use.
+ * @param threshold Minimum score.
+ * @returns Candidate indices.
+ *
+ * @example Usage
+ * ```ts
+ * import { rankByScore } from "@clipq/detect/nms";
+ * import assert from "node:assert/strict";
+ * assert.deepEqual([...rankByScore(new Float32Array([0.1, 0.5, 0.5, 0.05]), 4, 0.1)], [1, 2, 0]);
+ * ```
+ */
+export function rankByScore(scores: Float32Array, count: number, threshold: number): Int32Array {
+  let m = 0;
+  const idx = new Int32Array(count);
+  for (let i = 0; i < count; i++) if (scores[i]! >= threshold) idx[m++] = i;
+  const out = idx.subarray(0, m);
+  // Typed-array sort with a comparator is stable in V8 and avoids boxing numbers.
+  out.sort((a, b) => scores[b]! - scores[a]! || a - b);
+  return out.slice();
+}
+
+/**
+ * Intersection over union of two boxes (0 when the union is empty).
+ *
+ * @param a `[x1, y1, x2, y2]`.
+ * @param b `[x1, y1, x2, y2]`.
+ * @returns IoU in [0, 1].
+ *
+ * @example Usage
+ * ```ts
+ * import { iou } from "@clipq/detect/nms";
+ * import assert from "node:assert/strict";
+ * assert.equal(iou([0, 0, 2, 2], [1, 0, 3, 2]), 1 / 3);
+ * ```
+ */
+export function iou(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  const w = Math.min(a[2]!, b[2]!) - Math.max(a[0]!, b[0]!);
+  const h = Math.min(a[3]!, b[3]!) - Math.max(a[1]!, b[1]!);
+  if (w <= 0 || h <= 0) return 0;
+  const inter = w * h;
+  const union = (a[2]! - a[0]!) * (a[3]! - a[1]!) + (b[2]! - b[0]!) * (b[3]! - b[1]!) - inter;
+  return union > 0 ? inter / union : 0;
+}
+
+function checkNmsOptions(o: NmsOptions): void {
+  const bad = (key: string, expected: string, v: unknown) => {
+    throw new RangeError(`Expected nms.${key} to be ${expected} but found ${v}`);
+  };
+  if (!(o.iou >= 0 && o.iou <= 1)) bad("iou", "in [0, 1]", o.iou);
+  if (!Number.isFinite(o.score)) bad("score", "a finite number", o.score);
+  if (!(o.maxDetections >= 0) || !Number.isInteger(o.maxDetections) && o.maxDetections !== Infinity) {
+    bad("maxDetections", "a non-negative integer", o.maxDetections);
+  }
+  if (o.preTopK !== undefined && !(Number.isInteger(o.preTopK) && o.preTopK >= 0)) {
+    bad("preTopK", "a non-negative integer", o.preTopK);
+  }
+}
