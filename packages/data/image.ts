@@ -1,0 +1,269 @@
+/**
+ * Image decoding: JPEG through `jpeg-js`, PNG through `pngjs`, both to 8-bit interleaved RGB.
+ *
+ * - JPEG: baseline and progressive; grayscale is replicated to RGB; Adobe CMYK/YCCK is converted
+ *   by jpeg-js; 4-component JPEGs without an Adobe marker and arithmetic coding are rejected with a
+ *   {@linkcode DataError}.
+ * - PNG: every color type and bit depth pngjs reads (grayscale, palette, 1–16 bit); 16-bit samples
+ *   are scaled to 8 bit (`round(v · 255 / 65535)`). Alpha is dropped by default — as `cv2.imread`
+ *   does, which is what most detectors were trained with — or composited over a fixed `background`.
+ * - Headers are read first and images claiming more than {@linkcode MAX_MEGAPIXELS} megapixels are
+ *   refused before anything is allocated.
+ *
+ * @module
+ */
+import { DataError } from "@clipq/onnx/errors";
+import { Buffer } from "node:buffer";
+import jpeg from "jpeg-js";
+// pngjs ships no type declarations; the small surface used here is typed by `PngSync` below.
+import pngjs from "pngjs";
+
+/** An 8-bit RGB image, pixels interleaved row by row (`data[(y·width + x)·3 + c]`). */
+export interface RgbImage {
+  /** Width in pixels. */
+  readonly width: number;
+  /** Height in pixels. */
+  readonly height: number;
+  /** `width · height · 3` bytes, R G B per pixel. */
+  readonly data: Uint8Array;
+}
+
+/** Options of {@linkcode decodeImage} and {@linkcode readImage}. */
+export interface DecodeOptions {
+  /**
+   * RGB background to composite transparent pixels over; when absent, alpha is dropped
+   * (the color stored under a transparent pixel is kept).
+   */
+  background?: readonly [number, number, number];
+  /** Largest image accepted, in megapixels (checked from the header, before decoding). */
+  maxMegapixels?: number;
+}
+
+/** Images larger than this (in megapixels) are refused unless `maxMegapixels` says otherwise. */
+export const MAX_MEGAPIXELS = 100;
+
+/** Default decode options. */
+export const decodeDefaults: DecodeOptions = {
+  maxMegapixels: MAX_MEGAPIXELS,
+} satisfies DecodeOptions;
+
+interface PngSync {
+  sync: {
+    read(
+      buffer: Uint8Array,
+      options?: { checkCRC?: boolean; skipRescale?: boolean },
+    ): { width: number; height: number; data: Uint8Array };
+  };
+}
+const PNG = (pngjs as unknown as { PNG: PngSync }).PNG;
+
+const PNG_SIGNATURE = [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a];
+
+/** The format of an image file from its first bytes. */
+export function sniffFormat(bytes: Uint8Array): "jpeg" | "png" | undefined {
+  if (bytes.length >= 3 && bytes[0] === 0xff && bytes[1] === 0xd8 && bytes[2] === 0xff) {
+    return "jpeg";
+  }
+  if (bytes.length >= 8 && PNG_SIGNATURE.every((b, i) => bytes[i] === b)) return "png";
+  return undefined;
+}
+
+function describe(bytes: Uint8Array): string {
+  if (bytes.length === 0) return "an empty file";
+  const head = bytes.subarray(0, Math.min(bytes.length, 512));
+  const printable = head.every((b) => b === 9 || b === 10 || b === 13 || (b >= 32 && b < 127));
+  const hex = [...bytes.subarray(0, 4)].map((b) => b.toString(16).padStart(2, "0")).join(" ");
+  return `${bytes.length} bytes of ${printable ? "text" : "binary data"} starting ${hex}`;
+}
+
+/** Width and height from a JPEG's SOF marker, or undefined when there is none before the data ends. */
+function jpegSize(bytes: Uint8Array): { width: number; height: number } | undefined {
+  let i = 2;
+  while (i + 3 < bytes.length) {
+    if (bytes[i] !== 0xff) return undefined;
+    const marker = bytes[i + 1]!;
+    if (marker === 0xff) {
+      i++;
+      continue;
+    }
+    const len = (bytes[i + 2]! << 8) | bytes[i + 3]!;
+    // SOF0..SOF15 except DHT (C4), JPG (C8) and DAC (CC).
+    if (marker >= 0xc0 && marker <= 0xcf && marker !== 0xc4 && marker !== 0xc8 && marker !== 0xcc) {
+      if (i + 8 >= bytes.length) return undefined;
+      return {
+        height: (bytes[i + 5]! << 8) | bytes[i + 6]!,
+        width: (bytes[i + 7]! << 8) | bytes[i + 8]!,
+      };
+    }
+    if (marker === 0xda) return undefined;
+    i += 2 + len;
+  }
+  return undefined;
+}
+
+function pngSize(bytes: Uint8Array): { width: number; height: number } | undefined {
+  if (bytes.length < 24) return undefined;
+  const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  return { width: v.getUint32(16), height: v.getUint32(20) };
+}
+
+function checkSize(
+  size: { width: number; height: number } | undefined,
+  name: string,
+  what: string,
+  maxMegapixels: number,
+): void {
+  if (!size) {
+    throw new DataError(`${name}: expected a ${what} header with the image size, found none`);
+  }
+  if (size.width <= 0 || size.height <= 0) {
+    throw new DataError(
+      `${name}: expected a positive image size, found ${size.width}×${size.height}`,
+    );
+  }
+  const mp = size.width * size.height / 1e6;
+  if (mp > maxMegapixels) {
+    throw new DataError(
+      `${name}: expected at most ${maxMegapixels} megapixels, found ${size.width}×${size.height} (${
+        mp.toFixed(1)
+      } MP)`,
+    );
+  }
+}
+
+/**
+ * Decodes a JPEG or PNG file's bytes to 8-bit RGB.
+ *
+ * @param bytes The file contents.
+ * @param name The file name, used in error messages.
+ * @param options Alpha handling and the size limit.
+ * @returns The image.
+ * @throws {DataError} When the bytes are not a JPEG/PNG clipq can decode; the message names the file.
+ *
+ * @example Decode a PNG
+ * ```ts
+ * import { decodeImage } from "@clipq/data/image";
+ * import pngjs from "pngjs";
+ * import assert from "node:assert/strict";
+ * const png = new pngjs.PNG({ width: 1, height: 1 });
+ * png.data.set([10, 20, 30, 255]);
+ * const img = decodeImage(pngjs.PNG.sync.write(png), "dot.png");
+ * assert.deepEqual([...img.data], [10, 20, 30]);
+ * ```
+ */
+export function decodeImage(
+  bytes: Uint8Array,
+  name: string,
+  options: DecodeOptions = {},
+): RgbImage {
+  const opts = { ...decodeDefaults, ...options };
+  const maxMp = opts.maxMegapixels ?? MAX_MEGAPIXELS;
+  if (!(maxMp > 0)) {
+    throw new RangeError(`Expected maxMegapixels to be positive but found ${maxMp}`);
+  }
+  const bg = opts.background;
+  if (bg && (bg.length !== 3 || bg.some((v) => !(v >= 0 && v <= 255)))) {
+    throw new RangeError(
+      `Expected background to be 3 values in [0, 255] but found [${bg.join(", ")}]`,
+    );
+  }
+  const format = sniffFormat(bytes);
+  if (format === "jpeg") {
+    checkSize(jpegSize(bytes), name, "JPEG", maxMp);
+    let out: { width: number; height: number; data: Uint8Array };
+    try {
+      out = jpeg.decode(bytes, {
+        useTArray: true,
+        formatAsRGBA: false,
+        // Truncated or damaged entropy data would otherwise decode silently to gray blocks.
+        tolerantDecoding: false,
+        maxResolutionInMP: maxMp,
+        maxMemoryUsageInMB: Math.max(512, Math.ceil(maxMp * 1e6 * 8 / 2 ** 20)),
+      });
+    } catch (e) {
+      throw new DataError(
+        `${name}: expected a decodable JPEG, found one jpeg-js rejects: ${(e as Error).message}`,
+        { cause: e },
+      );
+    }
+    if (out.data.length !== out.width * out.height * 3) {
+      throw new DataError(
+        `${name}: expected ${
+          out.width * out.height * 3
+        } RGB bytes from the JPEG decoder, found ${out.data.length}`,
+      );
+    }
+    return { width: out.width, height: out.height, data: out.data };
+  }
+  if (format === "png") {
+    checkSize(pngSize(bytes), name, "PNG", maxMp);
+    let out: { width: number; height: number; data: Uint8Array };
+    try {
+      // pngjs expands palette and grayscale to RGBA and scales 16-bit samples to 8 bit.
+      out = PNG.sync.read(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength));
+    } catch (e) {
+      throw new DataError(
+        `${name}: expected a decodable PNG, found one pngjs rejects: ${(e as Error).message}`,
+        { cause: e },
+      );
+    }
+    const n = out.width * out.height;
+    if (out.data.length !== n * 4) {
+      throw new DataError(
+        `${name}: expected ${n * 4} RGBA bytes from the PNG decoder, found ${out.data.length}`,
+      );
+    }
+    const rgb = new Uint8Array(n * 3);
+    const src = out.data;
+    if (bg) {
+      for (let i = 0; i < n; i++) {
+        const a = src[i * 4 + 3]! / 255;
+        for (let c = 0; c < 3; c++) {
+          rgb[i * 3 + c] = Math.round(src[i * 4 + c]! * a + bg[c]! * (1 - a));
+        }
+      }
+    } else {
+      for (let i = 0; i < n; i++) {
+        rgb[i * 3] = src[i * 4]!;
+        rgb[i * 3 + 1] = src[i * 4 + 1]!;
+        rgb[i * 3 + 2] = src[i * 4 + 2]!;
+      }
+    }
+    return { width: out.width, height: out.height, data: rgb };
+  }
+  throw new DataError(`${name}: expected a JPEG or PNG image, found ${describe(bytes)}`);
+}
+
+/**
+ * Reads and decodes a JPEG or PNG file.
+ *
+ * @param path The file.
+ * @param options Alpha handling and the size limit.
+ * @returns The image.
+ * @throws {DataError} When the file cannot be read or decoded; the message names the file.
+ *
+ * @example Read a PNG written to a temporary file
+ * ```ts
+ * import { readImage } from "@clipq/data/image";
+ * import pngjs from "pngjs";
+ * import assert from "node:assert/strict";
+ * const png = new pngjs.PNG({ width: 2, height: 1 });
+ * png.data.set([1, 2, 3, 255, 4, 5, 6, 255]);
+ * const path = Deno.makeTempFileSync({ suffix: ".png" });
+ * Deno.writeFileSync(path, pngjs.PNG.sync.write(png));
+ * const img = await readImage(path);
+ * assert.equal(img.width, 2);
+ * Deno.removeSync(path);
+ * ```
+ */
+export async function readImage(path: string, options: DecodeOptions = {}): Promise<RgbImage> {
+  let bytes: Uint8Array;
+  try {
+    bytes = await Deno.readFile(path);
+  } catch (e) {
+    throw new DataError(`${path}: expected a readable image file, found: ${(e as Error).message}`, {
+      cause: e,
+    });
+  }
+  return decodeImage(bytes, path, options);
+}
