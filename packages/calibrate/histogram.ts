@@ -1,0 +1,319 @@
+/**
+ * Streaming, mergeable histograms of activation values.
+ *
+ * The grid is anchored at 0 with a power-of-two bin width `w = 2^e`: a value `x` falls in the
+ * absolute bin `floor(x / w)`. When new data does not fit in `bins` bins, the width doubles (often
+ * several times at once) and adjacent bins merge: since `floor(floor(x / w) / 2) = floor(x / 2w)`,
+ * the merged counts are exactly those a histogram built at `2w` from the start would hold. The
+ * width is always the smallest power of two (not below `2^minExponent`) at which the data's
+ * [min, max] fits, so it depends only on the data seen, never on the order or on how the data was
+ * split: merging shards gives exactly the single-pass histogram. Memory is `bins` numbers per
+ * tensor whatever the number of images.
+ *
+ * Non-finite values (NaN, ±Infinity) are counted in `nonFinite` and otherwise ignored.
+ *
+ * @module
+ */
+import { DataError } from "@clipq/onnx/errors";
+
+/** Options of {@linkcode Histogram}. */
+export interface HistogramOptions {
+  /** Number of bins of the grid (the span is `bins · w`). */
+  bins?: number;
+  /** The smallest bin width is `2^minExponent`; data of a smaller spread gets this width. */
+  minExponent?: number;
+}
+
+/** Defaults of {@linkcode HistogramOptions}. */
+export const defaults = {
+  bins: 2048,
+  minExponent: -32,
+} satisfies HistogramOptions;
+
+/** The JSON form of a histogram: only the occupied bins are written. */
+export interface HistogramJSON {
+  bins: number;
+  minExponent: number;
+  /** Bin width exponent: w = 2^exponent. */
+  exponent: number;
+  /** Absolute index (floor(x / w)) of `counts[0]`. */
+  offset: number;
+  counts: number[];
+  count: number;
+  zeros: number;
+  nonFinite: number;
+  min: number;
+  max: number;
+  sum: number;
+  sumSquares: number;
+}
+
+/**
+ * A streaming histogram on a power-of-two grid anchored at 0, exact under merging.
+ *
+ * @example Merging two shards equals one pass
+ * ```ts
+ * import { Histogram } from "@clipq/calibrate/histogram";
+ * import assert from "node:assert/strict";
+ * const a = new Histogram(), b = new Histogram(), all = new Histogram();
+ * a.add(new Float32Array([0, 1, 2]));
+ * b.add(new Float32Array([-50, 3]));
+ * all.add(new Float32Array([0, 1, 2, -50, 3]));
+ * assert.deepEqual(a.merge(b).toJSON(), all.toJSON());
+ * ```
+ */
+export class Histogram {
+  /** Number of bins of the grid. */
+  readonly bins: number;
+  /** Smallest allowed width exponent. */
+  readonly minExponent: number;
+  /** Current bin width exponent (w = 2^exponent). */
+  exponent: number;
+  /** Absolute bin index of `counts[0]`. */
+  offset = 0;
+  /** Bin counts (float64 so that counts stay exact far beyond 2^32). */
+  counts: Float64Array;
+  /** Number of finite values added. */
+  count = 0;
+  /** Number of NaN/Infinity values seen (not binned). */
+  nonFinite = 0;
+  /** Smallest finite value (Infinity when empty). */
+  min = Infinity;
+  /** Largest finite value (-Infinity when empty). */
+  max = -Infinity;
+  /** Number of values exactly 0 (they are exactly representable, so they carry no rounding error). */
+  zeros = 0;
+  /** Sum of finite values. */
+  sum = 0;
+  /** Sum of squares of finite values. */
+  sumSquares = 0;
+
+  /**
+   * Creates an empty histogram.
+   *
+   * @param options Number of bins and smallest width exponent.
+   */
+  constructor(options: HistogramOptions = {}) {
+    const o = { ...defaults, ...options };
+    if (!Number.isInteger(o.bins) || o.bins < 16) {
+      throw new RangeError(`Expected bins to be an integer of at least 16 but found ${o.bins}`);
+    }
+    if (!Number.isInteger(o.minExponent) || o.minExponent < -126 || o.minExponent > 126) {
+      throw new RangeError(
+        `Expected minExponent to be an integer in [-126, 126] but found ${o.minExponent}`,
+      );
+    }
+    this.bins = o.bins;
+    this.minExponent = o.minExponent;
+    this.exponent = o.minExponent;
+    this.counts = new Float64Array(o.bins);
+  }
+
+  /** Bin width. */
+  get width(): number {
+    return 2 ** this.exponent;
+  }
+
+  /** Mean of the finite values (NaN when empty). */
+  get mean(): number {
+    return this.count ? this.sum / this.count : NaN;
+  }
+
+  /**
+   * Adds values (one pass for min/max, one for binning; no allocation per element).
+   *
+   * @param values The values.
+   * @returns this.
+   */
+  add(values: ArrayLike<number>): this {
+    let lo = Infinity, hi = -Infinity, s = 0, s2 = 0, n = 0, z = 0;
+    const len = values.length;
+    for (let i = 0; i < len; i++) {
+      const v = values[i]!;
+      // v - v is 0 only for finite v: one comparison rejects NaN and ±Infinity.
+      if (v - v !== 0) continue;
+      if (v < lo) lo = v;
+      if (v > hi) hi = v;
+      if (v === 0) z++;
+      s += v;
+      s2 += v * v;
+      n++;
+    }
+    this.nonFinite += len - n;
+    if (n === 0) return this;
+    this.fit(Math.min(lo, this.min), Math.max(hi, this.max));
+    const counts = this.counts;
+    const inv = 2 ** -this.exponent;
+    const off = this.offset;
+    for (let i = 0; i < len; i++) {
+      const v = values[i]!;
+      if (v - v !== 0) continue;
+      counts[Math.floor(v * inv) - off]!++;
+    }
+    this.count += n;
+    this.zeros += z;
+    this.sum += s;
+    this.sumSquares += s2;
+    if (lo < this.min) this.min = lo;
+    if (hi > this.max) this.max = hi;
+    return this;
+  }
+
+  /**
+   * Merges another histogram into this one (exact: the result equals one pass over both inputs).
+   *
+   * @param other A histogram with the same number of bins and minimum exponent.
+   * @returns this.
+   * @throws {RangeError} When the grids differ in bins or minExponent.
+   */
+  merge(other: Histogram): this {
+    if (other.bins !== this.bins || other.minExponent !== this.minExponent) {
+      throw new RangeError(
+        `Expected histograms with the same grid (bins ${this.bins}, minExponent ${this.minExponent}) but found bins ${other.bins}, minExponent ${other.minExponent}`,
+      );
+    }
+    this.nonFinite += other.nonFinite;
+    if (other.count === 0) return this;
+    this.fit(Math.min(this.min, other.min), Math.max(this.max, other.max), other.exponent);
+    const shift = this.exponent - other.exponent;
+    const f = 2 ** shift;
+    for (let i = 0; i < other.counts.length; i++) {
+      const c = other.counts[i]!;
+      if (c === 0) continue;
+      this.counts[Math.floor((other.offset + i) / f) - this.offset]! += c;
+    }
+    this.count += other.count;
+    this.zeros += other.zeros;
+    this.sum += other.sum;
+    this.sumSquares += other.sumSquares;
+    this.min = Math.min(this.min, other.min);
+    this.max = Math.max(this.max, other.max);
+    return this;
+  }
+
+  /**
+   * Widens the grid (smallest exponent ≥ the current one and `atLeast` at which [lo, hi] fits) and
+   * moves the window so that it covers [lo, hi].
+   */
+  private fit(lo: number, hi: number, atLeast = this.minExponent): void {
+    const n = this.bins;
+    // Any exponent with 2^e ≤ (hi − lo)/n cannot fit, so starting there skips hopeless tries.
+    const spread = hi - lo;
+    let e = Math.max(
+      this.exponent,
+      atLeast,
+      spread > 0 ? Math.floor(Math.log2(spread / n)) : this.minExponent,
+    );
+    while (Math.floor(hi * 2 ** -e) - Math.floor(lo * 2 ** -e) + 1 > n) e++;
+    const first = Math.floor(lo * 2 ** -e);
+    const last = Math.floor(hi * 2 ** -e);
+    const f = 2 ** (e - this.exponent);
+    if (e === this.exponent && first >= this.offset && last < this.offset + n) return;
+    const old = this.counts;
+    const oldOffset = this.offset;
+    // Keep the window where it is when it still covers the data: fewer copies in the common case.
+    let offset = oldOffset;
+    if (e !== this.exponent || first < offset || last >= offset + n) offset = first;
+    const next = new Float64Array(n);
+    if (this.count > 0) {
+      for (let i = 0; i < n; i++) {
+        const c = old[i]!;
+        if (c !== 0) next[Math.floor((oldOffset + i) / f) - offset]! += c;
+      }
+    }
+    this.counts = next;
+    this.offset = offset;
+    this.exponent = e;
+  }
+
+  /**
+   * Index range [first, last] (into `counts`) of the occupied bins; [0, -1] when empty.
+   *
+   * @returns The first and last occupied positions.
+   */
+  occupied(): [number, number] {
+    if (this.count === 0) return [0, -1];
+    const w = this.width;
+    return [Math.floor(this.min / w) - this.offset, Math.floor(this.max / w) - this.offset];
+  }
+
+  /**
+   * The JSON form (only occupied bins; the same data gives the same JSON however it was split).
+   *
+   * @returns A plain object.
+   */
+  toJSON(): HistogramJSON {
+    const [first, last] = this.occupied();
+    const empty = this.count === 0;
+    return {
+      bins: this.bins,
+      minExponent: this.minExponent,
+      exponent: this.exponent,
+      offset: empty ? 0 : this.offset + first,
+      counts: empty ? [] : Array.from(this.counts.subarray(first, last + 1)),
+      count: this.count,
+      zeros: this.zeros,
+      nonFinite: this.nonFinite,
+      min: empty ? 0 : this.min,
+      max: empty ? 0 : this.max,
+      sum: this.sum,
+      sumSquares: this.sumSquares,
+    };
+  }
+
+  /**
+   * Rebuilds a histogram from its JSON form.
+   *
+   * @param json What {@linkcode Histogram.toJSON} wrote.
+   * @param what Name for error messages (a file or tensor).
+   * @returns The histogram.
+   * @throws {DataError} When the JSON is not a histogram this class wrote.
+   */
+  static fromJSON(json: unknown, what = "histogram"): Histogram {
+    const j = json as Partial<HistogramJSON> | null;
+    const num = (k: keyof HistogramJSON) => {
+      const v = j?.[k];
+      if (typeof v !== "number" || !Number.isFinite(v)) {
+        throw new DataError(`${what}: expected a finite number at "${k}" but found ${String(v)}`);
+      }
+      return v;
+    };
+    if (!j || typeof j !== "object" || !Array.isArray(j.counts)) {
+      throw new DataError(`${what}: expected a histogram object with a counts array`);
+    }
+    const h = new Histogram({ bins: num("bins"), minExponent: num("minExponent") });
+    const count = num("count");
+    h.exponent = num("exponent");
+    h.nonFinite = num("nonFinite");
+    h.zeros = num("zeros");
+    h.sum = num("sum");
+    h.sumSquares = num("sumSquares");
+    if (count > 0) {
+      if (j.counts.length > h.bins || j.counts.length === 0) {
+        throw new DataError(
+          `${what}: expected 1..${h.bins} counts but found ${j.counts.length}`,
+        );
+      }
+      h.offset = num("offset");
+      h.min = num("min");
+      h.max = num("max");
+      j.counts.forEach((c, i) => {
+        if (typeof c !== "number" || !(c >= 0)) {
+          throw new DataError(`${what}: expected counts[${i}] ≥ 0 but found ${String(c)}`);
+        }
+        h.counts[i] = c;
+      });
+      h.count = count;
+    }
+    return h;
+  }
+
+  /**
+   * A copy.
+   *
+   * @returns A new histogram with the same contents.
+   */
+  clone(): Histogram {
+    return Histogram.fromJSON(this.toJSON());
+  }
+}

@@ -1,0 +1,90 @@
+import assert from "node:assert/strict";
+import { Histogram } from "./histogram.ts";
+import { mergeStatistics, statisticsFromJSON, statisticsToJSON } from "./statistics.ts";
+
+/** Seeded uniform numbers (mulberry32) so the tests are reproducible. */
+function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+function sample(n: number, seed: number, scale: number, shift = 0): Float32Array {
+  const r = rng(seed);
+  return Float32Array.from({ length: n }, () => (r() - 0.5) * scale + shift);
+}
+
+Deno.test("Histogram bins every value where a direct count at the final width puts it", () => {
+  const data = sample(5000, 1, 20, 3);
+  const h = new Histogram({ bins: 256 }).add(data);
+  const w = h.width;
+  const direct = new Map<number, number>();
+  for (const v of data) direct.set(Math.floor(v / w), (direct.get(Math.floor(v / w)) ?? 0) + 1);
+  for (const [a, c] of direct) assert.equal(h.counts[a - h.offset], c);
+  assert.equal(h.count, 5000);
+  assert.equal(h.min, Math.min(...data));
+  assert.equal(h.max, Math.max(...data));
+  // The smallest power of two at which the span fits in 256 bins.
+  assert.ok((h.max - h.min) / w < 256 && (h.max - h.min) / (w / 2) >= 255);
+});
+
+Deno.test("merging shards equals one pass over all the data", () => {
+  const shards = [sample(1000, 2, 1), sample(1000, 3, 50, 20), sample(10, 4, 0.001, -7)];
+  const one = new Histogram();
+  for (const s of shards) one.add(s);
+  const parts = shards.map((s) => new Histogram().add(s));
+  const merged = parts[2]!.clone().merge(parts[0]!).merge(parts[1]!);
+  assert.deepEqual(merged.toJSON().counts, one.toJSON().counts);
+  assert.equal(merged.exponent, one.exponent);
+  assert.equal(merged.min, one.min);
+  assert.equal(merged.max, one.max);
+  assert.equal(merged.count, one.count);
+  // Sums may differ in the last float bit with the order of addition.
+  assert.ok(Math.abs(merged.sum - one.sum) < 1e-6 * Math.abs(one.sum));
+});
+
+Deno.test("batches in any order give the same histogram", () => {
+  const a = sample(300, 5, 4), b = sample(300, 6, 400, -100), c = sample(300, 7, 0.01);
+  const x = new Histogram().add(a).add(b).add(c);
+  const y = new Histogram().add(c).add(b).add(a);
+  assert.deepEqual(x.toJSON().counts, y.toJSON().counts);
+  assert.equal(x.toJSON().offset, y.toJSON().offset);
+});
+
+Deno.test("Histogram ignores NaN and Infinity but counts them", () => {
+  const h = new Histogram().add([1, NaN, Infinity, -Infinity, 2, 0]);
+  assert.equal(h.count, 3);
+  assert.equal(h.nonFinite, 3);
+  assert.equal(h.zeros, 1);
+  assert.equal(h.max, 2);
+});
+
+Deno.test("Histogram JSON round trip keeps every field", () => {
+  const h = new Histogram({ bins: 64 }).add(sample(100, 8, 3));
+  const back = Histogram.fromJSON(JSON.parse(JSON.stringify(h.toJSON())));
+  assert.deepEqual(back.toJSON(), h.toJSON());
+  assert.throws(() => Histogram.fromJSON({ counts: [1], bins: "x" }, "t.json"), /t\.json.*bins/);
+});
+
+Deno.test("merging histograms of different grids is refused", () => {
+  assert.throws(
+    () => new Histogram({ bins: 64 }).merge(new Histogram({ bins: 128 })),
+    /same grid/,
+  );
+});
+
+Deno.test("mergeStatistics leaves its inputs unchanged and survives JSON", () => {
+  const a = new Map([["t", new Histogram().add([1, 2])]]);
+  const b = new Map([["t", new Histogram().add([100])], ["u", new Histogram().add([-1])]]);
+  const m = mergeStatistics([a, b]);
+  assert.equal(a.get("t")!.count, 2);
+  assert.equal(m.get("t")!.count, 3);
+  assert.equal(m.get("u")!.min, -1);
+  const back = statisticsFromJSON(JSON.parse(JSON.stringify(statisticsToJSON(m))));
+  assert.deepEqual(back.get("t")!.toJSON(), m.get("t")!.toJSON());
+});

@@ -1,0 +1,423 @@
+/**
+ * Ranges from histograms: minmax, percentile, mse, entropy (TensorRT-style KL) and aciq, each
+ * symmetric (s8) or asymmetric (u8, each tail searched on its own), optionally loss-aware.
+ *
+ * How the tails are handled: the signed histogram folds exactly into two magnitude histograms
+ * (values ≥ 0 and values < 0; the grid is anchored at 0, so no bin straddles it). A symmetric range
+ * searches the sum of both with 127 steps (128 entropy levels); an asymmetric range searches each
+ * tail on its own, with that tail's share of the 255 steps (256 entropy levels) in proportion to its
+ * share of [min, max]; a tail without data keeps its exact bound (min or max).
+ *
+ * Expected error (mse, loss-aware): clipping error Σ n·(x − c)² over bin centres beyond the clip,
+ * plus rounding error n_inside · s²/12 (uniform rounding noise, step s); values exactly 0 carry no
+ * rounding error since 0 is always representable.
+ *
+ * Loss-aware clipping is our reading of the paper's added loss term (its formula is not available):
+ * each tail's clip c minimizes E(c)/Σx² + λ·(c/c_max)², where E is the expected error above relative
+ * to the tensor's energy (1/SQNR), c_max the tail's largest magnitude, and the search is limited to
+ * clips not above the chosen method's clip — so λ = 0 gives the mse clip (capped by the method) and
+ * larger λ prefers tighter clips.
+ *
+ * ACIQ estimates the Laplace b as the mean |x − μ| over bin centres (one pass over the bins rather
+ * than a second pass over the data; the error is at most half a bin), and the Gaussian σ exactly from
+ * the running sums.
+ *
+ * @module
+ */
+import type { TensorRange } from "@clipq/onnx/metadata";
+import { ConfigError } from "@clipq/onnx/errors";
+import type { Histogram } from "./histogram.ts";
+
+/** Range methods over histograms. */
+export type RangeMethod = "minmax" | "percentile" | "mse" | "entropy" | "aciq";
+
+/** The range methods, in documentation order. */
+export const RANGE_METHODS: readonly RangeMethod[] = [
+  "minmax",
+  "percentile",
+  "mse",
+  "entropy",
+  "aciq",
+];
+
+/** Options of {@linkcode rangeFromHistogram}. */
+export interface RangeOptions {
+  /** How to choose the clip. */
+  method?: RangeMethod;
+  /** Percentile (in (0, 100]) for method "percentile". */
+  percentile?: number;
+  /** Symmetric range [−c, c] for s8 activations; otherwise an asymmetric u8 range. */
+  symmetric?: boolean;
+  /** Loss-aware clip tightening with penalty weight λ, or false. */
+  lossAware?: { lambda: number } | false;
+  /** Distribution ACIQ assumes. */
+  distribution?: "laplace" | "gaussian";
+}
+
+/** Defaults of {@linkcode RangeOptions}. */
+export const defaults = {
+  method: "percentile",
+  percentile: 99.99,
+  symmetric: false,
+  lossAware: false,
+  distribution: "laplace",
+} satisfies RangeOptions;
+
+type Checked = Required<RangeOptions>;
+
+function check(options: RangeOptions): Checked {
+  const o = { ...defaults, ...options } as Checked;
+  if (!RANGE_METHODS.includes(o.method)) {
+    throw new ConfigError(
+      "method",
+      `expected one of ${RANGE_METHODS.join(", ")} but found ${JSON.stringify(o.method)}`,
+    );
+  }
+  if (typeof o.percentile !== "number" || !(o.percentile > 0 && o.percentile <= 100)) {
+    throw new ConfigError("percentile", `expected a number in (0, 100] but found ${o.percentile}`);
+  }
+  if (typeof o.symmetric !== "boolean") {
+    throw new ConfigError("symmetric", `expected a boolean but found ${String(o.symmetric)}`);
+  }
+  if (o.lossAware !== false) {
+    const l = (o.lossAware as { lambda?: unknown } | null)?.lambda;
+    if (typeof l !== "number" || !(l >= 0) || !Number.isFinite(l)) {
+      throw new ConfigError(
+        "lossAware.lambda",
+        `expected a finite number ≥ 0 but found ${JSON.stringify(l)}`,
+      );
+    }
+  }
+  if (o.distribution !== "laplace" && o.distribution !== "gaussian") {
+    throw new ConfigError(
+      "distribution",
+      `expected "laplace" or "gaussian" but found ${JSON.stringify(o.distribution)}`,
+    );
+  }
+  return o;
+}
+
+/** A magnitude histogram of one tail: bin j holds magnitudes in [j·w, (j+1)·w]. */
+interface Tail {
+  m: Float64Array;
+  w: number;
+  /** Largest magnitude (exact). */
+  maxMag: number;
+  count: number;
+  /** Values exactly 0 in bin 0. */
+  zeros: number;
+}
+
+function tails(h: Histogram): { pos: Tail; neg: Tail } {
+  const w = h.width;
+  const posLen = h.max >= 0 ? Math.floor(h.max / w) + 1 : 0;
+  const negLen = h.min < 0 ? -Math.floor(h.min / w) : 0;
+  const pos = new Float64Array(posLen), neg = new Float64Array(negLen);
+  let pc = 0, nc = 0;
+  const [first, last] = h.occupied();
+  for (let i = first; i <= last; i++) {
+    const c = h.counts[i]!;
+    if (c === 0) continue;
+    const a = h.offset + i;
+    if (a >= 0) {
+      pos[a]! += c;
+      pc += c;
+    } else {
+      neg[-a - 1]! += c;
+      nc += c;
+    }
+  }
+  return {
+    pos: { m: pos, w, maxMag: Math.max(h.max, 0), count: pc, zeros: h.zeros },
+    neg: { m: neg, w, maxMag: Math.max(-h.min, 0), count: nc, zeros: 0 },
+  };
+}
+
+function sumTails(a: Tail, b: Tail): Tail {
+  const n = Math.max(a.m.length, b.m.length);
+  const m = new Float64Array(n);
+  for (let i = 0; i < a.m.length; i++) m[i]! += a.m[i]!;
+  for (let i = 0; i < b.m.length; i++) m[i]! += b.m[i]!;
+  return {
+    m,
+    w: a.w,
+    maxMag: Math.max(a.maxMag, b.maxMag),
+    count: a.count + b.count,
+    zeros: a.zeros + b.zeros,
+  };
+}
+
+/** Representative magnitude of bin j (its centre, kept within the exact maximum). */
+function centre(t: Tail, j: number): number {
+  return Math.min((j + 0.5) * t.w, t.maxMag);
+}
+
+function percentileClip(t: Tail, p: number): number {
+  const target = (p / 100) * t.count;
+  let cum = 0;
+  for (let j = 0; j < t.m.length; j++) {
+    const c = t.m[j]!;
+    if (c > 0 && cum + c >= target) {
+      return Math.min((j + (target - cum) / c) * t.w, t.maxMag);
+    }
+    cum += c;
+  }
+  return t.maxMag;
+}
+
+/**
+ * Expected error of each candidate clip c_j = min((j+1)·w, maxMag), j = 0 … nbins−1, with `steps`
+ * quantization steps over [0, c].
+ */
+function expectedErrors(t: Tail, steps: number): { clips: Float64Array; errors: Float64Array } {
+  const n = t.m.length;
+  // Suffix sums of n, n·x, n·x² over bins beyond j, so each candidate costs O(1).
+  const s0 = new Float64Array(n + 1), s1 = new Float64Array(n + 1), s2 = new Float64Array(n + 1);
+  for (let j = n - 1; j >= 0; j--) {
+    const c = t.m[j]!, x = centre(t, j);
+    s0[j] = s0[j + 1]! + c;
+    s1[j] = s1[j + 1]! + c * x;
+    s2[j] = s2[j + 1]! + c * x * x;
+  }
+  const clips = new Float64Array(n), errors = new Float64Array(n);
+  for (let j = 0; j < n; j++) {
+    const clip = Math.min((j + 1) * t.w, t.maxMag);
+    const beyond = j + 1;
+    const clipErr = s2[beyond]! - 2 * clip * s1[beyond]! + clip * clip * s0[beyond]!;
+    const inside = s0[0]! - s0[beyond]! - t.zeros;
+    const step = clip / steps;
+    clips[j] = clip;
+    errors[j] = Math.max(clipErr, 0) + Math.max(inside, 0) * step * step / 12;
+  }
+  return { clips, errors };
+}
+
+function mseClip(t: Tail, steps: number): number {
+  if (t.m.length === 0) return t.maxMag;
+  const { clips, errors } = expectedErrors(t, steps);
+  let best = 0;
+  for (let j = 1; j < errors.length; j++) if (errors[j]! < errors[best]!) best = j;
+  return clips[best]!;
+}
+
+const ENTROPY_EPS = 1e-4;
+
+/** TensorRT-style entropy calibration of one tail with `levels` quantization levels. */
+function entropyClip(t: Tail, levels: number): number {
+  const bins = t.m;
+  const nbins = bins.length;
+  if (nbins <= levels || levels < 2) return t.maxMag;
+  const total = t.count;
+  let tail = 0;
+  for (let j = levels; j < nbins; j++) tail += bins[j]!;
+  const qCounts = new Float64Array(levels);
+  const qNonzero = new Float64Array(levels);
+  let bestKl = Infinity, bestI = nbins;
+  for (let i = levels; i <= nbins; i++) {
+    if (i > levels) tail -= bins[i - 1]!;
+    // P: the first i bins with the tail folded into bin i−1; Q: the first i bins merged into
+    // `levels` levels and spread back evenly over the non-empty bins of each level.
+    qCounts.fill(0);
+    qNonzero.fill(0);
+    let inside = 0;
+    for (let k = 0; k < i; k++) {
+      const c = bins[k]!;
+      if (c === 0) continue;
+      const l = Math.floor((k * levels) / i);
+      qCounts[l]! += c;
+      qNonzero[l]!++;
+      inside += c;
+    }
+    if (inside === 0) continue;
+    // Empty bins of Q get a small probability taken from the others (as onnxruntime's calibrator
+    // smooths), so folding the tail into an empty bin costs a finite, large divergence.
+    let nonzero = 0;
+    for (let l = 0; l < levels; l++) nonzero += qNonzero[l]!;
+    const eps1 = (ENTROPY_EPS * (i - nonzero)) / nonzero;
+    let kl = 0;
+    for (let k = 0; k < i; k++) {
+      let p = bins[k]!;
+      if (k === i - 1) p += tail;
+      if (p === 0) continue;
+      p /= total;
+      const c = bins[k]!;
+      const l = Math.floor((k * levels) / i);
+      const q = c === 0 ? ENTROPY_EPS : qCounts[l]! / qNonzero[l]! / inside - eps1;
+      kl += p * Math.log(p / Math.max(q, ENTROPY_EPS * 1e-3));
+    }
+    if (kl < bestKl) {
+      bestKl = kl;
+      bestI = i;
+    }
+  }
+  return Math.min(bestI * t.w, t.maxMag);
+}
+
+function meanAbsDeviation(h: Histogram, about: number): number {
+  const [first, last] = h.occupied();
+  const w = h.width;
+  let s = 0;
+  for (let i = first; i <= last; i++) {
+    const c = h.counts[i]!;
+    if (c === 0) continue;
+    const x = Math.min(Math.max((h.offset + i + 0.5) * w, h.min), h.max);
+    s += c * Math.abs(x - about);
+  }
+  // Exact zeros sit at 0, not at the centre of their bin.
+  const zeroBinCentre = Math.min(Math.max(0.5 * w, h.min), h.max);
+  s += h.zeros * (Math.abs(0 - about) - Math.abs(zeroBinCentre - about));
+  return s / h.count;
+}
+
+function lossAwareClip(t: Tail, steps: number, cap: number, lambda: number, energy: number) {
+  if (t.m.length === 0 || t.maxMag === 0) return Math.min(cap, t.maxMag);
+  const { clips, errors } = expectedErrors(t, steps);
+  let best = -1, bestObj = Infinity;
+  for (let j = 0; j < clips.length; j++) {
+    const c = clips[j]!;
+    if (c > cap && j > 0) break;
+    const rel = c / t.maxMag;
+    const obj = errors[j]! / energy + lambda * rel * rel;
+    if (obj < bestObj) {
+      bestObj = obj;
+      best = j;
+    }
+  }
+  return best < 0 ? cap : Math.min(clips[best]!, cap);
+}
+
+/**
+ * Chooses a range for one tensor from its histogram.
+ *
+ * @param hist The tensor's histogram.
+ * @param options Method, percentile, symmetric, loss-aware penalty, ACIQ distribution.
+ * @returns The range; `source` is the method name (with "+loss-aware" when the penalty applied).
+ * @throws {ConfigError} When an option is not one of the allowed values.
+ * @throws {RangeError} When the histogram is empty.
+ *
+ * @example The 90th percentile of 0..99 is 89 within one bin
+ * ```ts
+ * import { Histogram } from "@clipq/calibrate/histogram";
+ * import { rangeFromHistogram } from "@clipq/calibrate/range-methods";
+ * import assert from "node:assert/strict";
+ * const h = new Histogram().add(Array.from({ length: 100 }, (_, i) => i));
+ * const r = rangeFromHistogram(h, { method: "percentile", percentile: 90 });
+ * assert.ok(Math.abs(r.max - 89) <= h.width);
+ * ```
+ */
+export function rangeFromHistogram(hist: Histogram, options: RangeOptions = {}): TensorRange {
+  const o = check(options);
+  if (hist.count === 0) {
+    throw new RangeError("Expected a histogram with at least one finite value but found none");
+  }
+  const { pos, neg } = tails(hist);
+  const energy = hist.sumSquares > 0 ? hist.sumSquares : 1;
+  const source = o.lossAware ? `${o.method}+loss-aware` : o.method;
+
+  const clipOf = (t: Tail, steps: number, oneSided: boolean): number => {
+    switch (o.method) {
+      case "minmax":
+        return t.maxMag;
+      case "percentile":
+        return percentileClip(t, o.percentile);
+      case "mse":
+        return mseClip(t, steps);
+      case "entropy":
+        return entropyClip(t, steps + 1);
+      case "aciq":
+        return aciqClip(t, oneSided);
+    }
+  };
+  const aciqClip = (t: Tail, oneSided: boolean): number => {
+    const mu = hist.mean;
+    let alpha: number;
+    if (o.distribution === "laplace") {
+      // One-sided (post-ReLU) data is a half-Laplace with its mode at 0: b = mean |x|.
+      const b = meanAbsDeviation(hist, oneSided ? 0 : mu);
+      alpha = (oneSided ? 11.16 : 9.89) * b;
+    } else {
+      const sigma = oneSided
+        ? Math.sqrt(hist.sumSquares / hist.count)
+        : Math.sqrt(Math.max(hist.sumSquares / hist.count - mu * mu, 0));
+      alpha = (oneSided ? 4.2 : 3.92) * sigma;
+    }
+    // The clip is about the mean for two-sided data; its magnitude on this tail is |μ ± α|.
+    const centreShift = oneSided ? 0 : (t === neg ? -mu : mu);
+    return Math.min(Math.max(centreShift + alpha, 0), t.maxMag);
+  };
+  const refine = (t: Tail, steps: number, clip: number): number =>
+    o.lossAware ? lossAwareClip(t, steps, clip, o.lossAware.lambda, energy) : clip;
+
+  if (o.method === "minmax" && !o.lossAware) {
+    if (!o.symmetric) return { min: hist.min, max: hist.max, source };
+  }
+  if (o.symmetric) {
+    const all = sumTails(pos, neg);
+    // ACIQ treats data on one side of 0 as one-sided (post-ReLU), which also holds for s8.
+    const oneSided = hist.min >= 0 || hist.max <= 0;
+    const c = o.method === "aciq"
+      ? refine(all, 127, aciqSymmetric(hist, o.distribution, oneSided))
+      : refine(all, 127, clipOf(all, 127, oneSided));
+    return { min: -c, max: c, source };
+  }
+  const span = Math.max(hist.max, 0) - Math.min(hist.min, 0);
+  const oneSided = hist.min >= 0 || hist.max <= 0;
+  const stepsOf = (t: Tail) => Math.max(1, Math.round((255 * t.maxMag) / (span || 1)));
+  const hi = pos.count > 0 && hist.max > 0
+    ? refine(pos, stepsOf(pos), clipOf(pos, stepsOf(pos), oneSided))
+    : hist.max;
+  const lo = neg.count > 0 && hist.min < 0
+    ? -refine(neg, stepsOf(neg), clipOf(neg, stepsOf(neg), oneSided))
+    : hist.min;
+  // A tail with no data beyond 0 keeps its exact bound (e.g. min > 0 for all-positive data).
+  return {
+    min: hist.min >= 0 ? hist.min : lo,
+    max: hist.max <= 0 ? hist.max : hi,
+    source,
+  };
+}
+
+function aciqSymmetric(h: Histogram, distribution: string, oneSided: boolean): number {
+  const mu = h.mean;
+  const maxMag = Math.max(Math.abs(h.min), Math.abs(h.max));
+  let alpha: number;
+  if (distribution === "laplace") {
+    alpha = oneSided ? 11.16 * meanAbsDeviation(h, 0) : Math.abs(mu) + 9.89 *
+        meanAbsDeviation(h, mu);
+  } else {
+    alpha = oneSided
+      ? 4.2 * Math.sqrt(h.sumSquares / h.count)
+      : Math.abs(mu) + 3.92 * Math.sqrt(Math.max(h.sumSquares / h.count - mu * mu, 0));
+  }
+  return Math.min(alpha, maxMag);
+}
+
+/**
+ * Ranges for every tensor of a set of statistics, with the same options for all.
+ *
+ * @param stats Histograms by tensor name.
+ * @param options As for {@linkcode rangeFromHistogram}.
+ * @returns Ranges by tensor name (empty histograms are skipped).
+ * @throws {ConfigError} When an option is not one of the allowed values.
+ *
+ * @example Minmax is exact
+ * ```ts
+ * import { Histogram } from "@clipq/calibrate/histogram";
+ * import { rangesFromStatistics } from "@clipq/calibrate/range-methods";
+ * import assert from "node:assert/strict";
+ * const stats = new Map([["x", new Histogram().add(new Float32Array([-0.3, 2.71]))]]);
+ * const r = rangesFromStatistics(stats, { method: "minmax" }).get("x");
+ * assert.deepEqual(r, { min: Math.fround(-0.3), max: Math.fround(2.71), source: "minmax" });
+ * ```
+ */
+export function rangesFromStatistics(
+  stats: ReadonlyMap<string, Histogram>,
+  options: RangeOptions = {},
+): Map<string, TensorRange> {
+  check(options);
+  const out = new Map<string, TensorRange>();
+  for (const [name, h] of stats) {
+    if (h.count > 0) out.set(name, rangeFromHistogram(h, options));
+  }
+  return out;
+}

@@ -1,0 +1,143 @@
+import assert from "node:assert/strict";
+import { Histogram } from "./histogram.ts";
+import { rangeFromHistogram, rangesFromStatistics } from "./range_methods.ts";
+import { ConfigError } from "@clipq/onnx/errors";
+
+function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** Laplace(0, b) samples. */
+function laplace(n: number, b: number, seed: number): Float32Array {
+  const r = rng(seed);
+  return Float32Array.from({ length: n }, () => {
+    const u = r() - 0.5;
+    return -b * Math.sign(u) * Math.log(1 - 2 * Math.abs(u));
+  });
+}
+
+/** Mean squared error of u8 fake quantization of `data` with range [lo, hi] (0 representable). */
+function fakeQuantMse(data: Float32Array, lo: number, hi: number): number {
+  const a = Math.min(lo, 0), b = Math.max(hi, 0);
+  const s = (b - a) / 255;
+  const z = Math.round(-a / s);
+  let e = 0;
+  for (const x of data) {
+    const q = Math.min(255, Math.max(0, Math.round(x / s) + z));
+    const d = (q - z) * s - x;
+    e += d * d;
+  }
+  return e / data.length;
+}
+
+Deno.test("minmax is exact", () => {
+  const data = laplace(1000, 1, 1);
+  const h = new Histogram().add(data);
+  const r = rangeFromHistogram(h, { method: "minmax" });
+  assert.equal(r.min, Math.min(...data));
+  assert.equal(r.max, Math.max(...data));
+  assert.equal(r.source, "minmax");
+  const s = rangeFromHistogram(h, { method: "minmax", symmetric: true });
+  assert.equal(s.max, Math.max(...data.map(Math.abs)));
+  assert.equal(s.min, -s.max);
+});
+
+Deno.test("the 90th percentile of 0..99 is 89 within one bin", () => {
+  const h = new Histogram().add(Array.from({ length: 100 }, (_, i) => i));
+  for (const symmetric of [false, true]) {
+    const r = rangeFromHistogram(h, { method: "percentile", percentile: 90, symmetric });
+    assert.ok(Math.abs(r.max - 89) <= h.width, `${r.max} (symmetric ${symmetric})`);
+  }
+  // An asymmetric range searches the negative tail on its own.
+  const g = new Histogram().add(Array.from({ length: 200 }, (_, i) => i < 100 ? i : -(i - 99)));
+  const r = rangeFromHistogram(g, { method: "percentile", percentile: 90 });
+  assert.ok(Math.abs(r.max - 89) <= g.width && Math.abs(r.min + 90) <= g.width, `${r.min}`);
+});
+
+Deno.test("entropy clips a lone large outlier", () => {
+  // pytorch-quantization's case: uniform [0, 1) plus one 10.
+  const r = rng(2);
+  const data = Float32Array.from({ length: 20001 }, (_, i) => i === 20000 ? 10 : r());
+  const h = new Histogram().add(data);
+  const u = rangeFromHistogram(h, { method: "entropy" });
+  // 256 levels need at least 256 bins (2.0 at this grid's width 2^-7): the outlier is cut.
+  assert.ok(u.max <= 2.01 && u.max >= 0.99, `unsigned entropy clip ${u.max}`);
+  const s = rangeFromHistogram(h, { method: "entropy", symmetric: true });
+  assert.ok(s.max <= 1.2 && s.max >= 0.9, `symmetric entropy clip ${s.max}`);
+});
+
+Deno.test("mse picks the better of two clips", () => {
+  // Laplace data: the minmax clip wastes levels on the rare tail, a moderate clip does better.
+  const data = laplace(20000, 1, 3);
+  const h = new Histogram().add(data);
+  const r = rangeFromHistogram(h, { method: "mse" });
+  const mm = rangeFromHistogram(h, { method: "minmax" });
+  const tight = { min: -1, max: 1 };
+  const errs = [r, mm, tight].map((x) => fakeQuantMse(data, x.min, x.max));
+  assert.ok(errs[0]! < errs[1]! && errs[0]! < errs[2]!, errs.join(" "));
+  // With two clips of known quality, the mse choice lies nearer the better one.
+  const better = [mm, tight].reduce((a, b) =>
+    fakeQuantMse(data, a.min, a.max) < fakeQuantMse(data, b.min, b.max) ? a : b
+  );
+  assert.ok(Math.abs(r.max - better.max) < Math.abs(mm.max - tight.max));
+});
+
+Deno.test("aciq uses 9.89·b symmetric and 11.16·b one-sided for Laplace data", () => {
+  const data = laplace(50000, 0.5, 4);
+  const h = new Histogram().add(data);
+  const s = rangeFromHistogram(h, { method: "aciq", symmetric: true });
+  assert.ok(Math.abs(s.max - 9.89 * 0.5) < 0.15, `${s.max}`);
+  const relu = new Histogram().add(data.map(Math.abs));
+  const u = rangeFromHistogram(relu, { method: "aciq" });
+  const max = Math.max(...data.map(Math.abs));
+  assert.ok(Math.abs(u.max - Math.min(11.16 * 0.5, max)) < 0.15, `${u.max}`);
+  assert.equal(u.min, relu.min);
+});
+
+Deno.test("loss-aware clipping tightens the clip as λ grows and λ = 0 matches mse", () => {
+  const data = laplace(20000, 1, 5);
+  const h = new Histogram().add(data);
+  const mse = rangeFromHistogram(h, { method: "mse" });
+  const zero = rangeFromHistogram(h, { method: "mse", lossAware: { lambda: 0 } });
+  assert.ok(Math.abs(zero.max - mse.max) < 1e-9);
+  const strong = rangeFromHistogram(h, { method: "minmax", lossAware: { lambda: 0.5 } });
+  assert.ok(strong.max < zero.max, `${strong.max} < ${zero.max}`);
+  assert.equal(strong.source, "minmax+loss-aware");
+  const capped = rangeFromHistogram(h, {
+    method: "percentile",
+    percentile: 90,
+    lossAware: { lambda: 0 },
+  });
+  const p90 = rangeFromHistogram(h, { method: "percentile", percentile: 90 });
+  assert.ok(capped.max <= p90.max + 1e-9);
+});
+
+Deno.test("all-positive data keeps its exact lower bound", () => {
+  const h = new Histogram().add([0.5, 1, 2, 3]);
+  for (const method of ["percentile", "mse", "entropy", "aciq"] as const) {
+    assert.equal(rangeFromHistogram(h, { method }).min, 0.5, method);
+  }
+});
+
+Deno.test("range options are checked up front", () => {
+  const h = new Histogram().add([1]);
+  // deno-lint-ignore no-explicit-any
+  assert.throws(() => rangeFromHistogram(h, { method: "kl" as any }), ConfigError);
+  assert.throws(() => rangeFromHistogram(h, { percentile: 0 }), /percentile/);
+  assert.throws(() => rangeFromHistogram(h, { lossAware: { lambda: -1 } }), /lambda/);
+  assert.throws(() => rangeFromHistogram(new Histogram(), {}), RangeError);
+});
+
+Deno.test("rangesFromStatistics names the method as the source", () => {
+  const stats = new Map([["a", new Histogram().add([0, 1])], ["b", new Histogram()]]);
+  const r = rangesFromStatistics(stats, { method: "entropy" });
+  assert.deepEqual([...r.keys()], ["a"]);
+  assert.equal(r.get("a")!.source, "entropy");
+});

@@ -1,0 +1,158 @@
+/**
+ * Calibration statistics: one histogram per tensor, saved as JSON so another range method can be
+ * tried without running the model again, and merged across shards.
+ *
+ * @module
+ */
+import { DataError } from "@clipq/onnx/errors";
+import { Histogram, type HistogramJSON } from "./histogram.ts";
+
+/** Histograms by tensor name. */
+export type Statistics = Map<string, Histogram>;
+
+/** The JSON form of {@linkcode Statistics}. */
+export interface StatisticsJSON {
+  format: "clipq.statistics";
+  version: 1;
+  tensors: Record<string, HistogramJSON>;
+}
+
+/**
+ * The JSON form of statistics.
+ *
+ * @param stats The statistics.
+ * @returns A plain object.
+ *
+ * @example Round trip
+ * ```ts
+ * import { Histogram } from "@clipq/calibrate/histogram";
+ * import { statisticsFromJSON, statisticsToJSON } from "@clipq/calibrate/statistics";
+ * import assert from "node:assert/strict";
+ * const s = new Map([["x", new Histogram().add([1, 2, 3])]]);
+ * assert.equal(statisticsFromJSON(statisticsToJSON(s)).get("x")?.max, 3);
+ * ```
+ */
+export function statisticsToJSON(stats: ReadonlyMap<string, Histogram>): StatisticsJSON {
+  const tensors: Record<string, HistogramJSON> = {};
+  for (const [k, h] of stats) tensors[k] = h.toJSON();
+  return { format: "clipq.statistics", version: 1, tensors };
+}
+
+/**
+ * Statistics from their JSON form.
+ *
+ * @param json What {@linkcode statisticsToJSON} wrote.
+ * @param what Name for error messages (the file).
+ * @returns The statistics.
+ * @throws {DataError} When the JSON is not clipq statistics.
+ *
+ * @example Refuses other JSON
+ * ```ts
+ * import { statisticsFromJSON } from "@clipq/calibrate/statistics";
+ * import assert from "node:assert/strict";
+ * assert.throws(() => statisticsFromJSON({ hello: 1 }, "s.json"), /s\.json/);
+ * ```
+ */
+export function statisticsFromJSON(json: unknown, what = "statistics"): Statistics {
+  const j = json as Partial<StatisticsJSON> | null;
+  if (!j || j.format !== "clipq.statistics" || j.version !== 1 || typeof j.tensors !== "object") {
+    throw new DataError(
+      `${what}: expected {"format": "clipq.statistics", "version": 1, "tensors": {…}} but found ${
+        JSON.stringify(json)?.slice(0, 80)
+      }`,
+    );
+  }
+  const out: Statistics = new Map();
+  for (const [k, v] of Object.entries(j.tensors ?? {})) {
+    out.set(k, Histogram.fromJSON(v, `${what}: tensor "${k}"`));
+  }
+  return out;
+}
+
+/**
+ * Writes statistics to a JSON file (atomically: a temporary file renamed into place).
+ *
+ * @param path The file.
+ * @param stats The statistics.
+ * @returns Nothing.
+ *
+ * @example Save and load
+ * ```ts
+ * import { Histogram } from "@clipq/calibrate/histogram";
+ * import { loadStatistics, saveStatistics } from "@clipq/calibrate/statistics";
+ * import assert from "node:assert/strict";
+ * const path = await Deno.makeTempFile({ suffix: ".json" });
+ * await saveStatistics(path, new Map([["x", new Histogram().add([4, -1])]]));
+ * assert.equal((await loadStatistics(path)).get("x")?.min, -1);
+ * await Deno.remove(path);
+ * ```
+ */
+export async function saveStatistics(
+  path: string,
+  stats: ReadonlyMap<string, Histogram>,
+): Promise<void> {
+  const tmp = `${path}.${crypto.randomUUID()}.tmp`;
+  await Deno.writeTextFile(tmp, JSON.stringify(statisticsToJSON(stats)));
+  await Deno.rename(tmp, path);
+}
+
+/**
+ * Reads statistics written by {@linkcode saveStatistics}.
+ *
+ * @param path The file.
+ * @returns The statistics.
+ * @throws {DataError} When the file cannot be read or is not clipq statistics (names the file).
+ *
+ * @example Missing file
+ * ```ts
+ * import { loadStatistics } from "@clipq/calibrate/statistics";
+ * import assert from "node:assert/strict";
+ * await assert.rejects(loadStatistics("/nonexistent/stats.json"), /stats\.json/);
+ * ```
+ */
+export async function loadStatistics(path: string): Promise<Statistics> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (e) {
+    throw new DataError(`${path}: expected a readable statistics file (${String(e)})`, {
+      cause: e,
+    });
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (e) {
+    throw new DataError(`${path}: expected JSON (${String(e)})`, { cause: e });
+  }
+  return statisticsFromJSON(json, path);
+}
+
+/**
+ * Merges statistics of several shards (the inputs are not changed). Tensors missing from a shard
+ * are taken from the others.
+ *
+ * @param list The shards.
+ * @returns New statistics equal to a single pass over all the shards' data.
+ *
+ * @example Two shards
+ * ```ts
+ * import { Histogram } from "@clipq/calibrate/histogram";
+ * import { mergeStatistics } from "@clipq/calibrate/statistics";
+ * import assert from "node:assert/strict";
+ * const a = new Map([["x", new Histogram().add([1])]]);
+ * const b = new Map([["x", new Histogram().add([9])]]);
+ * assert.equal(mergeStatistics([a, b]).get("x")?.count, 2);
+ * ```
+ */
+export function mergeStatistics(list: readonly ReadonlyMap<string, Histogram>[]): Statistics {
+  const out: Statistics = new Map();
+  for (const stats of list) {
+    for (const [k, h] of stats) {
+      const have = out.get(k);
+      if (have) have.merge(h);
+      else out.set(k, h.clone());
+    }
+  }
+  return out;
+}
