@@ -1,0 +1,155 @@
+/**
+ * Truncated SVD A ≈ U_k·diag(s_k)·V_kᵀ: exact (one-sided Jacobi) for small matrices, randomized
+ * (Halko–Martinsson–Tropp range finder with power iterations) for big ones, with every heavy step
+ * a matrix product through an injectable backend.
+ *
+ * @module
+ */
+import { svd } from "./exact.ts";
+import { symmetricEigen } from "./eigen.ts";
+import { jsMatMul, type MatMulBackend, transpose } from "./matmul.ts";
+import { orthonormalize } from "./orthonormalize.ts";
+import { gaussianArray } from "./random.ts";
+
+/** A rank-k factorization of an m×n matrix. */
+export interface TruncatedSvd {
+  /** m×k row-major, orthonormal columns. */
+  readonly u: Float32Array;
+  /** k singular values, descending. */
+  readonly s: Float64Array;
+  /** k×n row-major, orthonormal rows (V_kᵀ). */
+  readonly vt: Float32Array;
+  /** The rank kept. */
+  readonly k: number;
+  /** Every singular value the method computed (min(m, n) when exact, k + oversample otherwise). */
+  readonly spectrum: Float64Array;
+  /** ‖A‖_F², in float64. */
+  readonly frobenius2: number;
+  /** Which method ran. */
+  readonly method: "exact" | "randomized";
+}
+
+/** Options of {@linkcode truncatedSvd}. */
+export interface TruncatedSvdOptions {
+  /** Matrix multiply backend for the randomized method; pure TypeScript by default. */
+  matmul?: MatMulBackend;
+  /** "auto" uses the exact method when min(m, n) ≤ exactMaxDim or k + oversample ≥ min(m, n). */
+  method?: "auto" | "exact" | "randomized";
+  /** Largest min(m, n) the "auto" method decomposes exactly. */
+  exactMaxDim?: number;
+  /** Extra random columns p beyond k. */
+  oversample?: number;
+  /** Power iterations q, each re-orthonormalized. */
+  power?: number;
+  /** Seed of the Gaussian test matrix. */
+  seed?: number;
+}
+
+/** Defaults of {@linkcode TruncatedSvdOptions}. */
+export const defaults = {
+  method: "auto",
+  exactMaxDim: 256,
+  oversample: 10,
+  power: 2,
+  seed: 0,
+} satisfies TruncatedSvdOptions;
+
+/**
+ * Rank-k truncated SVD of a row-major m×n float32 matrix.
+ *
+ * @param a The matrix, m×n row-major.
+ * @param shape [m, n, k]: rows, columns, rank kept (1 ≤ k ≤ min(m, n)).
+ * @param options Method, backend, oversampling, power iterations, seed.
+ * @returns U_k, s_k, V_kᵀ and what was computed of the spectrum.
+ *
+ * @example A rank-1 matrix
+ * ```ts
+ * import { truncatedSvd } from "@clipq/svd/truncated";
+ * import assert from "node:assert/strict";
+ * const a = new Float32Array([1, 2, 2, 4, 3, 6]); // [1, 2, 3]ᵀ · [1, 2]
+ * const r = await truncatedSvd(a, [3, 2, 1]);
+ * assert.ok(Math.abs(r.s[0]! - Math.sqrt(14 * 5)) < 1e-5);
+ * ```
+ */
+export async function truncatedSvd(
+  a: Float32Array,
+  shape: readonly [number, number, number],
+  options: TruncatedSvdOptions = {},
+): Promise<TruncatedSvd> {
+  const opts = { ...defaults, ...options };
+  const [m, n, k] = shape;
+  if (!Number.isInteger(m) || !Number.isInteger(n) || m < 1 || n < 1 || a.length !== m * n) {
+    throw new RangeError(
+      `Expected a ${m}×${n} matrix (${m * n} elements) but found ${a.length} elements`,
+    );
+  }
+  const r = Math.min(m, n);
+  if (!Number.isInteger(k) || k < 1 || k > r) {
+    throw new RangeError(`Expected rank to be an integer in [1, ${r}] but found ${k}`);
+  }
+  for (const key of ["oversample", "power", "exactMaxDim"] as const) {
+    const v = opts[key];
+    if (!Number.isInteger(v) || v < 0) {
+      throw new RangeError(`Expected ${key} to be an integer ≥ 0 but found ${v}`);
+    }
+  }
+  let frobenius2 = 0;
+  for (let i = 0; i < a.length; i++) frobenius2 += a[i]! * a[i]!;
+  const exact = opts.method === "exact" ||
+    (opts.method === "auto" && (r <= opts.exactMaxDim || k + opts.oversample >= r));
+  if (exact) {
+    const d = svd(a, [m, n]);
+    const u = new Float32Array(m * k), vt = new Float32Array(k * n);
+    for (let i = 0; i < m; i++) for (let j = 0; j < k; j++) u[i * k + j] = d.u[i * r + j]!;
+    for (let j = 0; j < k; j++) for (let i = 0; i < n; i++) vt[j * n + i] = d.v[i * r + j]!;
+    return { u, s: d.s.slice(0, k), vt, k, spectrum: d.s, frobenius2, method: "exact" };
+  }
+  return { ...(await randomized(a, m, n, k, opts)), frobenius2 };
+}
+
+async function randomized(
+  a: Float32Array,
+  m: number,
+  n: number,
+  k: number,
+  opts: Required<Omit<TruncatedSvdOptions, "matmul">> & TruncatedSvdOptions,
+): Promise<Omit<TruncatedSvd, "frobenius2">> {
+  const mm = opts.matmul ?? jsMatMul;
+  const l = Math.min(k + opts.oversample, m, n);
+  const omega = gaussianArray(n * l, opts.seed);
+  let q = await mm(a, omega, m, n, l);
+  const last = opts.power === 0;
+  q = await orthonormalize(q, [m, l], { matmul: mm, passes: last ? 2 : 0 });
+  for (let it = 0; it < opts.power; it++) {
+    // Zᵀ = Qᵀ·A is l×n: transposing the thin factors instead of A keeps memory at one copy of A.
+    const zt = await mm(transpose(q, m, l), a, l, m, n);
+    const z = await orthonormalize(transpose(zt, l, n), [n, l], { matmul: mm, passes: 0 });
+    q = await mm(a, z, m, n, l);
+    const final = it === opts.power - 1;
+    q = await orthonormalize(q, [m, l], { matmul: mm, passes: final ? 2 : 0 });
+  }
+  const qt = transpose(q, m, l);
+  const b = await mm(qt, a, l, m, n); // l×n
+  // Eigenvectors of B·Bᵀ are the left singular vectors of B; the best rank-k approximation of A
+  // in span(Q) is Q·W_k·W_kᵀ·B, which needs no division by small singular values.
+  const c32 = await mm(b, transpose(b, l, n), l, n, l);
+  const { values, vectors } = symmetricEigen(c32, l);
+  const spectrum = Float64Array.from(values, (v) => Math.sqrt(Math.max(0, v)));
+  const wk = new Float32Array(l * k); // l×k: columns are the top-k eigenvectors
+  for (let j = 0; j < k; j++) for (let i = 0; i < l; i++) wk[i * k + j] = vectors[j * l + i]!;
+  const u = await mm(q, wk, m, l, k);
+  const svt = await mm(transpose(wk, l, k), b, k, l, n); // Σ_k·V_kᵀ
+  const s = spectrum.slice(0, k);
+  const vt = svt;
+  for (let j = 0; j < k; j++) {
+    // Rows of Σ_k·V_kᵀ have norm σ_j; rescale by the measured norm so V_kᵀ rows are unit even
+    // where σ_j from the Gram eigenvalue is imprecise.
+    let nrm = 0;
+    for (let i = 0; i < n; i++) nrm += svt[j * n + i]! ** 2;
+    nrm = Math.sqrt(nrm);
+    const inv = nrm > 0 ? 1 / nrm : 0;
+    for (let i = 0; i < n; i++) vt[j * n + i] = svt[j * n + i]! * inv;
+    s[j] = nrm;
+  }
+  return { u, s, vt, k, spectrum, method: "randomized" };
+}
