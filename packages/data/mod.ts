@@ -18,3 +18,7 @@
 export * from "./image.ts";
 export * from "./preprocess.ts";
 export * from "./images.ts";
+export * from "./npy.ts";
+export * from "./coco.ts";
+export * from "./voc.ts";
+export * from "./augment.ts";
