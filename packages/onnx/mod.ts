@@ -18,3 +18,5 @@ export * from "./metadata.ts";
 export * from "./builder.ts";
 export * from "./toposort.ts";
 export * from "./validate.ts";
+export * from "./normalize.ts";
+export * from "./io.ts";

@@ -1,0 +1,431 @@
+/**
+ * Normalization passes that put a model in the form the other passes expect, without changing what
+ * it computes: Constant nodes become initializers, Identity and inference-time Dropout go away,
+ * BatchNormalization folds into the Conv/ConvTranspose/Gemm before it, dead nodes and initializers
+ * are pruned and the nodes are sorted topologically.
+ *
+ * @module
+ */
+import { ConfigError } from "./errors.ts";
+import { attrFloat, attrInt, consumers, freshName, type Graph, type Node } from "./graph.ts";
+import { float32, int64, sizeOf, type Tensor, tensor, toFloat64 } from "./tensor.ts";
+import { implicitInputs, toposort } from "./toposort.ts";
+
+/** Options of {@linkcode normalize}: each pass can be turned off. */
+export interface NormalizeOptions {
+  /** Constant nodes → initializers. */
+  constants?: boolean;
+  /** Drop Identity and Dropout (inference) nodes, rewiring their consumers. */
+  removeIdentity?: boolean;
+  /** Fold BatchNormalization into a preceding Conv/ConvTranspose/Gemm it alone consumes. */
+  foldBatchNorm?: boolean;
+  /** Remove nodes and initializers that no graph output depends on. */
+  prune?: boolean;
+  /** Sort nodes topologically. */
+  sort?: boolean;
+}
+
+/** Defaults of {@linkcode NormalizeOptions}: every pass on. */
+export const normalizeDefaults = {
+  constants: true,
+  removeIdentity: true,
+  foldBatchNorm: true,
+  prune: true,
+  sort: true,
+} satisfies Required<NormalizeOptions>;
+
+/** What {@linkcode normalizeWithReport} did. */
+export interface NormalizeReport {
+  /** Constant nodes turned into initializers. */
+  constantsToInitializers: number;
+  /** Identity and Dropout nodes removed. */
+  removed: number;
+  /** BatchNormalization nodes folded into the layer before them. */
+  bnFolded: number;
+  /** Dead nodes removed. */
+  pruned: number;
+  /** Unused initializers removed. */
+  prunedInitializers: number;
+}
+
+type Mutable<T> = { -readonly [K in keyof T]: T[K] };
+
+function checkOptions(options: NormalizeOptions): Required<NormalizeOptions> {
+  const o = { ...normalizeDefaults, ...options };
+  for (const [k, v] of Object.entries(o)) {
+    if (!(k in normalizeDefaults)) {
+      throw new ConfigError(
+        k,
+        `unknown normalize option; expected one of ${Object.keys(normalizeDefaults).join(", ")}`,
+      );
+    }
+    if (typeof v !== "boolean") {
+      throw new ConfigError(k, `expected a boolean but found ${JSON.stringify(v)}`);
+    }
+  }
+  return o;
+}
+
+/** Names read by subgraphs of any node: renaming or removing them would break those subgraphs. */
+function subgraphUses(graph: Graph): Set<string> {
+  const s = new Set<string>();
+  for (const n of graph.nodes) for (const t of implicitInputs(n)) s.add(t);
+  return s;
+}
+
+function constantTensor(n: Node): Tensor | undefined {
+  const entries = Object.entries(n.attributes);
+  if (entries.length !== 1) return undefined;
+  const [key, a] = entries[0]!;
+  if (key === "value" && a.type === "tensor") return a.value;
+  if (key === "value_float" && (a.type === "float" || a.type === "int")) {
+    return float32([], [a.value]);
+  }
+  if (key === "value_floats" && a.type === "floats") return float32([a.value.length], a.value);
+  if (key === "value_int" && a.type === "int") return int64([], [a.value]);
+  if (key === "value_ints" && a.type === "ints") return int64([a.value.length], a.value);
+  if (key === "value_string" && a.type === "string") {
+    return tensor("string", [], [a.value] as unknown as number[]);
+  }
+  if (key === "value_strings" && a.type === "strings") {
+    return tensor("string", [a.value.length], [...a.value] as unknown as number[]);
+  }
+  return undefined; // sparse_value and unknown forms stay a Constant node
+}
+
+function constantsToInitializers(graph: Graph, report: Mutable<NormalizeReport>): Graph {
+  const outputs = new Set(graph.outputs.map((o) => o.name));
+  const initializers = new Map(graph.initializers);
+  const nodes: Node[] = [];
+  for (const n of graph.nodes) {
+    const out = n.outputs[0];
+    const t = n.op === "Constant" && n.domain === "" && n.outputs.length === 1 && out &&
+        !outputs.has(out) && !initializers.has(out)
+      ? constantTensor(n)
+      : undefined;
+    if (t && out) {
+      initializers.set(out, t);
+      report.constantsToInitializers++;
+    } else nodes.push(n);
+  }
+  return { ...graph, nodes, initializers };
+}
+
+function isPassThrough(n: Node): boolean {
+  if (n.domain !== "" || !n.inputs[0] || !n.outputs[0]) return false;
+  if (n.op === "Identity") return n.outputs.length === 1;
+  if (n.op !== "Dropout") return false;
+  // The mask output must be unused and training_mode absent: then Dropout is the identity.
+  return !n.outputs[1] && !n.inputs[2];
+}
+
+function removeIdentities(graph: Graph, report: Mutable<NormalizeReport>): Graph {
+  const pinned = new Set([...graph.outputs.map((o) => o.name), ...subgraphUses(graph)]);
+  const fixed = new Set([...graph.inputs.map((v) => v.name), ...graph.initializers.keys()]);
+  const alias = new Map<string, string>();
+  const outRename = new Map<string, string>();
+  const resolve = (t: string): string => {
+    let r = t;
+    for (let seen = 0; alias.has(r) && seen <= alias.size; seen++) r = alias.get(r)!;
+    return r;
+  };
+  const kept: Node[] = [];
+  for (const n of graph.nodes) {
+    if (!isPassThrough(n)) {
+      kept.push(n);
+      continue;
+    }
+    const x = resolve(n.inputs[0]!);
+    const y = n.outputs[0]!;
+    if (!pinned.has(y)) {
+      alias.set(y, x);
+      report.removed++;
+    } else if (!fixed.has(x) && !pinned.has(x) && !outRename.has(x) && x !== y) {
+      // y must keep its name (a graph output): the producer of x writes y directly instead.
+      outRename.set(x, y);
+      alias.set(x, y);
+      report.removed++;
+    } else kept.push(n);
+  }
+  if (report.removed === 0) return graph;
+  const nodes = kept.map((n) => ({
+    ...n,
+    inputs: n.inputs.map((t) => (t ? resolve(t) : t)),
+    outputs: n.outputs.map((t) => outRename.get(t) ?? t),
+  }));
+  return {
+    ...graph,
+    nodes,
+    valueInfo: graph.valueInfo.filter((v) => !alias.has(v.name)),
+  };
+}
+
+interface Fold {
+  weight: Float64Array;
+  bias: Float64Array;
+  biasDims: readonly number[];
+  attributes?: Node["attributes"];
+}
+
+/** BN: y = (x − mean)·s + β with s = γ/√(var + ε), per channel. */
+function bnScaleShift(
+  graph: Graph,
+  bn: Node,
+): { s: Float64Array; shift: Float64Array } | undefined {
+  const get = (i: number): Tensor | undefined => graph.initializers.get(bn.inputs[i] ?? "");
+  const [gamma, beta, mean, variance] = [get(1), get(2), get(3), get(4)];
+  if (!gamma || !beta || !mean || !variance) return undefined;
+  if (![gamma, beta, mean, variance].every((t) => t.dtype === "float32" && t.dims.length === 1)) {
+    return undefined;
+  }
+  const c = gamma.dims[0]!;
+  if (![beta, mean, variance].every((t) => t.dims[0] === c)) return undefined;
+  const eps = attrFloat(bn, "epsilon", 1e-5);
+  const g = toFloat64(gamma), b = toFloat64(beta), m = toFloat64(mean), v = toFloat64(variance);
+  const s = new Float64Array(c), shift = new Float64Array(c);
+  for (let i = 0; i < c; i++) {
+    s[i] = g[i]! / Math.sqrt(v[i]! + Math.fround(eps));
+    shift[i] = b[i]! - m[i]! * s[i]!;
+  }
+  return { s, shift };
+}
+
+function foldInto(
+  layer: Node,
+  w: Tensor,
+  bias: Tensor | undefined,
+  s: Float64Array,
+  shift: Float64Array,
+): Fold | undefined {
+  const c = s.length;
+  const weight = toFloat64(w);
+  if (layer.op === "Conv") {
+    if (w.dims[0] !== c) return undefined;
+    const per = weight.length / c;
+    for (let o = 0; o < c; o++) for (let k = 0; k < per; k++) weight[o * per + k]! *= s[o]!;
+  } else if (layer.op === "ConvTranspose") {
+    // Weight [Cin, Cout/group, …]: output channel of (i, j) is group(i)·Cout/group + j.
+    const group = attrInt(layer, "group", 1);
+    const cin = w.dims[0]!, coutPerGroup = w.dims[1]!;
+    if (coutPerGroup * group !== c || cin % group) return undefined;
+    const per = sizeOf(w.dims.slice(2));
+    for (let i = 0; i < cin; i++) {
+      const g = Math.floor(i / (cin / group));
+      for (let j = 0; j < coutPerGroup; j++) {
+        const o = g * coutPerGroup + j;
+        const at = (i * coutPerGroup + j) * per;
+        for (let k = 0; k < per; k++) weight[at + k]! *= s[o]!;
+      }
+    }
+  } else {
+    // Gemm: Y = α·A'·B' + β·C. Output feature n is row n of B (transB) or column n of B.
+    const transB = attrInt(layer, "transB", 0) === 1;
+    if (w.dims.length !== 2) return undefined;
+    const [r, k] = [w.dims[0]!, w.dims[1]!];
+    if ((transB ? r : k) !== c) return undefined;
+    for (let i = 0; i < r; i++) {
+      for (let j = 0; j < k; j++) weight[i * k + j]! *= s[transB ? i : j]!;
+    }
+    const beta = attrFloat(layer, "beta", 1);
+    const cb = bias ? toFloat64(bias) : undefined;
+    // C broadcasts to [M, N]; a 2-D C with M rows keeps its rows, anything else becomes [N].
+    const rows = bias && bias.dims.length === 2 && bias.dims[0] !== 1 ? bias.dims[0]! : 1;
+    if (bias && !(bias.dims.length <= 2 && (sizeOf(bias.dims) === 1 || bias.dims.at(-1) === c))) {
+      return undefined;
+    }
+    const out = new Float64Array(rows * c);
+    for (let m = 0; m < rows; m++) {
+      for (let n = 0; n < c; n++) {
+        const cv = cb ? (cb.length === 1 ? cb[0]! : cb.length === c ? cb[n]! : cb[m * c + n]!) : 0;
+        out[m * c + n] = beta * cv * s[n]! + shift[n]!;
+      }
+    }
+    const attributes = { ...layer.attributes };
+    delete attributes.beta;
+    return { weight, bias: out, biasDims: rows === 1 ? [c] : [rows, c], attributes };
+  }
+  const b = bias ? toFloat64(bias) : new Float64Array(c);
+  if (b.length !== c) return undefined;
+  const out = new Float64Array(c);
+  for (let o = 0; o < c; o++) out[o] = b[o]! * s[o]! + shift[o]!;
+  return { weight, bias: out, biasDims: [c] };
+}
+
+function foldBatchNorms(graph: Graph, report: Mutable<NormalizeReport>): Graph {
+  const pinned = new Set([...graph.outputs.map((o) => o.name), ...subgraphUses(graph)]);
+  const graphInputs = new Set(graph.inputs.map((v) => v.name));
+  const readers = consumers(graph);
+  const producerOf = new Map<string, number>();
+  graph.nodes.forEach((n, i) => n.outputs.forEach((o) => o && producerOf.set(o, i)));
+  const nodes: (Node | undefined)[] = [...graph.nodes];
+  const initializers = new Map(graph.initializers);
+  // Every name in use, so new weight names never collide (freshName adds what it hands out).
+  const taken = new Set<string>([...initializers.keys(), ...graph.inputs.map((v) => v.name)]);
+  for (const n of graph.nodes) for (const t of [n.name, ...n.inputs, ...n.outputs]) taken.add(t);
+  const constant = (name: string | undefined): Tensor | undefined =>
+    name && !graphInputs.has(name) ? initializers.get(name) : undefined;
+  const uses = (name: string): number => readers.get(name)?.length ?? 0;
+  graph.nodes.forEach((bn, bi) => {
+    if (bn.op !== "BatchNormalization" || bn.domain !== "") return;
+    if (bn.outputs.slice(1).some((o) => o) || attrInt(bn, "spatial", 1) !== 1) return;
+    if (attrInt(bn, "training_mode", 0) !== 0) return;
+    const x = bn.inputs[0]!;
+    const li = producerOf.get(x);
+    const layer = li === undefined ? undefined : nodes[li];
+    if (
+      !layer || li === undefined || !["Conv", "ConvTranspose", "Gemm"].includes(layer.op) ||
+      layer.domain !== ""
+    ) return;
+    if (uses(x) !== 1 || pinned.has(x) || layer.outputs.length !== 1) return;
+    const w = constant(layer.inputs[1]);
+    const biasName = layer.inputs[2] || undefined;
+    const bias = biasName ? constant(biasName) : undefined;
+    if (!w || w.dtype !== "float32" || (biasName && (!bias || bias.dtype !== "float32"))) return;
+    const ss = bnScaleShift({ ...graph, initializers }, bn);
+    if (!ss) return;
+    const fold = foldInto(layer, w, bias, ss.s, ss.shift);
+    if (!fold) return;
+    // Reuse a tensor's name when this layer is its only reader; otherwise write a new tensor.
+    const place = (old: string | undefined, base: string, t: Tensor): string => {
+      const name = old && uses(old) === 1 && !pinned.has(old) ? old : freshName(graph, base, taken);
+      initializers.set(name, t);
+      return name;
+    };
+    const wName = place(
+      layer.inputs[1],
+      `${layer.inputs[1]}_bn`,
+      float32(w.dims, Float32Array.from(fold.weight)),
+    );
+    const bName = place(
+      biasName,
+      `${layer.name || bn.name}.bias_bn`,
+      float32(fold.biasDims, Float32Array.from(fold.bias)),
+    );
+    const inputs = [layer.inputs[0]!, wName, bName];
+    nodes[li] = {
+      ...layer,
+      inputs,
+      outputs: [bn.outputs[0]!],
+      attributes: fold.attributes ?? layer.attributes,
+    };
+    nodes[bi] = undefined;
+    report.bnFolded++;
+  });
+  if (report.bnFolded === 0) return graph;
+  return { ...graph, nodes: nodes.filter((n): n is Node => n !== undefined), initializers };
+}
+
+function prune(graph: Graph, report: Mutable<NormalizeReport>): Graph {
+  const producer = new Map<string, number>();
+  graph.nodes.forEach((n, i) => n.outputs.forEach((o) => o && producer.set(o, i)));
+  const live = new Set<number>();
+  const needed = new Set<string>();
+  const stack = graph.outputs.map((o) => o.name);
+  while (stack.length) {
+    const t = stack.pop()!;
+    if (needed.has(t)) continue;
+    needed.add(t);
+    const p = producer.get(t);
+    if (p === undefined || live.has(p)) continue;
+    live.add(p);
+    const n = graph.nodes[p]!;
+    for (const i of [...n.inputs, ...implicitInputs(n)]) if (i) stack.push(i);
+  }
+  const nodes = graph.nodes.filter((_, i) => live.has(i));
+  const initializers = new Map<string, Tensor>();
+  for (const [k, t] of graph.initializers) if (needed.has(k)) initializers.set(k, t);
+  const dropped = new Set([...graph.initializers.keys()].filter((k) => !needed.has(k)));
+  report.pruned += graph.nodes.length - nodes.length;
+  report.prunedInitializers += dropped.size;
+  if (!report.pruned && !dropped.size) return graph;
+  return {
+    ...graph,
+    nodes,
+    initializers,
+    // An input that only gave an unused initializer a default is dropped with it; real inputs stay.
+    inputs: graph.inputs.filter((v) => !dropped.has(v.name)),
+  };
+}
+
+function tidyValueInfo(graph: Graph): Graph {
+  const names = new Set<string>();
+  for (const n of graph.nodes) for (const t of [...n.inputs, ...n.outputs]) names.add(t);
+  const valueInfo = graph.valueInfo.filter((v) => names.has(v.name));
+  return valueInfo.length === graph.valueInfo.length ? graph : { ...graph, valueInfo };
+}
+
+/**
+ * Runs the normalization passes and says what each did.
+ *
+ * @param graph The model.
+ * @param options Passes to turn off.
+ * @returns The new graph and counts per pass.
+ * @throws {ConfigError} On an unknown option. ModelError when sorting finds a cycle.
+ *
+ * @example Constant → initializer and Identity removal
+ * ```ts
+ * import { normalizeWithReport } from "@clipq/onnx/normalize";
+ * import { emptyGraph, node } from "@clipq/onnx/graph";
+ * import assert from "node:assert/strict";
+ * const g = emptyGraph({
+ *   inputs: [{ name: "x", dtype: "float32", shape: [2] }],
+ *   nodes: [
+ *     node({ name: "c", op: "Constant", inputs: [], outputs: ["two"], attributes: { value_float: { type: "float", value: 2 } } }),
+ *     node({ name: "m", op: "Mul", inputs: ["x", "two"], outputs: ["t"] }),
+ *     node({ name: "i", op: "Identity", inputs: ["t"], outputs: ["y"] }),
+ *   ],
+ *   outputs: [{ name: "y" }],
+ * });
+ * const { graph, report } = normalizeWithReport(g);
+ * assert.deepEqual(graph.nodes.map((n) => n.op), ["Mul"]);
+ * assert.deepEqual(graph.nodes[0]?.outputs, ["y"]);
+ * assert.equal(report.constantsToInitializers, 1);
+ * assert.equal(report.removed, 1);
+ * ```
+ */
+export function normalizeWithReport(
+  graph: Graph,
+  options: NormalizeOptions = {},
+): { graph: Graph; report: NormalizeReport } {
+  const o = checkOptions(options);
+  const report: Mutable<NormalizeReport> = {
+    constantsToInitializers: 0,
+    removed: 0,
+    bnFolded: 0,
+    pruned: 0,
+    prunedInitializers: 0,
+  };
+  let g = graph;
+  if (o.constants) g = constantsToInitializers(g, report);
+  if (o.removeIdentity) g = removeIdentities(g, report);
+  if (o.foldBatchNorm) g = foldBatchNorms(g, report);
+  if (o.prune) g = prune(g, report);
+  if (o.sort) g = toposort(g);
+  g = tidyValueInfo(g);
+  if (g === graph) g = { ...graph };
+  return { graph: g, report };
+}
+
+/**
+ * Normalizes a model: Constant nodes → initializers, Identity/Dropout removed, BatchNormalization
+ * folded into the Conv/ConvTranspose/Gemm before it (a BN that follows anything else stays), dead
+ * nodes and initializers pruned, nodes sorted. Graph output names never change.
+ *
+ * @param graph The model.
+ * @param options Passes to turn off.
+ * @returns A new graph computing the same outputs.
+ * @throws {ConfigError} On an unknown option. ModelError when sorting finds a cycle.
+ *
+ * @example Folding a BatchNormalization
+ * ```ts
+ * import { normalize } from "@clipq/onnx/normalize";
+ * import { ModelBuilder } from "@clipq/onnx/builder";
+ * import assert from "node:assert/strict";
+ * const b = new ModelBuilder();
+ * b.output(b.relu(b.batchNorm(b.conv(b.input("x", [1, 3, 8, 8]), { outChannels: 4, kernel: 3 }))), "y");
+ * assert.deepEqual(normalize(b.build()).nodes.map((n) => n.op), ["Conv", "Relu"]);
+ * ```
+ */
+export function normalize(graph: Graph, options: NormalizeOptions = {}): Graph {
+  return normalizeWithReport(graph, options).graph;
+}

@@ -1,0 +1,246 @@
+import assert from "node:assert/strict";
+import * as ort from "onnxruntime-node";
+import { ModelBuilder, seededRandom } from "./builder.ts";
+import { ConfigError } from "./errors.ts";
+import { emptyGraph, type Graph, node } from "./graph.ts";
+import { normalize, normalizeWithReport } from "./normalize.ts";
+import { encode } from "./proto.ts";
+import { float32, int64 } from "./tensor.ts";
+import { validate } from "./validate.ts";
+
+async function run(graph: Graph, seed = 9): Promise<Record<string, Float32Array>> {
+  const session = await ort.InferenceSession.create(encode(graph), {
+    graphOptimizationLevel: "disabled",
+  });
+  const feeds: Record<string, ort.Tensor> = {};
+  for (const v of graph.inputs) {
+    const dims = v.shape as number[];
+    const n = dims.reduce((a, b) => a * b, 1);
+    feeds[v.name] = new ort.Tensor("float32", seededRandom(seed).normals(n), dims);
+  }
+  const out = await session.run(feeds);
+  await session.release();
+  return Object.fromEntries(Object.entries(out).map(([k, v]) => [k, v.data as Float32Array]));
+}
+
+/** Largest |a − b| / max(1, |a|) over all outputs. */
+async function maxRelativeDiff(a: Graph, b: Graph): Promise<number> {
+  const [ra, rb] = [await run(a), await run(b)];
+  assert.deepEqual(Object.keys(rb).sort(), Object.keys(ra).sort());
+  let worst = 0;
+  for (const k of Object.keys(ra)) {
+    const x = ra[k]!, y = rb[k]!;
+    assert.equal(y.length, x.length);
+    for (let i = 0; i < x.length; i++) {
+      worst = Math.max(worst, Math.abs(x[i]! - y[i]!) / Math.max(1, Math.abs(x[i]!)));
+    }
+  }
+  return worst;
+}
+
+const ops = (g: Graph) => g.nodes.map((n) => n.op);
+
+Deno.test("normalize() folds Conv+BN+Relu into Conv+Relu with the same outputs", async () => {
+  const b = new ModelBuilder({ seed: 11 });
+  const x = b.input("x", [1, 3, 12, 12]);
+  let y = b.relu(b.batchNorm(b.conv(x, { outChannels: 8, kernel: 3 })));
+  y = b.relu(
+    b.batchNorm(b.conv(y, { outChannels: 8, kernel: 3, group: 4, bias: false, stride: 2 })),
+  );
+  b.output(y, "y");
+  const g = b.build();
+  const { graph, report } = normalizeWithReport(g);
+  assert.deepEqual(ops(graph), ["Conv", "Relu", "Conv", "Relu"]);
+  assert.equal(report.bnFolded, 2);
+  assert.equal(report.prunedInitializers, 8, "the BN parameters are gone");
+  assert.equal(graph.nodes[2]!.inputs.length, 3, "a bias-free conv gains a bias");
+  validate(graph);
+  assert.ok(await maxRelativeDiff(g, graph) <= 1e-5);
+});
+
+Deno.test("normalize() folds BN into ConvTranspose with groups along weight axis 1", async () => {
+  const b = new ModelBuilder({ seed: 12 });
+  const x = b.input("x", [1, 4, 5, 5]);
+  b.output(
+    b.batchNorm(b.convTranspose(x, { outChannels: 6, kernel: 2, stride: 2, group: 2 })),
+    "y",
+  );
+  const g = b.build();
+  const n = normalize(g);
+  assert.deepEqual(ops(n), ["ConvTranspose"]);
+  assert.deepEqual(n.nodes[0]!.outputs, ["y"]);
+  assert.ok(await maxRelativeDiff(g, n) <= 1e-5);
+});
+
+Deno.test("normalize() folds BN into Gemm with and without transB and with a beta-scaled C", async () => {
+  for (const transB of [true, false]) {
+    const b = new ModelBuilder({ seed: 13 });
+    const x = b.input("x", [2, 10]);
+    b.output(b.sigmoid(b.batchNorm(b.gemm(x, { out: 6, transB }))), "y");
+    let g = b.build();
+    if (!transB) {
+      // beta = 0.5 with a [1, N] C checks the bias algebra, not just the common case.
+      const gemm = g.nodes[0]!;
+      const c = g.initializers.get(gemm.inputs[2]!)!;
+      g = {
+        ...g,
+        initializers: new Map(g.initializers).set(gemm.inputs[2]!, { ...c, dims: [1, 6] }),
+        nodes: [{
+          ...gemm,
+          attributes: { ...gemm.attributes, beta: { type: "float", value: 0.5 } },
+        }, ...g.nodes.slice(1)],
+      };
+    }
+    const n = normalize(g);
+    assert.deepEqual(ops(n), ["Gemm", "Sigmoid"]);
+    assert.ok(await maxRelativeDiff(g, n) <= 1e-5, `transB ${transB}`);
+  }
+});
+
+Deno.test("normalize() keeps a standalone BN and a BN whose conv output has another reader", async () => {
+  const b = new ModelBuilder({ seed: 14 });
+  const x = b.input("x", [1, 4, 6, 6]);
+  const standalone = b.batchNorm(b.relu(x));
+  const c = b.conv(standalone, { outChannels: 4, kernel: 1 });
+  b.output(b.add(b.batchNorm(c), c), "y");
+  const g = b.build();
+  const { graph, report } = normalizeWithReport(g);
+  assert.equal(report.bnFolded, 0);
+  assert.equal(ops(graph).filter((o) => o === "BatchNormalization").length, 2);
+  assert.ok(await maxRelativeDiff(g, graph) <= 1e-6);
+});
+
+Deno.test("normalize() gives a shared weight a new name instead of changing the other reader", async () => {
+  const b = new ModelBuilder({ seed: 15 });
+  const x = b.input("x", [1, 3, 6, 6]);
+  const first = b.conv(x, { outChannels: 3, kernel: 3 });
+  const second = b.op("Conv", [first, "conv_0.weight", "conv_0.bias"], {
+    attributes: { pads: { type: "ints", value: [1, 1, 1, 1] } },
+    shape: [1, 3, 6, 6],
+  });
+  b.output(b.batchNorm(second), "y");
+  const g = b.build();
+  const n = normalize(g);
+  assert.deepEqual(ops(n), ["Conv", "Conv"]);
+  assert.equal(n.nodes[0]!.inputs[1], "conv_0.weight");
+  assert.notEqual(n.nodes[1]!.inputs[1], "conv_0.weight");
+  assert.ok(await maxRelativeDiff(g, n) <= 1e-5);
+});
+
+Deno.test("normalize() turns every Constant form into an initializer", async () => {
+  const constant = (out: string, attr: Parameters<typeof node>[0]["attributes"]) =>
+    node({ name: `c_${out}`, op: "Constant", inputs: [], outputs: [out], attributes: attr ?? {} });
+  const g = emptyGraph({
+    inputs: [{ name: "x", dtype: "float32", shape: [2, 3] }],
+    nodes: [
+      constant("t", { value: { type: "tensor", value: float32([3], [1, 2, 3]) } }),
+      constant("f", { value_float: { type: "float", value: 0.5 } }),
+      constant("fs", { value_floats: { type: "floats", value: [1, -1, 2] } }),
+      constant("i", { value_int: { type: "int", value: 3 } }),
+      constant("is", { value_ints: { type: "ints", value: [3, 2] } }),
+      node({ name: "a", op: "Add", inputs: ["x", "t"], outputs: ["a"] }),
+      node({ name: "m", op: "Mul", inputs: ["a", "f"], outputs: ["m"] }),
+      node({ name: "s", op: "Sub", inputs: ["m", "fs"], outputs: ["s"] }),
+      node({ name: "r", op: "Reshape", inputs: ["s", "is"], outputs: ["r"] }),
+      node({
+        name: "cast",
+        op: "Cast",
+        inputs: ["i"],
+        outputs: ["i_f"],
+        attributes: { to: { type: "int", value: 1 } },
+      }),
+      node({ name: "y", op: "Mul", inputs: ["r", "i_f"], outputs: ["y"] }),
+    ],
+    outputs: [{ name: "y", dtype: "float32", shape: [3, 2] }],
+  });
+  const { graph, report } = normalizeWithReport(g);
+  assert.equal(report.constantsToInitializers, 5);
+  assert.equal(ops(graph).filter((o) => o === "Constant").length, 0);
+  assert.deepEqual([...graph.initializers.get("is")!.data], [3n, 2n]);
+  assert.deepEqual(graph.initializers.get("i")!.dims, []);
+  assert.deepEqual(graph.initializers.get("fs")!.dtype, "float32");
+  const [ra, rb] = [await run(g), await run(graph)];
+  assert.deepEqual(rb.y, ra.y);
+});
+
+Deno.test("normalize() drops Identity and Dropout and keeps graph output names", async () => {
+  const g = emptyGraph({
+    inputs: [{ name: "x", dtype: "float32", shape: [4] }],
+    nodes: [
+      node({ name: "r", op: "Relu", inputs: ["x"], outputs: ["r"] }),
+      node({ name: "i1", op: "Identity", inputs: ["r"], outputs: ["i1"] }),
+      node({ name: "d", op: "Dropout", inputs: ["i1"], outputs: ["d"] }),
+      node({ name: "n", op: "Neg", inputs: ["d"], outputs: ["n"] }),
+      node({ name: "out1", op: "Identity", inputs: ["n"], outputs: ["y1"] }),
+      node({ name: "out2", op: "Identity", inputs: ["n"], outputs: ["y2"] }),
+      node({ name: "passthrough", op: "Identity", inputs: ["x"], outputs: ["y3"] }),
+    ],
+    outputs: [{ name: "y1" }, { name: "y2" }, { name: "y3" }],
+    valueInfo: [{ name: "i1", dtype: "float32", shape: [4] }, {
+      name: "r",
+      dtype: "float32",
+      shape: [4],
+    }],
+  });
+  const { graph, report } = normalizeWithReport(g);
+  assert.equal(report.removed, 3);
+  assert.deepEqual(ops(graph), ["Relu", "Neg", "Identity", "Identity"]);
+  assert.deepEqual(graph.nodes[1]!.inputs, ["r"]);
+  assert.deepEqual(graph.nodes[1]!.outputs, ["y1"], "Neg writes the first graph output directly");
+  assert.deepEqual(graph.nodes.slice(2).map((n) => n.inputs[0]), ["y1", "x"]);
+  assert.deepEqual(graph.valueInfo.map((v) => v.name), ["r"]);
+  validate(graph);
+  const [ra, rb] = [await run(g), await run(graph)];
+  assert.deepEqual(rb, ra);
+});
+
+Deno.test("normalize() keeps a Dropout whose mask is used", () => {
+  const g = emptyGraph({
+    inputs: [{ name: "x", dtype: "float32", shape: [4] }],
+    nodes: [node({ name: "d", op: "Dropout", inputs: ["x"], outputs: ["y", "mask"] })],
+    outputs: [{ name: "y" }, { name: "mask" }],
+  });
+  assert.deepEqual(ops(normalize(g)), ["Dropout"]);
+});
+
+Deno.test("normalize() prunes dead nodes and initializers and sorts the rest", () => {
+  const g = emptyGraph({
+    inputs: [{ name: "x", dtype: "float32", shape: [2] }],
+    initializers: new Map([["w", float32([2], [1, 2])], ["unused", float32([1], [0])], [
+      "shape",
+      int64([1], [2]),
+    ]]),
+    nodes: [
+      node({ name: "late", op: "Mul", inputs: ["a", "w"], outputs: ["y"] }),
+      node({ name: "dead", op: "Reshape", inputs: ["a", "shape"], outputs: ["z"] }),
+      node({ name: "early", op: "Relu", inputs: ["x"], outputs: ["a"] }),
+    ],
+    outputs: [{ name: "y" }],
+  });
+  const { graph, report } = normalizeWithReport(g);
+  assert.deepEqual(graph.nodes.map((n) => n.name), ["early", "late"]);
+  assert.deepEqual([...graph.initializers.keys()], ["w"]);
+  assert.equal(report.pruned, 1);
+  assert.equal(report.prunedInitializers, 2);
+  const off = normalize(g, { prune: false, sort: false });
+  assert.deepEqual(off.nodes.map((n) => n.name), ["late", "dead", "early"]);
+});
+
+Deno.test("normalize() passes can be turned off and unknown options are refused", () => {
+  const b = new ModelBuilder();
+  b.output(b.batchNorm(b.conv(b.input("x", [1, 2, 3, 3]), { outChannels: 2, kernel: 1 })), "y");
+  const g = b.build();
+  assert.deepEqual(ops(normalize(g, { foldBatchNorm: false })), ["Conv", "BatchNormalization"]);
+  assert.throws(() => normalize(g, { fold: true } as never), ConfigError);
+  assert.throws(() => normalize(g, { prune: "yes" } as never), /prune: expected a boolean/);
+  assert.notEqual(
+    normalize(g, {
+      constants: false,
+      removeIdentity: false,
+      foldBatchNorm: false,
+      prune: false,
+      sort: false,
+    }),
+    g,
+  );
+});
