@@ -20,3 +20,4 @@ export * from "./toposort.ts";
 export * from "./validate.ts";
 export * from "./normalize.ts";
 export * from "./io.ts";
+export { type InferShapesOptions, inferShapes, type ShapeInfo, withValueInfo } from "./shapes.ts";

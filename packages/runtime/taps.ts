@@ -4,6 +4,7 @@
  * @module
  */
 import { type Graph, ModelError, producers, type ValueInfo } from "@clipq/onnx";
+import { inferShapes, type ShapeInfo } from "@clipq/onnx/shapes";
 
 /**
  * Adds intermediate tensors as graph outputs. Each tap carries the dtype and shape recorded in
@@ -27,7 +28,6 @@ import { type Graph, ModelError, producers, type ValueInfo } from "@clipq/onnx";
  *   ],
  *   inputs: [{ name: "x", dtype: "float32", shape: [2] }],
  *   outputs: [{ name: "y", dtype: "float32", shape: [2] }],
- *   valueInfo: [{ name: "h", dtype: "float32", shape: [2] }],
  * });
  * const tapped = addTaps(g, ["h"]);
  * assert.deepEqual(tapped.outputs.map((o) => [o.name, o.dtype]), [["y", "float32"], ["h", "float32"]]);
@@ -47,7 +47,7 @@ export function addTaps(graph: Graph, names: readonly string[]): Graph {
       );
     }
   }
-  let inferred: ReadonlyMap<string, Pick<ValueInfo, "dtype" | "shape">> | undefined;
+  let inferred: ReadonlyMap<string, ShapeInfo> | undefined;
   const extra: ValueInfo[] = wanted.map((name) => {
     const known = infos.get(name) ?? inputs.get(name);
     if (known?.dtype) {
@@ -62,6 +62,10 @@ export function addTaps(graph: Graph, names: readonly string[]): Graph {
 }
 
 /** Static inference is a convenience here: a model it cannot follow is still tappable, untyped. */
-function safeInfer(_graph: Graph): ReadonlyMap<string, Pick<ValueInfo, "dtype" | "shape">> {
-  return new Map();
+function safeInfer(graph: Graph): ReadonlyMap<string, ShapeInfo> {
+  try {
+    return inferShapes(graph);
+  } catch {
+    return new Map();
+  }
 }
