@@ -1,7 +1,8 @@
 /**
  * @clipq/calibrate — activation ranges for int8 quantization: clip bounds read from the graph (zero
- * data, the paper's idea), streaming mergeable histograms over calibration data, and the
- * minmax/percentile/mse/entropy/aciq range methods, optionally loss-aware.
+ * data, the paper's idea), streaming mergeable histograms over calibration data, the
+ * minmax/percentile/mse/entropy/aciq range methods (optionally loss-aware), range overrides, and the
+ * measurement half of bias correction.
  *
  * @example Ranges from a histogram
  * ```ts
@@ -13,7 +14,7 @@
  *
  * @module
  */
-export * from "./histogram.ts";
+export { Histogram, type HistogramJSON, type HistogramOptions } from "./histogram.ts";
 export * from "./statistics.ts";
 export {
   RANGE_METHODS,
@@ -22,3 +23,13 @@ export {
   type RangeOptions,
   rangesFromStatistics,
 } from "./range_methods.ts";
+export {
+  clipBounds,
+  type ClipBoundsOptions,
+  type ClipBoundsResult,
+  type InputRange,
+  type PixelSpec,
+} from "./clip_bounds.ts";
+export { type CollectOptions, type CollectProgress, collectStatistics } from "./collect.ts";
+export { type BiasLayer, type BiasShiftOptions, measureBiasShifts } from "./bias_shifts.ts";
+export { applyOverrides } from "./overrides.ts";
