@@ -1,0 +1,234 @@
+/**
+ * The int8 quantizer: a pure graph transform from a float graph and activation ranges to a QDQ (or
+ * QOperator) graph that onnxruntime fuses into integer kernels, with a report of every scale, every
+ * weight and every node left float.
+ *
+ * @module
+ */
+import { ModelError } from "@clipq/onnx/errors";
+import { attrInt, type Graph, type Node } from "@clipq/onnx/graph";
+import { float32, toFloat32 } from "@clipq/onnx/tensor";
+import { activationParams } from "./linear.ts";
+import { analyze, label, type Marks } from "./_analyze.ts";
+import { type ActivationEntry, type WeightReport, writeQdq } from "./_qdq.ts";
+import { foldQOperator } from "./_qoperator.ts";
+import { checkOptions, type QuantizeOptions } from "./options.ts";
+import { raiseOpset } from "./opset.ts";
+import type { FloatNode } from "./plan.ts";
+
+/** One quantized activation tensor in the report. */
+export interface TensorReport {
+  name: string;
+  scale: number;
+  zeroPoint: number;
+  /** The calibrated range the scale covers. */
+  min: number;
+  max: number;
+  /** Where the range came from (`clip-bound`, `percentile`, `shared with x` …). */
+  source: string;
+}
+
+/** What `quantize` did. */
+export interface QuantizeReport {
+  /** Nodes running quantized (Relu/Clip folded into a producer included). */
+  quantizedNodes: string[];
+  /** Nodes left float and why. */
+  floatNodes: FloatNode[];
+  /** Every quantized activation tensor. */
+  tensors: TensorReport[];
+  /** Every quantized weight. */
+  weights: WeightReport[];
+  /** Initializer bytes before and after. */
+  sizes: { floatBytes: number; quantizedBytes: number; ratio: number };
+}
+
+/** Result of {@linkcode quantize}. */
+export interface QuantizeResult {
+  graph: Graph;
+  report: QuantizeReport;
+}
+
+function initializerBytes(g: Graph): number {
+  let n = 0;
+  for (const t of g.initializers.values()) {
+    n += Array.isArray(t.data) ? 0 : (t.data as { byteLength: number }).byteLength;
+  }
+  return n;
+}
+
+/** Subtracts bias-correction shifts from the float biases (adding a bias where a layer has none). */
+function applyBiasShifts(graph: Graph, shifts: ReadonlyMap<string, Float32Array>): Graph {
+  if (shifts.size === 0) return graph;
+  const byLabel = new Map(graph.nodes.map((n, i) => [label(n, i), i]));
+  const inits = new Map(graph.initializers);
+  const nodes = [...graph.nodes];
+  for (const [name, shift] of shifts) {
+    const i = byLabel.get(name);
+    if (i === undefined) {
+      throw new ModelError(`biasShifts: expected a node named "${name}" but the graph has none`);
+    }
+    const n = nodes[i]!;
+    const w = n.inputs[1] ? graph.initializers.get(n.inputs[1]) : undefined;
+    let channels: number | undefined;
+    if (n.op === "Conv") channels = w?.dims[0];
+    else if (n.op === "ConvTranspose") {
+      channels = w ? w.dims[1]! * attrInt(n, "group", 1) : undefined;
+    } else if (n.op === "Gemm") channels = w?.dims[attrInt(n, "transB", 0) ? 0 : 1];
+    else {
+      throw new ModelError(
+        `biasShifts: node "${name}" is a ${n.op}; expected Conv, ConvTranspose or Gemm (a bias input to correct)`,
+      );
+    }
+    if (channels === undefined || channels !== shift.length) {
+      throw new ModelError(
+        `biasShifts: node "${name}" expected ${
+          channels ?? "?"
+        } per-channel shifts but found ${shift.length}`,
+      );
+    }
+    const old = n.inputs[2];
+    let bias: Float32Array;
+    if (old) {
+      const t = graph.initializers.get(old);
+      if (!t || toFloat32(t).length !== channels) {
+        throw new ModelError(
+          `biasShifts: node "${name}" has bias "${old}" that is not a ${channels}-value initializer`,
+        );
+      }
+      bias = Float32Array.from(toFloat32(t));
+    } else bias = new Float32Array(channels);
+    for (let c = 0; c < channels; c++) bias[c] = bias[c]! - shift[c]!;
+    let newName = `${old || `${name}.bias`}_corrected`;
+    for (let k = 1; inits.has(newName); k++) newName = `${old || `${name}.bias`}_corrected_${k}`;
+    inits.set(newName, float32([channels], bias));
+    const inputs = [...n.inputs];
+    while (inputs.length < 3) inputs.push("");
+    inputs[2] = newName;
+    nodes[i] = { ...n, inputs } as Node;
+  }
+  return { ...graph, nodes, initializers: inits };
+}
+
+/**
+ * Quantizes a float graph to int8: weights symmetric int8 per channel (int32 biases), activations
+ * u8 (or s8) from the given ranges, written as QDQ (default) or QOperator. Ops without a quantizer,
+ * excluded ones, the detector head's decode ops (head: "auto") and nodes whose tensors have no
+ * range stay float and are listed in the report.
+ *
+ * @param graph The float graph (BatchNormalization folded; weights as initializers).
+ * @param options Ranges, format, activation/weight types, exclusions, bias shifts.
+ * @returns The quantized graph and the report.
+ * @throws {ConfigError} On bad options (naming the key).
+ * @throws {ModelError} When the opset cannot be raised safely, a bias shift does not fit, or
+ * (strict) a tensor lacks a range.
+ *
+ * @example A Conv + Relu quantized in QDQ form
+ * ```ts
+ * import { quantize } from "@clipq/quantize";
+ * import { emptyGraph, node } from "@clipq/onnx/graph";
+ * import { float32 } from "@clipq/onnx/tensor";
+ * import assert from "node:assert/strict";
+ * const g = emptyGraph({
+ *   inputs: [{ name: "x", dtype: "float32", shape: [1, 1, 2, 2] }],
+ *   outputs: [{ name: "y", dtype: "float32" }],
+ *   initializers: new Map([["w", float32([1, 1, 1, 1], [0.5])]]),
+ *   nodes: [
+ *     node({ name: "conv", op: "Conv", inputs: ["x", "w"], outputs: ["c"] }),
+ *     node({ name: "relu", op: "Relu", inputs: ["c"], outputs: ["y"] }),
+ *   ],
+ * });
+ * const ranges = new Map([
+ *   ["x", { min: -1, max: 1, source: "minmax" }],
+ *   ["y", { min: 0, max: 0.5, source: "minmax" }],
+ * ]);
+ * const { graph, report } = quantize(g, { ranges, exclude: { head: false } });
+ * assert.equal(graph.nodes.filter((n) => n.op === "QuantizeLinear").length, 2);
+ * assert.equal(graph.initializers.get("w_quantized")?.dtype, "int8");
+ * assert.deepEqual(report.quantizedNodes, ["conv", "relu"]);
+ * ```
+ */
+export function quantize(graph: Graph, options: QuantizeOptions = {}): QuantizeResult {
+  const o = checkOptions(options);
+  const perChannel = o.weights === "per-channel";
+  const opsetTarget = perChannel ? 13 : 10;
+  let g = raiseOpset(graph, opsetTarget);
+  g = applyBiasShifts(g, o.biasShifts);
+  const a = analyze(g, o);
+
+  // Resolve ranges node by node (topological order): a node whose tensors lack ranges stays float.
+  const activations = new Map<string, ActivationEntry>();
+  const quantized = new Map<number, Marks>();
+  g.nodes.forEach((n, i) => {
+    const m = a.marks.get(i);
+    if (!m) return;
+    const pending = new Map<string, ActivationEntry>();
+    let missing: string | undefined;
+    for (const t of m.activations) {
+      if (activations.has(t) || pending.has(t)) continue;
+      const r = o.ranges.get(t);
+      if (!r) {
+        missing = t;
+        break;
+      }
+      pending.set(t, {
+        params: activationParams(r, o.activations, t),
+        min: r.min,
+        max: r.max,
+        source: r.source,
+      });
+    }
+    if (missing !== undefined) {
+      if (o.strict) {
+        throw new ModelError(
+          `node "${a.labels[i]}" (${n.op}): tensor "${missing}" needs a range and has none`,
+        );
+      }
+      a.reasons.set(i, `no range for tensor "${missing}"`);
+      return;
+    }
+    for (const [out, inp] of m.shares) {
+      const src = pending.get(inp) ?? activations.get(inp);
+      if (src) pending.set(out, { ...src, source: `shared with ${inp}` });
+    }
+    for (const [t, e] of pending) activations.set(t, e);
+    quantized.set(i, m);
+  });
+
+  const written = writeQdq(g, {
+    marks: quantized,
+    labels: a.labels,
+    activations,
+    perChannel,
+    weightClip: o.weightClip,
+    qmax: o.reduceRange ? 63 : 127,
+    kind: o.activations,
+  });
+  let out = written.graph;
+  if (o.format === "qoperator") out = foldQOperator(out);
+
+  const floatBytes = initializerBytes(graph);
+  const quantizedBytes = initializerBytes(out);
+  const report: QuantizeReport = {
+    quantizedNodes: [...quantized.keys()].sort((x, y) => x - y).map((i) => a.labels[i]!),
+    floatNodes: [...a.reasons].sort((x, y) => x[0] - y[0]).map(([i, reason]) => ({
+      node: a.labels[i]!,
+      op: g.nodes[i]!.op,
+      reason,
+    })),
+    tensors: [...activations].map(([name, e]) => ({
+      name,
+      scale: e.params.scale,
+      zeroPoint: e.params.zeroPoint,
+      min: e.min,
+      max: e.max,
+      source: e.source,
+    })),
+    weights: written.weights,
+    sizes: {
+      floatBytes,
+      quantizedBytes,
+      ratio: floatBytes > 0 ? quantizedBytes / floatBytes : 1,
+    },
+  };
+  return { graph: out, report };
+}

@@ -1,0 +1,66 @@
+import assert from "node:assert/strict";
+import { float32 } from "@clipq/onnx/tensor";
+import { seededRandom } from "@clipq/onnx/builder";
+import { quantizeBias, quantizeWeight } from "./weights.ts";
+
+function sqErr(w: Float32Array, q: ArrayLike<number>, scales: Float32Array, inner: number): number {
+  let e = 0;
+  for (let i = 0; i < w.length; i++) {
+    const s = scales[Math.floor(i / inner) % scales.length]!;
+    e += (w[i]! - q[i]! * s) ** 2;
+  }
+  return e;
+}
+
+Deno.test("quantizeWeight() scales each output channel to ±127 on axis 0", () => {
+  const q = quantizeWeight(float32([2, 3], [0.5, -1, 0.25, 2, 1, -2]), { axis: 0 });
+  assert.deepEqual([...q.values.data], [64, -127, 32, 127, 64, -127]);
+  assert.deepEqual([...q.scales], [Math.fround(1 / 127), Math.fround(2 / 127)]);
+  assert.deepEqual(q.values.dims, [2, 3]);
+});
+
+Deno.test("quantizeWeight() handles an inner channel axis (ConvTranspose axis 1)", () => {
+  // dims [2, 2, 1]: channel c holds elements (0, c) and (1, c).
+  const q = quantizeWeight(float32([2, 2, 1], [1, 4, -2, 2]), { axis: 1 });
+  assert.deepEqual([...q.scales], [Math.fround(2 / 127), Math.fround(4 / 127)]);
+  assert.deepEqual([...q.values.data], [64, 127, -127, 64]);
+});
+
+Deno.test("quantizeWeight() per tensor uses one scale; reduceRange stays in [-63, 63]", () => {
+  const q = quantizeWeight(float32([4], [-2, 2, 0.6, 1.2]), { qmax: 63 });
+  assert.equal(q.scales.length, 1);
+  assert.deepEqual([...q.values.data], [-63, 63, 19, 38]);
+});
+
+Deno.test("quantizeWeight() gives an all-zero channel scale 1 and zero values", () => {
+  const q = quantizeWeight(float32([2, 2], [0, 0, 1, 1]), { axis: 0 });
+  assert.equal(q.scales[0], 1);
+  assert.deepEqual([...q.values.data].slice(0, 2), [0, 0]);
+});
+
+Deno.test("quantizeWeight() mse clip lowers the error of a heavy-tailed channel", () => {
+  const r = seededRandom(3);
+  // Cubed normals: a heavy tail whose max |w| wastes levels on a few values.
+  const w = r.normals(4096, 1).map((x) => x * x * x);
+  const t = float32([1, 4096], w);
+  const max = quantizeWeight(t, { axis: 0, clip: "max" });
+  const mse = quantizeWeight(t, { axis: 0, clip: "mse" });
+  assert.ok(mse.clipRatios[0]! < 1, `expected a clip below max but found ${mse.clipRatios[0]}`);
+  assert.ok(
+    sqErr(w, mse.values.data as Int8Array, mse.scales, 4096) <
+      sqErr(w, max.values.data as Int8Array, max.scales, 4096),
+  );
+  assert.ok(max.clipRatios[0] === 1);
+});
+
+Deno.test("quantizeWeight() refuses an axis outside the rank", () => {
+  assert.throws(() => quantizeWeight(float32([2], [1, 2]), { axis: 1 }), /axis in 0\.\.0/);
+});
+
+Deno.test("quantizeBias() uses scale s_in·s_w per channel and repeats scales by group", () => {
+  const b = quantizeBias(float32([4], [1, 1, 1, 1]), 0.5, Float32Array.of(0.5, 0.25));
+  assert.deepEqual([...b.scales], [0.25, 0.125, 0.25, 0.125]);
+  assert.deepEqual([...b.values.data], [4, 8, 4, 8]);
+  assert.equal(b.values.dtype, "int32");
+  assert.throws(() => quantizeBias(float32([3], [1, 1, 1]), 1, Float32Array.of(1, 1)), /multiple/);
+});
