@@ -78,7 +78,7 @@ export function writeQdq(graph: Graph, w: WriteInput): { graph: Graph; weights: 
     if (key) paramNames.set(key, names);
     return names;
   };
-  const dq = (input: string, sz: [string, string], out: string, axis?: number): Node => ({
+  const dq = (input: string, sz: readonly string[], out: string, axis?: number): Node => ({
     name: fresh(`${out}_DequantizeLinear`),
     op: "DequantizeLinear",
     domain: "",
@@ -130,13 +130,11 @@ export function writeQdq(graph: Graph, w: WriteInput): { graph: Graph; weights: 
       const q = quantizeBias(graph.initializers.get(b.name)!, sIn, sW);
       const qName = fresh(`${b.name}_quantized`);
       inits.set(qName, q.values);
-      const sz = paramInputs(
-        { scale: q.scales[0]!, zeroPoint: 0, dtype: "int32" },
-        b.name,
-        q.scales,
-      );
+      // No zero-point input: it defaults to 0, and an int32 zero per channel costs 4 bytes each.
+      const s = fresh(`${b.name}_scale`);
+      inits.set(s, tensor("float32", [q.scales.length], q.scales));
       const out = fresh(`${b.name}_dequantized`);
-      prelude.push(dq(qName, sz, out, 0));
+      prelude.push(dq(qName, [s], out, 0));
       rewrite.set(b.name, out);
     }
     for (const c of m.constants) {
