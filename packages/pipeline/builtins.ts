@@ -1,0 +1,28 @@
+/**
+ * The built-in steps, registered by name.
+ *
+ * @module
+ */
+import { StepRegistry } from "./step.ts";
+import { normalizeDefinition } from "./steps/normalize.ts";
+import { calibrateDefinition } from "./steps/calibrate.ts";
+import { quantizeDefinition } from "./steps/quantize.ts";
+
+/**
+ * A registry with the built-in steps (normalize, calibrate, quantize).
+ *
+ * @returns A new registry (add custom steps to it freely).
+ *
+ * @example Usage
+ * ```ts
+ * import { builtinSteps } from "@clipq/pipeline/builtins";
+ * import assert from "node:assert/strict";
+ * assert.ok(builtinSteps().get("quantize"));
+ * ```
+ */
+export function builtinSteps(): StepRegistry {
+  return new StepRegistry()
+    .register(normalizeDefinition)
+    .register(calibrateDefinition)
+    .register(quantizeDefinition);
+}

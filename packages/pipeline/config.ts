@@ -1,0 +1,516 @@
+/**
+ * The pipeline config (`clipq.json`): its description, validation at load (unknown keys rejected at
+ * every level, each error a ConfigError naming the key path), path resolution against the config's
+ * folder, and the JSON Schema derived from the same description.
+ *
+ * @module
+ */
+import { dirname, resolve } from "node:path";
+import { fileURLToPath, pathToFileURL } from "node:url";
+import { createHash } from "node:crypto";
+import { ConfigError } from "@clipq/onnx/errors";
+import {
+  found,
+  type JsonSchema,
+  type ObjectSpec,
+  resolvePath,
+  type Spec,
+  toJsonSchema,
+  validate,
+} from "./spec.ts";
+import type { InputConfig, Step, StepFactory, StepRegistry } from "./step.ts";
+
+const path = (description: string): Spec => ({ type: "string", path: true, description });
+const num = (minimum: number, maximum: number, description?: string, integer = false): Spec => ({
+  type: "number",
+  minimum,
+  maximum,
+  integer,
+  ...(description ? { description } : {}),
+});
+
+/** Description of `model`. */
+export const MODEL_SPEC: Spec = {
+  type: "anyOf",
+  description: "The float model: an ONNX file, a darknet cfg (+weights) or a tfjs graph model.",
+  options: [
+    path("ONNX model file (or asset:NAME)"),
+    {
+      type: "object",
+      properties: {
+        darknet: {
+          type: "object",
+          properties: {
+            cfg: path("darknet .cfg file"),
+            weights: path("darknet .weights file (seeded random weights when absent)"),
+          },
+          required: ["cfg"],
+        },
+      },
+      required: ["darknet"],
+    },
+    { type: "object", properties: { tfjs: path("tfjs model.json") }, required: ["tfjs"] },
+  ],
+};
+
+/** Description of `input`. */
+export const INPUT_SPEC: ObjectSpec = {
+  type: "object",
+  description: "Input preprocessing: pixel v in [0,255] → (v·scale − mean) / std per channel.",
+  properties: {
+    name: { type: "string", description: "Image input name (default: the first graph input)." },
+    size: {
+      type: "array",
+      items: num(1, 16384, undefined, true),
+      minItems: 2,
+      maxItems: 2,
+      description: "[height, width] (default: the model input's fixed shape).",
+    },
+    resize: { type: "string", enum: ["stretch", "letterbox", "center-crop"] },
+    layout: { type: "string", enum: ["NCHW", "NHWC", "CHW"] },
+    color: { type: "string", enum: ["RGB", "BGR"] },
+    scale: num(1e-9, 1e6, "Multiplier of pixel values (default 1/255)."),
+    mean: { type: "array", items: num(-1e6, 1e6), minItems: 1, maxItems: 4 },
+    std: { type: "array", items: num(1e-9, 1e6), minItems: 1, maxItems: 4 },
+    extra: {
+      type: "map",
+      description: 'Fixed values of other model inputs, e.g. {"image_shape": [416, 416]}.',
+      values: { type: "array", items: num(-1e12, 1e12), maxItems: 65536 },
+    },
+  },
+};
+
+const imagesSpec: Spec = {
+  type: "anyOf",
+  options: [
+    path("folder of images, one image file, or asset:NAME"),
+    { type: "array", items: path("folder or image file"), minItems: 1, maxItems: 1000 },
+  ],
+};
+
+/** Description of `data`. */
+export const DATA_SPEC: ObjectSpec = {
+  type: "object",
+  properties: {
+    calibration: {
+      type: "object",
+      properties: {
+        images: imagesSpec,
+        npy: path("folder of .npy input tensors (instead of images)"),
+        limit: num(1, 1_000_000, "Use at most this many images.", true),
+        batchSize: num(1, 1024, "Images per batch (default 1).", true),
+        onBadImage: { type: "string", enum: ["skip", "fail"] },
+      },
+    },
+    evaluation: {
+      type: "object",
+      properties: {
+        images: imagesSpec,
+        annotations: path("COCO JSON file or VOC annotation folder"),
+        limit: num(1, 1_000_000, undefined, true),
+        onBadImage: { type: "string", enum: ["skip", "fail"] },
+      },
+    },
+  },
+};
+
+/** Description of `head`. */
+export const HEAD_SPEC: ObjectSpec = {
+  type: "object",
+  description: "Detector head; raw head outputs stay float and evaluate decodes them.",
+  properties: {
+    type: { type: "string", enum: ["yolov3", "faster-rcnn", "ssd", "anchor-free", "db"] },
+    outputs: { type: "array", items: { type: "string" }, minItems: 1, maxItems: 64 },
+    strides: { type: "array", items: num(1, 4096, undefined, true), maxItems: 64 },
+    anchors: {
+      type: "array",
+      maxItems: 64,
+      items: {
+        type: "array",
+        maxItems: 64,
+        items: { type: "array", items: num(0, 1e5), minItems: 2, maxItems: 2 },
+      },
+    },
+    classes: num(1, 100000, undefined, true),
+    threshold: num(0, 1, "Binarization threshold of text maps (db)."),
+    nms: {
+      type: "object",
+      properties: {
+        iou: num(0, 1),
+        score: num(0, 1),
+        maxDetections: num(1, 100000, undefined, true),
+      },
+    },
+  },
+};
+
+/** A parsed step entry before its factory runs. */
+export interface StepEntry {
+  readonly use: string;
+  readonly options: Record<string, unknown>;
+}
+
+/** Model source after validation (paths absolute). */
+export type ModelSource =
+  | string
+  | { darknet: { cfg: string; weights?: string } }
+  | { tfjs: string };
+
+/** A data set as configured. */
+export interface DataSetConfig {
+  images?: string | string[];
+  npy?: string;
+  annotations?: string;
+  limit?: number;
+  batchSize?: number;
+  onBadImage?: "skip" | "fail";
+}
+
+/** A loaded, validated config. */
+export interface Config {
+  /** Absolute path of the config file ("" for in-memory configs). */
+  readonly file: string;
+  /** SHA-256 of the config text (recorded in the output's provenance). */
+  readonly hash: string;
+  readonly model: ModelSource;
+  readonly output: string;
+  readonly report?: string;
+  readonly input: InputConfig;
+  readonly data: { calibration?: DataSetConfig; evaluation?: DataSetConfig };
+  readonly head?: Record<string, unknown>;
+  /** Steps with their validated factories' results. */
+  readonly steps: readonly Step[];
+  /** The step entries as written (use + options). */
+  readonly entries: readonly StepEntry[];
+}
+
+/** Options of {@linkcode loadConfig} and {@linkcode parseConfig}. */
+export interface LoadOptions {
+  /** The step registry (built-ins by default). */
+  registry?: StepRegistry;
+  /** Resolves `asset:NAME` paths to real paths (the CLI fetches assets on demand). */
+  resolveAsset?: (name: string, key: string) => Promise<string>;
+  /** Folder that relative paths resolve against (the config's folder when loaded from a file). */
+  baseDir?: string;
+}
+
+/** Top-level keys other than steps. */
+function topSpec(): ObjectSpec {
+  return {
+    type: "object",
+    properties: {
+      $schema: { type: "string", description: "JSON Schema for editors." },
+      model: MODEL_SPEC,
+      output: path("Where the int8 model is written (atomically)."),
+      report: path("report.json path; report.html is written beside it."),
+      input: INPUT_SPEC,
+      data: DATA_SPEC,
+      head: HEAD_SPEC,
+      steps: { type: "array", items: { type: "map", values: { type: "any" } }, maxItems: 100 },
+    },
+    required: ["model", "output", "steps"],
+  };
+}
+
+/**
+ * The config's JSON Schema for a registry of steps (`packages/pipeline/config.schema.json`).
+ *
+ * @param registry The step registry.
+ * @returns The schema.
+ *
+ * @example Usage
+ * ```ts
+ * import { configSchema } from "@clipq/pipeline/config";
+ * import { StepRegistry } from "@clipq/pipeline/step";
+ * import assert from "node:assert/strict";
+ * const s = configSchema(new StepRegistry());
+ * assert.deepEqual(s.required, ["model", "output", "steps"]);
+ * ```
+ */
+export function configSchema(registry: StepRegistry): JsonSchema {
+  const top = toJsonSchema(topSpec());
+  const builtin = registry.list().map((def) => {
+    const s = toJsonSchema(def.options) as { properties: Record<string, unknown> };
+    return {
+      description: def.description,
+      type: "object",
+      properties: { use: { const: def.name }, ...s.properties },
+      required: ["use"],
+      additionalProperties: false,
+    };
+  });
+  const custom = {
+    description: "A custom step: a module path (relative to the config) or npm:/jsr: specifier " +
+      "exporting a step factory as default; other keys are its options.",
+    type: "object",
+    properties: {
+      use: {
+        type: "string",
+        not: { enum: registry.list().map((d) => d.name) },
+        pattern: "^(\\.{0,2}/|npm:|jsr:|file:)",
+      },
+    },
+    required: ["use"],
+  };
+  (top.properties as Record<string, JsonSchema>).steps = {
+    type: "array",
+    maxItems: 100,
+    items: { anyOf: [...builtin, custom] },
+  };
+  return {
+    $schema: "https://json-schema.org/draft/2020-12/schema",
+    $id: "https://jsr.io/@clipq/pipeline/config.schema.json",
+    title: "clipq pipeline config",
+    ...top,
+  };
+}
+
+const CUSTOM_STEP = /^(\.{0,2}\/|npm:|jsr:|file:)/;
+
+async function customFactory(use: string, baseDir: string, key: string): Promise<StepFactory> {
+  const specifier = use.startsWith("npm:") || use.startsWith("jsr:") || use.startsWith("file:")
+    ? use
+    : pathToFileURL(resolve(baseDir, use)).href;
+  let mod: Record<string, unknown>;
+  try {
+    mod = await import(specifier);
+  } catch (e) {
+    throw new ConfigError(
+      key,
+      `expected a loadable step module; found ${found(use)} (${
+        (e as Error).message.split("\n")[0]
+      })`,
+    );
+  }
+  const f = mod.default;
+  if (typeof f !== "function") {
+    throw new ConfigError(
+      key,
+      `expected ${use} to export a step factory as default; found ${typeof f}`,
+    );
+  }
+  return f as StepFactory;
+}
+
+function checkStep(step: unknown, key: string): Step {
+  const s = step as Step | undefined;
+  if (!s || typeof s.name !== "string" || typeof s.run !== "function") {
+    throw new ConfigError(
+      key,
+      `expected the factory to return a step {name, run}; found ${found(step)}`,
+    );
+  }
+  return s;
+}
+
+async function exists(p: string): Promise<"file" | "dir" | undefined> {
+  try {
+    const st = await Deno.stat(p);
+    return st.isDirectory ? "dir" : "file";
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Validates a parsed config object: every key, every step's options (through the step factories),
+ * `asset:` names, that input files exist and that the output is not the input.
+ *
+ * @param raw The parsed JSON.
+ * @param options Registry, asset resolver and base folder.
+ * @returns The config.
+ *
+ * @example Reject a misspelled method
+ * ```ts
+ * import { parseConfig } from "@clipq/pipeline/config";
+ * import { builtinSteps } from "@clipq/pipeline/builtins";
+ * import assert from "node:assert/strict";
+ * await assert.rejects(
+ *   parseConfig({ model: "/m.onnx", output: "/o.onnx", steps: [{ use: "calibrate", method: "percentil" }] },
+ *     { registry: builtinSteps() }),
+ *   /steps\[0\]\.method: expected one of minmax, percentile/,
+ * );
+ * ```
+ */
+export async function parseConfig(raw: unknown, options: LoadOptions = {}): Promise<Config> {
+  const baseDir = options.baseDir ?? Deno.cwd();
+  const registry = options.registry ?? (await import("./builtins.ts")).builtinSteps();
+  const v = validate(topSpec(), raw, { baseDir }) as Record<string, unknown>;
+  const resolveAsset = async (p: string, key: string): Promise<string> => {
+    if (!p.startsWith("asset:")) return p;
+    if (!options.resolveAsset) {
+      throw new ConfigError(
+        key,
+        `expected a path; found ${found(p)} and no asset resolver (use the CLI)`,
+      );
+    }
+    return await options.resolveAsset(p.slice("asset:".length), key);
+  };
+  const mustExist = async (p: string, key: string, kind?: "file" | "dir") => {
+    const k = await exists(p);
+    if (!k || (kind && k !== kind)) {
+      throw new ConfigError(
+        key,
+        `expected an existing ${kind ?? "file or folder"}; found nothing at ${p}`,
+      );
+    }
+  };
+
+  let model = v.model as ModelSource;
+  if (typeof model === "string") {
+    model = await resolveAsset(model, "model");
+    await mustExist(model, "model", "file");
+  } else if ("darknet" in model) {
+    await mustExist(model.darknet.cfg, "model.darknet.cfg", "file");
+    if (model.darknet.weights) {
+      await mustExist(model.darknet.weights, "model.darknet.weights", "file");
+    }
+  } else {
+    model = { tfjs: await resolveAsset(model.tfjs, "model.tfjs") };
+    await mustExist(model.tfjs, "model.tfjs", "file");
+  }
+  const output = v.output as string;
+  const report = v.report as string | undefined;
+  const inputs = typeof model === "string"
+    ? [model]
+    : "darknet" in model
+    ? [model.darknet.cfg, model.darknet.weights ?? ""]
+    : [model.tfjs];
+  for (const [key, p] of [["output", output], ["report", report]] as const) {
+    if (p && inputs.includes(resolve(p))) {
+      throw new ConfigError(
+        key,
+        `expected a path other than the input model; found the input ${p}`,
+      );
+    }
+    if (p && (await exists(p)) === "dir") {
+      throw new ConfigError(key, `expected a file path; found a folder at ${p}`);
+    }
+  }
+  if (report && resolve(report) === resolve(output)) {
+    throw new ConfigError("report", `expected a path other than output; found ${report}`);
+  }
+
+  const data = (v.data ?? {}) as Config["data"];
+  for (const set of ["calibration", "evaluation"] as const) {
+    const d = data[set];
+    if (!d) continue;
+    if (d.images !== undefined) {
+      const list = Array.isArray(d.images) ? d.images : [d.images];
+      const resolved: string[] = [];
+      for (const [i, p] of list.entries()) {
+        const key = Array.isArray(d.images) ? `data.${set}.images[${i}]` : `data.${set}.images`;
+        const r = await resolveAsset(p, key);
+        await mustExist(r, key);
+        resolved.push(r);
+      }
+      d.images = resolved;
+    }
+    if (d.npy) await mustExist(d.npy, `data.${set}.npy`, "dir");
+    if (d.annotations) {
+      d.annotations = await resolveAsset(d.annotations, `data.${set}.annotations`);
+      await mustExist(d.annotations, `data.${set}.annotations`);
+    }
+    if (set === "calibration" && d.images && d.npy) {
+      throw new ConfigError("data.calibration", "expected images or npy; found both");
+    }
+  }
+
+  const rawSteps = (raw as { steps: unknown[] }).steps;
+  const steps: Step[] = [];
+  const entries: StepEntry[] = [];
+  for (const [i, s] of rawSteps.entries()) {
+    const key = `steps[${i}]`;
+    const { use, ...rest } = s as Record<string, unknown>;
+    if (typeof use !== "string") {
+      throw new ConfigError(
+        `${key}.use`,
+        `expected a step name or module path; found ${found(use)}`,
+      );
+    }
+    const def = registry.get(use);
+    let factory: StepFactory;
+    if (def) factory = def.factory;
+    else if (CUSTOM_STEP.test(use)) factory = await customFactory(use, baseDir, `${key}.use`);
+    else {
+      throw new ConfigError(
+        `${key}.use`,
+        `expected one of ${registry.list().map((d) => d.name).join(", ")} or a module path; found ${
+          found(use)
+        }`,
+      );
+    }
+    // Built-in options are validated here with the config's folder so their paths resolve; the
+    // factory validates again (it also serves code that calls it directly).
+    const opts = def
+      ? validate(def.options, rest, { path: key, baseDir }) as Record<string, unknown>
+      : rest;
+    let step: Step;
+    try {
+      step = checkStep(factory(opts), key);
+    } catch (e) {
+      if (e instanceof ConfigError && !e.keyPath.startsWith("steps[")) {
+        const detail = e.keyPath ? e.message.slice(e.keyPath.length + 2) : e.message;
+        const sub = e.keyPath.replace(/^[^.[]*/, "");
+        throw new ConfigError(`${key}${sub}`, detail, { cause: e });
+      }
+      throw e;
+    }
+    steps.push(step);
+    entries.push({ use, options: opts });
+  }
+
+  const text = JSON.stringify(raw);
+  return {
+    file: "",
+    hash: createHash("sha256").update(text).digest("hex"),
+    model,
+    output,
+    ...(report ? { report } : {}),
+    input: (v.input ?? {}) as InputConfig,
+    data,
+    ...(v.head ? { head: v.head as Record<string, unknown> } : {}),
+    steps,
+    entries,
+  };
+}
+
+/**
+ * Reads and validates a config file; relative paths resolve against its folder.
+ *
+ * @param file The config path.
+ * @param options Registry and asset resolver.
+ * @returns The config.
+ *
+ * @example A missing config file is a ConfigError
+ * ```ts
+ * import { loadConfig } from "@clipq/pipeline/config";
+ * import assert from "node:assert/strict";
+ * await assert.rejects(loadConfig("/nonexistent/clipq.json"), /expected a readable JSON file/);
+ * ```
+ */
+export async function loadConfig(file: string, options: LoadOptions = {}): Promise<Config> {
+  const abs = resolve(file);
+  let text: string;
+  try {
+    text = await Deno.readTextFile(abs);
+  } catch (e) {
+    throw new ConfigError("", `${abs}: expected a readable JSON file; found ${(e as Error).name}`);
+  }
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (e) {
+    throw new ConfigError(
+      "",
+      `${abs}: expected JSON; found a syntax error (${(e as Error).message})`,
+    );
+  }
+  const config = await parseConfig(raw, { ...options, baseDir: options.baseDir ?? dirname(abs) });
+  return { ...config, file: abs, hash: createHash("sha256").update(text).digest("hex") };
+}
+
+/** Path of the shipped JSON Schema file. */
+export const SCHEMA_FILE: string = fileURLToPath(new URL("./config.schema.json", import.meta.url));
+
+export { resolvePath };

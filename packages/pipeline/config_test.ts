@@ -1,0 +1,188 @@
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { ConfigError } from "@clipq/onnx/errors";
+import { loadConfig, parseConfig } from "./config.ts";
+import { builtinSteps } from "./builtins.ts";
+import { workspace } from "./_fixtures_test.ts";
+
+const registry = builtinSteps();
+
+async function configError(raw: unknown, baseDir: string): Promise<ConfigError> {
+  try {
+    await parseConfig(raw, { registry, baseDir });
+  } catch (e) {
+    if (e instanceof ConfigError) return e;
+    throw e;
+  }
+  throw new Error(`expected a ConfigError for ${JSON.stringify(raw)}`);
+}
+
+Deno.test("loadConfig() resolves relative paths against the config's folder", async () => {
+  const ws = workspace();
+  try {
+    const file = ws.write({
+      model: "model.onnx",
+      output: "out/m.int8.onnx",
+      report: "out/report.json",
+      steps: [{ use: "calibrate", method: "clip-bounds", fallback: "float" }, { use: "quantize" }],
+    });
+    const c = await loadConfig(file);
+    assert.equal(c.model, ws.model);
+    assert.equal(c.output, join(ws.dir, "out/m.int8.onnx"));
+    assert.equal(c.report, join(ws.dir, "out/report.json"));
+    assert.deepEqual(c.steps.map((s) => s.name), ["calibrate", "quantize"]);
+    assert.match(c.hash, /^[0-9a-f]{64}$/);
+  } finally {
+    ws.cleanup();
+  }
+});
+
+Deno.test("parseConfig() names the key path and what was expected in every error", async () => {
+  const ws = workspace();
+  const base = { model: "model.onnx", output: "o.onnx", steps: [] as unknown[] };
+  try {
+    const cases: [unknown, string, RegExp][] = [
+      [{ ...base, modle: 1 }, "", /unknown key "modle"; expected one of/],
+      [{ ...base, input: { size: [640, 640], sise: 1 } }, "input", /unknown key "sise"/],
+      [{ ...base, input: { size: [640] } }, "input.size", /expected at least 2 item/],
+      [
+        { ...base, input: { size: ["640", 640] } },
+        "input.size[0]",
+        /expected an integer; found "640"/,
+      ],
+      [{ ...base, input: { scale: -1 } }, "input.scale", /expected a number ≥ 1e-9; found -1/],
+      [{ ...base, input: { scale: 1e300 } }, "input.scale", /expected a number ≤ 1000000/],
+      [
+        { ...base, input: { layout: "HWC" } },
+        "input.layout",
+        /expected one of NCHW, NHWC, CHW; found "HWC"/,
+      ],
+      [
+        { ...base, data: { calibration: { limit: 2.5 } } },
+        "data.calibration.limit",
+        /expected an integer; found 2.5/,
+      ],
+      [
+        { ...base, steps: [{ use: "normalize" }, { use: "calibrate", method: "percentil" }] },
+        "steps[1].method",
+        /expected one of minmax, percentile, mse, entropy, aciq, clip-bounds; found "percentil"/,
+      ],
+      [
+        { ...base, steps: [{ use: "quantize", exclude: { pattern: "(" } }] },
+        "steps[0].exclude.pattern",
+        /expected a regular expression/,
+      ],
+      [
+        { ...base, steps: [{ use: "quantize", exclude: { heads: "auto" } }] },
+        "steps[0].exclude",
+        /unknown key "heads"/,
+      ],
+      [
+        { ...base, steps: [{ use: "quantise" }] },
+        "steps[0].use",
+        /expected one of normalize, calibrate, quantize.* or a module path; found "quantise"/,
+      ],
+      [
+        { ...base, steps: [{ use: "calibrate", lossAware: { lambda: "x" } }] },
+        "steps[0].lossAware.lambda",
+        /expected a number; found "x"/,
+      ],
+      [
+        { ...base, steps: [{ use: "calibrate", percentile: Number.NaN }] },
+        "steps[0].percentile",
+        /expected a finite number; found NaN/,
+      ],
+      [{ model: "model.onnx", steps: [] }, "output", /required/],
+      [{ ...base, model: "missing.onnx" }, "model", /expected an existing file; found nothing at/],
+      [{ ...base, output: "model.onnx" }, "output", /expected a path other than the input model/],
+      [
+        { ...base, data: { calibration: { images: "nope/" } } },
+        "data.calibration.images",
+        /expected an existing file or folder/,
+      ],
+      [{ ...base, model: "asset:ppocr-det" }, "model", /no asset resolver/],
+    ];
+    for (const [raw, key, re] of cases) {
+      const e = await configError(raw, ws.dir);
+      assert.equal(e.keyPath, key, `${JSON.stringify(raw)}: ${e.message}`);
+      assert.match(e.message, re);
+    }
+  } finally {
+    ws.cleanup();
+  }
+});
+
+Deno.test("parseConfig() loads a custom step from a module path relative to the config", async () => {
+  const ws = workspace();
+  try {
+    Deno.writeTextFileSync(
+      join(ws.dir, "rename_step.ts"),
+      `export default (options = {}) => {
+        if (typeof options.suffix !== "string") throw new (class extends Error {})("suffix");
+        return { name: "rename", run: (g) => Promise.resolve({ ...g, name: g.name + options.suffix }) };
+      };`,
+    );
+    const c = await parseConfig(
+      { model: "model.onnx", output: "o.onnx", steps: [{ use: "./rename_step.ts", suffix: "-x" }] },
+      { registry, baseDir: ws.dir },
+    );
+    assert.equal(c.steps[0]!.name, "rename");
+    const e = await configError(
+      { model: "model.onnx", output: "o.onnx", steps: [{ use: "./missing_step.ts" }] },
+      ws.dir,
+    );
+    assert.equal(e.keyPath, "steps[0].use");
+    assert.match(e.message, /expected a loadable step module/);
+  } finally {
+    ws.cleanup();
+  }
+});
+
+Deno.test("parseConfig() rejects expressions that reach outside the sandbox, naming the key", async () => {
+  const ws = workspace();
+  try {
+    const { StepRegistry } = await import("./step.ts");
+    const { SVD_OPTIONS } = await import("./steps/options.ts");
+    // A registry with a step whose option takes expressions, as svd-fc's rank does.
+    const reg = new StepRegistry().register({
+      name: "svd-fc",
+      description: "test",
+      options: SVD_OPTIONS,
+      factory: () => ({ name: "svd-fc", run: (g) => Promise.resolve(g) }),
+    });
+    for (
+      const expr of [
+        'import({"x": 1})',
+        'createUnit("x")',
+        'evaluate("1")',
+        "f(x) = 1",
+        "rows.constructor",
+      ]
+    ) {
+      await assert.rejects(
+        parseConfig({
+          model: "model.onnx",
+          output: "o.onnx",
+          steps: [{ use: "svd-fc", rank: expr }],
+        }, {
+          registry: reg,
+          baseDir: ws.dir,
+        }),
+        (e: unknown) => e instanceof ConfigError && e.keyPath === "steps[0].rank",
+        expr,
+      );
+    }
+    const ok = await parseConfig(
+      {
+        model: "model.onnx",
+        output: "o.onnx",
+        steps: [{ use: "svd-fc", rank: "ceil(0.25 * min(rows, cols))" }],
+      },
+      { registry: reg, baseDir: ws.dir },
+    );
+    const rank = ok.entries[0]!.options.rank as (v: Record<string, number>) => number;
+    assert.equal(rank({ rows: 4096, cols: 25088, params: 0, index: 0, layers: 1 }), 1024);
+  } finally {
+    ws.cleanup();
+  }
+});

@@ -1,0 +1,366 @@
+/**
+ * The pipeline runner: loads the model, runs the configured steps in order (validating the graph
+ * between them and timing each), records provenance, writes the output model and the report
+ * atomically, and never leaves partial output behind on failure.
+ *
+ * @module
+ */
+import { basename, dirname, join } from "node:path";
+import { decode, encode, type Graph, METADATA_KEYS, type Tensor } from "@clipq/onnx";
+import { ConfigError, ModelError } from "@clipq/onnx/errors";
+import { tensor } from "@clipq/onnx/tensor";
+import { imageBatches, listImages, type PreprocessSpec } from "@clipq/data";
+import type { Config, DataSetConfig } from "./config.ts";
+import type { FeedBatch, InputConfig, Logger, Progress, StepContext } from "./step.ts";
+import { createReporter } from "./progress.ts";
+import { checkGraph } from "./_check.ts";
+import { type Analysis, analyze } from "./analysis.ts";
+import { buildReport, type Report } from "./report.ts";
+import { renderHtml } from "./report_html.ts";
+import pkg from "./deno.json" with { type: "json" };
+
+/** The clipq version recorded in provenance. */
+export const VERSION: string = pkg.version;
+
+/** Options of {@linkcode runPipeline}. */
+export interface RunOptions {
+  /** No info lines or progress. */
+  quiet?: boolean;
+  /** Draw progress bars in place (stderr is a terminal). */
+  tty?: boolean;
+  /** Stop after the calibrate step, writing its statistics (for sharded calibration). */
+  calibrateOnly?: boolean;
+  /** This process's shard of the calibration images: [k, n], 1-based k. */
+  shard?: [number, number];
+  /** Where --calibrate-only writes statistics. */
+  statsOut?: string;
+  /** Statistics files to merge instead of running calibration. */
+  mergeStats?: string[];
+  /** Skip latency/SQNR measurements in the report (tests that only check files). */
+  analyze?: boolean;
+  /** Where text goes (stderr by default). */
+  write?: (text: string) => void;
+}
+
+/** Default run options. */
+export const defaults = {
+  quiet: false,
+  tty: false,
+  calibrateOnly: false,
+  analyze: true,
+} satisfies RunOptions;
+
+/** What {@linkcode runPipeline} produced. */
+export interface RunResult {
+  /** The final graph. */
+  readonly graph: Graph;
+  /** The report (also written to config.report when set). */
+  readonly report: Report;
+  /** The encoded output model. */
+  readonly bytes: Uint8Array;
+}
+
+/**
+ * Loads the model a config names: an ONNX file (external data beside it), a darknet cfg or a tfjs
+ * graph model.
+ *
+ * @param source The config's model.
+ * @returns The graph.
+ */
+export async function loadSource(source: Config["model"]): Promise<Graph> {
+  if (typeof source === "string") {
+    const bytes = await Deno.readFile(source);
+    const dir = dirname(source);
+    try {
+      return decode(bytes, { readExternal: (loc) => Deno.readFileSync(join(dir, loc)) });
+    } catch (e) {
+      if (e instanceof ModelError) throw new ModelError(`${source}: ${e.message}`, { cause: e });
+      throw e;
+    }
+  }
+  const convert = await import("@clipq/convert") as Record<string, unknown>;
+  if ("darknet" in source) {
+    const fromDarknet = convert.fromDarknet as
+      | ((cfg: string, weights?: Uint8Array) => Graph | Promise<Graph>)
+      | undefined;
+    if (!fromDarknet) {
+      throw new ConfigError(
+        "model.darknet",
+        "expected @clipq/convert to provide fromDarknet; found none",
+      );
+    }
+    const cfg = await Deno.readTextFile(source.darknet.cfg);
+    const weights = source.darknet.weights
+      ? await Deno.readFile(source.darknet.weights)
+      : undefined;
+    return await fromDarknet(cfg, weights);
+  }
+  const fromTfjs = convert.fromTfjs as ((path: string) => Graph | Promise<Graph>) | undefined;
+  if (!fromTfjs) {
+    throw new ConfigError("model.tfjs", "expected @clipq/convert to provide fromTfjs; found none");
+  }
+  return await fromTfjs(source.tfjs);
+}
+
+/**
+ * Writes a file atomically: a temporary file in the target folder, then a rename, so a crash leaves
+ * either the old file or the new one, never half of one.
+ *
+ * @param path Target path.
+ * @param data Bytes or text.
+ */
+export async function writeAtomic(path: string, data: Uint8Array | string): Promise<void> {
+  const dir = dirname(path);
+  await Deno.mkdir(dir, { recursive: true });
+  const tmp = await Deno.makeTempFile({ dir, prefix: `.${basename(path)}.`, suffix: ".tmp" });
+  try {
+    if (typeof data === "string") await Deno.writeTextFile(tmp, data);
+    else await Deno.writeFile(tmp, data);
+    await Deno.rename(tmp, path);
+  } catch (e) {
+    await Deno.remove(tmp).catch(() => {});
+    throw e;
+  }
+}
+
+/** The image input and the preprocessing spec for it. */
+export function imageInput(
+  graph: Graph,
+  input: InputConfig,
+): { name: string; spec: PreprocessSpec } {
+  const initializers = graph.initializers;
+  const real = graph.inputs.filter((i) => !initializers.has(i.name));
+  const name = input.name ?? real.find((i) => !(input.extra && i.name in input.extra))?.name;
+  const vi = real.find((i) => i.name === name);
+  if (!name || !vi) {
+    throw new ConfigError(
+      "input.name",
+      `expected one of the model inputs ${real.map((i) => i.name).join(", ")}; found ${
+        name ?? "none"
+      }`,
+    );
+  }
+  const layout = input.layout ?? (vi.shape?.length === 3 ? "CHW" : "NCHW");
+  let size = input.size;
+  if (!size) {
+    const s = vi.shape ?? [];
+    const [h, w] = layout === "NHWC"
+      ? [s[1], s[2]]
+      : layout === "CHW"
+      ? [s[1], s[2]]
+      : [s[2], s[3]];
+    if (typeof h !== "number" || typeof w !== "number" || h < 1 || w < 1) {
+      throw new ConfigError(
+        "input.size",
+        `expected [height, width] for input ${name} whose shape is dynamic; found nothing`,
+      );
+    }
+    size = [h, w];
+  }
+  return {
+    name,
+    spec: {
+      size,
+      resize: input.resize ?? "stretch",
+      layout,
+      color: input.color ?? "RGB",
+      scale: input.scale ?? 1 / 255,
+      mean: input.mean ?? [0, 0, 0],
+      std: input.std ?? [1, 1, 1],
+    },
+  };
+}
+
+function extraFeeds(graph: Graph, input: InputConfig): Record<string, Tensor> {
+  const feeds: Record<string, Tensor> = {};
+  for (const [name, values] of Object.entries(input.extra ?? {})) {
+    const vi = graph.inputs.find((i) => i.name === name);
+    if (!vi) {
+      throw new ConfigError(
+        `input.extra.${name}`,
+        `expected a model input; found none named ${name} (inputs: ${
+          graph.inputs.map((i) => i.name).join(", ")
+        })`,
+      );
+    }
+    const rank = vi.shape?.length ?? 1;
+    const dims = vi.shape && vi.shape.every((d) => typeof d === "number") &&
+        vi.shape.reduce<number>((a, d) => a * (d as number), 1) === values.length
+      ? vi.shape as number[]
+      : [...Array(Math.max(0, rank - 1)).fill(1), values.length];
+    const dtype = vi.dtype ?? "float32";
+    if (dtype === "int64") {
+      feeds[name] = tensor(
+        "int64",
+        dims,
+        BigInt64Array.from(values.map((v) => BigInt(Math.round(v)))),
+      );
+    } else if (dtype === "int32") feeds[name] = tensor("int32", dims, Int32Array.from(values));
+    else if (dtype === "float32") feeds[name] = tensor("float32", dims, Float32Array.from(values));
+    else {throw new ConfigError(
+        `input.extra.${name}`,
+        `expected a float32/int32/int64 input; found ${dtype}`,
+      );}
+  }
+  return feeds;
+}
+
+const IMAGE_EXT = /\.(jpe?g|png)$/i;
+
+async function filesOf(set: DataSetConfig): Promise<string[]> {
+  const list = Array.isArray(set.images) ? set.images : set.images ? [set.images] : [];
+  const files: string[] = [];
+  for (const p of list) {
+    const st = await Deno.stat(p);
+    if (st.isDirectory) files.push(...await listImages(p));
+    else if (IMAGE_EXT.test(p)) files.push(p);
+  }
+  return set.limit !== undefined ? files.slice(0, set.limit) : files;
+}
+
+/**
+ * Builds the step context for a graph and config.
+ *
+ * @param graph The loaded model.
+ * @param config The config.
+ * @param reporter Logger and progress.
+ * @returns The context.
+ */
+export function createContext(
+  graph: Graph,
+  config: Pick<Config, "input" | "data" | "head">,
+  reporter: { log: Logger; progress(label: string, total: number): Progress },
+): StepContext {
+  const input = config.input;
+  return {
+    input,
+    ranges: new Map(),
+    report: {},
+    methods: [],
+    log: reporter.log,
+    progress: (label, total) => reporter.progress(label, total),
+    ...(config.head ? { head: config.head } : {}),
+    hasData: (set) => !!config.data[set]?.images,
+    batches(set, options = {}) {
+      const d = config.data[set];
+      return (async function* (): AsyncGenerator<FeedBatch> {
+        if (!d?.images) {
+          throw new ConfigError(
+            `data.${set}.images`,
+            "expected image files; found none configured",
+          );
+        }
+        const { name, spec } = imageInput(graph, input);
+        const extra = extraFeeds(graph, input);
+        let files = await filesOf(d);
+        if (options.shard) {
+          const [k, n] = options.shard;
+          files = files.filter((_, i) => i % n === k - 1);
+        }
+        const progress = reporter.progress(set, files.length);
+        for await (
+          const b of imageBatches(files, spec, {
+            batchSize: set === "calibration" ? config.data.calibration?.batchSize ?? 1 : 1,
+            onBadImage: d.onBadImage ?? "fail",
+            onWarning: (m) => reporter.log.warn(m),
+          })
+        ) {
+          progress.tick(b.files.length + b.skipped);
+          yield { feeds: { [name]: b.tensor, ...extra }, files: b.files };
+        }
+        progress.done();
+      })();
+    },
+  };
+}
+
+/**
+ * Runs a loaded config: model → steps → output model and report.
+ *
+ * @param config The validated config.
+ * @param options Quiet, progress, calibration sharding.
+ * @returns The final graph, its bytes and the report.
+ */
+export async function runPipeline(config: Config, options: RunOptions = {}): Promise<RunResult> {
+  const o = { ...defaults, ...options };
+  const reporter = createReporter({
+    quiet: o.quiet,
+    tty: o.tty,
+    ...(o.write ? { write: o.write } : {}),
+  });
+  const log = reporter.log;
+  const timings: { name: string; ms: number }[] = [];
+  let t = performance.now();
+  const source = await loadSource(config.model);
+  timings.push({ name: "load", ms: performance.now() - t });
+  checkGraph(source, "the input model");
+  const floatBytes = typeof config.model === "string"
+    ? (await Deno.stat(config.model)).size
+    : encode(source).length;
+
+  const ctx = createContext(source, config, reporter);
+  if (o.calibrateOnly || o.mergeStats) {
+    ctx.calibration = {
+      ...(o.shard ? { shard: o.shard } : {}),
+      ...(o.statsOut ? { statsOut: o.statsOut } : {}),
+      ...(o.mergeStats ? { mergeFrom: o.mergeStats } : {}),
+    };
+  }
+  let graph = source;
+  for (const [i, step] of config.steps.entries()) {
+    log.info(`step ${i + 1}/${config.steps.length}: ${step.name}`);
+    t = performance.now();
+    graph = await step.run(graph, ctx);
+    const ms = performance.now() - t;
+    timings.push({ name: step.name, ms });
+    checkGraph(graph, `the graph after step ${step.name}`);
+    log.info(`  ${step.name} done in ${(ms / 1000).toFixed(2)} s`);
+    if (o.calibrateOnly && step.name === "calibrate") break;
+  }
+  if (o.calibrateOnly) {
+    return {
+      graph,
+      bytes: new Uint8Array(),
+      report: buildReport({ config, ctx, timings, floatBytes, int8Bytes: 0, version: VERSION }),
+    };
+  }
+
+  const provenance = {
+    clipq: VERSION,
+    config: config.hash,
+    methods: ctx.methods,
+  };
+  const metadata = new Map(graph.metadata);
+  metadata.set(METADATA_KEYS.provenance, JSON.stringify(provenance));
+  graph = { ...graph, metadata };
+  const bytes = encode(graph);
+
+  let analysis: Analysis | undefined;
+  if (o.analyze && config.report) {
+    t = performance.now();
+    analysis = await analyze(ctx.floatGraph ?? source, graph, ctx, { log });
+    timings.push({ name: "analysis", ms: performance.now() - t });
+  }
+  const report = buildReport({
+    config,
+    ctx,
+    timings,
+    floatBytes,
+    int8Bytes: bytes.length,
+    version: VERSION,
+    ...(analysis ? { analysis } : {}),
+  });
+
+  // Model last: a failure while writing the report leaves no model behind either.
+  if (config.report) {
+    await writeAtomic(config.report, JSON.stringify(report, null, 2) + "\n");
+    await writeAtomic(config.report.replace(/\.json$/i, "") + ".html", renderHtml(report));
+  }
+  await writeAtomic(config.output, bytes);
+  log.info(
+    `wrote ${config.output} (${(bytes.length / 1e6).toFixed(2)} MB, ${
+      (100 * bytes.length / floatBytes).toFixed(1)
+    } % of float)`,
+  );
+  return { graph, bytes, report };
+}

@@ -1,0 +1,177 @@
+/**
+ * Steps as plugins: a factory of its options returns a step `{ name, run(graph, ctx) }`. The step
+ * context carries what steps share: the input spec, data sets, calibrated ranges, the report sink,
+ * progress and the logger.
+ *
+ * @module
+ */
+import type { Graph, Tensor, TensorRange } from "@clipq/onnx";
+import { ConfigError } from "@clipq/onnx/errors";
+import { type ObjectSpec, validate } from "./spec.ts";
+
+/** Input preprocessing as configured (`input` in the config). */
+export interface InputConfig {
+  name?: string;
+  size?: [number, number];
+  resize?: "stretch" | "letterbox" | "center-crop";
+  layout?: "NCHW" | "NHWC" | "CHW";
+  color?: "RGB" | "BGR";
+  scale?: number;
+  mean?: number[];
+  std?: number[];
+  /** Fixed values of the model's other inputs. */
+  extra?: Record<string, number[]>;
+}
+
+/** A batch of model feeds and the files it came from. */
+export interface FeedBatch {
+  readonly feeds: Record<string, Tensor>;
+  readonly files: readonly string[];
+}
+
+/** A progress reporter for a long step. */
+export interface Progress {
+  /** Advances by `n` units. */
+  tick(n?: number): void;
+  /** Finishes the bar. */
+  done(): void;
+}
+
+/** Logger steps use; quiet mode drops `info`. */
+export interface Logger {
+  info(message: string): void;
+  warn(message: string): void;
+}
+
+/** What a step knows besides the graph. Steps read it and add to it (ranges, statistics, report). */
+export interface StepContext {
+  /** Input preprocessing from the config. */
+  readonly input: InputConfig;
+  /** Model feeds from the calibration or evaluation set, batch by batch. */
+  batches(
+    set: "calibration" | "evaluation",
+    options?: { shard?: [number, number] },
+  ): AsyncIterable<FeedBatch>;
+  /** Whether a data set is configured. */
+  hasData(set: "calibration" | "evaluation"): boolean;
+  /** Activation ranges (calibrate writes, quantize reads). */
+  ranges: Map<string, TensorRange>;
+  /** Calibration statistics in their JSON form, when a data method ran. */
+  statistics?: unknown;
+  /** The last float graph (before quantize), for float vs int8 comparisons. */
+  floatGraph?: Graph;
+  /** Head description from the config, if any. */
+  readonly head?: Record<string, unknown>;
+  /** Report sink: sections keyed by name. */
+  readonly report: Record<string, unknown>;
+  /** Starts a progress bar with `total` units. */
+  progress(label: string, total: number): Progress;
+  /** Logger. */
+  readonly log: Logger;
+  /** Methods used, recorded in the output model's provenance. */
+  readonly methods: string[];
+  /** Sharded calibration (CLI --calibrate-only / --merge-stats). */
+  calibration?: CalibrationMode;
+  /** Set by calibrate when bias correction is wanted; quantize measures and applies it. */
+  biasCorrection?: boolean;
+}
+
+/** How calibration statistics are produced when calibration is split over processes. */
+export interface CalibrationMode {
+  /** This process's shard [k, n] (1-based k) of the calibration images. */
+  shard?: [number, number];
+  /** Write the statistics here. */
+  statsOut?: string;
+  /** Merge these statistics files instead of running the model. */
+  mergeFrom?: string[];
+}
+
+/** A pipeline step. */
+export interface Step {
+  /** Step name (`quantize`, or a custom step's name). */
+  readonly name: string;
+  /**
+   * Runs the step.
+   *
+   * @param graph The graph so far.
+   * @param ctx The shared context.
+   * @returns The new graph.
+   */
+  run(graph: Graph, ctx: StepContext): Promise<Graph>;
+}
+
+/** A step factory: options in, step out (options are validated up front). */
+export type StepFactory = (options?: Record<string, unknown>) => Step;
+
+/** A registered step: its option description (for validation and the JSON Schema) and factory. */
+export interface StepDefinition {
+  readonly name: string;
+  readonly description: string;
+  readonly options: ObjectSpec;
+  readonly factory: StepFactory;
+}
+
+/**
+ * Validates step options against a step's description, merged over its defaults, and names the
+ * step in error key paths.
+ *
+ * @param spec The options description.
+ * @param options The options given.
+ * @param where Key path prefix (e.g. `steps[2]` or the step name).
+ * @returns The validated options with defaults.
+ *
+ * @example Usage
+ * ```ts
+ * import { checkOptions } from "@clipq/pipeline/step";
+ * import assert from "node:assert/strict";
+ * const spec = { type: "object", properties: { n: { type: "number" } } } as const;
+ * assert.deepEqual(checkOptions(spec, { n: 1 }, "x"), { n: 1 });
+ * assert.throws(() => checkOptions(spec, { m: 1 }, "x"), /x\.m: unknown key/);
+ * ```
+ */
+export function checkOptions<T>(
+  spec: ObjectSpec,
+  options: unknown,
+  where: string,
+): T {
+  if (options === undefined) options = {};
+  return validate(spec, options, { path: where }) as T;
+}
+
+/** Step names clipq registers itself. */
+export class StepRegistry {
+  #steps = new Map<string, StepDefinition>();
+
+  /**
+   * Registers a step; a duplicate name is an error.
+   *
+   * @param def The step definition.
+   * @returns this.
+   */
+  register(def: StepDefinition): this {
+    if (this.#steps.has(def.name)) {
+      throw new ConfigError("steps", `step "${def.name}" is registered twice`);
+    }
+    this.#steps.set(def.name, def);
+    return this;
+  }
+
+  /**
+   * The definition of a step by name.
+   *
+   * @param name Step name.
+   * @returns The definition, or undefined.
+   */
+  get(name: string): StepDefinition | undefined {
+    return this.#steps.get(name);
+  }
+
+  /**
+   * All registered steps, in registration order.
+   *
+   * @returns The definitions.
+   */
+  list(): StepDefinition[] {
+    return [...this.#steps.values()];
+  }
+}

@@ -1,0 +1,180 @@
+/**
+ * The `calibrate` step: activation ranges for every tensor the quantizer needs, from clip bounds
+ * (no data), a data method over the calibration images, or clip bounds with a data fallback, plus
+ * per-tensor overrides. Statistics stream, save, load and merge (sharded calibration).
+ *
+ * @module
+ */
+import type { Graph, Tensor, TensorRange } from "@clipq/onnx";
+import { ConfigError } from "@clipq/onnx/errors";
+import {
+  clipBounds,
+  collectStatistics,
+  loadStatistics,
+  mergeStatistics,
+  rangesFromStatistics,
+  saveStatistics,
+  type Statistics,
+  statisticsToJSON,
+} from "@clipq/calibrate";
+import { planQuantization } from "@clipq/quantize";
+import { checkOptions, type Step, type StepContext, type StepDefinition } from "../step.ts";
+import { CALIBRATE_OPTIONS } from "./options.ts";
+
+/** Options of {@linkcode calibrateStep}. */
+export interface CalibrateStepOptions {
+  method?: "clip-bounds" | "minmax" | "percentile" | "mse" | "entropy" | "aciq";
+  fallback?: "minmax" | "percentile" | "mse" | "entropy" | "aciq" | "float";
+  percentile?: number;
+  lossAware?: { lambda: number } | false;
+  biasCorrection?: boolean;
+  statistics?: { save?: string; load?: string };
+  overrides?: Record<string, { min: number; max: number }>;
+}
+
+/** Defaults of {@linkcode calibrateStep}. */
+export const defaults = {
+  method: "clip-bounds",
+  fallback: "percentile",
+  percentile: 99.99,
+  lossAware: false,
+  biasCorrection: false,
+  statistics: {},
+  overrides: {},
+} satisfies CalibrateStepOptions;
+
+/** The graph's image input name (config `input.name` or the first non-extra input). */
+function imageInputName(graph: Graph, ctx: StepContext): string | undefined {
+  return ctx.input.name ??
+    graph.inputs.find((i) =>
+      !graph.initializers.has(i.name) && !(ctx.input.extra && i.name in ctx.input.extra)
+    )
+      ?.name;
+}
+
+/** Feeds of the calibration images (this process's shard), counting the images seen. */
+async function* feeds(
+  ctx: StepContext,
+  seen: { images: number },
+): AsyncGenerator<Record<string, Tensor>> {
+  const shard = ctx.calibration?.shard;
+  for await (const batch of ctx.batches("calibration", shard ? { shard } : {})) {
+    seen.images += batch.files.length;
+    yield batch.feeds;
+  }
+}
+
+/**
+ * Creates the `calibrate` step.
+ *
+ * @param options Method, fallback, percentile, loss-aware clipping, statistics, overrides.
+ * @returns The step.
+ *
+ * @example Options are checked up front
+ * ```ts
+ * import { calibrateStep } from "@clipq/pipeline/steps/calibrate";
+ * import assert from "node:assert/strict";
+ * assert.equal(calibrateStep({ method: "entropy" }).name, "calibrate");
+ * assert.throws(() => calibrateStep({ method: "percentil" as "percentile" }), /calibrate\.method: expected one of/);
+ * ```
+ */
+export function calibrateStep(options: CalibrateStepOptions = {}): Step {
+  const o = {
+    ...defaults,
+    ...checkOptions<CalibrateStepOptions>(CALIBRATE_OPTIONS, options, "calibrate"),
+  } as Required<CalibrateStepOptions>;
+  for (const [t, r] of Object.entries(o.overrides)) {
+    if (!(r.min < r.max)) {
+      throw new ConfigError(
+        `calibrate.overrides.${t}`,
+        `expected min < max; found [${r.min}, ${r.max}]`,
+      );
+    }
+  }
+  return {
+    name: "calibrate",
+    async run(graph, ctx) {
+      const plan = planQuantization(graph, {});
+      const needed = plan.activations;
+      const ranges = new Map<string, TensorRange>();
+      let dataTensors: string[] = needed;
+      let unbounded: string[] = [];
+      if (o.method === "clip-bounds") {
+        const name = imageInputName(graph, ctx);
+        const pixel = {
+          scale: ctx.input.scale ?? 1 / 255,
+          mean: ctx.input.mean ?? [0, 0, 0],
+          std: ctx.input.std ?? [1, 1, 1],
+        };
+        const cb = clipBounds(graph, { inputs: name ? { [name]: pixel } : {} });
+        for (const t of needed) {
+          const r = cb.ranges.get(t);
+          if (r) ranges.set(t, r);
+        }
+        unbounded = needed.filter((t) => !ranges.has(t));
+        dataTensors = o.fallback === "float" ? [] : unbounded;
+        ctx.methods.push(`calibrate:clip-bounds+${o.fallback}`);
+        ctx.log.info(
+          `  clip-bounds: ${ranges.size} of ${needed.length} tensors bounded, ${unbounded.length} left to ${o.fallback}`,
+        );
+      } else ctx.methods.push(`calibrate:${o.method}`);
+      if (dataTensors.length > 0) {
+        const mode = ctx.calibration;
+        let stats: Statistics;
+        if (mode?.mergeFrom) {
+          stats = mergeStatistics(await Promise.all(mode.mergeFrom.map((f) => loadStatistics(f))));
+        } else if (o.statistics.load) {
+          stats = await loadStatistics(o.statistics.load);
+        } else {
+          const seen = { images: 0 };
+          stats = await collectStatistics(graph, feeds(ctx, seen), {
+            tensors: dataTensors,
+            optimizationLevel: "basic",
+          });
+          if (seen.images === 0) {
+            throw new ConfigError(
+              "data.calibration.images",
+              "expected at least one calibration image; found none",
+            );
+          }
+        }
+        if (mode?.statsOut) await saveStatistics(mode.statsOut, stats);
+        if (o.statistics.save && !mode?.shard) await saveStatistics(o.statistics.save, stats);
+        const wanted: Statistics = new Map();
+        for (const t of dataTensors) {
+          const h = stats.get(t);
+          if (h) wanted.set(t, h);
+        }
+        ctx.statistics = statisticsToJSON(wanted);
+        const method = o.method === "clip-bounds"
+          ? o.fallback as Exclude<typeof o.fallback, "float">
+          : o.method;
+        const found = rangesFromStatistics(wanted, {
+          method,
+          percentile: o.percentile,
+          lossAware: o.lossAware,
+        });
+        for (const [t, r] of found) ranges.set(t, r);
+        if (o.lossAware) ctx.methods.push(`loss-aware:${o.lossAware.lambda}`);
+      }
+      for (const [t, r] of Object.entries(o.overrides)) {
+        ranges.set(t, { min: r.min, max: r.max, source: "override" });
+      }
+      ctx.ranges = ranges;
+      ctx.report.unbounded = unbounded;
+      if (o.biasCorrection) {
+        ctx.biasCorrection = true;
+        ctx.methods.push("bias-correction");
+      }
+      return graph;
+    },
+  };
+}
+
+/** Registry entry of the `calibrate` step. */
+export const calibrateDefinition: StepDefinition = {
+  name: "calibrate",
+  description: "Activation ranges: clip-bounds (zero data) with a data fallback, or a data method.",
+  options: CALIBRATE_OPTIONS,
+  factory: (o) => calibrateStep(o as CalibrateStepOptions),
+};

@@ -1,0 +1,161 @@
+/**
+ * Option descriptions of the built-in steps (shared by the factories, the config validator and the
+ * JSON Schema).
+ *
+ * @module
+ */
+import type { ObjectSpec, Spec } from "../spec.ts";
+
+const rangeOverrides: Spec = {
+  type: "map",
+  description: "Per-tensor range overrides {tensor: {min, max}}.",
+  values: {
+    type: "object",
+    properties: {
+      min: { type: "number", minimum: -1e9, maximum: 1e9 },
+      max: { type: "number", minimum: -1e9, maximum: 1e9 },
+    },
+    required: ["min", "max"],
+  },
+};
+
+/** Data calibration methods. */
+export const DATA_METHODS = ["minmax", "percentile", "mse", "entropy", "aciq"] as const;
+
+/** Options of the `normalize` step. */
+export const NORMALIZE_OPTIONS: ObjectSpec = {
+  type: "object",
+  properties: {
+    opset: {
+      type: "number",
+      integer: true,
+      minimum: 13,
+      maximum: 17,
+      description: "Upgrade models below this opset (per-channel Q/DQ needs 13).",
+    },
+  },
+};
+
+/** Options of the `calibrate` step. */
+export const CALIBRATE_OPTIONS: ObjectSpec = {
+  type: "object",
+  properties: {
+    method: {
+      type: "string",
+      enum: [...DATA_METHODS, "clip-bounds"],
+      description: "clip-bounds reads ranges from Clip/Relu6/HardSigmoid/… (no data).",
+    },
+    fallback: {
+      type: "string",
+      enum: [...DATA_METHODS, "float"],
+      description:
+        "For tensors clip-bounds leaves unbounded: a data method, or float (keep them float).",
+    },
+    percentile: { type: "number", minimum: 50, maximum: 100 },
+    lossAware: {
+      type: "anyOf",
+      description:
+        "Loss-aware clipping: minimize quantization error + lambda·(α/α_max)²; false to disable.",
+      options: [
+        { type: "const", value: false },
+        {
+          type: "object",
+          properties: { lambda: { type: "number", minimum: 0, maximum: 1000 } },
+          required: ["lambda"],
+        },
+      ],
+    },
+    biasCorrection: {
+      type: "boolean",
+      description: "Fold measured per-channel output shifts into biases.",
+    },
+    statistics: {
+      type: "object",
+      properties: {
+        save: { type: "string", path: true, description: "Write the histograms (JSON) here." },
+        load: {
+          type: "string",
+          path: true,
+          description: "Reuse histograms instead of running the model.",
+        },
+      },
+    },
+    overrides: rangeOverrides,
+  },
+};
+
+/** Options of the `quantize` step. */
+export const QUANTIZE_OPTIONS: ObjectSpec = {
+  type: "object",
+  properties: {
+    format: { type: "string", enum: ["qdq", "qoperator"] },
+    activations: { type: "string", enum: ["u8", "s8"] },
+    weights: { type: "string", enum: ["per-channel", "per-tensor"] },
+    weightClip: { type: "string", enum: ["max", "mse"] },
+    reduceRange: { type: "boolean", description: "7-bit weights for CPUs without VNNI." },
+    exclude: {
+      type: "object",
+      properties: {
+        names: { type: "array", items: { type: "string" }, maxItems: 100000 },
+        ops: { type: "array", items: { type: "string" }, maxItems: 1000 },
+        pattern: { type: "string", regex: true, description: "Regular expression on node names." },
+        head: {
+          type: "anyOf",
+          options: [{ type: "const", value: "auto" }, { type: "const", value: false }],
+        },
+      },
+    },
+    overrides: rangeOverrides,
+  },
+};
+
+/** Variables of `svd-fc` rank expressions. */
+export const SVD_VARIABLES = ["rows", "cols", "params", "index", "layers"] as const;
+
+/** Options of the `svd-fc` step. */
+export const SVD_OPTIONS: ObjectSpec = {
+  type: "object",
+  properties: {
+    rank: {
+      type: "number",
+      minimum: 1,
+      maximum: 1e6,
+      expression: SVD_VARIABLES,
+      description: "Kept rank: a number or an expression of rows, cols, params, index, layers.",
+    },
+    energy: {
+      type: "number",
+      minimum: 1e-6,
+      maximum: 1,
+      description: "Keep this fraction of Σσ².",
+    },
+    ratio: {
+      type: "number",
+      minimum: 1e-6,
+      maximum: 1,
+      description: "Keep this fraction of parameters.",
+    },
+    minParams: { type: "number", integer: true, minimum: 0, maximum: 1e12 },
+    overrides: {
+      type: "map",
+      values: { type: "number", minimum: 1, maximum: 1e6, expression: SVD_VARIABLES },
+      description: "Per-layer rank {nodeName: rank or expression}.",
+    },
+    seed: { type: "number", integer: true, minimum: 0, maximum: 2 ** 31 },
+  },
+};
+
+/** Options of the `evaluate` step. */
+export const EVALUATE_OPTIONS: ObjectSpec = {
+  type: "object",
+  properties: {
+    latency: {
+      type: "object",
+      properties: {
+        runs: { type: "number", integer: true, minimum: 1, maximum: 10000 },
+        warmup: { type: "number", integer: true, minimum: 0, maximum: 1000 },
+      },
+    },
+    limit: { type: "number", integer: true, minimum: 1, maximum: 1e6 },
+  },
+};

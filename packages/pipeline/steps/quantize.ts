@@ -1,0 +1,142 @@
+/**
+ * The `quantize` step: int8 weights and activations (QDQ or QOperator) from the calibrated ranges,
+ * with exclusions and head-aware defaults; with bias correction on, it quantizes once, measures the
+ * per-channel output shifts on the calibration images and quantizes again with them.
+ *
+ * @module
+ */
+import type { TensorRange } from "@clipq/onnx";
+import type { Tensor } from "@clipq/onnx";
+import { planQuantization, quantize, type QuantizeOptions } from "@clipq/quantize";
+import { measureBiasShifts } from "@clipq/calibrate";
+import { ConfigError } from "@clipq/onnx/errors";
+import { checkOptions, type Step, type StepContext, type StepDefinition } from "../step.ts";
+import { QUANTIZE_OPTIONS } from "./options.ts";
+
+async function* feedsOf(ctx: StepContext): AsyncGenerator<Record<string, Tensor>> {
+  for await (const b of ctx.batches("calibration")) yield b.feeds;
+}
+
+/** Options of {@linkcode quantizeStep}. */
+export interface QuantizeStepOptions {
+  format?: "qdq" | "qoperator";
+  activations?: "u8" | "s8";
+  weights?: "per-channel" | "per-tensor";
+  weightClip?: "max" | "mse";
+  reduceRange?: boolean;
+  exclude?: { names?: string[]; ops?: string[]; pattern?: string; head?: "auto" | false };
+  overrides?: Record<string, { min: number; max: number }>;
+}
+
+/** Defaults of {@linkcode quantizeStep}. */
+export const defaults = {
+  format: "qdq",
+  activations: "u8",
+  weights: "per-channel",
+  weightClip: "max",
+  reduceRange: false,
+  exclude: { head: "auto" },
+  overrides: {},
+} satisfies QuantizeStepOptions;
+
+/**
+ * Creates the `quantize` step.
+ *
+ * @param options Format, activation/weight types, exclusions, range overrides.
+ * @returns The step.
+ *
+ * @example Options are checked up front
+ * ```ts
+ * import { quantizeStep } from "@clipq/pipeline/steps/quantize";
+ * import assert from "node:assert/strict";
+ * assert.equal(quantizeStep({ format: "qoperator" }).name, "quantize");
+ * assert.throws(() => quantizeStep({ format: "qdqq" as "qdq" }), /quantize\.format: expected one of qdq, qoperator/);
+ * ```
+ */
+export function quantizeStep(options: QuantizeStepOptions = {}): Step {
+  const o = {
+    ...defaults,
+    ...checkOptions<QuantizeStepOptions>(QUANTIZE_OPTIONS, options, "quantize"),
+  } as Required<QuantizeStepOptions>;
+  for (const [t, r] of Object.entries(o.overrides)) {
+    if (!(r.min < r.max)) {
+      throw new ConfigError(
+        `quantize.overrides.${t}`,
+        `expected min < max; found [${r.min}, ${r.max}]`,
+      );
+    }
+  }
+  return {
+    name: "quantize",
+    async run(graph, ctx) {
+      ctx.floatGraph = graph;
+      const ranges = new Map<string, TensorRange>(ctx.ranges);
+      for (const [t, r] of Object.entries(o.overrides)) {
+        ranges.set(t, { min: r.min, max: r.max, source: "override" });
+      }
+      ctx.ranges = ranges;
+      const headOutputs = Array.isArray(ctx.head?.outputs)
+        ? ctx.head.outputs as string[]
+        : undefined;
+      const opts: QuantizeOptions = {
+        ranges,
+        format: o.format,
+        activations: o.activations,
+        weights: o.weights,
+        weightClip: o.weightClip,
+        reduceRange: o.reduceRange,
+        exclude: {
+          names: o.exclude.names ?? [],
+          ops: o.exclude.ops ?? [],
+          head: o.exclude.head ?? "auto",
+          ...(o.exclude.pattern !== undefined ? { pattern: o.exclude.pattern } : {}),
+        },
+        ...(headOutputs ? { headOutputs } : {}),
+      };
+      let result = quantize(graph, opts);
+      if (ctx.biasCorrection) {
+        ctx.log.info("  bias correction: measuring per-channel output shifts");
+        const producers = new Map(
+          graph.nodes.flatMap((n) => n.outputs.map((t) => [t, n.op] as const)),
+        );
+        const layers = planQuantization(graph, opts).weightedLayers
+          .filter((l) => result.report.quantizedNodes.includes(l.node))
+          .map((l) => ({
+            node: l.node,
+            output: l.output,
+            channelAxis:
+              producers.get(l.output) === "Conv" || producers.get(l.output) === "ConvTranspose"
+                ? 1
+                : -1,
+          }));
+        const shifts = await measureBiasShifts(graph, result.graph, feedsOf(ctx), {
+          layers,
+          optimizationLevel: "basic",
+        });
+        result = quantize(graph, { ...opts, biasShifts: shifts });
+        ctx.report.biasCorrection = { layers: shifts.size };
+      }
+      ctx.methods.push(
+        `quantize:${o.format}-${o.activations}-${o.weights}-${o.weightClip}${
+          o.reduceRange ? "-reduce-range" : ""
+        }`,
+      );
+      ctx.report.excluded = result.report.floatNodes;
+      ctx.report.quantize = {
+        quantizedNodes: result.report.quantizedNodes.length,
+        tensors: result.report.tensors,
+        weights: result.report.weights.length,
+        initializerSizes: result.report.sizes,
+      };
+      return result.graph;
+    },
+  };
+}
+
+/** Registry entry of the `quantize` step. */
+export const quantizeDefinition: StepDefinition = {
+  name: "quantize",
+  description: "int8 quantization (QDQ or QOperator) with exclusions and a float detection head.",
+  options: QUANTIZE_OPTIONS,
+  factory: (o) => quantizeStep(o as QuantizeStepOptions),
+};

