@@ -1,0 +1,1220 @@
+/**
+ * tfjs graph model → ONNX Graph. NHWC ops become NCHW ONNX ops wrapped in transposes, which
+ * {@linkcode sinkTransposes} then cancels, so transposes remain only at the graph's boundaries.
+ * Shape arithmetic on constants (SparseToDense, Pack, StridedSlice …) is folded at import.
+ *
+ * @module
+ */
+import {
+  type Graph,
+  ModelError,
+  type Node,
+  sizeOf,
+  type Tensor,
+  toFloat64,
+  UnsupportedOpError,
+} from "@clipq/onnx";
+import { emptyGraph } from "@clipq/onnx/graph";
+import { type DType, tensor } from "@clipq/onnx/tensor";
+import {
+  broadcastBinary,
+  concatConst,
+  fromNumbers,
+  gatherConst,
+  permute,
+  reshapeConst,
+  resolveShape,
+} from "./const_fold.ts";
+import { readTfjsModel, type TfAttr, type TfjsModel, type TfNode } from "./tfjs_format.ts";
+import { sinkTransposes } from "./transpose_sink.ts";
+import { fuseConvPadBias } from "./conv_fuse.ts";
+
+/** Options of {@linkcode convertTfjs}. */
+export interface TfjsOptions {
+  /** Cut the graph at these tensors (node names or `node:index`); default: the signature's outputs. */
+  outputs?: string[];
+  /** Static shapes for inputs whose declared shape has unknown (-1) dims; otherwise -1 becomes 1. */
+  inputShapes?: Record<string, number[]>;
+  /** Sink and cancel transposes (default true). */
+  optimizeTransposes?: boolean;
+  /** ONNX opset to target (13..17; default 13). */
+  opset?: number;
+}
+
+/** Default options. */
+export const defaults = {
+  optimizeTransposes: true,
+  opset: 13,
+} satisfies TfjsOptions;
+
+/** The tfjs ops this importer maps (beyond those it constant-folds). */
+export const SUPPORTED_TFJS_OPS: readonly string[] = [
+  "Placeholder",
+  "Const",
+  "Identity",
+  "IdentityN",
+  "StopGradient",
+  "Snapshot",
+  "NoOp",
+  "Conv2D",
+  "_FusedConv2D",
+  "DepthwiseConv2dNative",
+  "FusedDepthwiseConv2dNative",
+  "Conv2DBackpropInput",
+  "BiasAdd",
+  "Add",
+  "AddV2",
+  "AddN",
+  "Sub",
+  "Mul",
+  "RealDiv",
+  "Maximum",
+  "Minimum",
+  "Relu",
+  "Relu6",
+  "LeakyRelu",
+  "Prelu",
+  "Sigmoid",
+  "Tanh",
+  "Elu",
+  "Exp",
+  "Sqrt",
+  "Rsqrt",
+  "Square",
+  "Neg",
+  "Abs",
+  "MaxPool",
+  "AvgPool",
+  "Mean",
+  "Max",
+  "Pad",
+  "PadV2",
+  "MirrorPad",
+  "ConcatV2",
+  "Reshape",
+  "Squeeze",
+  "ExpandDims",
+  "Transpose",
+  "ResizeBilinear",
+  "ResizeNearestNeighbor",
+  "SplitV",
+  "Split",
+  "StridedSlice",
+  "Slice",
+  "Cast",
+  "Softmax",
+  "FusedBatchNorm",
+  "FusedBatchNormV3",
+  "SparseToDense",
+  "Pack",
+  "Shape",
+  "GatherV2",
+  "Fill",
+  "Prod",
+];
+
+type Val =
+  | { kind: "const"; t: Tensor }
+  | { kind: "tensor"; name: string; dtype: DType; shape: number[] };
+
+const TF_DTYPES: Record<string, DType> = {
+  DT_FLOAT: "float32",
+  DT_HALF: "float16",
+  DT_DOUBLE: "float64",
+  DT_INT32: "int32",
+  DT_INT64: "int64",
+  DT_INT8: "int8",
+  DT_UINT8: "uint8",
+  DT_INT16: "int16",
+  DT_BOOL: "bool",
+};
+
+const NCHW_TO_NHWC = [0, 2, 3, 1];
+const NHWC_TO_NCHW = [0, 3, 1, 2];
+
+function b64(s: string | undefined): string {
+  if (!s) return "";
+  try {
+    return atob(s);
+  } catch {
+    return s;
+  }
+}
+
+/**
+ * Converts a decoded tfjs graph model into an ONNX Graph.
+ *
+ * @param model The model (see {@linkcode readTfjsModel}).
+ * @param options Outputs to cut at, input shapes, transpose optimization.
+ * @returns The ONNX graph (opset 13 by default).
+ * @throws {UnsupportedOpError} Listing every op the graph needs that is not supported.
+ * @throws {ModelError} When the graph is malformed.
+ *
+ * @example A Relu6 graph
+ * ```ts
+ * import { convertTfjs } from "@clipq/convert/tfjs";
+ * import assert from "node:assert/strict";
+ * const json = {
+ *   modelTopology: { node: [
+ *     { name: "x", op: "Placeholder", attr: { dtype: { type: "DT_FLOAT" }, shape: { shape: { dim: [{ size: "1" }, { size: "4" }] } } } },
+ *     { name: "y", op: "Relu6", input: ["x"] },
+ *   ] },
+ *   weightsManifest: [],
+ * };
+ * const g = convertTfjs({ json, weights: new Map(), source: "m.json" }, { outputs: ["y"] });
+ * assert.equal(g.nodes[0]?.op, "Clip");
+ * assert.equal(g.outputs[0]?.name, "y");
+ * ```
+ */
+export function convertTfjs(model: TfjsModel, options: TfjsOptions = {}): Graph {
+  const opts = { ...defaults, ...options };
+  const src = model.source;
+  const byName = new Map<string, TfNode>();
+  for (const n of model.json.modelTopology.node) byName.set(n.name, n);
+
+  const parseRef = (ref: string): { node: string; index: number } => {
+    const m = /^(.*?)(?::(\d+))?$/.exec(ref)!;
+    return { node: m[1]!, index: m[2] ? Number(m[2]) : 0 };
+  };
+  // Outputs: the caller's cut, else the signature's, else every node nothing reads.
+  const read = new Set(
+    model.json.modelTopology.node.flatMap((n) =>
+      (n.input ?? []).map((i) => parseRef(i.replace(/^\^/, "")).node)
+    ),
+  );
+  const outputRefs = opts.outputs ??
+    (model.json.signature?.outputs
+      ? Object.values(model.json.signature.outputs).map((o) => o.name)
+      : model.json.modelTopology.node.filter((n) =>
+        !read.has(n.name) && n.op !== "Const" && n.op !== "NoOp"
+      )
+        .map((n) => n.name));
+  if (outputRefs.length === 0) {
+    throw new ModelError(`${src}: no outputs: the model has no signature; pass options.outputs`);
+  }
+  for (const r of outputRefs) {
+    if (!byName.has(parseRef(r).node)) {
+      throw new ModelError(`${src}: output "${r}" names no node of the graph`);
+    }
+  }
+
+  // Nodes needed for the outputs, in dependency order (iterative DFS: graphs can be deep).
+  const order: TfNode[] = [];
+  const state = new Map<string, 1 | 2>();
+  for (const r of outputRefs) {
+    const stack: { name: string; next: number }[] = [{ name: parseRef(r).node, next: 0 }];
+    while (stack.length) {
+      const top = stack[stack.length - 1]!;
+      const n = byName.get(top.name);
+      if (!n) throw new ModelError(`${src}: input "${top.name}" names no node of the graph`);
+      if (top.next === 0) {
+        if (state.get(top.name) === 2) {
+          stack.pop();
+          continue;
+        }
+        state.set(top.name, 1);
+      }
+      const inputs = (n.input ?? []).filter((i) => !i.startsWith("^"));
+      if (top.next < inputs.length) {
+        const dep = parseRef(inputs[top.next++]!).node;
+        if (state.get(dep) === 1) throw new ModelError(`${src}: cycle through node "${dep}"`);
+        if (state.get(dep) !== 2) stack.push({ name: dep, next: 0 });
+      } else {
+        state.set(top.name, 2);
+        order.push(n);
+        stack.pop();
+      }
+    }
+  }
+  const missing = [...new Set(order.map((n) => n.op))].filter((op) =>
+    !SUPPORTED_TFJS_OPS.includes(op)
+  );
+  if (missing.length) {
+    throw new UnsupportedOpError(missing.join(", "), {
+      domain: "tfjs",
+      supported: SUPPORTED_TFJS_OPS,
+      where:
+        `${src}: ${missing.length} op type(s) not supported (cut the graph with options.outputs before them)`,
+    });
+  }
+
+  const nodes: Node[] = [];
+  const initializers = new Map<string, Tensor>();
+  const inputs: Graph["inputs"][number][] = [];
+  const values = new Map<string, Val[]>();
+  const used = new Set<string>();
+  const fresh = (base: string): string => {
+    let name = base.replace(/[^A-Za-z0-9_./:-]/g, "_");
+    for (let i = 1; used.has(name); i++) name = `${base}_${i}`;
+    used.add(name);
+    return name;
+  };
+  for (const n of byName.keys()) used.add(n);
+
+  const constName = (t: Tensor, base: string): string => {
+    const name = fresh(base);
+    initializers.set(name, t);
+    return name;
+  };
+  const nameOf = (
+    v: Val,
+    base: string,
+  ): string => (v.kind === "const" ? constName(v.t, base) : v.name);
+  const emit = (
+    op: string,
+    ins: string[],
+    attributes: Node["attributes"],
+    base: string,
+    outputs = 1,
+  ): string[] => {
+    const outs = Array.from({ length: outputs }, (_, i) => fresh(i ? `${base}:${i}` : base));
+    nodes.push({
+      name: fresh(`${base}/${op}`),
+      op,
+      domain: "",
+      inputs: ins,
+      outputs: outs,
+      attributes,
+    });
+    return outs;
+  };
+  const ints = (v: readonly number[]) => ({ type: "ints" as const, value: [...v] });
+  const int = (v: number) => ({ type: "int" as const, value: v });
+  const flt = (v: number) => ({ type: "float" as const, value: v });
+  const str = (v: string) => ({ type: "string" as const, value: v });
+  const i64 = (v: readonly number[]) => fromNumbers("int64", [v.length], v);
+
+  for (const n of order) {
+    const where = `${src}: node "${n.name}" (${n.op})`;
+    const attr = (k: string): TfAttr | undefined => n.attr?.[k];
+    const attrS = (k: string) => b64(attr(k)?.s);
+    const attrI = (k: string, d: number) => {
+      const a = attr(k)?.i;
+      return a === undefined ? d : Number(a);
+    };
+    const attrF = (k: string, d: number) => attr(k)?.f ?? d;
+    const attrB = (k: string) => attr(k)?.b === true;
+    const attrList = (k: string) => (attr(k)?.list?.i ?? []).map(Number);
+    const ins: Val[] = (n.input ?? []).filter((i) => !i.startsWith("^")).map((r) => {
+      const { node, index } = parseRef(r);
+      const v = values.get(node)?.[index];
+      if (!v) throw new ModelError(`${where}: input "${r}" has no value`);
+      return v;
+    });
+    const inp = (i: number): Val => {
+      const v = ins[i];
+      if (!v) {
+        throw new ModelError(`${where}: expected at least ${i + 1} inputs but found ${ins.length}`);
+      }
+      return v;
+    };
+    const constIn = (i: number, what: string): Tensor => {
+      const v = inp(i);
+      if (v.kind !== "const") {
+        throw new ModelError(
+          `${where}: expected a constant ${what} (input ${i}) but it is computed at run time`,
+        );
+      }
+      return v.t;
+    };
+    const shapeOf = (v: Val): number[] => (v.kind === "const" ? [...v.t.dims] : v.shape);
+    const dtypeOf = (v: Val): DType => (v.kind === "const" ? v.t.dtype : v.dtype);
+    const set = (...vs: Val[]) => values.set(n.name, vs);
+    const out = (name: string, dtype: DType, shape: number[]): Val => ({
+      kind: "tensor",
+      name,
+      dtype,
+      shape,
+    });
+    const rankOf = (v: Val) => shapeOf(v).length;
+    const normAxis = (a: number, rank: number) => (a < 0 ? a + rank : a);
+    const allConst = ins.every((v) => v.kind === "const");
+    const nhwc = () => attrS("data_format") !== "NCHW";
+    const transposed = (v: Val, perm: number[], base: string): Val => {
+      if (v.kind === "const") return { kind: "const", t: permute(v.t, perm) };
+      const s = v.shape;
+      return out(
+        emit("Transpose", [v.name], { perm: ints(perm) }, base)[0]!,
+        v.dtype,
+        perm.map((p) => s[p]!),
+      );
+    };
+    const toNchw = (v: Val) => (nhwc() ? transposed(v, NHWC_TO_NCHW, `${n.name}/to_nchw`) : v);
+    const fromNchw = (v: Val) => (nhwc() ? transposed(v, NCHW_TO_NHWC, n.name) : v);
+
+    const binary = (onnxOp: string, f: (a: number, b: number) => number) => {
+      if (allConst) {
+        set({ kind: "const", t: broadcastBinary(constIn(0, "a"), constIn(1, "b"), f) });
+        return;
+      }
+      const [a, b] = [inp(0), inp(1)];
+      const sa = shapeOf(a);
+      const sb = shapeOf(b);
+      const rank = Math.max(sa.length, sb.length);
+      const pa = [...new Array(rank - sa.length).fill(1), ...sa];
+      const pb = [...new Array(rank - sb.length).fill(1), ...sb];
+      const shape = pa.map((d, i) => (d === 1 ? pb[i]! : d));
+      const dtype = a.kind === "tensor" ? a.dtype : dtypeOf(b);
+      const cast = (v: Val): string =>
+        v.kind === "const" && v.t.dtype !== dtype
+          ? constName(fromNumbers(dtype, v.t.dims, toFloat64(v.t)), `${n.name}/c`)
+          : nameOf(v, `${n.name}/c`);
+      set(out(emit(onnxOp, [cast(a), cast(b)], {}, n.name)[0]!, dtype, shape));
+    };
+    const unary = (onnxOp: string, attributes: Node["attributes"] = {}, extra: string[] = []) => {
+      const x = inp(0);
+      if (x.kind === "const") {
+        throw new ModelError(
+          `${where}: constant input to ${n.op} is not folded; expected a computed tensor`,
+        );
+      }
+      set(out(emit(onnxOp, [x.name, ...extra], attributes, n.name)[0]!, x.dtype, x.shape));
+    };
+    const convOut = (
+      inH: number,
+      inW: number,
+      kH: number,
+      kW: number,
+      strides: number[],
+      dil: number[],
+      padding: string,
+      explicit: number[],
+    ): { h: number; w: number; attrs: Node["attributes"] } => {
+      const [sh, sw] = [strides[0] ?? 1, strides[1] ?? 1];
+      const [dh, dw] = [dil[0] ?? 1, dil[1] ?? 1];
+      const ekh = (kH - 1) * dh + 1;
+      const ekw = (kW - 1) * dw + 1;
+      if (padding === "SAME") {
+        const h = Math.ceil(inH / sh);
+        const w = Math.ceil(inW / sw);
+        const th = Math.max((h - 1) * sh + ekh - inH, 0);
+        const tw = Math.max((w - 1) * sw + ekw - inW, 0);
+        // TensorFlow puts the odd pixel of SAME padding at the end (ONNX SAME_UPPER); explicit pads
+        // keep the graph valid for every runtime.
+        const pads = [
+          Math.floor(th / 2),
+          Math.floor(tw / 2),
+          th - Math.floor(th / 2),
+          tw - Math.floor(tw / 2),
+        ];
+        return { h, w, attrs: { pads: ints(pads) } };
+      }
+      const pads = padding === "EXPLICIT"
+        ? [explicit[0]!, explicit[2]!, explicit[1]!, explicit[3]!]
+        : [0, 0, 0, 0];
+      const h = Math.floor((inH + pads[0]! + pads[2]! - ekh) / sh) + 1;
+      const w = Math.floor((inW + pads[1]! + pads[3]! - ekw) / sw) + 1;
+      return { h, w, attrs: { pads: ints(pads) } };
+    };
+    const spatial = (
+      list: number[],
+    ) => (nhwc() ? [list[1] ?? 1, list[2] ?? 1] : [list[2] ?? 1, list[3] ?? 1]);
+    const explicitPads = () => {
+      const e = attrList("explicit_paddings");
+      if (e.length !== 8) return [0, 0, 0, 0];
+      return nhwc() ? [e[2]!, e[3]!, e[4]!, e[5]!] : [e[4]!, e[5]!, e[6]!, e[7]!];
+    };
+    const activation = (y: Val, act: string, base: string, alpha = 0.2): Val => {
+      if (!act) return y;
+      const v = y as Extract<Val, { kind: "tensor" }>;
+      switch (act) {
+        case "Relu":
+          return out(emit("Relu", [v.name], {}, base)[0]!, v.dtype, v.shape);
+        case "Relu6":
+          return out(
+            emit(
+              "Clip",
+              [
+                v.name,
+                constName(tensor("float32", [], [0]), `${base}/min`),
+                constName(tensor("float32", [], [6]), `${base}/max`),
+              ],
+              {},
+              base,
+            )[0]!,
+            v.dtype,
+            v.shape,
+          );
+        case "LeakyRelu":
+          return out(
+            emit("LeakyRelu", [v.name], { alpha: flt(alpha) }, base)[0]!,
+            v.dtype,
+            v.shape,
+          );
+        case "Elu":
+          return out(emit("Elu", [v.name], {}, base)[0]!, v.dtype, v.shape);
+        case "Sigmoid":
+          return out(emit("Sigmoid", [v.name], {}, base)[0]!, v.dtype, v.shape);
+        case "Tanh":
+          return out(emit("Tanh", [v.name], {}, base)[0]!, v.dtype, v.shape);
+        default:
+          throw new UnsupportedOpError(`${n.op} fused ${act}`, {
+            where,
+            supported: ["Relu", "Relu6", "LeakyRelu", "Elu", "Sigmoid", "Tanh"],
+          });
+      }
+    };
+    // Conv2D, _FusedConv2D, depthwise variants: weights and bias (and folded BN) go into one ONNX Conv.
+    const conv = (depthwise: boolean, fused: string[], args: Tensor[]) => {
+      const x = toNchw(inp(0));
+      const filter = constIn(1, "filter");
+      const [kh, kw, cin, cm] = filter.dims as [number, number, number, number];
+      let w: Tensor;
+      let outC: number;
+      let group = 1;
+      if (depthwise) {
+        outC = cin * cm;
+        group = cin;
+        w = reshapeConst(permute(filter, [2, 3, 0, 1]), [outC, 1, kh, kw]);
+      } else {
+        outC = cm;
+        w = permute(filter, [3, 2, 0, 1]);
+        const xc = shapeOf(x)[1]!;
+        if (xc !== cin) group = xc / cin;
+      }
+      let bias: Float64Array | undefined;
+      let weights = toFloat64(w);
+      let act = "";
+      for (const [k, op] of fused.entries()) {
+        if (op === "BiasAdd" || op === "Add") bias = toFloat64(args[0]!);
+        else if (op === "FusedBatchNorm") {
+          const [scale, offset, mean, variance] = args.map(toFloat64) as [
+            Float64Array,
+            Float64Array,
+            Float64Array,
+            Float64Array,
+          ];
+          const eps = attrF("epsilon", 1e-3);
+          const per = weights.length / outC;
+          const folded = new Float64Array(weights.length);
+          bias = new Float64Array(outC);
+          for (let c = 0; c < outC; c++) {
+            const s = scale[c]! / Math.sqrt(variance[c]! + eps);
+            for (let i = 0; i < per; i++) folded[c * per + i] = weights[c * per + i]! * s;
+            bias[c] = offset[c]! - mean[c]! * s;
+          }
+          weights = folded;
+        } else if (k === fused.length - 1) act = op;
+        else {
+          throw new UnsupportedOpError(`${n.op} fused_ops [${fused}]`, {
+            where,
+            supported: ["BiasAdd", "FusedBatchNorm", "Relu", "Relu6", "LeakyRelu"],
+          });
+        }
+      }
+      const strides = spatial(attrList("strides"));
+      const dil = spatial(attrList("dilations").length ? attrList("dilations") : [1, 1, 1, 1]);
+      const xs = shapeOf(x);
+      const geo = convOut(xs[2]!, xs[3]!, kh, kw, strides, dil, attrS("padding"), explicitPads());
+      const convInputs = [
+        nameOf(x, `${n.name}/x`),
+        constName(fromNumbers("float32", w.dims, weights), `${n.name}/weights`),
+      ];
+      if (bias) convInputs.push(constName(fromNumbers("float32", [outC], bias), `${n.name}/bias`));
+      const y = out(
+        emit("Conv", convInputs, {
+          kernel_shape: ints([kh, kw]),
+          strides: ints(strides),
+          dilations: ints(dil),
+          group: int(group),
+          ...geo.attrs,
+        }, `${n.name}/conv`)[0]!,
+        "float32",
+        [xs[0]!, outC, geo.h, geo.w],
+      );
+      set(fromNchw(activation(y, act, `${n.name}/act`, attrF("leakyrelu_alpha", 0.2))));
+    };
+
+    switch (n.op) {
+      case "Placeholder": {
+        const dtype = TF_DTYPES[attr("dtype")?.type ?? "DT_FLOAT"] ?? "float32";
+        const declared = (attr("shape")?.shape?.dim ?? []).map((d) => Number(d.size ?? -1));
+        const shape = opts.inputShapes?.[n.name] ?? declared.map((d) => (d < 0 ? 1 : d));
+        inputs.push({ name: n.name, dtype, shape });
+        set(out(n.name, dtype, shape));
+        break;
+      }
+      case "Const": {
+        const w = model.weights.get(n.name);
+        const tfType = attr("dtype")?.type ?? attr("value")?.tensor?.dtype ?? "DT_FLOAT";
+        const dtype = TF_DTYPES[tfType] ?? "float32";
+        if (w) {
+          set({
+            kind: "const",
+            t: w.dtype === dtype ? w : fromNumbers(dtype, w.dims, toFloat64(w)),
+          });
+        } else {
+          const dims = (attr("value")?.tensor?.tensorShape?.dim ?? []).map((d) =>
+            Number(d.size ?? 0)
+          );
+          if (sizeOf(dims) !== 0) {
+            throw new ModelError(`${where}: constant has no weight entry in the manifest`);
+          }
+          set({ kind: "const", t: tensor(dtype, dims) });
+        }
+        break;
+      }
+      case "Identity":
+      case "StopGradient":
+      case "Snapshot":
+        set(inp(0));
+        break;
+      case "IdentityN":
+        set(...ins);
+        break;
+      case "NoOp":
+        set();
+        break;
+      case "Conv2D":
+        conv(false, [], []);
+        break;
+      case "DepthwiseConv2dNative":
+        conv(true, [], []);
+        break;
+      case "_FusedConv2D":
+      case "FusedDepthwiseConv2dNative": {
+        const fusedOps = (attr("fused_ops")?.list?.s ?? []).map(b64);
+        const args = ins.slice(2).map((_, i) => constIn(i + 2, "fused argument"));
+        conv(n.op !== "_FusedConv2D", fusedOps, args);
+        break;
+      }
+      case "Conv2DBackpropInput": {
+        const outShape = [...toFloat64(constIn(0, "output shape"))];
+        const filter = constIn(1, "filter"); // [kh, kw, out, in]
+        const x = toNchw(inp(2));
+        const [kh, kw, oc] = filter.dims as [number, number, number, number];
+        const strides = spatial(attrList("strides"));
+        const xs = shapeOf(x);
+        const [oh, ow] = nhwc() ? [outShape[1]!, outShape[2]!] : [outShape[2]!, outShape[3]!];
+        const th = strides[0]! * (xs[2]! - 1) + kh - oh;
+        const tw = strides[1]! * (xs[3]! - 1) + kw - ow;
+        const pads = [
+          Math.floor(th / 2),
+          Math.floor(tw / 2),
+          th - Math.floor(th / 2),
+          tw - Math.floor(tw / 2),
+        ];
+        const outPad = pads.map((p) => Math.max(-p, 0));
+        const y = out(
+          emit("ConvTranspose", [
+            nameOf(x, `${n.name}/x`),
+            constName(permute(filter, [3, 2, 0, 1]), `${n.name}/weights`),
+          ], {
+            kernel_shape: ints([kh, kw]),
+            strides: ints(strides),
+            pads: ints(pads.map((p) => Math.max(p, 0))),
+            output_padding: ints([Math.max(outPad[2]!, 0), Math.max(outPad[3]!, 0)]),
+          }, `${n.name}/deconv`)[0]!,
+          "float32",
+          [xs[0]!, oc, oh, ow],
+        );
+        set(fromNchw(y));
+        break;
+      }
+      case "BiasAdd": {
+        const b = constIn(1, "bias");
+        const x = inp(0);
+        const rank = rankOf(x);
+        const shaped = nhwc() ? b : reshapeConst(b, [b.dims[0]!, ...new Array(rank - 2).fill(1)]);
+        ins[1] = { kind: "const", t: shaped };
+        binary("Add", (a, c) => a + c);
+        break;
+      }
+      case "Add":
+      case "AddV2":
+        binary("Add", (a, b) => a + b);
+        break;
+      case "Sub":
+        binary("Sub", (a, b) => a - b);
+        break;
+      case "Mul":
+        binary("Mul", (a, b) => a * b);
+        break;
+      case "RealDiv":
+        binary("Div", (a, b) => a / b);
+        break;
+      case "Maximum":
+        binary("Max", Math.max);
+        break;
+      case "Minimum":
+        binary("Min", Math.min);
+        break;
+      case "AddN": {
+        let acc = inp(0);
+        for (let i = 1; i < ins.length; i++) {
+          const a = acc as Extract<Val, { kind: "tensor" }>;
+          acc = out(
+            emit(
+              "Add",
+              [nameOf(acc, `${n.name}/a`), nameOf(inp(i), `${n.name}/b`)],
+              {},
+              n.name,
+            )[0]!,
+            a.dtype ?? "float32",
+            shapeOf(acc),
+          );
+        }
+        set(acc);
+        break;
+      }
+      case "Relu":
+        unary("Relu");
+        break;
+      case "Relu6":
+        unary("Clip", {}, [
+          constName(tensor("float32", [], [0]), `${n.name}/min`),
+          constName(tensor("float32", [], [6]), `${n.name}/max`),
+        ]);
+        break;
+      case "LeakyRelu":
+        unary("LeakyRelu", { alpha: flt(attrF("alpha", 0.2)) });
+        break;
+      case "Prelu": {
+        const slope = constIn(1, "alpha");
+        unary("PRelu", {}, [constName(slope, `${n.name}/slope`)]);
+        break;
+      }
+      case "Sigmoid":
+      case "Tanh":
+      case "Elu":
+      case "Exp":
+      case "Sqrt":
+      case "Neg":
+      case "Abs":
+        unary(n.op);
+        break;
+      case "Rsqrt": {
+        const x = inp(0) as Extract<Val, { kind: "tensor" }>;
+        const s = emit("Sqrt", [x.name], {}, `${n.name}/sqrt`)[0]!;
+        set(out(emit("Reciprocal", [s], {}, n.name)[0]!, x.dtype, x.shape));
+        break;
+      }
+      case "Square": {
+        const x = inp(0) as Extract<Val, { kind: "tensor" }>;
+        set(out(emit("Mul", [x.name, x.name], {}, n.name)[0]!, x.dtype, x.shape));
+        break;
+      }
+      case "MaxPool":
+      case "AvgPool": {
+        const x = toNchw(inp(0));
+        const [kh, kw] = spatial(attrList("ksize"));
+        const strides = spatial(attrList("strides"));
+        const xs = shapeOf(x);
+        const geo = convOut(
+          xs[2]!,
+          xs[3]!,
+          kh!,
+          kw!,
+          strides,
+          [1, 1],
+          attrS("padding"),
+          explicitPads(),
+        );
+        const y = out(
+          emit(n.op === "MaxPool" ? "MaxPool" : "AveragePool", [nameOf(x, `${n.name}/x`)], {
+            kernel_shape: ints([kh!, kw!]),
+            strides: ints(strides),
+            ...geo.attrs,
+          }, `${n.name}/pool`)[0]!,
+          "float32",
+          [xs[0]!, xs[1]!, geo.h, geo.w],
+        );
+        set(fromNchw(y));
+        break;
+      }
+      case "Mean":
+      case "Max": {
+        const x = inp(0) as Extract<Val, { kind: "tensor" }>;
+        const rank = x.shape.length;
+        const axes = [...toFloat64(constIn(1, "axes"))].map((a) => normAxis(a, rank));
+        const keep = attrB("keep_dims");
+        const shape = keep
+          ? x.shape.map((d, i) => (axes.includes(i) ? 1 : d))
+          : x.shape.filter((_, i) => !axes.includes(i));
+        set(out(
+          emit(n.op === "Mean" ? "ReduceMean" : "ReduceMax", [x.name], {
+            axes: ints(axes),
+            keepdims: int(keep ? 1 : 0),
+          }, n.name)[0]!,
+          x.dtype,
+          shape,
+        ));
+        break;
+      }
+      case "Pad":
+      case "PadV2":
+      case "MirrorPad": {
+        const x = inp(0) as Extract<Val, { kind: "tensor" }>;
+        const p = [...toFloat64(constIn(1, "paddings"))];
+        const rank = x.shape.length;
+        const pads = [
+          ...Array.from({ length: rank }, (_, i) => p[2 * i]!),
+          ...Array.from({ length: rank }, (_, i) => p[2 * i + 1]!),
+        ];
+        const mode = n.op === "MirrorPad" ? attrS("mode") : "CONSTANT";
+        if (mode === "SYMMETRIC") {
+          throw new UnsupportedOpError("MirrorPad mode SYMMETRIC", {
+            where,
+            supported: ["CONSTANT", "REFLECT"],
+          });
+        }
+        const padIns = [x.name, constName(i64(pads), `${n.name}/pads`)];
+        if (n.op === "PadV2") {
+          padIns.push(
+            constName(
+              fromNumbers(x.dtype, [], toFloat64(constIn(2, "constant value"))),
+              `${n.name}/value`,
+            ),
+          );
+        }
+        set(out(
+          emit(
+            "Pad",
+            padIns,
+            { mode: str(mode === "REFLECT" ? "reflect" : "constant") },
+            n.name,
+          )[0]!,
+          x.dtype,
+          x.shape.map((d, i) => d + pads[i]! + pads[rank + i]!),
+        ));
+        break;
+      }
+      case "ConcatV2": {
+        const axisT = constIn(ins.length - 1, "axis");
+        const parts = ins.slice(0, -1);
+        const rank = rankOf(parts[0]!);
+        const axis = normAxis(Number(toFloat64(axisT)[0]), rank);
+        if (parts.every((v) => v.kind === "const")) {
+          set({ kind: "const", t: concatConst(parts.map((v) => (v as { t: Tensor }).t), axis) });
+          break;
+        }
+        const shape = [...shapeOf(parts[0]!)];
+        shape[axis] = parts.reduce((s, v) => s + shapeOf(v)[axis]!, 0);
+        const dtype = parts.find((v) => v.kind === "tensor")!;
+        set(
+          out(
+            emit(
+              "Concat",
+              parts.map((v, i) => nameOf(v, `${n.name}/${i}`)),
+              { axis: int(axis) },
+              n.name,
+            )[0]!,
+            dtypeOf(dtype),
+            shape,
+          ),
+        );
+        break;
+      }
+      case "Pack": {
+        const axisRaw = attrI("axis", 0);
+        const parts = ins;
+        const rank = rankOf(parts[0]!) + 1;
+        const axis = normAxis(axisRaw, rank);
+        if (parts.every((v) => v.kind === "const")) {
+          const expanded = parts.map((v) => {
+            const t = (v as { t: Tensor }).t;
+            const dims = [...t.dims];
+            dims.splice(axis, 0, 1);
+            return reshapeConst(t, dims);
+          });
+          set({ kind: "const", t: concatConst(expanded, axis) });
+          break;
+        }
+        const expandedNames = parts.map((v, i) =>
+          emit(
+            "Unsqueeze",
+            [nameOf(v, `${n.name}/${i}`), constName(i64([axis]), `${n.name}/axes`)],
+            {},
+            `${n.name}/unsqueeze${i}`,
+          )[0]!
+        );
+        const shape = [...shapeOf(parts[0]!)];
+        shape.splice(axis, 0, parts.length);
+        set(
+          out(
+            emit("Concat", expandedNames, { axis: int(axis) }, n.name)[0]!,
+            dtypeOf(parts[0]!),
+            shape,
+          ),
+        );
+        break;
+      }
+      case "Reshape": {
+        const x = inp(0);
+        const target = [...toFloat64(constIn(1, "shape"))];
+        const shape = resolveShape(shapeOf(x), target);
+        if (x.kind === "const") {
+          set({ kind: "const", t: reshapeConst(x.t, shape) });
+          break;
+        }
+        set(
+          out(
+            emit("Reshape", [x.name, constName(i64(shape), `${n.name}/shape`)], {}, n.name)[0]!,
+            x.dtype,
+            shape,
+          ),
+        );
+        break;
+      }
+      case "Squeeze": {
+        const x = inp(0);
+        const s = shapeOf(x);
+        const dims = attrList("squeeze_dims").length ? attrList("squeeze_dims") : attrList("axis");
+        const axes = dims.length
+          ? dims.map((a) => normAxis(a, s.length))
+          : s.flatMap((d, i) => (d === 1 ? [i] : []));
+        const shape = s.filter((_, i) => !axes.includes(i));
+        if (x.kind === "const") {
+          set({ kind: "const", t: reshapeConst(x.t, shape) });
+          break;
+        }
+        set(
+          out(
+            emit("Squeeze", [x.name, constName(i64(axes), `${n.name}/axes`)], {}, n.name)[0]!,
+            x.dtype,
+            shape,
+          ),
+        );
+        break;
+      }
+      case "ExpandDims": {
+        const x = inp(0);
+        const s = shapeOf(x);
+        const axis = normAxis(Number(toFloat64(constIn(1, "axis"))[0]), s.length + 1);
+        const shape = [...s];
+        shape.splice(axis, 0, 1);
+        if (x.kind === "const") {
+          set({ kind: "const", t: reshapeConst(x.t, shape) });
+          break;
+        }
+        set(
+          out(
+            emit("Unsqueeze", [x.name, constName(i64([axis]), `${n.name}/axes`)], {}, n.name)[0]!,
+            x.dtype,
+            shape,
+          ),
+        );
+        break;
+      }
+      case "Transpose": {
+        const perm = [...toFloat64(constIn(1, "perm"))];
+        set(transposed(inp(0), perm, n.name));
+        break;
+      }
+      case "ResizeBilinear":
+      case "ResizeNearestNeighbor": {
+        const x = toNchw({ ...inp(0) } as Val);
+        const size = [...toFloat64(constIn(1, "size"))];
+        const xs = shapeOf(x);
+        const alignCorners = attrB("align_corners");
+        const halfPixel = attrB("half_pixel_centers");
+        const linear = n.op === "ResizeBilinear";
+        // TensorFlow's half-pixel nearest picks floor((i + 0.5)·in/out) = round_prefer_ceil of the
+        // half_pixel source coordinate; align_corners nearest rounds, the legacy mode floors.
+        const mode = alignCorners ? "align_corners" : halfPixel ? "half_pixel" : "asymmetric";
+        const sizes = [xs[0]!, xs[1]!, size[0]!, size[1]!];
+        const y = out(
+          emit("Resize", [
+            nameOf(x, `${n.name}/x`),
+            "",
+            "",
+            constName(i64(sizes), `${n.name}/sizes`),
+          ], {
+            mode: str(linear ? "linear" : "nearest"),
+            coordinate_transformation_mode: str(mode),
+            nearest_mode: str(alignCorners || halfPixel ? "round_prefer_ceil" : "floor"),
+          }, `${n.name}/resize`)[0]!,
+          "float32",
+          sizes,
+        );
+        // ResizeBilinear/NearestNeighbor are NHWC-only in TensorFlow.
+        set(transposed(y, NCHW_TO_NHWC, n.name));
+        break;
+      }
+      case "SplitV":
+      case "Split": {
+        const isV = n.op === "SplitV";
+        const x = isV ? inp(0) : inp(1);
+        const s = shapeOf(x);
+        const axis = normAxis(Number(toFloat64(constIn(isV ? 2 : 0, "axis"))[0]), s.length);
+        let sizes: number[];
+        if (isV) {
+          sizes = [...toFloat64(constIn(1, "size_splits"))];
+          const known = sizes.filter((v) => v >= 0).reduce((a, b) => a + b, 0);
+          sizes = sizes.map((v) => (v < 0 ? s[axis]! - known : v));
+        } else {
+          const k = attrI("num_split", 1);
+          sizes = new Array(k).fill(s[axis]! / k);
+        }
+        if (x.kind === "const") throw new ModelError(`${where}: constant split is not folded`);
+        const outs = emit(
+          "Split",
+          [x.name, constName(i64(sizes), `${n.name}/split`)],
+          { axis: int(axis) },
+          n.name,
+          sizes.length,
+        );
+        set(...outs.map((o, i) => {
+          const shape = [...s];
+          shape[axis] = sizes[i]!;
+          return out(o, x.dtype, shape);
+        }));
+        break;
+      }
+      case "StridedSlice":
+      case "Slice": {
+        const x = inp(0);
+        const s = shapeOf(x);
+        const rank = s.length;
+        let begin = [...toFloat64(constIn(1, "begin"))];
+        let end: number[];
+        let strides: number[];
+        let shrink = 0;
+        if (n.op === "Slice") {
+          const size = [...toFloat64(constIn(2, "size"))];
+          end = size.map((sz, i) => (sz < 0 ? s[i]! : begin[i]! + sz));
+          strides = new Array(rank).fill(1);
+        } else {
+          end = [...toFloat64(constIn(2, "end"))];
+          strides = [...toFloat64(constIn(3, "strides"))];
+          if (attrI("ellipsis_mask", 0) || attrI("new_axis_mask", 0)) {
+            throw new UnsupportedOpError("StridedSlice with ellipsis_mask/new_axis_mask", {
+              where,
+            });
+          }
+          const bm = attrI("begin_mask", 0);
+          const em = attrI("end_mask", 0);
+          shrink = attrI("shrink_axis_mask", 0);
+          begin = begin.map((
+            b,
+            i,
+          ) => ((bm >> i) & 1 ? (strides[i]! > 0 ? 0 : s[i]! - 1) : b < 0 ? b + s[i]! : b));
+          end = end.map((e, i) => {
+            if ((shrink >> i) & 1) return begin[i]! + 1;
+            if ((em >> i) & 1) return strides[i]! > 0 ? s[i]! : -1;
+            return e < 0 ? e + s[i]! : e;
+          });
+        }
+        const axes = begin.map((_, i) => i);
+        const lens = axes.map((i) => {
+          const st = strides[i]!;
+          const b = Math.min(Math.max(begin[i]!, st > 0 ? 0 : -1), s[i]!);
+          const e = Math.min(Math.max(end[i]!, -1), s[i]!);
+          return Math.max(0, Math.ceil((e - b) / st));
+        });
+        const sliced = [...lens, ...s.slice(begin.length)];
+        const finalShape = sliced.filter((_, i) => !((shrink >> i) & 1));
+        if (x.kind === "const") {
+          if (rank !== 1) {
+            throw new ModelError(`${where}: constant slicing beyond 1-D is not folded`);
+          }
+          const v = toFloat64(x.t);
+          const picked: number[] = [];
+          for (let i = begin[0]!; strides[0]! > 0 ? i < end[0]! : i > end[0]!; i += strides[0]!) {
+            picked.push(v[i]!);
+          }
+          set({ kind: "const", t: fromNumbers(x.t.dtype, finalShape, picked) });
+          break;
+        }
+        const endsFixed = end.map((e, i) => (e === -1 && strides[i]! < 0 ? -(2 ** 62) : e));
+        let y = emit(
+          "Slice",
+          [
+            x.name,
+            constName(i64(begin), `${n.name}/starts`),
+            constName(i64(endsFixed), `${n.name}/ends`),
+            constName(i64(axes), `${n.name}/axes`),
+            constName(i64(strides), `${n.name}/steps`),
+          ],
+          {},
+          shrink ? `${n.name}/slice` : n.name,
+        )[0]!;
+        if (shrink) {
+          const sq = axes.filter((i) => (shrink >> i) & 1);
+          y = emit("Squeeze", [y, constName(i64(sq), `${n.name}/axes`)], {}, n.name)[0]!;
+        }
+        set(out(y, x.dtype, finalShape));
+        break;
+      }
+      case "Cast": {
+        const to = TF_DTYPES[attr("DstT")?.type ?? "DT_FLOAT"] ?? "float32";
+        const x = inp(0);
+        if (x.kind === "const") {
+          set({ kind: "const", t: fromNumbers(to, x.t.dims, toFloat64(x.t)) });
+          break;
+        }
+        const codes: Record<string, number> = {
+          float32: 1,
+          uint8: 2,
+          int8: 3,
+          int16: 5,
+          int32: 6,
+          int64: 7,
+          bool: 9,
+          float16: 10,
+          float64: 11,
+        };
+        set(out(emit("Cast", [x.name], { to: int(codes[to]!) }, n.name)[0]!, to, x.shape));
+        break;
+      }
+      case "Softmax": {
+        const x = inp(0) as Extract<Val, { kind: "tensor" }>;
+        set(out(emit("Softmax", [x.name], { axis: int(-1) }, n.name)[0]!, x.dtype, x.shape));
+        break;
+      }
+      case "FusedBatchNorm":
+      case "FusedBatchNormV3": {
+        const x = inp(0) as Extract<Val, { kind: "tensor" }>;
+        const [scale, offset, mean, variance] = [1, 2, 3, 4].map((i) =>
+          toFloat64(constIn(i, "batch norm parameter"))
+        );
+        const eps = attrF("epsilon", 1e-3);
+        const c = scale!.length;
+        const mul = new Float64Array(c);
+        const add = new Float64Array(c);
+        for (let i = 0; i < c; i++) {
+          mul[i] = scale![i]! / Math.sqrt(variance![i]! + eps);
+          add[i] = offset![i]! - mean![i]! * mul[i]!;
+        }
+        const shape = nhwc() ? [c] : [c, 1, 1];
+        const m = emit(
+          "Mul",
+          [x.name, constName(fromNumbers("float32", shape, mul), `${n.name}/scale`)],
+          {},
+          `${n.name}/mul`,
+        )[0]!;
+        set(
+          out(
+            emit(
+              "Add",
+              [m, constName(fromNumbers("float32", shape, add), `${n.name}/offset`)],
+              {},
+              n.name,
+            )[0]!,
+            x.dtype,
+            x.shape,
+          ),
+        );
+        break;
+      }
+      case "SparseToDense": {
+        if (!allConst) throw new UnsupportedOpError("SparseToDense on computed tensors", { where });
+        const indices = constIn(0, "indices");
+        const shape = [...toFloat64(constIn(1, "output shape"))];
+        const vals = constIn(2, "values");
+        const dflt = toFloat64(constIn(3, "default value"))[0] ?? 0;
+        const dense = new Float64Array(sizeOf(shape)).fill(dflt);
+        const iv = toFloat64(indices);
+        const vv = toFloat64(vals);
+        const rank = shape.length;
+        const count = indices.dims.length === 0 ? 1 : indices.dims[0]!;
+        const strides = shape.map((_, i) => sizeOf(shape.slice(i + 1)));
+        for (let k = 0; k < count; k++) {
+          let off = 0;
+          for (let a = 0; a < rank; a++) off += iv[k * rank + a]! * strides[a]!;
+          dense[off] = vv.length === 1 ? vv[0]! : vv[k]!;
+        }
+        set({ kind: "const", t: fromNumbers(vals.dtype, shape, dense) });
+        break;
+      }
+      case "Shape": {
+        const s = shapeOf(inp(0));
+        const to = TF_DTYPES[attr("out_type")?.type ?? "DT_INT32"] ?? "int32";
+        set({ kind: "const", t: fromNumbers(to, [s.length], s) });
+        break;
+      }
+      case "GatherV2": {
+        if (!allConst) throw new UnsupportedOpError("GatherV2 on computed tensors", { where });
+        if (Number(toFloat64(constIn(2, "axis"))[0]) !== 0) {
+          throw new UnsupportedOpError("GatherV2 with axis ≠ 0", { where });
+        }
+        set({ kind: "const", t: gatherConst(constIn(0, "params"), constIn(1, "indices")) });
+        break;
+      }
+      case "Fill": {
+        const shape = [...toFloat64(constIn(0, "dims"))];
+        const v = constIn(1, "value");
+        set({
+          kind: "const",
+          t: fromNumbers(v.dtype, shape, new Float64Array(sizeOf(shape)).fill(toFloat64(v)[0]!)),
+        });
+        break;
+      }
+      case "Prod": {
+        if (!allConst) throw new UnsupportedOpError("Prod on computed tensors", { where });
+        const v = toFloat64(constIn(0, "input"));
+        const p = v.reduce((a, b) => a * b, 1);
+        set({
+          kind: "const",
+          t: fromNumbers(constIn(0, "input").dtype, attrB("keep_dims") ? [1] : [], [p]),
+        });
+        break;
+      }
+      default:
+        throw new UnsupportedOpError(n.op, { where, supported: SUPPORTED_TFJS_OPS });
+    }
+  }
+
+  // Graph outputs: name each after its TensorFlow node (":0" dropped).
+  const outputs: Graph["outputs"][number][] = [];
+  const renames = new Map<string, string>();
+  const outputNames = new Set<string>();
+  for (const r of outputRefs) {
+    const { node, index } = parseRef(r);
+    const v = values.get(node)?.[index];
+    if (!v) throw new ModelError(`${src}: output "${r}" has no value`);
+    const name = index ? `${node}_${index}` : node;
+    const inputNames = new Set(inputs.map((i) => i.name));
+    if (
+      v.kind === "const" || inputNames.has(v.name) || outputNames.has(v.name) || renames.has(v.name)
+    ) {
+      const src2 = v.kind === "const"
+        ? constName(v.t, `${name}/value`)
+        : (renames.get(v.name) ?? v.name);
+      nodes.push({
+        name: fresh(`${name}/Identity`),
+        op: "Identity",
+        domain: "",
+        inputs: [src2],
+        outputs: [name],
+        attributes: {},
+      });
+    } else if (v.name !== name) renames.set(v.name, name);
+    outputNames.add(name);
+    outputs.push({
+      name,
+      dtype: v.kind === "const" ? v.t.dtype : v.dtype,
+      shape: v.kind === "const" ? [...v.t.dims] : v.shape,
+    });
+  }
+  const rn = (s: string) => renames.get(s) ?? s;
+  const renamed = nodes.map((nd) => ({
+    ...nd,
+    inputs: nd.inputs.map(rn),
+    outputs: nd.outputs.map(rn),
+  }));
+
+  let graph = emptyGraph({
+    name: src.split("/").at(-1)?.replace(/\.json$/, "") ?? "tfjs",
+    nodes: renamed,
+    initializers,
+    inputs,
+    outputs,
+    opsetImports: [{ domain: "", version: opts.opset }],
+    irVersion: 8,
+    producerName: "clipq-convert-tfjs",
+  });
+  if (opts.optimizeTransposes) graph = sinkTransposes(graph);
+  return fuseConvPadBias(graph);
+}
+
+/**
+ * Reads and converts a tfjs graph model (model.json and its shards).
+ *
+ * @param path Path of model.json.
+ * @param options See {@linkcode convertTfjs}.
+ * @returns The ONNX graph.
+ */
+export async function fromTfjs(path: string, options: TfjsOptions = {}): Promise<Graph> {
+  return convertTfjs(await readTfjsModel(path), options);
+}

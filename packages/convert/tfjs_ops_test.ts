@@ -1,0 +1,207 @@
+import assert from "node:assert/strict";
+import { encode } from "@clipq/onnx";
+import { seededRandom } from "@clipq/onnx/builder";
+import * as ort from "onnxruntime-node";
+import * as tf from "@tensorflow/tfjs-core";
+import "@tensorflow/tfjs-backend-cpu";
+import { loadGraphModel } from "@tensorflow/tfjs-converter";
+import { convertTfjs } from "./tfjs.ts";
+import { decodeWeights, type TfNode } from "./tfjs_format.ts";
+
+// Builds a tfjs graph model in memory: constants become weights, as the tfjs converter stores them.
+class TfGraph {
+  nodes: TfNode[] = [];
+  specs: { name: string; shape: number[]; dtype: "float32" | "int32" }[] = [];
+  chunks: Uint8Array[] = [];
+  random = seededRandom(7);
+  placeholder(name: string, shape: number[]): string {
+    this.nodes.push({
+      name,
+      op: "Placeholder",
+      attr: {
+        dtype: { type: "DT_FLOAT" },
+        shape: { shape: { dim: shape.map((s) => ({ size: String(s) })) } },
+      },
+    });
+    return name;
+  }
+  const(
+    name: string,
+    shape: number[],
+    values: number[] | Float32Array,
+    dtype: "float32" | "int32" = "float32",
+  ): string {
+    this.nodes.push({
+      name,
+      op: "Const",
+      attr: { dtype: { type: dtype === "float32" ? "DT_FLOAT" : "DT_INT32" } },
+    });
+    this.specs.push({ name, shape, dtype });
+    const arr = dtype === "float32" ? Float32Array.from(values) : Int32Array.from(values);
+    this.chunks.push(new Uint8Array(arr.buffer));
+    return name;
+  }
+  randomConst(name: string, shape: number[], scale = 0.3): string {
+    const n = shape.reduce((a, b) => a * b, 1);
+    return this.const(
+      name,
+      shape,
+      Float32Array.from({ length: n }, () => (this.random.next() * 2 - 1) * scale),
+    );
+  }
+  op(name: string, op: string, input: string[], attr: TfNode["attr"] = {}): string {
+    // tfjs reads these attributes without defaults.
+    const layout = /Conv|Pool/.test(op)
+      ? { data_format: s("NHWC"), dilations: list([1, 1, 1, 1]) }
+      : {};
+    this.nodes.push({ name, op, input, attr: { ...layout, ...attr } });
+    return name;
+  }
+  model() {
+    const total = this.chunks.reduce((s, c) => s + c.byteLength, 0);
+    const bytes = new Uint8Array(total);
+    let at = 0;
+    for (const c of this.chunks) {
+      bytes.set(c, at);
+      at += c.byteLength;
+    }
+    const json = {
+      format: "graph-model",
+      modelTopology: { node: this.nodes, versions: {} },
+      weightsManifest: [{ paths: ["w.bin"], weights: this.specs }],
+    };
+    return { json, bytes };
+  }
+}
+
+const s = (v: string) => ({ s: btoa(v) });
+const list = (v: number[]) => ({ list: { i: v.map(String) } });
+
+async function compare(
+  g: TfGraph,
+  input: string,
+  shape: number[],
+  outputs: string[],
+  tolerance = 1e-4,
+) {
+  const { json, bytes } = g.model();
+  const graph = convertTfjs(decodeWeights(json, [bytes], "test.json"), { outputs });
+  const n = shape.reduce((a, b) => a * b, 1);
+  const rnd = seededRandom(3);
+  const x = Float32Array.from({ length: n }, () => rnd.next() * 2 - 1);
+  const session = await ort.InferenceSession.create(encode(graph));
+  const got = await session.run({ [input]: new ort.Tensor("float32", x, shape) });
+  await tf.setBackend("cpu");
+  const model = await loadGraphModel(tf.io.fromMemory({
+    modelTopology: json.modelTopology,
+    weightSpecs: json.weightsManifest[0]!.weights,
+    weightData: bytes.buffer,
+  }));
+  const ref = model.execute(tf.tensor(x, shape), outputs) as tf.Tensor | tf.Tensor[];
+  const refs = Array.isArray(ref) ? ref : [ref];
+  outputs.forEach((o, i) => {
+    const a = got[o.replace(/:0$/, "").replace(/:(\d+)$/, "_$1")]!;
+    const b = refs[i]!;
+    assert.deepEqual([...a.dims], b.shape, `${o}: shape`);
+    const bd = b.dataSync();
+    let m = 0;
+    for (let k = 0; k < bd.length; k++) {
+      m = Math.max(m, Math.abs((a.data as Float32Array)[k]! - bd[k]!));
+    }
+    assert.ok(m <= tolerance, `${o}: max abs difference ${m}`);
+  });
+  return graph;
+}
+
+Deno.test("convertTfjs() matches tfjs on strided SAME convs, depthwise convs, pooling and fused batch norm (NHWC)", async () => {
+  const g = new TfGraph();
+  const x = g.placeholder("x", [1, 11, 13, 3]);
+  const c1 = g.op("c1", "Conv2D", [x, g.randomConst("w1", [3, 3, 3, 8])], {
+    padding: s("SAME"),
+    strides: list([1, 2, 2, 1]),
+    data_format: s("NHWC"),
+  });
+  const b1 = g.op("b1", "BiasAdd", [c1, g.randomConst("bias1", [8])]);
+  const r1 = g.op("r1", "Relu6", [b1]);
+  const d1 = g.op("d1", "DepthwiseConv2dNative", [r1, g.randomConst("dw", [3, 3, 8, 2])], {
+    padding: s("SAME"),
+    strides: list([1, 1, 1, 1]),
+  });
+  const bn = g.op("bn", "FusedBatchNormV3", [
+    d1,
+    g.randomConst("sc", [16], 1),
+    g.randomConst("of", [16]),
+    g.randomConst("mu", [16]),
+    g.const("var", [16], new Array(16).fill(0.5)),
+  ], { epsilon: { f: 0.001 } });
+  const e = g.op("e", "Elu", [bn]);
+  const mp = g.op("mp", "MaxPool", [e], {
+    ksize: list([1, 3, 3, 1]),
+    strides: list([1, 2, 2, 1]),
+    padding: s("SAME"),
+  });
+  const ap = g.op("ap", "AvgPool", [e], {
+    ksize: list([1, 2, 2, 1]),
+    strides: list([1, 2, 2, 1]),
+    padding: s("VALID"),
+  });
+  g.op("fc", "_FusedConv2D", [
+    mp,
+    g.randomConst("w2", [1, 1, 16, 4]),
+    g.randomConst("bias2", [4]),
+  ], {
+    fused_ops: { list: { s: [btoa("BiasAdd"), btoa("LeakyRelu")] } },
+    padding: s("VALID"),
+    strides: list([1, 1, 1, 1]),
+    leakyrelu_alpha: { f: 0.1 },
+    num_args: { i: "1" },
+  });
+  g.op("mean", "Mean", [ap, g.const("axes", [2], [1, 2], "int32")], {
+    keep_dims: { b: true },
+  });
+  const graph = await compare(g, "x", [1, 11, 13, 3], ["fc", "mean"]);
+  assert.ok(graph.nodes.filter((n) => n.op === "Transpose").length <= 3);
+});
+
+Deno.test("convertTfjs() matches tfjs on resize, deconvolution, slicing, split, concat and reshapes", async () => {
+  const g = new TfGraph();
+  const x = g.placeholder("x", [1, 6, 8, 4]);
+  const up = g.op("up", "ResizeNearestNeighbor", [x, g.const("sz", [2], [12, 16], "int32")], {
+    half_pixel_centers: { b: true },
+  });
+  g.op("bl", "ResizeBilinear", [x, g.const("sz2", [2], [9, 10], "int32")], {
+    align_corners: { b: true },
+  });
+  const bl2 = g.op("bl2", "ResizeBilinear", [x, g.const("sz3", [2], [12, 16], "int32")], {
+    half_pixel_centers: { b: true },
+  });
+  const dc = g.op("dc", "Conv2DBackpropInput", [
+    g.const("os", [4], [1, 12, 16, 5], "int32"),
+    g.randomConst("wt", [3, 3, 5, 4]),
+    x,
+  ], {
+    padding: s("SAME"),
+    strides: list([1, 2, 2, 1]),
+  });
+  const sum = g.op("sum", "AddV2", [up, g.op("mix", "Mul", [bl2, g.randomConst("k", [4])])]);
+  const cat = g.op("cat", "ConcatV2", [sum, dc, g.const("ax", [], [-1], "int32")]);
+  const sl = g.op("sl", "StridedSlice", [
+    cat,
+    g.const("b", [4], [0, 1, 0, 2], "int32"),
+    g.const("en", [4], [0, 11, 0, 7], "int32"),
+    g.const("st", [4], [1, 2, 1, 1], "int32"),
+  ], {
+    begin_mask: { i: "5" },
+    end_mask: { i: "5" },
+  });
+  const sp = g.op("sp", "SplitV", [
+    sl,
+    g.const("sizes", [2], [2, -1], "int32"),
+    g.const("d", [], [3], "int32"),
+  ], { num_split: { i: "2" } });
+  const rs = g.op("rs", "Reshape", [`${sp}:1`, g.const("shape", [3], [1, -1, 3], "int32")]);
+  g.op("sq", "Squeeze", [
+    g.op("ed", "ExpandDims", [rs, g.const("axis", [], [0], "int32")]),
+  ], { squeeze_dims: list([0]) });
+  await compare(g, "x", [1, 6, 8, 4], ["bl", "sq", `${sp}:0`]);
+});

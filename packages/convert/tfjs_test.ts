@@ -1,0 +1,136 @@
+import assert from "node:assert/strict";
+import { DataError, encode, ModelError, UnsupportedOpError } from "@clipq/onnx";
+import { preprocess, readImage } from "@clipq/data";
+import * as ort from "onnxruntime-node";
+import * as tf from "@tensorflow/tfjs-core";
+import "@tensorflow/tfjs-backend-cpu";
+import { loadGraphModel } from "@tensorflow/tfjs-converter";
+import { dirname, join } from "node:path";
+import { convertTfjs, fromTfjs } from "./tfjs.ts";
+import { readTfjsModel } from "./tfjs_format.ts";
+import { darknetPhotos, humanModel } from "../../tools/assets.ts";
+
+async function tfjsReference(
+  path: string,
+  input: Float32Array,
+  shape: number[],
+  outputs: string[],
+) {
+  const json = JSON.parse(await Deno.readTextFile(path));
+  const bin = await Deno.readFile(join(dirname(path), json.weightsManifest[0].paths[0]));
+  await tf.setBackend("cpu");
+  const model = await loadGraphModel(tf.io.fromMemory({
+    modelTopology: json.modelTopology,
+    // deno-lint-ignore no-explicit-any
+    weightSpecs: json.weightsManifest.flatMap((g: any) => g.weights),
+    weightData: bin.buffer.slice(bin.byteOffset, bin.byteOffset + bin.byteLength),
+  }));
+  const result = model.execute(tf.tensor(input, shape), outputs) as tf.Tensor[];
+  return result.map((t) => t.dataSync() as Float32Array);
+}
+
+function maxAbsDiff(a: Float32Array, b: Float32Array): number {
+  assert.equal(a.length, b.length);
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!));
+  return m;
+}
+
+Deno.test("fromTfjs() converts NanoDet and its ORT outputs equal tfjs's on a real photo", async () => {
+  const path = await humanModel("nanodet");
+  const graph = await fromTfjs(path);
+  // NanoDet's tfjs graph holds 83 Transpose ops (it went through onnx-tf); after sinking only the
+  // six head reshapes' transposes ([1, C, HW] → [1, HW, C]) remain.
+  assert.equal(graph.nodes.filter((n) => n.op === "Transpose").length, 6);
+  assert.equal(graph.nodes.filter((n) => n.op === "Conv").length, 34);
+  // Bias Adds and explicit Pads are folded into the convs, so int8 Conv+LeakyRelu can fuse.
+  assert.equal(graph.nodes.filter((n) => n.op === "Pad").length, 1);
+  const image = await readImage((await darknetPhotos())[0]!);
+  const { tensor } = preprocess(image, {
+    size: [416, 416],
+    resize: "stretch",
+    layout: "NCHW",
+    color: "RGB",
+    scale: 1 / 255,
+    mean: [0, 0, 0],
+    std: [1, 1, 1],
+  });
+  const input = tensor.data as Float32Array;
+  const session = await ort.InferenceSession.create(encode(graph));
+  const outs = await session.run({
+    input_1: new ort.Tensor("float32", input, [1, 3, 416, 416]),
+  });
+  const names = graph.outputs.map((o) => o.name);
+  const ref = await tfjsReference(path, input, [1, 3, 416, 416], names);
+  names.forEach((name, i) => {
+    const diff = maxAbsDiff(outs[name]!.data as Float32Array, ref[i]!);
+    assert.ok(diff <= 1e-3, `${name}: max abs difference ${diff} > 1e-3`);
+  });
+});
+
+Deno.test("fromTfjs() converts BlazeFace (NHWC, fused and depthwise convs) with transposes only at the boundaries", async () => {
+  const path = await humanModel("blazeface");
+  const graph = await fromTfjs(path);
+  // One transpose for the NHWC input, one before each of the four output reshapes.
+  assert.equal(graph.nodes.filter((n) => n.op === "Transpose").length, 5);
+  const shape = graph.inputs[0]!.shape as number[];
+  const size = shape.reduce((a, b) => a * b, 1);
+  const input = Float32Array.from({ length: size }, (_, i) => Math.sin(i * 0.37));
+  const session = await ort.InferenceSession.create(encode(graph));
+  const outs = await session.run({
+    [graph.inputs[0]!.name]: new ort.Tensor("float32", input, shape),
+  });
+  const names = graph.outputs.map((o) => o.name);
+  const ref = await tfjsReference(path, input, shape, names);
+  names.forEach((name, i) => {
+    const diff = maxAbsDiff(outs[name]!.data as Float32Array, ref[i]!);
+    assert.ok(diff <= 1e-3, `${name}: max abs difference ${diff} > 1e-3`);
+  });
+});
+
+Deno.test("convertTfjs() cuts the graph at named outputs", async () => {
+  const model = await readTfjsModel(await humanModel("nanodet"));
+  const graph = convertTfjs(model, { outputs: ["PartitionedCall/onnx_tf_prefix_LeakyRelu_1"] });
+  assert.equal(graph.outputs.length, 1);
+  assert.equal(graph.nodes.filter((n) => n.op === "Conv").length, 1);
+});
+
+Deno.test("convertTfjs() lists every unsupported op in one UnsupportedOpError", () => {
+  const json = {
+    modelTopology: {
+      node: [
+        { name: "x", op: "Placeholder", attr: { shape: { shape: { dim: [{ size: "4" }] } } } },
+        { name: "a", op: "Erfinv", input: ["x"] },
+        { name: "b", op: "Cumsum", input: ["a"] },
+      ],
+    },
+    weightsManifest: [],
+  };
+  assert.throws(
+    () => convertTfjs({ json, weights: new Map(), source: "m.json" }, { outputs: ["b"] }),
+    (e: unknown) =>
+      e instanceof UnsupportedOpError && /Erfinv/.test(e.message) && /Cumsum/.test(e.message),
+  );
+});
+
+Deno.test("readTfjsModel() names a missing shard and rejects a short one", async () => {
+  const dir = await Deno.makeTempDir();
+  const json = {
+    format: "graph-model",
+    modelTopology: { node: [] },
+    weightsManifest: [{ paths: ["w.bin"], weights: [{ name: "w", shape: [4], dtype: "float32" }] }],
+  };
+  await Deno.writeTextFile(join(dir, "model.json"), JSON.stringify(json));
+  await assert.rejects(
+    readTfjsModel(join(dir, "model.json")),
+    (e: unknown) => e instanceof DataError && /w\.bin/.test(e.message),
+  );
+  await Deno.writeFile(join(dir, "w.bin"), new Uint8Array(8));
+  await assert.rejects(
+    readTfjsModel(join(dir, "model.json")),
+    (e: unknown) => e instanceof ModelError && /needs bytes 0\.\.16/.test(e.message),
+  );
+  await Deno.writeTextFile(join(dir, "model.json"), "{ not json");
+  await assert.rejects(readTfjsModel(join(dir, "model.json")), ModelError);
+  await Deno.remove(dir, { recursive: true });
+});
