@@ -32,9 +32,9 @@ async function agree(graph: Graph, dims: number[]) {
       checked++;
       if (got?.dtype !== want.dtype || JSON.stringify(got?.shape) !== JSON.stringify(want.shape)) {
         wrong.push(
-          `${n.op} ${name}: inferred ${got?.dtype} ${JSON.stringify(got?.shape)}, ORT ${want.dtype} ${
-            JSON.stringify(want.shape)
-          }`,
+          `${n.op} ${name}: inferred ${got?.dtype} ${
+            JSON.stringify(got?.shape)
+          }, ORT ${want.dtype} ${JSON.stringify(want.shape)}`,
         );
       }
     }

@@ -21,3 +21,4 @@ export * from "./validate.ts";
 export * from "./normalize.ts";
 export * from "./io.ts";
 export { type InferShapesOptions, inferShapes, type ShapeInfo, withValueInfo } from "./shapes.ts";
+export { type UpgradeOptions, upgradeOpset } from "./upgrade.ts";
