@@ -50,7 +50,10 @@ function gemmModel(
   opts: { transB: number; alpha: number; beta: number; bias: boolean; batch: number },
 ): Graph {
   const stored = opts.transB
-    ? Float32Array.from({ length: rows * cols }, (_, i) => w[(i % rows) * cols + Math.floor(i / rows)]!)
+    ? Float32Array.from(
+      { length: rows * cols },
+      (_, i) => w[(i % rows) * cols + Math.floor(i / rows)]!,
+    )
     : w;
   const init = new Map<string, Tensor>([
     ["W", float32(opts.transB ? [cols, rows] : [rows, cols], stored)],
@@ -111,7 +114,9 @@ Deno.test("svdCompress() error at reduced rank matches the truncated spectrum", 
   const rows = 120, cols = 90, k = 20;
   // A slowly decaying spectrum: W = L·R with full rank.
   const w = gaussianArray(rows * cols, 11);
-  for (let j = 0; j < cols; j++) for (let i = 0; i < rows; i++) w[i * cols + j]! *= 1 / (1 + j / 10);
+  for (let j = 0; j < cols; j++) {
+    for (let i = 0; i < rows; i++) w[i * cols + j]! *= 1 / (1 + j / 10);
+  }
   const g = matmulModel(w, [rows, cols], [8, rows]);
   const { graph, layers } = await svdCompress(g, { rank: k });
   const exact = svd(w, [rows, cols]);

@@ -68,57 +68,76 @@ async function pass(
   matmul: MatMulBackend,
   shifted: boolean,
 ): Promise<Float32Array> {
-  const g32 = await matmul(transpose(y, rows, cols), y, cols, rows, cols);
-  const g = new Float64Array(cols * cols);
-  // Symmetrize: the backend's float32 sums need not be exactly symmetric.
-  for (let i = 0; i < cols; i++) {
-    for (let j = 0; j <= i; j++) {
-      const v = 0.5 * (g32[i * cols + j]! + g32[j * cols + i]!);
-      g[i * cols + j] = v;
-      g[j * cols + i] = v;
+  let { g, dscale } = await scaledGram(y, rows, cols, matmul);
+  let shift = shifted ? SHIFT : 0;
+  if (shifted) {
+    // A column whose part outside the span of the previous ones is below float32 resolution
+    // carries no information: replace it with a pseudo-random one so Q keeps full column rank.
+    const pivots = cholesky(g, cols, shift)?.pivots;
+    const dependent = pivots
+      ? [...pivots.keys()].filter((i) => pivots[i]! - shift < DEPENDENT)
+      : [...dscale.keys()].filter((i) => dscale[i] === 0);
+    if (dependent.length > 0) {
+      y = y.slice();
+      for (const j of dependent) {
+        for (let i = 0; i < rows; i++) y[i * cols + j] = Math.sin(1 + i * 12.9898 + j * 78.233);
+      }
+      ({ g, dscale } = await scaledGram(y, rows, cols, matmul));
     }
   }
-  // Column scaling makes the shift relative to each column, and keeps zero columns harmless.
-  const dscale = new Float64Array(cols);
-  for (let i = 0; i < cols; i++) {
-    const gi = g[i * cols + i]!;
-    dscale[i] = gi > 0 ? 1 / Math.sqrt(gi) : 0;
-  }
-  for (let i = 0; i < cols; i++) {
-    for (let j = 0; j < cols; j++) g[i * cols + j] = g[i * cols + j]! * dscale[i]! * dscale[j]!;
-  }
-  // float32 Gram sums carry ~√rows·2⁻²⁴ relative error: a shift above that keeps Cholesky alive.
-  let shift = shifted ? Math.max(1e-6, 4 * Math.sqrt(rows) * 6e-8 * cols / 64) : 0;
   for (let attempt = 0; attempt < 12; attempt++) {
-    const r = cholesky(g, cols, shift);
-    if (r) {
-      const x = invertUpper(r, cols);
+    const chol = cholesky(g, cols, shift);
+    if (chol) {
+      const x = invertUpper(chol.r, cols);
       const x32 = new Float32Array(cols * cols);
       for (let i = 0; i < cols; i++) {
         for (let j = 0; j < cols; j++) x32[i * cols + j] = dscale[i]! * x[i * cols + j]!;
       }
-      // A zero column of Y stays zero; give it a unit direction so later passes see full rank.
-      const q = await matmul(y, x32, rows, cols, cols);
-      if (dscale.includes(0)) fillZeroColumns(q, rows, cols, dscale);
-      return q;
+      return await matmul(y, x32, rows, cols, cols);
     }
     shift = shift === 0 ? 1e-6 : shift * 10;
   }
   throw new Error(`orthonormalize: Cholesky failed on a ${rows}×${cols} matrix even with a shift`);
 }
 
-function fillZeroColumns(q: Float32Array, rows: number, cols: number, dscale: Float64Array) {
-  let next = 0;
-  for (let j = 0; j < cols; j++) {
-    if (dscale[j] !== 0) continue;
-    // Deterministic pseudo-random fill; the next plain pass orthogonalizes it against the rest.
-    for (let i = 0; i < rows; i++) q[i * cols + j] = Math.sin(1 + i * 12.9898 + next * 78.233);
-    next++;
+/** Squared residual (relative to the column's norm) below which a column counts as dependent. */
+const DEPENDENT = 1e-7;
+
+/** Relative diagonal shift of the first pass: above the ~1e-7 relative error of float32 Gram sums. */
+const SHIFT = 1e-6;
+
+/** D·YᵀY·D in float64 with D scaling every column to unit norm (0 for a zero column). */
+async function scaledGram(
+  y: Float32Array,
+  rows: number,
+  cols: number,
+  matmul: MatMulBackend,
+): Promise<{ g: Float64Array; dscale: Float64Array }> {
+  const g32 = await matmul(transpose(y, rows, cols), y, cols, rows, cols);
+  const dscale = new Float64Array(cols);
+  for (let i = 0; i < cols; i++) {
+    const gi = g32[i * cols + i]!;
+    dscale[i] = gi > 0 ? 1 / Math.sqrt(gi) : 0;
   }
+  const g = new Float64Array(cols * cols);
+  // Symmetrize: the backend's float32 sums need not be exactly symmetric.
+  for (let i = 0; i < cols; i++) {
+    for (let j = 0; j <= i; j++) {
+      const v = 0.5 * (g32[i * cols + j]! + g32[j * cols + i]!) * dscale[i]! * dscale[j]!;
+      g[i * cols + j] = v;
+      g[j * cols + i] = v;
+    }
+  }
+  return { g, dscale };
 }
 
-/** Upper R with RᵀR = G + shift·I, or undefined when a pivot is not positive. */
-function cholesky(g: Float64Array, n: number, shift: number): Float64Array | undefined {
+/** Upper R with RᵀR = G + shift·I and its squared pivots, or undefined when one is not positive. */
+function cholesky(
+  g: Float64Array,
+  n: number,
+  shift: number,
+): { r: Float64Array; pivots: Float64Array } | undefined {
+  const pivots = new Float64Array(n);
   const r = new Float64Array(n * n);
   for (let i = 0; i < n; i++) {
     const ri = i * n;
@@ -129,6 +148,7 @@ function cholesky(g: Float64Array, n: number, shift: number): Float64Array | und
     const rk = k * n;
     const pivot = r[rk + k]!;
     if (!(pivot > 0)) return undefined;
+    pivots[k] = pivot;
     const d = Math.sqrt(pivot);
     for (let j = k; j < n; j++) r[rk + j] = r[rk + j]! / d;
     // Right-looking update of the trailing rows, contiguous along j.
@@ -140,7 +160,7 @@ function cholesky(g: Float64Array, n: number, shift: number): Float64Array | und
     }
   }
   for (let i = 1; i < n; i++) for (let j = 0; j < i; j++) r[i * n + j] = 0;
-  return r;
+  return { r, pivots };
 }
 
 /** X = R⁻¹ for upper-triangular R (row-major), solved row by row from the bottom. */
