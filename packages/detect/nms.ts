@@ -75,7 +75,10 @@ export function nms(candidates: Candidates, options: Partial<NmsOptions> = {}): 
 
   for (let r = 0; r < n && nKept < maxKeep; r++) {
     const i = order[r]!;
-    const x1 = boxes[4 * i]!, y1 = boxes[4 * i + 1]!, x2 = boxes[4 * i + 2]!, y2 = boxes[4 * i + 3]!;
+    const x1 = boxes[4 * i]!,
+      y1 = boxes[4 * i + 1]!,
+      x2 = boxes[4 * i + 2]!,
+      y2 = boxes[4 * i + 3]!;
     const area = Math.max(0, x2 - x1) * Math.max(0, y2 - y1);
     const cls = o.classAgnostic ? 0 : labels[i]!;
     let k = heads.get(cls) ?? -1;
@@ -162,7 +165,9 @@ function checkNmsOptions(o: NmsOptions): void {
   };
   if (!(o.iou >= 0 && o.iou <= 1)) bad("iou", "in [0, 1]", o.iou);
   if (!Number.isFinite(o.score)) bad("score", "a finite number", o.score);
-  if (!(o.maxDetections >= 0) || !Number.isInteger(o.maxDetections) && o.maxDetections !== Infinity) {
+  if (
+    !(o.maxDetections >= 0) || !Number.isInteger(o.maxDetections) && o.maxDetections !== Infinity
+  ) {
     bad("maxDetections", "a non-negative integer", o.maxDetections);
   }
   if (o.preTopK !== undefined && !(Number.isInteger(o.preTopK) && o.preTopK >= 0)) {

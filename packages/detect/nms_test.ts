@@ -55,11 +55,13 @@ Deno.test("nms() keeps the same indices as brute-force greedy NMS on random sets
   for (let seed = 1; seed <= 12; seed++) {
     const c = randomCandidates(400, seed, 3);
     for (const agnostic of [false, true]) {
-      for (const [thr, score, maxDet, preTopK] of [
-        [0.45, 0.01, 100, undefined],
-        [0.3, 0.5, 1000, undefined],
-        [0.7, 0, 50, 200],
-      ] as const) {
+      for (
+        const [thr, score, maxDet, preTopK] of [
+          [0.45, 0.01, 100, undefined],
+          [0.3, 0.5, 1000, undefined],
+          [0.7, 0, 50, 200],
+        ] as const
+      ) {
         const expected = bruteForce(c, {
           iou: thr,
           score,
@@ -107,7 +109,12 @@ Deno.test("nms() suppresses only above the IoU threshold", () => {
 });
 
 Deno.test("nms() rejects an IoU threshold outside [0, 1]", () => {
-  const c: Candidates = { boxes: new Float32Array(0), scores: new Float32Array(0), labels: new Int32Array(0), count: 0 };
+  const c: Candidates = {
+    boxes: new Float32Array(0),
+    scores: new Float32Array(0),
+    labels: new Int32Array(0),
+    count: 0,
+  };
   assert.throws(() => nms(c, { iou: 1.5 }), /Expected nms\.iou to be in \[0, 1\] but found 1\.5/);
 });
 

@@ -53,9 +53,12 @@ Deno.test("vocMap() needs IoU above 0.5 and uses +1 pixel sizes by default", () 
   // [0,0,9,9] vs [0,0,9,4]: +1 → 50/100 = 0.5, not above 0.5: miss.
   assert.equal(vocMap([[det([0, 0, 9, 4], 0.9)]], gt, { plusOne: true }).map, 0);
   // [0,0,10,10] vs [0,0,10,5.5] without +1 → 0.55 hit; with +1 → 71.5/121 ≈ 0.59 hit.
-  assert.equal(vocMap([[det([0, 0, 10, 5.5], 0.9)]], [[{ box: [0, 0, 10, 10], label: 0 }]], {
-    plusOne: false,
-  }).map, 1);
+  assert.equal(
+    vocMap([[det([0, 0, 10, 5.5], 0.9)]], [[{ box: [0, 0, 10, 10], label: 0 }]], {
+      plusOne: false,
+    }).map,
+    1,
+  );
   // [0,0,10,10] vs [0,0,10,5] without +1 → exactly 0.5 (miss); with +1 → 66/121 (hit).
   const half = [[det([0, 0, 10, 5], 0.9)]];
   const g10 = [[{ box: [0, 0, 10, 10] as Box, label: 0 }]];

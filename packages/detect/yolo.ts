@@ -1,0 +1,164 @@
+/**
+ * YOLO decoders: darknet/Ultralytics YOLOv3 raw per-scale outputs, and already-decoded box lists.
+ *
+ * @module
+ */
+import type { Tensor } from "@clipq/onnx/tensor";
+import { expectShape, floats, output, sigmoid } from "./_tensor.ts";
+import type { YoloDecodedHead, Yolov3Head } from "./head.ts";
+import { CandidateBuffer, type Candidates } from "./types.ts";
+
+/** Options of the decoders. */
+export interface DecodeOptions {
+  /** Which image of the batch. */
+  batch?: number;
+  /** Model input size `[height, width]` (needed by SSD priors, channels-last anchor-free levels, DB scaling). */
+  size?: readonly [number, number];
+}
+
+/**
+ * Decodes YOLOv3 raw outputs `[N, A·(5+C), H, W]` (or channels-last `[N, H, W, A·(5+C)]`) into
+ * candidates: centre `(σ(tx) + gx) · stride`, size `exp(tw) · anchor`, score `σ(obj) · σ(cls)` per
+ * class, kept when ≥ `head.nms.score`.
+ *
+ * @param head The head description.
+ * @param outputs Model outputs by name.
+ * @param options Batch index.
+ * @returns Candidates in model-input pixels (before NMS).
+ * @throws {ModelError} When an output is missing or its channels do not fit the anchors.
+ *
+ * @example One cell, one anchor, one class
+ * ```ts
+ * import { decodeYolov3 } from "@clipq/detect/yolo";
+ * import { resolveHead, type Yolov3Head } from "@clipq/detect/head";
+ * import { float32 } from "@clipq/onnx/tensor";
+ * import assert from "node:assert/strict";
+ * const head = resolveHead({ type: "yolov3", outputs: ["o"], strides: [32], anchors: [[[64, 32]]] }) as Yolov3Head;
+ * // tx = ty = tw = th = 0, obj and cls logits large: a 64×32 box centred at (16, 16).
+ * const c = decodeYolov3(head, { o: float32([1, 6, 1, 1], [0, 0, 0, 0, 20, 20]) });
+ * assert.deepEqual([...c.boxes.subarray(0, 4)], [-16, 0, 48, 32]);
+ * ```
+ */
+export function decodeYolov3(
+  head: Yolov3Head,
+  outputs: Record<string, Tensor>,
+  options: DecodeOptions = {},
+): Candidates {
+  const b = options.batch ?? 0;
+  const thr = head.nms.score;
+  const buf = new CandidateBuffer();
+  const cls = new Float64Array(1024);
+  head.outputs.forEach((name, level) => {
+    const t = output(outputs, name, "yolov3 head");
+    const anchors = head.anchors[level]!;
+    const stride = head.strides[level]!;
+    const A = anchors.length;
+    const d = t.dims;
+    expectShape(d.length === 4, name, "[N, A·(5+C), H, W] (4-D)", d);
+    const first = head.layout === "channels-first";
+    const [N, K4, H, W] = first ? [d[0]!, d[1]!, d[2]!, d[3]!] : [d[0]!, d[3]!, d[1]!, d[2]!];
+    const K = K4 / A;
+    const C = head.classes ?? K - 5;
+    expectShape(
+      Number.isInteger(K) && K === 5 + C && C > 0 && b < N,
+      name,
+      `${first ? "[N, A·(5+C), H, W]" : "[N, H, W, A·(5+C)]"} with A = ${A}${
+        head.classes ? `, C = ${head.classes}` : ""
+      } and batch > ${b}`,
+      d,
+    );
+    const x = floats(t, name);
+    const HW = H * W;
+    // Element (anchor a, channel k) of cell p.
+    const at = first
+      ? (a: number, k: number, p: number) => x[(b * K4 + a * K + k) * HW + p]!
+      : (a: number, k: number, p: number) => x[(b * HW + p) * K4 + a * K + k]!;
+    const scores = cls.length >= C ? cls : new Float64Array(C);
+    for (let a = 0; a < A; a++) {
+      const [aw, ah] = anchors[a] as [number, number];
+      for (let gy = 0; gy < H; gy++) {
+        for (let gx = 0; gx < W; gx++) {
+          const p = gy * W + gx;
+          const obj = sigmoid(at(a, 4, p));
+          if (obj < thr) continue;
+          let any = false;
+          for (let c = 0; c < C; c++) {
+            const s = obj * sigmoid(at(a, 5 + c, p));
+            scores[c] = s;
+            if (s >= thr) any = true;
+          }
+          if (!any) continue;
+          const cx = (sigmoid(at(a, 0, p)) + gx) * stride;
+          const cy = (sigmoid(at(a, 1, p)) + gy) * stride;
+          const w = Math.exp(at(a, 2, p)) * aw;
+          const h = Math.exp(at(a, 3, p)) * ah;
+          for (let c = 0; c < C; c++) {
+            const s = scores[c]!;
+            if (s >= thr) buf.push(cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2, s, c);
+          }
+        }
+      }
+    }
+  });
+  return buf.toCandidates();
+}
+
+/**
+ * Decodes an already-decoded YOLO output `[N, boxes, 4 (+1) + C]` (box, objectness if any, class
+ * scores — probabilities, not logits) into candidates; score `obj · cls` per class.
+ *
+ * @param head The head description.
+ * @param outputs Model outputs by name.
+ * @param options Batch index.
+ * @returns Candidates in model-input pixels (before NMS).
+ * @throws {ModelError} When the output is missing or not 3-D.
+ *
+ * @example Usage
+ * ```ts
+ * import { decodeYoloDecoded } from "@clipq/detect/yolo";
+ * import { resolveHead, type YoloDecodedHead } from "@clipq/detect/head";
+ * import { float32 } from "@clipq/onnx/tensor";
+ * import assert from "node:assert/strict";
+ * const head = resolveHead({ type: "yolo-decoded", outputs: ["dets"] }) as YoloDecodedHead;
+ * const c = decodeYoloDecoded(head, { dets: float32([1, 1, 7], [50, 50, 20, 10, 0.5, 1, 0.5]) });
+ * assert.deepEqual([...c.boxes.subarray(0, 4)], [40, 45, 60, 55]);
+ * assert.deepEqual([...c.scores.subarray(0, 2)], [0.5, 0.25]);
+ * ```
+ */
+export function decodeYoloDecoded(
+  head: YoloDecodedHead,
+  outputs: Record<string, Tensor>,
+  options: DecodeOptions = {},
+): Candidates {
+  const b = options.batch ?? 0;
+  const name = head.outputs[0]!;
+  const t = output(outputs, name, "yolo-decoded head");
+  const d = t.dims;
+  const first = head.objectness ? 5 : 4;
+  expectShape(
+    d.length === 3 && d[2]! > first && b < d[0]!,
+    name,
+    `[N, boxes, ${first} + C] with batch > ${b}`,
+    d,
+  );
+  const B = d[1]!, K = d[2]!;
+  const C = head.classes ?? K - first;
+  expectShape(K === first + C, name, `[N, boxes, ${first} + ${C}]`, d);
+  const x = floats(t, name);
+  const thr = head.nms.score;
+  const buf = new CandidateBuffer();
+  for (let i = 0; i < B; i++) {
+    const o = (b * B + i) * K;
+    const obj = head.objectness ? x[o + 4]! : 1;
+    if (obj < thr) continue;
+    const v0 = x[o]!, v1 = x[o + 1]!, v2 = x[o + 2]!, v3 = x[o + 3]!;
+    const [x1, y1, x2, y2] = head.boxFormat === "cxcywh"
+      ? [v0 - v2 / 2, v1 - v3 / 2, v0 + v2 / 2, v1 + v3 / 2]
+      : [v0, v1, v2, v3];
+    for (let c = 0; c < C; c++) {
+      const s = obj * x[o + first + c]!;
+      if (s >= thr) buf.push(x1, y1, x2, y2, s, c);
+    }
+  }
+  return buf.toCandidates();
+}
