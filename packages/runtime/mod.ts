@@ -30,3 +30,4 @@ export {
   summarize,
 } from "./latency.ts";
 export * from "./infer.ts";
+export { ortMatMul, type OrtMatMulBackend, type OrtMatMulOptions } from "./matmul.ts";
