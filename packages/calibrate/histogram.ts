@@ -120,15 +120,48 @@ export class Histogram {
   }
 
   /**
-   * Adds values (one pass for min/max, one for binning; no allocation per element).
+   * Adds values. Once the grid covers the data seen (after the first batch, typically), this is a
+   * single pass with no allocation; values outside the grid make the rest go through a second,
+   * widening path.
    *
    * @param values The values.
    * @returns this.
    */
   add(values: ArrayLike<number>): this {
+    const len = values.length;
+    let i = 0;
+    if (this.count > 0) {
+      const counts = this.counts, n = this.bins, off = this.offset;
+      const inv = 2 ** -this.exponent;
+      let lo = this.min, hi = this.max, s = 0, s2 = 0, z = 0;
+      for (; i < len; i++) {
+        const v = values[i]!;
+        const k = Math.floor(v * inv) - off;
+        // NaN fails both comparisons, so non-finite values also leave the fast path.
+        if (!(k >= 0 && k < n)) break;
+        counts[k]!++;
+        if (v < lo) lo = v;
+        if (v > hi) hi = v;
+        if (v === 0) z++;
+        s += v;
+        s2 += v * v;
+      }
+      this.count += i;
+      this.zeros += z;
+      this.sum += s;
+      this.sumSquares += s2;
+      this.min = lo;
+      this.max = hi;
+    }
+    if (i < len) this.addWidening(values, i);
+    return this;
+  }
+
+  /** Adds values[start…]: one pass for min/max, then widening the grid, then binning. */
+  private addWidening(values: ArrayLike<number>, start: number): void {
     let lo = Infinity, hi = -Infinity, s = 0, s2 = 0, n = 0, z = 0;
     const len = values.length;
-    for (let i = 0; i < len; i++) {
+    for (let i = start; i < len; i++) {
       const v = values[i]!;
       // v - v is 0 only for finite v: one comparison rejects NaN and ±Infinity.
       if (v - v !== 0) continue;
@@ -139,13 +172,13 @@ export class Histogram {
       s2 += v * v;
       n++;
     }
-    this.nonFinite += len - n;
-    if (n === 0) return this;
+    this.nonFinite += len - start - n;
+    if (n === 0) return;
     this.fit(Math.min(lo, this.min), Math.max(hi, this.max));
     const counts = this.counts;
     const inv = 2 ** -this.exponent;
     const off = this.offset;
-    for (let i = 0; i < len; i++) {
+    for (let i = start; i < len; i++) {
       const v = values[i]!;
       if (v - v !== 0) continue;
       counts[Math.floor(v * inv) - off]!++;
@@ -156,7 +189,6 @@ export class Histogram {
     this.sumSquares += s2;
     if (lo < this.min) this.min = lo;
     if (hi > this.max) this.max = hi;
-    return this;
   }
 
   /**

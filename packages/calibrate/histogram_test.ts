@@ -88,3 +88,12 @@ Deno.test("mergeStatistics leaves its inputs unchanged and survives JSON", () =>
   const back = statisticsFromJSON(JSON.parse(JSON.stringify(statisticsToJSON(m))));
   assert.deepEqual(back.get("t")!.toJSON(), m.get("t")!.toJSON());
 });
+
+Deno.test("a batch that leaves the grid midway gives the same histogram as one pass", () => {
+  const a = new Histogram().add([1, 2]).add([1.5, NaN, 3e6, -2, 0, 2]);
+  const b = new Histogram().add([1, 2, 1.5, NaN, 3e6, -2, 0, 2]);
+  assert.deepEqual(a.toJSON(), b.toJSON());
+  assert.equal(a.count, 7);
+  assert.equal(a.nonFinite, 1);
+  assert.equal(a.zeros, 1);
+});
