@@ -66,6 +66,7 @@ export function svd(
     const r = svd(t, [n, m], options);
     return { u: r.v, s: r.s, v: r.u, m, n, r: r.r };
   }
+  if (m >= 2 * n && n > 0) return tallSvd(a, m, n, options);
   // Columns of A as contiguous rows (cols[j] = column j), V likewise (vs[j] = column j of V).
   const cols: Float64Array[] = [];
   const vs: Float64Array[] = [];
@@ -123,4 +124,59 @@ export function svd(
     for (let i = 0; i < n; i++) v[i * r + dst] = vv[i]!;
   });
   return { u, s, v, m, n, r };
+}
+
+/**
+ * A = Q·R by Householder reflections (float64), then Jacobi on the n×n R: the sweeps then cost
+ * O(n³) instead of O(m·n²), which is what makes a 6625×120 classifier take milliseconds.
+ */
+function tallSvd(a: Float32Array | Float64Array, m: number, n: number, options: SvdOptions): Svd {
+  const cols: Float64Array[] = [];
+  for (let j = 0; j < n; j++) {
+    const c = new Float64Array(m);
+    for (let i = 0; i < m; i++) c[i] = a[i * n + j]!;
+    cols.push(c);
+  }
+  const vs: Float64Array[] = []; // Householder vectors, v[j] non-zero from index j on
+  const betas = new Float64Array(n);
+  for (let j = 0; j < n; j++) {
+    const x = cols[j]!;
+    let norm = 0;
+    for (let i = j; i < m; i++) norm += x[i]! * x[i]!;
+    norm = Math.sqrt(norm);
+    const v = new Float64Array(m);
+    if (norm === 0) {
+      vs.push(v);
+      continue;
+    }
+    const alpha = x[j]! > 0 ? -norm : norm;
+    for (let i = j; i < m; i++) v[i] = x[i]!;
+    v[j] = v[j]! - alpha;
+    let vv = 0;
+    for (let i = j; i < m; i++) vv += v[i]! * v[i]!;
+    betas[j] = vv > 0 ? 2 / vv : 0;
+    vs.push(v);
+    for (let c = j; c < n; c++) applyReflector(cols[c]!, v, betas[j]!, j, m);
+  }
+  const r = new Float64Array(n * n);
+  for (let i = 0; i < n; i++) for (let j = i; j < n; j++) r[i * n + j] = cols[j]![i]!;
+  const inner = svd(r, [n, n], options);
+  // U = Q·[U_R; 0]: apply the reflectors in reverse to each padded column.
+  const u = new Float64Array(m * n);
+  const col = new Float64Array(m);
+  for (let k = 0; k < n; k++) {
+    col.fill(0);
+    for (let i = 0; i < n; i++) col[i] = inner.u[i * n + k]!;
+    for (let j = n - 1; j >= 0; j--) applyReflector(col, vs[j]!, betas[j]!, j, m);
+    for (let i = 0; i < m; i++) u[i * n + k] = col[i]!;
+  }
+  return { u, s: inner.s, v: inner.v, m, n, r: n };
+}
+
+function applyReflector(x: Float64Array, v: Float64Array, beta: number, from: number, m: number) {
+  if (beta === 0) return;
+  let dot = 0;
+  for (let i = from; i < m; i++) dot += v[i]! * x[i]!;
+  const f = beta * dot;
+  for (let i = from; i < m; i++) x[i] = x[i]! - f * v[i]!;
 }

@@ -12,7 +12,7 @@ Deno.test("svd() returns the sorted absolute diagonal of a diagonal matrix", () 
 });
 
 Deno.test("svd() finds the singular values of orthogonal × diagonal × orthogonal", () => {
-  const m = 40, n = 30;
+  const m = 90, n = 30; // m ≥ 2n: the Householder QR path; its transpose goes through it too
   const sigma = Array.from({ length: n }, (_, i) => 10 * 0.7 ** i);
   const u = orthogonal(m, 1), v = orthogonal(n, 2);
   // A = U[:, :n]·diag(σ)·Vᵀ
