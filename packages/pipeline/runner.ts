@@ -116,6 +116,8 @@ export async function writeAtomic(path: string, data: Uint8Array | string): Prom
   try {
     if (typeof data === "string") await Deno.writeTextFile(tmp, data);
     else await Deno.writeFile(tmp, data);
+    // makeTempFile creates 0600; outputs are ordinary files others may read.
+    await Deno.chmod(tmp, 0o644);
     await Deno.rename(tmp, path);
   } catch (e) {
     await Deno.remove(tmp).catch(() => {});

@@ -1,0 +1,303 @@
+// End-to-end tests of the clipq command: config → `deno run tools/quantize.ts cfg` → int8 model that
+// onnxruntime runs, report.json with its fields, report.html rendered in headless Chromium.
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { createHash } from "node:crypto";
+import { decode, METADATA_KEYS } from "@clipq/onnx";
+import { createSession } from "@clipq/runtime";
+import { smallDetector, workspace } from "../packages/pipeline/_fixtures_test.ts";
+import { darknetPhotos, ensureChromium } from "./assets.ts";
+import { main } from "./quantize.ts";
+
+const ROOT = fileURLToPath(new URL("..", import.meta.url));
+const CLI = join(ROOT, "tools", "quantize.ts");
+const EVIL = "<img src=x onerror=alert(1)>";
+
+/** Runs the CLI's main() in this process, capturing what it prints (fast; same code path). */
+async function cli(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  const out: string[] = [], err: string[] = [];
+  const { log, error } = console;
+  console.log = (...a: unknown[]) => out.push(a.join(" ") + "\n");
+  console.error = (...a: unknown[]) => err.push(a.join(" ") + "\n");
+  try {
+    const code = await main(args);
+    return { code, stdout: out.join(""), stderr: err.join("") };
+  } finally {
+    console.log = log;
+    console.error = error;
+  }
+}
+
+/** Runs the CLI as its own process (exit codes as the shell sees them). */
+async function spawnCli(
+  ...args: string[]
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", CLI, ...args],
+    cwd: ROOT,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const dec = new TextDecoder();
+  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+}
+
+const sha = (p: string) => createHash("sha256").update(Deno.readFileSync(p)).digest("hex");
+const exists = (p: string) => {
+  try {
+    Deno.statSync(p);
+    return true;
+  } catch {
+    return false;
+  }
+};
+
+async function photoDir(dir: string, n = 3): Promise<string> {
+  const photos = join(dir, "photos");
+  Deno.mkdirSync(photos);
+  for (const p of (await darknetPhotos()).slice(0, n)) {
+    Deno.copyFileSync(p, join(photos, p.split("/").pop()!));
+  }
+  return photos;
+}
+
+function evilDetector() {
+  // A node named like an HTML injection, to prove the report escapes model-provided strings.
+  const g = smallDetector("evil");
+  return { ...g, nodes: g.nodes.map((n, i) => i === 0 ? { ...n, name: EVIL } : n) };
+}
+
+Deno.test("clipq writes an int8 model ORT runs, report.json and a report.html that renders", async () => {
+  const ws = workspace(evilDetector());
+  try {
+    await photoDir(ws.dir);
+    const cfg = ws.write({
+      $schema: "../packages/pipeline/config.schema.json",
+      model: "model.onnx",
+      output: "out/model.int8.onnx",
+      report: "out/report.json",
+      input: { size: [32, 32], resize: "letterbox" },
+      data: { calibration: { images: "photos" } },
+      steps: [
+        { use: "calibrate", method: "clip-bounds", fallback: "percentile", percentile: 99.9 },
+        { use: "quantize", format: "qdq", activations: "u8", exclude: { names: [EVIL] } },
+      ],
+    });
+    const r = await spawnCli(cfg, "--quiet");
+    assert.equal(r.code, 0, r.stderr);
+    const out = join(ws.dir, "out");
+    const int8 = decode(Deno.readFileSync(join(out, "model.int8.onnx")));
+    assert.ok(int8.nodes.some((n) => n.op === "QuantizeLinear"));
+    const provenance = JSON.parse(int8.metadata.get(METADATA_KEYS.provenance)!);
+    assert.equal(provenance.clipq, "0.1.0");
+    assert.match(provenance.config, /^[0-9a-f]{64}$/);
+    assert.deepEqual(provenance.methods, [
+      "calibrate:clip-bounds+percentile",
+      "quantize:qdq-u8-per-channel-max",
+    ]);
+
+    const session = await createSession(int8);
+    const y = await session.run({
+      images: { dtype: "float32", dims: [1, 3, 32, 32], data: new Float32Array(3072).fill(0.5) },
+    });
+    session.release();
+    assert.deepEqual(y.out?.dims, [1, 6, 16, 16]);
+
+    const report = JSON.parse(Deno.readTextFileSync(join(out, "report.json")));
+    assert.ok(report.sizes.int8 > 0 && report.sizes.int8 < report.sizes.float);
+    assert.deepEqual(report.timings.map((t: { name: string }) => t.name), [
+      "load",
+      "calibrate",
+      "quantize",
+      "analysis",
+    ]);
+    const sources = new Set(report.ranges.map((x: { source: string }) => x.source));
+    assert.ok(
+      sources.has("clip-bound") && sources.has("percentile") && sources.has("input-spec"),
+      [...sources].join(),
+    );
+    assert.ok(
+      report.excluded.some((x: { node: string; reason: string }) => x.node === EVIL && x.reason),
+    );
+    assert.ok(report.sqnr.layers.length >= 2);
+    for (const l of report.sqnr.layers) {
+      assert.ok(l.sqnr > 15 && l.sqnr <= 200, `${l.node}: ${l.sqnr} dB`);
+    }
+    assert.ok(report.latency.float.median > 0 && report.latency.int8.median > 0);
+    assert.ok(report.histograms.length > 0 && report.histograms[0].clip);
+
+    const chromium = await ensureChromium();
+    const profile = Deno.makeTempDirSync({ prefix: "clipq-chromium-" });
+    try {
+      const dump = await new Deno.Command(chromium, {
+        args: [
+          "--headless",
+          "--no-sandbox",
+          "--disable-gpu",
+          "--disable-background-networking",
+          "--disable-component-update",
+          "--no-first-run",
+          `--user-data-dir=${profile}`,
+          "--dump-dom",
+          `file://${join(out, "report.html")}`,
+        ],
+        stdout: "piped",
+        stderr: "null",
+      }).output();
+      const dom = new TextDecoder().decode(dump.stdout);
+      const svgs = dom.match(/<svg[^>]*class="chart"/g) ?? [];
+      assert.ok(
+        svgs.length >= 4,
+        `expected size, latency, SQNR and histogram charts; found ${svgs.length}`,
+      );
+      assert.ok((dom.match(/<rect /g) ?? []).length > 20, "charts have bars");
+      assert.ok(
+        dom.includes("&lt;img src=x onerror=alert(1)&gt;"),
+        "the node name appears as text",
+      );
+      assert.ok(!/<img/i.test(dom), "no img element was injected");
+    } finally {
+      Deno.removeSync(profile, { recursive: true });
+    }
+  } finally {
+    ws.cleanup();
+  }
+});
+
+Deno.test("clipq gives the same bytes for the same config, and sharded calibration merges to them", async () => {
+  const ws = workspace();
+  try {
+    await photoDir(ws.dir, 4);
+    const steps = [{ use: "calibrate", method: "percentile" }, { use: "quantize" }];
+    const base = { model: "model.onnx", data: { calibration: { images: "photos" } }, steps };
+    const a = ws.write({ ...base, output: "a.onnx" }, "a.json");
+    assert.equal((await cli(a, "--quiet")).code, 0);
+    const first = sha(join(ws.dir, "a.onnx"));
+    assert.equal((await cli(a, "--quiet")).code, 0);
+    assert.equal(sha(join(ws.dir, "a.onnx")), first, "second run differs");
+
+    for (const k of [1, 2]) {
+      const r = await cli(
+        a,
+        "--quiet",
+        "--calibrate-only",
+        "--shard",
+        `${k}/2`,
+        "--stats",
+        join(ws.dir, `stats.${k}.json`),
+      );
+      assert.equal(r.code, 0, r.stderr);
+    }
+    assert.ok(!exists(join(ws.dir, "b.onnx")));
+    const b = ws.write({ ...base, output: "b.onnx" }, "a.json");
+    const r = await cli(b, "--quiet", "--merge-stats", join(ws.dir, "stats.*.json"));
+    assert.equal(r.code, 0, r.stderr);
+    // Same config text but a different output name: compare the models without provenance.
+    const strip = (p: string) => {
+      const g = decode(Deno.readFileSync(p));
+      return { ...g, metadata: new Map() };
+    };
+    assert.deepEqual(strip(join(ws.dir, "b.onnx")), strip(join(ws.dir, "a.onnx")));
+  } finally {
+    ws.cleanup();
+  }
+});
+
+Deno.test("clipq exits 1 with a one-line ConfigError naming the key, and writes nothing", async () => {
+  const ws = workspace();
+  try {
+    const photos = await photoDir(ws.dir, 1);
+    const before = sha(ws.model);
+    const ok = {
+      model: "model.onnx",
+      output: "out/o.onnx",
+      report: "out/r.json",
+      data: { calibration: { images: photos } },
+    };
+    const cases: [unknown, RegExp][] = [
+      [{ ...ok, steps: [], extra: true }, /^error: unknown key "extra"/],
+      [
+        { ...ok, steps: [{ use: "quantize", reduceRange: "yes" }] },
+        /^error: steps\[0\]\.reduceRange: expected true or false; found "yes"/,
+      ],
+      [
+        { ...ok, steps: [{ use: "calibrate", method: "percentil" }] },
+        /^error: steps\[0\]\.method: expected one of minmax, percentile, mse, entropy, aciq, clip-bounds; found "percentil"/,
+      ],
+      [
+        { ...ok, input: { size: [640, -1] }, steps: [] },
+        /^error: input\.size\[1\]: expected a number ≥ 1; found -1/,
+      ],
+      [{ ...ok, model: "nope.onnx", steps: [] }, /^error: model: expected an existing file/],
+      [
+        { ...ok, output: "model.onnx", steps: [] },
+        /^error: output: expected a path other than the input model/,
+      ],
+      [
+        { ...ok, steps: [{ use: "./no_such_step.ts" }] },
+        /^error: steps\[0\]\.use: expected a loadable step module/,
+      ],
+    ];
+    for (const [raw, re] of cases) {
+      const r = await cli(ws.write(raw), "--quiet");
+      assert.equal(r.code, 1, `${JSON.stringify(raw)}\n${r.stderr}`);
+      const lines = r.stderr.trim().split("\n");
+      assert.match(lines[0]!, re);
+      assert.match(lines[1]!, /^hint: /);
+      assert.equal(lines.length, 2);
+      assert.ok(!exists(join(ws.dir, "out")), "no output written");
+      assert.equal(sha(ws.model), before, "input untouched");
+    }
+    // The same as the shell sees it: a separate process exits with status 1.
+    const spawned = await spawnCli(ws.write(cases[2]![0]), "--quiet");
+    assert.equal(spawned.code, 1);
+    assert.match(spawned.stderr, /^error: steps\[0\]\.method/);
+    // A model that is not ONNX: ModelError, exit 1, nothing written.
+    Deno.writeTextFileSync(join(ws.dir, "bad.onnx"), "not a model");
+    const r = await cli(
+      ws.write({ ...ok, model: "bad.onnx", steps: [{ use: "quantize" }] }),
+      "--quiet",
+    );
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, /^error: .*bad\.onnx/);
+    assert.ok(!exists(join(ws.dir, "out")));
+  } finally {
+    ws.cleanup();
+  }
+});
+
+Deno.test("clipq --dry-run prints the plan and writes nothing; --help documents the flags", async () => {
+  const ws = workspace();
+  try {
+    const cfg = ws.write({
+      model: "model.onnx",
+      output: "out/o.onnx",
+      steps: [{ use: "calibrate", method: "clip-bounds", fallback: "float" }, { use: "quantize" }],
+    });
+    const r = await cli(cfg, "--dry-run");
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /1\. calibrate \{"method":"clip-bounds","fallback":"float"\}/);
+    assert.match(r.stdout, /2\. quantize/);
+    assert.ok(!exists(join(ws.dir, "out")));
+    const h = await cli("--help");
+    assert.equal(h.code, 0);
+    for (
+      const flag of [
+        "--dry-run",
+        "--quiet",
+        "--calibrate-only",
+        "--shard",
+        "--stats",
+        "--merge-stats",
+      ]
+    ) {
+      assert.ok(h.stdout.includes(flag), flag);
+    }
+    const bad = await cli("--shard", "3/2");
+    assert.equal(bad.code, 1);
+    assert.match(bad.stderr, /^error: --shard: expected K\/N/);
+  } finally {
+    ws.cleanup();
+  }
+});
