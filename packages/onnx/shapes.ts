@@ -265,11 +265,8 @@ function sliceDim(
   end: number,
   step: number,
 ): Dim {
-  if (typeof dim !== "number") {
-    // Slices with both ends non-negative and inside a typical range do not depend on the dim.
-    if (step === 1 && start >= 0 && end >= start && end < 2 ** 31) return null;
-    return null;
-  }
+  // The result depends on the dim (clamping) unless it is known.
+  if (typeof dim !== "number") return null;
   const clamp = (v: number, lo: number, hi: number) => Math.min(Math.max(v, lo), hi);
   let s = start < 0 ? start + dim : start;
   let e = end < 0 ? end + dim : end;
@@ -779,7 +776,7 @@ function inferNode(s: State, node: Node): ShapeInfo[] {
     const ins = node.inputs.map((_, i) => get(i));
     const shape = broadcast(ins.map((i) => i.shape));
     const dtype = BROADCAST_BOOL.has(op) ? "bool" : ins[0]?.dtype ?? null;
-    if (node.inputs.length === 2 && dtype && INTEGER.has(dtype) || dtype === "float32") {
+    if (node.inputs.length === 2 && dtype && (INTEGER.has(dtype) || dtype === "float32")) {
       const a = val(0);
       const b = val(1);
       if (
