@@ -18,3 +18,7 @@ export * from "./tfjs.ts";
 export * from "./tfjs_format.ts";
 export * from "./transpose_sink.ts";
 export * from "./conv_fuse.ts";
+export * from "./darknet.ts";
+export * from "./darknet_cfg.ts";
+export * from "./darknet_plan.ts";
+export * from "./darknet_weights.ts";
