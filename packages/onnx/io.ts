@@ -93,7 +93,14 @@ export async function loadModel(path: string): Promise<Graph> {
     return data;
   };
   try {
-    return decode(bytes, { readExternal });
+    const graph = decode(bytes, { readExternal });
+    if (graph.opsetImports.length === 0 && graph.irVersion >= 3) {
+      // Field order puts opset_import after the graph: a file cut right after it still parses.
+      throw new ModelError(
+        `${path}: expected opset imports in an IR ${graph.irVersion} model but found none (is the file truncated?)`,
+      );
+    }
+    return graph;
   } catch (e) {
     if (e instanceof ModelError && !e.message.startsWith(path)) {
       throw new ModelError(`${path}: ${e.message}`, { cause: e });

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import * as ort from "onnxruntime-node";
-import { ppocrModel } from "../../tools/assets.ts";
+import { ensureOnnxChecker, ppocrModel } from "../../tools/assets.ts";
 import { ModelBuilder, seededRandom } from "./builder.ts";
 import { ConfigError, ModelError } from "./errors.ts";
 import type { Graph } from "./graph.ts";
@@ -166,14 +166,21 @@ Deno.test("loadModel() names the file when it is missing, a directory, empty or 
   });
 });
 
-Deno.test("loadModel() gives a ModelError for a truncated model at every cut", async () => {
+Deno.test("loadModel() gives a ModelError, not a crash, for a model truncated anywhere", async () => {
   await withDir(async (dir) => {
     const bytes = modelBytes(smallModel());
     const path = join(dir, "cut.onnx");
-    for (const cut of [1, 7, 100, 1000, bytes.byteLength - 100, bytes.byteLength - 1]) {
+    const cuts = [1, 2, 3, 7, bytes.byteLength - 2, bytes.byteLength - 1];
+    for (let c = 11; c < bytes.byteLength; c += 97) cuts.push(c);
+    for (const cut of cuts) {
       await Deno.writeFile(path, bytes.subarray(0, cut));
       await rejects(loadModel(path), /cut\.onnx/);
     }
+    // Protobuf writes fields by number: a cut right after the graph (field 7) drops the opsets (8).
+    const prefix = encode({ ...smallModel(), opsetImports: [] });
+    assert.deepEqual(bytes.subarray(0, prefix.byteLength), prefix);
+    await Deno.writeFile(path, prefix);
+    await rejects(loadModel(path), /cut\.onnx: expected opset imports/, /truncated/);
   });
 });
 
@@ -197,5 +204,23 @@ Deno.test("loadModel() names a missing, short or escaping external data file", a
     }
     await Deno.writeFile(path, bytes);
     await rejects(loadModel(path), /"\.\.\/xx" leaves it/);
+  });
+});
+
+Deno.test("saved models pass the onnx checker: normalized PP-OCR cls, a builder model, external data", async () => {
+  assert.ok(await ensureOnnxChecker(), "Debian's python3-onnx is available");
+  await withDir(async (dir) => {
+    const cls = normalizeWithReport(await loadModel(await ppocrModel("cls"))).graph;
+    const paths = [join(dir, "cls.onnx"), join(dir, "small.onnx"), join(dir, "ext.onnx")];
+    await saveModel(paths[0]!, cls);
+    await saveModel(paths[1]!, normalizeWithReport(smallModel()).graph);
+    await saveModel(paths[2]!, smallModel(), { externalDataThreshold: 0 });
+    const script =
+      "import onnx, sys\nfor p in sys.argv[1:]:\n    onnx.checker.check_model(p, full_check=True)\n    print('ok')";
+    const out = await new Deno.Command("/usr/bin/python3", { args: ["-c", script, ...paths] })
+      .output();
+    const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
+    assert.ok(out.success, text);
+    assert.equal(text.trim().split("\n").length, 3, text);
   });
 });

@@ -108,6 +108,15 @@ function constantsToInitializers(graph: Graph, report: Mutable<NormalizeReport>)
       report.constantsToInitializers++;
     } else nodes.push(n);
   }
+  if (graph.irVersion > 0 && graph.irVersion < 4 && nodes.length < graph.nodes.length) {
+    // Before IR 4 every initializer must also be a graph input.
+    const listed = new Set(graph.inputs.map((v) => v.name));
+    const inputs = [...graph.inputs];
+    for (const [name, t] of initializers) {
+      if (!listed.has(name)) inputs.push({ name, dtype: t.dtype, shape: [...t.dims] });
+    }
+    return { ...graph, nodes, initializers, inputs };
+  }
   return { ...graph, nodes, initializers };
 }
 

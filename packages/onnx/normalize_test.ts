@@ -244,3 +244,27 @@ Deno.test("normalize() passes can be turned off and unknown options are refused"
     g,
   );
 });
+
+Deno.test("normalize() lists new initializers as graph inputs in IR 3 models, as IR 3 requires", async () => {
+  const g = emptyGraph({
+    irVersion: 3,
+    opsetImports: [{ domain: "", version: 8 }],
+    inputs: [{ name: "x", dtype: "float32", shape: [2] }],
+    nodes: [
+      node({
+        name: "c",
+        op: "Constant",
+        inputs: [],
+        outputs: ["k"],
+        attributes: { value: { type: "tensor", value: float32([2], [3, 4]) } },
+      }),
+      node({ name: "m", op: "Mul", inputs: ["x", "k"], outputs: ["y"] }),
+    ],
+    outputs: [{ name: "y", dtype: "float32", shape: [2] }],
+  });
+  const n = normalize(g);
+  assert.deepEqual(n.inputs.map((v) => v.name), ["x", "k"]);
+  assert.deepEqual(n.inputs[1], { name: "k", dtype: "float32", shape: [2] });
+  const [ra, rb] = [await run(g), await run(n)];
+  assert.deepEqual(rb, ra);
+});
