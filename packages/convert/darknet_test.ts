@@ -9,6 +9,9 @@ import { fromDarknet } from "./darknet.ts";
 import { planDarknet } from "./darknet_plan.ts";
 import { randomDarknetWeights, readDarknetWeights } from "./darknet_weights.ts";
 import type { Graph } from "@clipq/onnx/graph";
+import { validate } from "@clipq/onnx/validate";
+import { normalize } from "@clipq/onnx/normalize";
+import { ensureOnnxChecker } from "../../tools/assets.ts";
 
 async function run(
   graph: Graph,
@@ -283,4 +286,116 @@ Deno.test("fromDarknet() says how many floats a wrong-sized weights file has", (
   const w = readDarknetWeights(old, planDarknet(cfg), "old.weights");
   assert.equal(w.minor, 1);
   assert.deepEqual(w.floats, readDarknetWeights(bytes, planDarknet(cfg), "new.weights").floats);
+});
+
+/** A small cfg with every supported layer kind, for checks that need no real-sized model. */
+const MINI_CFG = `[net]
+width=64
+height=48
+channels=3
+[convolutional]
+batch_normalize=1
+filters=8
+size=3
+stride=2
+pad=1
+activation=leaky
+[convolutional]
+batch_normalize=1
+filters=8
+size=3
+pad=1
+groups=2
+activation=mish
+[shortcut]
+from=-2
+activation=linear
+[maxpool]
+size=2
+stride=2
+[convolutional]
+batch_normalize=1
+filters=16
+size=3
+pad=1
+activation=swish
+[maxpool]
+size=2
+stride=1
+[convolutional]
+size=1
+filters=21
+activation=linear
+[yolo]
+mask=2,3,4
+anchors=5,6, 7,8, 9,10, 11,12, 13,14
+num=5
+classes=2
+[route]
+layers=-4
+groups=2
+group_id=1
+[upsample]
+stride=2
+[route]
+layers=-1,2
+[convolutional]
+batch_normalize=1
+filters=8
+size=1
+activation=relu
+[dropout]
+probability=0.5
+[convolutional]
+size=1
+filters=14
+activation=logistic
+[yolo]
+mask=0,1
+anchors=5,6, 7,8, 9,10, 11,12, 13,14
+num=5
+classes=2`;
+
+Deno.test("fromDarknet() graphs validate, pass onnx.checker and keep their outputs when BN is folded", async () => {
+  const g = validate(fromDarknet(MINI_CFG, { seed: 4, cfgName: "mini.cfg" }));
+  assert.deepEqual(g.outputs.map((o) => [o.name, o.shape]), [
+    ["yolo_0", [1, 21, 12, 16]],
+    ["yolo_1", [1, 14, 24, 32]],
+  ]);
+  assert.deepEqual(readHeadMetadata(g.metadata), {
+    type: "yolov3",
+    outputs: ["yolo_0", "yolo_1"],
+    strides: [4, 2],
+    anchors: [[[9, 10], [11, 12], [13, 14]], [[5, 6], [7, 8]]],
+    classes: 2,
+  });
+  const path = Deno.makeTempFileSync({ suffix: ".onnx" });
+  try {
+    Deno.writeFileSync(path, encode(g));
+    assert.ok(await ensureOnnxChecker(), "python3-onnx is needed for the checker");
+    const check = await new Deno.Command("/usr/bin/python3", {
+      args: [
+        "-c",
+        "import onnx,sys; onnx.checker.check_model(onnx.load(sys.argv[1]), full_check=True)",
+        path,
+      ],
+      stderr: "piped",
+    }).output();
+    assert.ok(check.success, new TextDecoder().decode(check.stderr));
+  } finally {
+    Deno.removeSync(path);
+  }
+  const folded = normalize(g);
+  assert.equal(g.nodes.filter((n) => n.op === "BatchNormalization").length, 4);
+  assert.equal(folded.nodes.filter((n) => n.op === "BatchNormalization").length, 0);
+  const x = seededRandom(8).uniforms(3 * 48 * 64, 0, 1);
+  const [a, b] = [await run(g, x), await run(folded, x)];
+  for (const k of ["yolo_0", "yolo_1"]) {
+    const da = a[k]!.data as Float32Array, db = b[k]!.data as Float32Array;
+    const scale = Math.max(...da.map(Math.abs));
+    assert.ok(scale > 0.01);
+    da.forEach((v, i) =>
+      assert.ok(Math.abs(v - db[i]!) <= 1e-4 * scale, `${k}[${i}]: ${v} vs ${db[i]}`)
+    );
+  }
 });
