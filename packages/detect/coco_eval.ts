@@ -73,85 +73,94 @@ const AREA_RANGES: readonly [number, number][] = [
 /** One image × category, matched at every IoU threshold (pycocotools' evaluateImg result). */
 interface ImageEval {
   scores: number[];
-  /** [t][d]: matched to a (non-ignored or ignored) ground truth. */
-  matched: Uint8Array[];
-  /** [t][d]: ignored (matched to an ignored ground truth, or unmatched and outside the area). */
-  ignored: Uint8Array[];
+  /** [t · D + d]: matched to a (non-ignored or ignored) ground truth. */
+  matched: Uint8Array;
+  /** [t · D + d]: ignored (matched to an ignored ground truth, or unmatched and outside the area). */
+  ignored: Uint8Array;
   /** Non-ignored ground truth count. */
   positives: number;
+}
+
+/** What does not depend on the area range: detections ranked and cut, and their IoUs. */
+interface ImagePair {
+  d: Detection[];
+  g: readonly GroundTruthObject[];
+  gArea: number[];
+  dArea: number[];
+  /** [d · G + g]. */
+  ious: Float64Array;
 }
 
 function boxArea(b: readonly number[]): number {
   return (b[2]! - b[0]!) * (b[3]! - b[1]!);
 }
 
-function evaluateImage(
+function pairImage(
   dts: readonly Detection[],
   gts: readonly GroundTruthObject[],
-  range: readonly [number, number],
   maxDet: number,
-): ImageEval | undefined {
+): ImagePair | undefined {
   if (dts.length === 0 && gts.length === 0) return undefined;
-  const outside = (a: number) => a < range[0] || a > range[1];
-  const gIgnoreRaw = gts.map((g): number => g.iscrowd || outside(g.area ?? boxArea(g.box)) ? 1 : 0);
-  // Non-ignored ground truth first (stable), as pycocotools sorts it.
-  const gOrder = [...gts.keys()].sort((a, b) => gIgnoreRaw[a]! - gIgnoreRaw[b]! || a - b);
-  const g = gOrder.map((i) => gts[i]!);
-  const gIgnore = gOrder.map((i) => gIgnoreRaw[i]!);
-  const dOrder = [...dts.keys()].sort((a, b) => dts[b]!.score - dts[a]!.score || a - b)
-    .slice(0, maxDet);
-  const d = dOrder.map((i) => dts[i]!);
-  const G = g.length, D = d.length;
+  const d = [...dts].map((x, i) => [x, i] as const)
+    .sort((a, b) => b[0].score - a[0].score || a[1] - b[1])
+    .slice(0, maxDet).map((x) => x[0]);
+  const G = gts.length, D = d.length;
   // pycocotools' bbox IoU; for a crowd region the "union" is the detection's own area.
   const ious = new Float64Array(D * G);
+  const dArea = d.map((x) => boxArea(x.box));
   for (let i = 0; i < D; i++) {
     const a = d[i]!.box;
-    const aArea = boxArea(a);
     for (let j = 0; j < G; j++) {
-      const b = g[j]!.box;
+      const b = gts[j]!.box;
       const w = Math.min(a[2], b[2]) - Math.max(a[0], b[0]);
       const h = Math.min(a[3], b[3]) - Math.max(a[1], b[1]);
       if (w <= 0 || h <= 0) continue;
       const inter = w * h;
-      const union = g[j]!.iscrowd ? aArea : aArea + boxArea(b) - inter;
+      const union = gts[j]!.iscrowd ? dArea[i]! : dArea[i]! + boxArea(b) - inter;
       ious[i * G + j] = union > 0 ? inter / union : 0;
     }
   }
-  const matched: Uint8Array[] = [];
-  const ignored: Uint8Array[] = [];
-  for (const t of IOU_THRESHOLDS) {
-    const gMatched = new Uint8Array(G);
-    const dm = new Uint8Array(D);
-    const di = new Uint8Array(D);
+  return { d, g: gts, gArea: gts.map((x) => x.area ?? boxArea(x.box)), dArea, ious };
+}
+
+function evaluateImage(pair: ImagePair, range: readonly [number, number]): ImageEval {
+  const { d, g, ious } = pair;
+  const G = g.length, D = d.length, T = IOU_THRESHOLDS.length;
+  const outside = (a: number) => a < range[0] || a > range[1];
+  const gIgnoreRaw = g.map((x, j): number => x.iscrowd || outside(pair.gArea[j]!) ? 1 : 0);
+  // Non-ignored ground truth first (stable), as pycocotools sorts it.
+  const gOrder = [...g.keys()].sort((a, b) => gIgnoreRaw[a]! - gIgnoreRaw[b]! || a - b);
+  const gIgnore = gOrder.map((j) => gIgnoreRaw[j]!);
+  const crowd = gOrder.map((j) => Boolean(g[j]!.iscrowd));
+  const matched = new Uint8Array(T * D);
+  const ignored = new Uint8Array(T * D);
+  const gMatched = new Uint8Array(G);
+  for (let t = 0; t < T; t++) {
+    gMatched.fill(0);
     for (let i = 0; i < D; i++) {
-      let best = Math.min(t, 1 - 1e-10);
+      let best = Math.min(IOU_THRESHOLDS[t]!, 1 - 1e-10);
       let m = -1;
-      for (let j = 0; j < G; j++) {
-        if (gMatched[j] && !g[j]!.iscrowd) continue;
+      for (let k = 0; k < G; k++) {
+        if (gMatched[k] && !crowd[k]) continue;
         // Matched a real object already and only ignored ones remain: stop.
-        if (m > -1 && gIgnore[m] === 0 && gIgnore[j] === 1) break;
-        const v = ious[i * G + j]!;
+        if (m > -1 && gIgnore[m] === 0 && gIgnore[k] === 1) break;
+        const v = ious[i * G + gOrder[k]!]!;
         if (v < best) continue;
         best = v;
-        m = j;
+        m = k;
       }
       if (m === -1) {
-        di[i] = outside(boxArea(d[i]!.box)) ? 1 : 0;
+        ignored[t * D + i] = outside(pair.dArea[i]!) ? 1 : 0;
         continue;
       }
-      di[i] = gIgnore[m]!;
-      dm[i] = 1;
+      ignored[t * D + i] = gIgnore[m]!;
+      matched[t * D + i] = 1;
       gMatched[m] = 1;
     }
-    matched.push(dm);
-    ignored.push(di);
   }
-  return {
-    scores: d.map((x) => x.score),
-    matched,
-    ignored,
-    positives: gIgnore.reduce<number>((s, v) => s + (v ? 0 : 1), 0),
-  };
+  let positives = 0;
+  for (const v of gIgnore) if (!v) positives++;
+  return { scores: d.map((x) => x.score), matched, ignored, positives };
 }
 
 /** AP (101-point) per IoU threshold and final recall, or undefined without positives. */
@@ -163,38 +172,42 @@ function accumulate(
   const positives = es.reduce((s, e) => s + e.positives, 0);
   if (positives === 0) return undefined;
   const scores: number[] = [];
-  const src: [number, number][] = [];
+  const srcImage: number[] = [];
+  const srcDet: number[] = [];
   es.forEach((e, k) => {
     const n = Math.min(maxDet, e.scores.length);
     for (let i = 0; i < n; i++) {
       scores.push(e.scores[i]!);
-      src.push([k, i]);
+      srcImage.push(k);
+      srcDet.push(i);
     }
   });
   const order = [...scores.keys()].sort((a, b) => scores[b]! - scores[a]! || a - b);
+  const n = order.length;
   const precision: number[] = [];
   const recall: number[] = [];
+  const rc = new Float64Array(n);
+  const pr = new Float64Array(n);
   for (let t = 0; t < IOU_THRESHOLDS.length; t++) {
-    const rc: number[] = [];
-    const pr: number[] = [];
     let tp = 0, fp = 0;
-    for (const o of order) {
-      const [k, i] = src[o]!;
-      const e = es[k]!;
-      if (!e.ignored[t]![i]) {
-        if (e.matched[t]![i]) tp++;
+    for (let r = 0; r < n; r++) {
+      const o = order[r]!;
+      const e = es[srcImage[o]!]!;
+      const at = t * e.scores.length + srcDet[o]!;
+      if (!e.ignored[at]) {
+        if (e.matched[at]) tp++;
         else fp++;
       }
-      rc.push(tp / positives);
-      pr.push(tp + fp > 0 ? tp / (tp + fp) : 0);
+      rc[r] = tp / positives;
+      pr[r] = tp + fp > 0 ? tp / (tp + fp) : 0;
     }
-    recall.push(rc.length ? rc[rc.length - 1]! : 0);
-    for (let i = pr.length - 1; i > 0; i--) if (pr[i]! > pr[i - 1]!) pr[i - 1] = pr[i]!;
+    recall.push(n ? rc[n - 1]! : 0);
+    for (let i = n - 1; i > 0; i--) if (pr[i]! > pr[i - 1]!) pr[i - 1] = pr[i]!;
     // searchsorted(rc, thr, side="left"): first index with rc[i] >= thr; past the end → 0.
     let q = 0, i = 0;
-    for (const r of RECALL_THRESHOLDS) {
-      while (i < rc.length && rc[i]! < r) i++;
-      q += i < rc.length ? pr[i]! : 0;
+    for (const thr of RECALL_THRESHOLDS) {
+      while (i < n && rc[i]! < thr) i++;
+      q += i < n ? pr[i]! : 0;
     }
     precision.push(q / RECALL_THRESHOLDS.length);
   }
@@ -252,11 +265,24 @@ export function cocoMap(
   const ar: number[][][] = AREA_RANGES.map(() => maxDets.map(() => []));
   const ap50: number[] = [], ap75: number[] = [];
   const perClass: Record<number, number> = {};
+  // Detections and ground truth grouped by class once, per image.
+  const group = <T extends { label: number }>(xs: readonly T[]) => {
+    const m = new Map<number, T[]>();
+    for (const x of xs) {
+      const l = m.get(x.label);
+      if (l) l.push(x);
+      else m.set(x.label, [x]);
+    }
+    return m;
+  };
+  const dByImage = detections.map(group);
+  const gByImage = groundTruth.map(group);
   for (const label of labels) {
-    const dPer = detections.map((ds) => ds.filter((d) => d.label === label));
-    const gPer = groundTruth.map((gs) => gs.filter((g) => g.label === label));
+    const pairs = dByImage.map((dm, i) =>
+      pairImage(dm.get(label) ?? [], gByImage[i]!.get(label) ?? [], maxDet)
+    );
     AREA_RANGES.forEach((range, a) => {
-      const evals = dPer.map((ds, i) => evaluateImage(ds, gPer[i]!, range, maxDet));
+      const evals = pairs.map((p) => p && evaluateImage(p, range));
       maxDets.forEach((m, k) => {
         const acc = accumulate(evals, m);
         ap[a]![k]!.push(acc ? mean(acc.precision) : -1);

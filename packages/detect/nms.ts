@@ -130,10 +130,30 @@ export function rankByScore(scores: Float32Array, count: number, threshold: numb
   let m = 0;
   const idx = new Int32Array(count);
   for (let i = 0; i < count; i++) if (scores[i]! >= threshold) idx[m++] = i;
-  const out = idx.subarray(0, m);
-  // Typed-array sort with a comparator is stable in V8 and avoids boxing numbers.
-  out.sort((a, b) => scores[b]! - scores[a]! || a - b);
-  return out.slice();
+  const bits = Math.max(1, Math.ceil(Math.log2(count + 1)));
+  if (32 + bits > 53) {
+    const out = idx.subarray(0, m);
+    out.sort((a, b) => scores[b]! - scores[a]! || a - b);
+    return out.slice();
+  }
+  // One numeric sort of packed keys instead of a comparator sort: the float32 score's bits mapped
+  // to an order-preserving uint32, inverted for descending order, then the index — all exact in a
+  // float64 (≤ 53 bits), so ties fall back to input order.
+  const f = new Float32Array(1);
+  const u = new Uint32Array(f.buffer);
+  const keys = new Float64Array(m);
+  const scale = 2 ** bits;
+  for (let k = 0; k < m; k++) {
+    const i = idx[k]!;
+    f[0] = scores[i]!;
+    const v = u[0]!;
+    const ordered = v & 0x80000000 ? ~v >>> 0 : (v | 0x80000000) >>> 0;
+    keys[k] = (0xffffffff - ordered) * scale + i;
+  }
+  keys.sort();
+  const out = new Int32Array(m);
+  for (let k = 0; k < m; k++) out[k] = keys[k]! % scale;
+  return out;
 }
 
 /**

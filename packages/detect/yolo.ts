@@ -69,32 +69,42 @@ export function decodeYolov3(
     );
     const x = floats(t, name);
     const HW = H * W;
-    // Element (anchor a, channel k) of cell p.
-    const at = first
-      ? (a: number, k: number, p: number) => x[(b * K4 + a * K + k) * HW + p]!
-      : (a: number, k: number, p: number) => x[(b * HW + p) * K4 + a * K + k]!;
+    // Element k of (anchor a, cell p) is x[base + k · cs].
+    const cs = first ? HW : 1;
     const scores = cls.length >= C ? cls : new Float64Array(C);
     for (let a = 0; a < A; a++) {
       const [aw, ah] = anchors[a] as [number, number];
       for (let gy = 0; gy < H; gy++) {
         for (let gx = 0; gx < W; gx++) {
           const p = gy * W + gx;
-          const obj = sigmoid(at(a, 4, p));
+          const base = first ? (b * K4 + a * K) * HW + p : (b * HW + p) * K4 + a * K;
+          const obj = sigmoid(x[base + 4 * cs]!);
           if (obj < thr) continue;
+          // σ(c) ≥ thr / obj ⇔ c ≥ logit(thr / obj): skip the exp for classes far below it
+          // (the margin keeps the exact comparison below authoritative).
+          const q = thr / obj;
+          const cut = q >= 1 ? Infinity : q <= 0 ? -Infinity : Math.log(q / (1 - q)) - 1e-6;
           let any = false;
           for (let c = 0; c < C; c++) {
-            const s = obj * sigmoid(at(a, 5 + c, p));
-            scores[c] = s;
-            if (s >= thr) any = true;
+            const v = x[base + (5 + c) * cs]!;
+            if (v < cut) {
+              scores[c] = 0;
+              continue;
+            }
+            const sc = obj * sigmoid(v);
+            scores[c] = sc;
+            if (sc >= thr) any = true;
           }
           if (!any) continue;
-          const cx = (sigmoid(at(a, 0, p)) + gx) * stride;
-          const cy = (sigmoid(at(a, 1, p)) + gy) * stride;
-          const w = Math.exp(at(a, 2, p)) * aw;
-          const h = Math.exp(at(a, 3, p)) * ah;
+          const cx = (sigmoid(x[base]!) + gx) * stride;
+          const cy = (sigmoid(x[base + cs]!) + gy) * stride;
+          const w = Math.exp(x[base + 2 * cs]!) * aw;
+          const h = Math.exp(x[base + 3 * cs]!) * ah;
           for (let c = 0; c < C; c++) {
-            const s = scores[c]!;
-            if (s >= thr) buf.push(cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2, s, c);
+            const sc = scores[c]!;
+            if (sc >= thr && sc > 0) {
+              buf.push(cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2, sc, c);
+            }
           }
         }
       }
