@@ -103,7 +103,13 @@ export function toOrt(t: Tensor, name = "tensor"): ort.Tensor {
     );
   }
   // deno-lint-ignore no-explicit-any
-  return new ort.Tensor(t.dtype as any, t.data as any, [...t.dims]);
+  const out = new ort.Tensor(t.dtype as any, t.data as any, [...t.dims]);
+  if (t.dtype === "float16" && t.data instanceof Uint16Array) {
+    // Where Float16Array exists (Deno 2) ort.Tensor wraps float16 data in one, and the native
+    // binding then reads zero bytes from it; the raw 16-bit view it reads correctly.
+    (out as unknown as { cpuData: Uint16Array }).cpuData = t.data;
+  }
+  return out;
 }
 
 /**

@@ -1,5 +1,14 @@
 import assert from "node:assert/strict";
-import { ConfigError, emptyGraph, encode, float32, int64, ModelError, node } from "@clipq/onnx";
+import {
+  ConfigError,
+  emptyGraph,
+  encode,
+  float32,
+  int64,
+  ModelError,
+  node,
+  numberToFloat16,
+} from "@clipq/onnx";
 import { createSession, fromOrt, toOrt } from "./session.ts";
 
 const addGraph = emptyGraph({
@@ -107,4 +116,45 @@ Deno.test("toOrt() and fromOrt() round-trip int64, uint8 and bool tensors", () =
   assert.deepEqual([u.dtype, [...u.data]], ["uint8", [0, 255]]);
   const b = fromOrt(toOrt({ dtype: "bool", dims: [2], data: new Uint8Array([1, 0]) }));
   assert.deepEqual([b.dtype, [...b.data]], ["bool", [1, 0]]);
+});
+
+Deno.test("Session.run() carries float16 and bool tensors both ways", async () => {
+  const cast = (name: string, to: number, x: string, y: string) =>
+    node({
+      name,
+      op: "Cast",
+      inputs: [x],
+      outputs: [y],
+      attributes: { to: { type: "int", value: to } },
+    });
+  const g = emptyGraph({
+    nodes: [
+      cast("to16", 10, "x", "h"),
+      cast("from16", 1, "h16", "f"),
+      node({ name: "not", op: "Not", inputs: ["b"], outputs: ["nb"] }),
+    ],
+    inputs: [
+      { name: "x", dtype: "float32", shape: [3] },
+      { name: "h16", dtype: "float16", shape: [3] },
+      { name: "b", dtype: "bool", shape: [2] },
+    ],
+    outputs: [
+      { name: "h", dtype: "float16", shape: [3] },
+      { name: "f", dtype: "float32", shape: [3] },
+      { name: "nb", dtype: "bool", shape: [2] },
+    ],
+  });
+  const s = await createSession(g);
+  const halves = Uint16Array.from([1, 0.5, -2], numberToFloat16);
+  const out = await s.run({
+    x: float32([3], [1, 0.5, -2]),
+    h16: { dtype: "float16", dims: [3], data: halves },
+    b: { dtype: "bool", dims: [2], data: Uint8Array.of(1, 0) },
+  });
+  assert.equal(out.h!.dtype, "float16");
+  assert.ok(out.h!.data instanceof Uint16Array);
+  assert.deepEqual([...out.h!.data], [...halves]);
+  assert.deepEqual([...out.f!.data], [1, 0.5, -2]);
+  assert.deepEqual([out.nb!.dtype, [...out.nb!.data]], ["bool", [0, 1]]);
+  await s.release();
 });
