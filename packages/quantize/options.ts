@@ -55,7 +55,7 @@ export interface QuantizeOptions extends PlanOptions {
 }
 
 /** Defaults of {@linkcode QuantizeOptions}. */
-export const defaults = {
+export const defaults: Readonly<Required<Omit<QuantizeOptions, "headOutputs">>> = {
   ranges: new Map(),
   format: "qdq",
   activations: "u8",

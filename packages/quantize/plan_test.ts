@@ -1,0 +1,84 @@
+import assert from "node:assert/strict";
+import { emptyGraph, node } from "@clipq/onnx/graph";
+import { float32, int64 } from "@clipq/onnx/tensor";
+import { planQuantization } from "./plan.ts";
+import { smallNet, yoloLike } from "./testdata/models.ts";
+
+Deno.test("planQuantization() asks for the Relu/Clip output's range, not the conv's", () => {
+  const plan = planQuantization(smallNet());
+  const fused = Object.fromEntries(plan.fusedActivations);
+  assert.equal(Object.keys(fused).length, 2);
+  assert.ok(fused["conv1"]?.startsWith("relu"));
+  assert.ok(fused["conv3"]?.startsWith("clip"));
+  assert.ok(!plan.activations.includes("conv1") && !plan.activations.includes("conv3"));
+  assert.ok(plan.activations.includes(fused["conv1"]!));
+  // LeakyRelu does not fold: conv2's own output needs a range.
+  assert.ok(plan.activations.includes("conv2"));
+  // MaxPool and Resize share their input's scale: no range of their own.
+  assert.ok(!plan.activations.some((t) => /^(maxpool|resize)/.test(t)));
+});
+
+Deno.test("planQuantization() lists weighted layers with their channel axes", () => {
+  const plan = planQuantization(smallNet());
+  const axes = Object.fromEntries(plan.weightedLayers.map((w) => [w.node, w.channelAxis]));
+  assert.deepEqual(axes, { conv1: 0, conv2: 0, conv3: 0, conv4: 0, fc: 0 });
+});
+
+Deno.test("planQuantization() head auto keeps the decode float and asks no range for head outputs", () => {
+  const plan = planQuantization(yoloLike());
+  assert.ok(!plan.activations.includes("head8") && !plan.activations.includes("head4"));
+  const reasons = new Set(plan.excluded.map((e) => e.reason));
+  assert.deepEqual([...reasons], ["decodes detections after the last weighted layer (head: auto)"]);
+  assert.equal(plan.excluded.length, 11); // 2 × (Reshape, Transpose, Sigmoid, Mul, Reshape) + Concat
+  assert.equal(plan.weightedLayers.length, 5);
+  // headOutputs narrows the rule; head false drops it.
+  assert.equal(planQuantization(yoloLike(), { exclude: { head: false } }).excluded.length, 0);
+});
+
+Deno.test("planQuantization() keeps filter ops float and walks back from what they filter", () => {
+  // conv → sigmoid → TopK(scores); conv2 → output: the sigmoid decodes scores, conv's output is raw.
+  const g = emptyGraph({
+    inputs: [{ name: "x", dtype: "float32", shape: [1, 4] }],
+    outputs: [{ name: "y", dtype: "float32" }, { name: "idx", dtype: "int64" }],
+    initializers: new Map([
+      ["w", float32([4, 4], new Float32Array(16).fill(0.1))],
+      ["k", int64([1], [2])],
+    ]),
+    nodes: [
+      node({ name: "fc", op: "MatMul", inputs: ["x", "w"], outputs: ["h"] }),
+      node({ name: "relu", op: "Relu", inputs: ["h"], outputs: ["r"] }),
+      node({ name: "fc2", op: "MatMul", inputs: ["r", "w"], outputs: ["s"] }),
+      node({ name: "sig", op: "Sigmoid", inputs: ["s"], outputs: ["p"] }),
+      node({ name: "topk", op: "TopK", inputs: ["p", "k"], outputs: ["vals", "idx"] }),
+      node({ name: "fc3", op: "MatMul", inputs: ["r", "w"], outputs: ["y"] }),
+    ],
+  });
+  const plan = planQuantization(g, { headOutputs: ["y"] });
+  const why = Object.fromEntries(plan.excluded.map((e) => [e.node, e.reason]));
+  assert.match(why["topk"]!, /filters or selects detections/);
+  assert.match(why["sig"]!, /decodes detections/);
+  assert.equal(why["fc"], undefined);
+  assert.equal(plan.fusedActivations.get("h"), "r");
+  assert.deepEqual(plan.activations, ["x", "r"]);
+});
+
+Deno.test("planQuantization() reports ops without a quantizer and non-float inputs", () => {
+  const g = emptyGraph({
+    inputs: [{ name: "x", dtype: "float32", shape: [2] }, {
+      name: "i",
+      dtype: "int64",
+      shape: [2],
+    }],
+    outputs: [{ name: "y", dtype: "float32" }, { name: "j", dtype: "int64" }],
+    initializers: new Map([["shape", int64([1], [2])]]),
+    nodes: [
+      node({ name: "erf", op: "Erf", inputs: ["x"], outputs: ["y"] }),
+      node({ name: "rs", op: "Reshape", inputs: ["i", "shape"], outputs: ["j"] }),
+    ],
+  });
+  const plan = planQuantization(g, { exclude: { head: false } });
+  assert.deepEqual(plan.excluded, [
+    { node: "erf", op: "Erf", reason: "no quantizer for op Erf" },
+    { node: "rs", op: "Reshape", reason: 'input "i" is not a float32 tensor' },
+  ]);
+});

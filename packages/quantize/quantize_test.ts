@@ -1,0 +1,276 @@
+import assert from "node:assert/strict";
+import { ConfigError, ModelError } from "@clipq/onnx/errors";
+import { emptyGraph, node, opsetOf } from "@clipq/onnx/graph";
+import { decode, encode } from "@clipq/onnx/proto";
+import { float32, toFloat32 } from "@clipq/onnx/tensor";
+import { ModelBuilder } from "@clipq/onnx/builder";
+import { quantize } from "./quantize.ts";
+import { planQuantization } from "./plan.ts";
+import { countOps, minmaxRanges, randomFeeds, runGraph, sqnr } from "./testdata/ort.ts";
+import { convHeavy, smallNet, yoloLike } from "./testdata/models.ts";
+
+function convGraph(opset = 13) {
+  return emptyGraph({
+    opsetImports: [{ domain: "", version: opset }],
+    inputs: [{ name: "x", dtype: "float32", shape: [1, 2, 4, 4] }],
+    outputs: [{ name: "y", dtype: "float32" }],
+    initializers: new Map([
+      ["w", float32([3, 2, 1, 1], [1, -1, 0.5, 0.25, -2, 1])],
+      ["b", float32([3], [0.1, -0.2, 0.3])],
+    ]),
+    nodes: [node({ name: "conv", op: "Conv", inputs: ["x", "w", "b"], outputs: ["y"] })],
+  });
+}
+const convRanges = new Map([
+  ["x", { min: -1, max: 1, source: "test" }],
+  ["y", { min: -4, max: 4, source: "test" }],
+  ["r", { min: 0, max: 4, source: "test" }],
+]);
+
+Deno.test("quantize() writes Conv with bias as input Q/DQ, int8 weight DQ, int32 bias DQ, output Q/DQ", () => {
+  const { graph, report } = quantize(convGraph(), { ranges: convRanges, exclude: { head: false } });
+  const ops = countOps(graph);
+  assert.equal(ops["QuantizeLinear"], 2);
+  assert.equal(ops["DequantizeLinear"], 4);
+  const conv = graph.nodes.find((n) => n.op === "Conv")!;
+  const producer = (t: string) => graph.nodes.find((n) => n.outputs.includes(t));
+  const wdq = producer(conv.inputs[1]!)!;
+  const bdq = producer(conv.inputs[2]!)!;
+  assert.equal(wdq.op, "DequantizeLinear");
+  assert.equal(graph.initializers.get(wdq.inputs[0]!)?.dtype, "int8");
+  assert.deepEqual(graph.initializers.get(wdq.inputs[1]!)?.dims, [3]);
+  assert.equal(bdq.op, "DequantizeLinear");
+  assert.equal(graph.initializers.get(bdq.inputs[0]!)?.dtype, "int32");
+  assert.ok(!graph.initializers.has("w") && !graph.initializers.has("b"), "float weights are gone");
+  assert.equal(producer(conv.inputs[0]!)?.op, "DequantizeLinear");
+  // The graph output keeps its name, now on the output DequantizeLinear.
+  assert.equal(producer("y")?.op, "DequantizeLinear");
+  assert.deepEqual(report.quantizedNodes, ["conv"]);
+  const bias = graph.initializers.get(bdq.inputs[0]!)!;
+  const bscale = toFloat32(graph.initializers.get(bdq.inputs[1]!)!);
+  const wscale = toFloat32(graph.initializers.get(wdq.inputs[1]!)!);
+  const sIn = report.tensors.find((t) => t.name === "x")!.scale;
+  for (let c = 0; c < 3; c++) assert.equal(bscale[c], Math.fround(sIn * wscale[c]!));
+  assert.ok(Math.abs((bias.data[0] as number) * bscale[0]! - 0.1) <= bscale[0]! / 2);
+});
+
+Deno.test("quantize() puts one Q/DQ pair after Conv+Relu and none between them", () => {
+  const g = convGraph();
+  const withRelu = {
+    ...g,
+    outputs: [{ name: "r", dtype: "float32" as const }],
+    nodes: [...g.nodes, node({ name: "relu", op: "Relu", inputs: ["y"], outputs: ["r"] })],
+  };
+  const { graph, report } = quantize(withRelu, { ranges: convRanges, exclude: { head: false } });
+  const ops = countOps(graph);
+  assert.equal(ops["QuantizeLinear"], 2);
+  const relu = graph.nodes.find((n) => n.op === "Relu")!;
+  assert.equal(graph.nodes.find((n) => n.outputs.includes(relu.inputs[0]!))?.op, "Conv");
+  const q = graph.nodes.filter((n) => n.op === "QuantizeLinear").map((n) => n.inputs[0]);
+  assert.ok(!q.includes("y"), "no Q on the conv output");
+  assert.equal(report.tensors.find((t) => t.name === "r")?.zeroPoint, 0);
+});
+
+Deno.test("quantize() format qoperator gives exactly one QLinearConv", async () => {
+  const { graph } = quantize(convGraph(), {
+    ranges: convRanges,
+    exclude: { head: false },
+    format: "qoperator",
+  });
+  const ops = countOps(graph);
+  assert.equal(ops["QLinearConv"], 1);
+  assert.equal(ops["Conv"], undefined);
+  const feeds = randomFeeds(graph, 4);
+  const q = (await runGraph(graph, feeds)).y!;
+  const qdq = (await runGraph(
+    quantize(convGraph(), { ranges: convRanges, exclude: { head: false } }).graph,
+    feeds,
+  )).y!;
+  for (let i = 0; i < q.length; i++) assert.ok(Math.abs(q[i]! - qdq[i]!) <= 8 / 255 + 1e-6);
+});
+
+Deno.test("quantize() int8 output stays within 25 dB SQNR of float through onnxruntime", async () => {
+  const g = smallNet();
+  const ranges = await minmaxRanges(g, [randomFeeds(g, 1), randomFeeds(g, 2)]);
+  const feeds = randomFeeds(g, 3);
+  const ref = (await runGraph(g, feeds)).logits!;
+  for (
+    const [format, activations] of [["qdq", "u8"], ["qdq", "s8"], ["qoperator", "u8"]] as const
+  ) {
+    const { graph, report } = quantize(g, { ranges, format, activations });
+    assert.ok(report.quantizedNodes.includes("fc"), "the last Gemm is quantized (inputs, weights)");
+    if (format === "qoperator") {
+      // conv1+Relu and conv3+Clip fold into their QLinearConv; conv2 and conv4 are plain ones.
+      assert.equal(countOps(graph)["QLinearConv"], 4);
+      assert.equal(countOps(graph)["Relu"], undefined);
+    }
+    const out = (await runGraph(graph, feeds)).logits!;
+    const db = sqnr(ref, out);
+    assert.ok(
+      db >= 25,
+      `${format}/${activations}: expected SQNR ≥ 25 dB but found ${db.toFixed(1)}`,
+    );
+  }
+});
+
+Deno.test("quantize() QDQ graphs fuse into QLinearConv at onnxruntime level all", async () => {
+  const g = convHeavy();
+  const ranges = await minmaxRanges(g, [randomFeeds(g, 1)]);
+  const { graph } = quantize(g, { ranges, exclude: { head: false } });
+  const dir = await Deno.makeTempDir();
+  try {
+    const path = `${dir}/opt.onnx`;
+    await runGraph(graph, randomFeeds(g, 2), { level: "all", optimizedPath: path });
+    const ops = countOps(decode(await Deno.readFile(path)));
+    const qconv = Object.entries(ops).filter(([k]) => k.includes("QLinearConv"))
+      .reduce((a, [, v]) => a + v, 0);
+    assert.equal(qconv, 3, `expected 3 fused convs but found ops ${JSON.stringify(ops)}`);
+    assert.equal(ops["Conv"], undefined);
+    assert.equal(ops["Relu"], undefined, "Relu folded into the u8 zero point");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("quantize() head auto keeps head conv outputs and the decode float, weights int8", async () => {
+  const g = yoloLike();
+  const ranges = await minmaxRanges(g, [randomFeeds(g, 1, 0, 1)]);
+  const { graph, report } = quantize(g, { ranges });
+  const qInputs = new Set(
+    graph.nodes.filter((n) => n.op === "QuantizeLinear").map((n) => n.inputs[0]),
+  );
+  assert.ok(!qInputs.has("head8") && !qInputs.has("head4"), "no Q/DQ on raw head outputs");
+  for (const op of ["Reshape", "Transpose", "Sigmoid", "Mul", "Concat"]) {
+    const float = report.floatNodes.filter((f) => f.op === op);
+    assert.ok(float.length > 0 && float.every((f) => /decodes detections/.test(f.reason)), op);
+  }
+  const producer = (t: string) => graph.nodes.find((n) => n.outputs.includes(t));
+  const convs = graph.nodes.filter((n) => n.op === "Conv");
+  assert.equal(convs.length, 5);
+  for (const c of convs) {
+    const dq = producer(c.inputs[1]!)!;
+    assert.equal(dq.op, "DequantizeLinear");
+    assert.equal(graph.initializers.get(dq.inputs[0]!)?.dtype, "int8");
+    assert.equal(producer(c.inputs[0]!)?.op, "DequantizeLinear", "head inputs are quantized");
+  }
+  const feeds = randomFeeds(g, 2, 0, 1);
+  const ref = (await runGraph(g, feeds)).detections!;
+  const out = (await runGraph(graph, feeds)).detections!;
+  assert.ok(sqnr(ref, out) >= 25);
+  // Without the head rule, the decode is quantized too.
+  const all = quantize(g, { ranges, exclude: { head: false } }).report;
+  assert.ok(all.quantizedNodes.some((n) => n.startsWith("sigmoid")));
+});
+
+Deno.test("quantize() int8 conv-heavy model is at most 25.3 % of the float size", () => {
+  const g = convHeavy();
+  const ranges = new Map([...planQuantization(g, { exclude: { head: false } }).activations]
+    .map((t) => [t, { min: 0, max: 4, source: "test" }]));
+  const { graph, report } = quantize(g, { ranges, exclude: { head: false } });
+  assert.ok(report.sizes.ratio <= 0.253, `initializers: ${report.sizes.ratio}`);
+  const ratio = encode(graph).length / encode(g).length;
+  assert.ok(ratio <= 0.253, `file: expected ≤ 25.3 % but found ${(ratio * 100).toFixed(2)} %`);
+});
+
+Deno.test("quantize() leaves a node float when a range is missing, or throws when strict", () => {
+  const ranges = new Map([["x", { min: -1, max: 1, source: "test" }]]);
+  const { report } = quantize(convGraph(), { ranges, exclude: { head: false } });
+  assert.deepEqual(report.floatNodes, [{
+    node: "conv",
+    op: "Conv",
+    reason: 'no range for tensor "y"',
+  }]);
+  assert.throws(
+    () => quantize(convGraph(), { ranges, exclude: { head: false }, strict: true }),
+    (e) => e instanceof ModelError && /conv/.test(e.message) && /"y"/.test(e.message),
+  );
+});
+
+Deno.test("quantize() excludes nodes by name, op type and pattern with the reason", () => {
+  const g = smallNet();
+  const ranges = new Map(
+    planQuantization(g).activations.map((t) => [t, { min: -1, max: 1, source: "t" }]),
+  );
+  const { report } = quantize(g, {
+    ranges,
+    exclude: { names: ["conv2"], ops: ["Resize"], pattern: "^conv4$" },
+  });
+  const why = (n: string) => report.floatNodes.find((f) => f.node === n)?.reason;
+  assert.equal(why("conv2"), "excluded by name");
+  assert.match(why(report.floatNodes.find((f) => f.op === "Resize")!.node)!, /op type Resize/);
+  assert.match(why("conv4")!, /pattern/);
+  assert.ok(report.quantizedNodes.includes("conv1"));
+});
+
+Deno.test("quantize() raises opset 11 to 13 when safe and names the op when not", () => {
+  const { graph } = quantize(convGraph(11), { ranges: convRanges });
+  assert.equal(opsetOf(graph), 13);
+  const g = convGraph(11);
+  const withSplit = {
+    ...g,
+    nodes: [...g.nodes, node({ name: "split", op: "Split", inputs: ["y"], outputs: ["s1", "s2"] })],
+  };
+  assert.throws(() => quantize(withSplit, { ranges: convRanges }), /Split.*upgrade/);
+  assert.equal(
+    opsetOf(quantize(convGraph(11), { ranges: convRanges, weights: "per-tensor" }).graph),
+    11,
+  );
+});
+
+Deno.test("quantize() checks options up front and names the key", () => {
+  assert.throws(
+    () => quantize(convGraph(), { format: "qlinear" as never }),
+    (e) => e instanceof ConfigError && e.keyPath === "format",
+  );
+  assert.throws(
+    () => quantize(convGraph(), { format: "qoperator", activations: "s8" }),
+    /activations/,
+  );
+  assert.throws(() => quantize(convGraph(), { exclude: { pattern: "(" } }), /exclude\.pattern/);
+  assert.throws(() => quantize(convGraph(), { headOutputs: ["nope"] }), /headOutputs/);
+});
+
+Deno.test("quantize() applies bias shifts, adding a bias where the layer has none", () => {
+  const g = convGraph();
+  const shifts = new Map([["conv", Float32Array.of(0.1, 0.1, -0.2)]]);
+  const { graph } = quantize(g, {
+    ranges: convRanges,
+    exclude: { head: false },
+    biasShifts: shifts,
+  });
+  const conv = graph.nodes.find((n) => n.op === "Conv")!;
+  const dq = graph.nodes.find((n) => n.outputs.includes(conv.inputs[2]!))!;
+  const q = graph.initializers.get(dq.inputs[0]!)!.data as Int32Array;
+  const s = toFloat32(graph.initializers.get(dq.inputs[1]!)!);
+  const expected = [0, -0.3, 0.5];
+  for (let c = 0; c < 3; c++) assert.ok(Math.abs(q[c]! * s[c]! - expected[c]!) <= s[c]!);
+  const noBias = {
+    ...g,
+    nodes: [node({ name: "conv", op: "Conv", inputs: ["x", "w"], outputs: ["y"] })],
+  };
+  const r = quantize(noBias, { ranges: convRanges, exclude: { head: false }, biasShifts: shifts });
+  assert.equal(r.graph.nodes.find((n) => n.op === "Conv")!.inputs.length, 3);
+  assert.throws(
+    () => quantize(g, { ranges: convRanges, biasShifts: new Map([["conv", Float32Array.of(1)]]) }),
+    /3 per-channel/,
+  );
+});
+
+Deno.test("quantize() handles grouped ConvTranspose, MatMul of two activations and per-tensor weights", async () => {
+  const b = new ModelBuilder({ seed: 11 });
+  const x = b.input("x", [1, 4, 6, 6]);
+  const t = b.convTranspose(x, { outChannels: 4, kernel: 2, stride: 2, group: 2 });
+  const r = b.reshape(t, [1, 4, 144]);
+  const m = b.op("MatMul", [b.transpose(r, [0, 2, 1]), r], { shape: [1, 144, 144] });
+  b.output(b.relu(m), "y");
+  const g = b.build();
+  const ranges = await minmaxRanges(g, [randomFeeds(g, 1)]);
+  const feeds = randomFeeds(g, 2);
+  const ref = (await runGraph(g, feeds)).y!;
+  for (const weights of ["per-channel", "per-tensor"] as const) {
+    const { graph, report } = quantize(g, { ranges, weights, exclude: { head: false } });
+    assert.equal(report.floatNodes.length, 0, JSON.stringify(report.floatNodes));
+    const out = (await runGraph(graph, feeds)).y!;
+    assert.ok(sqnr(ref, out) >= 25, `${weights}: ${sqnr(ref, out)}`);
+  }
+});
