@@ -101,13 +101,17 @@ export const builderDefaults = {
 
 /** Options of {@linkcode ModelBuilder.conv} and {@linkcode ModelBuilder.convTranspose}. */
 export interface ConvOptions {
+  /** Output channels. */
   outChannels: number;
   /** Kernel size, square or [h, w]. */
   kernel: number | readonly [number, number];
+  /** Stride (default 1). */
   stride?: number;
   /** Symmetric padding; default keeps "same" size at stride 1: dilation·(kernel−1)/2. */
   pad?: number;
+  /** Groups (default 1); depthwise when it equals the input channels. */
   group?: number;
+  /** Dilation (default 1). */
   dilation?: number;
   /** Add a bias input (default true). */
   bias?: boolean;
@@ -119,9 +123,13 @@ export interface ConvOptions {
 
 /** Options of pooling layers. */
 export interface PoolOptions {
+  /** Square kernel size. */
   kernel: number;
+  /** Stride (default the kernel size). */
   stride?: number;
+  /** Symmetric padding (default 0). */
   pad?: number;
+  /** Node name. */
   name?: string;
 }
 
@@ -130,6 +138,7 @@ export type Constant = number | readonly number[] | Float32Array | Tensor;
 
 /** Options of {@linkcode ModelBuilder.op}. */
 export interface OpOptions {
+  /** Node attributes. */
   attributes?: Record<string, Attribute>;
   /** Output tensor names; default one output named after the node. */
   outputs?: readonly string[];
@@ -137,7 +146,9 @@ export interface OpOptions {
   shape?: readonly Dim[] | undefined;
   /** Element type of the (first) output (default float32). */
   dtype?: DType;
+  /** Op domain (default "", ONNX). */
   domain?: string;
+  /** Node name (also the output name unless `outputs` is given). */
   name?: string;
 }
 
@@ -786,7 +797,9 @@ export interface YoloLikeOptions {
   inputSize?: number;
   /** Classes per anchor (YOLOv3: 80); each head has 3 · (5 + classes) channels. */
   classes?: number;
+  /** Weight seed. */
   seed?: number;
+  /** Opset of the model (default 13). */
   opset?: number;
 }
 
