@@ -168,6 +168,17 @@ Deno.test("upgradeOpset() turns Upsample into an asymmetric Resize (nearest and 
   );
 });
 
+Deno.test("upgradeOpset() moves Upsample-7 scales into an input when staying below opset 10", async () => {
+  const up = await sameAfterUpgrade(
+    one(7, "Upsample", [1, 2, 3, 4], {
+      mode: str("nearest"),
+      scales: { type: "floats", value: [1, 1, 2, 3] },
+    }),
+    9,
+  );
+  assert.deepEqual([up.nodes[0]!.op, up.nodes[0]!.inputs.length], ["Upsample", 2]);
+});
+
 Deno.test("upgradeOpset() gives Resize-10 the opset-11 input layout", async () => {
   await sameAfterUpgrade(
     one(10, "Resize", [1, 2, 3, 4], { mode: str("nearest") }, [[

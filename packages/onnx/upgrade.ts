@@ -348,11 +348,33 @@ function upgradeNode(c: Context, n: Node): void {
     }
     case "Upsample":
       // Upsample is deprecated from 10 on; Resize with asymmetric coordinates is the same op.
-      if (c.target < 10) return push(n);
-      return push(toResize(c, n, upsampleScales(c, n)));
+      if (c.target >= 10) return push(toResize(c, n, upsampleScales(c, n)));
+      if (!crosses(c, 9) || !attrFloats(n, "scales")) return push(n);
+      return push({
+        ...n,
+        inputs: [n.inputs[0]!, upsampleScales(c, n)],
+        attributes: without(n.attributes, "scales"),
+      });
     case "Resize":
-      if (!crosses(c, 11)) return push(n);
-      return push(toResize(c, n, n.inputs[1] ?? ""));
+      if (crosses(c, 11)) return push(toResize(c, n, n.inputs[1] ?? ""));
+      if (
+        crosses(c, 13) &&
+        attrString(n, "coordinate_transformation_mode") === "tf_half_pixel_for_nn"
+      ) {
+        throw new UnsupportedOpError("Resize", {
+          opset: c.from,
+          where:
+            `node "${n.name}" with coordinate_transformation_mode "tf_half_pixel_for_nn" (removed in opset 13)`,
+          supported: [
+            "half_pixel",
+            "pytorch_half_pixel",
+            "align_corners",
+            "asymmetric",
+            "tf_crop_and_resize",
+          ],
+        });
+      }
+      return push(n);
     case "Softmax":
     case "LogSoftmax":
     case "Hardmax":
