@@ -9,6 +9,10 @@
  *   does, which is what most detectors were trained with — or composited over a fixed `background`.
  * - Headers are read first and images claiming more than {@linkcode MAX_MEGAPIXELS} megapixels are
  *   refused before anything is allocated.
+ * - JPEG EXIF orientation is not applied (as `PIL.Image.open` without `exif_transpose`): pixels
+ *   come in stored order.
+ * - Truncated or damaged JPEG entropy data is an error (jpeg-js' `tolerantDecoding` is off), not a
+ *   partly gray image.
  *
  * @module
  */

@@ -55,6 +55,20 @@ Deno.test("readImage() reads skimage's astronaut.png and a palette PNG", async (
   assert.deepEqual([...pal.data.slice(0, 3)], [127, 0, 255]);
 });
 
+Deno.test("readImage() rejects skimage's real truncated.jpg, naming it", async () => {
+  const path = await skimagePhoto("truncated.jpg");
+  await assert.rejects(
+    readImage(path),
+    (e) => e instanceof DataError && e.message.startsWith(`${path}: expected a decodable JPEG`),
+  );
+});
+
+Deno.test("readImage() expands skimage's gray palette PNG to equal channels", async () => {
+  const img = await readImage(await skimagePhoto("palette_gray.png"));
+  assert.deepEqual([img.width, img.height], [10, 10]);
+  assert.deepEqual([...img.data.slice(0, 6)], [250, 250, 250, 225, 225, 225]);
+});
+
 Deno.test("decodeImage() expands an 8-bit grayscale PNG to RGB", () => {
   const bytes = writePng(2, 1, new Uint8Array([7, 200]), {
     colorType: 0,

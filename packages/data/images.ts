@@ -88,7 +88,10 @@ export interface ImageBatch {
   readonly files: string[];
   /** The box transform of each file. */
   readonly transforms: BoxTransform[];
-  /** Unreadable files skipped while assembling this batch (`onBadImage: "skip"`). */
+  /**
+   * Unreadable files skipped while assembling this batch (`onBadImage: "skip"`). Files skipped
+   * after the last batch's final image are reported only through `onWarning`.
+   */
   readonly skipped: number;
 }
 
