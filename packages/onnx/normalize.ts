@@ -7,7 +7,15 @@
  * @module
  */
 import { ConfigError } from "./errors.ts";
-import { attrFloat, attrInt, consumers, freshName, type Graph, type Node } from "./graph.ts";
+import {
+  attrFloat,
+  type Attribute,
+  attrInt,
+  consumers,
+  freshName,
+  type Graph,
+  type Node,
+} from "./graph.ts";
 import { float32, int64, sizeOf, type Tensor, tensor, toFloat64 } from "./tensor.ts";
 import { implicitInputs, toposort } from "./toposort.ts";
 
@@ -131,6 +139,8 @@ function isPassThrough(n: Node): boolean {
 function removeIdentities(graph: Graph, report: Mutable<NormalizeReport>): Graph {
   const pinned = new Set([...graph.outputs.map((o) => o.name), ...subgraphUses(graph)]);
   const fixed = new Set([...graph.inputs.map((v) => v.name), ...graph.initializers.keys()]);
+  // Only a tensor some node here produces can be renamed; anything else (outer scope) is fixed.
+  const producedHere = new Set(graph.nodes.flatMap((n) => n.outputs));
   const alias = new Map<string, string>();
   const outRename = new Map<string, string>();
   const resolve = (t: string): string => {
@@ -149,7 +159,9 @@ function removeIdentities(graph: Graph, report: Mutable<NormalizeReport>): Graph
     if (!pinned.has(y)) {
       alias.set(y, x);
       report.removed++;
-    } else if (!fixed.has(x) && !pinned.has(x) && !outRename.has(x) && x !== y) {
+    } else if (
+      producedHere.has(x) && !fixed.has(x) && !pinned.has(x) && !outRename.has(x) && x !== y
+    ) {
       // y must keep its name (a graph output): the producer of x writes y directly instead.
       outRename.set(x, y);
       alias.set(x, y);
@@ -324,7 +336,7 @@ function foldBatchNorms(graph: Graph, report: Mutable<NormalizeReport>): Graph {
   return { ...graph, nodes: nodes.filter((n): n is Node => n !== undefined), initializers };
 }
 
-function prune(graph: Graph, report: Mutable<NormalizeReport>): Graph {
+function prune(graph: Graph, report: Mutable<NormalizeReport>, top: boolean): Graph {
   const producer = new Map<string, number>();
   graph.nodes.forEach((n, i) => n.outputs.forEach((o) => o && producer.set(o, i)));
   const live = new Set<number>();
@@ -352,7 +364,8 @@ function prune(graph: Graph, report: Mutable<NormalizeReport>): Graph {
     nodes,
     initializers,
     // An input that only gave an unused initializer a default is dropped with it; real inputs stay.
-    inputs: graph.inputs.filter((v) => !dropped.has(v.name)),
+    // Subgraph inputs are positional (Loop/Scan bodies), so they always stay.
+    inputs: top ? graph.inputs.filter((v) => !dropped.has(v.name)) : graph.inputs,
   };
 }
 
@@ -404,21 +417,64 @@ export function normalizeWithReport(
     pruned: 0,
     prunedInitializers: 0,
   };
-  let g = graph;
+  let g = normalizeGraph(graph, o, report, true);
+  if (g === graph) g = { ...graph };
+  return { graph: g, report };
+}
+
+function normalizeGraph(
+  graph: Graph,
+  o: Required<NormalizeOptions>,
+  report: Mutable<NormalizeReport>,
+  top: boolean,
+): Graph {
+  // Subgraphs first: what they still read from this scope decides what may change here.
+  let g = normalizeSubgraphs(graph, o, report);
   if (o.constants) g = constantsToInitializers(g, report);
   if (o.removeIdentity) g = removeIdentities(g, report);
   if (o.foldBatchNorm) g = foldBatchNorms(g, report);
-  if (o.prune) g = prune(g, report);
+  if (o.prune) g = prune(g, report, top);
   if (o.sort) g = toposort(g);
-  g = tidyValueInfo(g);
-  if (g === graph) g = { ...graph };
-  return { graph: g, report };
+  return tidyValueInfo(g);
+}
+
+function normalizeSubgraphs(
+  graph: Graph,
+  o: Required<NormalizeOptions>,
+  report: Mutable<NormalizeReport>,
+): Graph {
+  if (
+    !graph.nodes.some((n) =>
+      Object.values(n.attributes).some((a) => a.type === "graph" || a.type === "graphs")
+    )
+  ) {
+    return graph;
+  }
+  const nodes = graph.nodes.map((n): Node => {
+    let changed = false;
+    const attributes: Record<string, Attribute> = {};
+    for (const [k, a] of Object.entries(n.attributes)) {
+      if (a.type === "graph") {
+        attributes[k] = { type: "graph", value: normalizeGraph(a.value, o, report, false) };
+        changed = true;
+      } else if (a.type === "graphs") {
+        attributes[k] = {
+          type: "graphs",
+          value: a.value.map((s) => normalizeGraph(s, o, report, false)),
+        };
+        changed = true;
+      } else attributes[k] = a;
+    }
+    return changed ? { ...n, attributes } : n;
+  });
+  return { ...graph, nodes };
 }
 
 /**
  * Normalizes a model: Constant nodes → initializers, Identity/Dropout removed, BatchNormalization
  * folded into the Conv/ConvTranspose/Gemm before it (a BN that follows anything else stays), dead
- * nodes and initializers pruned, nodes sorted. Graph output names never change.
+ * nodes and initializers pruned, nodes sorted. Graph output names never change. Subgraphs (If/Loop
+ * bodies) get the same passes; tensors they read from the enclosing graph keep their names.
  *
  * @param graph The model.
  * @param options Passes to turn off.

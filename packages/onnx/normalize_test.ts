@@ -268,3 +268,72 @@ Deno.test("normalize() lists new initializers as graph inputs in IR 3 models, as
   const [ra, rb] = [await run(g), await run(n)];
   assert.deepEqual(rb, ra);
 });
+
+Deno.test("normalize() also normalizes If branches, keeping outer-scope reads and branch outputs", async () => {
+  const branch = (name: string, nodes: ReturnType<typeof node>[], output: string): Graph =>
+    emptyGraph({
+      name,
+      opsetImports: [],
+      irVersion: 0,
+      nodes,
+      outputs: [{ name: output, dtype: "float32", shape: [2] }],
+    });
+  const thenBranch = branch("then", [
+    node({
+      name: "k",
+      op: "Constant",
+      inputs: [],
+      outputs: ["k"],
+      attributes: { value: { type: "tensor", value: float32([2], [2, 3]) } },
+    }),
+    node({ name: "m", op: "Mul", inputs: ["xr", "k"], outputs: ["m"] }),
+    node({ name: "dead", op: "Neg", inputs: ["m"], outputs: ["unused"] }),
+    node({ name: "id", op: "Identity", inputs: ["m"], outputs: ["t_out"] }),
+  ], "t_out");
+  const elseBranch = branch("else", [
+    node({ name: "pass", op: "Identity", inputs: ["xr"], outputs: ["e_out"] }),
+  ], "e_out");
+  const g = emptyGraph({
+    inputs: [{ name: "x", dtype: "float32", shape: [2] }, { name: "c", dtype: "bool", shape: [] }],
+    nodes: [
+      node({ name: "r", op: "Relu", inputs: ["x"], outputs: ["r"] }),
+      node({ name: "alias", op: "Identity", inputs: ["r"], outputs: ["xr"] }),
+      node({
+        name: "if",
+        op: "If",
+        inputs: ["c"],
+        outputs: ["y"],
+        attributes: {
+          then_branch: { type: "graph", value: thenBranch },
+          else_branch: { type: "graph", value: elseBranch },
+        },
+      }),
+    ],
+    outputs: [{ name: "y", dtype: "float32", shape: [2] }],
+  });
+  const { graph, report } = normalizeWithReport(g);
+  validate(graph);
+  const then = graph.nodes.find((n) => n.op === "If")!.attributes.then_branch!.value as Graph;
+  assert.deepEqual(then.nodes.map((n) => n.op), ["Mul"]);
+  assert.deepEqual(then.nodes[0]!.outputs, ["t_out"]);
+  assert.deepEqual([...then.initializers.keys()], ["k"]);
+  assert.equal(report.constantsToInitializers, 1);
+  assert.equal(report.pruned, 1);
+  // The top-level Identity feeds both branches by name, so its output name stays.
+  assert.deepEqual(graph.nodes.map((n) => n.op), ["Relu", "If"]);
+  assert.deepEqual(graph.nodes[0]!.outputs, ["xr"]);
+  for (const cond of [true, false]) {
+    const outputs = [];
+    for (const model of [g, graph]) {
+      const session = await ort.InferenceSession.create(encode(model));
+      const out = await session.run({
+        x: new ort.Tensor("float32", Float32Array.from([-1, 2]), [2]),
+        c: new ort.Tensor("bool", Uint8Array.from([cond ? 1 : 0]), []),
+      });
+      outputs.push([...(out.y!.data as Float32Array)]);
+      await session.release();
+    }
+    assert.deepEqual(outputs[1], outputs[0]);
+    assert.deepEqual(outputs[0], cond ? [0, 6] : [0, 2]);
+  }
+});
