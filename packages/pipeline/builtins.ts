@@ -7,6 +7,7 @@ import { StepRegistry } from "./step.ts";
 import { normalizeDefinition } from "./steps/normalize.ts";
 import { calibrateDefinition } from "./steps/calibrate.ts";
 import { quantizeDefinition } from "./steps/quantize.ts";
+import { evaluateDefinition } from "./steps/evaluate.ts";
 
 /**
  * A registry with the built-in steps (normalize, calibrate, quantize).
@@ -24,5 +25,6 @@ export function builtinSteps(): StepRegistry {
   return new StepRegistry()
     .register(normalizeDefinition)
     .register(calibrateDefinition)
-    .register(quantizeDefinition);
+    .register(quantizeDefinition)
+    .register(evaluateDefinition);
 }

@@ -6,14 +6,14 @@
  * @module
  */
 import { basename, dirname, join } from "node:path";
-import { decode, encode, type Graph, METADATA_KEYS, type Tensor } from "@clipq/onnx";
+import { encode, type Graph, METADATA_KEYS, type Tensor, validate } from "@clipq/onnx";
+import { loadModel, type SavedModel, saveModel } from "@clipq/onnx/io";
 import { ConfigError, ModelError } from "@clipq/onnx/errors";
 import { tensor } from "@clipq/onnx/tensor";
 import { imageBatches, listImages, type PreprocessSpec } from "@clipq/data";
 import type { Config, DataSetConfig } from "./config.ts";
 import type { FeedBatch, InputConfig, Logger, Progress, StepContext } from "./step.ts";
 import { createReporter } from "./progress.ts";
-import { checkGraph } from "./_check.ts";
 import { type Analysis, analyze } from "./analysis.ts";
 import { buildReport, type Report } from "./report.ts";
 import { renderHtml } from "./report_html.ts";
@@ -56,8 +56,8 @@ export interface RunResult {
   readonly graph: Graph;
   /** The report (also written to config.report when set). */
   readonly report: Report;
-  /** The encoded output model. */
-  readonly bytes: Uint8Array;
+  /** The files written (absent with --calibrate-only). */
+  readonly saved?: SavedModel;
 }
 
 /**
@@ -68,16 +68,7 @@ export interface RunResult {
  * @returns The graph.
  */
 export async function loadSource(source: Config["model"]): Promise<Graph> {
-  if (typeof source === "string") {
-    const bytes = await Deno.readFile(source);
-    const dir = dirname(source);
-    try {
-      return decode(bytes, { readExternal: (loc) => Deno.readFileSync(join(dir, loc)) });
-    } catch (e) {
-      if (e instanceof ModelError) throw new ModelError(`${source}: ${e.message}`, { cause: e });
-      throw e;
-    }
-  }
+  if (typeof source === "string") return await loadModel(source);
   const convert = await import("@clipq/convert") as Record<string, unknown>;
   if ("darknet" in source) {
     const fromDarknet = convert.fromDarknet as
@@ -243,6 +234,7 @@ export function createContext(
     progress: (label, total) => reporter.progress(label, total),
     ...(config.head ? { head: config.head } : {}),
     hasData: (set) => !!config.data[set]?.images,
+    annotations: (set) => config.data[set]?.annotations,
     batches(set, options = {}) {
       const d = config.data[set];
       return (async function* (): AsyncGenerator<FeedBatch> {
@@ -268,12 +260,22 @@ export function createContext(
           })
         ) {
           progress.tick(b.files.length + b.skipped);
-          yield { feeds: { [name]: b.tensor, ...extra }, files: b.files };
+          yield { feeds: { [name]: b.tensor, ...extra }, files: b.files, transforms: b.transforms };
         }
         progress.done();
       })();
     },
   };
+}
+
+/** Validates a graph between steps, naming what it is. */
+function checkGraph(graph: Graph, what: string): void {
+  try {
+    validate(graph);
+  } catch (e) {
+    if (e instanceof ModelError) throw new ModelError(`${what}: ${e.message}`, { cause: e });
+    throw e;
+  }
 }
 
 /**
@@ -291,6 +293,12 @@ export async function runPipeline(config: Config, options: RunOptions = {}): Pro
     ...(o.write ? { write: o.write } : {}),
   });
   const log = reporter.log;
+  if ((o.calibrateOnly || o.mergeStats) && !config.steps.some((s) => s.name === "calibrate")) {
+    throw new ConfigError(
+      "steps",
+      "expected a calibrate step for --calibrate-only/--merge-stats; found none",
+    );
+  }
   const timings: { name: string; ms: number }[] = [];
   let t = performance.now();
   const source = await loadSource(config.model);
@@ -322,7 +330,6 @@ export async function runPipeline(config: Config, options: RunOptions = {}): Pro
   if (o.calibrateOnly) {
     return {
       graph,
-      bytes: new Uint8Array(),
       report: buildReport({ config, ctx, timings, floatBytes, int8Bytes: 0, version: VERSION }),
     };
   }
@@ -335,34 +342,39 @@ export async function runPipeline(config: Config, options: RunOptions = {}): Pro
   const metadata = new Map(graph.metadata);
   metadata.set(METADATA_KEYS.provenance, JSON.stringify(provenance));
   graph = { ...graph, metadata };
-  const bytes = encode(graph);
-
   let analysis: Analysis | undefined;
   if (o.analyze && config.report) {
     t = performance.now();
     analysis = await analyze(ctx.floatGraph ?? source, graph, ctx, { log });
     timings.push({ name: "analysis", ms: performance.now() - t });
   }
+  await Deno.mkdir(dirname(config.output), { recursive: true });
+  const saved = await saveModel(config.output, graph);
+  const int8Bytes = saved.bytes + (saved.external?.bytes ?? 0);
   const report = buildReport({
     config,
     ctx,
     timings,
     floatBytes,
-    int8Bytes: bytes.length,
+    int8Bytes,
     version: VERSION,
     ...(analysis ? { analysis } : {}),
   });
-
-  // Model last: a failure while writing the report leaves no model behind either.
   if (config.report) {
-    await writeAtomic(config.report, JSON.stringify(report, null, 2) + "\n");
-    await writeAtomic(config.report.replace(/\.json$/i, "") + ".html", renderHtml(report));
+    try {
+      await writeAtomic(config.report, JSON.stringify(report, null, 2) + "\n");
+      await writeAtomic(config.report.replace(/\.json$/i, "") + ".html", renderHtml(report));
+    } catch (e) {
+      // No partial output: without its report the run failed, so the model goes too.
+      await Deno.remove(saved.path).catch(() => {});
+      if (saved.external) await Deno.remove(saved.external.path).catch(() => {});
+      throw e;
+    }
   }
-  await writeAtomic(config.output, bytes);
   log.info(
-    `wrote ${config.output} (${(bytes.length / 1e6).toFixed(2)} MB, ${
-      (100 * bytes.length / floatBytes).toFixed(1)
+    `wrote ${config.output} (${(int8Bytes / 1e6).toFixed(2)} MB, ${
+      (100 * int8Bytes / floatBytes).toFixed(1)
     } % of float)`,
   );
-  return { graph, bytes, report };
+  return { graph, saved, report };
 }

@@ -7,6 +7,7 @@
  */
 import type { Graph, Tensor, TensorRange } from "@clipq/onnx";
 import { ConfigError } from "@clipq/onnx/errors";
+import type { BoxTransform } from "@clipq/data/preprocess";
 import { type ObjectSpec, validate } from "./spec.ts";
 
 /** Input preprocessing as configured (`input` in the config). */
@@ -27,6 +28,8 @@ export interface InputConfig {
 export interface FeedBatch {
   readonly feeds: Record<string, Tensor>;
   readonly files: readonly string[];
+  /** Per image, how boxes map between model input and original image (image data sets). */
+  readonly transforms?: readonly BoxTransform[];
 }
 
 /** A progress reporter for a long step. */
@@ -54,6 +57,8 @@ export interface StepContext {
   ): AsyncIterable<FeedBatch>;
   /** Whether a data set is configured. */
   hasData(set: "calibration" | "evaluation"): boolean;
+  /** The annotation file or folder configured for a data set, if any. */
+  annotations?(set: "calibration" | "evaluation"): string | undefined;
   /** Activation ranges (calibrate writes, quantize reads). */
   ranges: Map<string, TensorRange>;
   /** Calibration statistics in their JSON form, when a data method ran. */

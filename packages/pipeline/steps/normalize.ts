@@ -5,29 +5,10 @@
  * @module
  */
 import { opsetOf } from "@clipq/onnx/graph";
-import type { Graph } from "@clipq/onnx";
-import { ModelError } from "@clipq/onnx/errors";
+import { normalizeWithReport } from "@clipq/onnx/normalize";
+import { upgradeOpset } from "@clipq/onnx/upgrade";
 import { checkOptions, type Step, type StepDefinition } from "../step.ts";
 import { NORMALIZE_OPTIONS } from "./options.ts";
-
-// TODO(pipeline): import these statically once @clipq/onnx exports ./normalize and ./upgrade;
-// until then they are looked up at run time so the rest of the pipeline type-checks.
-async function passes(): Promise<{
-  normalizeWithReport: (g: Graph) => { graph: Graph; report: Record<string, unknown> };
-  upgradeOpset: (g: Graph, o: { target: number }) => Graph;
-}> {
-  const specs = ["@clipq/onnx/normalize", "@clipq/onnx/upgrade"];
-  const mods = await Promise.all(specs.map((s) => import(s).catch(() => ({}))));
-  const n = (mods[0] as Record<string, unknown>).normalizeWithReport;
-  const u = (mods[1] as Record<string, unknown>).upgradeOpset;
-  const missing = (what: string) => () => {
-    throw new ModelError(`normalize: ${what} is not available in this build of @clipq/onnx`);
-  };
-  return {
-    normalizeWithReport: (n ?? missing("normalize")) as never,
-    upgradeOpset: (u ?? missing("the opset upgrade")) as never,
-  };
-}
 
 /** Options of {@linkcode normalizeStep}. */
 export interface NormalizeStepOptions {
@@ -59,8 +40,7 @@ export function normalizeStep(options: NormalizeStepOptions = {}): Step {
   };
   return {
     name: "normalize",
-    async run(graph, ctx) {
-      const { normalizeWithReport, upgradeOpset } = await passes();
+    run(graph, ctx) {
       const { graph: g, report } = normalizeWithReport(graph);
       let out = g;
       const from = opsetOf(out) ?? 1;
@@ -69,7 +49,7 @@ export function normalizeStep(options: NormalizeStepOptions = {}): Step {
         ctx.log.info(`  opset ${from} → ${o.opset}`);
       }
       ctx.report.normalize = { ...report, opset: { from, to: Math.max(from, o.opset) } };
-      return out;
+      return Promise.resolve(out);
     },
   };
 }
