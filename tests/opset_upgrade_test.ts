@@ -16,8 +16,10 @@ import {
   UnsupportedOpError,
 } from "@clipq/onnx";
 import { upgradeOpset } from "@clipq/onnx/upgrade";
+import { withValueInfo } from "@clipq/onnx/shapes";
+import { encode } from "@clipq/onnx";
 import { createSession } from "@clipq/runtime";
-import { ppocrModel } from "../tools/assets.ts";
+import { ensureOnnxChecker, ppocrModel } from "../tools/assets.ts";
 
 function seeded(n: number, seed: number): Float32Array {
   const out = new Float32Array(n);
@@ -249,4 +251,31 @@ Deno.test("upgradeOpset() returns a graph already at the target unchanged", () =
   const g = one(13, "Relu", [1], {});
   assert.equal(upgradeOpset(g), g);
   assert.deepEqual([...int64([1], [1]).data], [1n]);
+});
+
+Deno.test("upgraded PP-OCR models with refreshed value_info pass Debian's onnx checker (full check)", async () => {
+  assert.ok(await ensureOnnxChecker(), "python3-onnx is available");
+  const dir = await Deno.makeTempDir();
+  try {
+    const paths: string[] = [];
+    for (const which of ["det", "rec", "cls"] as const) {
+      const g = decode(Deno.readFileSync(await ppocrModel(which)));
+      for (const target of [13, 17]) {
+        const path = `${dir}/${which}_${target}.onnx`;
+        Deno.writeFileSync(path, encode(withValueInfo(upgradeOpset(g, { target }))));
+        paths.push(path);
+      }
+    }
+    const script = "import onnx, sys\n" +
+      "for p in sys.argv[1:]:\n" +
+      "    onnx.checker.check_model(onnx.load(p), full_check=True)\n" +
+      "    print('ok', p)\n";
+    const out = await new Deno.Command("/usr/bin/python3", { args: ["-c", script, ...paths] })
+      .output();
+    const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
+    assert.ok(out.success, text);
+    assert.equal(text.split("\n").filter((l) => l.startsWith("ok ")).length, 6);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
