@@ -203,5 +203,7 @@ export function writeQdq(graph: Graph, w: WriteInput): { graph: Graph; weights: 
   const read = new Set<string>(graph.outputs.map((v) => v.name));
   for (const n of nodes) for (const x of n.inputs) read.add(x);
   for (const k of [...inits.keys()]) if (!read.has(k)) inits.delete(k);
-  return { graph: { ...graph, nodes, initializers: inits }, weights: weightsReport };
+  // Old models list initializers among the graph inputs too; a removed one must go from both.
+  const inputs = graph.inputs.filter((v) => !graph.initializers.has(v.name) || inits.has(v.name));
+  return { graph: { ...graph, nodes, initializers: inits, inputs }, weights: weightsReport };
 }

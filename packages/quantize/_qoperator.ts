@@ -63,8 +63,11 @@ export function foldQOperator(graph: Graph): Graph {
     const highest = (255 - z) * s;
     let lo = 0, hi = Infinity;
     if (act.op === "Clip") {
-      lo = scalar(act.inputs[1]) ?? attrFloat(act, "min", -Infinity);
-      hi = scalar(act.inputs[2]) ?? attrFloat(act, "max", Infinity);
+      // Bounds computed at run time (not initializers or attributes) cannot be checked: keep Clip.
+      const [, mn, mx] = act.inputs;
+      if ((mn && scalar(mn) === undefined) || (mx && scalar(mx) === undefined)) return undefined;
+      lo = mn ? scalar(mn)! : attrFloat(act, "min", -Infinity);
+      hi = mx ? scalar(mx)! : attrFloat(act, "max", Infinity);
     }
     // Saturation to [lowest, highest] implements the activation when the range lies inside it.
     if (lowest < lo - s / 2 || highest > hi + s / 2) return undefined;
@@ -77,6 +80,9 @@ export function foldQOperator(graph: Graph): Graph {
     const x = dqOf(n.inputs[0]);
     const w = dqOf(n.inputs[1]);
     if (!x || !w || x.inputs.length < 3 || w.inputs.length < 3) return;
+    // QLinearMatMul takes per-column scales only for a 2-D B.
+    const wData = graph.initializers.get(w.inputs[0]!);
+    if (n.op === "MatMul" && scalar(w.inputs[1]) === undefined && wData?.dims.length !== 2) return;
     let bias: string | undefined;
     if (n.op === "Conv" && n.inputs[2]) {
       const b = dqOf(n.inputs[2]);

@@ -82,3 +82,48 @@ Deno.test("planQuantization() reports ops without a quantizer and non-float inpu
     { node: "rs", op: "Reshape", reason: 'input "i" is not a float32 tensor' },
   ]);
 });
+
+Deno.test("planQuantization() quantizes FC layers after RoiAlign; only the last one's output is raw", () => {
+  const fc = (name: string, x: string, y: string) =>
+    node({
+      name,
+      op: "Gemm",
+      inputs: [x, "w"],
+      outputs: [y],
+      attributes: { transB: { type: "int", value: 1 } },
+    });
+  const g = emptyGraph({
+    inputs: [
+      { name: "feat", dtype: "float32", shape: [1, 4, 8, 8] },
+      { name: "rois", dtype: "float32", shape: [2, 4] },
+      { name: "bi", dtype: "int64", shape: [2] },
+    ],
+    outputs: [{ name: "cls", dtype: "float32" }],
+    initializers: new Map([["w", float32([4, 4], new Float32Array(16).fill(0.1))]]),
+    nodes: [
+      node({
+        name: "roi",
+        op: "RoiAlign",
+        inputs: ["feat", "rois", "bi"],
+        outputs: ["pooled"],
+        attributes: {
+          output_height: { type: "int", value: 1 },
+          output_width: { type: "int", value: 1 },
+        },
+      }),
+      node({ name: "flat", op: "Flatten", inputs: ["pooled"], outputs: ["f"] }),
+      fc("fc6", "f", "h6"),
+      node({ name: "relu6", op: "Relu", inputs: ["h6"], outputs: ["r6"] }),
+      fc("cls_score", "r6", "cls"),
+    ],
+  });
+  const plan = planQuantization(g);
+  const why = Object.fromEntries(plan.excluded.map((e) => [e.node, e.reason]));
+  assert.deepEqual(Object.keys(why), ["roi"]);
+  assert.match(why["roi"]!, /filters or selects detections/);
+  assert.deepEqual(plan.activations, ["pooled", "r6"]);
+  assert.deepEqual(plan.weightedLayers.map((w) => [w.node, w.channelAxis]), [["fc6", 0], [
+    "cls_score",
+    0,
+  ]]);
+});
