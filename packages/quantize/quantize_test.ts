@@ -274,3 +274,21 @@ Deno.test("quantize() handles grouped ConvTranspose, MatMul of two activations a
     assert.ok(sqnr(ref, out) >= 25, `${weights}: ${sqnr(ref, out)}`);
   }
 });
+
+Deno.test("quantize() reduceRange keeps weights in [-63, 63]; the report explains every scale", () => {
+  const g = smallNet();
+  const ranges = new Map(
+    planQuantization(g).activations.map((t) => [t, { min: -1, max: 3, source: "percentile" }]),
+  );
+  const { graph, report } = quantize(g, { ranges, reduceRange: true, weightClip: "mse" });
+  for (const [name, t] of graph.initializers) {
+    if (t.dtype !== "int8" || !name.endsWith("_quantized")) continue;
+    for (const v of t.data as Int8Array) assert.ok(v >= -63 && v <= 63, `${name}: ${v}`);
+  }
+  const pooled = report.tensors.find((t) => t.name.startsWith("maxpool"))!;
+  assert.match(pooled.source, /^shared with /);
+  const relu = report.tensors.find((t) => t.name.startsWith("relu"))!;
+  assert.deepEqual([relu.min, relu.max, relu.source, relu.zeroPoint], [-1, 3, "percentile", 64]);
+  assert.equal(report.weights.length, 5);
+  assert.ok(report.weights.every((w) => w.perChannel && w.clip === "mse" && w.minClipRatio <= 1));
+});
