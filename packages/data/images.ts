@@ -7,7 +7,8 @@
 import { join } from "node:path";
 import { ConfigError, DataError } from "@clipq/onnx/errors";
 import type { Tensor } from "@clipq/onnx/tensor";
-import { type DecodeOptions, readImage } from "./image.ts";
+import { type DecodeOptions, readImage, type RgbImage } from "./image.ts";
+import { randomCropFlip } from "./augment.ts";
 import {
   type BoxTransform,
   preprocessInto,
@@ -136,10 +137,118 @@ export const batchDefaults: BatchOptions = {
  * Deno.removeSync(path);
  * ```
  */
-export async function* imageBatches(
+export function imageBatches(
   files: readonly string[],
   spec: Partial<PreprocessSpec> = {},
   options: BatchOptions = {},
+): AsyncGenerator<ImageBatch> {
+  const decode = options.decode ?? {};
+  return assemble(files.map((f) => ({ name: f, load: () => readImage(f, decode) })), spec, options);
+}
+
+/** An image with a name (a file path, or a made-up one for generated images). */
+export interface NamedImage {
+  readonly name: string;
+  readonly image: RgbImage;
+}
+
+/**
+ * Preprocesses images that are already decoded (e.g. from {@linkcode augmentedImages}) batch by
+ * batch; the `files` of each batch are the images' names.
+ *
+ * @param images The images, pulled one at a time.
+ * @param spec The preprocessing (partial specs are merged with the preprocess defaults).
+ * @param options Batch size.
+ * @returns An async iterable of batches.
+ * @throws {ConfigError} On invalid options or spec.
+ *
+ * @example Usage
+ * ```ts
+ * import { preprocessBatches } from "@clipq/data/images";
+ * import assert from "node:assert/strict";
+ * const image = { width: 2, height: 2, data: new Uint8Array(12) };
+ * const names = [];
+ * for await (const b of preprocessBatches([{ name: "a", image }, { name: "b", image }], { size: [4, 4] }, { batchSize: 2 })) {
+ *   names.push(...b.files);
+ * }
+ * assert.deepEqual(names, ["a", "b"]);
+ * ```
+ */
+export function preprocessBatches(
+  images: Iterable<NamedImage> | AsyncIterable<NamedImage>,
+  spec: Partial<PreprocessSpec> = {},
+  options: Pick<BatchOptions, "batchSize"> = {},
+): AsyncGenerator<ImageBatch> {
+  async function* source() {
+    for await (const { name, image } of images) yield { name, load: () => Promise.resolve(image) };
+  }
+  return assemble(source(), spec, options);
+}
+
+/** Options of {@linkcode augmentedImages}. */
+export interface AugmentedOptions {
+  /** How many images to make. */
+  count: number;
+  /** Base seed; image `i` uses seed `seed + i`. */
+  seed?: number;
+  /** Smallest crop side as a fraction of the source's (see `randomCropFlip`). */
+  minScale?: number;
+  /** Decode options of the source files. */
+  decode?: DecodeOptions;
+}
+
+/**
+ * Makes `count` seeded random crops and flips of a few photos, cycling through them: a large
+ * calibration or benchmark set from a handful of real images. Each source is decoded once, and
+ * only the current output image is kept, so memory does not grow with `count`.
+ *
+ * @param files Source image paths.
+ * @param options Count, seed and crop scale.
+ * @returns Named images (`<file>#<i>`), one at a time.
+ * @throws {DataError} When a source cannot be read.
+ *
+ * @example Usage
+ * ```ts
+ * import { augmentedImages } from "@clipq/data/images";
+ * import pngjs from "pngjs";
+ * import assert from "node:assert/strict";
+ * const path = Deno.makeTempFileSync({ suffix: ".png" });
+ * Deno.writeFileSync(path, pngjs.PNG.sync.write(new pngjs.PNG({ width: 8, height: 8 })));
+ * const names = [];
+ * for await (const x of augmentedImages([path], { count: 3 })) names.push(x.name);
+ * assert.deepEqual(names, [`${path}#0`, `${path}#1`, `${path}#2`]);
+ * Deno.removeSync(path);
+ * ```
+ */
+export async function* augmentedImages(
+  files: readonly string[],
+  options: AugmentedOptions,
+): AsyncGenerator<NamedImage> {
+  const { count, seed = 0, minScale = 0.5 } = options;
+  if (!(Number.isInteger(count) && count >= 0)) {
+    throw new ConfigError("count", `expected a non-negative integer, found ${count}`);
+  }
+  if (files.length === 0 && count > 0) {
+    throw new ConfigError("files", "expected at least one source image, found none");
+  }
+  const sources = new Map<string, RgbImage>();
+  for (let i = 0; i < count; i++) {
+    const file = files[i % files.length]!;
+    let src = sources.get(file);
+    if (!src) sources.set(file, src = await readImage(file, options.decode ?? {}));
+    yield { name: `${file}#${i}`, image: randomCropFlip(src, { seed: seed + i, minScale }) };
+  }
+}
+
+async function* assemble(
+  source:
+    | Iterable<{ name: string; load: () => Promise<RgbImage> }>
+    | AsyncIterable<{
+      name: string;
+      load: () => Promise<RgbImage>;
+    }>,
+  spec: Partial<PreprocessSpec>,
+  options: BatchOptions,
 ): AsyncGenerator<ImageBatch> {
   const opts = { ...batchDefaults, ...options };
   const s = resolveSpec(spec);
@@ -162,6 +271,7 @@ export async function* imageBatches(
   let transforms: BoxTransform[] = [];
   let skipped = 0;
   let yielded = 0;
+  let total = 0;
   const flush = (): ImageBatch => {
     const n = batchFiles.length;
     const tensor: Tensor = {
@@ -178,11 +288,11 @@ export async function* imageBatches(
     yielded++;
     return batch;
   };
-  for (const file of files) {
+  for await (const { name, load } of source) {
+    total++;
     let transform: BoxTransform;
     try {
-      const image = await readImage(file, opts.decode ?? {});
-      transform = preprocessInto(image, s, data, batchFiles.length * per);
+      transform = preprocessInto(await load(), s, data, batchFiles.length * per);
     } catch (e) {
       if (opts.onBadImage === "skip" && e instanceof DataError) {
         skipped++;
@@ -191,14 +301,14 @@ export async function* imageBatches(
       }
       throw e;
     }
-    batchFiles.push(file);
+    batchFiles.push(name);
     transforms.push(transform);
     if (batchFiles.length === batchSize) yield flush();
   }
   if (batchFiles.length > 0) yield flush();
   else if (yielded === 0) {
     throw new DataError(
-      `expected at least one readable image among ${files.length} files, found none${
+      `expected at least one readable image among ${total} files, found none${
         skipped ? ` (${skipped} skipped)` : ""
       }`,
     );

@@ -2,7 +2,8 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { ConfigError, DataError } from "@clipq/onnx/errors";
 import { darknetPhotoDir, darknetPhotos } from "../../tools/assets.ts";
-import { imageBatches, listImages } from "./images.ts";
+import { augmentedImages, imageBatches, listImages, preprocessBatches } from "./images.ts";
+import { randomCropFlip } from "./augment.ts";
 import { preprocess } from "./preprocess.ts";
 import { readImage } from "./image.ts";
 
@@ -96,4 +97,29 @@ Deno.test("imageBatches() refuses batches larger than 1 for CHW", async () => {
       const _ of imageBatches(["x.jpg"], { layout: "CHW" }, { batchSize: 2 })
     ) { /* consume */ }
   }, (e) => e instanceof ConfigError && /batchSize: expected 1 for layout CHW/.test(e.message));
+});
+
+Deno.test("augmentedImages() feeds preprocessBatches() with seeded crops of the real photos", async () => {
+  const files = (await darknetPhotos()).filter((f) => /(dog|eagle|giraffe)\.jpg$/.test(f));
+  const spec = { size: [32, 32] as [number, number] };
+  const dims: number[][] = [];
+  const names: string[] = [];
+  let first: Float32Array | undefined;
+  for await (
+    const b of preprocessBatches(augmentedImages(files, { count: 40, seed: 7 }), spec, {
+      batchSize: 16,
+    })
+  ) {
+    dims.push([...b.tensor.dims]);
+    names.push(...b.files);
+    first ??= (b.tensor.data as Float32Array).slice(0, 3 * 32 * 32);
+  }
+  assert.deepEqual(dims, [[16, 3, 32, 32], [16, 3, 32, 32], [8, 3, 32, 32]]);
+  assert.equal(names[4], `${files[1]}#4`);
+  // Image 0 is randomCropFlip(dog, seed 7): the same pixels as preprocessing that crop directly.
+  const crop = randomCropFlip(await readImage(files[0]!), { seed: 7, minScale: 0.5 });
+  assert.deepEqual(first, preprocess(crop, spec).tensor.data);
+  await assert.rejects(async () => {
+    for await (const _ of augmentedImages([], { count: 1 })) { /* consume */ }
+  }, ConfigError);
 });
