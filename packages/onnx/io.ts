@@ -139,17 +139,31 @@ export interface SavedModel {
   external?: { path: string; bytes: number };
 }
 
-async function writeAtomic(path: string, bytes: Uint8Array): Promise<void> {
-  const tmp = join(
-    dirname(path),
-    `.${basename(path)}.${Deno.pid}.${crypto.randomUUID().slice(0, 8)}.tmp`,
-  );
+/**
+ * Writes each file to a temporary name in its folder, and renames them into place only once all
+ * are written: a failed write (disk full, no permission) leaves every old file as it was.
+ */
+async function writeAtomic(files: readonly { path: string; bytes: Uint8Array }[]): Promise<void> {
+  const temps: string[] = [];
+  let at = "";
   try {
-    await Deno.writeFile(tmp, bytes);
-    await Deno.rename(tmp, path);
+    for (const f of files) {
+      at = f.path;
+      const tmp = join(
+        dirname(f.path),
+        `.${basename(f.path)}.${Deno.pid}.${crypto.randomUUID().slice(0, 8)}.tmp`,
+      );
+      temps.push(tmp);
+      await Deno.writeFile(tmp, f.bytes);
+    }
+    // The model goes last, so it never points at external data that is not in place yet.
+    for (let i = 0; i < files.length; i++) {
+      at = files[i]!.path;
+      await Deno.rename(temps[i]!, at);
+    }
   } catch (e) {
-    await Deno.remove(tmp).catch(() => {});
-    throw new ModelError(`${path}: cannot write the file: ${describe(e)}`, { cause: e });
+    await Promise.all(temps.map((t) => Deno.remove(t).catch(() => {})));
+    throw new ModelError(`${at}: cannot write the file: ${describe(e)}`, { cause: e });
   }
 }
 
@@ -199,7 +213,7 @@ export async function saveModel(
   }
   if (initializerBytes(graph) <= o.externalDataThreshold) {
     const bytes = modelBytes(graph);
-    await writeAtomic(path, bytes);
+    await writeAtomic([{ path, bytes }]);
     return { path, bytes: bytes.byteLength };
   }
   const encoded = encodeWithExternalData(graph, {
@@ -207,12 +221,13 @@ export async function saveModel(
     minTensorBytes: o.externalDataMinTensorBytes,
   });
   const saved: SavedModel = { path, bytes: encoded.model.byteLength };
+  const files = [{ path, bytes: encoded.model }];
   if (encoded.external) {
     const externalPath = join(dirname(path), location);
-    await writeAtomic(externalPath, encoded.external.bytes);
+    files.unshift({ path: externalPath, bytes: encoded.external.bytes });
     saved.external = { path: externalPath, bytes: encoded.external.bytes.byteLength };
   }
-  await writeAtomic(path, encoded.model);
+  await writeAtomic(files);
   return saved;
 }
 

@@ -142,6 +142,12 @@ Deno.test("saveModel() leaves no partial output when the write fails", async () 
     await Deno.mkdir(join(target, "inside"), { recursive: true });
     await rejects(saveModel(target, smallModel()), /taken: cannot write/);
     assert.deepEqual((await Array.fromAsync(Deno.readDir(dir))).map((e) => e.name), ["taken"]);
+    await rejects(
+      saveModel(target, smallModel(), { externalDataThreshold: 0, externalDataLocation: "w.bin" }),
+      /taken: cannot write/,
+    );
+    const left = (await Array.fromAsync(Deno.readDir(dir))).map((e) => e.name).sort();
+    assert.deepEqual(left.filter((n) => n.endsWith(".tmp")), [], "no temporary file is left");
     await rejects(saveModel(join(dir, "missing", "m.onnx"), smallModel()), /missing/);
   });
 });
