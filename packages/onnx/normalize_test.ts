@@ -337,3 +337,42 @@ Deno.test("normalize() also normalizes If branches, keeping outer-scope reads an
     assert.deepEqual(outputs[0], cond ? [0, 6] : [0, 2]);
   }
 });
+
+Deno.test("normalize() turns string Constants into string initializers and keeps sparse ones", () => {
+  const g = emptyGraph({
+    nodes: [
+      node({
+        name: "s",
+        op: "Constant",
+        inputs: [],
+        outputs: ["s"],
+        attributes: { value_string: { type: "string", value: "hi" } },
+      }),
+      node({
+        name: "ss",
+        op: "Constant",
+        inputs: [],
+        outputs: ["ss"],
+        attributes: { value_strings: { type: "strings", value: ["a", "b"] } },
+      }),
+      node({
+        name: "sp",
+        op: "Constant",
+        inputs: [],
+        outputs: ["sp"],
+        attributes: { sparse_value: { type: "opaque", value: {} } },
+      }),
+    ],
+    outputs: [{ name: "s" }],
+  });
+  const n = normalize(g, { prune: false });
+  assert.deepEqual(
+    n.nodes.map((x) => x.name),
+    ["s", "sp"],
+    "a graph output and a sparse Constant stay nodes",
+  );
+  assert.deepEqual(n.initializers.get("ss"), { dtype: "string", dims: [2], data: ["a", "b"] });
+  const s = normalize({ ...g, outputs: [{ name: "ss" }] }, { prune: false })
+    .initializers.get("s");
+  assert.deepEqual(s, { dtype: "string", dims: [], data: ["hi"] });
+});
