@@ -137,6 +137,11 @@ export function analyze(
       reasons.set(i, `op ${n.domain}::${n.op} is not quantized`);
       return;
     }
+    const outs = n.outputs.filter(Boolean);
+    if (outs.length > 0 && outs.every((t) => dtypes.has(t) && !isFloat(t))) {
+      reasons.set(i, "computes shapes or indices (no float32 output)");
+      return;
+    }
     const q = o.registry.get(n.op);
     if (!q) {
       reasons.set(i, `no quantizer for op ${n.op}`);

@@ -27,8 +27,11 @@ export interface WriteInput {
   kind: "u8" | "s8";
 }
 
+/** One quantized weight in the report. */
 export interface WeightReport {
+  /** The layer (node name, or `Op#index`). */
   node: string;
+  /** The weight initializer. */
   weight: string;
   perChannel: boolean;
   axis: number | undefined;

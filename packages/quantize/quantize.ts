@@ -16,6 +16,8 @@ import { checkOptions, type QuantizeOptions } from "./options.ts";
 import { raiseOpset } from "./opset.ts";
 import type { FloatNode } from "./plan.ts";
 
+export type { WeightReport };
+
 /** One quantized activation tensor in the report. */
 export interface TensorReport {
   name: string;
