@@ -32,6 +32,11 @@ export const DARKNET_SECTIONS = [
   "dropout",
 ] as const;
 
+/** Most parameters a network may have (4 GiB of float32; YOLOv3 has 6.2·10⁷). */
+export const MAX_DARKNET_WEIGHTS = 2 ** 30;
+/** Most elements one layer's output may have (larger would not fit a tensor). */
+export const MAX_LAYER_ELEMENTS = 2 ** 31;
+
 /** A planned layer; `index` is darknet's layer index (0 = first section after `[net]`). */
 export type PlannedLayer =
   & {
@@ -247,6 +252,12 @@ export function planDarknet(cfgText: string, options: PlanOptions = {}): Darknet
           shape: [filters, oh, ow] as const,
         };
         weightCount += convWeightCount(l);
+        if (weightCount > MAX_DARKNET_WEIGHTS) {
+          r.fail(
+            "filters",
+            `expected at most ${MAX_DARKNET_WEIGHTS} parameters in the network, found ${weightCount} by this layer`,
+          );
+        }
         layer = l;
         break;
       }
@@ -404,6 +415,15 @@ export function planDarknet(cfgText: string, options: PlanOptions = {}): Darknet
           where,
           supported: DARKNET_SECTIONS.map((s) => `[${s}]`),
         });
+    }
+    const elements = layer.shape[0] * layer.shape[1] * layer.shape[2];
+    if (elements > MAX_LAYER_ELEMENTS) {
+      r.fail(
+        undefined,
+        `expected at most ${MAX_LAYER_ELEMENTS} elements per layer output, found ${
+          layer.shape.join("×")
+        }`,
+      );
     }
     layers.push(layer);
     shape = [...layer.shape];

@@ -242,6 +242,16 @@ Deno.test("fromDarknet() errors name the cfg line", () => {
       ModelError,
     ],
     [
+      base.replace("filters=4", "filters=99999999"),
+      /yolov3\.cfg:6: expected at most 1073741824 parameters in the network, found 2799999972 by this layer/,
+      ModelError,
+    ],
+    [
+      "[net]\nwidth=100000\nheight=100000\n[maxpool]\nsize=1",
+      /yolov3\.cfg:4: expected at most 2147483648 elements per layer output, found 3×100000×100000/,
+      ModelError,
+    ],
+    [
       "[net]\nchannels=3\n[maxpool]",
       /yolov3\.cfg:1: expected height= in \[net\], found none/,
       ModelError,
@@ -398,4 +408,26 @@ Deno.test("fromDarknet() graphs validate, pass onnx.checker and keep their outpu
       assert.ok(Math.abs(v - db[i]!) <= 1e-4 * scale, `${k}[${i}]: ${v} vs ${db[i]}`)
     );
   }
+});
+
+Deno.test("planDarknet() throws only clipq errors on 500 mutated cfgs", async () => {
+  const cfg = new TextEncoder().encode(await cfgText("yolov3-tiny"));
+  const r = seededRandom(12);
+  let rejected = 0;
+  for (let i = 0; i < 500; i++) {
+    const c = cfg.slice();
+    for (let k = 1 + Math.floor(r.next() * 3); k > 0; k--) {
+      c[Math.floor(r.next() * c.length)] = "0123456789-,=[]#x \n"
+        .charCodeAt(Math.floor(r.next() * 19));
+    }
+    try {
+      planDarknet(new TextDecoder().decode(c), { cfgName: "m.cfg" });
+    } catch (e) {
+      assert.ok(e instanceof ModelError || e instanceof UnsupportedOpError, String(e));
+      assert.match((e as Error).message, /^m\.cfg:\d+: /);
+      rejected++;
+    }
+  }
+  console.log(`500 mutated cfgs: ${rejected} rejected naming the line, none otherwise`);
+  assert.ok(rejected > 50);
 });
