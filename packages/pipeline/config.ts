@@ -119,7 +119,20 @@ export const HEAD_SPEC: ObjectSpec = {
   type: "object",
   description: "Detector head; raw head outputs stay float and evaluate decodes them.",
   properties: {
-    type: { type: "string", enum: ["yolov3", "faster-rcnn", "ssd", "anchor-free", "db"] },
+    // The head types and keys @clipq/detect's resolveHead() accepts (it checks them per type).
+    type: {
+      type: "string",
+      enum: [
+        "yolov3",
+        "yolo-decoded",
+        "faster-rcnn",
+        "faster-rcnn-raw",
+        "ssd",
+        "anchor-free",
+        "gfl",
+        "db",
+      ],
+    },
     outputs: { type: "array", items: { type: "string" }, minItems: 1, maxItems: 64 },
     strides: { type: "array", items: num(1, 4096, undefined, true), maxItems: 64 },
     anchors: {
@@ -133,12 +146,42 @@ export const HEAD_SPEC: ObjectSpec = {
     },
     classes: num(1, 100000, undefined, true),
     threshold: num(0, 1, "Binarization threshold of text maps (db)."),
+    layout: { type: "string", enum: ["channels-first", "channels-last"] },
+    boxFormat: { type: "string", enum: ["cxcywh", "xyxy"], description: "yolo-decoded boxes." },
+    objectness: {
+      type: "boolean",
+      description: "yolo-decoded: an objectness value follows the box.",
+    },
+    weights: { type: "array", items: num(1e-6, 1e6), minItems: 4, maxItems: 4 },
+    clamp: num(0, 100, "faster-rcnn-raw: dw/dh clamp before exp."),
+    priors: {
+      type: "anyOf",
+      options: [
+        { type: "string" },
+        {
+          type: "array",
+          maxItems: 10_000_000,
+          items: { type: "array", items: num(-1e6, 1e6), minItems: 4, maxItems: 4 },
+        },
+      ],
+      description: "ssd priors [cx, cy, w, h] (normalized) or the output holding them.",
+    },
+    variances: { type: "array", items: num(1e-6, 1e3), minItems: 2, maxItems: 2 },
+    activation: { type: "string", enum: ["softmax", "sigmoid", "none"] },
+    centerOffset: num(0, 1, "anchor-free/gfl: grid-centre offset in cells."),
+    regMax: num(1, 1000, "gfl: largest distribution bin.", true),
+    boxThreshold: num(0, 1, "db: minimum mean probability of a text region."),
+    unclipRatio: num(0, 100, "db: box growth ratio."),
+    minSize: num(0, 100000, "db: minimum box side."),
+    connectivity: num(4, 8, "db: 4 or 8.", true),
     nms: {
       type: "object",
       properties: {
         iou: num(0, 1),
         score: num(0, 1),
         maxDetections: num(1, 100000, undefined, true),
+        preTopK: num(1, 10_000_000, undefined, true),
+        classAgnostic: { type: "boolean" },
       },
     },
   },

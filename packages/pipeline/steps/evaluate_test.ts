@@ -15,7 +15,16 @@ const logit = (p: number) => Math.log(p / (1 - p));
 const C = 3, A = 2, K = 5 + C;
 const anchors = [[[40, 30], [20, 50]], [[10, 12], [16, 8]]];
 
-function plant(x: Float32Array, g: number, stride: number, a: number, anchor: number[], box: readonly number[], label: number, score: number) {
+function plant(
+  x: Float32Array,
+  g: number,
+  stride: number,
+  a: number,
+  anchor: number[],
+  box: readonly number[],
+  label: number,
+  score: number,
+) {
   const cx = (box[0]! + box[2]!) / 2, cy = (box[1]! + box[3]!) / 2;
   const gx = Math.floor(cx / stride), gy = Math.floor(cy / stride);
   const at = (k: number) => ((a * K + k) * g + gy) * g + gx;
@@ -38,9 +47,14 @@ function plantedModel() {
   plant(out16, 4, 16, 0, anchors[1]![0]!, [2, 50, 10, 58], 0, 0.9); // a false positive
   const b = new ModelBuilder({ seed: 3 });
   let x = b.input("images", [1, 3, 64, 64]);
-  for (let i = 0; i < 3; i++) x = b.leakyRelu(b.conv(x, { outChannels: 8, kernel: 3, stride: 2 }), 0.1);
+  for (let i = 0; i < 3; i++) {
+    x = b.leakyRelu(b.conv(x, { outChannels: 8, kernel: 3, stride: 2 }), 0.1);
+  }
   const p16 = b.leakyRelu(b.conv(x, { outChannels: 8, kernel: 3, stride: 2 }), 0.1);
-  const p32 = b.conv(b.leakyRelu(b.conv(p16, { outChannels: 8, kernel: 3, stride: 2 }), 0.1), { outChannels: A * K, kernel: 1 });
+  const p32 = b.conv(b.leakyRelu(b.conv(p16, { outChannels: 8, kernel: 3, stride: 2 }), 0.1), {
+    outChannels: A * K,
+    kernel: 1,
+  });
   const h16 = b.conv(p16, { outChannels: A * K, kernel: 1 });
   b.output(b.add(b.mul(p32, 0), float32([1, A * K, 2, 2], out32)), "out32");
   b.output(b.add(b.mul(h16, 0), float32([1, A * K, 4, 4], out16)), "out16");
@@ -49,7 +63,9 @@ function plantedModel() {
 
 function writePng(path: string, seed: number) {
   const png = new pngjs.PNG({ width: 128, height: 96 });
-  for (let i = 0; i < png.data.length; i++) png.data[i] = i % 4 === 3 ? 255 : (i * 7 + seed * 31) % 256;
+  for (let i = 0; i < png.data.length; i++) {
+    png.data[i] = i % 4 === 3 ? 255 : (i * 7 + seed * 31) % 256;
+  }
   Deno.writeFileSync(path, pngjs.PNG.sync.write(png));
 }
 
@@ -61,25 +77,69 @@ Deno.test("the evaluate step reports float and int8 mAP, the drop and agreement 
     writePng(join(images, "a.png"), 1);
     writePng(join(images, "b.png"), 2);
     const xywh = (b: readonly number[]) => [b[0]!, b[1]!, b[2]! - b[0]!, b[3]! - b[1]!];
-    Deno.writeTextFileSync(join(ws.dir, "val.json"), JSON.stringify({
-      images: [{ id: 1, file_name: "a.png", width: 128, height: 96 }, { id: 2, file_name: "b.png", width: 128, height: 96 }],
-      categories: [{ id: 5, name: "zero" }, { id: 7, name: "one" }, { id: 9, name: "two" }],
-      annotations: [1, 2].flatMap((imageId, i) => [
-        { id: 10 + 2 * i, image_id: imageId, category_id: 9, bbox: xywh(truth[0]), area: 60 * 48, iscrowd: 0 },
-        { id: 11 + 2 * i, image_id: imageId, category_id: 5, bbox: xywh(truth[1]), area: 30 * 50, iscrowd: 0 },
-      ]),
-    }));
+    Deno.writeTextFileSync(
+      join(ws.dir, "val.json"),
+      JSON.stringify({
+        images: [{ id: 1, file_name: "a.png", width: 128, height: 96 }, {
+          id: 2,
+          file_name: "b.png",
+          width: 128,
+          height: 96,
+        }],
+        categories: [{ id: 5, name: "zero" }, { id: 7, name: "one" }, { id: 9, name: "two" }],
+        annotations: [1, 2].flatMap((imageId, i) => [
+          {
+            id: 10 + 2 * i,
+            image_id: imageId,
+            category_id: 9,
+            bbox: xywh(truth[0]),
+            area: 60 * 48,
+            iscrowd: 0,
+          },
+          {
+            id: 11 + 2 * i,
+            image_id: imageId,
+            category_id: 5,
+            bbox: xywh(truth[1]),
+            area: 30 * 50,
+            iscrowd: 0,
+          },
+        ]),
+      }),
+    );
     const cfg = ws.write({
       model: "model.onnx",
       output: "out/model.int8.onnx",
       report: "out/report.json",
       input: { size: [64, 64], resize: "letterbox" },
-      data: { calibration: { images: "val" }, evaluation: { images: "val", annotations: "val.json" } },
-      head: { type: "yolov3", outputs: ["out32", "out16"], strides: [32, 16], anchors, classes: C, nms: { score: 0.3 } },
-      steps: [{ use: "normalize" }, { use: "calibrate", method: "minmax" }, { use: "quantize" }, { use: "evaluate" }],
+      data: {
+        calibration: { images: "val" },
+        evaluation: { images: "val", annotations: "val.json" },
+      },
+      head: {
+        type: "yolov3",
+        outputs: ["out32", "out16"],
+        strides: [32, 16],
+        anchors,
+        classes: C,
+        nms: { score: 0.3 },
+      },
+      steps: [{ use: "normalize" }, { use: "calibrate", method: "minmax" }, { use: "quantize" }, {
+        use: "evaluate",
+      }],
     });
     const { report } = await runPipeline(await loadConfig(cfg), { quiet: true });
-    const acc = report.accuracy as Record<string, any>;
+    const acc = report.accuracy as {
+      head: string;
+      images: number;
+      annotatedImages: number;
+      metric: string;
+      float: { map: number; ap50: number; perClass: Record<number, number> };
+      int8: { ap50: number };
+      drop: { ap50: number };
+      fidelity: { ap50: number; references: number };
+      outputSqnr: Record<string, number | null>;
+    };
     assert.equal(acc.head, "yolov3");
     assert.equal(acc.images, 2);
     assert.equal(acc.annotatedImages, 2);
@@ -101,6 +161,9 @@ Deno.test("the evaluate step reports float and int8 mAP, the drop and agreement 
 });
 
 Deno.test("evaluateStep() rejects unknown options naming the key", () => {
-  assert.throws(() => evaluateStep({ metrik: "coco" } as never), /evaluate\.metrik: unknown key/);
-  assert.throws(() => evaluateStep({ fidelityThreshold: 2 }), /evaluate\.fidelityThreshold: expected a number ≤ 1/);
+  assert.throws(() => evaluateStep({ metrik: "coco" } as never), /evaluate: unknown key "metrik"/);
+  assert.throws(
+    () => evaluateStep({ fidelityThreshold: 2 }),
+    /evaluate\.fidelityThreshold: expected a number ≤ 1/,
+  );
 });
