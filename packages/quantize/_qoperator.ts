@@ -1,5 +1,6 @@
 // QOperator form, derived from the QDQ graph the way onnxruntime fuses it: DQ→Conv→[Relu/Clip]→Q
-// becomes QLinearConv, DQ→MatMul→Q becomes QLinearMatMul, DQ→op→Q around ops that only move values
+// becomes QLinearConv, DQ→MatMul→Q becomes QLinearMatMul, Add/Mul/Concat/LeakyRelu/Sigmoid/pools
+// become onnxruntime's com.microsoft QLinear* ops, DQ→op→Q around ops that only move values
 // runs the op on uint8, and Q(DQ(x)) with equal parameters is x. What remains is float between
 // DequantizeLinear and QuantizeLinear, which onnxruntime runs as it is.
 import { attrFloat, type Graph, type Node, opsetOf } from "@clipq/onnx/graph";
@@ -15,6 +16,17 @@ const PASS_THROUGH = new Set([
   "Resize",
   "MaxPool",
 ]);
+
+/** Float op → the com.microsoft op that runs it on quantized inputs (onnxruntime contrib ops). */
+const MICROSOFT: Readonly<Record<string, string>> = {
+  Add: "QLinearAdd",
+  Mul: "QLinearMul",
+  Concat: "QLinearConcat",
+  LeakyRelu: "QLinearLeakyRelu",
+  Sigmoid: "QLinearSigmoid",
+  AveragePool: "QLinearAveragePool",
+  GlobalAveragePool: "QLinearGlobalAveragePool",
+};
 
 export function foldQOperator(graph: Graph): Graph {
   let nodes: (Node | undefined)[] = [...graph.nodes];
@@ -110,6 +122,38 @@ export function foldQOperator(graph: Graph): Graph {
   });
   ({ prod, cons } = index());
 
+  // Elementwise and unary ops onnxruntime runs on uint8 as com.microsoft QLinear* ops.
+  let usesMicrosoft = false;
+  nodes.forEach((n, i) => {
+    if (!n || !(n.op in MICROSOFT)) return;
+    const ins = n.op === "Concat"
+      ? n.inputs
+      : n.inputs.slice(0, n.op === "Add" || n.op === "Mul" ? 2 : 1);
+    const dqs = ins.map(dqOf);
+    if (dqs.some((d) => !d || d.inputs.length < 3 || scalar(d.inputs[1]) === undefined)) return;
+    if (n.op === "AveragePool" || n.op === "GlobalAveragePool" || n.op === "Concat") {
+      if (n.outputs.length !== 1) return;
+    }
+    const q = soleQ(n.outputs[0]!);
+    if (!q) return;
+    const triples = dqs.flatMap((d) => d!.inputs.slice(0, 3));
+    const y = [q[1].inputs[1]!, q[1].inputs[2]!];
+    const attributes = n.op === "GlobalAveragePool"
+      ? { ...n.attributes, channels_last: { type: "int" as const, value: 0 } }
+      : n.attributes;
+    nodes[i] = {
+      ...n,
+      op: MICROSOFT[n.op]!,
+      domain: "com.microsoft",
+      inputs: n.op === "Concat" ? [...y, ...triples] : [...triples, ...y],
+      outputs: [q[1].outputs[0]!],
+      attributes,
+    };
+    nodes[q[0]] = undefined;
+    usesMicrosoft = true;
+  });
+  ({ prod, cons } = index());
+
   // Ops that only move values run on uint8 when the Q after them repeats the DQ's parameters.
   const u8MaxPool = (opsetOf(graph) ?? 0) >= 12;
   nodes.forEach((n, i) => {
@@ -152,5 +196,9 @@ export function foldQOperator(graph: Graph): Graph {
   const read = new Set(graph.outputs.map((v) => v.name));
   for (const n of live) for (const x of n.inputs) read.add(x);
   const initializers = new Map([...graph.initializers].filter(([k]) => read.has(k)));
-  return { ...graph, nodes: live, initializers };
+  const opsetImports =
+    usesMicrosoft && !graph.opsetImports.some((o) => o.domain === "com.microsoft")
+      ? [...graph.opsetImports, { domain: "com.microsoft", version: 1 }]
+      : graph.opsetImports;
+  return { ...graph, nodes: live, initializers, opsetImports };
 }

@@ -103,6 +103,15 @@ Deno.test("quantize() int8 output stays within 25 dB SQNR of float through onnxr
       // conv1+Relu and conv3+Clip fold into their QLinearConv; conv2 and conv4 are plain ones.
       assert.equal(countOps(graph)["QLinearConv"], 4);
       assert.equal(countOps(graph)["Relu"], undefined);
+      const ops = countOps(graph);
+      for (
+        const op of ["QLinearAdd", "QLinearLeakyRelu", "QLinearConcat", "QLinearGlobalAveragePool"]
+      ) {
+        assert.equal(ops[op], 1, `${op} in ${JSON.stringify(ops)}`);
+      }
+      for (const op of ["Add", "LeakyRelu", "Concat", "GlobalAveragePool"]) {
+        assert.equal(ops[op], undefined);
+      }
     }
     const out = (await runGraph(graph, feeds)).logits!;
     const db = sqnr(ref, out);
