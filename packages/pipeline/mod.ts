@@ -33,3 +33,4 @@ export { escapeHtml, renderHtml } from "./report_html.ts";
 export { normalizeStep } from "./steps/normalize.ts";
 export { calibrateStep } from "./steps/calibrate.ts";
 export { quantizeStep } from "./steps/quantize.ts";
+export { evaluateStep } from "./steps/evaluate.ts";
