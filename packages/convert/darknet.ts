@@ -15,6 +15,7 @@
  */
 import type { Graph, Node, ValueInfo } from "@clipq/onnx/graph";
 import { emptyGraph } from "@clipq/onnx/graph";
+import { ModelError } from "@clipq/onnx/errors";
 import { type HeadMetadata, METADATA_KEYS } from "@clipq/onnx/metadata";
 import { float32, int64, type Tensor } from "@clipq/onnx/tensor";
 import { type DarknetActivation, planDarknet } from "./darknet_plan.ts";
@@ -317,5 +318,58 @@ export function fromDarknet(cfgText: string, options: DarknetOptions = {}): Grap
     irVersion: 7,
     metadata,
     producerName: "clipq.convert.darknet",
+  });
+}
+
+/** Options of {@linkcode loadDarknet}. */
+export interface LoadDarknetOptions
+  extends Omit<DarknetOptions, "weights" | "cfgName" | "weightsName"> {
+  /** Path of the `.weights` file; seeded random weights when absent. */
+  weights?: string;
+}
+
+/**
+ * Reads a darknet cfg (and weights) from disk and imports it; errors name the files.
+ *
+ * @param cfgPath Path of the `.cfg` file.
+ * @param options Weights path, input size override, seed.
+ * @returns The graph (see {@linkcode fromDarknet}).
+ * @throws {ModelError} When a file cannot be read, or as {@linkcode fromDarknet} does.
+ *
+ * @example Usage
+ * ```ts
+ * import { loadDarknet } from "@clipq/convert/darknet";
+ * import assert from "node:assert/strict";
+ * const cfg = Deno.makeTempFileSync({ suffix: ".cfg" });
+ * Deno.writeTextFileSync(cfg, "[net]\nwidth=4\nheight=4\nchannels=1\n[convolutional]\nfilters=2\nsize=1\nactivation=relu");
+ * assert.equal((await loadDarknet(cfg)).nodes.length, 2);
+ * await assert.rejects(loadDarknet(cfg, { weights: "/nonexistent.weights" }), /\/nonexistent\.weights/);
+ * Deno.removeSync(cfg);
+ * ```
+ */
+export async function loadDarknet(
+  cfgPath: string,
+  options: LoadDarknetOptions = {},
+): Promise<Graph> {
+  const read = async (path: string, what: string): Promise<Uint8Array> => {
+    try {
+      return await Deno.readFile(path);
+    } catch (e) {
+      throw new ModelError(
+        `${path}: expected a readable darknet ${what} file, found: ${(e as Error).message}`,
+        {
+          cause: e,
+        },
+      );
+    }
+  };
+  const cfgText = new TextDecoder().decode(await read(cfgPath, ".cfg"));
+  const { weights: weightsPath, ...rest } = options;
+  return fromDarknet(cfgText, {
+    ...rest,
+    cfgName: cfgPath,
+    ...(weightsPath
+      ? { weights: await read(weightsPath, ".weights"), weightsName: weightsPath }
+      : {}),
   });
 }

@@ -5,7 +5,7 @@ import { encode } from "@clipq/onnx/proto";
 import { readHeadMetadata } from "@clipq/onnx/metadata";
 import { seededRandom } from "@clipq/onnx/builder";
 import { darknetCfg } from "../../tools/assets.ts";
-import { fromDarknet } from "./darknet.ts";
+import { fromDarknet, loadDarknet } from "./darknet.ts";
 import { planDarknet } from "./darknet_plan.ts";
 import { randomDarknetWeights, readDarknetWeights } from "./darknet_weights.ts";
 import type { Graph } from "@clipq/onnx/graph";
@@ -430,4 +430,31 @@ Deno.test("planDarknet() throws only clipq errors on 500 mutated cfgs", async ()
   }
   console.log(`500 mutated cfgs: ${rejected} rejected naming the line, none otherwise`);
   assert.ok(rejected > 50);
+});
+
+Deno.test("loadDarknet() reads cfg and weights from disk and names them in errors", async () => {
+  const dir = Deno.makeTempDirSync();
+  try {
+    const cfg = `${dir}/mini.cfg`, weights = `${dir}/mini.weights`;
+    Deno.writeTextFileSync(cfg, MINI_CFG);
+    const bytes = randomDarknetWeights(MINI_CFG, { seed: 3 });
+    Deno.writeFileSync(weights, bytes);
+    const g = await loadDarknet(cfg, { weights });
+    assert.deepEqual(
+      g.initializers.get("layer0.weight")?.data.slice(0, 3),
+      readDarknetWeights(bytes, planDarknet(MINI_CFG), "w").floats.slice(4 * 8, 4 * 8 + 3),
+    );
+    Deno.writeFileSync(weights, bytes.subarray(0, 100));
+    await assert.rejects(
+      loadDarknet(cfg, { weights }),
+      (e) => e instanceof ModelError && e.message.startsWith(`${weights}: expected`),
+    );
+    Deno.writeTextFileSync(cfg, MINI_CFG.replace("activation=swish", "activation=gelu"));
+    await assert.rejects(
+      loadDarknet(cfg),
+      (e) => e instanceof ModelError && e.message.startsWith(`${cfg}:30: expected activation`),
+    );
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
 });
