@@ -212,6 +212,7 @@ export class ModelBuilder {
   readonly #info = new Map<string, Info>();
   readonly #counts = new Map<string, number>();
   readonly #names = new Set<string>();
+  readonly #reserved = new Set<string>();
 
   /**
    * Creates a builder.
@@ -244,6 +245,13 @@ export class ModelBuilder {
     if (this.#names.has(name)) throw new ModelError(`name "${name}" is already used in the model`);
     this.#names.add(name);
     return name;
+  }
+
+  /** Claims a layer's node name before its weights (named after it) are added. */
+  #reserve(name: string | undefined, base: string): string {
+    const n = name ? this.#claim(name) : this.#fresh(base);
+    this.#reserved.add(n);
+    return n;
   }
 
   #shape(x: string): Dim[] | undefined {
@@ -312,7 +320,11 @@ export class ModelBuilder {
    * @returns The first output name.
    */
   op(op: string, inputs: readonly string[], options: OpOptions = {}): string {
-    const name = options.name ? this.#claim(options.name) : this.#fresh(op.toLowerCase());
+    const name = options.name && this.#reserved.delete(options.name)
+      ? options.name
+      : options.name
+      ? this.#claim(options.name)
+      : this.#fresh(op.toLowerCase());
     const outputs = options.outputs ? [...options.outputs] : [name];
     for (const o of options.outputs ?? []) if (o !== name && o) this.#claim(o);
     for (const i of inputs) if (i) this.#shape(i);
@@ -356,7 +368,7 @@ export class ModelBuilder {
         `conv on "${x}": expected channels ${cin} → ${cout} divisible by group ${group}`,
       );
     }
-    const name = options.name ? this.#claim(options.name) : this.#fresh("conv");
+    const name = this.#reserve(options.name, "conv");
     const fanIn = (cin / group) * kh * kw;
     const w = this.initializer(
       float32([cout, cin / group, kh, kw], this.random.normals(cout * fanIn, this.#std(fanIn))),
@@ -373,7 +385,6 @@ export class ModelBuilder {
       typeof d === "number"
         ? Math.floor((d + 2 * pad - dilation * (k - 1) - 1) / stride) + 1
         : null;
-    this.#names.delete(name);
     return this.op("Conv", inputs, {
       name,
       attributes: {
@@ -408,7 +419,7 @@ export class ModelBuilder {
         `convTranspose on "${x}": expected channels ${cin} → ${cout} divisible by group ${group}`,
       );
     }
-    const name = options.name ? this.#claim(options.name) : this.#fresh("convtranspose");
+    const name = this.#reserve(options.name, "convtranspose");
     const fanIn = (cin / group) * kh * kw;
     const w = this.initializer(
       float32(
@@ -434,7 +445,6 @@ export class ModelBuilder {
       group: { type: "int", value: group },
     };
     if (outPad) attributes.output_padding = { type: "ints", value: [outPad, outPad] };
-    this.#names.delete(name);
     return this.op("ConvTranspose", inputs, {
       name,
       attributes,
@@ -451,13 +461,12 @@ export class ModelBuilder {
    */
   batchNorm(x: string, options: { epsilon?: number; name?: string } = {}): string {
     const c = this.#channels(x, 1, "batchNorm");
-    const name = options.name ? this.#claim(options.name) : this.#fresh("batchnorm");
+    const name = this.#reserve(options.name, "batchnorm");
     const r = this.random;
     const scale = this.initializer(float32([c], r.uniforms(c, 0.5, 1.5)), `${name}.scale`);
     const bias = this.initializer(float32([c], r.normals(c, 0.1)), `${name}.bias`);
     const mean = this.initializer(float32([c], r.normals(c, 0.2)), `${name}.mean`);
     const variance = this.initializer(float32([c], r.uniforms(c, 0.5, 2)), `${name}.var`);
-    this.#names.delete(name);
     return this.op("BatchNormalization", [x, scale, bias, mean, variance], {
       name,
       attributes: { epsilon: { type: "float", value: options.epsilon ?? 1e-5 } },
@@ -651,7 +660,7 @@ export class ModelBuilder {
   ): string {
     const k = this.#channels(x, 1, "gemm");
     const transB = options.transB ?? true;
-    const name = options.name ? this.#claim(options.name) : this.#fresh("gemm");
+    const name = this.#reserve(options.name, "gemm");
     const n = options.out;
     const b = this.initializer(
       float32(transB ? [n, k] : [k, n], this.random.normals(n * k, this.#std(k))),
@@ -661,7 +670,6 @@ export class ModelBuilder {
     if (options.bias ?? true) {
       inputs.push(this.initializer(float32([n], this.random.normals(n, 0.05)), `${name}.bias`));
     }
-    this.#names.delete(name);
     return this.op("Gemm", inputs, {
       name,
       attributes: transB ? { transB: { type: "int", value: 1 } } : {},
@@ -679,12 +687,11 @@ export class ModelBuilder {
   matmul(x: string, options: { out: number; name?: string }): string {
     const s = this.#shape(x);
     const k = this.#channels(x, (s?.length ?? 1) - 1, "matmul");
-    const name = options.name ? this.#claim(options.name) : this.#fresh("matmul");
+    const name = this.#reserve(options.name, "matmul");
     const w = this.initializer(
       float32([k, options.out], this.random.normals(k * options.out, this.#std(k))),
       `${name}.weight`,
     );
-    this.#names.delete(name);
     return this.op("MatMul", [x, w], { name, shape: [...s!.slice(0, -1), options.out] });
   }
 

@@ -111,3 +111,24 @@ Deno.test("yoloLikeModel() small variants run in ORT", async () => {
   assert.deepEqual(out.out8!.dims, [1, 24, 8, 8]);
   assert.ok((out.out32!.data as Float32Array).every(Number.isFinite));
 });
+
+Deno.test("ModelBuilder names layers and their weights after a given name", () => {
+  const b = new ModelBuilder();
+  const y = b.conv(b.input("x", [1, 2, 4, 4]), { outChannels: 2, kernel: 1, name: "stem" });
+  assert.equal(y, "stem");
+  b.output(b.batchNorm(y, { name: "stem_bn" }));
+  const g = b.build();
+  assert.deepEqual([...g.initializers.keys()], [
+    "stem.weight",
+    "stem.bias",
+    "stem_bn.scale",
+    "stem_bn.bias",
+    "stem_bn.mean",
+    "stem_bn.var",
+  ]);
+  assert.deepEqual(g.nodes.map((n) => n.name), ["stem", "stem_bn"]);
+  assert.throws(
+    () => b.relu6(b.conv(y, { outChannels: 2, kernel: 1, name: "stem" })),
+    /"stem" is already used/,
+  );
+});
