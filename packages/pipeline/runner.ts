@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { basename, dirname, join } from "node:path";
+import { basename, dirname } from "node:path";
 import { encode, type Graph, METADATA_KEYS, type Tensor, validate } from "@clipq/onnx";
 import { loadModel, type SavedModel, saveModel } from "@clipq/onnx/io";
 import { ConfigError, ModelError } from "@clipq/onnx/errors";

@@ -144,18 +144,3 @@ export const SVD_OPTIONS: ObjectSpec = {
     seed: { type: "number", integer: true, minimum: 0, maximum: 2 ** 31 },
   },
 };
-
-/** Options of the `evaluate` step. */
-export const EVALUATE_OPTIONS: ObjectSpec = {
-  type: "object",
-  properties: {
-    latency: {
-      type: "object",
-      properties: {
-        runs: { type: "number", integer: true, minimum: 1, maximum: 10000 },
-        warmup: { type: "number", integer: true, minimum: 0, maximum: 1000 },
-      },
-    },
-    limit: { type: "number", integer: true, minimum: 1, maximum: 1e6 },
-  },
-};
