@@ -6,7 +6,8 @@
  * @module
  */
 import { ModelError } from "@clipq/onnx/errors";
-import { attrInt, type Graph, type Node } from "@clipq/onnx/graph";
+import { attrFloat, attrInt, type Graph, type Node } from "@clipq/onnx/graph";
+import type { Ranges, TensorRange } from "@clipq/onnx/metadata";
 import { float32, toFloat32 } from "@clipq/onnx/tensor";
 import { activationParams } from "./linear.ts";
 import { analyze, label, type Marks } from "./_analyze.ts";
@@ -112,6 +113,35 @@ function applyBiasShifts(graph: Graph, shifts: ReadonlyMap<string, Float32Array>
 }
 
 /**
+ * The range of a folded Relu/Clip output derived from its producer's range, when calibration gave
+ * the producer's and not the activation's: the activation clamps it.
+ */
+function throughActivation(
+  graph: Graph,
+  fused: ReadonlyMap<string, string>,
+  ranges: Ranges,
+  activationOutput: string,
+): TensorRange | undefined {
+  const pre = [...fused].find(([, act]) => act === activationOutput)?.[0];
+  const r = pre === undefined ? undefined : ranges.get(pre);
+  const act = graph.nodes.find((n) => n.outputs[0] === activationOutput);
+  if (!r || !act) return undefined;
+  const constant = (name: string | undefined) => {
+    const t = name ? graph.initializers.get(name) : undefined;
+    return t ? toFloat32(t)[0] : undefined;
+  };
+  let lo = 0, hi = Infinity;
+  if (act.op === "Clip") {
+    const [, mn, mx] = act.inputs;
+    if ((mn && constant(mn) === undefined) || (mx && constant(mx) === undefined)) return undefined;
+    lo = mn ? constant(mn)! : attrFloat(act, "min", -Infinity);
+    hi = mx ? constant(mx)! : attrFloat(act, "max", Infinity);
+  }
+  const clamp = (v: number) => Math.min(hi, Math.max(lo, v));
+  return { min: clamp(r.min), max: clamp(r.max), source: `${r.source} through ${act.op}` };
+}
+
+/**
  * Quantizes a float graph to int8: weights symmetric int8 per channel (int32 biases), activations
  * u8 (or s8) from the given ranges, written as QDQ (default) or QOperator. Ops without a quantizer,
  * excluded ones, the detector head's decode ops (head: "auto") and nodes whose tensors have no
@@ -167,7 +197,7 @@ export function quantize(graph: Graph, options: QuantizeOptions = {}): QuantizeR
     let missing: string | undefined;
     for (const t of m.activations) {
       if (activations.has(t) || pending.has(t)) continue;
-      const r = o.ranges.get(t);
+      const r = o.ranges.get(t) ?? throughActivation(g, a.fused, o.ranges, t);
       if (!r) {
         missing = t;
         break;

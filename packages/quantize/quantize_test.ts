@@ -301,3 +301,20 @@ Deno.test("quantize() reduceRange keeps weights in [-63, 63]; the report explain
   assert.equal(report.weights.length, 5);
   assert.ok(report.weights.every((w) => w.perChannel && w.clip === "mse" && w.minClipRatio <= 1));
 });
+
+Deno.test("quantize() derives a folded Relu's range from its producer's when only that was given", () => {
+  const g = convGraph();
+  const withRelu = {
+    ...g,
+    outputs: [{ name: "r", dtype: "float32" as const }],
+    nodes: [...g.nodes, node({ name: "relu", op: "Relu", inputs: ["y"], outputs: ["r"] })],
+  };
+  const ranges = new Map([
+    ["x", { min: -1, max: 1, source: "test" }],
+    ["y", { min: -4, max: 2, source: "minmax" }],
+  ]);
+  const { report } = quantize(withRelu, { ranges, exclude: { head: false } });
+  assert.deepEqual(report.quantizedNodes, ["conv", "relu"]);
+  const r = report.tensors.find((t) => t.name === "r")!;
+  assert.deepEqual([r.min, r.max, r.source], [0, 2, "minmax through Relu"]);
+});
