@@ -318,3 +318,22 @@ Deno.test("quantize() derives a folded Relu's range from its producer's when onl
   const r = report.tensors.find((t) => t.name === "r")!;
   assert.deepEqual([r.min, r.max, r.source], [0, 2, "minmax through Relu"]);
 });
+
+Deno.test("quantize() Gemm without transB and MatMul by a constant match float within 25 dB", async () => {
+  const b = new ModelBuilder({ seed: 13 });
+  const x = b.input("x", [4, 16]);
+  const h = b.relu(b.gemm(x, { out: 32, transB: false, name: "fc1" }));
+  b.output(b.matmul(h, { out: 8, name: "fc2" }), "y");
+  const g = b.build();
+  const plan = planQuantization(g);
+  assert.deepEqual(plan.weightedLayers.map((w) => w.channelAxis), [1, 1]);
+  const ranges = await minmaxRanges(g, [randomFeeds(g, 1)]);
+  const feeds = randomFeeds(g, 2);
+  const ref = (await runGraph(g, feeds)).y!;
+  for (const format of ["qdq", "qoperator"] as const) {
+    const { graph, report } = quantize(g, { ranges, format });
+    assert.deepEqual(report.quantizedNodes.filter((n) => n.startsWith("fc")), ["fc1", "fc2"]);
+    const db = sqnr(ref, (await runGraph(graph, feeds)).y!);
+    assert.ok(db >= 25, `${format}: ${db}`);
+  }
+});
