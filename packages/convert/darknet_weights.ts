@@ -106,10 +106,10 @@ export interface RandomWeightsOptions extends PlanOptions {
 /**
  * Writes a seeded random weights file for a cfg, in darknet's format (version 0.2.0, 64-bit
  * `seen`). Conv weights are He-uniform (variance 2/fan-in), biases ~N(0, 0.05), BN scales in
- * [0.8, 1.2); BN running means and variances follow the conv output's expected second moment
- * (tracked layer by layer), so activations stay bounded through YOLOv3's 75 convs and 23 residual
- * sums, as a trained network's do (on uniform input its heads have RMS ≈ 5–30; untracked BN
- * statistics would let the residual sums grow them past 10⁵).
+ * [0.8, 1.2); BN running means and variances follow the conv output's expected mean and second
+ * moment, tracked layer by layer (through residual sums, routes and pools), so every BN output is
+ * about unit scale as in a trained network: on uniform input YOLOv3's conv outputs have RMS ≈ 1
+ * and its heads ≈ 1.2 (with untracked BN statistics the residual sums would grow them past 10⁵).
  *
  * @param cfgText The cfg text.
  * @param options Seed, input size and file name for messages.
@@ -148,9 +148,24 @@ export function randomDarknetWeights(
   // Expected second moment E[x²] of each layer's output, tracked so that the BN running variance
   // matches what the conv will really produce: activations then stay O(1) through every layer,
   // residual sums included, as in a trained network. Input pixels are uniform in [0, 1]: E = 1/3.
-  const moment: number[] = [];
-  const m = (i: number) => (i < 0 ? 1 / 3 : moment[i]!);
-  const gain = (a: string) => (a === "linear" ? 1 : a === "logistic" ? 0.3 : 0.5);
+  // Per layer output: [mean, second moment]. Means matter for residual sums: leaky outputs are
+  // mostly positive, so E[(a + b)²] = E[a²] + E[b²] + 2·E[a]·E[b], not just the first two terms.
+  const stats: [number, number][] = [];
+  const at_ = (i: number): [number, number] => (i < 0 ? [0.5, 1 / 3] : stats[i]!);
+  // Activation of a zero-mean value with second moment v: [mean, second moment] (Gaussian).
+  const act = (a: string, v: number): [number, number] => {
+    const sd = Math.sqrt(v);
+    switch (a) {
+      case "linear":
+        return [0, v];
+      case "logistic":
+        return [0.5, 0.25 + 0.04 * v];
+      case "leaky":
+        return [0.9 * sd / Math.sqrt(2 * Math.PI), 0.505 * v];
+      default: // relu, mish, swish: about relu's
+        return [sd / Math.sqrt(2 * Math.PI), 0.5 * v];
+    }
+  };
   for (const l of plan.layers) {
     switch (l.type) {
       case "convolutional": {
@@ -158,7 +173,7 @@ export function randomDarknetWeights(
         const fanIn = (l.inChannels / l.groups) * l.size * l.size;
         // He-uniform: variance 2/fan-in, so the conv output has second moment 2·E[x²].
         const limit = Math.sqrt(6 / fanIn);
-        const convMoment = 2 * m(l.input);
+        const convMoment = 2 * at_(l.input)[1];
         const bias = rnd.normals(f, 0.05);
         put(bias);
         if (l.batchNormalize) {
@@ -169,24 +184,36 @@ export function randomDarknetWeights(
         const n = f * fanIn;
         state = fillUniform(out.subarray(at, at + n), state, limit);
         at += n;
-        moment.push((l.batchNormalize ? 1 : convMoment) * gain(l.activation));
+        stats.push(act(l.activation, l.batchNormalize ? 1 : convMoment));
         break;
       }
-      case "shortcut":
-        moment.push((m(l.inputs[0]) + m(l.inputs[1])) * gain(l.activation));
+      case "shortcut": {
+        const [a, b] = [at_(l.inputs[0]), at_(l.inputs[1])];
+        const sum: [number, number] = [a[0] + b[0], a[1] + b[1] + 2 * a[0] * b[0]];
+        stats.push(l.activation === "linear" ? sum : act(l.activation, sum[1]));
         break;
+      }
       case "route": {
-        let sum = 0, c = 0;
+        let mean = 0, moment = 0, c = 0;
         for (const i of l.inputs) {
           const ch = i < 0 ? plan.input[0] : plan.layers[i]!.shape[0];
-          sum += m(i) * ch;
+          mean += at_(i)[0] * ch;
+          moment += at_(i)[1] * ch;
           c += ch;
         }
-        moment.push(sum / c);
+        stats.push([mean / c, moment / c]);
+        break;
+      }
+      case "maxpool": {
+        // The max of a few neighbors sits about a standard deviation above their mean.
+        const [mean, moment] = at_(l.input);
+        const sd = Math.sqrt(Math.max(0, moment - mean * mean));
+        const k = l.size * l.size > 1 ? 0.8 : 0;
+        stats.push([mean + k * sd, (mean + k * sd) ** 2 + 0.5 * sd * sd]);
         break;
       }
       default:
-        moment.push(m(l.input));
+        stats.push(at_(l.input));
     }
   }
   return bytes;
