@@ -145,11 +145,10 @@ export function randomDarknetWeights(
     out.set(a, at);
     at += a.length;
   };
-  // Expected second moment E[x²] of each layer's output, tracked so that the BN running variance
-  // matches what the conv will really produce: activations then stay O(1) through every layer,
-  // residual sums included, as in a trained network. Input pixels are uniform in [0, 1]: E = 1/3.
-  // Per layer output: [mean, second moment]. Means matter for residual sums: leaky outputs are
-  // mostly positive, so E[(a + b)²] = E[a²] + E[b²] + 2·E[a]·E[b], not just the first two terms.
+  // Expected [mean, second moment] of each layer's output, tracked so that the BN running variance
+  // matches what the conv will really produce (input pixels uniform in [0, 1]: 1/2, 1/3). Means
+  // matter for residual sums: leaky outputs are mostly positive, so
+  // E[(a + b)²] = E[a²] + E[b²] + 2·E[a]·E[b], not just the first two terms.
   const stats: [number, number][] = [];
   const at_ = (i: number): [number, number] => (i < 0 ? [0.5, 1 / 3] : stats[i]!);
   // Activation of a zero-mean value with second moment v: [mean, second moment] (Gaussian).
