@@ -117,17 +117,18 @@ async function randomized(
   const mm = opts.matmul ?? jsMatMul;
   const l = Math.min(k + opts.oversample, m, n);
   const omega = gaussianArray(n * l, opts.seed);
-  let q = await mm(a, omega, m, n, l);
-  const last = opts.power === 0;
-  q = await orthonormalize(q, [m, l], { matmul: mm, passes: last ? 2 : 0 });
+  // Y₀ = A·Ω; then q times Z = orth(Aᵀ·Y), Y = A·Z. Only the short side (n×l) is
+  // re-orthonormalized inside the loop: with Z orthonormal, cond(A·Z) ≤ σ₁/σ_l, which the shifted
+  // CholeskyQR of the next step absorbs, and the tall m×l side, the costly one, is orthonormalized
+  // once at the end.
+  let y = await mm(a, omega, m, n, l);
   for (let it = 0; it < opts.power; it++) {
-    // Zᵀ = Qᵀ·A is l×n: transposing the thin factors instead of A keeps memory at one copy of A.
-    const zt = await mm(transpose(q, m, l), a, l, m, n);
+    // Zᵀ = Yᵀ·A is l×n: transposing the thin factors instead of A keeps memory at one copy of A.
+    const zt = await mm(transpose(y, m, l), a, l, m, n);
     const z = await orthonormalize(transpose(zt, l, n), [n, l], { matmul: mm, passes: 0 });
-    q = await mm(a, z, m, n, l);
-    const final = it === opts.power - 1;
-    q = await orthonormalize(q, [m, l], { matmul: mm, passes: final ? 2 : 0 });
+    y = await mm(a, z, m, n, l);
   }
+  const q = await orthonormalize(y, [m, l], { matmul: mm, passes: 2 });
   const qt = transpose(q, m, l);
   const b = await mm(qt, a, l, m, n); // l×n
   // Eigenvectors of B·Bᵀ are the left singular vectors of B; the best rank-k approximation of A
