@@ -301,3 +301,14 @@ Deno.test("clipq --dry-run prints the plan and writes nothing; --help documents 
     ws.cleanup();
   }
 });
+
+Deno.test("every example config validates and resolves its assets (--dry-run)", async () => {
+  for (const e of Deno.readDirSync(join(ROOT, "examples"))) {
+    if (!e.name.endsWith(".json")) continue;
+    const r = await cli(join(ROOT, "examples", e.name), "--dry-run");
+    assert.equal(r.code, 0, `${e.name}: ${r.stderr}`);
+    assert.match(r.stdout, /steps:\n {2}1\. normalize/, e.name);
+  }
+  const r = await cli("--dry-run");
+  assert.match(r.stdout, /ppocr-det\.int8\.onnx/, "no argument runs examples/default.json");
+});

@@ -404,6 +404,7 @@ export async function parseConfig(raw: unknown, options: LoadOptions = {}): Prom
     model = await resolveAsset(model, "model");
     await mustExist(model, "model", "file");
   } else if ("darknet" in model) {
+    model.darknet.cfg = await resolveAsset(model.darknet.cfg, "model.darknet.cfg");
     await mustExist(model.darknet.cfg, "model.darknet.cfg", "file");
     if (model.darknet.weights) {
       await mustExist(model.darknet.weights, "model.darknet.weights", "file");

@@ -5,12 +5,14 @@
  *
  * @module
  */
-import { basename, dirname } from "node:path";
+import { basename, dirname, join } from "node:path";
 import { encode, type Graph, METADATA_KEYS, type Tensor, validate } from "@clipq/onnx";
 import { loadModel, type SavedModel, saveModel } from "@clipq/onnx/io";
 import { ConfigError, ModelError } from "@clipq/onnx/errors";
 import { tensor } from "@clipq/onnx/tensor";
 import { imageBatches, listImages, type PreprocessSpec } from "@clipq/data";
+import { npyBatches } from "@clipq/data/npy";
+import { fromTfjs, loadDarknet } from "@clipq/convert";
 import type { Config, DataSetConfig } from "./config.ts";
 import type { FeedBatch, InputConfig, Logger, Progress, StepContext } from "./step.ts";
 import { createReporter } from "./progress.ts";
@@ -69,26 +71,11 @@ export interface RunResult {
  */
 export async function loadSource(source: Config["model"]): Promise<Graph> {
   if (typeof source === "string") return await loadModel(source);
-  const convert = await import("@clipq/convert") as Record<string, unknown>;
   if ("darknet" in source) {
-    const fromDarknet = convert.fromDarknet as
-      | ((cfg: string, weights?: Uint8Array) => Graph | Promise<Graph>)
-      | undefined;
-    if (!fromDarknet) {
-      throw new ConfigError(
-        "model.darknet",
-        "expected @clipq/convert to provide fromDarknet; found none",
-      );
-    }
-    const cfg = await Deno.readTextFile(source.darknet.cfg);
-    const weights = source.darknet.weights
-      ? await Deno.readFile(source.darknet.weights)
-      : undefined;
-    return await fromDarknet(cfg, weights);
-  }
-  const fromTfjs = convert.fromTfjs as ((path: string) => Graph | Promise<Graph>) | undefined;
-  if (!fromTfjs) {
-    throw new ConfigError("model.tfjs", "expected @clipq/convert to provide fromTfjs; found none");
+    return await loadDarknet(
+      source.darknet.cfg,
+      source.darknet.weights ? { weights: source.darknet.weights } : {},
+    );
   }
   return await fromTfjs(source.tfjs);
 }
@@ -233,24 +220,48 @@ export function createContext(
     log: reporter.log,
     progress: (label, total) => reporter.progress(label, total),
     ...(config.head ? { head: config.head } : {}),
-    hasData: (set) => !!config.data[set]?.images,
+    hasData: (set) => !!(config.data[set]?.images || config.data[set]?.npy),
     annotations: (set) => config.data[set]?.annotations,
     batches(set, options = {}) {
       const d = config.data[set];
       return (async function* (): AsyncGenerator<FeedBatch> {
-        if (!d?.images) {
+        if (!d?.images && !d?.npy) {
           throw new ConfigError(
             `data.${set}.images`,
             "expected image files; found none configured",
           );
         }
-        const { name, spec } = imageInput(graph, input);
         const extra = extraFeeds(graph, input);
-        let files = await filesOf(d);
-        if (options.shard) {
+        const shardOf = (files: string[]) => {
+          if (!options.shard) return files;
           const [k, n] = options.shard;
-          files = files.filter((_, i) => i % n === k - 1);
+          return files.filter((_, i) => i % n === k - 1);
+        };
+        if (d.npy) {
+          // Tensors as they are fed: no preprocessing, so no size is needed.
+          const name = input.name ?? graph.inputs.find((i) =>
+            !graph.initializers.has(i.name) && !(input.extra && i.name in input.extra)
+          )?.name ?? "";
+          const all = [...Deno.readDirSync(d.npy)].filter((e) =>
+            e.isFile && e.name.endsWith(".npy")
+          )
+            .map((e) =>
+              join(d.npy!, e.name)
+            ).sort();
+          const files = shardOf(d.limit !== undefined ? all.slice(0, d.limit) : all);
+          const progress = reporter.progress(set, files.length);
+          for await (
+            const b of npyBatches(files, { batchSize: config.data.calibration?.batchSize ?? 1 })
+          ) {
+            progress.tick(b.files.length);
+            yield { feeds: { [name]: b.tensor, ...extra }, files: b.files };
+          }
+          progress.done();
+          return;
         }
+        const { name, spec } = imageInput(graph, input);
+        let files = await filesOf(d);
+        files = shardOf(files);
         const progress = reporter.progress(set, files.length);
         for await (
           const b of imageBatches(files, spec, {
