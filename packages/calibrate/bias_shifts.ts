@@ -4,6 +4,13 @@
  * correction). The quantizer subtracts it from the layer's bias, so quantize stays a pure graph
  * transform.
  *
+ * By default each layer's shift is its own ("layer" reference): inside the quantized model, a copy
+ * of the float layer reads the same (dequantized) input as the quantized layer, and the shift is the
+ * mean difference of the two outputs. Comparing with the float model's output instead ("model"
+ * reference) also counts the error every upstream layer passed down; correcting all layers at once
+ * with those shifts corrects upstream errors many times over (on PP-OCRv4 det it turned the
+ * binarized text map IoU from 0.96 to 0.51), so "model" is only right for one layer at a time.
+ *
  * @module
  */
 import { type Graph, ModelError, type Tensor, toFloat32 } from "@clipq/onnx";
@@ -32,6 +39,8 @@ export interface BiasShiftOptions {
   threads?: number;
   /** Called after each batch with the number of batches done. */
   onProgress?: (batches: number) => void;
+  /** "layer": each layer's own error (default); "model": quantized vs float model outputs. */
+  reference?: "layer" | "model";
 }
 
 /** Defaults of {@linkcode BiasShiftOptions}. */
@@ -39,7 +48,48 @@ export const defaults = {
   layers: [],
   optimizationLevel: "all",
   threads: 0,
+  reference: "layer",
 } satisfies BiasShiftOptions;
+
+const REF_SUFFIX = "__clipq_float_reference";
+
+/**
+ * The quantized graph plus, for each layer, a float copy of it (float weights and bias from the
+ * float graph) reading the quantized layer's own input. Returns the graph and each layer's
+ * (quantized output, reference output) names.
+ */
+function withReferences(
+  floatGraph: Graph,
+  quantGraph: Graph,
+  layers: readonly BiasLayer[],
+): { graph: Graph; pairs: [string, string][] } {
+  const fNodes = new Map(floatGraph.nodes.map((n) => [n.name, n]));
+  const nodes = [...quantGraph.nodes];
+  const inits = new Map(quantGraph.initializers);
+  const pairs: [string, string][] = [];
+  for (const l of layers) {
+    const fn = fNodes.get(l.node);
+    const at = nodes.findIndex((n) => n.name === l.node);
+    if (!fn || at < 0) {
+      throw new ModelError(
+        `layer "${l.node}": expected a node of that name in both the float and the quantized model`,
+      );
+    }
+    const qn = nodes[at]!;
+    const inputs = fn.inputs.map((name, i) => {
+      if (i === 0 || !name) return i === 0 ? qn.inputs[0]! : name;
+      const t = floatGraph.initializers.get(name);
+      if (!t) return qn.inputs[i] ?? name;
+      const copy = `${name}${REF_SUFFIX}`;
+      inits.set(copy, t);
+      return copy;
+    });
+    const out = `${qn.outputs[0]}${REF_SUFFIX}`;
+    nodes.splice(at + 1, 0, { ...fn, name: `${fn.name}${REF_SUFFIX}`, inputs, outputs: [out] });
+    pairs.push([qn.outputs[0]!, out]);
+  }
+  return { graph: { ...quantGraph, nodes, initializers: inits }, pairs };
+}
 
 /** Adds each channel's sum of (q − f) into `sums`. */
 function accumulate(
@@ -112,25 +162,57 @@ export async function measureBiasShifts(
   options: BiasShiftOptions,
 ): Promise<Map<string, Float32Array>> {
   const o = { ...defaults, ...options };
+  if (o.reference !== "layer" && o.reference !== "model") {
+    throw new ConfigError(
+      "reference",
+      `expected "layer" or "model" but found ${JSON.stringify(o.reference)}`,
+    );
+  }
   const out = new Map<string, Float32Array>();
   if (o.layers.length === 0) return out;
-  const fNames = o.layers.map((l) => l.output);
-  const qNames = o.layers.map((l) => l.quantOutput ?? l.output);
   const sessionOptions = { optimizationLevel: o.optimizationLevel, threads: o.threads };
-  const fs = await createSession(floatGraph, {
-    ...sessionOptions,
-    taps: fNames,
-    label: "float model (bias correction)",
-  });
-  let qs;
+  // Each run yields, per layer, [reference output, quantized output].
+  let runPairs: (
+    feeds: Readonly<Record<string, Tensor>>,
+  ) => Promise<[Tensor | undefined, Tensor | undefined][]>;
+  const sessions: { release(): Promise<void> }[] = [];
   try {
-    qs = await createSession(quantGraph, {
-      ...sessionOptions,
-      taps: qNames,
-      label: "quantized model (bias correction)",
-    });
+    if (o.reference === "layer") {
+      const { graph, pairs } = withReferences(floatGraph, quantGraph, o.layers);
+      const names = pairs.flat();
+      const s = await createSession(graph, {
+        ...sessionOptions,
+        taps: names,
+        label: "quantized model with float reference layers (bias correction)",
+      });
+      sessions.push(s);
+      runPairs = async (feeds) => {
+        const r = await s.run(feeds, { outputs: names });
+        return pairs.map(([q, f]) => [r[f], r[q]]);
+      };
+    } else {
+      const fNames = o.layers.map((l) => l.output);
+      const qNames = o.layers.map((l) => l.quantOutput ?? l.output);
+      const fs = await createSession(floatGraph, {
+        ...sessionOptions,
+        taps: fNames,
+        label: "float model (bias correction)",
+      });
+      sessions.push(fs);
+      const qs = await createSession(quantGraph, {
+        ...sessionOptions,
+        taps: qNames,
+        label: "quantized model (bias correction)",
+      });
+      sessions.push(qs);
+      runPairs = async (feeds) => {
+        const fo = await fs.run(feeds, { outputs: fNames });
+        const qo = await qs.run(feeds, { outputs: qNames });
+        return o.layers.map((_, i) => [fo[fNames[i]!], qo[qNames[i]!]]);
+      };
+    }
   } catch (e) {
-    await fs.release();
+    for (const s of sessions) await s.release();
     throw e;
   }
   const sums = new Map<string, Float64Array>();
@@ -138,12 +220,9 @@ export async function measureBiasShifts(
   let done = 0;
   try {
     for await (const feeds of batches) {
-      const [fo, qo] = [
-        await fs.run(feeds, { outputs: fNames }),
-        await qs.run(feeds, { outputs: qNames }),
-      ];
+      const got = await runPairs(feeds);
       o.layers.forEach((l, i) => {
-        const f = fo[fNames[i]!], q = qo[qNames[i]!];
+        const [f, q] = got[i]!;
         const what = `layer "${l.node}" output "${l.output}"`;
         if (!f || !q) throw new ModelError(`${what}: expected it in both models' outputs`);
         const rank = f.dims.length;
@@ -161,8 +240,7 @@ export async function measureBiasShifts(
       o.onProgress?.(++done);
     }
   } finally {
-    await fs.release();
-    await qs.release();
+    for (const s of sessions) await s.release();
   }
   for (const [node, s] of sums) {
     const n = counts.get(node)!;

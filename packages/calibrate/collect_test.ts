@@ -98,3 +98,27 @@ Deno.test("measureBiasShifts() recovers a known per-channel output shift", async
     /channelAxis/,
   );
 });
+
+Deno.test("measureBiasShifts() charges each layer only its own shift by default", async () => {
+  const b = new ModelBuilder({ seed: 4 });
+  const x = b.input("x", [1, 2, 5, 5]);
+  const c1 = b.conv(x, { outChannels: 2, kernel: 1, name: "c1" });
+  b.output(b.conv(c1, { outChannels: 2, kernel: 1, name: "c2" }), "y");
+  const graph = b.build();
+  const [n1, n2] = graph.nodes;
+  const bias = n1!.inputs[2]!;
+  const quant: Graph = {
+    ...graph,
+    initializers: new Map([
+      ...graph.initializers,
+      [bias, float32([2], (graph.initializers.get(bias)!.data as Float32Array).map((v) => v + 1))],
+    ]),
+  };
+  const batches = [{ x: float32([1, 2, 5, 5], b.random.normals(50)) }];
+  const layers = [n1!, n2!].map((n) => ({ node: n.name, output: n.outputs[0]!, channelAxis: 1 }));
+  const own = await measureBiasShifts(graph, quant, batches, { layers });
+  assert.ok([...own.get(n1!.name)!].every((v) => Math.abs(v - 1) < 1e-5));
+  assert.ok([...own.get(n2!.name)!].every((v) => Math.abs(v) < 1e-5));
+  const total = await measureBiasShifts(graph, quant, batches, { layers, reference: "model" });
+  assert.ok([...total.get(n2!.name)!].some((v) => Math.abs(v) > 1e-3));
+});
