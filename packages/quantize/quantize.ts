@@ -59,12 +59,20 @@ function initializerBytes(g: Graph): number {
   return n;
 }
 
-/** Subtracts bias-correction shifts from the float biases (adding a bias where a layer has none). */
-function applyBiasShifts(graph: Graph, shifts: ReadonlyMap<string, Float32Array>): Graph {
+/**
+ * Subtracts bias-correction shifts from the float biases (adding a bias where a layer has none; for
+ * MatMul, correcting the bias Add after it or inserting one).
+ */
+function applyBiasShifts(
+  graph: Graph,
+  shifts: ReadonlyMap<string, Float32Array>,
+  derived: Map<string, { from: string; shift: Float32Array }>,
+): Graph {
   if (shifts.size === 0) return graph;
   const byLabel = new Map(graph.nodes.map((n, i) => [label(n, i), i]));
   const inits = new Map(graph.initializers);
   const nodes = [...graph.nodes];
+  const added = new Map<number, Node>();
   for (const [name, shift] of shifts) {
     const i = byLabel.get(name);
     if (i === undefined) {
@@ -77,9 +85,10 @@ function applyBiasShifts(graph: Graph, shifts: ReadonlyMap<string, Float32Array>
     else if (n.op === "ConvTranspose") {
       channels = w ? w.dims[1]! * attrInt(n, "group", 1) : undefined;
     } else if (n.op === "Gemm") channels = w?.dims[attrInt(n, "transB", 0) ? 0 : 1];
+    else if (n.op === "MatMul") channels = w?.dims[w.dims.length - 1];
     else {
       throw new ModelError(
-        `biasShifts: node "${name}" is a ${n.op}; expected Conv, ConvTranspose or Gemm (a bias input to correct)`,
+        `biasShifts: node "${name}" is a ${n.op}; expected Conv, ConvTranspose, Gemm or MatMul`,
       );
     }
     if (channels === undefined || channels !== shift.length) {
@@ -88,6 +97,47 @@ function applyBiasShifts(graph: Graph, shifts: ReadonlyMap<string, Float32Array>
           channels ?? "?"
         } per-channel shifts but found ${shift.length}`,
       );
+    }
+    if (n.op === "MatMul") {
+      // MatMul has no bias input: correct the bias Add that follows it, or add one.
+      const out = n.outputs[0]!;
+      const users = nodes.filter((m) => m.inputs.includes(out));
+      const add = users.length === 1 && users[0]!.op === "Add" ? users[0]! : undefined;
+      const k = add ? add.inputs.findIndex((x) => x !== out) : -1;
+      const c = add && k >= 0 ? inits.get(add.inputs[k]!) : undefined;
+      const fresh = (base: string) => {
+        let nm = base;
+        for (let j = 1; inits.has(nm) || graph.nodes.some((m) => m.outputs.includes(nm)); j++) {
+          nm = `${base}_${j}`;
+        }
+        return nm;
+      };
+      if (add && c && c.dtype === "float32" && c.dims.length === 1 && c.dims[0] === channels) {
+        const bias = Float32Array.from(toFloat32(c));
+        for (let j = 0; j < channels; j++) bias[j] = bias[j]! - shift[j]!;
+        const bn = fresh(`${add.inputs[k]}_corrected`);
+        inits.set(bn, float32([channels], bias));
+        const ai = nodes.indexOf(add);
+        nodes[ai] = { ...add, inputs: add.inputs.map((x, j) => (j === k ? bn : x)) };
+      } else {
+        const bias = new Float32Array(channels);
+        for (let j = 0; j < channels; j++) bias[j] = -shift[j]!;
+        const bn = fresh(`${name}.bias_correction`);
+        inits.set(bn, float32([channels], bias));
+        // The Add writes the calibrated tensor; the MatMul's new output takes its range, shifted.
+        const pre = fresh(`${out}_uncorrected`);
+        derived.set(pre, { from: out, shift });
+        nodes[i] = { ...n, outputs: [pre] };
+        added.set(i, {
+          name: fresh(`${name}_bias_correction`),
+          op: "Add",
+          domain: "",
+          inputs: [pre, bn],
+          outputs: [out],
+          attributes: {},
+        });
+      }
+      continue;
     }
     const old = n.inputs[2];
     let bias: Float32Array;
@@ -109,7 +159,8 @@ function applyBiasShifts(graph: Graph, shifts: ReadonlyMap<string, Float32Array>
     inputs[2] = newName;
     nodes[i] = { ...n, inputs } as Node;
   }
-  return { ...graph, nodes, initializers: inits };
+  const all = nodes.flatMap((n, i) => (added.has(i) ? [n, added.get(i)!] : [n]));
+  return { ...graph, nodes: all, initializers: inits };
 }
 
 /**
@@ -184,7 +235,19 @@ export function quantize(graph: Graph, options: QuantizeOptions = {}): QuantizeR
   const perChannel = o.weights === "per-channel";
   const opsetTarget = perChannel ? 13 : 10;
   let g = raiseOpset(graph, opsetTarget);
-  g = applyBiasShifts(g, o.biasShifts);
+  const derived = new Map<string, { from: string; shift: Float32Array }>();
+  g = applyBiasShifts(g, o.biasShifts, derived);
+  const shiftedRange = (t: string): TensorRange | undefined => {
+    const d = derived.get(t);
+    const r = d ? o.ranges.get(d.from) : undefined;
+    if (!d || !r) return undefined;
+    // pre = out + shift per channel, so the range widens by the shift's extremes.
+    return {
+      min: r.min + Math.min(0, ...d.shift),
+      max: r.max + Math.max(0, ...d.shift),
+      source: `${r.source} before bias correction`,
+    };
+  };
   const a = analyze(g, o);
 
   // Resolve ranges node by node (topological order): a node whose tensors lack ranges stays float.
@@ -197,7 +260,8 @@ export function quantize(graph: Graph, options: QuantizeOptions = {}): QuantizeR
     let missing: string | undefined;
     for (const t of m.activations) {
       if (activations.has(t) || pending.has(t)) continue;
-      const r = o.ranges.get(t) ?? throughActivation(g, a.fused, o.ranges, t);
+      const r = o.ranges.get(t) ?? throughActivation(g, a.fused, o.ranges, t) ??
+        shiftedRange(t);
       if (!r) {
         missing = t;
         break;

@@ -337,3 +337,31 @@ Deno.test("quantize() Gemm without transB and MatMul by a constant match float w
     assert.ok(db >= 25, `${format}: ${db}`);
   }
 });
+
+Deno.test("quantize() applies MatMul bias shifts to the bias Add after it, or adds one", async () => {
+  const b = new ModelBuilder({ seed: 17 });
+  const x = b.input("x", [2, 8]);
+  const h = b.add(b.matmul(x, { out: 4, name: "mm1" }), [0.1, 0.2, 0.3, 0.4]);
+  b.output(b.matmul(b.relu(h), { out: 4, name: "mm2" }), "y");
+  const g = b.build();
+  const ranges = await minmaxRanges(g, [randomFeeds(g, 1)]);
+  const feeds = randomFeeds(g, 2);
+  const shift = Float32Array.of(0.5, -0.5, 0.25, 0);
+  const shifts = new Map([["mm1", shift], ["mm2", shift]]);
+  const plain = quantize(g, { ranges, exclude: { head: false } });
+  const corrected = quantize(g, { ranges, biasShifts: shifts, exclude: { head: false } });
+  assert.equal(countOps(corrected.graph)["Add"], countOps(plain.graph)["Add"]! + 1);
+  // y = mm2(relu(mm1(x) + c)): a shift s on mm2 lowers y by s exactly; on mm1 it changes relu's input.
+  // With head auto, y is mm2's raw output (no output Q to saturate the shift away).
+  const p = (await runGraph(quantize(g, { ranges }).graph, feeds)).y!;
+  const onlyMm2 = quantize(g, { ranges, biasShifts: new Map([["mm2", shift]]) });
+  assert.ok(onlyMm2.report.quantizedNodes.includes("mm2"));
+  const q = (await runGraph(onlyMm2.graph, feeds)).y!;
+  for (let i = 0; i < p.length; i++) {
+    assert.ok(Math.abs(p[i]! - shift[i % 4]! - q[i]!) <= 1e-5, `${i}: ${p[i]} ${q[i]}`);
+  }
+  assert.ok(corrected.report.quantizedNodes.includes("mm1"), "mm1 keeps its (corrected) bias Add");
+  assert.ok([...corrected.graph.initializers.keys()].some((k) => /^const.*_corrected/.test(k)));
+  const pre = corrected.report.tensors.find((t) => t.source.endsWith("before bias correction"));
+  assert.ok(pre && corrected.report.quantizedNodes.includes("mm2"), "mm2 keeps a derived range");
+});
