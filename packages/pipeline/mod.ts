@@ -29,6 +29,18 @@ export {
 export { createReporter } from "./progress.ts";
 export { type Analysis, analyze } from "./analysis.ts";
 export { buildReport, type Report } from "./report.ts";
+export {
+  accuracyFallback,
+  type FallbackHooks,
+  type FallbackOptions,
+  type FallbackResult,
+  type FallbackTrial,
+  type LayerSensitivity,
+  layerSensitivity,
+  type SensitivityOptions,
+  stepFallback,
+  type StepFallbackOptions,
+} from "./fallback.ts";
 export { escapeHtml, renderHtml } from "./report_html.ts";
 export { normalizeStep } from "./steps/normalize.ts";
 export { calibrateStep } from "./steps/calibrate.ts";

@@ -1,0 +1,422 @@
+/**
+ * Accuracy-aware fallback: when the int8 model loses more than `maxDrop` of its agreement with the
+ * float model, the quantized layers that add the most quantization noise are reverted to float —
+ * few at first, doubling, then bisected back to the smallest count that meets the target — and
+ * the model is re-quantized with them excluded (the quantizer itself stays a pure transform).
+ *
+ * Sensitivity of a layer is the noise it adds: the noise-to-signal ratio of its output (float vs
+ * int8, pooled over images) minus that of its activation input. A layer that turns 30 dB into
+ * 20 dB adds 0.009; one that keeps 40 dB adds nearly nothing, wherever it sits.
+ *
+ * @module
+ */
+import type { Graph, Tensor } from "@clipq/onnx";
+import { ConfigError } from "@clipq/onnx/errors";
+import { toFloat64 } from "@clipq/onnx/tensor";
+import { decodeBatch, type Detection, fidelity, type HeadConfig, resolveHead } from "@clipq/detect";
+import { compareLatency, createSession } from "@clipq/runtime";
+import type { FeedBatch, StepContext } from "./step.ts";
+
+const WEIGHTED = new Set(["Conv", "ConvTranspose", "Gemm", "MatMul"]);
+
+/** How much quantization noise one layer adds. */
+export interface LayerSensitivity {
+  /** Node name (in the float graph). */
+  readonly node: string;
+  readonly op: string;
+  /** Output noise-to-signal ratio Σ(x − y)² / Σx², float x vs int8 y. */
+  readonly outputNsr: number;
+  /** The same for its activation input (0 for a graph input). */
+  readonly inputNsr: number;
+  /** outputNsr − inputNsr: the noise this layer adds. */
+  readonly added: number;
+}
+
+/** Options of {@linkcode layerSensitivity}. */
+export interface SensitivityOptions {
+  /** Only these node names (e.g. the quantized ones); all weighted layers by default. */
+  layers?: readonly string[];
+}
+
+function nsrOf(acc: [number, number] | undefined): number {
+  if (!acc) return 0;
+  const [signal, noise] = acc;
+  if (noise === 0) return 0;
+  return signal === 0 ? Infinity : noise / signal;
+}
+
+/**
+ * Ranks weighted layers (Conv, ConvTranspose, Gemm, MatMul) by the quantization noise they add, on
+ * the given feeds, most sensitive first.
+ *
+ * @param graphs The float graph and its int8 version (layer tensors keep their names in QDQ).
+ * @param feeds Model feeds to measure on.
+ * @param options Which layers to rank.
+ * @returns One entry per layer whose output both graphs produce, most added noise first.
+ *
+ * @example A layer the int8 graph computes differently ranks first
+ * ```ts
+ * import { layerSensitivity } from "@clipq/pipeline/fallback";
+ * import { emptyGraph, float32, node } from "@clipq/onnx";
+ * import assert from "node:assert/strict";
+ * const net = (w: number) => emptyGraph({
+ *   nodes: [
+ *     node({ name: "a", op: "MatMul", inputs: ["x", "w1"], outputs: ["h"] }),
+ *     node({ name: "b", op: "MatMul", inputs: ["h", "w2"], outputs: ["y"] }),
+ *   ],
+ *   initializers: new Map([["w1", float32([1, 1], [1])], ["w2", float32([1, 1], [w])]]),
+ *   inputs: [{ name: "x", dtype: "float32", shape: [1, 1] }],
+ *   outputs: [{ name: "y", dtype: "float32", shape: [1, 1] }],
+ * });
+ * const ranked = await layerSensitivity({ float: net(1), int8: net(1.5) }, [{ x: float32([1, 1], [2]) }]);
+ * assert.equal(ranked[0]?.node, "b");
+ * assert.equal(ranked[0]?.added, 0.25);
+ * ```
+ */
+export async function layerSensitivity(
+  graphs: { readonly float: Graph; readonly int8: Graph },
+  feeds: readonly Readonly<Record<string, Tensor>>[],
+  options: SensitivityOptions = {},
+): Promise<LayerSensitivity[]> {
+  const wanted = options.layers ? new Set(options.layers) : undefined;
+  const int8Tensors = new Set(graphs.int8.nodes.flatMap((n) => n.outputs));
+  const graphInputs = new Set(graphs.float.inputs.map((i) => i.name));
+  const layers = graphs.float.nodes.filter((n) =>
+    WEIGHTED.has(n.op) && (!wanted || wanted.has(n.name)) && n.outputs[0] !== undefined &&
+    int8Tensors.has(n.outputs[0])
+  );
+  const inputOf = (n: Graph["nodes"][number]) => {
+    const x = n.inputs[0];
+    return x && !graphs.float.initializers.has(x) && !graphInputs.has(x) && int8Tensors.has(x)
+      ? x
+      : undefined;
+  };
+  const taps = [
+    ...new Set(layers.flatMap((n) => [n.outputs[0]!, inputOf(n)].filter((t) => t !== undefined))),
+  ] as string[];
+  const outputNames = new Set(graphs.float.outputs.map((o) => o.name));
+  const tapped = taps.filter((t) => !outputNames.has(t));
+  const a = await createSession(graphs.float, { taps: tapped, optimizationLevel: "basic" });
+  const b = await createSession(graphs.int8, { taps: tapped, optimizationLevel: "basic" });
+  const acc = new Map<string, [number, number]>();
+  try {
+    for (const f of feeds) {
+      const x = await a.run(f, { outputs: taps });
+      const y = await b.run(f, { outputs: taps });
+      for (const t of taps) {
+        if (!x[t] || !y[t]) continue;
+        const p = toFloat64(x[t]), q = toFloat64(y[t]);
+        const s = acc.get(t) ?? [0, 0];
+        for (let i = 0; i < Math.min(p.length, q.length); i++) {
+          const d = p[i]! - q[i]!;
+          s[0] += p[i]! * p[i]!;
+          s[1] += d * d;
+        }
+        acc.set(t, s);
+      }
+    }
+  } finally {
+    await a.release();
+    await b.release();
+  }
+  return layers.map((n) => {
+    const outputNsr = nsrOf(acc.get(n.outputs[0]!));
+    const input = inputOf(n);
+    const inputNsr = input ? nsrOf(acc.get(input)) : 0;
+    return { node: n.name, op: n.op, outputNsr, inputNsr, added: outputNsr - inputNsr };
+  }).sort((p, q) => q.added - p.added || (p.node < q.node ? -1 : 1));
+}
+
+/** Options of {@linkcode accuracyFallback}. */
+export interface FallbackOptions {
+  /** Largest allowed drop of the score below the float model's (score 1 = agrees with float). */
+  maxDrop: number;
+  /** Most layers reverted to float. */
+  maxLayers?: number;
+}
+
+/** Defaults of {@linkcode FallbackOptions}. */
+export const defaults = { maxLayers: 64 } satisfies Omit<FallbackOptions, "maxDrop">;
+
+/** One re-quantization tried. */
+export interface FallbackTrial {
+  /** Layers kept float in this trial. */
+  readonly reverted: number;
+  readonly score: number;
+}
+
+/** Result of {@linkcode accuracyFallback}. */
+export interface FallbackResult {
+  /** The chosen int8 graph. */
+  readonly graph: Graph;
+  /** Layers reverted to float, most sensitive first. */
+  readonly reverted: readonly string[];
+  /** Score with every layer quantized. */
+  readonly initialScore: number;
+  /** Score of the chosen graph. */
+  readonly score: number;
+  /** Whether the chosen graph meets the target. */
+  readonly met: boolean;
+  readonly trials: readonly FallbackTrial[];
+}
+
+/** How the fallback quantizes, scores and ranks. */
+export interface FallbackHooks {
+  /** Quantizes the float model with these extra node names kept float. */
+  quantize(exclude: readonly string[]): Graph | Promise<Graph>;
+  /** Agreement of an int8 graph with the float model: 1 = identical. */
+  score(graph: Graph): Promise<number>;
+  /** Quantized layers, most sensitive first, for the fully quantized graph. */
+  rank(graph: Graph): Promise<readonly string[]>;
+}
+
+/**
+ * Reverts the most sensitive layers to float until `1 − score ≤ maxDrop`: 1, 2, 4, … layers, then
+ * bisects between the last count that missed and the first that met the target. When no count up
+ * to `maxLayers` meets it, the best-scoring graph tried is returned with `met: false`.
+ *
+ * @param hooks Quantize with exclusions, score, rank.
+ * @param options Target drop and the most layers to revert.
+ * @returns The chosen graph and what was reverted.
+ * @throws {ConfigError} When maxDrop is not in [0, 1] or maxLayers not a positive integer.
+ *
+ * @example Layer "b" costs 0.1 of the score, "a" 0.01
+ * ```ts
+ * import { accuracyFallback } from "@clipq/pipeline/fallback";
+ * import { emptyGraph } from "@clipq/onnx";
+ * import assert from "node:assert/strict";
+ * const cost: Record<string, number> = { a: 0.01, b: 0.1 };
+ * const r = await accuracyFallback({
+ *   quantize: (exclude) => emptyGraph({ name: exclude.join(",") }),
+ *   score: async (g) => 1 - Object.keys(cost).filter((k) => !g.name.split(",").includes(k)).reduce((s, k) => s + cost[k]!, 0),
+ *   rank: async () => ["b", "a"],
+ * }, { maxDrop: 0.05 });
+ * assert.deepEqual(r.reverted, ["b"]);
+ * assert.equal(r.met, true);
+ * ```
+ */
+export async function accuracyFallback(
+  hooks: FallbackHooks,
+  options: FallbackOptions,
+): Promise<FallbackResult> {
+  const o = { ...defaults, ...options };
+  if (typeof o.maxDrop !== "number" || !(o.maxDrop >= 0 && o.maxDrop <= 1)) {
+    throw new ConfigError("quantize.maxDrop", `expected a number in [0, 1]; found ${o.maxDrop}`);
+  }
+  if (!Number.isInteger(o.maxLayers) || o.maxLayers < 1) {
+    throw new ConfigError(
+      "quantize.maxLayers",
+      `expected a positive integer; found ${o.maxLayers}`,
+    );
+  }
+  const trials: FallbackTrial[] = [];
+  const first = await hooks.quantize([]);
+  const initialScore = await hooks.score(first);
+  trials.push({ reverted: 0, score: initialScore });
+  const ok = (s: number) => 1 - s <= o.maxDrop + 1e-12;
+  if (ok(initialScore)) {
+    return { graph: first, reverted: [], initialScore, score: initialScore, met: true, trials };
+  }
+  const order = (await hooks.rank(first)).slice(0, o.maxLayers);
+  let best = { graph: first, n: 0, score: initialScore };
+  const tried = new Map<number, { graph: Graph; score: number }>();
+  const attempt = async (n: number) => {
+    const graph = await hooks.quantize(order.slice(0, n));
+    const score = await hooks.score(graph);
+    trials.push({ reverted: n, score });
+    tried.set(n, { graph, score });
+    if (score > best.score) best = { graph, n, score };
+    return ok(score);
+  };
+  let miss = 0;
+  let hit: number | undefined;
+  for (let n = 1; order.length > 0; n = Math.min(2 * n, order.length)) {
+    if (await attempt(n)) {
+      hit = n;
+      break;
+    }
+    miss = n;
+    if (n === order.length) break;
+  }
+  if (hit === undefined) {
+    return {
+      graph: best.graph,
+      reverted: order.slice(0, best.n),
+      initialScore,
+      score: best.score,
+      met: false,
+      trials,
+    };
+  }
+  let met: number = hit;
+  while (met - miss > 1) {
+    const mid: number = (met + miss) >> 1;
+    if (await attempt(mid)) met = mid;
+    else miss = mid;
+  }
+  const chosen = tried.get(met)!;
+  return {
+    graph: chosen.graph,
+    reverted: order.slice(0, met),
+    initialScore,
+    score: chosen.score,
+    met: true,
+    trials,
+  };
+}
+
+/** Options of {@linkcode stepFallback}. */
+export interface StepFallbackOptions extends FallbackOptions {
+  /** Images scored per trial. */
+  maxImages?: number;
+  /** Timed runs of the latency comparison (0 skips it). */
+  latencyRuns?: number;
+}
+
+/** Defaults of {@linkcode StepFallbackOptions} besides maxDrop. */
+export const stepDefaults = { ...defaults, maxImages: 16, latencyRuns: 10 } satisfies Omit<
+  StepFallbackOptions,
+  "maxDrop"
+>;
+
+/** Mean over outputs of max(0, 1 − ‖y − x‖ / ‖x‖): the score without a detection head. */
+function outputScore(a: Record<string, Tensor>[], b: Record<string, Tensor>[]): number {
+  const sums = new Map<string, [number, number]>();
+  for (let i = 0; i < a.length; i++) {
+    for (const [name, t] of Object.entries(a[i]!)) {
+      const u = b[i]![name];
+      if (!u) continue;
+      const x = toFloat64(t), y = toFloat64(u);
+      const s = sums.get(name) ?? [0, 0];
+      for (let k = 0; k < Math.min(x.length, y.length); k++) {
+        const d = x[k]! - y[k]!;
+        s[0] += x[k]! * x[k]!;
+        s[1] += d * d;
+      }
+      sums.set(name, s);
+    }
+  }
+  if (sums.size === 0) return 0;
+  let total = 0;
+  for (const [s, n] of sums.values()) {
+    total += s === 0 ? (n === 0 ? 1 : 0) : Math.max(0, 1 - Math.sqrt(n / s));
+  }
+  return total / sums.size;
+}
+
+/**
+ * The fallback as the `quantize` step runs it: scores on the evaluation images (or the
+ * calibration ones) — detection agreement mAP50 with the float model when a head is configured or
+ * stated in the model's metadata, otherwise 1 − relative L2 error of the outputs — ranks layers by
+ * {@linkcode layerSensitivity}, and records in `ctx.report.fallback` the reverted layers, the
+ * scores and the latency cost (fully int8 vs with the fallback, ORT level all).
+ *
+ * @param floatGraph The float model.
+ * @param ctx The step context (data, head, report, log).
+ * @param hooks How to quantize with extra exclusions, and which layers are quantized.
+ * @param options Target drop, layer cap, images, latency runs.
+ * @returns What {@linkcode accuracyFallback} chose.
+ * @throws {ConfigError} When no image data is configured.
+ */
+export async function stepFallback(
+  floatGraph: Graph,
+  ctx: StepContext,
+  hooks: Pick<FallbackHooks, "quantize"> & { readonly quantizedNodes: readonly string[] },
+  options: StepFallbackOptions,
+): Promise<FallbackResult> {
+  const o = { ...stepDefaults, ...options };
+  const set = ctx.hasData("evaluation") ? "evaluation" : "calibration";
+  if (!ctx.hasData(set)) {
+    throw new ConfigError(
+      "quantize.maxDrop",
+      "expected calibration or evaluation images to measure the drop on; found none",
+    );
+  }
+  const batches: FeedBatch[] = [];
+  let images = 0;
+  for await (const b of ctx.batches(set)) {
+    batches.push(b);
+    images += b.files.length;
+    if (images >= o.maxImages) break;
+  }
+  let head: HeadConfig | undefined;
+  try {
+    head = resolveHead(ctx.head, { metadata: floatGraph.metadata });
+  } catch {
+    head = undefined;
+  }
+  const size = ctx.input.size;
+  const runAll = async (g: Graph) => {
+    const s = await createSession(g, { optimizationLevel: "basic" });
+    try {
+      const out: Record<string, Tensor>[] = [];
+      for (const b of batches) out.push(await s.run(b.feeds));
+      return out;
+    } finally {
+      await s.release();
+    }
+  };
+  const detectionsOf = (outs: Record<string, Tensor>[]): Detection[][] =>
+    outs.flatMap((o, i) => {
+      const b = batches[i]!;
+      return decodeBatch(head!, o, {
+        ...(b.transforms ? { transforms: b.transforms } : { batchSize: b.files.length }),
+        ...(size ? { size } : {}),
+      });
+    });
+  const floatOut = await runAll(floatGraph);
+  const reference = head ? detectionsOf(floatOut) : undefined;
+  const score = async (g: Graph) => {
+    const out = await runAll(g);
+    return reference
+      ? Math.max(0, fidelity(reference, detectionsOf(out)).ap50)
+      : outputScore(floatOut, out);
+  };
+  const feeds = batches.map((b) => b.feeds);
+  const rank = async (g: Graph) =>
+    (await layerSensitivity({ float: floatGraph, int8: g }, feeds, {
+      layers: hooks.quantizedNodes,
+    })).map((l) => l.node);
+  const result = await accuracyFallback({ quantize: hooks.quantize, score, rank }, o);
+  let latency: Record<string, number> | undefined;
+  if (result.reverted.length > 0 && o.latencyRuns > 0 && feeds[0]) {
+    const full = await createSession(await hooks.quantize([]), { optimizationLevel: "all" });
+    const chosen = await createSession(result.graph, { optimizationLevel: "all" });
+    try {
+      const cmp = await compareLatency({ a: full, b: chosen }, feeds[0], {
+        warmup: 2,
+        runs: o.latencyRuns,
+      });
+      latency = { int8Ms: cmp.a.median, fallbackMs: cmp.b.median, slowdown: cmp.ratio };
+    } finally {
+      await full.release();
+      await chosen.release();
+    }
+  }
+  ctx.report.fallback = {
+    maxDrop: o.maxDrop,
+    metric: reference ? "fidelity mAP50" : "1 - relative output error",
+    images,
+    initialScore: result.initialScore,
+    score: result.score,
+    met: result.met,
+    reverted: result.reverted,
+    trials: result.trials,
+    ...(latency ? { latency } : {}),
+  };
+  ctx.log.info(
+    `  fallback: score ${result.initialScore.toFixed(4)} → ${
+      result.score.toFixed(4)
+    } with ${result.reverted.length} layer(s) float` +
+      (latency ? ` (${latency.slowdown!.toFixed(2)}× the int8 latency)` : "") +
+      (result.met ? "" : `; target drop ${o.maxDrop} not met`),
+  );
+  if (!result.met) {
+    ctx.log.warn(
+      `quantize.maxDrop ${o.maxDrop}: best score ${
+        result.score.toFixed(4)
+      } after reverting ${result.reverted.length} layers`,
+    );
+  }
+  return result;
+}

