@@ -48,7 +48,10 @@ export interface QuantizeOptions extends PlanOptions {
   weightClip?: "max" | "mse";
   /** 7-bit weights in [−63, 63], for CPUs without VNNI (u8·s8 products saturate int16 there). */
   reduceRange?: boolean;
-  /** Per-channel shifts to subtract from each layer's float bias (bias correction), by node name. */
+  /**
+   * Per-channel shifts to subtract from each layer's float bias (bias correction), by node name.
+   * Conv/ConvTranspose/Gemm without a bias get one; a MatMul's bias Add is corrected, or inserted.
+   */
   biasShifts?: ReadonlyMap<string, Float32Array>;
   /** Throw a ModelError when a tensor needs a range and has none (default: keep its node float). */
   strict?: boolean;
