@@ -22,6 +22,10 @@ export interface RankVars {
   readonly params: number;
   /** The node name. */
   readonly name: string;
+  /** Position of the layer among the candidate layers (0-based, node order). */
+  readonly index: number;
+  /** Number of candidate layers in the graph. */
+  readonly layers: number;
 }
 
 /** A per-layer rule; the first that matches a node wins over the global policy. */
@@ -30,8 +34,8 @@ export interface SvdOverride {
   name?: string;
   /** Regular expression (source) tested against the node name. */
   pattern?: string;
-  /** Fixed rank for matching layers. */
-  rank?: number;
+  /** Rank for matching layers: a number or a function of the layer. */
+  rank?: number | ((vars: RankVars) => number);
   /** Energy to keep for matching layers. */
   energy?: number;
   /** Leave matching layers as they are. */
@@ -162,11 +166,17 @@ export async function svdCompress(
   const shapes = new Map<string, ValueInfo>();
   for (const v of [...graph.inputs, ...graph.valueInfo, ...graph.outputs]) shapes.set(v.name, v);
 
+  const isLinear = (n: Node) =>
+    (n.domain === "" || n.domain === "ai.onnx") && (n.op === "MatMul" || n.op === "Gemm");
+  const count =
+    graph.nodes.filter((n) => isLinear(n) && typeof candidate(n, graph, byName, false) !== "string")
+      .length;
+  let index = -1;
   for (const node of graph.nodes) {
-    if (node.domain !== "" && node.domain !== "ai.onnx") continue;
-    if (node.op !== "MatMul" && node.op !== "Gemm") continue;
+    if (!isLinear(node)) continue;
     const name = node.name || node.outputs[0] || "layer";
     const found = candidate(node, graph, byName);
+    if (typeof found !== "string") index++;
     if (typeof found === "string") {
       if (found) layers.push(skipped(node, name, 0, 0, found));
       continue;
@@ -215,8 +225,9 @@ export async function svdCompress(
         continue;
       }
     } else {
-      const vars = { rows, cols, params, name };
-      const raw = rule?.rank ??
+      const vars = { rows, cols, params, name, index, layers: count };
+      const ruleRank = typeof rule?.rank === "function" ? rule.rank(vars) : rule?.rank;
+      const raw = ruleRank ??
         (opts.rankFn
           ? opts.rankFn(vars)
           : opts.rank !== undefined
@@ -224,7 +235,7 @@ export async function svdCompress(
           : Math.floor(opts.ratio! * params / (rows + cols)));
       if (!Number.isFinite(raw) || raw < 0) {
         throw new ConfigError(
-          rule?.rank !== undefined ? "overrides.rank" : opts.rankFn ? "rank" : "rank",
+          rule?.rank !== undefined ? "overrides.rank" : "rank",
           `expected a rank ≥ 1 for layer "${name}" (${rows}×${cols}) but found ${raw}`,
         );
       }
@@ -339,7 +350,7 @@ function checkOptions(
     if (set !== 1) {
       throw new ConfigError(key, `expected exactly one of rank, energy, skip but found ${set}`);
     }
-    if (o.rank !== undefined && !(Number.isInteger(o.rank) && o.rank >= 1)) {
+    if (typeof o.rank === "number" && !(Number.isInteger(o.rank) && o.rank >= 1)) {
       throw new ConfigError(`${key}.rank`, `expected an integer ≥ 1 but found ${o.rank}`);
     }
     if (o.energy !== undefined && !(o.energy > 0 && o.energy <= 1)) {
@@ -349,7 +360,12 @@ function checkOptions(
 }
 
 /** The layer's weight as [in, out], or a skip reason ("" when it is not a candidate at all). */
-function candidate(node: Node, graph: Graph, byName: Map<string, Node>): Candidate | string {
+function candidate(
+  node: Node,
+  graph: Graph,
+  byName: Map<string, Node>,
+  read = true,
+): Candidate | string {
   const weightName = node.inputs[1] ?? "";
   const weight = constantTensor(weightName, graph, byName);
   const lhsConst = constantTensor(node.inputs[0] ?? "", graph, byName);
@@ -361,6 +377,22 @@ function candidate(node: Node, graph: Graph, byName: Map<string, Node>): Candida
     return `weight "${weightName}" is ${weight.dtype}, expected float32 or float64`;
   }
   const [d0, d1] = weight.dims as [number, number];
+  if (node.op === "Gemm" && attrInt(node, "transA", 0) !== 0) {
+    return "Gemm with transA=1 is not split";
+  }
+  // A cheap pass only classifies; the weight is read when the layer is processed.
+  if (!read) {
+    return {
+      node,
+      weightName,
+      weight,
+      w: new Float32Array(0),
+      rows: d0,
+      cols: d1,
+      transB: false,
+      alpha: 1,
+    };
+  }
   if (node.op === "MatMul") {
     return {
       node,
@@ -373,7 +405,6 @@ function candidate(node: Node, graph: Graph, byName: Map<string, Node>): Candida
       alpha: 1,
     };
   }
-  if (attrInt(node, "transA", 0) !== 0) return "Gemm with transA=1 is not split";
   const transB = attrInt(node, "transB", 0) !== 0;
   const alpha = attrFloat(node, "alpha", 1);
   const raw = toFloat32(weight);
