@@ -8,9 +8,10 @@ import { normalizeDefinition } from "./steps/normalize.ts";
 import { calibrateDefinition } from "./steps/calibrate.ts";
 import { quantizeDefinition } from "./steps/quantize.ts";
 import { evaluateDefinition } from "./steps/evaluate.ts";
+import { svdDefinition } from "./steps/svd.ts";
 
 /**
- * A registry with the built-in steps (normalize, calibrate, quantize).
+ * A registry with the built-in steps (normalize, svd-fc, calibrate, quantize, evaluate).
  *
  * @returns A new registry (add custom steps to it freely).
  *
@@ -24,6 +25,7 @@ import { evaluateDefinition } from "./steps/evaluate.ts";
 export function builtinSteps(): StepRegistry {
   return new StepRegistry()
     .register(normalizeDefinition)
+    .register(svdDefinition)
     .register(calibrateDefinition)
     .register(quantizeDefinition)
     .register(evaluateDefinition);

@@ -80,7 +80,7 @@ Deno.test("parseConfig() names the key path and what was expected in every error
       [
         { ...base, steps: [{ use: "quantise" }] },
         "steps[0].use",
-        /expected one of normalize, calibrate, quantize.* or a module path; found "quantise"/,
+        /expected one of normalize, svd-fc, calibrate, quantize, evaluate or a module path; found "quantise"/,
       ],
       [
         { ...base, steps: [{ use: "calibrate", lossAware: { lambda: "x" } }] },

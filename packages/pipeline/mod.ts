@@ -45,4 +45,5 @@ export { escapeHtml, renderHtml } from "./report_html.ts";
 export { normalizeStep } from "./steps/normalize.ts";
 export { calibrateStep } from "./steps/calibrate.ts";
 export { quantizeStep } from "./steps/quantize.ts";
+export { svdStep } from "./steps/svd.ts";
 export { evaluateStep } from "./steps/evaluate.ts";

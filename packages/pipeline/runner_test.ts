@@ -48,3 +48,39 @@ Deno.test("runPipeline() calibrates from .npy tensors and leaves no file behind 
     ws.cleanup();
   }
 });
+
+Deno.test("runPipeline() splits FC layers with a rank expression, then quantizes", async () => {
+  const { ModelBuilder } = await import("@clipq/onnx/builder");
+  const b = new ModelBuilder({ seed: 3, name: "fc" });
+  const h = b.relu(b.gemm(b.input("x", [1, 64]), { out: 128 }));
+  b.output(b.matmul(h, { out: 48 }), "y");
+  const ws = workspace(b.build());
+  try {
+    Deno.mkdirSync(join(ws.dir, "npy"));
+    Deno.writeFileSync(
+      join(ws.dir, "npy", "0.npy"),
+      writeNpy(float32([1, 64], Float32Array.from({ length: 64 }, (_, i) => Math.sin(i)))),
+    );
+    const cfg = await loadConfig(ws.write({
+      model: "model.onnx",
+      output: "out/fc.onnx",
+      data: { calibration: { npy: "npy" } },
+      steps: [
+        { use: "svd-fc", rank: "ceil(0.25 * min(rows, cols))", backend: "js" },
+        { use: "calibrate", method: "minmax" },
+        { use: "quantize" },
+      ],
+    }));
+    const { report, graph } = await runPipeline(cfg, { quiet: true, analyze: false });
+    const svd = report.details.svd as { layers: { rows: number; cols: number; rank: number }[] };
+    assert.deepEqual(svd.layers.map((l) => [l.rows, l.cols, l.rank]), [[64, 128, 16], [
+      128,
+      48,
+      12,
+    ]]);
+    assert.ok(report.methods.includes("svd-fc:rank"));
+    assert.ok(graph.nodes.some((n) => n.op === "QuantizeLinear"));
+  } finally {
+    ws.cleanup();
+  }
+});

@@ -110,7 +110,7 @@ export const QUANTIZE_OPTIONS: ObjectSpec = {
 };
 
 /** Variables of `svd-fc` rank expressions. */
-export const SVD_VARIABLES = ["rows", "cols", "params", "index", "layers"] as const;
+export const SVD_VARIABLES = ["rows", "cols", "params"] as const;
 
 /** Options of the `svd-fc` step. */
 export const SVD_OPTIONS: ObjectSpec = {
@@ -121,7 +121,7 @@ export const SVD_OPTIONS: ObjectSpec = {
       minimum: 1,
       maximum: 1e6,
       expression: SVD_VARIABLES,
-      description: "Kept rank: a number or an expression of rows, cols, params, index, layers.",
+      description: "Kept rank: a number or an expression of rows, cols, params.",
     },
     energy: {
       type: "number",
@@ -132,15 +132,34 @@ export const SVD_OPTIONS: ObjectSpec = {
     ratio: {
       type: "number",
       minimum: 1e-6,
-      maximum: 1,
-      description: "Keep this fraction of parameters.",
+      maximum: 0.999999,
+      description: "Keep at most this fraction of each layer's parameters.",
     },
     minParams: { type: "number", integer: true, minimum: 0, maximum: 1e12 },
     overrides: {
-      type: "map",
-      values: { type: "number", minimum: 1, maximum: 1e6, expression: SVD_VARIABLES },
-      description: "Per-layer rank {nodeName: rank or expression}.",
+      type: "array",
+      maxItems: 10000,
+      description: "Per-layer rules; the first matching wins.",
+      items: {
+        type: "object",
+        properties: {
+          name: { type: "string", description: "Exact node name." },
+          pattern: {
+            type: "string",
+            regex: true,
+            description: "Regular expression on node names.",
+          },
+          rank: { type: "number", integer: true, minimum: 1, maximum: 1e6 },
+          energy: { type: "number", minimum: 1e-6, maximum: 1 },
+          skip: { type: "boolean" },
+        },
+      },
     },
     seed: { type: "number", integer: true, minimum: 0, maximum: 2 ** 31 },
+    backend: {
+      type: "string",
+      enum: ["ort", "js"],
+      description: "Matrix products through onnxruntime (fast) or pure TypeScript.",
+    },
   },
 };
