@@ -60,9 +60,15 @@ export function nms(candidates: Candidates, options: Partial<NmsOptions> = {}): 
   const order = rankByScore(scores, count, o.score);
   const n = o.preTopK !== undefined ? Math.min(order.length, o.preTopK) : order.length;
   const maxKeep = Math.min(n, o.maxDetections);
+  if (maxKeep === 0) return new Int32Array(0);
+  // Many boxes may be kept (no tight maxDetections): look up only the kept boxes near each
+  // candidate through a uniform grid instead of scanning them all.
+  if (maxKeep > GRID_MIN_KEEP) {
+    const kept = gridNms(candidates, order.subarray(0, n), maxKeep, o);
+    if (kept) return kept;
+  }
   const kept = new Int32Array(maxKeep);
   let nKept = 0;
-  if (maxKeep === 0) return kept;
 
   // Kept boxes (copied contiguously with their areas) grouped per class, as linked lists
   // threaded through arrays, so a class-aware check only visits kept boxes of its class.
@@ -106,6 +112,110 @@ export function nms(candidates: Candidates, options: Partial<NmsOptions> = {}): 
     next[nKept] = heads.get(cls) ?? -1;
     heads.set(cls, nKept);
     kept[nKept++] = i;
+  }
+  return kept.slice(0, nKept);
+}
+
+/** Above this many detections to keep, NMS switches from per-class lists to a spatial grid. */
+const GRID_MIN_KEEP = 128;
+
+function gridNms(
+  candidates: Candidates,
+  order: Int32Array,
+  maxKeep: number,
+  o: NmsOptions,
+): Int32Array | undefined {
+  const { boxes, labels } = candidates;
+  const n = order.length;
+  let minX = Infinity, minY = Infinity, maxX = -Infinity, maxY = -Infinity;
+  let sumW = 0, sumH = 0;
+  for (let r = 0; r < n; r++) {
+    const i = order[r]!;
+    minX = Math.min(minX, boxes[4 * i]!);
+    minY = Math.min(minY, boxes[4 * i + 1]!);
+    maxX = Math.max(maxX, boxes[4 * i + 2]!);
+    maxY = Math.max(maxY, boxes[4 * i + 3]!);
+    sumW += Math.max(0, boxes[4 * i + 2]! - boxes[4 * i]!);
+    sumH += Math.max(0, boxes[4 * i + 3]! - boxes[4 * i + 1]!);
+  }
+  // Cells about the mean box size, so a box sits in a few cells (at most 128 per axis).
+  const Gx = Math.max(1, Math.min(128, Math.floor((maxX - minX) / (sumW / n || 1))));
+  const Gy = Math.max(1, Math.min(128, Math.floor((maxY - minY) / (sumH / n || 1))));
+  // Boxes large against their spread: a coarse grid prunes little; the lists do better.
+  if (Gx * Gy < 64) return undefined;
+  const cw = (maxX - minX) / Gx || 1, ch = (maxY - minY) / Gy || 1;
+  const cellX = (v: number) => Math.min(Gx - 1, Math.max(0, Math.floor((v - minX) / cw)));
+  const cellY = (v: number) => Math.min(Gy - 1, Math.max(0, Math.floor((v - minY) / ch)));
+  // Per (class, cell) lists of kept boxes — a box sits in every cell it overlaps — as linked
+  // entries in arrays; class-agnostic NMS files every box under class 0.
+  const grids = new Map<number, Int32Array>();
+  const gridOf = (label: number) => {
+    const l = o.classAgnostic ? 0 : label;
+    let g = grids.get(l);
+    if (!g) grids.set(l, g = new Int32Array(Gx * Gy).fill(-1));
+    return g;
+  };
+  let entryCap = 4 * maxKeep;
+  let entryBox = new Int32Array(entryCap), entryNext = new Int32Array(entryCap);
+  let entries = 0;
+  const kx1 = new Float64Array(maxKeep), ky1 = new Float64Array(maxKeep);
+  const kx2 = new Float64Array(maxKeep), ky2 = new Float64Array(maxKeep);
+  const karea = new Float64Array(maxKeep);
+  const stamp = new Int32Array(maxKeep).fill(-1);
+  const kept = new Int32Array(maxKeep);
+  let nKept = 0;
+  for (let r = 0; r < n && nKept < maxKeep; r++) {
+    const i = order[r]!;
+    const x1 = boxes[4 * i]!,
+      y1 = boxes[4 * i + 1]!,
+      x2 = boxes[4 * i + 2]!,
+      y2 = boxes[4 * i + 3]!;
+    const area = Math.max(0, x2 - x1) * Math.max(0, y2 - y1);
+    const label = labels[i]!;
+    const cx0 = cellX(x1), cx1 = cellX(x2), cy0 = cellY(y1), cy1 = cellY(y2);
+    const cellHead = gridOf(label);
+    let suppressed = false;
+    scan: for (let cy = cy0; cy <= cy1; cy++) {
+      for (let cx = cx0; cx <= cx1; cx++) {
+        for (let e = cellHead[cy * Gx + cx]!; e >= 0; e = entryNext[e]!) {
+          const k = entryBox[e]!;
+          if (stamp[k] === r) continue;
+          stamp[k] = r;
+          const w = Math.min(x2, kx2[k]!) - Math.max(x1, kx1[k]!);
+          if (w <= 0) continue;
+          const h = Math.min(y2, ky2[k]!) - Math.max(y1, ky1[k]!);
+          if (h <= 0) continue;
+          const inter = w * h;
+          if (inter / (area + karea[k]! - inter) > o.iou) {
+            suppressed = true;
+            break scan;
+          }
+        }
+      }
+    }
+    if (suppressed) continue;
+    const k = nKept++;
+    kx1[k] = x1;
+    ky1[k] = y1;
+    kx2[k] = x2;
+    ky2[k] = y2;
+    karea[k] = area;
+    kept[k] = i;
+    for (let cy = cy0; cy <= cy1; cy++) {
+      for (let cx = cx0; cx <= cx1; cx++) {
+        if (entries === entryCap) {
+          entryCap *= 2;
+          const b = new Int32Array(entryCap), nx = new Int32Array(entryCap);
+          b.set(entryBox);
+          nx.set(entryNext);
+          entryBox = b;
+          entryNext = nx;
+        }
+        entryBox[entries] = k;
+        entryNext[entries] = cellHead[cy * Gx + cx]!;
+        cellHead[cy * Gx + cx] = entries++;
+      }
+    }
   }
   return kept.slice(0, nKept);
 }

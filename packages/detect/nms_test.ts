@@ -12,13 +12,13 @@ function mulberry32(seed: number): () => number {
   };
 }
 
-function randomCandidates(n: number, seed: number, classes: number): Candidates {
+function randomCandidates(n: number, seed: number, classes: number, size = 60): Candidates {
   const rnd = mulberry32(seed);
   const boxes = new Float32Array(4 * n);
   const scores = new Float32Array(n);
   const labels = new Int32Array(n);
   for (let i = 0; i < n; i++) {
-    const x = rnd() * 200, y = rnd() * 200, w = 5 + rnd() * 60, h = 5 + rnd() * 60;
+    const x = rnd() * 200, y = rnd() * 200, w = 5 + rnd() * size, h = 5 + rnd() * size;
     boxes.set([x, y, x + w, y + h], 4 * i);
     // Coarse scores so ties happen.
     scores[i] = Math.round(rnd() * 50) / 50;
@@ -79,6 +79,18 @@ Deno.test("nms() keeps the same indices as brute-force greedy NMS on random sets
         assert.deepEqual([...got], expected, `seed ${seed} agnostic ${agnostic} iou ${thr}`);
         assert.ok(expected.length > 0);
       }
+    }
+  }
+});
+
+Deno.test("nms() keeps the same indices as brute force when many small boxes are kept (grid path)", () => {
+  for (let seed = 1; seed <= 6; seed++) {
+    const c = randomCandidates(1500, seed, 4, 8);
+    for (const agnostic of [false, true]) {
+      const expected = bruteForce(c, { iou: 0.3, score: 0, maxDetections: 2000, agnostic });
+      const got = nms(c, { iou: 0.3, score: 0, maxDetections: 2000, classAgnostic: agnostic });
+      assert.deepEqual([...got], expected, `seed ${seed} agnostic ${agnostic}`);
+      assert.ok(expected.length > 500);
     }
   }
 });
