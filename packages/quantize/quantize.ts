@@ -164,19 +164,21 @@ function applyBiasShifts(
 }
 
 /**
- * The range of a folded Relu/Clip output derived from its producer's range, when calibration gave
- * the producer's and not the activation's: the activation clamps it.
+ * The range of a folded Relu/Clip output, clamped to the activation's bounds: a Relu range that
+ * dips below 0 would give u8 a non-zero zero point, and onnxruntime then cannot drop the Relu and
+ * fuse the layer. When calibration gave only the producer's range, the activation clamps that one.
  */
-function throughActivation(
+function foldedRange(
   graph: Graph,
   fused: ReadonlyMap<string, string>,
   ranges: Ranges,
   activationOutput: string,
 ): TensorRange | undefined {
   const pre = [...fused].find(([, act]) => act === activationOutput)?.[0];
-  const r = pre === undefined ? undefined : ranges.get(pre);
   const act = graph.nodes.find((n) => n.outputs[0] === activationOutput);
-  if (!r || !act) return undefined;
+  const own = ranges.get(activationOutput);
+  const r = own ?? (pre === undefined ? undefined : ranges.get(pre));
+  if (!r || !act || pre === undefined) return own;
   const constant = (name: string | undefined) => {
     const t = name ? graph.initializers.get(name) : undefined;
     return t ? toFloat32(t)[0] : undefined;
@@ -184,12 +186,15 @@ function throughActivation(
   let lo = 0, hi = Infinity;
   if (act.op === "Clip") {
     const [, mn, mx] = act.inputs;
-    if ((mn && constant(mn) === undefined) || (mx && constant(mx) === undefined)) return undefined;
+    if ((mn && constant(mn) === undefined) || (mx && constant(mx) === undefined)) return own;
     lo = mn ? constant(mn)! : attrFloat(act, "min", -Infinity);
     hi = mx ? constant(mx)! : attrFloat(act, "max", Infinity);
   }
   const clamp = (v: number) => Math.min(hi, Math.max(lo, v));
-  return { min: clamp(r.min), max: clamp(r.max), source: `${r.source} through ${act.op}` };
+  const [min, max] = [clamp(r.min), clamp(r.max)];
+  if (own && min === own.min && max === own.max) return own;
+  const source = own ? `${r.source}, clamped to ${act.op}` : `${r.source} through ${act.op}`;
+  return { min, max, source };
 }
 
 /**
@@ -250,6 +255,7 @@ export function quantize(graph: Graph, options: QuantizeOptions = {}): QuantizeR
   };
   const a = analyze(g, o);
 
+  const foldedOutputs = new Set(a.fused.values());
   // Resolve ranges node by node (topological order): a node whose tensors lack ranges stays float.
   const activations = new Map<string, ActivationEntry>();
   const quantized = new Map<number, Marks>();
@@ -260,7 +266,7 @@ export function quantize(graph: Graph, options: QuantizeOptions = {}): QuantizeR
     let missing: string | undefined;
     for (const t of m.activations) {
       if (activations.has(t) || pending.has(t)) continue;
-      const r = o.ranges.get(t) ?? throughActivation(g, a.fused, o.ranges, t) ??
+      const r = (foldedOutputs.has(t) ? foldedRange(g, a.fused, o.ranges, t) : o.ranges.get(t)) ??
         shiftedRange(t);
       if (!r) {
         missing = t;

@@ -296,8 +296,15 @@ Deno.test("quantize() reduceRange keeps weights in [-63, 63]; the report explain
   }
   const pooled = report.tensors.find((t) => t.name.startsWith("maxpool"))!;
   assert.match(pooled.source, /^shared with /);
+  const conv2 = report.tensors.find((t) => t.name === "conv2")!;
+  assert.deepEqual([conv2.min, conv2.max, conv2.source, conv2.zeroPoint], [
+    -1,
+    3,
+    "percentile",
+    64,
+  ]);
   const relu = report.tensors.find((t) => t.name.startsWith("relu"))!;
-  assert.deepEqual([relu.min, relu.max, relu.source, relu.zeroPoint], [-1, 3, "percentile", 64]);
+  assert.deepEqual([relu.min, relu.zeroPoint, relu.source], [0, 0, "percentile, clamped to Relu"]);
   assert.equal(report.weights.length, 5);
   assert.ok(report.weights.every((w) => w.perChannel && w.clip === "mse" && w.minClipRatio <= 1));
 });
@@ -364,4 +371,20 @@ Deno.test("quantize() applies MatMul bias shifts to the bias Add after it, or ad
   assert.ok([...corrected.graph.initializers.keys()].some((k) => /^const.*_corrected/.test(k)));
   const pre = corrected.report.tensors.find((t) => t.source.endsWith("before bias correction"));
   assert.ok(pre && corrected.report.quantizedNodes.includes("mm2"), "mm2 keeps a derived range");
+});
+
+Deno.test("quantize() clamps a folded Relu's range at 0 so onnxruntime can fuse the layer", () => {
+  const g = convGraph();
+  const withRelu = {
+    ...g,
+    outputs: [{ name: "r", dtype: "float32" as const }],
+    nodes: [...g.nodes, node({ name: "relu", op: "Relu", inputs: ["y"], outputs: ["r"] })],
+  };
+  const ranges = new Map([
+    ["x", { min: -1, max: 1, source: "test" }],
+    ["r", { min: -0.5, max: 2, source: "override" }],
+  ]);
+  const r = quantize(withRelu, { ranges, exclude: { head: false } }).report.tensors
+    .find((t) => t.name === "r")!;
+  assert.deepEqual([r.min, r.max, r.zeroPoint, r.source], [0, 2, 0, "override, clamped to Relu"]);
 });
