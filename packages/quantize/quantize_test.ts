@@ -388,3 +388,24 @@ Deno.test("quantize() clamps a folded Relu's range at 0 so onnxruntime can fuse 
     .find((t) => t.name === "r")!;
   assert.deepEqual([r.min, r.max, r.zeroPoint, r.source], [0, 2, 0, "override, clamped to Relu"]);
 });
+
+Deno.test("quantize() Gemm and MatMul fuse into QGemm and QLinearMatMul at onnxruntime level all", async () => {
+  const b = new ModelBuilder({ seed: 1 });
+  const x = b.input("x", [4, 64]);
+  const h = b.relu(b.gemm(x, { out: 64, transB: false }));
+  const h2 = b.relu(b.matmul(h, { out: 64 }));
+  b.output(b.relu(b.gemm(h2, { out: 8 })), "y");
+  const g = b.build();
+  const ranges = await minmaxRanges(g, [randomFeeds(g, 1)]);
+  const { graph } = quantize(g, { ranges, exclude: { head: false } });
+  const dir = await Deno.makeTempDir();
+  try {
+    await runGraph(graph, randomFeeds(g, 2), { optimizedPath: `${dir}/o.onnx` });
+    const ops = countOps(decode(await Deno.readFile(`${dir}/o.onnx`)));
+    assert.equal(ops["QGemm"], 2, JSON.stringify(ops));
+    assert.equal(ops["QLinearMatMul"], 1, JSON.stringify(ops));
+    assert.equal(ops["Relu"], undefined);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
