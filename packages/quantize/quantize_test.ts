@@ -409,3 +409,33 @@ Deno.test("quantize() Gemm and MatMul fuse into QGemm and QLinearMatMul at onnxr
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("quantize() leaves onnxruntime one Q at the input and one DQ at the output of smallNet", async () => {
+  const g = smallNet();
+  const ranges = await minmaxRanges(g, [randomFeeds(g, 1), randomFeeds(g, 2)]);
+  const { graph } = quantize(g, { ranges, exclude: { head: false } });
+  const dir = await Deno.makeTempDir();
+  try {
+    await runGraph(graph, randomFeeds(g, 3), { optimizedPath: `${dir}/o.onnx` });
+    const ops = countOps(decode(await Deno.readFile(`${dir}/o.onnx`)));
+    assert.equal(ops["QuantizeLinear"], 1, JSON.stringify(ops));
+    assert.equal(ops["DequantizeLinear"], 1, JSON.stringify(ops));
+    for (
+      const op of [
+        "Conv",
+        "Relu",
+        "Clip",
+        "LeakyRelu",
+        "Add",
+        "Concat",
+        "Gemm",
+        "GlobalAveragePool",
+      ]
+    ) {
+      assert.equal(ops[op], undefined, `float ${op} left in ${JSON.stringify(ops)}`);
+    }
+    assert.equal(ops["QLinearConv"], 4);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
