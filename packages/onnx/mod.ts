@@ -20,5 +20,5 @@ export * from "./toposort.ts";
 export * from "./validate.ts";
 export * from "./normalize.ts";
 export * from "./io.ts";
-export { type InferShapesOptions, inferShapes, type ShapeInfo, withValueInfo } from "./shapes.ts";
-export { type UpgradeOptions, upgradeOpset } from "./upgrade.ts";
+export { inferShapes, type InferShapesOptions, type ShapeInfo, withValueInfo } from "./shapes.ts";
+export { upgradeOpset, type UpgradeOptions } from "./upgrade.ts";
