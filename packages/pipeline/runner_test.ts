@@ -72,13 +72,15 @@ Deno.test("runPipeline() splits FC layers with a rank expression, then quantizes
       ],
     }));
     const { report, graph } = await runPipeline(cfg, { quiet: true, analyze: false });
-    const svd = report.details.svd as { layers: { rows: number; cols: number; rank: number }[] };
+    const svd = report.details["svd-fc"] as {
+      layers: { rows: number; cols: number; rank: number }[];
+    };
     assert.deepEqual(svd.layers.map((l) => [l.rows, l.cols, l.rank]), [[64, 128, 16], [
       128,
       48,
       12,
     ]]);
-    assert.ok(report.methods.includes("svd-fc:rank"));
+    assert.ok(report.methods.includes("svd-fc"));
     assert.ok(graph.nodes.some((n) => n.op === "QuantizeLinear"));
   } finally {
     ws.cleanup();

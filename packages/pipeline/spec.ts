@@ -183,6 +183,8 @@ export function validate(spec: Spec, value: unknown, options: ValidateOptions = 
     case "any":
       return value;
     case "number": {
+      // Already compiled (options validated once by the config loader, or built in code).
+      if (typeof value === "function" && spec.expression) return value;
       if (typeof value === "string" && spec.expression) {
         const f = compileExpression(value, { key: path, variables: spec.expression });
         return f;
