@@ -7,6 +7,7 @@
  */
 import type { Graph } from "@clipq/onnx/graph";
 import { analyze } from "./_analyze.ts";
+import { divToMul } from "./_rewrite.ts";
 import { checkOptions, type PlanOptions } from "./options.ts";
 
 /** A weighted layer of the plan. */
@@ -69,7 +70,8 @@ export interface QuantizationPlan {
  */
 export function planQuantization(graph: Graph, options: PlanOptions = {}): QuantizationPlan {
   const o = checkOptions(options);
-  const a = analyze(graph, o);
+  const g = divToMul(graph, o.exclude);
+  const a = analyze(g, o);
   const shared = new Set<string>();
   for (const m of a.marks.values()) for (const [out] of m.shares) shared.add(out);
   const activations: string[] = [];
@@ -85,12 +87,12 @@ export function planQuantization(graph: Graph, options: PlanOptions = {}): Quant
     activations,
     weightedLayers: [...a.weighted].map(([i, w]) => ({
       node: a.labels[i]!,
-      output: graph.nodes[i]!.outputs[0]!,
+      output: g.nodes[i]!.outputs[0]!,
       channelAxis: w.axis,
     })),
     excluded: [...a.reasons].sort((x, y) => x[0] - y[0]).map(([i, reason]) => ({
       node: a.labels[i]!,
-      op: graph.nodes[i]!.op,
+      op: g.nodes[i]!.op,
       reason,
     })),
     fusedActivations: a.fused,

@@ -13,6 +13,7 @@ import { activationParams } from "./linear.ts";
 import { analyze, label, type Marks } from "./_analyze.ts";
 import { type ActivationEntry, type WeightReport, writeQdq } from "./_qdq.ts";
 import { foldQOperator } from "./_qoperator.ts";
+import { divToMul } from "./_rewrite.ts";
 import { checkOptions, type QuantizeOptions } from "./options.ts";
 import { raiseOpset } from "./opset.ts";
 import type { FloatNode } from "./plan.ts";
@@ -253,6 +254,7 @@ export function quantize(graph: Graph, options: QuantizeOptions = {}): QuantizeR
       source: `${r.source} before bias correction`,
     };
   };
+  g = divToMul(g, o.exclude);
   const a = analyze(g, o);
 
   const foldedOutputs = new Set(a.fused.values());

@@ -439,3 +439,26 @@ Deno.test("quantize() leaves onnxruntime one Q at the input and one DQ at the ou
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("quantize() turns Div by a constant into Mul by its reciprocal, unless Div is excluded", async () => {
+  const b = new ModelBuilder({ seed: 19 });
+  const x = b.input("x", [1, 4, 6, 6]);
+  const c = b.conv(x, { outChannels: 4, kernel: 3, name: "conv" });
+  const d = b.op("Div", [b.mul(c, b.relu(c)), b.initializer(6)], {
+    name: "div",
+    shape: [1, 4, 6, 6],
+  });
+  b.output(b.conv(d, { outChannels: 4, kernel: 1, name: "head" }), "y");
+  const g = b.build();
+  const ranges = await minmaxRanges(g, [randomFeeds(g, 1)]);
+  const feeds = randomFeeds(g, 2);
+  const { graph, report } = quantize(g, { ranges });
+  assert.ok(report.quantizedNodes.includes("div"));
+  const div = graph.nodes.find((n) => n.name === "div")!;
+  assert.equal(div.op, "Mul");
+  const ref = (await runGraph(g, feeds)).y!;
+  assert.ok(sqnr(ref, (await runGraph(graph, feeds)).y!) >= 25);
+  const kept = quantize(g, { ranges, exclude: { ops: ["Div"] } });
+  assert.equal(kept.graph.nodes.find((n) => n.name === "div")?.op, "Div");
+  assert.match(kept.report.floatNodes.find((f) => f.node === "div")!.reason, /op type Div/);
+});
