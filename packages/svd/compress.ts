@@ -99,7 +99,7 @@ export interface SvdLayerReport {
   /** Weights after (k·(rows + cols), or rows·cols when skipped). */
   readonly paramsAfter: number;
   /** Which decomposition ran. */
-  readonly method?: "exact" | "randomized";
+  readonly method?: "exact" | "randomized" | "randomized-gram";
   /** Why the layer was left alone. */
   readonly skipped?: string;
 }

@@ -26,15 +26,21 @@ export interface TruncatedSvd {
   /** ‖A‖_F², in float64. */
   readonly frobenius2: number;
   /** Which method ran. */
-  readonly method: "exact" | "randomized";
+  readonly method: "exact" | "randomized" | "randomized-gram";
 }
 
 /** Options of {@linkcode truncatedSvd}. */
 export interface TruncatedSvdOptions {
   /** Matrix multiply backend for the randomized method; pure TypeScript by default. */
   matmul?: MatMulBackend;
-  /** "auto" uses the exact method when min(m, n) ≤ exactMaxDim or k + oversample ≥ min(m, n). */
-  method?: "auto" | "exact" | "randomized";
+  /**
+   * "exact": one-sided Jacobi. "randomized": power iterations on A (2q + 2 products with A).
+   * "randomized-gram": power iterations on the Gram matrix AᵀA of the short side, formed once
+   * (one m·n² product, then each iteration costs n²·(k + p)): cheaper when n + k < (2q + 2)·(k + p),
+   * e.g. VGG16 fc6 at rank 1024. "auto" uses exact when min(m, n) ≤ exactMaxDim or
+   * k + oversample ≥ min(m, n), else the cheaper randomized one.
+   */
+  method?: "auto" | "exact" | "randomized" | "randomized-gram";
   /** Largest min(m, n) the "auto" method decomposes exactly. */
   exactMaxDim?: number;
   /** Extra random columns p beyond k. */
@@ -104,7 +110,67 @@ export async function truncatedSvd(
     for (let j = 0; j < k; j++) for (let i = 0; i < n; i++) vt[j * n + i] = d.v[i * r + j]!;
     return { u, s: d.s.slice(0, k), vt, k, spectrum: d.s, frobenius2, method: "exact" };
   }
-  return { ...(await randomized(a, m, n, k, opts)), frobenius2 };
+  const l = Math.min(k + opts.oversample, m, n);
+  const gram = opts.method === "randomized-gram" ||
+    (opts.method === "auto" && Math.min(m, n) + k < (2 * opts.power + 2) * l);
+  if (gram && m < n) {
+    // Work on Aᵀ so the Gram matrix is of the short side; swap the factors back.
+    const t = await truncatedSvd(transpose(a, m, n), [n, m, k], {
+      ...options,
+      method: "randomized-gram",
+    });
+    return { ...t, u: transpose(t.vt, k, m), vt: transpose(t.u, n, k) };
+  }
+  const dec = gram ? await randomizedGram(a, m, n, k, opts) : await randomized(a, m, n, k, opts);
+  return { ...dec, frobenius2 };
+}
+
+async function randomizedGram(
+  a: Float32Array,
+  m: number,
+  n: number,
+  k: number,
+  opts: Required<Omit<TruncatedSvdOptions, "matmul">> & TruncatedSvdOptions,
+): Promise<Omit<TruncatedSvd, "frobenius2">> {
+  const mm = opts.matmul ?? jsMatMul;
+  const l = Math.min(k + opts.oversample, n);
+  // C = AᵀA (n×n), once. Its float32 rounding is ~1e-7·σ₁², far below the σ_k² of any rank worth
+  // keeping, and each power iteration is then an n×n×l product instead of two m×n×l ones.
+  const c = await mm(transpose(a, m, n), a, n, m, n);
+  for (let i = 0; i < n; i++) {
+    for (let j = 0; j < i; j++) {
+      const v = 0.5 * (c[i * n + j]! + c[j * n + i]!);
+      c[i * n + j] = v;
+      c[j * n + i] = v;
+    }
+  }
+  // span(C^(q+1)·Ω) is the row space the classic method with q power iterations ends in.
+  let z = gaussianArray(n * l, opts.seed);
+  for (let it = 0; it <= opts.power; it++) {
+    z = await orthonormalize(await mm(c, z, n, n, l), [n, l], {
+      matmul: mm,
+      passes: it === opts.power ? 2 : 0,
+    });
+  }
+  // Rayleigh–Ritz: eigenvectors W of Zᵀ·C·Z give V = Z·W; then A·V_k = U_k·Σ_k directly, with no
+  // division by small singular values.
+  const cz = await mm(c, z, n, n, l);
+  const g = await mm(transpose(z, n, l), cz, l, n, l);
+  const { values, vectors } = symmetricEigen(g, l);
+  const spectrum = Float64Array.from(values, (v) => Math.sqrt(Math.max(0, v)));
+  const wk = new Float32Array(l * k);
+  for (let j = 0; j < k; j++) for (let i = 0; i < l; i++) wk[i * k + j] = vectors[j * l + i]!;
+  const v = await mm(z, wk, n, l, k); // n×k
+  const us = await mm(a, v, m, n, k); // m×k = U_k·Σ_k
+  const s = new Float64Array(k);
+  for (let i = 0; i < m; i++) {
+    for (let j = 0; j < k; j++) s[j] = s[j]! + us[i * k + j]! ** 2;
+  }
+  for (let j = 0; j < k; j++) s[j] = Math.sqrt(s[j]!);
+  for (let i = 0; i < m; i++) {
+    for (let j = 0; j < k; j++) us[i * k + j] = s[j]! > 0 ? us[i * k + j]! / s[j]! : 0;
+  }
+  return { u: us, s, vt: transpose(v, n, k), k, spectrum, method: "randomized-gram" };
 }
 
 async function randomized(

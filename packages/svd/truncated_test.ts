@@ -14,45 +14,63 @@ function known(m: number, n: number, sigma: number[]): Float32Array {
   return Float32Array.from(matmulSync(us, vt, m, sigma.length, n));
 }
 
-Deno.test("truncatedSvd() randomized recovers a rank-r matrix exactly at rank r", async () => {
-  const m = 400, n = 300, r = 12;
-  const a = Float32Array.from(
-    matmulSync(gaussianArray(m * r, 1), gaussianArray(r * n, 2), m, r, n),
-  );
-  const d = await truncatedSvd(a, [m, n, r], { method: "randomized" });
-  assert.equal(d.method, "randomized");
-  assert.ok(orthonormalityError(d.u, m, r) < 1e-5);
-  const v = new Float32Array(n * r);
-  for (let i = 0; i < r; i++) for (let j = 0; j < n; j++) v[j * r + i] = d.vt[i * n + j]!;
-  assert.ok(orthonormalityError(v, n, r) < 1e-5);
-  const us = d.u.map((x, i) => x * d.s[i % r]!);
-  const rec = matmulSync(us, d.vt, m, r, n);
-  let err = 0, norm = 0;
-  for (let i = 0; i < a.length; i++) {
-    err += (rec[i]! - a[i]!) ** 2;
-    norm += a[i]! ** 2;
-  }
-  assert.ok(Math.sqrt(err / norm) < 1e-5, `relative error ${Math.sqrt(err / norm)}`);
-});
+for (
+  const [method, m, n] of [["randomized", 400, 300], ["randomized-gram", 400, 300], [
+    "randomized-gram",
+    300,
+    400,
+  ]] as const
+) {
+  Deno.test(`truncatedSvd() ${method} recovers a ${m}×${n} rank-r matrix exactly at rank r`, async () => {
+    const r = 12;
+    const a = Float32Array.from(
+      matmulSync(gaussianArray(m * r, 1), gaussianArray(r * n, 2), m, r, n),
+    );
+    const d = await truncatedSvd(a, [m, n, r], { method });
+    assert.equal(d.method, method);
+    assert.ok(orthonormalityError(d.u, m, r) < 1e-5);
+    const v = new Float32Array(n * r);
+    for (let i = 0; i < r; i++) for (let j = 0; j < n; j++) v[j * r + i] = d.vt[i * n + j]!;
+    assert.ok(orthonormalityError(v, n, r) < 1e-5);
+    const us = d.u.map((x, i) => x * d.s[i % r]!);
+    const rec = matmulSync(us, d.vt, m, r, n);
+    let err = 0, norm = 0;
+    for (let i = 0; i < a.length; i++) {
+      err += (rec[i]! - a[i]!) ** 2;
+      norm += a[i]! ** 2;
+    }
+    assert.ok(Math.sqrt(err / norm) < 1e-5, `relative error ${Math.sqrt(err / norm)}`);
+  });
+}
 
-Deno.test("truncatedSvd() randomized finds known singular values within 1e-5", async () => {
-  const sigma = Array.from({ length: 40 }, (_, i) => 100 * 0.6 ** i);
-  const a = known(200, 150, sigma);
-  const d = await truncatedSvd(a, [200, 150, 8], { method: "randomized", power: 2 });
-  for (let i = 0; i < 8; i++) {
-    assert.ok(Math.abs(d.s[i]! - sigma[i]!) <= 1e-5 * sigma[i]!, `σ${i}: ${d.s[i]} vs ${sigma[i]}`);
-  }
-});
+for (const method of ["randomized", "randomized-gram"] as const) {
+  Deno.test(`truncatedSvd() ${method} finds known singular values within 1e-5`, async () => {
+    const sigma = Array.from({ length: 40 }, (_, i) => 100 * 0.6 ** i);
+    const a = known(200, 150, sigma);
+    const d = await truncatedSvd(a, [200, 150, 8], { method, power: 2 });
+    for (let i = 0; i < 8; i++) {
+      assert.ok(
+        Math.abs(d.s[i]! - sigma[i]!) <= 1e-5 * sigma[i]!,
+        `σ${i}: ${d.s[i]} vs ${sigma[i]}`,
+      );
+    }
+  });
+}
 
 Deno.test("truncatedSvd() exact and randomized agree on the kept energy", async () => {
   const a = gaussianArray(300 * 260, 7);
   for (let i = 0; i < 300; i++) for (let j = 0; j < 260; j++) a[i * 260 + j]! *= 1 / (1 + j);
   const exact = await truncatedSvd(a, [300, 260, 30], { method: "exact" });
-  const rand = await truncatedSvd(a, [300, 260, 30], { method: "randomized", power: 3 });
   const kept = (s: Float64Array) => s.reduce((acc, x) => acc + x * x, 0);
   const optimal = Math.sqrt(exact.frobenius2 - kept(exact.s));
-  const ours = Math.sqrt(rand.frobenius2 - kept(rand.s));
-  assert.ok(ours >= optimal * (1 - 1e-4) && ours <= optimal * 1.01, `${ours} vs ${optimal}`);
+  for (const method of ["randomized", "randomized-gram"] as const) {
+    const rand = await truncatedSvd(a, [300, 260, 30], { method, power: 3 });
+    const ours = Math.sqrt(rand.frobenius2 - kept(rand.s));
+    assert.ok(
+      ours >= optimal * (1 - 1e-4) && ours <= optimal * 1.01,
+      `${method}: ${ours} vs ${optimal}`,
+    );
+  }
 });
 
 Deno.test("truncatedSvd() gives the same bytes for the same seed and differs otherwise", async () => {
