@@ -236,8 +236,11 @@ export function node(
   return { domain: "", attributes: {}, ...fields };
 }
 
+const seeded = new WeakSet<Set<string>>();
+
 /**
- * A name not yet used by any tensor or node in the graph, derived from `base`.
+ * A name not yet used by any tensor or node in the graph, derived from `base`. Pass the same
+ * `taken` set to successive calls to get distinct names without rescanning the graph.
  *
  * @param graph The graph.
  * @param base Preferred name.
@@ -253,7 +256,9 @@ export function node(
  */
 export function freshName(graph: Graph, base: string, taken?: Set<string>): string {
   const used = taken ?? new Set<string>();
-  if (!taken || used.size === 0) {
+  // A caller's set is seeded with the graph's names once, whatever it already holds.
+  if (!taken || !seeded.has(taken)) {
+    if (taken) seeded.add(taken);
     for (const n of graph.nodes) {
       used.add(n.name);
       for (const o of n.outputs) used.add(o);
