@@ -2,6 +2,7 @@
 // pair right after their producer (all consumers read the DQ output); weights, biases and constant
 // operands become int8/int32/uint8 initializers read through a DequantizeLinear, never float
 // initializers followed by a Q — so the file holds the int8 bytes.
+import { ModelError } from "@clipq/onnx/errors";
 import type { Graph, Node } from "@clipq/onnx/graph";
 import { type Tensor, tensor, toFloat32 } from "@clipq/onnx/tensor";
 import { activationParams, quantizeLinear, type QuantParams } from "./linear.ts";
@@ -103,7 +104,17 @@ export function writeQdq(graph: Graph, w: WriteInput): { graph: Graph; weights: 
       let hit = weightOut.get(key);
       const init = graph.initializers.get(mw.name)!;
       if (!hit) {
-        const q = quantizeWeight(init, { axis, clip: w.weightClip, qmax: w.qmax });
+        let q: ReturnType<typeof quantizeWeight>;
+        try {
+          q = quantizeWeight(init, { axis, clip: w.weightClip, qmax: w.qmax });
+        } catch (e) {
+          throw new ModelError(
+            `node "${w.labels[i]}", weight "${mw.name}": ${(e as Error).message}`,
+            {
+              cause: e,
+            },
+          );
+        }
         const qName = fresh(`${mw.name}_quantized`);
         inits.set(qName, q.values);
         const p: QuantParams = { scale: q.scales[0]!, zeroPoint: 0, dtype: "int8" };

@@ -462,3 +462,16 @@ Deno.test("quantize() turns Div by a constant into Mul by its reciprocal, unless
   assert.equal(kept.graph.nodes.find((n) => n.name === "div")?.op, "Div");
   assert.match(kept.report.floatNodes.find((f) => f.node === "div")!.reason, /op type Div/);
 });
+
+Deno.test("quantize() names the node and weight holding a NaN", () => {
+  const g = convGraph();
+  const bad = {
+    ...g,
+    initializers: new Map([...g.initializers, ["w", float32([3, 2, 1, 1], [1, NaN, 0, 0, 0, 0])]]),
+  };
+  assert.throws(
+    () => quantize(bad, { ranges: convRanges }),
+    (e) =>
+      e instanceof ModelError && /node "conv", weight "w"/.test(e.message) && /NaN/.test(e.message),
+  );
+});
