@@ -5,6 +5,7 @@ import { encode } from "@clipq/onnx/proto";
 import type { Graph } from "@clipq/onnx/graph";
 import type { TensorRange } from "@clipq/onnx/metadata";
 import { seededRandom } from "@clipq/onnx/builder";
+import { inferDtypes } from "../_dtypes.ts";
 
 export type Feeds = Record<string, Float32Array>;
 
@@ -50,8 +51,11 @@ export async function minmaxRanges(
   graph: Graph,
   feedsList: Feeds[],
 ): Promise<Map<string, TensorRange>> {
+  const dtypes = inferDtypes(graph);
   const names = new Set<string>(graph.inputs.map((v) => v.name));
-  for (const n of graph.nodes) for (const o of n.outputs) if (o) names.add(o);
+  for (const n of graph.nodes) {
+    for (const o of n.outputs) if (o && dtypes.get(o) === "float32") names.add(o);
+  }
   const existing = new Set(graph.outputs.map((v) => v.name));
   const tapped: Graph = {
     ...graph,
