@@ -6,10 +6,10 @@
  *
  * Measured (640×640, this calibration set): page.png IoU 0.957, text.png IoU 0.646. The goal is
  * ≥ 0.95 on both; text.png (blurry handwriting, weak text scores) falls short, and no calibration
- * method closes the gap (with all nine photos at 640: minmax 0.16, entropy 0.43, mse 0.74, aciq 0.49,
- * percentile 0.68; bias
- * correction ±0.02; keeping any single conv float ≤ 0.71): per-tensor u8 activations lose the
- * small channels of PP-LCNetV3's wide-range activations. This test asserts the goal on page.png
+ * method closes the gap (with all nine photos at 640: minmax 0.16, entropy 0.43, mse 0.74, aciq
+ * 0.49, percentile 0.68; layer-wise bias correction ±0.02; keeping any single conv float ≤ 0.71;
+ * quantizing only the Muls, only the Adds or only the Convs each already gives ≈ 0.7): per-tensor
+ * u8 activations lose the small channels of PP-LCNetV3's wide-range activations. This test asserts the goal on page.png
  * and today's level on text.png, so a regression in either shows.
  */
 import assert from "node:assert/strict";
