@@ -6,7 +6,7 @@
  */
 import { DataError, float16ToNumber, ModelError, sizeOf, type Tensor } from "@clipq/onnx";
 import { tensor } from "@clipq/onnx/tensor";
-import { dirname, join } from "node:path";
+import { dirname, isAbsolute, join, relative } from "node:path";
 
 /** One TensorFlow node of a tfjs graph model. */
 export interface TfNode {
@@ -249,6 +249,13 @@ export async function readTfjsModel(path: string): Promise<TfjsModel> {
     const parts: Uint8Array[] = [];
     for (const p of group.paths) {
       const file = join(dirname(path), p);
+      // A manifest from anywhere must not make us read files outside its folder.
+      const rel = relative(dirname(path), file);
+      if (isAbsolute(p) || rel.startsWith("..") || isAbsolute(rel)) {
+        throw new ModelError(
+          `${path}: expected weight shards inside the model's folder but path "${p}" leaves it`,
+        );
+      }
       try {
         parts.push(await Deno.readFile(file));
       } catch (e) {

@@ -192,9 +192,8 @@ export function validate(graph: Graph, options: ValidateOptions = {}): Graph {
     throw new ModelError(
       problems.length === 1
         ? `Invalid model "${graph.name}": ${shown[0]}`
-        : `Invalid model "${graph.name}" (${problems.length} problems):\n${
-          shown.join("\n")
-        }${more}`,
+        // The first problem on the first line: CLIs print only that line.
+        : `Invalid model "${graph.name}" (${problems.length} problems): ${shown.join("\n")}${more}`,
     );
   }
   return graph;
