@@ -216,7 +216,7 @@ Deno.test("clipq exits 1 with a one-line ConfigError naming the key, and writes 
       data: { calibration: { images: photos } },
     };
     const cases: [unknown, RegExp][] = [
-      [{ ...ok, steps: [], extra: true }, /^error: unknown key "extra"/],
+      [{ ...ok, steps: [], extra: true }, /^error: extra: unknown key; expected one of/],
       [
         { ...ok, steps: [{ use: "quantize", reduceRange: "yes" }] },
         /^error: steps\[0\]\.reduceRange: expected true or false; found "yes"/,

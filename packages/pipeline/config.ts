@@ -399,6 +399,51 @@ export async function parseConfig(raw: unknown, options: LoadOptions = {}): Prom
     }
   };
 
+  // Steps first: every key is checked before the file system is looked at.
+  const rawSteps = (raw as { steps: unknown[] }).steps;
+  const steps: Step[] = [];
+  const entries: StepEntry[] = [];
+  for (const [i, s] of rawSteps.entries()) {
+    const key = `steps[${i}]`;
+    const { use, ...rest } = s as Record<string, unknown>;
+    if (typeof use !== "string") {
+      throw new ConfigError(
+        `${key}.use`,
+        `expected a step name or module path; found ${found(use)}`,
+      );
+    }
+    const def = registry.get(use);
+    let factory: StepFactory;
+    if (def) factory = def.factory;
+    else if (CUSTOM_STEP.test(use)) factory = await customFactory(use, baseDir, `${key}.use`);
+    else {
+      throw new ConfigError(
+        `${key}.use`,
+        `expected one of ${registry.list().map((d) => d.name).join(", ")} or a module path; found ${
+          found(use)
+        }`,
+      );
+    }
+    // Built-in options are validated here with the config's folder so their paths resolve; the
+    // factory validates again (it also serves code that calls it directly).
+    const opts = def
+      ? validate(def.options, rest, { path: key, baseDir }) as Record<string, unknown>
+      : rest;
+    let step: Step;
+    try {
+      step = checkStep(factory(opts), key);
+    } catch (e) {
+      if (e instanceof ConfigError && !e.keyPath.startsWith("steps[")) {
+        const detail = e.keyPath ? e.message.slice(e.keyPath.length + 2) : e.message;
+        const sub = e.keyPath.replace(/^[^.[]*/, "");
+        throw new ConfigError(`${key}${sub}`, detail, { cause: e });
+      }
+      throw e;
+    }
+    steps.push(step);
+    entries.push({ use, options: opts });
+  }
+
   let model = v.model as ModelSource;
   if (typeof model === "string") {
     model = await resolveAsset(model, "model");
@@ -458,50 +503,6 @@ export async function parseConfig(raw: unknown, options: LoadOptions = {}): Prom
     if (set === "calibration" && d.images && d.npy) {
       throw new ConfigError("data.calibration", "expected images or npy; found both");
     }
-  }
-
-  const rawSteps = (raw as { steps: unknown[] }).steps;
-  const steps: Step[] = [];
-  const entries: StepEntry[] = [];
-  for (const [i, s] of rawSteps.entries()) {
-    const key = `steps[${i}]`;
-    const { use, ...rest } = s as Record<string, unknown>;
-    if (typeof use !== "string") {
-      throw new ConfigError(
-        `${key}.use`,
-        `expected a step name or module path; found ${found(use)}`,
-      );
-    }
-    const def = registry.get(use);
-    let factory: StepFactory;
-    if (def) factory = def.factory;
-    else if (CUSTOM_STEP.test(use)) factory = await customFactory(use, baseDir, `${key}.use`);
-    else {
-      throw new ConfigError(
-        `${key}.use`,
-        `expected one of ${registry.list().map((d) => d.name).join(", ")} or a module path; found ${
-          found(use)
-        }`,
-      );
-    }
-    // Built-in options are validated here with the config's folder so their paths resolve; the
-    // factory validates again (it also serves code that calls it directly).
-    const opts = def
-      ? validate(def.options, rest, { path: key, baseDir }) as Record<string, unknown>
-      : rest;
-    let step: Step;
-    try {
-      step = checkStep(factory(opts), key);
-    } catch (e) {
-      if (e instanceof ConfigError && !e.keyPath.startsWith("steps[")) {
-        const detail = e.keyPath ? e.message.slice(e.keyPath.length + 2) : e.message;
-        const sub = e.keyPath.replace(/^[^.[]*/, "");
-        throw new ConfigError(`${key}${sub}`, detail, { cause: e });
-      }
-      throw e;
-    }
-    steps.push(step);
-    entries.push({ use, options: opts });
   }
 
   const text = JSON.stringify(raw);

@@ -42,8 +42,12 @@ Deno.test("parseConfig() names the key path and what was expected in every error
   const base = { model: "model.onnx", output: "o.onnx", steps: [] as unknown[] };
   try {
     const cases: [unknown, string, RegExp][] = [
-      [{ ...base, modle: 1 }, "", /unknown key "modle"; expected one of/],
-      [{ ...base, input: { size: [640, 640], sise: 1 } }, "input", /unknown key "sise"/],
+      [{ ...base, modle: 1 }, "modle", /unknown key; expected one of \$schema, model, output/],
+      [
+        { ...base, input: { size: [640, 640], sise: 1 } },
+        "input.sise",
+        /unknown key; expected one of name, size/,
+      ],
       [{ ...base, input: { size: [640] } }, "input.size", /expected at least 2 item/],
       [
         { ...base, input: { size: ["640", 640] } },
@@ -74,8 +78,8 @@ Deno.test("parseConfig() names the key path and what was expected in every error
       ],
       [
         { ...base, steps: [{ use: "quantize", exclude: { heads: "auto" } }] },
-        "steps[0].exclude",
-        /unknown key "heads"/,
+        "steps[0].exclude.heads",
+        /unknown key; expected one of names, ops, pattern, head/,
       ],
       [
         { ...base, steps: [{ use: "quantise" }] },

@@ -170,7 +170,7 @@ function accepts(spec: Spec, value: unknown): boolean {
  * import assert from "node:assert/strict";
  * const spec = { type: "object", properties: { limit: { type: "number", minimum: 1 } } } as const;
  * assert.deepEqual(validate(spec, { limit: 3 }), { limit: 3 });
- * assert.throws(() => validate(spec, { limt: 3 }, { path: "data" }), /data\.limt: unknown key/);
+ * assert.throws(() => validate(spec, { limt: 3 }, { path: "data" }), /data\.limt: unknown key; expected one of limit/);
  * ```
  */
 export function validate(spec: Spec, value: unknown, options: ValidateOptions = {}): unknown {
@@ -249,10 +249,9 @@ export function validate(spec: Spec, value: unknown, options: ValidateOptions = 
       for (const key of Object.keys(obj)) {
         const sub = Object.hasOwn(spec.properties, key) ? spec.properties[key] : undefined;
         if (!sub) {
-          return fail(
-            `unknown key ${JSON.stringify(key)}; expected one of ${
-              Object.keys(spec.properties).join(", ")
-            }`,
+          throw new ConfigError(
+            at(path, key),
+            `unknown key; expected one of ${Object.keys(spec.properties).join(", ")}`,
           );
         }
         if (obj[key] === undefined) continue;
