@@ -16,8 +16,12 @@ import assert from "node:assert/strict";
 import { loadModel } from "@clipq/onnx/io";
 import { normalize } from "@clipq/onnx/normalize";
 import type { Tensor } from "@clipq/onnx";
-import type { TensorRange } from "@clipq/onnx/metadata";
-import { clipBounds, collectStatistics, rangesFromStatistics } from "@clipq/calibrate";
+import {
+  clipBounds,
+  collectStatistics,
+  rangesFromStatistics,
+  withClipBounds,
+} from "@clipq/calibrate";
 import { planQuantization, quantize } from "@clipq/quantize";
 import { createSession } from "@clipq/runtime";
 import { preprocess, type PreprocessSpec, readImage } from "@clipq/data";
@@ -71,13 +75,10 @@ Deno.test({
       for (const f of await darknetPhotos()) yield await feed(f, 320);
     }
     const stats = await collectStatistics(graph, batches(), { tensors: needData });
-    const ranges = new Map<string, TensorRange>(
+    const ranges = withClipBounds(
+      bounds,
       rangesFromStatistics(stats, { method: "percentile", percentile: 99.99 }),
     );
-    for (const t of plan.activations) {
-      const r = bounds.ranges.get(t);
-      if (r) ranges.set(t, r);
-    }
     const { graph: int8, report } = quantize(graph, { ranges });
     assert.ok(
       report.quantizedNodes.length >= 250,

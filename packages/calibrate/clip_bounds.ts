@@ -524,3 +524,47 @@ function transfer(
   }
   return undefined;
 }
+
+/**
+ * Combines clip bounds with data ranges (the `fallback` of a clip-bounds calibration): a tensor the
+ * graph bounds keeps its clip bound; a data range is narrowed by a one-sided bound the graph states
+ * (Relu ≥ 0, HardSwish ≥ −0.375), since values outside it cannot occur.
+ *
+ * @param bounds What {@linkcode clipBounds} found.
+ * @param data Ranges from a data method, for the tensors clip bounds leave open.
+ * @returns Ranges for every tensor in either input.
+ *
+ * @example A Relu output measured slightly below 0 keeps its lower bound 0
+ * ```ts
+ * import { clipBounds, withClipBounds } from "@clipq/calibrate/clip-bounds";
+ * import { emptyGraph, node } from "@clipq/onnx";
+ * import assert from "node:assert/strict";
+ * const g = emptyGraph({
+ *   inputs: [{ name: "x", dtype: "float32" }],
+ *   nodes: [
+ *     node({ name: "r", op: "Relu", inputs: ["x"], outputs: ["y"] }),
+ *     node({ name: "s", op: "Sigmoid", inputs: ["y"], outputs: ["z"] }),
+ *   ],
+ * });
+ * const data = new Map([["y", { min: -0.01, max: 7, source: "percentile" }]]);
+ * const r = withClipBounds(clipBounds(g), data);
+ * assert.deepEqual(r.get("y"), { min: 0, max: 7, source: "percentile" });
+ * assert.equal(r.get("z")?.source, "clip-bound");
+ * ```
+ */
+export function withClipBounds(
+  bounds: ClipBoundsResult,
+  data: ReadonlyMap<string, TensorRange>,
+): Map<string, TensorRange> {
+  const out = new Map<string, TensorRange>();
+  for (const [t, r] of data) {
+    const p = bounds.partial.get(t);
+    if (!p) out.set(t, r);
+    else {
+      const min = Math.max(r.min, p.min), max = Math.min(r.max, p.max);
+      out.set(t, min <= max ? { min, max, source: r.source } : r);
+    }
+  }
+  for (const [t, r] of bounds.ranges) out.set(t, r);
+  return out;
+}

@@ -29,6 +29,7 @@ export {
   type ClipBoundsResult,
   type InputRange,
   type PixelSpec,
+  withClipBounds,
 } from "./clip_bounds.ts";
 export { type CollectOptions, type CollectProgress, collectStatistics } from "./collect.ts";
 export { type BiasLayer, type BiasShiftOptions, measureBiasShifts } from "./bias_shifts.ts";
