@@ -86,3 +86,49 @@ Deno.test("runPipeline() splits FC layers with a rank expression, then quantizes
     ws.cleanup();
   }
 });
+
+Deno.test("runPipeline() feeds input.extra to other model inputs and applies bias correction", async () => {
+  const { ModelBuilder } = await import("@clipq/onnx/builder");
+  const b = new ModelBuilder({ seed: 5, name: "two-inputs" });
+  const x = b.input("images", [1, 3, 16, 16]);
+  const gain = b.input("gain", [1]);
+  const y = b.relu(b.conv(x, { outChannels: 8, kernel: 3, pad: 1 }));
+  b.output(b.mul(b.conv(y, { outChannels: 4, kernel: 1 }), gain), "out");
+  const ws = workspace(b.build());
+  try {
+    Deno.mkdirSync(join(ws.dir, "npy"));
+    for (let k = 0; k < 2; k++) {
+      const v = Float32Array.from({ length: 3 * 16 * 16 }, (_, i) => ((i * (k + 5)) % 31) / 30);
+      Deno.writeFileSync(join(ws.dir, "npy", `${k}.npy`), writeNpy(float32([1, 3, 16, 16], v)));
+    }
+    const cfg = await loadConfig(ws.write({
+      model: "model.onnx",
+      output: "out/m.onnx",
+      input: { name: "images", extra: { gain: [2] } },
+      data: { calibration: { npy: "npy" } },
+      steps: [
+        { use: "calibrate", method: "minmax", biasCorrection: true },
+        { use: "quantize" },
+      ],
+    }));
+    const { report, graph } = await runPipeline(cfg, { quiet: true, analyze: false });
+    assert.ok(report.methods.includes("bias-correction"));
+    const bc = report.details.biasCorrection as { layers: number };
+    assert.ok(bc.layers >= 1, `bias-corrected layers: ${bc.layers}`);
+    assert.deepEqual(graph.inputs.map((i) => i.name), ["images", "gain"]);
+
+    const missing = await loadConfig(ws.write({
+      model: "model.onnx",
+      output: "out/m2.onnx",
+      input: { extra: { gian: [2] } },
+      data: { calibration: { npy: "npy" } },
+      steps: [{ use: "calibrate", method: "minmax" }, { use: "quantize" }],
+    }));
+    await assert.rejects(
+      runPipeline(missing, { quiet: true }),
+      /input\.extra\.gian: expected a model input/,
+    );
+  } finally {
+    ws.cleanup();
+  }
+});
