@@ -231,3 +231,16 @@ Deno.test("svdCompress() rejects conflicting or invalid options naming the key",
     /layer "fc" \(64×64\)/,
   );
 });
+
+Deno.test("svdCompress() gives the first Gemm a zero bias where opset < 11 requires C", async () => {
+  const w = lowRank(40, 36, 5, 61);
+  const g = {
+    ...gemmModel(w, 40, 36, { transB: 1, alpha: 1, beta: 1, bias: true, batch: 2 }),
+    opsetImports: [{ domain: "", version: 9 }],
+  };
+  const { graph } = await svdCompress(g, { rank: 5 });
+  assert.deepEqual(graph.nodes[0]!.inputs, ["x", "W_svd_a", "W_svd_zero_bias"]);
+  assert.deepEqual([...graph.initializers.get("W_svd_zero_bias")!.data], [0, 0, 0, 0, 0]);
+  const x = { x: float32([2, 40], gaussianArray(80, 63)) };
+  assert.ok(relDiff(await run(graph, x), await run(g, x)) < 1e-4);
+});
