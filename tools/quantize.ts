@@ -1,6 +1,6 @@
 /**
  * The clipq command: `deno task quantize [config.json] [flags]` (or `clipq …` after
- * `deno install -g -A -n clipq tools/quantize.ts`). With no config it runs examples/default.json.
+ * `deno install -g -A -n clipq --config deno.json tools/quantize.ts`). With no config it runs examples/default.json.
  *
  * Exit codes: 0 success, 1 bad input (config, model, data), 2 internal error.
  *

@@ -52,7 +52,7 @@ export interface AnalyzeOptions {
 }
 
 /** Default analysis options. */
-export const defaults = { maxImages: 4, runs: 10, warmup: 2 } satisfies AnalyzeOptions;
+export const defaults = { maxImages: 3, runs: 8, warmup: 2 } satisfies AnalyzeOptions;
 
 const WEIGHTED = new Set(["Conv", "ConvTranspose", "Gemm", "MatMul"]);
 const MAX_SQNR = 200;

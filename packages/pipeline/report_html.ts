@@ -218,6 +218,32 @@ export function renderHtml(report: Report): string {
       }</div></section>`,
     );
   }
+  const svd = report.details["svd-fc"] as
+    | {
+      layers?: {
+        node: string;
+        rows: number;
+        cols: number;
+        rank: number;
+        relativeError: number;
+        skipped?: string;
+      }[];
+    }
+    | undefined;
+  if (svd?.layers?.length) {
+    sections.push(`<section><h2>SVD of fully connected layers</h2>${
+      table(
+        ["layer", "rows × cols", "rank", "relative error", "note"],
+        svd.layers.map((l) => [
+          l.node,
+          `${l.rows} × ${l.cols}`,
+          String(l.rank),
+          fmt(l.relativeError),
+          l.skipped ?? "",
+        ]),
+      )
+    }</section>`);
+  }
   if (report.accuracy !== undefined) {
     sections.push(
       `<section><h2>Accuracy</h2><pre>${
