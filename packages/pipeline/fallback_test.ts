@@ -5,6 +5,7 @@ import { planQuantization, quantize } from "@clipq/quantize";
 import { createSession } from "@clipq/runtime";
 import { accuracyFallback, layerSensitivity, stepFallback } from "./fallback.ts";
 import type { FeedBatch, StepContext } from "./step.ts";
+import { quantizeStep } from "./steps/quantize.ts";
 
 /** Conv net of four layers; the third gets a far too narrow input range in `badRanges`. */
 function net(): Graph {
@@ -142,4 +143,21 @@ Deno.test("stepFallback() reverts the clipped layer through onnxruntime and repo
   const c3 = result.graph.nodes.find((n) => n.name === "c3")!;
   const producer = result.graph.nodes.find((n) => n.outputs.includes(c3.inputs[1]!));
   assert.notEqual(producer?.op, "DequantizeLinear");
+});
+
+Deno.test("quantizeStep({ maxDrop }) keeps the clipped layer float and reports the fallback", async () => {
+  const graph = net();
+  const ctx = context(graph);
+  ctx.ranges = await badRanges(graph);
+  const int8 = await quantizeStep({ maxDrop: 0.05 }).run(graph, ctx);
+  const report = ctx.report.fallback as { reverted: string[]; score: number; met: boolean };
+  assert.equal(report.met, true);
+  assert.equal(report.reverted[0], "c3");
+  assert.ok(ctx.methods.includes("fallback:0.05"));
+  assert.ok((ctx.report.excluded as { node: string }[] | string[]).length > 0);
+  const c3 = int8.nodes.find((n) => n.name === "c3")!;
+  assert.ok(
+    !int8.nodes.some((n) => n.outputs.includes(c3.inputs[0]!) && n.op === "DequantizeLinear"),
+  );
+  assert.throws(() => quantizeStep({ maxDrop: 2 }), /quantize\.maxDrop/);
 });

@@ -16,7 +16,8 @@
  * images, per-output SQNR. NanoDet and PP-OCR det also run every calibration method side by side.
  * Quick mode (CI): YOLOv3-tiny at 160×160 and PP-OCR det at 320×320, few runs.
  *
- * Run alone: `deno run -A tools/bench/models.ts [--quick]`.
+ * Run alone: `deno run -A tools/bench/models.ts [--quick]`; `CLIPQ_BENCH_MODELS=nanodet,ppocr-det`
+ * limits a run to some of yolov3-tiny, yolov3, nanodet, ppocr-det, ppocr-rec, faster-rcnn.
  *
  * @module
  */
@@ -617,15 +618,21 @@ export async function run(options: BenchOptions): Promise<BenchResult[]> {
   const runs = quick ? 4 : 20;
   const cb = { method: "clip-bounds", fallback: "percentile" } as const;
 
-  const tiny = await yolo("yolov3-tiny", quick ? 160 : 416);
-  log(
-    (await profile(tiny, cb, {
-      runs,
-      goals: { speedup: 3, size: 0.253 },
-      label: `YOLOv3-tiny ${quick ? 160 : 416} (random weights) int8 vs float`,
-    })).result,
-  );
-  if (!quick) {
+  const only = Deno.env.get("CLIPQ_BENCH_MODELS")?.split(",").filter(Boolean);
+  const wanted = (key: string, full = false) =>
+    (only ? only.includes(key) : true) && !(full && quick);
+
+  if (wanted("yolov3-tiny")) {
+    const tiny = await yolo("yolov3-tiny", quick ? 160 : 416);
+    log(
+      (await profile(tiny, cb, {
+        runs,
+        goals: { speedup: 3, size: 0.253 },
+        label: `YOLOv3-tiny ${quick ? 160 : 416} (random weights) int8 vs float`,
+      })).result,
+    );
+  }
+  if (wanted("yolov3", true)) {
     const y = await yolo("yolov3", 416);
     log(
       (await profile(y, cb, {
@@ -635,8 +642,7 @@ export async function run(options: BenchOptions): Promise<BenchResult[]> {
       })).result,
     );
   }
-
-  if (!quick) {
+  if (wanted("nanodet", true)) {
     const n = await nanodet();
     const p = await profile(n, { method: "clip-bounds", fallback: "mse" }, {
       runs,
@@ -646,20 +652,18 @@ export async function run(options: BenchOptions): Promise<BenchResult[]> {
     log(p.result);
     log(await methods(n, p.set, p.floatOut, "NanoDet 416", quick));
   }
-
-  const det = await ppocrDet(quick ? 320 : 640, quick);
-  const p = await profile(det, { method: "clip-bounds", fallback: "mse" }, {
-    runs,
-    goals: { speedup: 2, size: 0.27 },
-    label: `PP-OCRv4 det ${quick ? 320 : 640} int8 vs float`,
-  });
-  log(p.result);
-  log(await methods(det, p.set, p.floatOut, `PP-OCRv4 det ${quick ? 320 : 640}`, quick));
-
-  if (!quick) {
-    log(await ppocrRec());
-    log(await fasterRcnn());
+  if (wanted("ppocr-det")) {
+    const det = await ppocrDet(quick ? 320 : 640, quick);
+    const p = await profile(det, { method: "clip-bounds", fallback: "mse" }, {
+      runs,
+      goals: { speedup: 2, size: 0.27 },
+      label: `PP-OCRv4 det ${quick ? 320 : 640} int8 vs float`,
+    });
+    log(p.result);
+    log(await methods(det, p.set, p.floatOut, `PP-OCRv4 det ${quick ? 320 : 640}`, quick));
   }
+  if (wanted("ppocr-rec", true)) log(await ppocrRec());
+  if (wanted("faster-rcnn", true)) log(await fasterRcnn());
   return results;
 }
 

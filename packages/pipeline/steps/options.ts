@@ -106,6 +106,13 @@ export const QUANTIZE_OPTIONS: ObjectSpec = {
       },
     },
     overrides: rangeOverrides,
+    maxDrop: {
+      type: "number",
+      minimum: 0,
+      maximum: 1,
+      description:
+        "Accuracy-aware fallback: revert the most sensitive layers to float until agreement with the float model drops by at most this.",
+    },
   },
 };
 

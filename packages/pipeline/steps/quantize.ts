@@ -12,6 +12,7 @@ import { measureBiasShifts } from "@clipq/calibrate";
 import { ConfigError } from "@clipq/onnx/errors";
 import { checkOptions, type Step, type StepContext, type StepDefinition } from "../step.ts";
 import { QUANTIZE_OPTIONS } from "./options.ts";
+import { stepFallback } from "../fallback.ts";
 
 async function* feedsOf(ctx: StepContext): AsyncGenerator<Record<string, Tensor>> {
   for await (const b of ctx.batches("calibration")) yield b.feeds;
@@ -26,6 +27,8 @@ export interface QuantizeStepOptions {
   reduceRange?: boolean;
   exclude?: { names?: string[]; ops?: string[]; pattern?: string; head?: "auto" | false };
   overrides?: Record<string, { min: number; max: number }>;
+  /** Accuracy-aware fallback: the largest allowed drop of agreement with the float model (0..1). */
+  maxDrop?: number;
 }
 
 /** Defaults of {@linkcode quantizeStep}. */
@@ -94,6 +97,7 @@ export function quantizeStep(options: QuantizeStepOptions = {}): Step {
         ...(headOutputs ? { headOutputs } : {}),
       };
       let result = quantize(graph, opts);
+      let biasShifts: Map<string, Float32Array> | undefined;
       if (ctx.biasCorrection) {
         ctx.log.info("  bias correction: measuring per-channel output shifts");
         const producers = new Map(
@@ -114,7 +118,23 @@ export function quantizeStep(options: QuantizeStepOptions = {}): Step {
           optimizationLevel: "basic",
         });
         result = quantize(graph, { ...opts, biasShifts: shifts });
+        biasShifts = shifts;
         ctx.report.biasCorrection = { layers: shifts.size };
+      }
+      if (o.maxDrop !== undefined) {
+        // Re-quantizes with the most sensitive layers excluded (fallback.ts) until the drop holds.
+        const without = (names: readonly string[]) =>
+          quantize(graph, {
+            ...opts,
+            ...(biasShifts ? { biasShifts } : {}),
+            exclude: { ...opts.exclude, names: [...(opts.exclude?.names ?? []), ...names] },
+          });
+        const fb = await stepFallback(graph, ctx, {
+          quantize: (names) => without(names).graph,
+          quantizedNodes: result.report.quantizedNodes,
+        }, { maxDrop: o.maxDrop });
+        if (fb.reverted.length > 0) result = without(fb.reverted);
+        ctx.methods.push(`fallback:${o.maxDrop}`);
       }
       ctx.methods.push(
         `quantize:${o.format}-${o.activations}-${o.weights}-${o.weightClip}${
