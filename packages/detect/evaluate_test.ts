@@ -126,6 +126,15 @@ Deno.test("resolveHead() fills keys from the model's head metadata, the config w
   );
 });
 
+Deno.test("resolveHead() keeps up to 1000 text boxes for DB heads unless told otherwise", () => {
+  assert.equal(resolveHead({ type: "db", outputs: ["m"] }).nms.maxDetections, 1000);
+  assert.equal(
+    resolveHead({ type: "db", outputs: ["m"], nms: { maxDetections: 5 } }).nms.maxDetections,
+    5,
+  );
+  assert.equal(resolveHead({ type: "yolo-decoded", outputs: ["d"] }).nms.maxDetections, 100);
+});
+
 Deno.test("headAutoOutputs() lists the head's graph outputs and names a missing one", () => {
   const ssd = resolveHead({ type: "ssd", outputs: ["loc", "conf"], priors: "anchors" });
   assert.deepEqual(headAutoOutputs(ssd, ["conf", "loc", "anchors"]), ["loc", "conf", "anchors"]);

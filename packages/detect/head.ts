@@ -164,7 +164,7 @@ export type HeadDefaults =
     readonly [T in HeadType]: Readonly<Partial<HeadOptionsOf<T>>>;
   };
 
-/** Defaults per head type (besides `nms`, which defaults to {@linkcode nmsDefaults}). */
+/** Defaults per head type (besides `nms`, which defaults to {@linkcode nmsDefaults}; DB heads keep up to 1000 boxes). */
 export const defaults: HeadDefaults = {
   nms: nmsDefaults,
   yolov3: { layout: "channels-first" },
@@ -285,7 +285,13 @@ export function resolveHead(raw: unknown, options: ResolveHeadOptions = {}): Hea
   }
   if (merged.classes !== undefined) positiveInt(merged.classes, at("classes"));
   const nms = checkNms(
-    { ...nmsDefaults, ...(base.nms as object ?? {}), ...(given.nms as object ?? {}) },
+    {
+      ...nmsDefaults,
+      // A page holds many more text lines than a photo holds objects (PP-OCR's max_candidates).
+      ...(t === "db" ? { maxDetections: 1000 } : {}),
+      ...(base.nms as object ?? {}),
+      ...(given.nms as object ?? {}),
+    },
     at("nms"),
     given.nms,
   );
