@@ -39,9 +39,7 @@ export interface CollectOptions {
 export const defaults = {
   tensors: [],
   bins: 2048,
-  // With hundreds of tapped outputs, "all" spends its time converting each one back from the
-  // blocked (NCHWc) layout and warming up; "basic" ran the tapped PP-OCRv4 det 2–4× faster.
-  optimizationLevel: "basic",
+  optimizationLevel: "all",
   threads: 0,
 } satisfies CollectOptions;
 
