@@ -204,7 +204,7 @@ Deno.test("clipq gives the same bytes for the same config, and sharded calibrati
   }
 });
 
-Deno.test("clipq exits 1 with a one-line ConfigError naming the key, and writes nothing", async () => {
+Deno.test("clipq exits 1 on bad input (one-line error naming the key) and 2 on a bug, and writes nothing", async () => {
   const ws = workspace();
   try {
     const photos = await photoDir(ws.dir, 1);
@@ -253,6 +253,16 @@ Deno.test("clipq exits 1 with a one-line ConfigError naming the key, and writes 
     const spawned = await spawnCli(ws.write(cases[2]![0]), "--quiet");
     assert.equal(spawned.code, 1);
     assert.match(spawned.stderr, /^error: steps\[0\]\.method/);
+    // A bug (an error that is not a ClipqError) inside a step: exit 2, nothing written.
+    Deno.writeTextFileSync(
+      join(ws.dir, "buggy.ts"),
+      `export default () => ({ name: "buggy", run: () => { throw new TypeError("x is undefined"); } });`,
+    );
+    const bug = await cli(ws.write({ ...ok, steps: [{ use: "./buggy.ts" }] }), "--quiet");
+    assert.equal(bug.code, 2, bug.stderr);
+    assert.match(bug.stderr, /^internal error: TypeError: x is undefined/);
+    assert.match(bug.stderr, /hint: this is a clipq bug/);
+    assert.ok(!exists(join(ws.dir, "out")));
     // A model that is not ONNX: ModelError, exit 1, nothing written.
     Deno.writeTextFileSync(join(ws.dir, "bad.onnx"), "not a model");
     const r = await cli(
