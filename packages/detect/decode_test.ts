@@ -69,6 +69,36 @@ Deno.test("decodeOutputs() recovers a box planted in YOLOv3 raw outputs, both la
   }
 });
 
+Deno.test("decodeOutputs() recovers YOLO boxes with the Ultralytics and scale_x_y formulas", () => {
+  const stride = 16, G = 4, K = 6, anchor = [20, 30];
+  const target = { cx: 40, cy: 20, w: 50, h: 45 }; // cell (2, 1)
+  const gx = 2, gy = 1;
+  const x = new Float32Array(K * G * G).fill(-20);
+  const set = (k: number, v: number) => x[(k * G + gy) * G + gx] = v;
+  const expected: Box = [15, -2.5, 65, 42.5];
+  // Ultralytics: centre (2σ − 0.5 + g) · stride, size (2σ)² · anchor.
+  set(0, logit((target.cx / stride - gx + 0.5) / 2));
+  set(1, logit((target.cy / stride - gy + 0.5) / 2));
+  set(2, logit(Math.sqrt(target.w / anchor[0]!) / 2));
+  set(3, logit(Math.sqrt(target.h / anchor[1]!) / 2));
+  set(4, 20);
+  set(5, 20);
+  const base = { type: "yolov3", outputs: ["o"], strides: [stride], anchors: [[anchor]] };
+  const u = resolveHead({ ...base, decode: "ultralytics" });
+  closeBox(only(decodeOutputs(u, { o: float32([1, K, G, G], x) })).box, expected);
+  // darknet scale_x_y 1.2: centre (1.2σ − 0.1 + g) · stride, size exp(t) · anchor.
+  set(0, logit((target.cx / stride - gx + 0.1) / 1.2));
+  set(1, logit((target.cy / stride - gy + 0.1) / 1.2));
+  set(2, Math.log(target.w / anchor[0]!));
+  set(3, Math.log(target.h / anchor[1]!));
+  const d = resolveHead({ ...base, scaleXY: 1.2 });
+  closeBox(only(decodeOutputs(d, { o: float32([1, K, G, G], x) })).box, expected);
+  assert.throws(
+    () => resolveHead({ ...base, decode: "v5" }),
+    /head\.decode: expected one of darknet, ultralytics/,
+  );
+});
+
 Deno.test("decodeOutputs() rejects YOLOv3 outputs whose channels do not fit the anchors", () => {
   const head = resolveHead({
     type: "yolov3",

@@ -51,6 +51,14 @@ export interface Yolov3Head extends HeadBase {
   anchors: number[][][];
   /** Tensor layout. */
   layout: Layout;
+  /**
+   * Box formula: `darknet` (centre `(σ(t)·scaleXY − (scaleXY − 1)/2 + g) · stride`, size
+   * `exp(t) · anchor`) or `ultralytics` (YOLOv5/v7: centre `(2σ(t) − 0.5 + g) · stride`, size
+   * `(2σ(t))² · anchor`).
+   */
+  decode: "darknet" | "ultralytics";
+  /** darknet's `scale_x_y` (YOLOv4 uses 1.05–1.2; YOLOv3 1). */
+  scaleXY: number;
 }
 
 /** Already-decoded YOLO output `[N, boxes, 4 + 1 + C]` (`cx, cy, w, h, obj, cls…` in input pixels). */
@@ -167,7 +175,7 @@ export type HeadDefaults =
 /** Defaults per head type (besides `nms`, which defaults to {@linkcode nmsDefaults}; DB heads keep up to 1000 boxes). */
 export const defaults: HeadDefaults = {
   nms: nmsDefaults,
-  yolov3: { layout: "channels-first" },
+  yolov3: { layout: "channels-first", decode: "darknet", scaleXY: 1 },
   "yolo-decoded": { boxFormat: "cxcywh", objectness: true },
   "faster-rcnn": {},
   "faster-rcnn-raw": { weights: [10, 10, 5, 5], clamp: Math.log(1000 / 16) },
@@ -179,7 +187,7 @@ export const defaults: HeadDefaults = {
 
 /** Keys each head type accepts (besides type, outputs, classes, nms). */
 const TYPE_KEYS: Record<HeadType, readonly string[]> = {
-  yolov3: ["strides", "anchors", "layout"],
+  yolov3: ["strides", "anchors", "layout", "decode", "scaleXY"],
   "yolo-decoded": ["boxFormat", "objectness"],
   "faster-rcnn": [],
   "faster-rcnn-raw": ["weights", "clamp"],
@@ -325,6 +333,13 @@ export function resolveHead(raw: unknown, options: ResolveHeadOptions = {}): Hea
         );
       }
       oneOf(head.layout, at("layout"), ["channels-first", "channels-last"]);
+      oneOf(head.decode, at("decode"), ["darknet", "ultralytics"]);
+      if (typeof head.scaleXY !== "number" || !(head.scaleXY >= 1 && head.scaleXY <= 4)) {
+        throw new ConfigError(
+          at("scaleXY"),
+          `expected a number in [1, 4] but found ${describe(head.scaleXY)}`,
+        );
+      }
       head.strides = strides;
       break;
     }

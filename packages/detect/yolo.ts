@@ -19,7 +19,8 @@ export interface DecodeOptions {
 /**
  * Decodes YOLOv3 raw outputs `[N, A·(5+C), H, W]` (or channels-last `[N, H, W, A·(5+C)]`) into
  * candidates: centre `(σ(tx) + gx) · stride`, size `exp(tw) · anchor`, score `σ(obj) · σ(cls)` per
- * class, kept when ≥ `head.nms.score`.
+ * class, kept when ≥ `head.nms.score`. `head.scaleXY` (YOLOv4) and `head.decode: "ultralytics"`
+ * (YOLOv5/v7 raw outputs) change the box formula as documented on {@linkcode Yolov3Head}.
  *
  * @param head The head description.
  * @param outputs Model outputs by name.
@@ -48,6 +49,8 @@ export function decodeYolov3(
   const thr = head.nms.score;
   const buf = new CandidateBuffer();
   const cls = new Float64Array(1024);
+  const ultralytics = head.decode === "ultralytics";
+  const sxy = head.scaleXY, shift = (head.scaleXY - 1) / 2;
   head.outputs.forEach((name, level) => {
     const t = output(outputs, name, "yolov3 head");
     const anchors = head.anchors[level]!;
@@ -96,10 +99,18 @@ export function decodeYolov3(
             if (sc >= thr) any = true;
           }
           if (!any) continue;
-          const cx = (sigmoid(x[base]!) + gx) * stride;
-          const cy = (sigmoid(x[base + cs]!) + gy) * stride;
-          const w = Math.exp(x[base + 2 * cs]!) * aw;
-          const h = Math.exp(x[base + 3 * cs]!) * ah;
+          let cx: number, cy: number, w: number, h: number;
+          if (ultralytics) {
+            cx = (2 * sigmoid(x[base]!) - 0.5 + gx) * stride;
+            cy = (2 * sigmoid(x[base + cs]!) - 0.5 + gy) * stride;
+            w = (2 * sigmoid(x[base + 2 * cs]!)) ** 2 * aw;
+            h = (2 * sigmoid(x[base + 3 * cs]!)) ** 2 * ah;
+          } else {
+            cx = (sigmoid(x[base]!) * sxy - shift + gx) * stride;
+            cy = (sigmoid(x[base + cs]!) * sxy - shift + gy) * stride;
+            w = Math.exp(x[base + 2 * cs]!) * aw;
+            h = Math.exp(x[base + 3 * cs]!) * ah;
+          }
           for (let c = 0; c < C; c++) {
             const sc = scores[c]!;
             if (sc >= thr && sc > 0) {

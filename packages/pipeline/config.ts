@@ -147,6 +147,12 @@ export const HEAD_SPEC: ObjectSpec = {
     classes: num(1, 100000, undefined, true),
     threshold: num(0, 1, "Binarization threshold of text maps (db)."),
     layout: { type: "string", enum: ["channels-first", "channels-last"] },
+    decode: {
+      type: "string",
+      enum: ["darknet", "ultralytics"],
+      description: "yolov3 box formula: darknet or YOLOv5/v7 (2σ − 0.5, (2σ)²).",
+    },
+    scaleXY: num(1, 4, "yolov3: darknet scale_x_y (YOLOv4)."),
     boxFormat: { type: "string", enum: ["cxcywh", "xyxy"], description: "yolo-decoded boxes." },
     objectness: {
       type: "boolean",
