@@ -33,7 +33,9 @@ export interface PixelSpec {
 
 /** A model input's range given directly. */
 export interface InputRange {
+  /** Smallest input value. */
   min: number;
+  /** Largest input value. */
   max: number;
 }
 

@@ -32,19 +32,29 @@ export const defaults = {
 
 /** The JSON form of a histogram: only the occupied bins are written. */
 export interface HistogramJSON {
+  /** Number of bins of the grid. */
   bins: number;
+  /** Smallest allowed width exponent. */
   minExponent: number;
   /** Bin width exponent: w = 2^exponent. */
   exponent: number;
   /** Absolute index (floor(x / w)) of `counts[0]`. */
   offset: number;
+  /** Counts of the occupied bins, from the first to the last. */
   counts: number[];
+  /** Number of finite values. */
   count: number;
+  /** Number of values exactly 0. */
   zeros: number;
+  /** Number of NaN/Infinity values seen. */
   nonFinite: number;
+  /** Smallest finite value (0 when empty). */
   min: number;
+  /** Largest finite value (0 when empty). */
   max: number;
+  /** Sum of the finite values. */
   sum: number;
+  /** Sum of their squares. */
   sumSquares: number;
 }
 
@@ -78,9 +88,9 @@ export class Histogram {
   /** Number of NaN/Infinity values seen (not binned). */
   nonFinite = 0;
   /** Smallest finite value (Infinity when empty). */
-  min = Infinity;
+  min: number = Infinity;
   /** Largest finite value (-Infinity when empty). */
-  max = -Infinity;
+  max: number = -Infinity;
   /** Number of values exactly 0 (they are exactly representable, so they carry no rounding error). */
   zeros = 0;
   /** Sum of finite values. */

@@ -12,8 +12,11 @@ export type Statistics = Map<string, Histogram>;
 
 /** The JSON form of {@linkcode Statistics}. */
 export interface StatisticsJSON {
+  /** Marks the file as clipq statistics. */
   format: "clipq.statistics";
+  /** Format version. */
   version: 1;
+  /** Histograms by tensor name. */
   tensors: Record<string, HistogramJSON>;
 }
 
