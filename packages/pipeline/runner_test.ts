@@ -132,3 +132,38 @@ Deno.test("runPipeline() feeds input.extra to other model inputs and applies bia
     ws.cleanup();
   }
 });
+
+Deno.test("runPipeline() reuses saved statistics without running the model and gets the same model", async () => {
+  const ws = workspace(smallDetector());
+  try {
+    Deno.mkdirSync(join(ws.dir, "npy"));
+    for (let k = 0; k < 2; k++) {
+      const v = Float32Array.from({ length: 3 * 32 * 32 }, (_, i) => ((i * (k + 7)) % 53) / 52);
+      Deno.writeFileSync(join(ws.dir, "npy", `${k}.npy`), writeNpy(float32([1, 3, 32, 32], v)));
+    }
+    const steps = (statistics: Record<string, string>) => [
+      { use: "calibrate", method: "clip-bounds", fallback: "mse", statistics },
+      { use: "quantize" },
+    ];
+    const first = await loadConfig(ws.write({
+      model: "model.onnx",
+      output: "a.onnx",
+      data: { calibration: { npy: "npy" } },
+      steps: steps({ save: "stats.json" }),
+    }));
+    await runPipeline(first, { quiet: true });
+    const stats = JSON.parse(Deno.readTextFileSync(join(ws.dir, "stats.json")));
+    assert.equal(stats.format, "clipq.statistics");
+    // No data set at all: the saved histograms are all the second run needs.
+    const second = await loadConfig(ws.write({
+      model: "model.onnx",
+      output: "b.onnx",
+      steps: steps({ load: "stats.json" }),
+    }));
+    const { graph } = await runPipeline(second, { quiet: true });
+    const a = decode(Deno.readFileSync(join(ws.dir, "a.onnx")));
+    assert.deepEqual({ ...graph, metadata: new Map() }, { ...a, metadata: new Map() });
+  } finally {
+    ws.cleanup();
+  }
+});
