@@ -6,12 +6,75 @@
  * @module
  */
 
+import { matmulSync } from "./matmul.ts";
+import { gaussian } from "./random.ts";
+
 /** Eigenvalues (descending) and eigenvectors of a symmetric matrix. */
 export interface SymmetricEigen {
   /** n eigenvalues, descending. */
   readonly values: Float64Array;
   /** n×n row-major; row i is the unit eigenvector of values[i]. */
   readonly vectors: Float64Array;
+}
+
+/** Eigenvectors kept factored: eigenvector i = Σ_c tridiagonal[i·n + c] · basis row c. */
+export interface FactoredSymmetricEigen {
+  /** n eigenvalues, descending. */
+  readonly values: Float64Array;
+  /** n×n row-major; row i is the unit eigenvector of the tridiagonal form for values[i]. */
+  readonly tridiagonal: Float64Array;
+  /** n×n row-major orthogonal basis of the tridiagonal form (row c = column c of Q, A = Q·T·Qᵀ). */
+  readonly basis: Float64Array;
+}
+
+/**
+ * Eigendecomposition of a symmetric n×n matrix with the eigenvectors left as the product
+ * tridiagonal·basis, so the O(n³) back-transform can run on a fast matrix-multiply backend.
+ *
+ * @param a The matrix, n×n row-major (the lower triangle is read).
+ * @param n Its order.
+ * @returns Eigenvalues (descending) and the two factors of the eigenvectors.
+ *
+ * @example Eigenvalues of a 2×2 matrix
+ * ```ts
+ * import { symmetricEigenFactored } from "@clipq/svd/eigen";
+ * import assert from "node:assert/strict";
+ * const { values } = symmetricEigenFactored(new Float64Array([2, 1, 1, 2]), 2);
+ * assert.ok(Math.abs(values[0]! - 3) < 1e-12 && Math.abs(values[1]! - 1) < 1e-12);
+ * ```
+ */
+export function symmetricEigenFactored(
+  a: Float32Array | Float64Array,
+  n: number,
+): FactoredSymmetricEigen {
+  if (!Number.isInteger(n) || n < 0 || a.length !== n * n) {
+    throw new RangeError(`Expected a ${n}×${n} matrix but found ${a.length} elements`);
+  }
+  if (n === 0) {
+    const z = new Float64Array(0);
+    return { values: z, tridiagonal: z, basis: z };
+  }
+  // W[c][r] stores element (r, c) of the working matrix V (the transpose), so every loop that
+  // walks down a column of V walks along a row of W.
+  const W: Float64Array[] = [];
+  for (let c = 0; c < n; c++) {
+    const row = new Float64Array(n);
+    for (let r = 0; r < n; r++) row[r] = a[Math.max(r, c) * n + Math.min(r, c)]!;
+    W.push(row);
+  }
+  const d = new Float64Array(n), e = new Float64Array(n);
+  tridiagonalize(W, d, e, n);
+  // Eigenvalues by QL without vectors (O(n²)) and vectors of the tridiagonal matrix by inverse
+  // iteration (O(n²)): accumulating every QL rotation into the vectors would cost ~6n³.
+  const off = e.slice(1); // T[i][i+1]
+  const diag = d.slice();
+  ql(null, d, e, n);
+  const order = Array.from(d.keys()).sort((i, j) => d[j]! - d[i]!);
+  const values = Float64Array.from(order, (i) => d[i]!);
+  const tridiagonal = tridiagonalVectors(diag, off, values);
+  const basis = new Float64Array(n * n);
+  W.forEach((row, c) => basis.set(row, c * n));
+  return { values, tridiagonal, basis };
 }
 
 /**
@@ -31,28 +94,100 @@ export interface SymmetricEigen {
  * ```
  */
 export function symmetricEigen(a: Float32Array | Float64Array, n: number): SymmetricEigen {
-  if (!Number.isInteger(n) || n < 0 || a.length !== n * n) {
-    throw new RangeError(`Expected a ${n}×${n} matrix but found ${a.length} elements`);
+  const f = symmetricEigenFactored(a, n);
+  return { values: f.values, vectors: matmulSync(f.tridiagonal, f.basis, n, n, n) };
+}
+
+/**
+ * Unit eigenvectors (as rows) of the symmetric tridiagonal matrix (diag, off) for the given
+ * eigenvalues (descending), by inverse iteration. Vectors of eigenvalues closer than ~1e-9·‖T‖
+ * are re-orthogonalized against each other, so repeated eigenvalues get orthogonal vectors.
+ */
+function tridiagonalVectors(
+  diag: Float64Array,
+  off: Float64Array,
+  values: Float64Array,
+): Float64Array {
+  const n = diag.length;
+  let norm = 0;
+  for (let i = 0; i < n; i++) {
+    norm = Math.max(norm, Math.abs(diag[i]!) + Math.abs(off[i] ?? 0) + Math.abs(off[i - 1] ?? 0));
   }
-  if (n === 0) return { values: new Float64Array(0), vectors: new Float64Array(0) };
-  // W[c][r] stores element (r, c) of the working matrix V (the transpose), so every loop that
-  // walks down a column of V walks along a row of W.
-  const W: Float64Array[] = [];
-  for (let c = 0; c < n; c++) {
-    const row = new Float64Array(n);
-    for (let r = 0; r < n; r++) row[r] = a[Math.max(r, c) * n + Math.min(r, c)]!;
-    W.push(row);
+  const tiny = Math.max(norm, Number.MIN_VALUE) * 2.220446049250313e-16;
+  const out = new Float64Array(n * n);
+  const dg = new Float64Array(n), u1 = new Float64Array(n), u2 = new Float64Array(n);
+  const mult = new Float64Array(n);
+  const swapped = new Uint8Array(n);
+  const x = new Float64Array(n);
+  let clusterStart = 0;
+  const rand = gaussian(12345);
+  for (let v = 0; v < n; v++) {
+    const lambda = values[v]!;
+    if (v > 0 && values[v - 1]! - lambda > 1e-9 * norm) clusterStart = v;
+    // LU with partial pivoting of T − λI: U has two superdiagonals.
+    for (let i = 0; i < n; i++) {
+      dg[i] = diag[i]! - lambda;
+      u1[i] = off[i] ?? 0;
+      u2[i] = 0;
+    }
+    for (let i = 0; i < n - 1; i++) {
+      const lower = off[i]!;
+      if (Math.abs(dg[i]!) >= Math.abs(lower)) {
+        if (dg[i] === 0) dg[i] = tiny;
+        const m = lower / dg[i]!;
+        mult[i] = m;
+        swapped[i] = 0;
+        dg[i + 1] = dg[i + 1]! - m * u1[i]!;
+      } else {
+        const m = dg[i]! / lower;
+        mult[i] = m;
+        swapped[i] = 1;
+        const oldU1 = u1[i]!, nextDg = dg[i + 1]!, nextU1 = u1[i + 1]!;
+        dg[i] = lower;
+        u1[i] = nextDg;
+        u2[i] = nextU1;
+        dg[i + 1] = oldU1 - m * nextDg;
+        u1[i + 1] = -m * nextU1;
+      }
+    }
+    if (dg[n - 1] === 0) dg[n - 1] = tiny;
+    for (let i = 0; i < n; i++) x[i] = rand();
+    for (let iter = 0; iter < 3; iter++) {
+      // Forward: apply the row swaps and multipliers.
+      for (let i = 0; i < n - 1; i++) {
+        if (swapped[i]) {
+          const t = x[i]!;
+          x[i] = x[i + 1]!;
+          x[i + 1] = t - mult[i]! * x[i + 1]!;
+        } else {
+          x[i + 1] = x[i + 1]! - mult[i]! * x[i]!;
+        }
+      }
+      // Back substitution with U.
+      for (let i = n - 1; i >= 0; i--) {
+        let s = x[i]!;
+        if (i + 1 < n) s -= u1[i]! * x[i + 1]!;
+        if (i + 2 < n) s -= u2[i]! * x[i + 2]!;
+        x[i] = s / dg[i]!;
+      }
+      // Orthogonalize against the earlier vectors of the cluster, then normalize.
+      for (let p = clusterStart; p < v; p++) {
+        let dot = 0;
+        for (let i = 0; i < n; i++) dot += out[p * n + i]! * x[i]!;
+        for (let i = 0; i < n; i++) x[i] = x[i]! - dot * out[p * n + i]!;
+      }
+      let nrm = 0;
+      for (let i = 0; i < n; i++) nrm += x[i]! * x[i]!;
+      nrm = Math.sqrt(nrm);
+      if (!(nrm > 0)) {
+        for (let i = 0; i < n; i++) x[i] = rand();
+        continue;
+      }
+      for (let i = 0; i < n; i++) x[i] = x[i]! / nrm;
+    }
+    out.set(x, v * n);
   }
-  const d = new Float64Array(n), e = new Float64Array(n);
-  tridiagonalize(W, d, e, n);
-  ql(W, d, e, n);
-  const order = Array.from(d.keys()).sort((i, j) => d[j]! - d[i]!);
-  const values = new Float64Array(n), vectors = new Float64Array(n * n);
-  order.forEach((src, dst) => {
-    values[dst] = d[src]!;
-    vectors.set(W[src]!, dst * n);
-  });
-  return { values, vectors };
+  return out;
 }
 
 function tridiagonalize(W: Float64Array[], d: Float64Array, e: Float64Array, n: number): void {
@@ -134,7 +269,8 @@ function tridiagonalize(W: Float64Array[], d: Float64Array, e: Float64Array, n: 
   e[0] = 0;
 }
 
-function ql(W: Float64Array[], d: Float64Array, e: Float64Array, n: number): void {
+/** Implicit QL on the tridiagonal (d, e); rotates the rows of W too when given. */
+function ql(W: Float64Array[] | null, d: Float64Array, e: Float64Array, n: number): void {
   for (let i = 1; i < n; i++) e[i - 1] = e[i]!;
   e[n - 1] = 0;
   let f = 0, tst1 = 0;
@@ -174,11 +310,13 @@ function ql(W: Float64Array[], d: Float64Array, e: Float64Array, n: number): voi
           c = p / r;
           p = c * d[i]! - s * g;
           d[i + 1] = h + s * (c * g + s * d[i]!);
-          const wa = W[i + 1]!, wb = W[i]!;
-          for (let k = 0; k < n; k++) {
-            const hk = wa[k]!;
-            wa[k] = s * wb[k]! + c * hk;
-            wb[k] = c * wb[k]! - s * hk;
+          if (W) {
+            const wa = W[i + 1]!, wb = W[i]!;
+            for (let k = 0; k < n; k++) {
+              const hk = wa[k]!;
+              wa[k] = s * wb[k]! + c * hk;
+              wb[k] = c * wb[k]! - s * hk;
+            }
           }
         }
         p = -s * s2 * c3 * el1 * e[l]! / dl1;

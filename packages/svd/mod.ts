@@ -24,7 +24,12 @@
 export * from "./compress.ts";
 export { jsMatMul, type MatMulBackend, matmulSync, transpose } from "./matmul.ts";
 export { type Svd, svd, type SvdOptions } from "./exact.ts";
-export { type SymmetricEigen, symmetricEigen } from "./eigen.ts";
+export {
+  type FactoredSymmetricEigen,
+  type SymmetricEigen,
+  symmetricEigen,
+  symmetricEigenFactored,
+} from "./eigen.ts";
 export { orthonormalize, type OrthonormalizeOptions } from "./orthonormalize.ts";
 export { type TruncatedSvd, truncatedSvd, type TruncatedSvdOptions } from "./truncated.ts";
 export { gaussian, gaussianArray } from "./random.ts";

@@ -6,7 +6,7 @@
  * @module
  */
 import { svd } from "./exact.ts";
-import { symmetricEigen } from "./eigen.ts";
+import { symmetricEigenFactored } from "./eigen.ts";
 import { jsMatMul, type MatMulBackend, transpose } from "./matmul.ts";
 import { orthonormalize } from "./orthonormalize.ts";
 import { gaussianArray } from "./random.ts";
@@ -125,6 +125,22 @@ export async function truncatedSvd(
   return { ...dec, frobenius2 };
 }
 
+/** The top-k eigenvectors of a symmetric l×l matrix as the columns of an l×k float32 matrix. */
+async function topEigenvectors(
+  g: Float32Array,
+  l: number,
+  k: number,
+  mm: MatMulBackend,
+): Promise<{ values: Float64Array; wk: Float32Array }> {
+  const { values, tridiagonal, basis } = symmetricEigenFactored(g, l);
+  // W_k = Q·X_kᵀ: Q[r][c] = basis[c][r], X_k = the first k tridiagonal eigenvectors (rows).
+  const q = new Float32Array(l * l);
+  for (let c = 0; c < l; c++) for (let r = 0; r < l; r++) q[r * l + c] = basis[c * l + r]!;
+  const xkt = new Float32Array(l * k);
+  for (let j = 0; j < k; j++) for (let c = 0; c < l; c++) xkt[c * k + j] = tridiagonal[j * l + c]!;
+  return { values, wk: await mm(q, xkt, l, l, k) };
+}
+
 async function randomizedGram(
   a: Float32Array,
   m: number,
@@ -156,10 +172,8 @@ async function randomizedGram(
   // division by small singular values.
   const cz = await mm(c, z, n, n, l);
   const g = await mm(transpose(z, n, l), cz, l, n, l);
-  const { values, vectors } = symmetricEigen(g, l);
+  const { values, wk } = await topEigenvectors(g, l, k, mm);
   const spectrum = Float64Array.from(values, (v) => Math.sqrt(Math.max(0, v)));
-  const wk = new Float32Array(l * k);
-  for (let j = 0; j < k; j++) for (let i = 0; i < l; i++) wk[i * k + j] = vectors[j * l + i]!;
   const v = await mm(z, wk, n, l, k); // n×k
   const us = await mm(a, v, m, n, k); // m×k = U_k·Σ_k
   const s = new Float64Array(k);
@@ -200,10 +214,8 @@ async function randomized(
   // Eigenvectors of B·Bᵀ are the left singular vectors of B; the best rank-k approximation of A
   // in span(Q) is Q·W_k·W_kᵀ·B, which needs no division by small singular values.
   const c32 = await mm(b, transpose(b, l, n), l, n, l);
-  const { values, vectors } = symmetricEigen(c32, l);
+  const { values, wk } = await topEigenvectors(c32, l, k, mm);
   const spectrum = Float64Array.from(values, (v) => Math.sqrt(Math.max(0, v)));
-  const wk = new Float32Array(l * k); // l×k: columns are the top-k eigenvectors
-  for (let j = 0; j < k; j++) for (let i = 0; i < l; i++) wk[i * k + j] = vectors[j * l + i]!;
   const u = await mm(q, wk, m, l, k);
   const svt = await mm(transpose(wk, l, k), b, k, l, n); // Σ_k·V_kᵀ
   const s = spectrum.slice(0, k);
