@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { ConfigError, DataError } from "@clipq/onnx/errors";
 import type { Tensor } from "@clipq/onnx/tensor";
 import { type DecodeOptions, readImage, type RgbImage } from "./image.ts";
@@ -288,8 +288,11 @@ async function* assemble(
     yielded++;
     return batch;
   };
+  // Named in the error when nothing was readable (names are file paths for files on disk).
+  const folders = new Set<string>();
   for await (const { name, load } of source) {
     total++;
+    if (folders.size < 4) folders.add(dirname(name));
     let transform: BoxTransform;
     try {
       transform = preprocessInto(await load(), s, data, batchFiles.length * per);
@@ -310,7 +313,7 @@ async function* assemble(
     throw new DataError(
       `expected at least one readable image among ${total} files, found none${
         skipped ? ` (${skipped} skipped)` : ""
-      }`,
+      }${folders.size ? ` in ${[...folders].join(", ")}` : ""}`,
     );
   }
 }
