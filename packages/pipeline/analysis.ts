@@ -29,6 +29,7 @@ export interface LatencySummary {
 export interface Analysis {
   /** Images the SQNR was measured on, and from which set. */
   readonly images: number;
+  /** The set the images came from. */
   readonly dataSet?: "calibration" | "evaluation";
   /** Per-layer SQNR in graph order. */
   readonly layers: LayerSqnr[];

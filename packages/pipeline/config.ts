@@ -195,7 +195,9 @@ export const HEAD_SPEC: ObjectSpec = {
 
 /** A parsed step entry before its factory runs. */
 export interface StepEntry {
+  /** Step name or module specifier. */
   readonly use: string;
+  /** Its options (built-in options validated, expressions compiled). */
   readonly options: Record<string, unknown>;
 }
 
@@ -207,11 +209,17 @@ export type ModelSource =
 
 /** A data set as configured. */
 export interface DataSetConfig {
+  /** Image folders or files (absolute after loading). */
   images?: string | string[];
+  /** Folder of .npy input tensors. */
   npy?: string;
+  /** COCO JSON file or VOC annotation folder. */
   annotations?: string;
+  /** Use at most this many images. */
   limit?: number;
+  /** Images per batch. */
   batchSize?: number;
+  /** What to do with unreadable images. */
   onBadImage?: "skip" | "fail";
 }
 
@@ -221,11 +229,17 @@ export interface Config {
   readonly file: string;
   /** SHA-256 of the config text (recorded in the output's provenance). */
   readonly hash: string;
+  /** The float model. */
   readonly model: ModelSource;
+  /** Where the int8 model goes. */
   readonly output: string;
+  /** report.json path, if any. */
   readonly report?: string;
+  /** Input preprocessing. */
   readonly input: InputConfig;
+  /** Calibration and evaluation sets. */
   readonly data: { calibration?: DataSetConfig; evaluation?: DataSetConfig };
+  /** Detector head description. */
   readonly head?: Record<string, unknown>;
   /** Steps with their validated factories' results. */
   readonly steps: readonly Step[];

@@ -14,7 +14,18 @@
 export * from "./config.ts";
 export * from "./step.ts";
 export { compileExpression, type ExpressionOptions, type NumericFunction } from "./expression.ts";
-export { type Spec, toJsonSchema, validate } from "./spec.ts";
+export {
+  type AnyOfSpec,
+  type ArraySpec,
+  type JsonSchema,
+  type MapSpec,
+  type NumberSpec,
+  type ObjectSpec,
+  type Spec,
+  type StringSpec,
+  toJsonSchema,
+  validate,
+} from "./spec.ts";
 export { builtinSteps } from "./builtins.ts";
 export {
   createContext,

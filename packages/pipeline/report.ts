@@ -23,26 +23,40 @@ export interface ReportHistogram {
 
 /** The report. */
 export interface Report {
+  /** clipq version. */
   readonly clipq: string;
+  /** Config file and SHA-256 of its text. */
   readonly config: { file: string; hash: string };
+  /** Input model (path or converter source) and output path. */
   readonly model: { input: string; output: string };
+  /** Methods used, as recorded in the model's provenance. */
   readonly methods: string[];
+  /** Model file sizes in bytes and int8/float. */
   readonly sizes: { float: number; int8: number; ratio: number };
+  /** Wall time of loading, each step and the analysis, ms. */
   readonly timings: { name: string; ms: number }[];
+  /** Every calibrated tensor's range and where it came from. */
   readonly ranges: ({ tensor: string } & TensorRange)[];
+  /** Tensors clip-bounds could not bound. */
   readonly unbounded: string[];
+  /** Nodes kept float and why. */
   readonly excluded: { node: string; op?: string; reason: string }[];
+  /** SQNR of int8 vs float per weighted layer and per output. */
   readonly sqnr: {
     layers: Analysis["layers"];
     outputs: Analysis["outputs"];
     images: number;
     dataSet?: string;
   };
+  /** onnxruntime latency of both models. */
   readonly latency?: Analysis["latency"];
+  /** What the evaluate step measured. */
   readonly accuracy?: unknown;
+  /** Activation histograms with their chosen clips. */
   readonly histograms: ReportHistogram[];
   /** Other per-step details (e.g. svd layers). */
   readonly details: Record<string, unknown>;
+  /** Why a measurement is missing, and other remarks. */
   readonly notes: string[];
 }
 

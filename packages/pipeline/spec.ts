@@ -25,10 +25,15 @@ export type Spec =
 
 /** A number; with `expression` it may also be a mathjs expression of those variables. */
 export interface NumberSpec {
+  /** Kind tag. */
   readonly type: "number";
+  /** Shown in the JSON Schema. */
   readonly description?: string;
+  /** Whole numbers only. */
   readonly integer?: boolean;
+  /** Smallest allowed value. */
   readonly minimum?: number;
+  /** Largest allowed value. */
   readonly maximum?: number;
   /** When set, the value may be an expression string over these variables; it is compiled. */
   readonly expression?: readonly string[];
@@ -36,8 +41,11 @@ export interface NumberSpec {
 
 /** A string; `path` strings resolve against the config's folder. */
 export interface StringSpec {
+  /** Kind tag. */
   readonly type: "string";
+  /** Shown in the JSON Schema. */
   readonly description?: string;
+  /** Allowed values. */
   readonly enum?: readonly string[];
   /** Resolve against the config folder (absolute paths and `asset:` names are kept). */
   readonly path?: boolean;
@@ -47,32 +55,47 @@ export interface StringSpec {
 
 /** An array of one item kind. */
 export interface ArraySpec {
+  /** Kind tag. */
   readonly type: "array";
+  /** Description of each item. */
   readonly items: Spec;
+  /** Fewest items. */
   readonly minItems?: number;
+  /** Most items. */
   readonly maxItems?: number;
+  /** Shown in the JSON Schema. */
   readonly description?: string;
 }
 
 /** An object with known keys; any other key is an error. */
 export interface ObjectSpec {
+  /** Kind tag. */
   readonly type: "object";
+  /** Known keys and their descriptions. */
   readonly properties: Readonly<Record<string, Spec>>;
+  /** Keys that must be present. */
   readonly required?: readonly string[];
+  /** Shown in the JSON Schema. */
   readonly description?: string;
 }
 
 /** An object used as a map from free-form names to values of one kind. */
 export interface MapSpec {
+  /** Kind tag. */
   readonly type: "map";
+  /** Description of each value. */
   readonly values: Spec;
+  /** Shown in the JSON Schema. */
   readonly description?: string;
 }
 
 /** One of several kinds (tried in order). */
 export interface AnyOfSpec {
+  /** Kind tag. */
   readonly type: "anyOf";
+  /** The alternatives. */
   readonly options: readonly Spec[];
+  /** Shown in the JSON Schema. */
   readonly description?: string;
 }
 

@@ -12,13 +12,21 @@ import { type ObjectSpec, validate } from "./spec.ts";
 
 /** Input preprocessing as configured (`input` in the config). */
 export interface InputConfig {
+  /** The image input's name (default: the first graph input that is not in `extra`). */
   name?: string;
+  /** `[height, width]` (default: the input's fixed shape). */
   size?: [number, number];
+  /** How images are fitted to `size`. */
   resize?: "stretch" | "letterbox" | "center-crop";
+  /** Tensor layout; CHW has no batch axis. */
   layout?: "NCHW" | "NHWC" | "CHW";
+  /** Channel order. */
   color?: "RGB" | "BGR";
+  /** Multiplier of 0..255 pixel values. */
   scale?: number;
+  /** Per-channel mean subtracted after scaling. */
   mean?: number[];
+  /** Per-channel standard deviation. */
   std?: number[];
   /** Fixed values of the model's other inputs. */
   extra?: Record<string, number[]>;
@@ -26,7 +34,9 @@ export interface InputConfig {
 
 /** A batch of model feeds and the files it came from. */
 export interface FeedBatch {
+  /** Model inputs by name (image tensor plus `input.extra`). */
   readonly feeds: Record<string, Tensor>;
+  /** The files the batch came from, in batch order. */
   readonly files: readonly string[];
   /** Per image, how boxes map between model input and original image (image data sets). */
   readonly transforms?: readonly BoxTransform[];
@@ -42,7 +52,9 @@ export interface Progress {
 
 /** Logger steps use; quiet mode drops `info`. */
 export interface Logger {
+  /** Progress information (dropped by --quiet). */
   info(message: string): void;
+  /** Something the user should know (always shown). */
   warn(message: string): void;
 }
 
@@ -110,9 +122,13 @@ export type StepFactory = (options?: Record<string, unknown>) => Step;
 
 /** A registered step: its option description (for validation and the JSON Schema) and factory. */
 export interface StepDefinition {
+  /** The name configs use (`"use": name`). */
   readonly name: string;
+  /** One line for the JSON Schema and docs. */
   readonly description: string;
+  /** Its options (validated at load, written into the JSON Schema). */
   readonly options: ObjectSpec;
+  /** Creates the step from validated options. */
   readonly factory: StepFactory;
 }
 
