@@ -207,7 +207,7 @@ function plan(config: Config): string {
   lines.push("steps:");
   for (const [i, e] of config.entries.entries()) {
     const opts = JSON.stringify(e.options, (_k, v) => typeof v === "function" ? "<expression>" : v);
-    lines.push(`  ${i + 1}. ${e.use} ${opts === "{}" ? "" : opts}`);
+    lines.push(`  ${i + 1}. ${e.use}${opts === "{}" ? "" : ` ${opts}`}`);
   }
   return lines.join("\n");
 }

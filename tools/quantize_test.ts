@@ -322,3 +322,36 @@ Deno.test("every example config validates and resolves its assets (--dry-run)", 
   const r = await cli("--dry-run");
   assert.match(r.stdout, /ppocr-det\.int8\.onnx/, "no argument runs examples/default.json");
 });
+
+Deno.test({
+  name: "the default example (PP-OCRv4 det) quantizes end to end with clip-bounds + percentile",
+  // About 30 s of CPU, minutes of wall time on a shared 2-core machine: run with CLIPQ_SLOW=1.
+  ignore: Deno.env.get("CLIPQ_SLOW") !== "1",
+  fn: async () => {
+    const dir = Deno.makeTempDirSync({ prefix: "clipq-default-" });
+    try {
+      const cfg = JSON.parse(Deno.readTextFileSync(join(ROOT, "examples", "default.json")));
+      cfg.output = join(dir, "ppocr-det.int8.onnx");
+      cfg.report = join(dir, "report.json");
+      delete cfg.$schema;
+      const file = join(dir, "default.json");
+      Deno.writeTextFileSync(file, JSON.stringify(cfg));
+      const r = await cli(file, "--quiet");
+      assert.equal(r.code, 0, r.stderr);
+      const report = JSON.parse(Deno.readTextFileSync(cfg.report));
+      const sources = new Set(report.ranges.map((x: { source: string }) => x.source));
+      assert.ok(sources.has("clip-bound") && sources.has("percentile"), [...sources].join());
+      assert.ok(report.sizes.ratio < 0.35, `int8/float ${report.sizes.ratio}`);
+      const int8 = decode(Deno.readFileSync(cfg.output));
+      assert.ok(int8.opsetImports.some((o) => o.domain === "" && o.version >= 13));
+      const s = await createSession(int8);
+      const y = await s.run({
+        x: { dtype: "float32", dims: [1, 3, 640, 640], data: new Float32Array(3 * 640 * 640) },
+      });
+      s.release();
+      assert.deepEqual(Object.values(y)[0]!.dims, [1, 1, 640, 640]);
+    } finally {
+      Deno.removeSync(dir, { recursive: true });
+    }
+  },
+});

@@ -167,3 +167,21 @@ Deno.test("runPipeline() reuses saved statistics without running the model and g
     ws.cleanup();
   }
 });
+
+Deno.test("runPipeline({ calibrateOnly }) writes shard statistics, even when clip bounds need no data", async () => {
+  const ws = workspace(smallDetector());
+  try {
+    const cfg = await loadConfig(ws.write({
+      model: "model.onnx",
+      output: "out/m.onnx",
+      steps: [{ use: "calibrate", method: "clip-bounds", fallback: "float" }, { use: "quantize" }],
+    }));
+    const stats = join(ws.dir, "stats.1.json");
+    await runPipeline(cfg, { quiet: true, calibrateOnly: true, shard: [1, 2], statsOut: stats });
+    const json = JSON.parse(Deno.readTextFileSync(stats));
+    assert.deepEqual([json.format, Object.keys(json.tensors)], ["clipq.statistics", []]);
+    assert.throws(() => Deno.statSync(join(ws.dir, "out")), "no model with --calibrate-only");
+  } finally {
+    ws.cleanup();
+  }
+});

@@ -156,6 +156,10 @@ export function calibrateStep(options: CalibrateStepOptions = {}): Step {
         });
         for (const [t, r] of found) ranges.set(t, r);
         if (o.lossAware) ctx.methods.push(`loss-aware:${o.lossAware.lambda}`);
+      } else if (ctx.calibration?.statsOut) {
+        // Nothing needs data (clip bounds cover it all): the shard's statistics are empty, so a later
+        // --merge-stats still finds every file it expects.
+        await saveStatistics(ctx.calibration.statsOut, new Map());
       }
       for (const [t, r] of Object.entries(o.overrides)) {
         ranges.set(t, { min: r.min, max: r.max, source: "override" });
