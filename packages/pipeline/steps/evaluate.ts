@@ -142,6 +142,12 @@ export function evaluateStep(options: EvaluateStepOptions = {}): Step {
     async run(graph, ctx: StepContext) {
       const head = resolveHead(ctx.head, { metadata: graph.metadata });
       const floatGraph = ctx.floatGraph ?? graph;
+      const selfCompared = ctx.floatGraph === undefined;
+      if (selfCompared) {
+        ctx.log.warn(
+          "evaluate: no quantize step ran before evaluate; the model is compared with itself",
+        );
+      }
       const set = ctx.hasData("evaluation") ? "evaluation" : "calibration";
       if (set === "calibration") {
         ctx.log.warn(
@@ -213,6 +219,9 @@ export function evaluateStep(options: EvaluateStepOptions = {}): Step {
         dataSet: set,
         images: files.length,
         fidelity: { ...fidelityResult, threshold: o.fidelityThreshold },
+        ...(selfCompared
+          ? { note: "no quantize step before evaluate: float and int8 are the same model" }
+          : {}),
         ...(accuracy
           ? {
             metric,

@@ -218,6 +218,34 @@ Deno.test("the evaluate step reads a VOC annotation folder and scores with VOC A
   }
 });
 
+Deno.test("the evaluate step without a quantize step before it compares the model with itself, and says so", async () => {
+  const ws = workspace(plantedModel());
+  try {
+    const images = join(ws.dir, "val");
+    Deno.mkdirSync(images);
+    writePng(join(images, "a.png"), 1);
+    const cfg = ws.write({
+      model: "model.onnx",
+      output: "out/model.onnx",
+      input: { size: [64, 64], resize: "letterbox" },
+      data: { evaluation: { images: "val" } },
+      head: { type: "yolov3", outputs: ["out32", "out16"], strides: [32, 16], anchors },
+      steps: [{ use: "evaluate" }],
+    });
+    const { report } = await runPipeline(await loadConfig(cfg), { quiet: true });
+    const acc = report.accuracy as {
+      note?: string;
+      fidelity: { ap50: number; references: number };
+    };
+    assert.match(acc.note ?? "", /no quantize step/);
+    assert.equal(acc.fidelity.references, 3);
+    assert.equal(acc.fidelity.ap50, 1);
+    assert.equal("float" in acc, false);
+  } finally {
+    ws.cleanup();
+  }
+});
+
 Deno.test("evaluateStep() rejects unknown options naming the key", () => {
   assert.throws(
     () => evaluateStep({ metrik: "coco" } as never),
