@@ -44,7 +44,8 @@ export const defaults = {
 } satisfies CollectOptions;
 
 /**
- * Runs the model over batches and histograms the given tensors.
+ * Runs the model over batches and histograms the given tensors. The next batch runs while the
+ * current one is histogrammed, so at most two batches of tapped outputs are alive at once.
  *
  * @param graph The float model.
  * @param batches Input feeds by input name, one record per batch (async or sync iterable).
@@ -94,9 +95,31 @@ export async function collectStatistics(
     label: `model "${graph.name}" (calibration)`,
   });
   const progress: CollectProgress = { batches: 0, items: 0 };
+  type Feeds = Readonly<Record<string, Tensor>>;
+  const iterator = Symbol.asyncIterator in batches
+    ? batches[Symbol.asyncIterator]()
+    : (batches as Iterable<Feeds>)[Symbol.iterator]();
+  const start = async (): Promise<
+    { feeds: Feeds; outputs: Promise<Record<string, Tensor>> } | undefined
+  > => {
+    const next = await iterator.next();
+    if (next.done) return undefined;
+    const feeds = next.value;
+    const outputs = fetched.length > 0
+      ? session.run(feeds, { outputs: fetched })
+      : Promise.resolve({});
+    // Awaited below; this only keeps an early failure from being reported as unhandled.
+    outputs.catch(() => {});
+    return { feeds, outputs };
+  };
+  let inflight: Awaited<ReturnType<typeof start>>;
   try {
-    for await (const feeds of batches) {
-      const outputs = fetched.length > 0 ? await session.run(feeds, { outputs: fetched }) : {};
+    inflight = await start();
+    while (inflight) {
+      const { feeds } = inflight;
+      const outputs = await inflight.outputs;
+      // onnxruntime runs the next batch on its own threads while this one is histogrammed.
+      inflight = await start();
       for (const t of wanted) {
         const value = inputs.has(t) ? feeds[t] : outputs[t];
         if (!value) {
@@ -118,6 +141,8 @@ export async function collectStatistics(
       o.onProgress?.({ ...progress });
     }
   } finally {
+    // A run still in flight must end before its session is released.
+    if (inflight) await inflight.outputs.catch(() => {});
     await session.release();
   }
   return stats;

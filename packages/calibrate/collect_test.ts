@@ -122,3 +122,14 @@ Deno.test("measureBiasShifts() charges each layer only its own shift by default"
   const total = await measureBiasShifts(graph, quant, batches, { layers, reference: "model" });
   assert.ok([...total.get(n2!.name)!].some((v) => Math.abs(v) > 1e-3));
 });
+
+Deno.test("collectStatistics() reports a bad batch while the next one is in flight", async () => {
+  const { graph, tensors, batches } = model();
+  const bad = [batches[0]!, { y: batches[1]!.x! }, batches[2]!];
+  await assert.rejects(collectStatistics(graph, bad, { tensors }), /feed for input "x"/);
+  async function* failing() {
+    yield batches[0]!;
+    throw new Error("unreadable image calib/3.jpg");
+  }
+  await assert.rejects(collectStatistics(graph, failing(), { tensors }), /calib\/3\.jpg/);
+});
