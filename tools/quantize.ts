@@ -22,6 +22,9 @@ import { darknetCfg, darknetPhotoDir, humanModel, ppocrModel, skimagePhoto } fro
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const DEFAULT_CONFIG = join(ROOT, "examples", "default.json");
 
+/** Folders this run writes into (for the interrupt clean-up). */
+const outputDirs: string[] = [];
+
 const HELP =
   `clipq ${VERSION} — clipping-based int8 quantization and SVD compression for ONNX detectors
 
@@ -242,6 +245,7 @@ export async function main(argv: string[]): Promise<number> {
       return 0;
     }
     const config = await loadConfig(args.config, { resolveAsset });
+    outputDirs.push(dirname(config.output), ...(config.report ? [dirname(config.report)] : []));
     if (args.dryRun) {
       console.log(plan(config));
       return 0;
@@ -275,4 +279,32 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
-if (import.meta.main) Deno.exit(await main(Deno.args));
+/**
+ * On Ctrl-C, removes this process's temporary files (model and report writes go to
+ * `.NAME.*.tmp` beside their target and are renamed into place only when complete), so an
+ * interrupted run leaves neither partial output nor litter.
+ */
+function cleanUpOnInterrupt(): void {
+  const handler = () => {
+    for (const dir of new Set(outputDirs)) {
+      try {
+        for (const e of Deno.readDirSync(dir)) {
+          if (e.isFile && e.name.startsWith(".") && e.name.endsWith(".tmp")) {
+            try {
+              Deno.removeSync(join(dir, e.name));
+            } catch { /* already renamed or removed */ }
+          }
+        }
+      } catch { /* the folder was never created */ }
+    }
+    console.error("interrupted: no output written");
+    Deno.exit(130);
+  };
+  Deno.addSignalListener("SIGINT", handler);
+  Deno.addSignalListener("SIGTERM", handler);
+}
+
+if (import.meta.main) {
+  cleanUpOnInterrupt();
+  Deno.exit(await main(Deno.args));
+}
