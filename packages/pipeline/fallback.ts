@@ -26,7 +26,7 @@ export interface LayerSensitivity {
   readonly op: string;
   /** Output noise-to-signal ratio Σ(x − y)² / Σx², float x vs int8 y. */
   readonly outputNsr: number;
-  /** The same for its activation input (0 for a graph input). */
+  /** The largest of its activation inputs' (0 for graph inputs). */
   readonly inputNsr: number;
   /** outputNsr − inputNsr: the noise this layer adds. */
   readonly added: number;
@@ -34,7 +34,7 @@ export interface LayerSensitivity {
 
 /** Options of {@linkcode layerSensitivity}. */
 export interface SensitivityOptions {
-  /** Only these node names (e.g. the quantized ones); all weighted layers by default. */
+  /** These node names, any op (e.g. every quantized node); the weighted layers by default. */
   layers?: readonly string[];
 }
 
@@ -46,8 +46,10 @@ function nsrOf(acc: [number, number] | undefined): number {
 }
 
 /**
- * Ranks weighted layers (Conv, ConvTranspose, Gemm, MatMul) by the quantization noise they add, on
- * the given feeds, most sensitive first.
+ * Ranks nodes by the quantization noise they add (output noise-to-signal ratio minus the largest of
+ * their activation inputs'), on the given feeds, most sensitive first: the weighted layers (Conv,
+ * ConvTranspose, Gemm, MatMul) by default, or any listed nodes — elementwise Mul/Add with a badly
+ * fitting range add noise as well as convs do.
  *
  * @param graphs The float graph and its int8 version (layer tensors keep their names in QDQ).
  * @param feeds Model feeds to measure on.
@@ -82,18 +84,14 @@ export async function layerSensitivity(
   const int8Tensors = new Set(graphs.int8.nodes.flatMap((n) => n.outputs));
   const graphInputs = new Set(graphs.float.inputs.map((i) => i.name));
   const layers = graphs.float.nodes.filter((n) =>
-    WEIGHTED.has(n.op) && (!wanted || wanted.has(n.name)) && n.outputs[0] !== undefined &&
+    (wanted ? wanted.has(n.name) : WEIGHTED.has(n.op)) && n.outputs[0] !== undefined &&
     int8Tensors.has(n.outputs[0])
   );
-  const inputOf = (n: Graph["nodes"][number]) => {
-    const x = n.inputs[0];
-    return x && !graphs.float.initializers.has(x) && !graphInputs.has(x) && int8Tensors.has(x)
-      ? x
-      : undefined;
-  };
-  const taps = [
-    ...new Set(layers.flatMap((n) => [n.outputs[0]!, inputOf(n)].filter((t) => t !== undefined))),
-  ] as string[];
+  const inputsOf = (n: Graph["nodes"][number]) =>
+    n.inputs.filter((x) =>
+      x !== "" && !graphs.float.initializers.has(x) && !graphInputs.has(x) && int8Tensors.has(x)
+    );
+  const taps = [...new Set(layers.flatMap((n) => [n.outputs[0]!, ...inputsOf(n)]))];
   const outputNames = new Set(graphs.float.outputs.map((o) => o.name));
   const tapped = taps.filter((t) => !outputNames.has(t));
   const a = await createSession(graphs.float, { taps: tapped, optimizationLevel: "basic" });
@@ -121,8 +119,7 @@ export async function layerSensitivity(
   }
   return layers.map((n) => {
     const outputNsr = nsrOf(acc.get(n.outputs[0]!));
-    const input = inputOf(n);
-    const inputNsr = input ? nsrOf(acc.get(input)) : 0;
+    const inputNsr = Math.max(0, ...inputsOf(n).map((t) => nsrOf(acc.get(t))));
     return { node: n.name, op: n.op, outputNsr, inputNsr, added: outputNsr - inputNsr };
   }).sort((p, q) => q.added - p.added || (p.node < q.node ? -1 : 1));
 }
@@ -373,8 +370,9 @@ export async function stepFallback(
       : outputScore(floatOut, out);
   };
   const feeds = batches.map((b) => b.feeds);
+  // Every quantized node's tensors are tapped: a few images rank them well enough.
   const rank = async (g: Graph) =>
-    (await layerSensitivity({ float: floatGraph, int8: g }, feeds, {
+    (await layerSensitivity({ float: floatGraph, int8: g }, feeds.slice(0, 4), {
       layers: hooks.quantizedNodes,
     })).map((l) => l.node);
   const result = await accuracyFallback({ quantize: hooks.quantize, score, rank }, o);
