@@ -139,6 +139,7 @@ export function compileExpression(
   } catch (e) {
     return fail(`expected a valid expression; found a syntax error (${(e as Error).message})`);
   }
+  let usesVariables = false;
   const walk = (n: MathNode): Compiled => {
     switch (n.type) {
       case "ConstantNode": {
@@ -151,6 +152,7 @@ export function compileExpression(
       case "SymbolNode": {
         const name = n.name ?? "";
         if (allowedVars.has(name)) {
+          usesVariables = true;
           return (vars) => {
             const v = vars[name];
             if (typeof v !== "number") {
@@ -203,7 +205,7 @@ export function compileExpression(
     }
   };
   const compiled = walk(root);
-  return (vars) => {
+  const checked: NumericFunction = (vars) => {
     const value = compiled(vars);
     if (!Number.isFinite(value)) {
       throw new ConfigError(
@@ -215,6 +217,10 @@ export function compileExpression(
     }
     return value;
   };
+  // A constant expression ("10 ^ 400") is checked now, at load, not when a step first uses it
+  // (which may be never, e.g. a rank rule on a model without FC layers).
+  if (!usesVariables) checked({});
+  return checked;
 }
 
 function describe(type: string): string {
