@@ -40,7 +40,7 @@ function barsH(
   items: { label: string; value: number; color: string; text: string }[],
   unit: string,
 ): string {
-  const width = 520, rowH = 34, left = 90, right = 110;
+  const width = 560, rowH = 34, left = 120, right = 110;
   const height = items.length * rowH + 30;
   const max = Math.max(...items.map((i) => i.value), 1e-12);
   const x = scaleLinear().domain([0, max]).nice().range([left, width - right]);
@@ -172,16 +172,16 @@ function table(head: string[], rows: string[][], limit = 400): string {
 export function renderHtml(report: Report): string {
   const s = report.sizes;
   const sections: string[] = [];
-  sections.push(`<section><h2>Model size</h2>${
+  sections.push(`<section><h2>Model size (MB)</h2>${
     barsH([
-      { label: "float", value: s.float, color: COLORS.float, text: bytes(s.float) },
+      { label: "float", value: s.float / 1e6, color: COLORS.float, text: bytes(s.float) },
       {
         label: "int8",
-        value: s.int8,
+        value: s.int8 / 1e6,
         color: COLORS.int8,
         text: `${bytes(s.int8)} (${(100 * s.ratio).toFixed(1)} %)`,
       },
-    ], "model size")
+    ], "model size, MB")
   }</section>`);
   if (report.latency) {
     const l = report.latency;
@@ -245,8 +245,31 @@ export function renderHtml(report: Report): string {
     }</section>`);
   }
   if (report.accuracy !== undefined) {
+    const acc = report.accuracy as {
+      fidelity?: { ap50?: number; map?: number };
+      float?: { map?: number };
+      int8?: { map?: number };
+    };
+    const bars: { label: string; value: number; color: string; text: string }[] = [];
+    if (acc.float?.map !== undefined && acc.int8?.map !== undefined) {
+      bars.push(
+        {
+          label: "float mAP",
+          value: acc.float.map,
+          color: COLORS.float,
+          text: fmt(acc.float.map, 4),
+        },
+        { label: "int8 mAP", value: acc.int8.map, color: COLORS.int8, text: fmt(acc.int8.map, 4) },
+      );
+    }
+    for (const k of ["ap50", "map"] as const) {
+      const v = acc.fidelity?.[k];
+      if (v !== undefined && v >= 0) {
+        bars.push({ label: `agreement ${k}`, value: v, color: COLORS.clip, text: fmt(v, 4) });
+      }
+    }
     sections.push(
-      `<section><h2>Accuracy</h2><pre>${
+      `<section><h2>Accuracy (evaluate)</h2>${bars.length ? barsH(bars, "accuracy") : ""}<pre>${
         e(JSON.stringify(report.accuracy, null, 2))
       }</pre></section>`,
     );
