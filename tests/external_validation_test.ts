@@ -1,7 +1,7 @@
 // Every kind of model clipq writes — QDQ u8, QDQ s8, QOperator, SVD-compressed, darknet and tfjs
 // imports — passes Debian onnx 1.12's checker (full check, IR ≤ 8, opset ≤ 17) and runs in
 // onnxruntime-node; an int8 model also runs in onnxruntime-web (wasm, as in a browser) and agrees
-// with onnxruntime-node.
+// with onnxruntime-node. Each config run twice gives byte-identical models.
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import * as ortWeb from "onnxruntime-web";
@@ -160,6 +160,14 @@ Deno.test("models of every format clipq writes pass onnx.checker (full) and run 
       assert.equal(r.code, 0, `${name}: ${r.stderr}`);
       outputs[name] = join(dir, output);
     }
+    // Determinism: the same config again gives the same bytes, in every format.
+    for (const [name, path] of Object.entries(outputs)) {
+      const first = await Deno.readFile(path);
+      await Deno.remove(path);
+      const r = await cli(join(dir, `${name}.json`), "--quiet", "--no-analysis");
+      assert.equal(r.code, 0, `${name} (second run): ${r.stderr}`);
+      assert.deepEqual(await Deno.readFile(path), first, `${name}: the second run differs`);
+    }
     const results = await checkModels(Object.values(outputs));
     for (const r of results) assertChecked(r);
 
@@ -214,7 +222,7 @@ Deno.test("models of every format clipq writes pass onnx.checker (full) and run 
     // Both run the same int8 arithmetic; kernels may round once differently.
     assert.ok(worst <= 0.02, `onnxruntime-web differs from -node by ${worst} of the output range`);
     console.log(
-      `external validation: ${results.length} models (${
+      `external validation: ${results.length} models, each byte-identical when run twice (${
         Object.keys(outputs).join(", ")
       }) pass onnx.checker full_check (IR ${[...new Set(results.map((r) => r.ir))]}, opsets ${[
         ...new Set(results.map((r) => r.opsets?.["ai.onnx"])),
