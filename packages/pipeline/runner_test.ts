@@ -185,3 +185,44 @@ Deno.test("runPipeline({ calibrateOnly }) writes shard statistics, even when cli
     ws.cleanup();
   }
 });
+
+Deno.test("runPipeline() names an unreadable calibration image, or skips it with a warning", async () => {
+  const { darknetPhotos } = await import("../../tools/assets.ts");
+  const { DataError } = await import("@clipq/onnx/errors");
+  const ws = workspace(smallDetector());
+  try {
+    const dir = join(ws.dir, "photos");
+    Deno.mkdirSync(dir);
+    for (const p of (await darknetPhotos()).slice(0, 2)) {
+      Deno.copyFileSync(p, join(dir, p.split("/").pop()!));
+    }
+    Deno.writeFileSync(
+      join(dir, "broken.jpg"),
+      new Uint8Array([0xff, 0xd8, 0xff, 0xe0, 0, 16, 1, 2]),
+    );
+    const config = (onBadImage: string, output: string) =>
+      loadConfig(ws.write({
+        model: "model.onnx",
+        output,
+        data: { calibration: { images: "photos", onBadImage } },
+        steps: [{ use: "calibrate", method: "percentile" }, { use: "quantize" }],
+      }));
+    await assert.rejects(
+      runPipeline(await config("fail", "out/a.onnx"), { quiet: true }),
+      (e: unknown) => e instanceof DataError && /broken\.jpg/.test((e as Error).message),
+    );
+    assert.throws(() => Deno.statSync(join(ws.dir, "out")));
+    const warnings: string[] = [];
+    const { saved } = await runPipeline(await config("skip", "out/b.onnx"), {
+      quiet: true,
+      write: (t) => warnings.push(t),
+    });
+    assert.ok(saved);
+    assert.ok(
+      warnings.some((w) => w.startsWith("warning:") && w.includes("broken.jpg")),
+      warnings.join(""),
+    );
+  } finally {
+    ws.cleanup();
+  }
+});
