@@ -146,9 +146,17 @@ export function writeQdq(graph: Graph, w: WriteInput): { graph: Graph; weights: 
       inits.set(qName, q.values);
       // No zero-point input: it defaults to 0, and an int32 zero per channel costs 4 bytes each.
       const s = fresh(`${b.name}_scale`);
-      inits.set(s, tensor("float32", [q.scales.length], q.scales));
       const out = fresh(`${b.name}_dequantized`);
-      prelude.push(dq(qName, [s], out, 0));
+      // A per-tensor weight gives one bias scale: a scalar scale without axis (a [1] scale with
+      // axis 0 would claim per-channel over a bias of C elements and ORT rejects it).
+      const perTensor = sW.length === 1;
+      inits.set(
+        s,
+        perTensor
+          ? tensor("float32", [], [q.scales[0]!])
+          : tensor("float32", [q.scales.length], q.scales),
+      );
+      prelude.push(dq(qName, [s], out, perTensor ? undefined : 0));
       rewrite.set(b.name, out);
     }
     for (const c of m.constants) {

@@ -211,7 +211,7 @@ Deno.test("quantize() excludes nodes by name, op type and pattern with the reaso
   assert.ok(report.quantizedNodes.includes("conv1"));
 });
 
-Deno.test("quantize() raises opset 11 to 13 when safe and names the op when not", () => {
+Deno.test("quantize() raises opset 11 to 13 when safe and names the op when not", async () => {
   const { graph } = quantize(convGraph(11), { ranges: convRanges });
   assert.equal(opsetOf(graph), 13);
   const g = convGraph(11);
@@ -220,10 +220,11 @@ Deno.test("quantize() raises opset 11 to 13 when safe and names the op when not"
     nodes: [...g.nodes, node({ name: "split", op: "Split", inputs: ["y"], outputs: ["s1", "s2"] })],
   };
   assert.throws(() => quantize(withSplit, { ranges: convRanges }), /Split.*upgrade/);
-  assert.equal(
-    opsetOf(quantize(convGraph(11), { ranges: convRanges, weights: "per-tensor" }).graph),
-    11,
-  );
+  const perTensor = quantize(convGraph(11), { ranges: convRanges, weights: "per-tensor" }).graph;
+  assert.equal(opsetOf(perTensor), 11);
+  // Opset 11 has no per-axis DequantizeLinear: the int32 bias must use a scalar scale there.
+  const feeds = randomFeeds(perTensor, 3);
+  assert.ok((await runGraph(perTensor, feeds)).y);
 });
 
 Deno.test("quantize() checks options up front and names the key", () => {
