@@ -455,7 +455,15 @@ export async function parseConfig(raw: unknown, options: LoadOptions = {}): Prom
     } catch (e) {
       if (e instanceof ConfigError && !e.keyPath.startsWith("steps[")) {
         const detail = e.keyPath ? e.message.slice(e.keyPath.length + 2) : e.message;
-        const sub = e.keyPath.replace(/^[^.[]*/, "");
+        // Built-in factories name their keys after the step ("quantize.format"); custom ones name
+        // their own option ("factor"). Both land under the entry's key path.
+        const k = e.keyPath;
+        const name = def?.name;
+        const sub = name && (k === name || k.startsWith(`${name}.`) || k.startsWith(`${name}[`))
+          ? k.slice(name.length)
+          : k
+          ? `.${k}`
+          : "";
         throw new ConfigError(`${key}${sub}`, detail, { cause: e });
       }
       throw e;

@@ -190,3 +190,43 @@ Deno.test("parseConfig() rejects expressions that reach outside the sandbox, nam
     ws.cleanup();
   }
 });
+
+Deno.test("the README's custom step works and its factory's errors land under the entry's key", async () => {
+  const readme = Deno.readTextFileSync(new URL("../../README.md", import.meta.url));
+  const code = /```ts\n(\/\/ steps\/widen\.ts[\s\S]*?)```/.exec(readme)?.[1];
+  assert.ok(code, "README has the widen.ts example");
+  const ws = workspace();
+  try {
+    Deno.mkdirSync(join(ws.dir, "steps"));
+    Deno.writeTextFileSync(join(ws.dir, "steps", "widen.ts"), code);
+    const steps = (factor: unknown) => [
+      { use: "calibrate", method: "clip-bounds", fallback: "float" },
+      { use: "./steps/widen.ts", factor },
+      { use: "quantize" },
+    ];
+    const e = await configError(
+      { model: "model.onnx", output: "o.onnx", steps: steps("x") },
+      ws.dir,
+    );
+    assert.equal(e.keyPath, "steps[1].factor");
+    const c = await parseConfig({ model: "model.onnx", output: "o.onnx", steps: steps(2) }, {
+      registry,
+      baseDir: ws.dir,
+    });
+    const { createContext } = await import("./runner.ts");
+    const { createReporter } = await import("./progress.ts");
+    const { smallDetector } = await import("./_fixtures_test.ts");
+    const graph = smallDetector();
+    const ctx = createContext(graph, c, createReporter({ quiet: true }));
+    await c.steps[0]!.run(graph, ctx);
+    const before = ctx.ranges.get("clip_0")!;
+    await c.steps[1]!.run(graph, ctx);
+    assert.deepEqual(ctx.ranges.get("clip_0"), {
+      min: before.min * 2,
+      max: before.max * 2,
+      source: "clip-bound×2",
+    });
+  } finally {
+    ws.cleanup();
+  }
+});
