@@ -24,7 +24,7 @@ export interface LayerSensitivity {
   /** Node name (in the float graph). */
   readonly node: string;
   readonly op: string;
-  /** Output noise-to-signal ratio Σ(x − y)² / Σx², float x vs int8 y. */
+  /** Output noise-to-signal ratio Σ(x − y)² / Σx², float x vs int8 y, averaged over channels. */
   readonly outputNsr: number;
   /** The largest of its activation inputs' (0 for graph inputs). */
   readonly inputNsr: number;
@@ -38,11 +38,15 @@ export interface SensitivityOptions {
   layers?: readonly string[];
 }
 
-function nsrOf(acc: [number, number] | undefined): number {
+/** Mean over channels of noise/signal (channels without signal count their noise as is). */
+function nsrOf(acc: { signal: Float64Array; noise: Float64Array } | undefined): number {
   if (!acc) return 0;
-  const [signal, noise] = acc;
-  if (noise === 0) return 0;
-  return signal === 0 ? Infinity : noise / signal;
+  let sum = 0;
+  for (let c = 0; c < acc.signal.length; c++) {
+    const signal = acc.signal[c]!, noise = acc.noise[c]!;
+    sum += noise === 0 ? 0 : signal === 0 ? Math.min(noise, 1) : noise / signal;
+  }
+  return sum / acc.signal.length;
 }
 
 /**
@@ -96,7 +100,9 @@ export async function layerSensitivity(
   const tapped = taps.filter((t) => !outputNames.has(t));
   const a = await createSession(graphs.float, { taps: tapped, optimizationLevel: "basic" });
   const b = await createSession(graphs.int8, { taps: tapped, optimizationLevel: "basic" });
-  const acc = new Map<string, [number, number]>();
+  // Per channel (axis 1 of 4-D tensors): a u8 range set by a few large channels flattens the small
+  // ones, which the tensor-wide ratio hides until a depthwise conv amplifies them.
+  const acc = new Map<string, { signal: Float64Array; noise: Float64Array }>();
   try {
     for (const f of feeds) {
       const x = await a.run(f, { outputs: taps });
@@ -104,11 +110,16 @@ export async function layerSensitivity(
       for (const t of taps) {
         if (!x[t] || !y[t]) continue;
         const p = toFloat64(x[t]), q = toFloat64(y[t]);
-        const s = acc.get(t) ?? [0, 0];
-        for (let i = 0; i < Math.min(p.length, q.length); i++) {
+        const dims = x[t].dims;
+        const C = dims.length === 4 ? dims[1]! : 1;
+        const inner = dims.length === 4 ? dims[2]! * dims[3]! : p.length;
+        const s = acc.get(t) ?? { signal: new Float64Array(C), noise: new Float64Array(C) };
+        const n = Math.min(p.length, q.length);
+        for (let i = 0; i < n; i++) {
+          const c = Math.floor(i / inner) % C;
           const d = p[i]! - q[i]!;
-          s[0] += p[i]! * p[i]!;
-          s[1] += d * d;
+          s.signal[c] = s.signal[c]! + p[i]! * p[i]!;
+          s.noise[c] = s.noise[c]! + d * d;
         }
         acc.set(t, s);
       }
@@ -375,7 +386,30 @@ export async function stepFallback(
     (await layerSensitivity({ float: floatGraph, int8: g }, feeds.slice(0, 4), {
       layers: hooks.quantizedNodes,
     })).map((l) => l.node);
-  const result = await accuracyFallback({ quantize: hooks.quantize, score, rank }, o);
+  // Reverting a node keeps its input and output tensors float: its activation inputs' producers
+  // and its output's consumers are excluded with it, or their Q/DQ pairs would stay.
+  const producers = new Map(floatGraph.nodes.flatMap((n) => n.outputs.map((t) => [t, n.name])));
+  const consumers = new Map<string, string[]>();
+  for (const n of floatGraph.nodes) {
+    for (const t of n.inputs) consumers.set(t, [...(consumers.get(t) ?? []), n.name]);
+  }
+  const byName = new Map(floatGraph.nodes.map((n) => [n.name, n]));
+  const expand = (names: readonly string[]) => {
+    const out = new Set<string>();
+    for (const name of names) {
+      const n = byName.get(name);
+      out.add(name);
+      if (!n) continue;
+      for (const t of n.inputs) {
+        const p = producers.get(t);
+        if (p) out.add(p);
+      }
+      for (const t of n.outputs) for (const c of consumers.get(t) ?? []) out.add(c);
+    }
+    return [...out];
+  };
+  const quantizeWithout = (names: readonly string[]) => hooks.quantize(expand(names));
+  const result = await accuracyFallback({ quantize: quantizeWithout, score, rank }, o);
   let latency: Record<string, number> | undefined;
   if (result.reverted.length > 0 && o.latencyRuns > 0 && feeds[0]) {
     const full = await createSession(await hooks.quantize([]), { optimizationLevel: "all" });
@@ -399,6 +433,7 @@ export async function stepFallback(
     score: result.score,
     met: result.met,
     reverted: result.reverted,
+    floatNodes: expand(result.reverted),
     trials: result.trials,
     ...(latency ? { latency } : {}),
   };

@@ -424,8 +424,7 @@ async function methods(
   try {
     const chosen = quick ? [candidates[0]!, candidates[5]!] : candidates;
     for (const [name, opts] of chosen) {
-      const o = quick && name !== "minmax" ? { ...opts, statistics: {} } : opts;
-      rows.push((await evaluate(name, o)).row);
+      rows.push((await evaluate(name, opts)).row);
     }
     const better = (a: typeof rows[number], b: typeof rows[number]) =>
       b.score > a.score || (b.score === a.score && b.map > a.map) ? b : a;

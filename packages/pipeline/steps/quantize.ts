@@ -133,7 +133,9 @@ export function quantizeStep(options: QuantizeStepOptions = {}): Step {
           quantize: (names) => without(names).graph,
           quantizedNodes: result.report.quantizedNodes,
         }, { maxDrop: o.maxDrop });
-        if (fb.reverted.length > 0) result = without(fb.reverted);
+        if (fb.reverted.length > 0) {
+          result = without((ctx.report.fallback as { floatNodes: string[] }).floatNodes);
+        }
         ctx.methods.push(`fallback:${o.maxDrop}`);
       }
       ctx.methods.push(
