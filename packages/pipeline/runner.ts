@@ -137,6 +137,32 @@ export function imageInput(
     }
     size = [h, w];
   }
+  // Checked here, where the config key can be named; onnxruntime would refuse the first batch
+  // with a message that names neither the expected nor the found size.
+  const s = vi.shape ?? [];
+  const fixed = (d: unknown) => typeof d === "number" && d > 0 ? d : undefined;
+  const [c, h, w] =
+    (layout === "NHWC"
+      ? [s[3], s[1], s[2]]
+      : layout === "CHW"
+      ? [s[0], s[1], s[2]]
+      : [s[1], s[2], s[3]]).map(fixed);
+  if (c !== undefined && c !== 3) {
+    throw new ConfigError(
+      "input.layout",
+      `expected a layout with 3 channels on the channel axis of input ${name} [${
+        s.join(", ")
+      }]; found ${layout}, whose channel axis holds ${c}`,
+    );
+  }
+  if ((h !== undefined && h !== size[0]) || (w !== undefined && w !== size[1])) {
+    throw new ConfigError(
+      "input.size",
+      `expected [${h ?? size[0]}, ${w ?? size[1]}], the fixed size of input ${name} [${
+        s.join(", ")
+      }]; found [${size.join(", ")}]`,
+    );
+  }
   return {
     name,
     spec: {

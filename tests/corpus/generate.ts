@@ -402,6 +402,16 @@ export async function generateCorpus(
         return { input: {} };
       },
     },
+    {
+      // The config's size disagrees with the model's fixed input size.
+      name: "config-size-not-the-models",
+      expect: "error",
+      names: /input\.size.*\[16, 16\].*\[32, 32\]/,
+      make: (dir) => {
+        Deno.writeFileSync(join(dir, "model.onnx"), base);
+        return { input: { size: [32, 32] } };
+      },
+    },
     // Darknet.
     ...darknetSpecs(),
     // tfjs.
