@@ -295,7 +295,9 @@ async function profile(
   const speedup = lat.metrics.speedup as number;
   const sizeRatio = int8Bytes / floatBytes;
   const notes: string[] = [
-    `calibration ${JSON.stringify(calibrate)} over ${c.files.length} real images`,
+    `calibration ${
+      JSON.stringify({ ...calibrate, statistics: undefined })
+    } over ${c.files.length} real images`,
   ];
   if (speedup < options.goals.speedup) {
     notes.push(
@@ -364,10 +366,9 @@ async function methods(
   set: EvalSet,
   floatOut: Record<string, Tensor>[],
   label: string,
-  quick: boolean,
+  options: { quick: boolean; stats: string },
 ): Promise<BenchResult> {
-  const dir = await Deno.makeTempDir({ prefix: "clipq_bench_stats_" });
-  const stats = join(dir, "stats.json");
+  const { quick, stats } = options;
   const table: Record<string, number | string> = {};
   const rows: {
     name: string;
@@ -378,7 +379,7 @@ async function methods(
   }[] = [];
   const load = { statistics: { load: stats } };
   const candidates: [string, CalibrateStepOptions][] = [
-    ["minmax", { method: "minmax", statistics: { save: stats } }],
+    ["minmax", { method: "minmax", ...load }],
     ["percentile-99.99", { method: "percentile", ...load }],
     ["entropy", { method: "entropy", ...load }],
     ["mse", { method: "mse", ...load }],
@@ -457,7 +458,7 @@ async function methods(
     table.minmaxScore = Number(minmax.score.toFixed(4));
     table.minmaxMap = Number(minmax.map.toFixed(4));
   } finally {
-    await Deno.remove(dir, { recursive: true });
+    // The statistics file belongs to the caller.
   }
   return {
     name: `${label}: calibration methods side by side`,
@@ -685,14 +686,34 @@ async function fasterRcnn(): Promise<BenchResult> {
  */
 export async function run(options: BenchOptions): Promise<BenchResult[]> {
   const quick = options.quick;
-  const results: BenchResult[] = [];
   const log = (r: BenchResult) => {
-    results.push(r);
     if (import.meta.main) console.log(JSON.stringify(r));
   };
   const runs = quick ? 4 : 20;
   const cb = { method: "clip-bounds", fallback: "percentile" } as const;
 
+  const statsDir = await Deno.makeTempDir({ prefix: "clipq_bench_stats_" });
+  const stats = join(statsDir, "stats.json");
+  try {
+    return await suite(quick, stats, log, runs, cb);
+  } finally {
+    await Deno.remove(statsDir, { recursive: true });
+  }
+}
+
+async function suite(
+  quick: boolean,
+  stats: string,
+  log: (r: BenchResult) => void,
+  runs: number,
+  cb: CalibrateStepOptions,
+): Promise<BenchResult[]> {
+  const results: BenchResult[] = [];
+  const print = log;
+  log = (r) => {
+    results.push(r);
+    print(r);
+  };
   const only = Deno.env.get("CLIPQ_BENCH_MODELS")?.split(",").filter(Boolean);
   const wanted = (key: string, full = false) =>
     (only ? only.includes(key) : true) && !(full && quick);
@@ -719,23 +740,26 @@ export async function run(options: BenchOptions): Promise<BenchResult[]> {
   }
   if (wanted("nanodet", true)) {
     const n = await nanodet();
-    const p = await profile(n, { method: "clip-bounds", fallback: "mse" }, {
+    // The profile's mse calibration collects every tensor's histogram once; the methods reuse it.
+    const p = await profile(n, { method: "mse", statistics: { save: stats } }, {
       runs,
       goals: { speedup: 3, size: 0.253 },
       label: "NanoDet 416 (COCO weights) int8 vs float",
     });
     log(p.result);
-    log(await methods(n, p.set, p.floatOut, "NanoDet 416", quick));
+    log(await methods(n, p.set, p.floatOut, "NanoDet 416", { quick, stats }));
   }
   if (wanted("ppocr-det")) {
     const det = await ppocrDet(quick ? 320 : 640, quick);
-    const p = await profile(det, { method: "clip-bounds", fallback: "mse" }, {
+    const p = await profile(det, { method: "mse", statistics: { save: stats } }, {
       runs,
       goals: { speedup: 2, size: 0.27 },
       label: `PP-OCRv4 det ${quick ? 320 : 640} int8 vs float`,
     });
     log(p.result);
-    log(await methods(det, p.set, p.floatOut, `PP-OCRv4 det ${quick ? 320 : 640}`, quick));
+    log(
+      await methods(det, p.set, p.floatOut, `PP-OCRv4 det ${quick ? 320 : 640}`, { quick, stats }),
+    );
   }
   if (wanted("ppocr-rec", true)) log(await ppocrRec());
   if (wanted("faster-rcnn", true)) log(await fasterRcnn());
