@@ -23,6 +23,7 @@ const WEIGHTED = new Set(["Conv", "ConvTranspose", "Gemm", "MatMul"]);
 export interface LayerSensitivity {
   /** Node name (in the float graph). */
   readonly node: string;
+  /** Its op type. */
   readonly op: string;
   /** Output noise-to-signal ratio Σ(x − y)² / Σx², float x vs int8 y, averaged over channels. */
   readonly outputNsr: number;
@@ -150,6 +151,7 @@ export const defaults = { maxLayers: 64 } satisfies Omit<FallbackOptions, "maxDr
 export interface FallbackTrial {
   /** Layers kept float in this trial. */
   readonly reverted: number;
+  /** Its score (1 = agrees with float). */
   readonly score: number;
 }
 
@@ -165,6 +167,7 @@ export interface FallbackResult {
   readonly score: number;
   /** Whether the chosen graph meets the target. */
   readonly met: boolean;
+  /** Every re-quantization tried, in order. */
   readonly trials: readonly FallbackTrial[];
 }
 
