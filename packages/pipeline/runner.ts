@@ -120,6 +120,12 @@ export function imageInput(
       }`,
     );
   }
+  // Images are fed as float32; a model claiming another type would be written out unrunnable.
+  if (vi.dtype !== undefined && vi.dtype !== "float32") {
+    throw new ModelError(
+      `model input "${name}": expected float32 to feed preprocessed images; found ${vi.dtype}`,
+    );
+  }
   const layout = input.layout ?? (vi.shape?.length === 3 ? "CHW" : "NCHW");
   let size = input.size;
   if (!size) {
@@ -341,6 +347,11 @@ export async function runPipeline(config: Config, options: RunOptions = {}): Pro
   const source = await loadSource(config.model);
   timings.push({ name: "load", ms: performance.now() - t });
   checkGraph(source, "the input model");
+  // The image input against the model before any step: a step may never feed images (e.g. when
+  // nothing needs a range), and a mismatch would then go unnoticed into the output.
+  if (config.data.calibration?.images || config.data.evaluation?.images) {
+    imageInput(source, config.input);
+  }
   const floatBytes = typeof config.model === "string"
     ? (await Deno.stat(config.model)).size
     : encode(source).length;

@@ -402,6 +402,14 @@ export async function generateCorpus(
         return { input: {} };
       },
     },
+    onnxCase("graph-input-int64-images", /images|int64/, () =>
+      mutateProto(base, (m) => {
+        m.graph.input[0].type.tensorType.elemType = 7;
+      })),
+    onnxCase("graph-input-rank-2", /images|stem/, () =>
+      mutateProto(base, (m) => {
+        m.graph.input[0].type.tensorType.shape.dim = [{ dimValue: 1 }, { dimValue: 768 }];
+      })),
     {
       // The config's size disagrees with the model's fixed input size.
       name: "config-size-not-the-models",
