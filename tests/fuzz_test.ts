@@ -8,7 +8,7 @@ import { ppocrModel } from "../tools/assets.ts";
 import type { FuzzFinding, FuzzJob } from "./fuzz_worker.ts";
 
 const CASES = { builder: 1400, cls: 600 };
-const HANG_MS = 15_000;
+const HANG_MS = 60_000;
 const STARTUP_MS = 300_000;
 const RSS_LIMIT = 4 * 2 ** 30;
 
@@ -43,7 +43,12 @@ Deno.test("fuzzed models raise only clipq's typed errors, never hang, and stay i
   let peakRss = Deno.memoryUsage().rss;
   const t0 = performance.now();
   const result = await new Promise<
-    { total: number; outcomes: Record<string, number>; findings: FuzzFinding[] }
+    {
+      total: number;
+      outcomes: Record<string, number>;
+      findings: FuzzFinding[];
+      slowest: { ms: number; what: string };
+    }
   >((resolve, reject) => {
     let timer: ReturnType<typeof setTimeout> | undefined;
     const arm = (ms = HANG_MS) => {
@@ -78,7 +83,9 @@ Deno.test("fuzzed models raise only clipq's typed errors, never hang, and stay i
   console.log(
     `fuzz: ${result.total} iterations in ${seconds.toFixed(1)} s, outcomes ${
       JSON.stringify(result.outcomes)
-    }, peak RSS ${(peakRss / 2 ** 20).toFixed(0)} MiB`,
+    }, slowest case ${result.slowest.ms.toFixed(0)} ms (${result.slowest.what}), peak RSS ${
+      (peakRss / 2 ** 20).toFixed(0)
+    } MiB`,
   );
   assert.equal(result.total, CASES.builder + CASES.cls);
   assert.deepEqual(
