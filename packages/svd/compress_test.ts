@@ -244,3 +244,20 @@ Deno.test("svdCompress() gives the first Gemm a zero bias where opset < 11 requi
   const x = { x: float32([2, 40], gaussianArray(80, 63)) };
   assert.ok(relDiff(await run(graph, x), await run(g, x)) < 1e-4);
 });
+
+Deno.test("svdCompress() grows the randomized rank until it covers the energy", async () => {
+  const rows = 200, cols = 160;
+  const w = gaussianArray(rows * cols, 71);
+  for (let j = 0; j < cols; j++) for (let i = 0; i < rows; i++) w[i * cols + j]! *= 0.97 ** j;
+  const g = matmulModel(w, [rows, cols], [1, rows]);
+  // exactMaxDim 0 forces the randomized path, which starts at rank 16 and must double.
+  const { layers } = await svdCompress(g, { energy: 0.95, exactMaxDim: 0, power: 3 });
+  const s = svd(w, [rows, cols]).s;
+  const total = s.reduce((a, v) => a + v * v, 0);
+  let acc = 0, want = 0;
+  while (acc < 0.95 * total) acc += s[want++]! ** 2;
+  assert.ok(want > 16);
+  assert.notEqual(layers[0]!.method, "exact");
+  assert.ok(Math.abs(layers[0]!.rank - want) <= 1, `rank ${layers[0]!.rank} vs ${want}`);
+  assert.ok(layers[0]!.keptEnergy >= 0.95);
+});
