@@ -27,6 +27,12 @@ export interface NormalizeOptions {
   removeIdentity?: boolean;
   /** Fold BatchNormalization into a preceding Conv/ConvTranspose/Gemm it alone consumes. */
   foldBatchNorm?: boolean;
+  /**
+   * Fold Mul/Div by and Add/Sub of a scalar or per-channel constant into a preceding
+   * Conv/ConvTranspose/Gemm whose output it alone reads (exact: the layer's weights and bias absorb
+   * it). Each such node left in place would be one more int8 re-quantization.
+   */
+  foldAffine?: boolean;
   /** Remove nodes and initializers that no graph output depends on. */
   prune?: boolean;
   /** Sort nodes topologically. */
@@ -38,6 +44,7 @@ export const normalizeDefaults = {
   constants: true,
   removeIdentity: true,
   foldBatchNorm: true,
+  foldAffine: true,
   prune: true,
   sort: true,
 } satisfies Required<NormalizeOptions>;
@@ -50,6 +57,8 @@ export interface NormalizeReport {
   removed: number;
   /** BatchNormalization nodes folded into the layer before them. */
   bnFolded: number;
+  /** Constant Mul/Div/Add/Sub nodes folded into the layer before them. */
+  affineFolded: number;
   /** Dead nodes removed. */
   pruned: number;
   /** Unused initializers removed. */
@@ -272,7 +281,69 @@ function foldInto(
   return { weight, bias: out, biasDims: [c] };
 }
 
-function foldBatchNorms(graph: Graph, report: Mutable<NormalizeReport>): Graph {
+/** How many output channels a weighted layer has, and its output rank. */
+function layerChannels(layer: Node, w: Tensor): { c: number; rank: number } | undefined {
+  if (layer.op === "Conv") return { c: w.dims[0]!, rank: w.dims.length };
+  if (layer.op === "ConvTranspose") {
+    return { c: w.dims[1]! * attrInt(layer, "group", 1), rank: w.dims.length };
+  }
+  if (w.dims.length !== 2) return undefined;
+  return { c: attrInt(layer, "transB", 0) === 1 ? w.dims[0]! : w.dims[1]!, rank: 2 };
+}
+
+/**
+ * A constant as one value per output channel of a layer's [N, C, …] (or Gemm's [M, N]) output,
+ * when broadcasting it leaves the output's shape alone: a scalar, or C values on the channel axis.
+ */
+function perChannel(t: Tensor, c: number, rank: number): Float64Array | undefined {
+  if (t.dtype !== "float32" || t.dims.length > rank) return undefined;
+  const v = toFloat64(t);
+  if (v.length === 1) return new Float64Array(c).fill(v[0]!);
+  // Right-aligned broadcasting: the constant's last axis lines up with the output's last.
+  const axis = t.dims.length - (rank - 1);
+  const ok = t.dims.every((d, j) => (j === axis ? d === c : d === 1));
+  return ok && axis >= 0 ? v : undefined;
+}
+
+/**
+ * A Mul/Div by, or Add/Sub of, a constant as y = x·s + shift per channel of x's producer, or
+ * undefined when the node is not such an affine map of input `x`.
+ */
+function constantAffine(
+  n: Node,
+  constant: (name: string | undefined) => Tensor | undefined,
+  c: number,
+  rank: number,
+): { x: string; s: Float64Array; shift: Float64Array } | undefined {
+  if (n.domain !== "" || n.inputs.length !== 2 || n.outputs.length !== 1) return undefined;
+  const [a, b] = n.inputs as [string, string];
+  // Add and Mul commute; Sub and Div only fold x − c and x / c.
+  const commutes = n.op === "Add" || n.op === "Mul";
+  const [x, k] = constant(b) ? [a, constant(b)!] : commutes && constant(a) ? [b, constant(a)!] : [];
+  if (!x || !k || constant(x)) return undefined;
+  const v = perChannel(k, c, rank);
+  if (!v) return undefined;
+  const ones = new Float64Array(c).fill(1), zeros = new Float64Array(c);
+  if (n.op === "Mul") return { x, s: v, shift: zeros };
+  if (n.op === "Add") return { x, s: ones, shift: v };
+  if (n.op === "Sub") return { x, s: ones, shift: v.map((e) => -e) };
+  if (n.op === "Div" && v.every((e) => e !== 0 && Number.isFinite(1 / e))) {
+    return { x, s: v.map((e) => 1 / e), shift: zeros };
+  }
+  return undefined;
+}
+
+/**
+ * Folds per-channel affine maps into the Conv/ConvTranspose/Gemm whose output they alone read:
+ * BatchNormalization (`bn`), and Mul/Div by or Add/Sub of a scalar or per-channel constant
+ * (`affine`; PP-LCNet's learnable affine blocks, scale-and-shift layers of converted models).
+ * Chains fold one after another, since the folded layer then produces the next map's input.
+ */
+function foldIntoLayers(
+  graph: Graph,
+  report: Mutable<NormalizeReport>,
+  kinds: { bn: boolean; affine: boolean },
+): Graph {
   const pinned = new Set([...graph.outputs.map((o) => o.name), ...subgraphUses(graph)]);
   const graphInputs = new Set(graph.inputs.map((v) => v.name));
   const readers = consumers(graph);
@@ -283,14 +354,23 @@ function foldBatchNorms(graph: Graph, report: Mutable<NormalizeReport>): Graph {
   // Every name in use, so new weight names never collide (freshName adds what it hands out).
   const taken = new Set<string>([...initializers.keys(), ...graph.inputs.map((v) => v.name)]);
   for (const n of graph.nodes) for (const t of [n.name, ...n.inputs, ...n.outputs]) taken.add(t);
+  // Weights this pass wrote: a later fold into the same layer overwrites them in place.
+  const written = new Set<string>();
   const constant = (name: string | undefined): Tensor | undefined =>
     name && !graphInputs.has(name) ? initializers.get(name) : undefined;
   const uses = (name: string): number => readers.get(name)?.length ?? 0;
-  graph.nodes.forEach((bn, bi) => {
-    if (bn.op !== "BatchNormalization" || bn.domain !== "") return;
-    if (bn.outputs.slice(1).some((o) => o) || attrInt(bn, "spatial", 1) !== 1) return;
-    if (attrInt(bn, "training_mode", 0) !== 0) return;
-    const x = bn.inputs[0]!;
+  let folded = 0;
+  graph.nodes.forEach((op, bi) => {
+    const isBn = kinds.bn && op.op === "BatchNormalization" && op.domain === "";
+    if (!isBn && !(kinds.affine && ["Mul", "Add", "Sub", "Div"].includes(op.op))) return;
+    if (isBn) {
+      if (op.outputs.slice(1).some((o) => o) || attrInt(op, "spatial", 1) !== 1) return;
+      if (attrInt(op, "training_mode", 0) !== 0) return;
+    }
+    // The layer is whichever producer of a non-constant input this node reads.
+    const candidates = isBn ? [op.inputs[0]!] : op.inputs.filter((t) => t && !constant(t));
+    if (candidates.length !== 1) return;
+    const x = candidates[0]!;
     const li = producerOf.get(x);
     const layer = li === undefined ? undefined : nodes[li];
     if (
@@ -302,37 +382,47 @@ function foldBatchNorms(graph: Graph, report: Mutable<NormalizeReport>): Graph {
     const biasName = layer.inputs[2] || undefined;
     const bias = biasName ? constant(biasName) : undefined;
     if (!w || w.dtype !== "float32" || (biasName && (!bias || bias.dtype !== "float32"))) return;
-    const ss = bnScaleShift({ ...graph, initializers }, bn);
-    if (!ss) return;
+    const shape = layerChannels(layer, w);
+    if (!shape) return;
+    const ss = isBn
+      ? bnScaleShift({ ...graph, initializers }, op)
+      : constantAffine(op, constant, shape.c, shape.rank);
+    if (!ss || ss.s.length !== shape.c) return;
     const fold = foldInto(layer, w, bias, ss.s, ss.shift);
     if (!fold) return;
     // Reuse a tensor's name when this layer is its only reader; otherwise write a new tensor.
     const place = (old: string | undefined, base: string, t: Tensor): string => {
-      const name = old && uses(old) === 1 && !pinned.has(old) ? old : freshName(graph, base, taken);
+      const reuse = old && (written.has(old) || (uses(old) === 1 && !pinned.has(old)));
+      const name = reuse ? old : freshName(graph, base, taken);
       initializers.set(name, t);
+      written.add(name);
       return name;
     };
+    const suffix = isBn ? "bn" : "affine";
     const wName = place(
       layer.inputs[1],
-      `${layer.inputs[1]}_bn`,
+      `${layer.inputs[1]}_${suffix}`,
       float32(w.dims, Float32Array.from(fold.weight)),
     );
     const bName = place(
       biasName,
-      `${layer.name || bn.name}.bias_bn`,
+      `${layer.name || op.name}.bias_${suffix}`,
       float32(fold.biasDims, Float32Array.from(fold.bias)),
     );
     const inputs = [layer.inputs[0]!, wName, bName];
     nodes[li] = {
       ...layer,
       inputs,
-      outputs: [bn.outputs[0]!],
+      outputs: [op.outputs[0]!],
       attributes: fold.attributes ?? layer.attributes,
     };
+    producerOf.set(op.outputs[0]!, li);
     nodes[bi] = undefined;
-    report.bnFolded++;
+    folded++;
+    if (isBn) report.bnFolded++;
+    else report.affineFolded++;
   });
-  if (report.bnFolded === 0) return graph;
+  if (folded === 0) return graph;
   return { ...graph, nodes: nodes.filter((n): n is Node => n !== undefined), initializers };
 }
 
@@ -414,6 +504,7 @@ export function normalizeWithReport(
     constantsToInitializers: 0,
     removed: 0,
     bnFolded: 0,
+    affineFolded: 0,
     pruned: 0,
     prunedInitializers: 0,
   };
@@ -432,7 +523,9 @@ function normalizeGraph(
   let g = normalizeSubgraphs(graph, o, report);
   if (o.constants) g = constantsToInitializers(g, report);
   if (o.removeIdentity) g = removeIdentities(g, report);
-  if (o.foldBatchNorm) g = foldBatchNorms(g, report);
+  if (o.foldBatchNorm || o.foldAffine) {
+    g = foldIntoLayers(g, report, { bn: o.foldBatchNorm, affine: o.foldAffine });
+  }
   if (o.prune) g = prune(g, report, top);
   if (o.sort) g = toposort(g);
   return tidyValueInfo(g);

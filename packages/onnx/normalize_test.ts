@@ -376,3 +376,67 @@ Deno.test("normalize() turns string Constants into string initializers and keeps
     .initializers.get("s");
   assert.deepEqual(s, { dtype: "string", dims: [], data: ["hi"] });
 });
+
+Deno.test("normalize() folds constant Mul/Add/Sub/Div chains after a Conv or Gemm into its weights and bias", async () => {
+  const r = seededRandom(21);
+  const g = emptyGraph({
+    inputs: [
+      { name: "x", dtype: "float32", shape: [1, 3, 6, 6] },
+      { name: "v", dtype: "float32", shape: [2, 5] },
+    ],
+    outputs: [{ name: "y", dtype: "float32" }, { name: "z", dtype: "float32" }],
+    initializers: new Map([
+      ["w", float32([4, 3, 3, 3], r.normals(108))],
+      ["b", float32([4], r.normals(4))],
+      ["a", float32([], [0.7])], // PP-LCNet's learnable affine block: a scalar scale…
+      ["c", float32([4, 1, 1], [0.1, -0.2, 0.3, 2])], // …then a shift, here per channel
+      ["d", float32([1, 4, 1, 1], [1, 2, 3, 4])],
+      ["six", float32([1], [6])],
+      ["gw", float32([5, 3], r.normals(15))],
+      ["gc", float32([3], [1, -1, 0.5])],
+    ]),
+    nodes: [
+      node({ name: "conv", op: "Conv", inputs: ["x", "w", "b"], outputs: ["c0"] }),
+      node({ name: "scale", op: "Mul", inputs: ["a", "c0"], outputs: ["c1"] }),
+      node({ name: "shift", op: "Add", inputs: ["c1", "c"], outputs: ["c2"] }),
+      node({ name: "sub", op: "Sub", inputs: ["c2", "d"], outputs: ["c3"] }),
+      node({ name: "div", op: "Div", inputs: ["c3", "six"], outputs: ["c4"] }),
+      node({ name: "relu", op: "Relu", inputs: ["c4"], outputs: ["y"] }),
+      node({ name: "gemm", op: "Gemm", inputs: ["v", "gw"], outputs: ["g0"] }),
+      node({ name: "gadd", op: "Add", inputs: ["g0", "gc"], outputs: ["z"] }),
+    ],
+  });
+  const { graph, report } = normalizeWithReport(g);
+  assert.deepEqual(ops(graph), ["Conv", "Relu", "Gemm"]);
+  assert.equal(report.affineFolded, 5);
+  assert.deepEqual(graph.nodes[2]!.outputs, ["z"], "graph output names stay");
+  validate(graph);
+  assert.ok(await maxRelativeDiff(g, graph) <= 1e-5);
+  assert.deepEqual(ops(normalize(g, { foldAffine: false })), ops(g));
+});
+
+Deno.test("normalize() keeps a constant Mul that broadcasts along space, reversed Sub/Div and a shared conv output", () => {
+  const g = emptyGraph({
+    inputs: [{ name: "x", dtype: "float32", shape: [1, 2, 4, 4] }],
+    outputs: [{ name: "y1" }, { name: "y2" }, { name: "y3" }, { name: "y4" }],
+    initializers: new Map([
+      ["w", float32([2, 2, 1, 1], [1, 2, 3, 4])],
+      ["row", float32([1, 1, 1, 4], [1, 2, 3, 4])],
+      ["k", float32([], [2])],
+    ]),
+    nodes: [
+      node({ name: "c1", op: "Conv", inputs: ["x", "w"], outputs: ["a"] }),
+      node({ name: "m", op: "Mul", inputs: ["a", "row"], outputs: ["y1"] }),
+      node({ name: "c2", op: "Conv", inputs: ["x", "w"], outputs: ["b"] }),
+      node({ name: "s", op: "Sub", inputs: ["k", "b"], outputs: ["y2"] }),
+      node({ name: "c3", op: "Conv", inputs: ["x", "w"], outputs: ["c"] }),
+      node({ name: "d", op: "Div", inputs: ["k", "c"], outputs: ["y3"] }),
+      node({ name: "c4", op: "Conv", inputs: ["x", "w"], outputs: ["e"] }),
+      node({ name: "m4", op: "Mul", inputs: ["e", "k"], outputs: ["y4"] }),
+      node({ name: "r4", op: "Relu", inputs: ["e"], outputs: ["f"] }),
+    ],
+  });
+  const { graph, report } = normalizeWithReport(g, { prune: false });
+  assert.equal(report.affineFolded, 0);
+  assert.deepEqual(ops(graph), ops(g));
+});
