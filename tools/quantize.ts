@@ -223,10 +223,18 @@ function hint(e: ClipqError): string {
     return "hint: the model file is malformed or inconsistent; check it with onnx.checker";
   }
   if (e instanceof UnsupportedOpError) {
+    // Importer errors name a cfg line or a tfjs manifest; excluding a node cannot help there.
+    if (/\.cfg:\d+|\bcfg\b|tfjs|\.json/.test(e.message)) {
+      return "hint: the importer cannot map this; the message lists what it supports";
+    }
     return "hint: exclude the node (quantize.exclude) or report the op";
   }
   if (e instanceof DataError) {
-    return 'hint: fix or remove the file, or set data.calibration.onBadImage to "skip"';
+    const aboutImage = /\.(jpe?g|png)\b|image/i.test(e.message);
+    if (aboutImage && !/skip/i.test(e.message)) {
+      return 'hint: fix or remove the image, or set data.calibration.onBadImage to "skip"';
+    }
+    return "hint: fix or replace the file or folder named above";
   }
   return "hint: see --help";
 }

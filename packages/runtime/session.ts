@@ -212,6 +212,9 @@ export async function createSession(
   const sessionOptions: ort.InferenceSession.SessionOptions = {
     graphOptimizationLevel: o.optimizationLevel,
     executionProviders: ["cpu"],
+    // Errors reach the caller as ModelError; ORT's own warning lines would only clutter the CLI's
+    // one-line error output.
+    logSeverityLevel: 3,
     ...(o.threads > 0 ? { intraOpNumThreads: o.threads } : {}),
     ...(options.optimizedModelPath ? { optimizedModelFilePath: options.optimizedModelPath } : {}),
   };
