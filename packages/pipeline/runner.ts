@@ -67,15 +67,20 @@ export interface RunResult {
  * graph model.
  *
  * @param source The config's model.
+ * @param options `inputSize` overrides a darknet cfg's width/height (the config's `input.size`).
  * @returns The graph.
  */
-export async function loadSource(source: Config["model"]): Promise<Graph> {
+export async function loadSource(
+  source: Config["model"],
+  options: { inputSize?: [number, number] } = {},
+): Promise<Graph> {
   if (typeof source === "string") return await loadModel(source);
   if ("darknet" in source) {
-    return await loadDarknet(
-      source.darknet.cfg,
-      source.darknet.weights ? { weights: source.darknet.weights } : {},
-    );
+    // YOLO is fully convolutional: the config's input.size overrides the cfg's width/height.
+    return await loadDarknet(source.darknet.cfg, {
+      ...(source.darknet.weights ? { weights: source.darknet.weights } : {}),
+      ...(options.inputSize ? { inputSize: options.inputSize } : {}),
+    });
   }
   return await fromTfjs(source.tfjs);
 }
@@ -344,7 +349,10 @@ export async function runPipeline(config: Config, options: RunOptions = {}): Pro
   }
   const timings: { name: string; ms: number }[] = [];
   let t = performance.now();
-  const source = await loadSource(config.model);
+  const source = await loadSource(
+    config.model,
+    config.input.size ? { inputSize: config.input.size } : {},
+  );
   timings.push({ name: "load", ms: performance.now() - t });
   checkGraph(source, "the input model");
   // The image input against the model before any step: a step may never feed images (e.g. when
