@@ -20,6 +20,7 @@ import {
 } from "@clipq/onnx";
 import type { TensorRange } from "@clipq/onnx/metadata";
 import { ConfigError } from "@clipq/onnx/errors";
+import { readerBounds } from "./_saturation.ts";
 
 /** How pixel values v ∈ [0, 255] become the model input: x = (v · scale − mean) / std per channel. */
 export interface PixelSpec {
@@ -351,6 +352,23 @@ export function clipBounds(graph: Graph, options: ClipBoundsOptions = {}): ClipB
     const at = unbounded.indexOf(y);
     if (at >= 0) unbounded.splice(at, 1);
     partial.delete(y);
+  }
+
+  // What the readers cannot tell apart needs no int8 levels: a tensor read only by a hard-swish
+  // matters above −3, one read only by HardSigmoid on [−3, 3]. Clamping there is exact.
+  for (const [t, b] of readerBounds(graph)) {
+    if (!isFloat.has(t)) continue;
+    const r = ranges.get(t);
+    if (r) {
+      const min = Math.max(r.min, b.lo), max = Math.min(r.max, b.hi);
+      if (min < max && (min !== r.min || max !== r.max)) {
+        ranges.set(t, { min, max, source: r.source });
+      }
+    } else if (unbounded.includes(t)) {
+      const p = partial.get(t) ?? { min: -Infinity, max: Infinity };
+      const min = Math.max(p.min, b.lo), max = Math.min(p.max, b.hi);
+      if (min < max) partial.set(t, { min, max });
+    }
   }
   return { ranges, unbounded, partial, fused };
 }
