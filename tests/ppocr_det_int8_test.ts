@@ -4,13 +4,19 @@
  * calibrated on real photos elsewhere; the binarized (0.3) text probability maps of int8 and float
  * must agree.
  *
- * Measured (640×640, this calibration set): page.png IoU 0.957, text.png IoU 0.646. The goal is
- * ≥ 0.95 on both; text.png (blurry handwriting, weak text scores) falls short, and no calibration
- * method closes the gap (with all nine photos at 640: minmax 0.16, entropy 0.43, mse 0.74, aciq
- * 0.49, percentile 0.68; layer-wise bias correction ±0.02; keeping any single conv float ≤ 0.71;
- * quantizing only the Muls, only the Adds or only the Convs each already gives ≈ 0.7): per-tensor
- * u8 activations lose the small channels of PP-LCNetV3's wide-range activations. This test asserts the goal on page.png
- * and today's level on text.png, so a regression in either shows.
+ * Measured (640×640, this calibration set): page.png IoU 0.953, text.png IoU 0.736. Two exact
+ * graph facts got text.png there from 0.646: normalize folds PP-LCNetV3's learnable affine blocks
+ * (scalar Mul then Add after each conv) into the conv (0.646 → 0.68), and clip-bounds' reader
+ * bounds stop the range of every conv output that feeds a hard-swish at −3 and of every
+ * HardSigmoid input at [−3, 3] (below −3 a hard-swish gives 0 whatever the value; the percentile
+ * ranges spent over half the u8 levels there) (0.68 → 0.736). The goal is ≥ 0.95 on both; what is
+ * left on text.png (blurry handwriting, weak text scores) is per-tensor u8 resolution at the
+ * depthwise convs after each hard-swish, whose channels differ widely in range (the conv-output
+ * SQNR falls 6–8 dB at each of them), and it moves with the calibration set (the nine photos at
+ * 640 instead of 320: 0.82; only three of them at 640: 0.75); bias correction made it worse
+ * (0.71). Before the fixes: minmax 0.16, entropy 0.43, mse 0.74, aciq 0.49, percentile 0.68 with
+ * all nine photos at 640. This test asserts the goal on page.png and today's level on text.png,
+ * so a regression in either shows.
  */
 import assert from "node:assert/strict";
 import { loadModel } from "@clipq/onnx/io";
@@ -56,7 +62,7 @@ function iou(a: Float32Array, b: Float32Array, threshold: number): number {
 
 Deno.test({
   name:
-    "PP-OCRv4 det int8 (clip-bounds + percentile) keeps the text map of page.png (IoU ≥ 0.95) and of text.png (IoU ≥ 0.6)",
+    "PP-OCRv4 det int8 (clip-bounds + percentile) keeps the text map of page.png (IoU ≥ 0.95) and of text.png (IoU ≥ 0.7)",
   sanitizeResources: false,
   sanitizeOps: false,
   fn: async () => {
@@ -88,7 +94,7 @@ Deno.test({
     const f = await createSession(graph);
     const q = await createSession(int8);
     try {
-      for (const [file, goal] of [[page, 0.95], [text, 0.6]] as const) {
+      for (const [file, goal] of [[page, 0.95], [text, 0.7]] as const) {
         const feeds = await feed(file, 640);
         const [a] = Object.values(await f.run(feeds));
         const [b] = Object.values(await q.run(feeds));
