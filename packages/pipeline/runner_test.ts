@@ -226,3 +226,44 @@ Deno.test("runPipeline() names an unreadable calibration image, or skips it with
     ws.cleanup();
   }
 });
+
+Deno.test("runPipeline() with clip-bounds stops a hard-swish input's data range at −3", async () => {
+  const { emptyGraph, node } = await import("@clipq/onnx");
+  const scalar = (v: number) => float32([], [v]);
+  const ws = workspace(emptyGraph({
+    inputs: [{ name: "x", dtype: "float32", shape: [1, 1, 4, 4] }],
+    outputs: [{ name: "y", dtype: "float32", shape: [1, 1, 4, 4] }],
+    initializers: new Map([
+      ["w", float32([1, 1, 1, 1], [20])],
+      ["w2", float32([1, 1, 1, 1], [0.5])],
+      ["three", scalar(3)],
+      ["zero", scalar(0)],
+      ["six", scalar(6)],
+    ]),
+    nodes: [
+      node({ name: "conv", op: "Conv", inputs: ["x", "w"], outputs: ["c"] }),
+      node({ name: "add", op: "Add", inputs: ["c", "three"], outputs: ["t"] }),
+      node({ name: "clip", op: "Clip", inputs: ["t", "zero", "six"], outputs: ["g"] }),
+      node({ name: "mul", op: "Mul", inputs: ["c", "g"], outputs: ["p"] }),
+      node({ name: "div", op: "Div", inputs: ["p", "six"], outputs: ["h"] }),
+      node({ name: "conv2", op: "Conv", inputs: ["h", "w2"], outputs: ["y"] }),
+    ],
+    opsetImports: [{ domain: "", version: 13 }],
+  }));
+  try {
+    Deno.mkdirSync(join(ws.dir, "npy"));
+    const v = Float32Array.from({ length: 16 }, (_, i) => (i - 8) / 8); // c = 20x ∈ [−20, 17.5]
+    Deno.writeFileSync(join(ws.dir, "npy", "0.npy"), writeNpy(float32([1, 1, 4, 4], v)));
+    const cfg = await loadConfig(ws.write({
+      model: "model.onnx",
+      output: "out/m.onnx",
+      data: { calibration: { npy: "npy" } },
+      steps: [{ use: "calibrate", method: "clip-bounds", fallback: "minmax" }, { use: "quantize" }],
+    }));
+    const { report } = await runPipeline(cfg, { quiet: true, analyze: false });
+    const c = report.ranges.find((r) => r.tensor === "c")!;
+    assert.deepEqual([c.min, c.max, c.source], [-3, 17.5, "minmax"]);
+  } finally {
+    ws.cleanup();
+  }
+});

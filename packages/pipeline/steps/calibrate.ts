@@ -16,6 +16,7 @@ import {
   saveStatistics,
   type Statistics,
   statisticsToJSON,
+  withClipBounds,
 } from "@clipq/calibrate";
 import { planQuantization } from "@clipq/quantize";
 import { checkOptions, type Step, type StepContext, type StepDefinition } from "../step.ts";
@@ -99,6 +100,7 @@ export function calibrateStep(options: CalibrateStepOptions = {}): Step {
       const ranges = new Map<string, TensorRange>();
       let dataTensors: string[] = needed;
       let unbounded: string[] = [];
+      let bounds: ReturnType<typeof clipBounds> | undefined;
       if (o.method === "clip-bounds") {
         const name = imageInputName(graph, ctx);
         const pixel = {
@@ -107,6 +109,7 @@ export function calibrateStep(options: CalibrateStepOptions = {}): Step {
           std: ctx.input.std ?? [1, 1, 1],
         };
         const cb = clipBounds(graph, { inputs: name ? { [name]: pixel } : {} });
+        bounds = cb;
         for (const t of needed) {
           const r = cb.ranges.get(t);
           if (r) ranges.set(t, r);
@@ -154,7 +157,10 @@ export function calibrateStep(options: CalibrateStepOptions = {}): Step {
           percentile: o.percentile,
           lossAware: o.lossAware,
         });
-        for (const [t, r] of found) ranges.set(t, r);
+        // One-sided clip bounds (Relu ≥ 0, what a hard-swish or HardSigmoid reader ignores) narrow
+        // the data ranges of the tensors clip-bounds left to the fallback.
+        const narrowed = bounds ? withClipBounds(bounds, found) : found;
+        for (const t of found.keys()) ranges.set(t, narrowed.get(t)!);
         if (o.lossAware) ctx.methods.push(`loss-aware:${o.lossAware.lambda}`);
       } else if (ctx.calibration?.statsOut) {
         // Nothing needs data (clip bounds cover it all): the shard's statistics are empty, so a later
