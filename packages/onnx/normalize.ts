@@ -283,12 +283,18 @@ function foldInto(
 
 /** How many output channels a weighted layer has, and its output rank. */
 function layerChannels(layer: Node, w: Tensor): { c: number; rank: number } | undefined {
-  if (layer.op === "Conv") return { c: w.dims[0]!, rank: w.dims.length };
-  if (layer.op === "ConvTranspose") {
-    return { c: w.dims[1]! * attrInt(layer, "group", 1), rank: w.dims.length };
+  let c: number, rank: number;
+  if (layer.op === "Conv" || layer.op === "ConvTranspose") {
+    // A malformed weight (fewer than 3 axes) is left for validation to report.
+    if (w.dims.length < 3) return undefined;
+    c = layer.op === "Conv" ? w.dims[0]! : w.dims[1]! * attrInt(layer, "group", 1);
+    rank = w.dims.length;
+  } else {
+    if (w.dims.length !== 2) return undefined;
+    c = attrInt(layer, "transB", 0) === 1 ? w.dims[0]! : w.dims[1]!;
+    rank = 2;
   }
-  if (w.dims.length !== 2) return undefined;
-  return { c: attrInt(layer, "transB", 0) === 1 ? w.dims[0]! : w.dims[1]!, rank: 2 };
+  return Number.isInteger(c) && c > 0 ? { c, rank } : undefined;
 }
 
 /**
