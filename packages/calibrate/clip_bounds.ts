@@ -55,7 +55,11 @@ export interface ClipBoundsResult {
   ranges: Map<string, TensorRange>;
   /** Float activation tensors without a two-sided bound, in graph order. */
   unbounded: string[];
-  /** One-sided bounds of unbounded tensors (the unknown side is ±Infinity). */
+  /**
+   * Bounds that narrow a data range of an unbounded tensor (an unknown side is ±Infinity): what
+   * its producer guarantees (Relu ≥ 0), and what its readers can tell apart (a hard-swish input
+   * above −3, a HardSigmoid input within [−β/α, (1 − β)/α]; clamping there changes no output).
+   */
   partial: Map<string, { min: number; max: number }>;
   /**
    * Weighted-layer outputs (Conv, ConvTranspose, Gemm, MatMul) whose only consumer is a clipping
