@@ -1,5 +1,6 @@
 /**
- * The project's one test command (`deno task test`): fetches test assets when missing, then runs
+ * The project's one test command (`deno task test`; not named test.ts, which `deno test` would
+ * pick up as a test module and run recursively): fetches test assets when missing, then runs
  * fmt --check, lint, type check, all tests (unit, tests/, --doc examples), a publish dry run and
  * the benchmark suite's quick smoke run (`deno task bench --quick`).
  * Prints a final `N passed, N failed` line and exits non-zero when anything failed.
@@ -72,7 +73,9 @@ if (!tests.ok && failed === 0) failed = 1;
 if (!quick) {
   if (!(await step("publish dry run", ["publish", "--dry-run", "--allow-dirty"])).ok) failedSteps++;
   // The benchmark suite's smoke run: every bench module still runs end to end on small inputs.
-  if (!(await step("bench smoke run", ["run", "-A", "tools/bench.ts", "--quick"])).ok) failedSteps++;
+  if (!(await step("bench smoke run", ["run", "-A", "tools/bench.ts", "--quick"])).ok) {
+    failedSteps++;
+  }
 }
 console.log(`\n${failedSteps} check step(s) failed besides tests`);
 console.log(`${passed} passed, ${failed + failedSteps} failed`);
