@@ -432,5 +432,8 @@ export async function runPipeline(config: Config, options: RunOptions = {}): Pro
       (100 * int8Bytes / floatBytes).toFixed(1)
     } % of float)`,
   );
+  if (config.report) {
+    log.info(`wrote ${config.report} and ${config.report.replace(/\.json$/i, "")}.html`);
+  }
   return { graph, saved, report };
 }
