@@ -23,6 +23,7 @@ import {
   darknetCfg,
   darknetPhotos,
   humanModel,
+  ppocrDetPreprocessing,
   ppocrModel,
   skimagePhoto,
 } from "../tools/assets.ts";
@@ -132,16 +133,7 @@ Deno.test({
           model: await ppocrModel("det"),
           output: "out/ppocr-det.int8.onnx",
           report: "out/report.json",
-          input: {
-            name: "x",
-            size: [192, 384],
-            resize: "stretch",
-            layout: "NCHW",
-            color: "BGR",
-            scale: 1 / 255,
-            mean: [0.485, 0.456, 0.406],
-            std: [0.229, 0.224, 0.225],
-          },
+          input: { name: "x", ...ppocrDetPreprocessing([192, 384]) },
           data: {
             calibration: { images: [page, text, ...(await darknetPhotos()).slice(0, 2)] },
             evaluation: { images: [page] },

@@ -31,19 +31,11 @@ import {
 import { planQuantization, quantize } from "@clipq/quantize";
 import { createSession } from "@clipq/runtime";
 import { preprocess, type PreprocessSpec, readImage } from "@clipq/data";
-import { darknetPhotos, ppocrModel, skimagePhoto } from "../tools/assets.ts";
+import { darknetPhotos, ppocrDetPreprocessing, ppocrModel, skimagePhoto } from "../tools/assets.ts";
 
-/** PaddleOCR's det preprocessing: cv2 (BGR) image, ImageNet mean/std in that channel order. */
+/** PaddleOCR's det preprocessing at a square size. */
 function spec(size: number): PreprocessSpec {
-  return {
-    size: [size, size],
-    resize: "stretch",
-    layout: "NCHW",
-    color: "BGR",
-    scale: 1 / 255,
-    mean: [0.485, 0.456, 0.406],
-    std: [0.229, 0.224, 0.225],
-  };
+  return ppocrDetPreprocessing([size, size]);
 }
 
 async function feed(file: string, size: number): Promise<Record<string, Tensor>> {

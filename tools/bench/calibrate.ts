@@ -19,20 +19,11 @@ import { planQuantization } from "@clipq/quantize";
 import { createSession } from "@clipq/runtime";
 import { preprocess, type PreprocessSpec, randomCropFlip, readImage } from "@clipq/data";
 import type { RgbImage } from "@clipq/data";
-import { darknetPhotos, ppocrModel, skimagePhoto } from "../assets.ts";
+import { darknetPhotos, ppocrDetPreprocessing, ppocrModel, skimagePhoto } from "../assets.ts";
 import type { BenchOptions, BenchResult } from "./types.ts";
 
 function spec(size: number): PreprocessSpec {
-  // PaddleOCR det preprocessing: BGR, ImageNet mean/std.
-  return {
-    size: [size, size],
-    resize: "stretch",
-    layout: "NCHW",
-    color: "BGR",
-    scale: 1 / 255,
-    mean: [0.485, 0.456, 0.406],
-    std: [0.229, 0.224, 0.225],
-  };
+  return ppocrDetPreprocessing([size, size]);
 }
 
 async function photos(): Promise<RgbImage[]> {
