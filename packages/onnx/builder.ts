@@ -278,6 +278,23 @@ export class ModelBuilder {
     return w === "he" ? Math.sqrt(2 / fanIn) : w;
   }
 
+  /** `[x, weight, bias?]` of a weighted layer: seeded weights scaled by fan-in, a small seeded bias. */
+  #weightedInputs(
+    x: string,
+    name: string,
+    weight: { dims: number[]; fanIn: number },
+    biasSize: number | undefined,
+  ): string[] {
+    const count = weight.dims.reduce((a, b) => a * b, 1);
+    const w = this.random.normals(count, this.#std(weight.fanIn));
+    const inputs = [x, this.initializer(float32(weight.dims, w), `${name}.weight`)];
+    if (biasSize !== undefined) {
+      const b = this.random.normals(biasSize, 0.05);
+      inputs.push(this.initializer(float32([biasSize], b), `${name}.bias`));
+    }
+    return inputs;
+  }
+
   /**
    * Adds an initializer.
    *
@@ -369,17 +386,12 @@ export class ModelBuilder {
       );
     }
     const name = this.#reserve(options.name, "conv");
-    const fanIn = (cin / group) * kh * kw;
-    const w = this.initializer(
-      float32([cout, cin / group, kh, kw], this.random.normals(cout * fanIn, this.#std(fanIn))),
-      `${name}.weight`,
+    const inputs = this.#weightedInputs(
+      x,
+      name,
+      { dims: [cout, cin / group, kh, kw], fanIn: (cin / group) * kh * kw },
+      options.bias ?? true ? cout : undefined,
     );
-    const inputs = [x, w];
-    if (options.bias ?? true) {
-      inputs.push(
-        this.initializer(float32([cout], this.random.normals(cout, 0.05)), `${name}.bias`),
-      );
-    }
     const s = this.#shape(x)!;
     const out = (d: Dim, k: number): Dim =>
       typeof d === "number"
@@ -420,20 +432,12 @@ export class ModelBuilder {
       );
     }
     const name = this.#reserve(options.name, "convtranspose");
-    const fanIn = (cin / group) * kh * kw;
-    const w = this.initializer(
-      float32(
-        [cin, cout / group, kh, kw],
-        this.random.normals(cin * (cout / group) * kh * kw, this.#std(fanIn)),
-      ),
-      `${name}.weight`,
+    const inputs = this.#weightedInputs(
+      x,
+      name,
+      { dims: [cin, cout / group, kh, kw], fanIn: (cin / group) * kh * kw },
+      options.bias ?? true ? cout : undefined,
     );
-    const inputs = [x, w];
-    if (options.bias ?? true) {
-      inputs.push(
-        this.initializer(float32([cout], this.random.normals(cout, 0.05)), `${name}.bias`),
-      );
-    }
     const s = this.#shape(x)!;
     const out = (d: Dim, k: number): Dim =>
       typeof d === "number" ? (d - 1) * stride - 2 * pad + dilation * (k - 1) + 1 + outPad : null;
@@ -662,14 +666,12 @@ export class ModelBuilder {
     const transB = options.transB ?? true;
     const name = this.#reserve(options.name, "gemm");
     const n = options.out;
-    const b = this.initializer(
-      float32(transB ? [n, k] : [k, n], this.random.normals(n * k, this.#std(k))),
-      `${name}.weight`,
+    const inputs = this.#weightedInputs(
+      x,
+      name,
+      { dims: transB ? [n, k] : [k, n], fanIn: k },
+      options.bias ?? true ? n : undefined,
     );
-    const inputs = [x, b];
-    if (options.bias ?? true) {
-      inputs.push(this.initializer(float32([n], this.random.normals(n, 0.05)), `${name}.bias`));
-    }
     return this.op("Gemm", inputs, {
       name,
       attributes: transB ? { transB: { type: "int", value: 1 } } : {},
