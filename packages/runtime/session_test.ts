@@ -158,3 +158,20 @@ Deno.test("Session.run() carries float16 and bool tensors both ways", async () =
   assert.deepEqual([out.nb!.dtype, [...out.nb!.data]], ["bool", [0, 1]]);
   await s.release();
 });
+
+Deno.test("Session.run() outputs stay intact after later runs and after release()", async () => {
+  const s = await createSession(addGraph);
+  const feeds = (v: number) => ({
+    a: float32([2, 3], new Float32Array(6).fill(v)),
+    b: float32([3], [1, 2, 3]),
+  });
+  const first = await s.run(feeds(10));
+  const firstValues = [...first[s.outputNames[0]!]!.data];
+  // Later runs reuse onnxruntime's arena; an output aliasing freed native memory would change.
+  for (let i = 0; i < 50; i++) await s.run(feeds(-i));
+  await s.release();
+  // Allocate and drop a lot so a collection, if it frees anything, frees something.
+  for (let i = 0; i < 20; i++) new Float32Array(1 << 20).fill(i);
+  assert.deepEqual([...first[s.outputNames[0]!]!.data], firstValues);
+  assert.deepEqual(firstValues, [11, 12, 13, 11, 12, 13]);
+});
