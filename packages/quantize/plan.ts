@@ -8,6 +8,7 @@
 import type { Graph } from "@clipq/onnx/graph";
 import { analyze } from "./_analyze.ts";
 import { divToMul } from "./_rewrite.ts";
+import { lowerForOrt } from "./ops/lower.ts";
 import { checkOptions, type PlanOptions } from "./options.ts";
 
 /** A weighted layer of the plan. */
@@ -70,24 +71,27 @@ export interface QuantizationPlan {
  */
 export function planQuantization(graph: Graph, options: PlanOptions = {}): QuantizationPlan {
   const o = checkOptions(options);
-  const g = divToMul(graph, o.exclude);
+  const lowered = lowerForOrt(divToMul(graph, o.exclude), { exclude: o.exclude });
+  const g = lowered.graph;
   const a = analyze(g, o);
+  // Tensors the lowering added are calibrated as the original tensors they re-express.
+  const orig = (t: string) => lowered.aliases.get(t) ?? t;
   const shared = new Set<string>();
   for (const m of a.marks.values()) for (const [out] of m.shares) shared.add(out);
   const activations: string[] = [];
   const seen = new Set<string>();
   for (const m of a.marks.values()) {
     for (const t of m.activations) {
-      if (seen.has(t) || shared.has(t)) continue;
-      seen.add(t);
-      activations.push(t);
+      if (shared.has(t) || seen.has(orig(t))) continue;
+      seen.add(orig(t));
+      activations.push(orig(t));
     }
   }
   return {
     activations,
     weightedLayers: [...a.weighted].map(([i, w]) => ({
       node: a.labels[i]!,
-      output: g.nodes[i]!.outputs[0]!,
+      output: orig(g.nodes[i]!.outputs[0]!),
       channelAxis: w.axis,
     })),
     excluded: [...a.reasons].sort((x, y) => x[0] - y[0]).map(([i, reason]) => ({
@@ -95,6 +99,6 @@ export function planQuantization(graph: Graph, options: PlanOptions = {}): Quant
       op: g.nodes[i]!.op,
       reason,
     })),
-    fusedActivations: a.fused,
+    fusedActivations: new Map([...a.fused].map(([p, act]) => [orig(p), orig(act)])),
   };
 }

@@ -14,6 +14,7 @@ import { analyze, label, type Marks } from "./_analyze.ts";
 import { type ActivationEntry, type WeightReport, writeQdq } from "./_qdq.ts";
 import { foldQOperator } from "./_qoperator.ts";
 import { divToMul } from "./_rewrite.ts";
+import { lowerForOrt } from "./ops/lower.ts";
 import { checkOptions, type QuantizeOptions } from "./options.ts";
 import { raiseOpset } from "./opset.ts";
 import type { FloatNode } from "./plan.ts";
@@ -255,6 +256,14 @@ export function quantize(graph: Graph, options: QuantizeOptions = {}): QuantizeR
     };
   };
   g = divToMul(g, o.exclude);
+  // Exact rewrites for ORT's int8 kernels; each new tensor takes its original's range.
+  const lowered = lowerForOrt(g, { exclude: o.exclude });
+  g = lowered.graph;
+  const ranges = new Map(o.ranges);
+  for (const [t, from] of lowered.aliases) {
+    const r = o.ranges.get(from);
+    if (r && !ranges.has(t)) ranges.set(t, r);
+  }
   const a = analyze(g, o);
 
   const foldedOutputs = new Set(a.fused.values());
@@ -268,7 +277,7 @@ export function quantize(graph: Graph, options: QuantizeOptions = {}): QuantizeR
     let missing: string | undefined;
     for (const t of m.activations) {
       if (activations.has(t) || pending.has(t)) continue;
-      const r = (foldedOutputs.has(t) ? foldedRange(g, a.fused, o.ranges, t) : o.ranges.get(t)) ??
+      const r = (foldedOutputs.has(t) ? foldedRange(g, a.fused, ranges, t) : ranges.get(t)) ??
         shiftedRange(t);
       if (!r) {
         missing = t;

@@ -23,6 +23,11 @@ const passThrough: OpQuantizer = {
     }
     if (!ctx.isFloat(x)) return `input "${x}" is not a float32 tensor`;
     if (ctx.initializer(x)) return `input "${x}" is a constant`;
+    if (node.op === "Pad" && ctx.graph.inputs.some((v) => v.name === x)) {
+      // Nothing to mark: ORT pads in float anyway (no int8 Pad from QDQ), so padding the float
+      // graph input before its consumers' QuantizeLinear saves a Q/DQ pair over the whole input.
+      return undefined;
+    }
     ctx.activation(x);
     for (const y of outs) ctx.share(y, x);
     return undefined;

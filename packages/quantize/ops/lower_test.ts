@@ -1,0 +1,80 @@
+import assert from "node:assert/strict";
+import { ModelBuilder } from "@clipq/onnx/builder";
+import { decode } from "@clipq/onnx/proto";
+import type { Graph } from "@clipq/onnx/graph";
+import { lowerForOrt } from "./lower.ts";
+import { quantize } from "../quantize.ts";
+import { planQuantization } from "../plan.ts";
+import { countOps, minmaxRanges, randomFeeds, runGraph, sqnr } from "../testdata/ort.ts";
+
+/** DBNet's head: conv → ConvTranspose 2×2/2 → Relu → ConvTranspose 2×2/2 → Sigmoid. */
+function dbHead(): Graph {
+  const b = new ModelBuilder({ seed: 5 });
+  let x = b.relu(b.conv(b.input("x", [1, 3, 8, 8]), { outChannels: 8, kernel: 3, pad: 1 }));
+  x = b.relu(b.convTranspose(x, { outChannels: 6, kernel: 2, stride: 2 }));
+  x = b.convTranspose(x, { outChannels: 1, kernel: 2, stride: 2 });
+  b.output(b.sigmoid(x), "prob");
+  return b.build();
+}
+
+async function optimizedOps(graph: Graph, feeds: Record<string, Float32Array>) {
+  const dir = await Deno.makeTempDir();
+  try {
+    await runGraph(graph, feeds, { optimizedPath: `${dir}/o.onnx` });
+    return countOps(decode(await Deno.readFile(`${dir}/o.onnx`)));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+Deno.test("lowerForOrt() turns a ConvTranspose chain into 1×1 convs and one DepthToSpace, same outputs", async () => {
+  const g = dbHead();
+  const { graph, aliases, notes } = lowerForOrt(g);
+  const ops = countOps(graph);
+  assert.equal(ops["ConvTranspose"], undefined);
+  assert.equal(ops["DepthToSpace"], 1);
+  const d2s = graph.nodes.find((n) => n.op === "DepthToSpace")!;
+  assert.equal(d2s.attributes.blocksize?.value, 4);
+  assert.equal(d2s.outputs[0], g.nodes.find((n) => n.op === "Sigmoid")!.outputs[0]);
+  assert.equal(notes.length, 3); // the RGB input pad and the two ConvTransposes
+  // Every new tensor stands for an original one.
+  const original = new Set(g.nodes.flatMap((n) => [...n.inputs, ...n.outputs]));
+  for (const from of aliases.values()) assert.ok(original.has(from), from);
+  const feeds = randomFeeds(g, 3);
+  const [a, b] = [(await runGraph(g, feeds)).prob!, (await runGraph(graph, feeds)).prob!];
+  assert.equal(a.length, 32 * 32);
+  for (let i = 0; i < a.length; i++) assert.ok(Math.abs(a[i]! - b[i]!) < 1e-5, `${i}`);
+});
+
+Deno.test("lowerForOrt() pads a 3-channel graph input to 4 channels with zero weights, same outputs", async () => {
+  const b = new ModelBuilder({ seed: 2 });
+  b.output(b.conv(b.input("x", [1, 3, 6, 6]), { outChannels: 4, kernel: 3, stride: 2 }), "y");
+  const g = b.build();
+  const { graph } = lowerForOrt(g);
+  const conv = graph.nodes.find((n) => n.op === "Conv")!;
+  assert.deepEqual(graph.initializers.get(conv.inputs[1]!)!.dims, [4, 4, 3, 3]);
+  const feeds = randomFeeds(g, 1);
+  const [y0, y1] = [(await runGraph(g, feeds)).y!, (await runGraph(graph, feeds)).y!];
+  for (let i = 0; i < y0.length; i++) assert.ok(Math.abs(y0[i]! - y1[i]!) < 1e-5);
+  // Excluding the conv leaves it alone.
+  assert.equal(lowerForOrt(g, { exclude: { names: [g.nodes[0]!.name], ops: [] } }).graph, g);
+});
+
+Deno.test("quantize() leaves onnxruntime no float ConvTranspose and keeps the DB head's map", async () => {
+  const g = dbHead();
+  const feeds = [randomFeeds(g, 1), randomFeeds(g, 2)];
+  const ranges = await minmaxRanges(g, feeds);
+  // The plan asks ranges of original tensors only: calibration runs the float model as it is.
+  const plan = planQuantization(g);
+  const names = new Set(g.nodes.flatMap((n) => [...n.inputs, ...n.outputs]));
+  for (const t of plan.activations) assert.ok(names.has(t), t);
+  const { graph, report } = quantize(g, { ranges });
+  const ops = await optimizedOps(graph, feeds[0]!);
+  assert.equal(ops["ConvTranspose"], undefined, JSON.stringify(ops));
+  // The stem conv and the first ConvTranspose run int8; the last one is the raw head output.
+  assert.equal(ops["QLinearConv"], 2, JSON.stringify(ops));
+  assert.deepEqual(report.floatNodes.map((f) => f.op), ["Sigmoid", "DepthToSpace"]);
+  const ref = (await runGraph(g, feeds[1]!)).prob!;
+  const out = (await runGraph(graph, feeds[1]!)).prob!;
+  assert.ok(sqnr(ref, out) > 25, `SQNR ${sqnr(ref, out)}`);
+});
