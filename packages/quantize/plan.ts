@@ -32,7 +32,10 @@ export interface FloatNode {
 export interface QuantizationPlan {
   /** Activation tensors that need a calibrated range. */
   activations: string[];
-  /** Weighted layers (quantized or not). */
+  /**
+   * Weighted layers (quantized or not), except those the ORT lowering re-expressed in a permuted
+   * layout (a ConvTranspose as 1×1 Conv + DepthToSpace): their output exists in neither graph.
+   */
   weightedLayers: WeightedLayer[];
   /** Nodes that stay float, with the reason. */
   excluded: FloatNode[];
@@ -89,11 +92,14 @@ export function planQuantization(graph: Graph, options: PlanOptions = {}): Quant
   }
   return {
     activations,
-    weightedLayers: [...a.weighted].map(([i, w]) => ({
-      node: a.labels[i]!,
-      output: orig(g.nodes[i]!.outputs[0]!),
-      channelAxis: w.axis,
-    })),
+    // A layer the lowering rewrote into a permuted layout (ConvTranspose as a 1×1 Conv) has no
+    // output tensor of its own in either graph any more: bias correction cannot measure it.
+    weightedLayers: [...a.weighted].filter(([i]) => !lowered.aliases.has(g.nodes[i]!.outputs[0]!))
+      .map(([i, w]) => ({
+        node: a.labels[i]!,
+        output: g.nodes[i]!.outputs[0]!,
+        channelAxis: w.axis,
+      })),
     excluded: [...a.reasons].sort((x, y) => x[0] - y[0]).map(([i, reason]) => ({
       node: a.labels[i]!,
       op: g.nodes[i]!.op,
