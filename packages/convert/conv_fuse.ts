@@ -2,7 +2,8 @@
  * Folds what exporters leave beside convolutions back into them: a zero constant Pad of the
  * spatial axes before a Conv becomes the Conv's pads, and a per-channel constant Add after a Conv
  * becomes its bias. Graphs converted from TensorFlow (via onnx-tf or tfjs) keep both apart, which
- * would leave an Add between Conv and its activation and stop int8 Conv+activation fusion.
+ * would leave an Add between Conv and its activation and stop int8 Conv+activation fusion. A −∞
+ * Pad before a MaxPool (TensorFlow's SAME pooling) becomes the MaxPool's pads.
  *
  * @module
  */
@@ -15,7 +16,55 @@ function constant(graph: Graph, name: string | undefined): Tensor | undefined {
 }
 
 /**
- * Merges Pad→Conv and Conv→Add(per-channel constant) into the Conv.
+ * TensorFlow's SAME max pooling arrives as Pad(−∞) → MaxPool: MaxPool's own pads are −∞, so the
+ * spatial pads move into it (when each is below the kernel size, as ONNX requires). The separate Pad
+ * ran in float even in int8 models (ORT has no int8 Pad) and cut ORT's NCHWc float chain too.
+ */
+function padIntoMaxPool(
+  g: Graph,
+  pool: Node,
+  single: (name: string) => boolean,
+): Graph | undefined {
+  const pad = producers(g).get(pool.inputs[0]!);
+  if (!pad || pad.op !== "Pad" || pad.domain || !single(pad.outputs[0]!) || pad.inputs[3]) {
+    return undefined;
+  }
+  const mode = pad.attributes.mode;
+  if (mode && !(mode.type === "string" && mode.value === "constant")) return undefined;
+  const value = constant(g, pad.inputs[2]);
+  const pads = constant(g, pad.inputs[1]);
+  if (!value || !pads || !toFloat64(value).every((v) => v === -Infinity)) return undefined;
+  const kernel = pool.attributes.kernel_shape;
+  const autoPad = pool.attributes.auto_pad;
+  if (
+    kernel?.type !== "ints" ||
+    (autoPad && !(autoPad.type === "string" && autoPad.value === "NOTSET"))
+  ) {
+    return undefined;
+  }
+  const p = [...toFloat64(pads)];
+  const r = p.length / 2;
+  const s = kernel.value.length;
+  if (r !== s + 2 || p[0] !== 0 || p[1] !== 0 || p[r] !== 0 || p[r + 1] !== 0) return undefined;
+  const old = pool.attributes.pads?.type === "ints"
+    ? pool.attributes.pads.value
+    : new Array(2 * s).fill(0);
+  const merged = Array.from(
+    { length: 2 * s },
+    (_, i) => old[i]! + p[i < s ? i + 2 : r + 2 + (i - s)]!,
+  );
+  if (merged.some((v, i) => v < 0 || v >= kernel.value[i % s]!)) return undefined;
+  const fused: Node = {
+    ...pool,
+    inputs: [pad.inputs[0]!],
+    attributes: { ...pool.attributes, pads: { type: "ints", value: merged } },
+  };
+  return { ...g, nodes: g.nodes.filter((n) => n !== pad).map((n) => (n === pool ? fused : n)) };
+}
+
+/**
+ * Merges Pad→Conv and Conv→Add(per-channel constant) into the Conv, and Pad(−∞)→MaxPool into the
+ * MaxPool.
  *
  * @param graph The graph.
  * @returns An equivalent graph with fewer nodes.
@@ -49,6 +98,15 @@ export function fuseConvPadBias(graph: Graph): Graph {
     const outputs = new Set(g.outputs.map((o) => o.name));
     const single = (name: string) => (cons.get(name)?.length ?? 0) === 1 && !outputs.has(name);
     for (const conv of g.nodes) {
+      if (conv.op === "MaxPool" && !conv.domain) {
+        const fused = padIntoMaxPool(g, conv, single);
+        if (fused) {
+          g = fused;
+          changed = true;
+          break;
+        }
+        continue;
+      }
       if (conv.op !== "Conv" || conv.domain) continue;
       const w = constant(g, conv.inputs[1]);
       if (!w) continue;
