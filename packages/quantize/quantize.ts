@@ -15,6 +15,7 @@ import { type ActivationEntry, type WeightReport, writeQdq } from "./_qdq.ts";
 import { foldQOperator } from "./_qoperator.ts";
 import { divToMul } from "./_rewrite.ts";
 import { lowerForOrt } from "./ops/lower.ts";
+import { foldScalarMuls } from "./ops/rescale.ts";
 import { checkOptions, type QuantizeOptions } from "./options.ts";
 import { raiseOpset } from "./opset.ts";
 import type { FloatNode } from "./plan.ts";
@@ -233,7 +234,10 @@ function foldedRange(
  * ]);
  * const { graph, report } = quantize(g, { ranges, exclude: { head: false } });
  * assert.equal(graph.nodes.filter((n) => n.op === "QuantizeLinear").length, 2);
- * assert.equal(graph.initializers.get("w_quantized")?.dtype, "int8");
+ * const conv = graph.nodes.find((n) => n.op === "Conv")!;
+ * const weight = graph.nodes.find((n) => n.outputs[0] === conv.inputs[1])!;
+ * assert.equal(weight.op, "DequantizeLinear");
+ * assert.equal(graph.initializers.get(weight.inputs[0]!)?.dtype, "int8");
  * assert.deepEqual(report.quantizedNodes, ["conv", "relu"]);
  * ```
  */
@@ -316,7 +320,10 @@ export function quantize(graph: Graph, options: QuantizeOptions = {}): QuantizeR
     qmax: o.reduceRange ? 63 : 127,
     kind: o.activations,
   });
-  let out = written.graph;
+  // A Mul by a positive scalar is a change of scale in int8: it moves into the DQ (no QLinearMul).
+  let out =
+    foldScalarMuls(written.graph, { keep: [...a.reasons.keys()].map((i) => g.nodes[i]!.name) })
+      .graph;
   if (o.format === "qoperator") out = foldQOperator(out);
 
   const floatBytes = initializerBytes(graph);

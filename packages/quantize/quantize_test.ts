@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { ConfigError, ModelError } from "@clipq/onnx/errors";
-import { emptyGraph, node, opsetOf } from "@clipq/onnx/graph";
+import { emptyGraph, type Graph, node, opsetOf } from "@clipq/onnx/graph";
 import { decode, encode } from "@clipq/onnx/proto";
 import { float32, toFloat32 } from "@clipq/onnx/tensor";
 import { ModelBuilder } from "@clipq/onnx/builder";
@@ -21,6 +21,34 @@ function convGraph(opset = 13) {
     nodes: [node({ name: "conv", op: "Conv", inputs: ["x", "w", "b"], outputs: ["y"] })],
   });
 }
+/**
+ * The value of a constant tensor of a quantized graph: an initializer, a Mul of constants (a bias
+ * scale), or a DequantizeLinear of constants (per-axis when it has an axis).
+ */
+function constValue(graph: Graph, name: string): Float32Array {
+  const t = graph.initializers.get(name);
+  if (t) return Float32Array.from(toFloat32(t));
+  const n = graph.nodes.find((m) => m.outputs.includes(name));
+  if (n?.op === "Mul") {
+    const [a, b] = n.inputs.map((x) => constValue(graph, x!));
+    const long = a!.length >= b!.length ? a! : b!;
+    return long.map((_, i) => Math.fround(a![i % a!.length]! * b![i % b!.length]!));
+  }
+  if (n?.op === "DequantizeLinear") {
+    const q = constValue(graph, n.inputs[0]!);
+    const s = constValue(graph, n.inputs[1]!);
+    const z = n.inputs[2] ? constValue(graph, n.inputs[2]) : new Float32Array(s.length);
+    const dims = graph.initializers.get(n.inputs[0]!)!.dims;
+    const axis = n.attributes["axis"]?.value as number | undefined;
+    const inner = axis === undefined ? q.length : dims.slice(axis + 1).reduce((x, y) => x * y, 1);
+    return q.map((v, i) => {
+      const c = axis === undefined ? 0 : Math.floor(i / inner) % dims[axis]!;
+      return (v - z[c]!) * s[c]!;
+    });
+  }
+  throw new Error(`tensor "${name}" is not a constant (produced by ${n?.op})`);
+}
+
 const convRanges = new Map([
   ["x", { min: -1, max: 1, source: "test" }],
   ["y", { min: -4, max: 4, source: "test" }],
@@ -47,7 +75,9 @@ Deno.test("quantize() writes Conv with bias as input Q/DQ, int8 weight DQ, int32
   assert.equal(producer("y")?.op, "DequantizeLinear");
   assert.deepEqual(report.quantizedNodes, ["conv"]);
   const bias = graph.initializers.get(bdq.inputs[0]!)!;
-  const bscale = toFloat32(graph.initializers.get(bdq.inputs[1]!)!);
+  // The bias scale is s_in · s_w, written as a Mul of the two scales (no second vector).
+  assert.equal(producer(bdq.inputs[1]!)?.op, "Mul");
+  const bscale = constValue(graph, bdq.inputs[1]!);
   const wscale = toFloat32(graph.initializers.get(wdq.inputs[1]!)!);
   const sIn = report.tensors.find((t) => t.name === "x")!.scale;
   for (let c = 0; c < 3; c++) assert.equal(bscale[c], Math.fround(sIn * wscale[c]!));
@@ -251,7 +281,7 @@ Deno.test("quantize() applies bias shifts, adding a bias where the layer has non
   const conv = graph.nodes.find((n) => n.op === "Conv")!;
   const dq = graph.nodes.find((n) => n.outputs.includes(conv.inputs[2]!))!;
   const q = graph.initializers.get(dq.inputs[0]!)!.data as Int32Array;
-  const s = toFloat32(graph.initializers.get(dq.inputs[1]!)!);
+  const s = constValue(graph, dq.inputs[1]!);
   const expected = [0, -0.3, 0.5];
   for (let c = 0; c < 3; c++) assert.ok(Math.abs(q[c]! * s[c]! - expected[c]!) <= s[c]!);
   const noBias = {
@@ -292,7 +322,7 @@ Deno.test("quantize() reduceRange keeps weights in [-63, 63]; the report explain
   );
   const { graph, report } = quantize(g, { ranges, reduceRange: true, weightClip: "mse" });
   for (const [name, t] of graph.initializers) {
-    if (t.dtype !== "int8" || !name.endsWith("_quantized")) continue;
+    if (t.dtype !== "int8") continue;
     for (const v of t.data as Int8Array) assert.ok(v >= -63 && v <= 63, `${name}: ${v}`);
   }
   const pooled = report.tensors.find((t) => t.name.startsWith("maxpool"))!;
@@ -369,7 +399,18 @@ Deno.test("quantize() applies MatMul bias shifts to the bias Add after it, or ad
     assert.ok(Math.abs(p[i]! - shift[i % 4]! - q[i]!) <= 1e-5, `${i}: ${p[i]} ${q[i]}`);
   }
   assert.ok(corrected.report.quantizedNodes.includes("mm1"), "mm1 keeps its (corrected) bias Add");
-  assert.ok([...corrected.graph.initializers.keys()].some((k) => /^const.*_corrected/.test(k)));
+  // mm1's bias Add now adds c − shift (quantized u8, so within one step of it).
+  const cg = corrected.graph;
+  const reader = (t: string) => cg.nodes.find((n) => n.inputs.includes(t))!;
+  const mm1 = cg.nodes.find((n) => n.name === "mm1")!;
+  const add = reader(reader(reader(mm1.outputs[0]!).outputs[0]!).outputs[0]!); // Q, DQ, Add
+  assert.equal(add.op, "Add");
+  const c = add.inputs[1]!;
+  const step = constValue(cg, cg.nodes.find((n) => n.outputs.includes(c))!.inputs[1]!)[0]!;
+  const added = constValue(cg, c);
+  [0.1, 0.2, 0.3, 0.4].forEach((c, i) => {
+    assert.ok(Math.abs(added[i]! - (c - shift[i]!)) <= step, `${i}: ${added[i]}`);
+  });
   const pre = corrected.report.tensors.find((t) => t.source.endsWith("before bias correction"));
   assert.ok(pre && corrected.report.quantizedNodes.includes("mm2"), "mm2 keeps a derived range");
 });
