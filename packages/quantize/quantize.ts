@@ -15,7 +15,6 @@ import { type ActivationEntry, type WeightReport, writeQdq } from "./_qdq.ts";
 import { foldQOperator } from "./_qoperator.ts";
 import { divToMul } from "./_rewrite.ts";
 import { lowerForOrt } from "./ops/lower.ts";
-import { foldScalarMuls } from "./ops/rescale.ts";
 import { checkOptions, type QuantizeOptions } from "./options.ts";
 import { raiseOpset } from "./opset.ts";
 import type { FloatNode } from "./plan.ts";
@@ -320,10 +319,7 @@ export function quantize(graph: Graph, options: QuantizeOptions = {}): QuantizeR
     qmax: o.reduceRange ? 63 : 127,
     kind: o.activations,
   });
-  // A Mul by a positive scalar is a change of scale in int8: it moves into the DQ (no QLinearMul).
-  let out =
-    foldScalarMuls(written.graph, { keep: [...a.reasons.keys()].map((i) => g.nodes[i]!.name) })
-      .graph;
+  let out = written.graph;
   if (o.format === "qoperator") out = foldQOperator(out);
 
   const floatBytes = initializerBytes(graph);
