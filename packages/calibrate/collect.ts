@@ -3,13 +3,19 @@
  * histogram, batch by batch: memory is one batch of outputs plus `bins` numbers per tensor,
  * whatever the number of images.
  *
+ * By default each tapped tensor is reduced inside onnxruntime to its exact min and max and a fixed,
+ * seeded sample of `samples` values per image, and only the sample is histogrammed (on the grid the
+ * exact range gives); `samples: "all"` fetches and histograms every value instead, at several times
+ * the cost of plain inference.
+ *
  * @module
  */
-import { type Graph, ModelError, type Tensor, toFloat32 } from "@clipq/onnx";
+import { type Graph, ModelError, producers, type Tensor, toFloat32 } from "@clipq/onnx";
 import { ConfigError } from "@clipq/onnx/errors";
-import { createSession, type OptimizationLevel } from "@clipq/runtime";
+import { createSession, type OptimizationLevel, type Session } from "@clipq/runtime";
 import { Histogram } from "./histogram.ts";
 import type { Statistics } from "./statistics.ts";
+import { type SamplingPlan, samplingPlan } from "./_sampling.ts";
 
 /** Progress of a calibration run. */
 export interface CollectProgress {
@@ -33,6 +39,18 @@ export interface CollectOptions {
   threads?: number;
   /** Statistics to continue (e.g. loaded from a previous shard); updated in place. */
   into?: Statistics;
+  /**
+   * Values per tensor per image to histogram (default 8192): every k-th value from a seeded offset,
+   * k the largest divisor of the tensor's values per image that keeps at least this many, so every
+   * image is sampled at the same positions and shards still merge exactly; min and max are computed
+   * over every value inside onnxruntime, so minmax ranges and the histogram grid stay exact. A
+   * tensor with at most this many values per image is taken whole. `"all"` histograms every value
+   * (the exact histograms, at several times the cost: each tensor leaves onnxruntime whole). Graph
+   * inputs, already in memory, are always histogrammed whole.
+   */
+  samples?: number | "all";
+  /** Seed of the sample positions (mixed with each tensor's name). */
+  seed?: number;
 }
 
 /** Defaults of {@linkcode CollectOptions}. */
@@ -41,7 +59,12 @@ export const defaults = {
   bins: 2048,
   optimizationLevel: "all",
   threads: 0,
+  samples: 8192,
+  seed: 0,
 } satisfies CollectOptions;
+
+/** Largest accepted `samples` (per tensor per image). */
+const MAX_SAMPLES = 1 << 24;
 
 /**
  * Runs the model over batches and histograms the given tensors. The next batch runs while the
@@ -82,32 +105,47 @@ export async function collectStatistics(
   if (!Array.isArray(o.tensors) || o.tensors.length === 0) {
     throw new ConfigError("tensors", "expected at least one tensor name to collect statistics for");
   }
+  if (
+    o.samples !== "all" &&
+    !(Number.isInteger(o.samples) && o.samples >= 1 && o.samples <= MAX_SAMPLES)
+  ) {
+    throw new ConfigError(
+      "samples",
+      `expected "all" or an integer in [1, ${MAX_SAMPLES}] but found ${JSON.stringify(o.samples)}`,
+    );
+  }
+  if (!Number.isInteger(o.seed)) {
+    throw new ConfigError("seed", `expected an integer but found ${JSON.stringify(o.seed)}`);
+  }
   const inputs = new Set(graph.inputs.map((v) => v.name));
   const wanted = [...new Set(o.tensors)];
-  // Graph inputs come straight from the feeds; everything else is fetched as a (tapped) output.
+  // Graph inputs come straight from the feeds; everything else is computed by the model.
   const fetched = wanted.filter((t) => !inputs.has(t));
+  const made = producers(graph);
+  for (const t of fetched) {
+    if (!made.has(t)) {
+      throw new ModelError(
+        `model "${graph.name}": expected tensor "${t}" to be produced by a node or be a graph input, but nothing produces it`,
+      );
+    }
+  }
   const stats: Statistics = o.into ?? new Map();
   for (const t of wanted) if (!stats.has(t)) stats.set(t, new Histogram({ bins: o.bins }));
-  const session = await createSession(graph, {
-    optimizationLevel: o.optimizationLevel,
-    threads: o.threads,
-    taps: fetched,
-    label: `model "${graph.name}" (calibration)`,
-  });
+  const runner = o.samples === "all"
+    ? wholeRunner(graph, fetched, o)
+    : sampledRunner(graph, fetched, { ...o, samples: o.samples });
   const progress: CollectProgress = { batches: 0, items: 0 };
   type Feeds = Readonly<Record<string, Tensor>>;
   const iterator = Symbol.asyncIterator in batches
     ? batches[Symbol.asyncIterator]()
     : (batches as Iterable<Feeds>)[Symbol.iterator]();
   const start = async (): Promise<
-    { feeds: Feeds; outputs: Promise<Record<string, Tensor>> } | undefined
+    { feeds: Feeds; outputs: Promise<Outputs> } | undefined
   > => {
     const next = await iterator.next();
     if (next.done) return undefined;
     const feeds = next.value;
-    const outputs = fetched.length > 0
-      ? session.run(feeds, { outputs: fetched })
-      : Promise.resolve({});
+    const outputs = fetched.length > 0 ? runner.run(feeds) : Promise.resolve(EMPTY);
     // Awaited below; this only keeps an early failure from being reported as unhandled.
     outputs.catch(() => {});
     return { feeds, outputs };
@@ -121,21 +159,20 @@ export async function collectStatistics(
       // onnxruntime runs the next batch on its own threads while this one is histogrammed.
       inflight = await start();
       for (const t of wanted) {
-        const value = inputs.has(t) ? feeds[t] : outputs[t];
+        if (!inputs.has(t)) continue;
+        const value = feeds[t];
         if (!value) {
           throw new ModelError(
-            `model "${graph.name}": expected tensor "${t}" in the run's outputs or feeds but found none`,
+            `model "${graph.name}": expected graph input "${t}" in the feeds but found only [${
+              Object.keys(feeds).join(", ")
+            }]`,
           );
         }
-        if (value.dtype !== "float32" && value.dtype !== "float16" && value.dtype !== "float64") {
-          throw new ModelError(
-            `model "${graph.name}": expected tensor "${t}" to be a float tensor but found ${value.dtype}`,
-          );
-        }
-        stats.get(t)!.add(toFloat32(value));
+        stats.get(t)!.add(floats(graph, t, value));
       }
+      runner.consume(outputs, stats);
       progress.batches++;
-      const first = session.inputNames[0];
+      const first = graph.inputs.find((v) => !graph.initializers.has(v.name))?.name;
       const dims = first ? feeds[first]?.dims : undefined;
       progress.items += dims && dims.length >= 4 ? dims[0]! : 1;
       o.onProgress?.({ ...progress });
@@ -143,7 +180,159 @@ export async function collectStatistics(
   } finally {
     // A run still in flight must end before its session is released.
     if (inflight) await inflight.outputs.catch(() => {});
-    await session.release();
+    await runner.release();
   }
   return stats;
+}
+
+/** What one batch's run gave, tagged with how to read it. */
+interface Outputs {
+  values: Record<string, Tensor>;
+  plan?: SamplingPlan;
+}
+
+const EMPTY: Outputs = { values: {} };
+
+/** Runs batches and moves their outputs into the statistics. */
+interface Runner {
+  run(feeds: Readonly<Record<string, Tensor>>): Promise<Outputs>;
+  consume(outputs: Outputs, stats: Statistics): void;
+  release(): Promise<void>;
+}
+
+type SessionSettings = Required<Pick<CollectOptions, "optimizationLevel" | "threads">>;
+
+/** The float values of a tapped tensor, refusing non-float tensors by name. */
+function floats(graph: Graph, name: string, value: Tensor): Float32Array {
+  if (value.dtype !== "float32" && value.dtype !== "float16" && value.dtype !== "float64") {
+    throw new ModelError(
+      `model "${graph.name}": expected tensor "${name}" to be a float tensor but found ${value.dtype}`,
+    );
+  }
+  return toFloat32(value);
+}
+
+/** Every tapped tensor leaves onnxruntime whole and every value is histogrammed (`"all"`). */
+function wholeRunner(graph: Graph, fetched: readonly string[], o: SessionSettings): Runner {
+  let session: Promise<Session> | undefined;
+  const open = () =>
+    session ??= createSession(graph, {
+      optimizationLevel: o.optimizationLevel,
+      threads: o.threads,
+      taps: fetched,
+      label: `model "${graph.name}" (calibration)`,
+    });
+  return {
+    async run(feeds) {
+      return { values: await (await open()).run(feeds, { outputs: fetched }) };
+    },
+    consume({ values }, stats) {
+      for (const t of fetched) {
+        const value = values[t];
+        if (!value) {
+          throw new ModelError(
+            `model "${graph.name}": expected tensor "${t}" in the run's outputs but found none`,
+          );
+        }
+        stats.get(t)!.add(floats(graph, t, value));
+      }
+    },
+    async release() {
+      if (session) await (await session).release();
+    },
+  };
+}
+
+/**
+ * Each tapped tensor is reduced in onnxruntime to its min, max and a sample (see _sampling.ts).
+ * The graph depends on the input dims (sample positions index the values of one item), so one
+ * session is built per distinct set of non-batch input dims, usually exactly one.
+ */
+function sampledRunner(
+  graph: Graph,
+  fetched: readonly string[],
+  o: SessionSettings & { samples: number; seed: number },
+): Runner {
+  const sessions = new Map<string, Promise<{ session: Session; plan: SamplingPlan }>>();
+  const open = (feeds: Readonly<Record<string, Tensor>>) => {
+    const inputDims: Record<string, readonly number[]> = {};
+    const key: string[] = [];
+    for (const v of graph.inputs) {
+      const dims = feeds[v.name]?.dims;
+      if (!dims) continue;
+      inputDims[v.name] = dims;
+      const fixed = typeof v.shape?.[0] === "number" || dims.length <= 1;
+      key.push(`${v.name}:${(fixed ? dims : dims.slice(1)).join("x")}`);
+    }
+    const k = key.join(",");
+    let entry = sessions.get(k);
+    if (!entry) {
+      const plan = samplingPlan(graph, {
+        tensors: fetched,
+        samples: o.samples,
+        seed: o.seed,
+        inputDims,
+      });
+      entry = createSession(plan.graph, {
+        optimizationLevel: o.optimizationLevel,
+        threads: o.threads,
+        label: `model "${graph.name}" (calibration)`,
+      }).then((session) => ({ session, plan }));
+      entry.catch(() => {});
+      sessions.set(k, entry);
+    }
+    return entry;
+  };
+  return {
+    async run(feeds) {
+      const { session, plan } = await open(feeds);
+      const names = [...(plan.packed ? [plan.packed] : []), ...plan.whole];
+      return { values: await session.run(feeds, { outputs: names }), plan };
+    },
+    consume({ values, plan }, stats) {
+      if (!plan) return;
+      for (const t of plan.whole) {
+        const value = values[t];
+        if (!value) {
+          throw new ModelError(
+            `model "${graph.name}": expected tensor "${t}" in the run's outputs but found none`,
+          );
+        }
+        stats.get(t)!.add(floats(graph, t, value));
+      }
+      if (!plan.packed) return;
+      const packed = values[plan.packed];
+      // [1, Σ (2 + items · sampled)]: the batch size follows from the length.
+      const perItem = plan.tensors.reduce((a, p) => a + p.sampled, 0);
+      const length = packed?.dims.length === 2 && packed.dims[0] === 1 ? packed.dims[1]! : -1;
+      const items = (length - 2 * plan.tensors.length) / perItem;
+      if (!packed || packed.dtype !== "float32" || !(Number.isInteger(items) && items >= 1)) {
+        // Only a wrong static shape inference gets here: the exact path does not depend on it.
+        throw new ModelError(
+          `model "${graph.name}": expected the calibration output to be float32 [1, ${
+            2 * plan.tensors.length
+          } + items·${perItem}] but found ${packed?.dtype} [${
+            packed?.dims.join(", ")
+          }]; calibrate with samples: "all" to avoid inferred shapes`,
+        );
+      }
+      const data = packed.data as Float32Array;
+      let at = 0;
+      for (const p of plan.tensors) {
+        const n = items * p.sampled;
+        stats.get(p.name)!.addSample(data.subarray(at + 2, at + 2 + n), {
+          min: data[at]!,
+          max: data[at + 1]!,
+          population: items * p.population,
+        });
+        at += 2 + n;
+      }
+    },
+    async release() {
+      for (const entry of sessions.values()) {
+        const opened = await entry.catch(() => undefined);
+        await opened?.session.release();
+      }
+    },
+  };
 }

@@ -1,11 +1,12 @@
 import assert from "node:assert/strict";
-import { float32, type Graph, type Tensor } from "@clipq/onnx";
+import { emptyGraph, float32, type Graph, int64, node, type Tensor } from "@clipq/onnx";
 import { ModelBuilder } from "@clipq/onnx/builder";
 import { createSession } from "@clipq/runtime";
 import { collectStatistics } from "./collect.ts";
 import { measureBiasShifts } from "./bias_shifts.ts";
 import { Histogram } from "./histogram.ts";
 import { clipBounds } from "./clip_bounds.ts";
+import { mergeStatistics } from "./statistics.ts";
 
 function model(): { graph: Graph; tensors: string[]; batches: Record<string, Tensor>[] } {
   const b = new ModelBuilder({ seed: 7 });
@@ -22,11 +23,12 @@ function model(): { graph: Graph; tensors: string[]; batches: Record<string, Ten
   return { graph: b.build(), tensors: ["x", c1, r, c2, h, m, "y"], batches };
 }
 
-Deno.test("collectStatistics() equals histograms of the taps computed directly", async () => {
+Deno.test('collectStatistics() with samples "all" equals histograms of the taps computed directly', async () => {
   const { graph, tensors, batches } = model();
   const progress: number[] = [];
   const stats = await collectStatistics(graph, batches, {
     tensors,
+    samples: "all",
     onProgress: (p) => progress.push(p.items),
   });
   assert.deepEqual(progress, [2, 4, 6]);
@@ -47,6 +49,82 @@ Deno.test("collectStatistics() equals histograms of the taps computed directly",
     const r = ranges.get(t)!;
     assert.ok(stats.get(t)!.min >= r.min && stats.get(t)!.max <= r.max, t);
   }
+});
+
+Deno.test("collectStatistics() takes tensors no larger than the sample whole, as the exact path does", async () => {
+  const { graph, tensors, batches } = model();
+  // 256 values per image at most: every value is in the sample.
+  const sampled = await collectStatistics(graph, batches, { tensors, samples: 256 });
+  const exact = await collectStatistics(graph, batches, { tensors, samples: "all" });
+  for (const t of tensors) {
+    const a = sampled.get(t)!.toJSON(), b = exact.get(t)!.toJSON();
+    // Sums are added per image instead of per batch: equal up to rounding.
+    assert.ok(Math.abs(a.sumSquares - b.sumSquares) <= 1e-12 * b.sumSquares, t);
+    assert.deepEqual({ ...a, sum: 0, sumSquares: 0 }, { ...b, sum: 0, sumSquares: 0 }, t);
+  }
+});
+
+Deno.test("collectStatistics() samples large tensors, keeping min, max and the grid exact", async () => {
+  const b = new ModelBuilder({ seed: 11 });
+  const x = b.input("x", ["n", 3, 32, 32]);
+  const c = b.conv(x, { outChannels: 8, kernel: 3, pad: 1 });
+  const r = b.leakyRelu(c, 0.1);
+  b.output(b.conv(r, { outChannels: 2, kernel: 1 }), "y");
+  const graph = b.build();
+  const batches = [2, 1, 2].map((n) => ({
+    x: float32([n, 3, 32, 32], b.random.normals(n * 3 * 1024, 2)),
+  }));
+  const tensors = [c, r, "y"];
+  const exact = await collectStatistics(graph, batches, { tensors, samples: "all" });
+  const sampled = await collectStatistics(graph, batches, { tensors, samples: 500 });
+  for (const t of tensors) {
+    const e = exact.get(t)!, s = sampled.get(t)!;
+    const perImage = t === "y" ? 2048 : 8192;
+    assert.deepEqual([s.min, s.max, s.exponent], [e.min, e.max, e.exponent], t);
+    // Every 16th (of 8192) or 4th (of 2048) value: the largest divisor keeping at least 500.
+    assert.deepEqual([s.count, s.population, e.population], [5 * 512, 5 * perImage, 5 * perImage]);
+    // A regular sample of 512 values per image: the mean is close to the exact one.
+    assert.ok(Math.abs(s.mean - e.mean) < 0.1 * Math.sqrt(e.sumSquares / e.count), t);
+  }
+  // Fixed positions per tensor: two shards of the images merge into the single pass exactly.
+  const first = await collectStatistics(graph, batches.slice(0, 1), { tensors, samples: 500 });
+  const rest = await collectStatistics(graph, batches.slice(1), { tensors, samples: 500 });
+  const merged = mergeStatistics([first, rest]);
+  for (const t of tensors) {
+    const m = merged.get(t)!.toJSON(), s = sampled.get(t)!.toJSON();
+    assert.ok(Math.abs(m.sumSquares - s.sumSquares) <= 1e-12 * s.sumSquares, t);
+    assert.deepEqual({ ...m, sum: 0, sumSquares: 0 }, { ...s, sum: 0, sumSquares: 0 }, t);
+  }
+  // Another seed draws other positions over the same exact range.
+  const other = await collectStatistics(graph, batches, { tensors: [c], samples: 500, seed: 9 });
+  assert.deepEqual([other.get(c)!.min, other.get(c)!.max], [exact.get(c)!.min, exact.get(c)!.max]);
+  assert.notDeepEqual(other.get(c)!.toJSON().counts, sampled.get(c)!.toJSON().counts);
+  await assert.rejects(
+    collectStatistics(graph, batches, { tensors, samples: 0 }),
+    /samples: expected "all" or an integer/,
+  );
+});
+
+Deno.test("collectStatistics() fetches whole a tensor without a batch axis", async () => {
+  // A rank-1 view of a hidden tensor: no batch axis to sample along, so it comes out whole.
+  const graph = emptyGraph({
+    nodes: [
+      node({ name: "r", op: "Relu", inputs: ["x"], outputs: ["h"] }),
+      node({ name: "f", op: "Reshape", inputs: ["h", "shape"], outputs: ["flat"] }),
+      node({ name: "n", op: "Neg", inputs: ["flat"], outputs: ["y"] }),
+    ],
+    initializers: new Map([["shape", int64([1], [-1])]]),
+    inputs: [{ name: "x", dtype: "float32", shape: [1, 2, 4, 4] }],
+    outputs: [{ name: "y", dtype: "float32", shape: [32] }],
+  });
+  const values = Array.from({ length: 32 }, (_, i) => (i * 7) % 11 - 5);
+  const batches = [{ x: float32([1, 2, 4, 4], values) }];
+  const sampled = await collectStatistics(graph, batches, { tensors: ["flat", "h"], samples: 4 });
+  const exact = await collectStatistics(graph, batches, { tensors: ["flat"], samples: "all" });
+  assert.deepEqual(sampled.get("flat")!.toJSON(), exact.get("flat")!.toJSON());
+  assert.equal(exact.get("flat")!.count, 32);
+  const h = sampled.get("h")!;
+  assert.deepEqual([h.count, h.population, h.min, h.max], [4, 32, 0, 5]);
 });
 
 Deno.test("collectStatistics() accepts an async iterable and continues given statistics", async () => {

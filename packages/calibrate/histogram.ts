@@ -12,6 +12,10 @@
  *
  * Non-finite values (NaN, ±Infinity) are counted in `nonFinite` and otherwise ignored.
  *
+ * A histogram can also be fed a sample of a larger set whose exact min and max are known
+ * ({@linkcode Histogram.addSample}): min, max and the grid are then those of all the values, the
+ * counts those of the sample, and `population` says how many values the sample stands for.
+ *
  * @module
  */
 import { DataError } from "@clipq/onnx/errors";
@@ -48,6 +52,11 @@ export interface HistogramJSON {
   zeros: number;
   /** Number of NaN/Infinity values seen. */
   nonFinite: number;
+  /**
+   * Number of values summarized: `count + nonFinite` when every value was binned, more when only a
+   * sample was (absent in files written before sampling existed: then `count + nonFinite`).
+   */
+  population?: number;
   /** Smallest finite value (0 when empty). */
   min: number;
   /** Largest finite value (0 when empty). */
@@ -87,6 +96,8 @@ export class Histogram {
   count = 0;
   /** Number of NaN/Infinity values seen (not binned). */
   nonFinite = 0;
+  /** Number of values summarized (binned or not): above `count + nonFinite` when sampled. */
+  population = 0;
   /** Smallest finite value (Infinity when empty). */
   min: number = Infinity;
   /** Largest finite value (-Infinity when empty). */
@@ -139,6 +150,7 @@ export class Histogram {
    */
   add(values: ArrayLike<number>): this {
     const len = values.length;
+    this.population += len;
     let i = 0;
     if (this.count > 0) {
       const counts = this.counts, n = this.bins, off = this.offset;
@@ -165,6 +177,49 @@ export class Histogram {
       this.max = hi;
     }
     if (i < len) this.addWidening(values, i);
+    return this;
+  }
+
+  /**
+   * Adds a sample of a larger set of values whose exact min and max are known (computed over all of
+   * them elsewhere, e.g. inside onnxruntime): min, max and the grid cover [min, max] as if every
+   * value had been added, so minmax ranges stay exact and the grid is the one a full pass would
+   * build; the counts, sum and sum of squares are the sample's. Merging stays exact when each
+   * shard samples the same way. A non-finite min or max (the set held NaN or ±Infinity) is
+   * ignored: the sample's own finite extremes stand in.
+   *
+   * @param sample The sampled values.
+   * @param all The exact min and max of the whole set, and its size.
+   * @returns this.
+   * @throws {RangeError} When min > max or the population is smaller than the sample.
+   *
+   * @example The sample's counts on the whole set's range
+   * ```ts
+   * import { Histogram } from "@clipq/calibrate/histogram";
+   * import assert from "node:assert/strict";
+   * const h = new Histogram().addSample([1, 2], { min: -8, max: 30, population: 1000 });
+   * assert.deepEqual([h.min, h.max, h.count, h.population], [-8, 30, 2, 1000]);
+   * ```
+   */
+  addSample(
+    sample: ArrayLike<number>,
+    all: { min: number; max: number; population: number },
+  ): this {
+    const { min, max, population } = all;
+    if (!(population >= sample.length) || !Number.isInteger(population)) {
+      throw new RangeError(
+        `Expected a population of at least the sample's ${sample.length} values but found ${population}`,
+      );
+    }
+    if (Number.isFinite(min) && Number.isFinite(max)) {
+      if (min > max) throw new RangeError(`Expected min ≤ max but found [${min}, ${max}]`);
+      const lo = Math.min(min, this.min), hi = Math.max(max, this.max);
+      this.fit(lo, hi);
+      this.min = lo;
+      this.max = hi;
+    }
+    this.add(sample);
+    this.population += population - sample.length;
     return this;
   }
 
@@ -216,6 +271,7 @@ export class Histogram {
       );
     }
     this.nonFinite += other.nonFinite;
+    this.population += other.population;
     if (other.count === 0) return this;
     this.fit(Math.min(this.min, other.min), Math.max(this.max, other.max), other.exponent);
     const shift = this.exponent - other.exponent;
@@ -297,6 +353,7 @@ export class Histogram {
       count: this.count,
       zeros: this.zeros,
       nonFinite: this.nonFinite,
+      population: this.population,
       min: empty ? 0 : this.min,
       max: empty ? 0 : this.max,
       sum: this.sum,
@@ -328,6 +385,7 @@ export class Histogram {
     const count = num("count");
     h.exponent = num("exponent");
     h.nonFinite = num("nonFinite");
+    h.population = j.population === undefined ? count + h.nonFinite : num("population");
     h.zeros = num("zeros");
     h.sum = num("sum");
     h.sumSquares = num("sumSquares");

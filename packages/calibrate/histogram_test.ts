@@ -97,3 +97,44 @@ Deno.test("a batch that leaves the grid midway gives the same histogram as one p
   assert.equal(a.nonFinite, 1);
   assert.equal(a.zeros, 1);
 });
+
+Deno.test("addSample() takes min, max and grid from the whole set and counts from the sample", () => {
+  const all = sample(10000, 11, 2);
+  const picked = all.filter((_, i) => i % 50 === 7);
+  const min = Math.min(...all), max = Math.max(...all);
+  const h = new Histogram().addSample(picked, { min, max, population: all.length });
+  const full = new Histogram().add(all);
+  assert.deepEqual([h.min, h.max, h.exponent], [full.min, full.max, full.exponent]);
+  assert.deepEqual([h.count, h.population], [picked.length, all.length]);
+  // The counts are the sample's, binned on the full set's grid.
+  assert.equal([...h.counts].reduce((a, c) => a + c, 0), picked.length);
+  assert.throws(() => h.addSample([1, 2], { min: 0, max: 1, population: 1 }), /population/);
+  assert.throws(() => h.addSample([1], { min: 2, max: 1, population: 5 }), /min ≤ max/);
+});
+
+Deno.test("addSample() ignores a non-finite min or max and keeps the sample's extremes", () => {
+  const h = new Histogram().addSample([1, 4], { min: NaN, max: Infinity, population: 9 });
+  assert.deepEqual([h.min, h.max, h.count, h.population], [1, 4, 2, 9]);
+});
+
+Deno.test("sampled shards merge into exactly the single-pass histogram", () => {
+  const images = [0, 1, 2, 3, 4].map((k) => sample(2000, 20 + k, 1 + k));
+  const take = (v: Float32Array) => v.filter((_, i) => i % 16 === 3);
+  const feed = (h: Histogram, v: Float32Array) =>
+    h.addSample(take(v), { min: Math.min(...v), max: Math.max(...v), population: v.length });
+  const once = new Histogram();
+  for (const v of images) feed(once, v);
+  const a = new Histogram(), b = new Histogram();
+  for (const v of images.slice(0, 2)) feed(a, v);
+  for (const v of images.slice(2)) feed(b, v);
+  const merged = Histogram.fromJSON(JSON.parse(JSON.stringify(b.toJSON()))).merge(a);
+  assert.deepEqual(merged.toJSON(), once.toJSON());
+  assert.equal(once.population, 10000);
+});
+
+Deno.test("population is count + nonFinite for full passes and for older JSON without it", () => {
+  const h = new Histogram().add([1, NaN, 3]);
+  assert.equal(h.population, 3);
+  const { population: _, ...old } = h.toJSON();
+  assert.equal(Histogram.fromJSON(old).population, 3);
+});

@@ -1,0 +1,266 @@
+/**
+ * The sampling calibration graph: the float model plus, for each tapped tensor, nodes that reduce
+ * it inside onnxruntime to its exact min and max and a fixed, seeded sample of its values, all
+ * packed into one output. Shipping every tapped tensor out whole is what made calibration cost
+ * several times plain inference: onnxruntime kept hundreds of large tensors alive to the end of the
+ * run (so nothing stayed in cache), then JavaScript read every element.
+ *
+ * Per tapped tensor t of shape [batch, …] (P values per item):
+ *   flat = Flatten(t, axis 0)                        [1, batch·P]
+ *   lo = ReduceMin(flat), hi = ReduceMax(flat)        [1, 1] each: exact, over every value
+ *   sample = Slice(flat, start o, step k)             [1, batch·P/k] (or flat itself when P ≤ S)
+ * and one Concat(lo₀, hi₀, sample₀, lo₁, …) along axis 1 is the only output. The step k is the
+ * largest divisor of P that keeps at least S values per item, so every item is sampled at the same
+ * positions o, o + k, … whatever the batch size or the item's place in it: shards merge exactly.
+ * A strided Slice and whole-tensor reductions are the cheapest forms onnxruntime offers (a Gather
+ * of scattered positions cost about three times as much per value, reductions along one axis twice
+ * as much).
+ *
+ * Node order matters for speed: onnxruntime's default execution order is a depth-first walk back
+ * from the graph's leaves that visits a node's inputs highest node index first. The groups are
+ * therefore written in reverse order (the first tapped tensor's nodes get the highest indices), and
+ * the model is pruned to what the tapped tensors need so the Concat is the only leaf: the walk then
+ * computes each tensor's reductions right after the tensor, while it is still in cache, and its
+ * buffer is reused as in plain inference.
+ *
+ * @module
+ */
+import { type Graph, type Node, node, opsetOf, tensor } from "@clipq/onnx";
+import { inferShapes, type ShapeInfo } from "@clipq/onnx/shapes";
+
+/** One tapped tensor's part of the packed output: min, max, then `sampled` values per item. */
+export interface PackedTensor {
+  /** The tensor. */
+  name: string;
+  /** Values per item (the product of the non-batch dims). */
+  population: number;
+  /** Sampled values per item (all of them when `population` ≤ the sample size). */
+  sampled: number;
+}
+
+/** The calibration graph and how to read it. */
+export interface SamplingPlan {
+  /** The graph to run. */
+  graph: Graph;
+  /** Name of the packed output ([1, length]); undefined when nothing is packed. */
+  packed: string | undefined;
+  /** Packed tensors, in output order. */
+  tensors: PackedTensor[];
+  /** Tensors fetched whole as extra outputs (unknown shape, non-float32, no batch axis). */
+  whole: string[];
+}
+
+/** Symbol standing for the batch dimension during shape inference. */
+const BATCH = "clipq.calibration.batch";
+
+/** 32-bit FNV-1a of a string: the sample positions of a tensor depend only on its name. */
+function hash(s: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193);
+  return h >>> 0;
+}
+
+/** Seeded uniform numbers in [0, 1) (mulberry32). */
+function random(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/**
+ * The sampling step: the largest divisor k of `population` with population / k ≥ `samples`
+ * (1, i.e. every value, when there is none above 1).
+ *
+ * @param population Values per item.
+ * @param samples Values wanted per item.
+ * @returns The step.
+ */
+export function sampleStep(population: number, samples: number): number {
+  for (let k = Math.floor(population / samples); k > 1; k--) {
+    if (population % k === 0) return k;
+  }
+  return 1;
+}
+
+/** The ancestors of `wanted` (nodes in graph order); undefined when a node has subgraphs. */
+function needed(graph: Graph, wanted: readonly string[]): Node[] | undefined {
+  const producer = new Map<string, number>();
+  graph.nodes.forEach((n, i) => {
+    for (const o of n.outputs) if (o) producer.set(o, i);
+  });
+  // A subgraph may read outer tensors its node does not list as inputs: keep such models whole.
+  if (
+    graph.nodes.some((n) =>
+      Object.values(n.attributes).some((a) => a.type === "graph" || a.type === "graphs")
+    )
+  ) return undefined;
+  const keep = new Set<number>();
+  const stack = [...wanted];
+  while (stack.length > 0) {
+    const i = producer.get(stack.pop()!);
+    if (i === undefined || keep.has(i)) continue;
+    keep.add(i);
+    for (const x of graph.nodes[i]!.inputs) if (x) stack.push(x);
+  }
+  return graph.nodes.filter((_, i) => keep.has(i));
+}
+
+/**
+ * Builds the sampling calibration graph for inputs of the given dims.
+ *
+ * @param graph The float model.
+ * @param options Tensors to tap (not graph inputs), values per item to sample, seed, and the dims
+ *   of the feeds (the first dim of each is the batch).
+ * @returns The graph and the layout of its packed output.
+ */
+export function samplingPlan(
+  graph: Graph,
+  options: {
+    tensors: readonly string[];
+    samples: number;
+    seed: number;
+    inputDims: Readonly<Record<string, readonly number[]>>;
+  },
+): SamplingPlan {
+  const inputShapes: Record<string, (number | string)[]> = {};
+  for (const v of graph.inputs) {
+    const dims = options.inputDims[v.name];
+    if (!dims) continue;
+    // A declared fixed batch stays a number; otherwise the batch is symbolic so that tensors whose
+    // first dim follows it are told apart from those that merely have the same size.
+    const fixed = typeof v.shape?.[0] === "number";
+    inputShapes[v.name] = dims.map((d, i) => (i === 0 && !fixed && dims.length > 1 ? BATCH : d));
+  }
+  let shapes: ReadonlyMap<string, ShapeInfo>;
+  try {
+    shapes = inferShapes(graph, { inputShapes });
+  } catch {
+    shapes = new Map();
+  }
+  const first = graph.inputs.find((i) => inputShapes[i.name]);
+  const batch = first ? inputShapes[first.name]![0] : undefined;
+  const opset = opsetOf(graph) ?? 13;
+  const packed: (PackedTensor & { step: number })[] = [];
+  const whole: string[] = [];
+  for (const t of options.tensors) {
+    const s = shapes.get(t);
+    const dims = s?.shape;
+    const ok = s?.dtype === "float32" && dims && dims.length >= 2 && dims[0] === batch &&
+      dims.slice(1).every((d) => typeof d === "number" && d > 0);
+    if (!ok) {
+      whole.push(t);
+      continue;
+    }
+    const population = (dims.slice(1) as number[]).reduce((a, b) => a * b, 1);
+    const step = sampleStep(population, options.samples);
+    // Slice takes a step only from opset 10: older models get their larger tensors whole.
+    if (step > 1 && opset < 10) {
+      whole.push(t);
+      continue;
+    }
+    packed.push({ name: t, population, sampled: population / step, step });
+  }
+  const kept = needed(graph, [...packed.map((p) => p.name), ...whole]);
+  const live = new Set(kept?.flatMap((n) => [...n.inputs, ...n.outputs]));
+  const base: Graph = kept
+    ? { ...graph, nodes: kept, valueInfo: graph.valueInfo.filter((v) => live.has(v.name)) }
+    : graph;
+  if (packed.length === 0) {
+    return {
+      graph: { ...base, outputs: whole.map((name) => ({ name })) },
+      packed: undefined,
+      tensors: [],
+      whole,
+    };
+  }
+  const taken = new Set<string>();
+  for (const n of graph.nodes) {
+    taken.add(n.name);
+    for (const x of [...n.inputs, ...n.outputs]) taken.add(x);
+  }
+  for (const k of graph.initializers.keys()) taken.add(k);
+  for (const v of graph.inputs) taken.add(v.name);
+  const fresh = (b: string): string => {
+    let name = b;
+    for (let i = 1; taken.has(name); i++) name = `${b}_${i}`;
+    taken.add(name);
+    return name;
+  };
+  const initializers = new Map(graph.initializers);
+  const constant = (name: string, value: number | bigint): string => {
+    const n = fresh(name);
+    initializers.set(n, tensor("int64", [1], [BigInt(value)]));
+    return n;
+  };
+  const axis1 = constant("clipq.calibration.axis1", 1);
+  const end = constant("clipq.calibration.end", Number.MAX_SAFE_INTEGER);
+  const reduce = (op: string, x: string, y: string): Node =>
+    node({
+      name: y,
+      op,
+      inputs: [x],
+      outputs: [y],
+      attributes: { keepdims: { type: "int", value: 1 } },
+    });
+  const groups: Node[][] = [];
+  const concatInputs: string[] = [];
+  for (const p of packed) {
+    const flat = fresh(`${p.name}.calibration.flat`);
+    const lo = fresh(`${p.name}.calibration.min`);
+    const hi = fresh(`${p.name}.calibration.max`);
+    const group = [
+      node({
+        name: flat,
+        op: "Flatten",
+        inputs: [p.name],
+        outputs: [flat],
+        attributes: { axis: { type: "int", value: 0 } },
+      }),
+      reduce("ReduceMin", flat, lo),
+      reduce("ReduceMax", flat, hi),
+    ];
+    let sample = flat;
+    if (p.step > 1) {
+      sample = fresh(`${p.name}.calibration.sample`);
+      const start = Math.floor(random(hash(p.name) ^ options.seed)() * p.step);
+      group.push(node({
+        name: sample,
+        op: "Slice",
+        inputs: [
+          flat,
+          constant(`${p.name}.calibration.start`, start),
+          end,
+          axis1,
+          constant(`${p.name}.calibration.step`, p.step),
+        ],
+        outputs: [sample],
+      }));
+    }
+    groups.push(group);
+    concatInputs.push(lo, hi, sample);
+  }
+  const out = fresh("clipq.calibration.packed");
+  const concat = node({
+    name: out,
+    op: "Concat",
+    inputs: concatInputs,
+    outputs: [out],
+    attributes: { axis: { type: "int", value: 1 } },
+  });
+  return {
+    graph: {
+      ...base,
+      nodes: [...base.nodes, ...groups.reverse().flat(), concat],
+      initializers,
+      outputs: [{ name: out, dtype: "float32" }, ...whole.map((name) => ({ name }))],
+    },
+    packed: out,
+    tensors: packed.map(({ name, population, sampled }) => ({ name, population, sampled })),
+    whole,
+  };
+}
