@@ -136,6 +136,94 @@ export async function layerSensitivity(
   }).sort((p, q) => q.added - p.added || (p.node < q.node ? -1 : 1));
 }
 
+/**
+ * Lowest over images of the IoU of the float and int8 maps binarized at `threshold`, over the
+ * images where the float map finds text on at least 0.1 % of its pixels: on a photo without text a
+ * handful of spurious int8 pixels would make the IoU 0 and the score meaningless.
+ */
+function binarizedMapIou(
+  a: readonly Record<string, Tensor>[],
+  b: readonly Record<string, Tensor>[],
+  output: string,
+  threshold: number,
+): number {
+  let lowest = 1;
+  for (let i = 0; i < a.length; i++) {
+    const x = a[i]![output], y = b[i]![output];
+    if (!x || !y) continue;
+    const p = toFloat64(x), q = toFloat64(y);
+    let inter = 0, union = 0, text = 0;
+    for (let k = 0; k < Math.min(p.length, q.length); k++) {
+      const u = p[k]! > threshold, v = q[k]! > threshold;
+      if (u) text++;
+      if (u && v) inter++;
+      if (u || v) union++;
+    }
+    if (text >= 0.001 * p.length) lowest = Math.min(lowest, inter / union);
+  }
+  return lowest;
+}
+
+/**
+ * The nodes to keep float so that the listed layers really run float: each layer with the ops
+ * between it and its neighbouring weighted layers (back from its activation inputs, forward from
+ * its outputs, through every non-weighted op). Excluding a conv alone leaves the Q/DQ pairs its
+ * elementwise neighbours put on its input and output — a decomposed hard-swish plus an affine
+ * block is six ops, each quantized — and those roundings are most of what the layer costs.
+ *
+ * @param graph The float graph.
+ * @param names Node names to revert.
+ * @returns The names plus their float regions, in graph order.
+ *
+ * @example A conv's hard-swish tail and its input's scalar affine go float with it
+ * ```ts
+ * import { floatRegion } from "@clipq/pipeline/fallback";
+ * import { ModelBuilder } from "@clipq/onnx/builder";
+ * import assert from "node:assert/strict";
+ * const b = new ModelBuilder();
+ * let x = b.conv(b.input("x", [1, 3, 8, 8]), { outChannels: 4, kernel: 3, pad: 1 });
+ * x = b.clip(x, 0, 6);
+ * x = b.conv(x, { outChannels: 4, kernel: 1 });
+ * x = b.relu(x);
+ * x = b.conv(x, { outChannels: 4, kernel: 1 });
+ * b.output(x);
+ * const g = b.build();
+ * const middle = g.nodes.filter((n) => n.op === "Conv")[1]!.name;
+ * const region = floatRegion(g, [middle]);
+ * assert.deepEqual(region.map((n) => g.nodes.find((m) => m.name === n)!.op), ["Clip", "Conv", "Relu"]);
+ * ```
+ */
+export function floatRegion(graph: Graph, names: readonly string[]): string[] {
+  const producers = new Map(graph.nodes.flatMap((n) => n.outputs.map((t) => [t, n] as const)));
+  const consumers = new Map<string, Graph["nodes"][number][]>();
+  for (const n of graph.nodes) {
+    for (const t of n.inputs) consumers.set(t, [...(consumers.get(t) ?? []), n]);
+  }
+  const byName = new Map(graph.nodes.map((n) => [n.name, n]));
+  const out = new Set<string>();
+  for (const name of names) {
+    const start = byName.get(name);
+    out.add(name);
+    if (!start) continue;
+    const back = start.inputs.filter((t) => !graph.initializers.has(t));
+    while (back.length > 0) {
+      const p = producers.get(back.pop()!);
+      if (!p || WEIGHTED.has(p.op) || out.has(p.name)) continue;
+      out.add(p.name);
+      back.push(...p.inputs.filter((t) => !graph.initializers.has(t)));
+    }
+    const forward = [...start.outputs];
+    while (forward.length > 0) {
+      for (const c of consumers.get(forward.pop()!) ?? []) {
+        if (WEIGHTED.has(c.op) || out.has(c.name)) continue;
+        out.add(c.name);
+        forward.push(...c.outputs);
+      }
+    }
+  }
+  return graph.nodes.map((n) => n.name).filter((n) => out.has(n));
+}
+
 /** Options of {@linkcode accuracyFallback}. */
 export interface FallbackOptions {
   /** Largest allowed drop of the score below the float model's (score 1 = agrees with float). */
@@ -282,10 +370,22 @@ export interface StepFallbackOptions extends FallbackOptions {
   maxImages?: number;
   /** Timed runs of the latency comparison (0 skips it). */
   latencyRuns?: number;
+  /**
+   * How layers are ranked: `isolated` scores the model with only that layer (and its region)
+   * quantized — one extra quantize-and-score per weighted layer, but the order follows what each
+   * layer costs the score; `noise` ranks by the noise each layer adds in one tapped run (fast,
+   * blind to how the noise grows downstream).
+   */
+  rank?: "isolated" | "noise";
 }
 
 /** Defaults of {@linkcode StepFallbackOptions} besides maxDrop. */
-export const stepDefaults = { ...defaults, maxImages: 16, latencyRuns: 10 } satisfies Omit<
+export const stepDefaults = {
+  ...defaults,
+  maxImages: 16,
+  latencyRuns: 10,
+  rank: "isolated",
+} satisfies Omit<
   StepFallbackOptions,
   "maxDrop"
 >;
@@ -379,39 +479,42 @@ export async function stepFallback(
   const reference = head ? detectionsOf(floatOut) : undefined;
   const score = async (g: Graph) => {
     const out = await runAll(g);
-    return reference
-      ? Math.max(0, fidelity(reference, detectionsOf(out)).ap50)
-      : outputScore(floatOut, out);
+    if (!reference) return outputScore(floatOut, out);
+    // A text detector's boxes come from its binarized map, and on photos without text the few
+    // spurious regions flip with any rounding (even float vs float-with-Div-as-Mul): the map is
+    // the finer and steadier measure.
+    if (head?.type === "db") {
+      return binarizedMapIou(floatOut, out, head.outputs[0]!, head.threshold);
+    }
+    return Math.max(0, fidelity(reference, detectionsOf(out)).ap50);
   };
   const feeds = batches.map((b) => b.feeds);
-  // Every quantized node's tensors are tapped: a few images rank them well enough.
-  const rank = async (g: Graph) =>
-    (await layerSensitivity({ float: floatGraph, int8: g }, feeds.slice(0, 4), {
-      layers: hooks.quantizedNodes,
-    })).map((l) => l.node);
-  // Reverting a node keeps its input and output tensors float: its activation inputs' producers
-  // and its output's consumers are excluded with it, or their Q/DQ pairs would stay.
-  const producers = new Map(floatGraph.nodes.flatMap((n) => n.outputs.map((t) => [t, n.name])));
-  const consumers = new Map<string, string[]>();
-  for (const n of floatGraph.nodes) {
-    for (const t of n.inputs) consumers.set(t, [...(consumers.get(t) ?? []), n.name]);
-  }
   const byName = new Map(floatGraph.nodes.map((n) => [n.name, n]));
-  const expand = (names: readonly string[]) => {
-    const out = new Set<string>();
-    for (const name of names) {
-      const n = byName.get(name);
-      out.add(name);
-      if (!n) continue;
-      for (const t of n.inputs) {
-        const p = producers.get(t);
-        if (p) out.add(p);
-      }
-      for (const t of n.outputs) for (const c of consumers.get(t) ?? []) out.add(c);
+  const weighted = hooks.quantizedNodes.filter((n) => WEIGHTED.has(byName.get(n)?.op ?? ""));
+  const rank = async (g: Graph): Promise<string[]> => {
+    if (o.rank === "noise") {
+      // Every layer's tensors are tapped: a few images rank them well enough.
+      return (await layerSensitivity({ float: floatGraph, int8: g }, feeds.slice(0, 4), {
+        layers: weighted,
+      })).map((l) => l.node);
     }
-    return [...out];
+    // Noise adds up across layers, so reverting any one layer alone barely moves the score;
+    // quantizing one layer alone shows what it costs on its own.
+    const alone: { node: string; score: number }[] = [];
+    const bar = ctx.progress("fallback ranking", weighted.length);
+    for (const node of weighted) {
+      // The layer keeps its whole region quantized (its neighbours' regions overlap it).
+      const own = new Set(floatRegion(floatGraph, [node]));
+      const others = floatRegion(floatGraph, weighted.filter((n) => n !== node))
+        .filter((n) => !own.has(n));
+      alone.push({ node, score: await score(await hooks.quantize(others)) });
+      bar.tick();
+    }
+    bar.done();
+    return alone.sort((a, b) => a.score - b.score || (a.node < b.node ? -1 : 1)).map((a) => a.node);
   };
-  const quantizeWithout = (names: readonly string[]) => hooks.quantize(expand(names));
+  const quantizeWithout = (names: readonly string[]) =>
+    hooks.quantize(floatRegion(floatGraph, names));
   const result = await accuracyFallback({ quantize: quantizeWithout, score, rank }, o);
   let latency: Record<string, number> | undefined;
   if (result.reverted.length > 0 && o.latencyRuns > 0 && feeds[0]) {
@@ -430,13 +533,17 @@ export async function stepFallback(
   }
   ctx.report.fallback = {
     maxDrop: o.maxDrop,
-    metric: reference ? "fidelity mAP50" : "1 - relative output error",
+    metric: !reference
+      ? "1 - relative output error"
+      : head?.type === "db"
+      ? "binarized-map IoU (lowest over images with text)"
+      : "fidelity mAP50",
     images,
     initialScore: result.initialScore,
     score: result.score,
     met: result.met,
     reverted: result.reverted,
-    floatNodes: expand(result.reverted),
+    floatNodes: floatRegion(floatGraph, result.reverted),
     trials: result.trials,
     ...(latency ? { latency } : {}),
   };

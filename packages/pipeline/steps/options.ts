@@ -69,6 +69,15 @@ export const CALIBRATE_OPTIONS: ObjectSpec = {
       type: "boolean",
       description: "Fold measured per-channel output shifts into biases.",
     },
+    samples: {
+      type: "anyOf",
+      description:
+        'Values per tensor per image to histogram (min and max stay exact); "all" for every value (exact histograms, several times slower).',
+      options: [
+        { type: "number", integer: true, minimum: 1, maximum: 16777216 },
+        { type: "const", value: "all" },
+      ],
+    },
     statistics: {
       type: "object",
       properties: {
@@ -112,6 +121,12 @@ export const QUANTIZE_OPTIONS: ObjectSpec = {
       maximum: 1,
       description:
         "Accuracy-aware fallback: revert the most sensitive layers to float until agreement with the float model drops by at most this.",
+    },
+    fallbackRank: {
+      type: "string",
+      enum: ["isolated", "noise"],
+      description:
+        "How the fallback ranks layers: the score with each layer quantized alone (isolated), or the noise each adds in one run (noise).",
     },
   },
 };

@@ -29,6 +29,8 @@ export interface QuantizeStepOptions {
   overrides?: Record<string, { min: number; max: number }>;
   /** Accuracy-aware fallback: the largest allowed drop of agreement with the float model (0..1). */
   maxDrop?: number;
+  /** How the fallback ranks layers: each quantized alone (`isolated`) or by added noise. */
+  fallbackRank?: "isolated" | "noise";
 }
 
 /** Defaults of {@linkcode quantizeStep}. */
@@ -132,7 +134,7 @@ export function quantizeStep(options: QuantizeStepOptions = {}): Step {
         const fb = await stepFallback(graph, ctx, {
           quantize: (names) => without(names).graph,
           quantizedNodes: result.report.quantizedNodes,
-        }, { maxDrop: o.maxDrop });
+        }, { maxDrop: o.maxDrop, ...(o.fallbackRank ? { rank: o.fallbackRank } : {}) });
         if (fb.reverted.length > 0) {
           result = without((ctx.report.fallback as { floatNodes: string[] }).floatNodes);
         }
