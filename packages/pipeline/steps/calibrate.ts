@@ -18,6 +18,7 @@ import {
   statisticsToJSON,
   withClipBounds,
 } from "@clipq/calibrate";
+import { defaults as collectDefaults } from "@clipq/calibrate/collect";
 import { planQuantization } from "@clipq/quantize";
 import { checkOptions, type Step, type StepContext, type StepDefinition } from "../step.ts";
 import { CALIBRATE_OPTIONS } from "./options.ts";
@@ -29,6 +30,8 @@ export interface CalibrateStepOptions {
   percentile?: number;
   lossAware?: { lambda: number } | false;
   biasCorrection?: boolean;
+  /** Values per tensor per image to histogram, or "all" (see collectStatistics). */
+  samples?: number | "all";
   statistics?: { save?: string; load?: string };
   overrides?: Record<string, { min: number; max: number }>;
 }
@@ -40,6 +43,7 @@ export const defaults = {
   percentile: 99.99,
   lossAware: false,
   biasCorrection: false,
+  samples: collectDefaults.samples,
   statistics: {},
   overrides: {},
 } satisfies CalibrateStepOptions;
@@ -132,7 +136,10 @@ export function calibrateStep(options: CalibrateStepOptions = {}): Step {
           const seen = { images: 0 };
           stats = await collectStatistics(graph, feeds(ctx, seen), {
             tensors: dataTensors,
-            optimizationLevel: "basic",
+            samples: o.samples,
+            // Fetching every tapped tensor whole runs best without layout changes (each tap of an
+            // NCHWc tensor costs a reorder); reduced in the graph, the full optimizations win.
+            optimizationLevel: o.samples === "all" ? "basic" : "all",
           });
           if (seen.images === 0) {
             throw new ConfigError(
@@ -149,6 +156,18 @@ export function calibrateStep(options: CalibrateStepOptions = {}): Step {
           if (h) wanted.set(t, h);
         }
         ctx.statistics = statisticsToJSON(wanted);
+        let values = 0, population = 0;
+        for (const h of wanted.values()) {
+          values += h.count + h.nonFinite;
+          population += h.population;
+        }
+        // Loaded or merged statistics carry their own sampling: the report says what they hold.
+        ctx.report.calibration = {
+          samples: mode?.mergeFrom || o.statistics.load ? "as loaded" : o.samples,
+          tensors: wanted.size,
+          valuesBinned: values,
+          valuesSeen: population,
+        };
         const method = o.method === "clip-bounds"
           ? o.fallback as Exclude<typeof o.fallback, "float">
           : o.method;
