@@ -2,7 +2,7 @@
 // QLinearMul but no quantized Div, so a Div (HardSwish's x·relu6(x+3)/6 in PP-OCR and MobileNetV3)
 // would run in float between a DequantizeLinear and a QuantizeLinear. Names stay, so calibrated
 // ranges still apply; x·(1/c) differs from x/c by at most one float32 rounding.
-import type { Graph, Node } from "@clipq/onnx/graph";
+import type { Attribute, Graph, Node } from "@clipq/onnx/graph";
 import { float32, toFloat32 } from "@clipq/onnx/tensor";
 import type { CheckedOptions } from "./options.ts";
 import { label } from "./_analyze.ts";
@@ -32,4 +32,87 @@ export function divToMul(graph: Graph, exclude: CheckedOptions["exclude"]): Grap
     return { ...n, op: "Mul", inputs: [n.inputs[0]!, r] };
   });
   return changed ? { ...graph, nodes, initializers: inits } : graph;
+}
+
+/** Attributes whose value is the ONNX default, per op: writing them only costs bytes. */
+const DEFAULTS: Readonly<Record<string, Readonly<Record<string, (a: Attribute) => boolean>>>> =
+  (() => {
+    const ones = (a: Attribute) => a.type === "ints" && a.value.every((v) => v === 1);
+    const zeros = (a: Attribute) => a.type === "ints" && a.value.every((v) => v === 0);
+    const int = (v: number) => (a: Attribute) => a.type === "int" && a.value === v;
+    const float = (v: number) => (a: Attribute) => a.type === "float" && a.value === v;
+    const notSet = (a: Attribute) => a.type === "string" && a.value === "NOTSET";
+    const conv = { dilations: ones, strides: ones, pads: zeros, group: int(1), auto_pad: notSet };
+    return {
+      Conv: conv,
+      QLinearConv: conv,
+      ConvTranspose: { ...conv, output_padding: zeros },
+      MaxPool: {
+        dilations: ones,
+        strides: ones,
+        pads: zeros,
+        ceil_mode: int(0),
+        storage_order: int(0),
+        auto_pad: notSet,
+      },
+      AveragePool: {
+        strides: ones,
+        pads: zeros,
+        ceil_mode: int(0),
+        count_include_pad: int(0),
+        auto_pad: notSet,
+      },
+      Gemm: { alpha: float(1), beta: float(1), transA: int(0), transB: int(0) },
+    };
+  })();
+
+/**
+ * Output compaction that does not change what the graph computes: attributes equal to the ONNX
+ * default are left out (a Conv's `dilations: [1, 1]` and `group: 1` …), and scalar float/int64
+ * initializers of equal value are one initializer (PP-OCR repeats Clip's 0 and 6 per block).
+ */
+export function compactGraph(graph: Graph): Graph {
+  // Names read inside subgraphs (If/Loop bodies) are never aliased.
+  const nested = graph.nodes.some((n) =>
+    Object.values(n.attributes).some((a) => a.type === "graph" || a.type === "graphs")
+  );
+  const read = new Set(graph.outputs.map((v) => v.name));
+  for (const v of graph.inputs) read.add(v.name);
+  const groups = new Map<string, string[]>();
+  for (const [k, t] of graph.initializers) {
+    if (
+      nested || read.has(k) || t.dims.some((d) => d !== 1) ||
+      (t.dtype !== "float32" && t.dtype !== "int64")
+    ) continue;
+    const x = t.dtype === "int64" ? (t.data as BigInt64Array)[0] : toFloat32(t)[0];
+    const key = `${t.dtype}[${t.dims}]${Object.is(x, -0) ? "-0" : String(x)}`;
+    groups.set(key, [...(groups.get(key) ?? []), k]);
+  }
+  // A merged constant gets a short neutral name: keeping one member's (PP-OCR's
+  // "p2o.helper.constant.3") would mislabel the others and repeat a long name at every reader.
+  const used = new Set<string>([...graph.initializers.keys(), ...read]);
+  for (const n of graph.nodes) for (const t of [...n.inputs, ...n.outputs]) used.add(t);
+  const alias = new Map<string, string>();
+  const inits = new Map(graph.initializers);
+  let counter = 0;
+  for (const names of groups.values()) {
+    if (names.length < 2) continue;
+    let name: string;
+    do name = `k${(counter++).toString(36)}`; while (used.has(name));
+    inits.set(name, graph.initializers.get(names[0]!)!);
+    for (const k of names) {
+      alias.set(k, name);
+      inits.delete(k);
+    }
+  }
+  const nodes = graph.nodes.map((n): Node => {
+    const defaults = n.domain === "" || n.domain === "ai.onnx" || n.op === "QLinearConv"
+      ? DEFAULTS[n.op]
+      : undefined;
+    const attributes = defaults
+      ? Object.fromEntries(Object.entries(n.attributes).filter(([k, a]) => !defaults[k]?.(a)))
+      : n.attributes;
+    return { ...n, inputs: n.inputs.map((x) => alias.get(x) ?? x), attributes };
+  });
+  return { ...graph, nodes, initializers: inits };
 }

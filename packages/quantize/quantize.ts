@@ -13,7 +13,7 @@ import { activationParams } from "./linear.ts";
 import { analyze, label, type Marks } from "./_analyze.ts";
 import { type ActivationEntry, type WeightReport, writeQdq } from "./_qdq.ts";
 import { foldQOperator } from "./_qoperator.ts";
-import { divToMul } from "./_rewrite.ts";
+import { compactGraph, divToMul } from "./_rewrite.ts";
 import { lowerForOrt } from "./ops/lower.ts";
 import { foldScalarMuls, scaledRanges } from "./ops/rescale.ts";
 import { checkOptions, type QuantizeOptions } from "./options.ts";
@@ -330,6 +330,7 @@ export function quantize(graph: Graph, options: QuantizeOptions = {}): QuantizeR
     foldScalarMuls(written.graph, { keep: [...a.reasons.keys()].map((i) => g.nodes[i]!.name) })
       .graph;
   if (o.format === "qoperator") out = foldQOperator(out);
+  out = compactGraph(out);
 
   const floatBytes = initializerBytes(graph);
   const quantizedBytes = initializerBytes(out);

@@ -518,3 +518,64 @@ Deno.test("quantize() names the node and weight holding a NaN", () => {
       e instanceof ModelError && /node "conv", weight "w"/.test(e.message) && /NaN/.test(e.message),
   );
 });
+
+Deno.test("quantize() writes what it adds compactly: short names, unnamed nodes, parameters shared by value", () => {
+  const g = smallNet();
+  const ranges = new Map(
+    planQuantization(g).activations.map((t) => [t, { min: -1, max: 3, source: "test" }]),
+  );
+  const { graph } = quantize(g, { ranges, exclude: { head: false } });
+  const originalNodes = new Set(g.nodes.map((n) => n.name));
+  // The model's tensors, and those of nodes the ORT lowering added (named, unlike the quantizer's).
+  const original = new Set([
+    ...g.nodes.flatMap((n) => [...n.inputs, ...n.outputs]),
+    ...graph.nodes.filter((n) => n.name !== "").flatMap((n) => n.outputs),
+  ]);
+  const added = graph.nodes.filter((n) => !originalNodes.has(n.name) && n.op.endsWith("Linear"));
+  assert.ok(added.length > 20 && added.every((n) => n.name === ""), "added Q/DQ go unnamed");
+  for (const n of added) {
+    for (const t of [...n.inputs, ...n.outputs].filter((t) => !original.has(t))) {
+      assert.match(t, /^[a-z][0-9a-z]{1,2}$/, `added tensor name "${t}"`);
+    }
+  }
+  // Every scalar value is one initializer, however many Q/DQ nodes read it.
+  const scalars = [...graph.initializers.values()].filter((t) => t.dims.length === 0)
+    .map((t) => `${t.dtype}:${t.data[0]}`);
+  assert.equal(new Set(scalars).size, scalars.length, scalars.join(" "));
+  // int8 weight zero points: one all-zero vector per channel count (8, 16), none per weight.
+  const zeroVectors = [...graph.initializers.values()].filter((t) =>
+    t.dtype === "int8" && t.dims.length === 1
+  );
+  assert.deepEqual(zeroVectors.map((t) => t.dims[0]).sort((a, b) => a! - b!), [8, 16]);
+  assert.ok(zeroVectors.every((t) => (t.data as Int8Array).every((v) => v === 0)));
+  // ONNX default attributes (dilations 1, group 1, strides 1 …) are not written.
+  const conv = graph.nodes.find((n) => n.name === "conv1")!;
+  assert.ok(!("dilations" in conv.attributes) && !("group" in conv.attributes));
+  assert.deepEqual(conv.attributes["kernel_shape"]?.value, [3, 3]);
+});
+
+Deno.test("quantize() shares equal scalar constants under one short name and keeps distinct ones", () => {
+  const g = emptyGraph({
+    opsetImports: [{ domain: "", version: 13 }],
+    inputs: [{ name: "x", dtype: "float32", shape: [1, 4] }],
+    outputs: [{ name: "y", dtype: "float32" }],
+    initializers: new Map([
+      ["long.zero.a", float32([], [0])],
+      ["long.six.a", float32([], [6])],
+      ["long.zero.b", float32([], [0])],
+      ["long.six.b", float32([], [6])],
+      ["minus.zero", float32([], [-0])],
+    ]),
+    nodes: [
+      node({ name: "c1", op: "Clip", inputs: ["x", "long.zero.a", "long.six.a"], outputs: ["a"] }),
+      node({ name: "c2", op: "Clip", inputs: ["a", "long.zero.b", "long.six.b"], outputs: ["b"] }),
+      node({ name: "c3", op: "Clip", inputs: ["b", "minus.zero", "long.six.a"], outputs: ["y"] }),
+    ],
+  });
+  const { graph } = quantize(g, { ranges: new Map(), exclude: { head: false } });
+  const [c1, c2, c3] = ["c1", "c2", "c3"].map((n) => graph.nodes.find((m) => m.name === n)!);
+  assert.deepEqual(c1!.inputs, c2!.inputs.map((x, i) => (i === 0 ? "x" : x)));
+  assert.match(c1!.inputs[1]!, /^k[0-9a-z]+$/);
+  assert.notEqual(c3!.inputs[1], c1!.inputs[1], "−0 stays apart from 0");
+  assert.equal(graph.initializers.size, 3);
+});
