@@ -9,6 +9,7 @@ import { encode, type Graph, ModelError, type Tensor, tensor, type TensorData } 
 import type { DType } from "@clipq/onnx/tensor";
 import { ConfigError } from "@clipq/onnx/errors";
 import { addTaps } from "./taps.ts";
+import { type ProfileSummary, summarizeProfile } from "./profile.ts";
 
 /** Graph optimization levels onnxruntime knows. */
 export type OptimizationLevel = "disabled" | "basic" | "extended" | "all";
@@ -25,6 +26,8 @@ export interface SessionOptions {
   optimizedModelPath?: string;
   /** Name used in error messages (defaults to the graph name). */
   label?: string;
+  /** Record onnxruntime's per-node profile; {@linkcode Session.endProfiling} returns it summed. */
+  profile?: boolean;
 }
 
 /** Defaults of {@linkcode SessionOptions}. */
@@ -57,6 +60,13 @@ export interface Session {
     feeds: Readonly<Record<string, Tensor>>,
     options?: RunOptions,
   ): Promise<Record<string, Tensor>>;
+  /**
+   * Ends profiling (session option `profile`) and sums onnxruntime's profile of the runs so far.
+   *
+   * @returns Kernel time per run per op type and per node.
+   * @throws {ConfigError} When the session was created without `profile`.
+   */
+  endProfiling(): Promise<ProfileSummary>;
   /** Frees the native session. */
   release(): Promise<void>;
 }
@@ -222,6 +232,12 @@ export async function createSession(
     ...(o.threads > 0 ? { intraOpNumThreads: o.threads } : {}),
     ...(options.optimizedModelPath ? { optimizedModelFilePath: options.optimizedModelPath } : {}),
   };
+  // onnxruntime writes the profile as <prefix>_<date>.json; a fresh folder makes it findable.
+  const profileDir = options.profile ? await Deno.makeTempDir({ prefix: "clipq_profile_" }) : "";
+  if (profileDir) {
+    sessionOptions.enableProfiling = true;
+    sessionOptions.profileFilePrefix = `${profileDir}/ort`;
+  }
   let session: ort.InferenceSession;
   try {
     session = await ort.InferenceSession.create(bytes, sessionOptions);
@@ -270,8 +286,28 @@ export async function createSession(
       }
       return out;
     },
+    async endProfiling() {
+      if (!profileDir) {
+        throw new ConfigError(
+          "profile",
+          `expected a session created with profile: true (${label})`,
+        );
+      }
+      session.endProfiling();
+      try {
+        for (const e of Deno.readDirSync(profileDir)) {
+          if (e.name.endsWith(".json")) {
+            return summarizeProfile(JSON.parse(await Deno.readTextFile(`${profileDir}/${e.name}`)));
+          }
+        }
+        throw new ModelError(`${label}: onnxruntime wrote no profile under ${profileDir}`);
+      } finally {
+        await Deno.remove(profileDir, { recursive: true }).catch(() => {});
+      }
+    },
     async release() {
       await session.release();
+      if (profileDir) await Deno.remove(profileDir, { recursive: true }).catch(() => {});
     },
   };
 }

@@ -1,0 +1,97 @@
+/**
+ * onnxruntime's profiler output, summed: where a model's run time goes, per op type and per node
+ * of the model as ORT optimized it (fused kernels such as QLinearConv appear as themselves).
+ *
+ * @module
+ */
+import { DataError } from "@clipq/onnx/errors";
+
+/** One op type's or node's share of the profiled runs. */
+export interface ProfileEntry {
+  /** Op type (`QLinearConv`, `Resize` …) or node name. */
+  readonly name: string;
+  /** The node's op type (for op-type entries, the same as `name`). */
+  readonly op: string;
+  /** Kernel time per run, ms. */
+  readonly ms: number;
+  /** Nodes of that op type (1 for a node entry). */
+  readonly count: number;
+}
+
+/** What {@linkcode summarizeProfile} finds in a profile. */
+export interface ProfileSummary {
+  /** Model runs in the profile. */
+  readonly runs: number;
+  /** Kernel time per run summed over nodes, ms. */
+  readonly totalMs: number;
+  /** Per op type, slowest first. */
+  readonly ops: readonly ProfileEntry[];
+  /** Per node, slowest first. */
+  readonly nodes: readonly ProfileEntry[];
+}
+
+interface TraceEvent {
+  cat?: string;
+  name?: string;
+  dur?: number;
+  args?: { op_name?: string };
+}
+
+/**
+ * Sums an onnxruntime profile (Chrome trace events, as ORT writes them) per op type and per node.
+ *
+ * @param events The parsed profile JSON (an array of trace events).
+ * @returns Per-run kernel times per op type and per node, slowest first.
+ * @throws {DataError} When `events` is not an array of trace events.
+ *
+ * @example Two runs of a two-node model
+ * ```ts
+ * import { summarizeProfile } from "@clipq/runtime/profile";
+ * import assert from "node:assert/strict";
+ * const k = (name: string, op: string, dur: number) =>
+ *   ({ cat: "Node", name: `${name}_kernel_time`, dur, args: { op_name: op } });
+ * const run = { cat: "Session", name: "model_run", dur: 900 };
+ * const p = summarizeProfile([run, k("c", "Conv", 600), k("r", "Relu", 200),
+ *   run, k("c", "Conv", 400), k("r", "Relu", 200)]);
+ * assert.equal(p.runs, 2);
+ * assert.deepEqual(p.ops.map((o) => [o.op, o.ms]), [["Conv", 0.5], ["Relu", 0.2]]);
+ * assert.equal(p.totalMs, 0.7);
+ * ```
+ */
+export function summarizeProfile(events: unknown): ProfileSummary {
+  if (!Array.isArray(events)) {
+    throw new DataError(
+      `expected onnxruntime profile events (a JSON array) but found ${typeof events}`,
+    );
+  }
+  let runs = 0;
+  const nodes = new Map<string, { op: string; us: number }>();
+  for (const e of events as TraceEvent[]) {
+    if (e?.cat === "Session" && e.name === "model_run") runs++;
+    if (e?.cat !== "Node" || !e.name?.endsWith("_kernel_time")) continue;
+    const name = e.name.slice(0, -"_kernel_time".length);
+    const op = e.args?.op_name ?? "?";
+    const n = nodes.get(name) ?? { op, us: 0 };
+    n.us += e.dur ?? 0;
+    nodes.set(name, n);
+  }
+  const per = Math.max(1, runs);
+  const ms = (us: number) => Number((us / per / 1000).toFixed(4));
+  const ops = new Map<string, { us: number; count: number }>();
+  for (const n of nodes.values()) {
+    const o = ops.get(n.op) ?? { us: 0, count: 0 };
+    o.us += n.us;
+    o.count++;
+    ops.set(n.op, o);
+  }
+  let total = 0;
+  for (const o of ops.values()) total += o.us;
+  const slowest = (a: ProfileEntry, b: ProfileEntry) => b.ms - a.ms;
+  return {
+    runs,
+    totalMs: ms(total),
+    ops: [...ops].map(([op, o]) => ({ name: op, op, ms: ms(o.us), count: o.count })).sort(slowest),
+    nodes: [...nodes].map(([name, n]) => ({ name, op: n.op, ms: ms(n.us), count: 1 }))
+      .sort(slowest),
+  };
+}

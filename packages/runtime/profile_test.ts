@@ -1,0 +1,31 @@
+import assert from "node:assert/strict";
+import { ConfigError, DataError } from "@clipq/onnx/errors";
+import { ModelBuilder } from "@clipq/onnx/builder";
+import { float32 } from "@clipq/onnx/tensor";
+import { createSession } from "./session.ts";
+import { summarizeProfile } from "./profile.ts";
+
+Deno.test("createSession() profile: endProfiling() sums onnxruntime's kernel times per op and node", async () => {
+  const b = new ModelBuilder({ seed: 1 });
+  const x = b.input("x", [1, 3, 16, 16]);
+  b.output(b.sigmoid(b.conv(x, { outChannels: 8, kernel: 3, pad: 1, name: "c" })), "y");
+  const s = await createSession(b.build(), { profile: true, optimizationLevel: "basic" });
+  const feeds = { x: float32([1, 3, 16, 16], new Float32Array(768).fill(0.5)) };
+  for (let i = 0; i < 3; i++) await s.run(feeds);
+  const p = await s.endProfiling();
+  await s.release();
+  assert.equal(p.runs, 3);
+  assert.deepEqual(p.ops.map((o) => o.op).sort(), ["Conv", "Sigmoid"]);
+  assert.ok(p.ops.every((o) => o.ms > 0 && o.count === 1));
+  assert.ok(Math.abs(p.totalMs - p.ops.reduce((t, o) => t + o.ms, 0)) < 1e-3);
+  assert.equal(p.nodes.find((n) => n.op === "Conv")?.name, "c");
+});
+
+Deno.test("endProfiling() needs profile: true; summarizeProfile() refuses what is not a trace", async () => {
+  const b = new ModelBuilder({ seed: 1 });
+  b.output(b.relu(b.input("x", [2])), "y");
+  const s = await createSession(b.build());
+  await assert.rejects(() => s.endProfiling(), ConfigError);
+  await s.release();
+  assert.throws(() => summarizeProfile({ events: [] }), DataError);
+});
