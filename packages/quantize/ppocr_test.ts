@@ -16,6 +16,7 @@ import { tensor, toFloat32 } from "@clipq/onnx/tensor";
 import { preprocess, readImage } from "@clipq/data";
 import { quantize } from "./quantize.ts";
 import { countOps, type Feeds, minmaxRanges, runGraph } from "./testdata/ort.ts";
+import { assertChecked, checkModel } from "../../tests/checker.ts";
 
 Deno.test("quantize() keeps PP-OCRv4 cls probabilities within 0.05 of float on an unseen image", async () => {
   const raw = await loadModel(await ppocrModel("cls"));
@@ -153,7 +154,7 @@ async function optimizedOps(graph: Graph, feeds: Feeds): Promise<{
   }
 }
 
-Deno.test("quantize() writes PP-OCRv4 det compactly: same onnxruntime fusion, bit-identical outputs, ≤ 27.5 % of float", async () => {
+Deno.test("quantize() writes PP-OCRv4 det compactly: same onnxruntime fusion, bit-identical outputs, onnx.checker passes, ≤ 27.5 % of float", async () => {
   const g = normalize(await loadModel(await ppocrModel("det")));
   const spec = ppocrDetPreprocessing([256, 256]);
   const feeds = [];
@@ -181,7 +182,10 @@ Deno.test("quantize() writes PP-OCRv4 det compactly: same onnxruntime fusion, bi
       const a = new Uint8Array(v.buffer), b = new Uint8Array(compact.out[k]!.buffer);
       assert.ok(a.length === b.length && a.every((x, i) => x === b[i]), `${format}: ${k} differs`);
     }
-    const bytes = encode(graph).length;
+    const file = encode(graph);
+    // Debian's onnx 1.12 checker (full check) takes the compact file.
+    assertChecked(await checkModel(file));
+    const bytes = file.length;
     const wideBytes = encode(expanded).length;
     assert.ok(bytes < wideBytes - saved, `${format}: ${bytes} B, ${wideBytes} B expanded`);
     assert.ok(bytes / floatBytes <= goal, `${format}: ${(100 * bytes / floatBytes).toFixed(2)} %`);
