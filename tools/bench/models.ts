@@ -201,7 +201,7 @@ async function latency(
   int8: Graph,
   feeds: Record<string, Tensor>,
   runs: number,
-): Promise<{ metrics: Record<string, number | string>; floatOps: Record<string, number> }> {
+): Promise<{ metrics: Record<string, number | string>; floatOps: Record<string, string> }> {
   const dir = await Deno.makeTempDir({ prefix: "clipq_bench_models_" });
   try {
     const optimized = join(dir, "int8.opt.onnx");
@@ -213,6 +213,18 @@ async function latency(
     const cmp = await compareLatency({ a: fs, b: is }, feeds, { warmup: 2, runs });
     await fs.release();
     await is.release();
+    // Where the time goes: ORT's profiler, kernel ms per run per op type, in separate sessions
+    // (profiling slows runs down, so the timed comparison above runs without it).
+    const profileOf = async (g: Graph) => {
+      const s = await createSession(g, { optimizationLevel: "all", profile: true });
+      for (let i = 0; i < Math.max(3, Math.ceil(runs / 2)); i++) await s.run(feeds);
+      const p = await s.endProfiling();
+      await s.release();
+      return p;
+    };
+    const [floatProfile, int8Profile] = [await profileOf(float), await profileOf(int8)];
+    const opMs = (p: typeof floatProfile) =>
+      JSON.stringify(Object.fromEntries(p.ops.slice(0, 12).map((o) => [o.op, o.ms])));
     const ops: Record<string, number> = {};
     for (const n of decode(await Deno.readFile(optimized)).nodes) {
       const k = n.domain && n.domain !== "ai.onnx" ? `${n.domain}.${n.op}` : n.op;
@@ -224,6 +236,7 @@ async function latency(
         !/QLinear|QuantizeLinear|DequantizeLinear|ConvInteger|MatMulInteger|DynamicQuantize/.test(k)
       ),
     );
+    const profileMs = new Map(int8Profile.ops.map((o) => [o.op, o.ms]));
     return {
       metrics: {
         floatMedianMs: cmp.a.median,
@@ -234,8 +247,14 @@ async function latency(
           .reduce((s, [, v]) => s + v, 0),
         floatConv: ops["Conv"] ?? 0,
         optimizedOps: JSON.stringify(ops),
+        floatProfileMs: opMs(floatProfile),
+        int8ProfileMs: opMs(int8Profile),
       },
-      floatOps,
+      floatOps: Object.fromEntries(
+        Object.entries(floatOps).map((
+          [k, n],
+        ) => [k, `×${n} ${profileMs.get(k.split(".").at(-1)!) ?? 0} ms`]),
+      ),
     };
   } finally {
     await Deno.remove(dir, { recursive: true });
