@@ -9,8 +9,8 @@
 //   graph uses) and nodes it adds none; original tensors and nodes keep theirs, and the report names those;
 // - scale and zero-point initializers are shared by value, each on its own (equal names mean equal
 //   values, so a Q and a DQ with the same parameters read the same two initializers);
-// - int32 biases have no zero-point input (absent means 0), and symmetric int8 weights share one
-//   all-zero zero point per channel count;
+// - int32 biases and int8 Conv weights have no zero-point input (absent means 0; other weights
+//   share one all-zero zero point per channel count, which QGemm fusion and QOperator need);
 // - a per-channel bias scale s_in·s_w[c] is a Mul of the two scales rather than a second vector:
 //   float32 multiplication rounds as the bias quantizer's Math.fround does, so the values are
 //   identical, and onnxruntime folds the Mul into an initializer before it fuses the layer.
@@ -42,6 +42,8 @@ export interface WriteInput {
   weightClip: "max" | "mse";
   qmax: number;
   kind: "u8" | "s8";
+  /** Write Conv weights' zero points (QLinearConv, the QOperator form, requires them). */
+  convZeroPoints: boolean;
 }
 
 /** One quantized weight in the report. */
@@ -109,8 +111,8 @@ export function writeQdq(graph: Graph, w: WriteInput): { graph: Graph; weights: 
     }
     return name;
   };
-  // Per-channel int8 zero points are all 0: one vector per channel count. (Leaving the optional
-  // input out would save these too, but onnxruntime 1.30 then no longer fuses Gemm into QGemm.)
+  // Per-channel int8 zero points are all 0: one vector per channel count. (Conv weights leave the
+  // optional input out; Gemm's cannot: onnxruntime 1.30 then no longer fuses it into QGemm.)
   const zeroVectors = new Map<number, string>();
   const zeros = (length: number): string => {
     let name = zeroVectors.get(length);
@@ -173,7 +175,9 @@ export function writeQdq(graph: Graph, w: WriteInput): { graph: Graph; weights: 
           zero = zeros(q.scales.length);
         }
         const out = short("d");
-        prelude.push(added("DequantizeLinear", [qName, scale, zero], out, axis));
+        // A Conv weight needs no zero point (absent means 0; onnxruntime fuses it the same way).
+        const sz = w.convZeroPoints || graph.nodes[i]!.op !== "Conv" ? [scale, zero] : [scale];
+        prelude.push(added("DequantizeLinear", [qName, ...sz], out, axis));
         hit = { out, scales: q.scales, scale };
         weightOut.set(key, hit);
         let minRatio = 1;

@@ -43,9 +43,12 @@ const DEFAULTS: Readonly<Record<string, Readonly<Record<string, (a: Attribute) =
     const float = (v: number) => (a: Attribute) => a.type === "float" && a.value === v;
     const notSet = (a: Attribute) => a.type === "string" && a.value === "NOTSET";
     const conv = { dilations: ones, strides: ones, pads: zeros, group: int(1), auto_pad: notSet };
+    // A Conv's kernel_shape, when present, must equal its weight's spatial dims, which is what
+    // onnxruntime and onnx take in its absence: it says nothing the weight does not.
+    const anything = () => true;
     return {
-      Conv: conv,
-      QLinearConv: conv,
+      Conv: { ...conv, kernel_shape: anything },
+      QLinearConv: { ...conv, kernel_shape: anything },
       ConvTranspose: { ...conv, output_padding: zeros },
       MaxPool: {
         dilations: ones,
@@ -63,13 +66,24 @@ const DEFAULTS: Readonly<Record<string, Readonly<Record<string, (a: Attribute) =
         auto_pad: notSet,
       },
       Gemm: { alpha: float(1), beta: float(1), transA: int(0), transB: int(0) },
+      // (Resize at opset 10 has no such attribute; at 11 and later half_pixel is the default.)
+      Resize: {
+        coordinate_transformation_mode: (a) => a.type === "string" && a.value === "half_pixel",
+        exclude_outside: int(0),
+        extrapolation_value: float(0),
+        cubic_coeff_a: float(-0.75),
+      },
     };
   })();
 
+/** Float/int64 initializers up to this many elements are merged when equal. */
+const SHARED_CONSTANT = 16;
+
 /**
  * Output compaction that does not change what the graph computes: attributes equal to the ONNX
- * default are left out (a Conv's `dilations: [1, 1]` and `group: 1` …), and scalar float/int64
- * initializers of equal value are one initializer (PP-OCR repeats Clip's 0 and 6 per block).
+ * default are left out (a Conv's `dilations: [1, 1]` and `group: 1`, its kernel_shape …), and small
+ * float/int64 initializers of equal dims and values are one initializer (PP-OCR repeats Clip's 0
+ * and 6 per block, NanoDet its Split sizes).
  */
 export function compactGraph(graph: Graph): Graph {
   // Names read inside subgraphs (If/Loop bodies) are never aliased.
@@ -80,12 +94,13 @@ export function compactGraph(graph: Graph): Graph {
   for (const v of graph.inputs) read.add(v.name);
   const groups = new Map<string, string[]>();
   for (const [k, t] of graph.initializers) {
+    const size = t.dims.reduce((a, b) => a * b, 1);
     if (
-      nested || read.has(k) || t.dims.some((d) => d !== 1) ||
+      nested || read.has(k) || size > SHARED_CONSTANT ||
       (t.dtype !== "float32" && t.dtype !== "int64")
     ) continue;
-    const x = t.dtype === "int64" ? (t.data as BigInt64Array)[0] : toFloat32(t)[0];
-    const key = `${t.dtype}[${t.dims}]${Object.is(x, -0) ? "-0" : String(x)}`;
+    const values = t.dtype === "int64" ? [...(t.data as BigInt64Array)] : [...toFloat32(t)];
+    const key = `${t.dtype}[${t.dims}]${values.map((x) => (Object.is(x, -0) ? "-0" : x))}`;
     groups.set(key, [...(groups.get(key) ?? []), k]);
   }
   // A merged constant gets a short neutral name: keeping one member's (PP-OCR's
@@ -115,4 +130,74 @@ export function compactGraph(graph: Graph): Graph {
     return { ...n, inputs: n.inputs.map((x) => alias.get(x) ?? x), attributes };
   });
   return { ...graph, nodes, initializers: inits };
+}
+
+/** Tensor names read anywhere in a graph's subgraphs (If/Loop bodies), recursively. */
+function nestedNames(graph: Graph, into: Set<string>): Set<string> {
+  for (const n of graph.nodes) {
+    for (const a of Object.values(n.attributes)) {
+      const subs = a.type === "graph" ? [a.value] : a.type === "graphs" ? a.value : [];
+      for (const s of subs) {
+        for (const m of s.nodes) for (const t of [...m.inputs, ...m.outputs]) into.add(t);
+        nestedNames(s, into);
+      }
+    }
+  }
+  return into;
+}
+
+/** Names in order of length, then alphabet: a … z, a0 … zz, a00 … (lowercase: no case clashes). */
+function* shortNames(): Generator<string> {
+  const first = "abcdefghijklmnopqrstuvwxyz";
+  const rest = "0123456789abcdefghijklmnopqrstuvwxyz";
+  for (let len = 1;; len++) {
+    const total = first.length * rest.length ** (len - 1);
+    for (let i = 0; i < total; i++) {
+      let k = i, s = "";
+      for (let j = 1; j < len; j++) {
+        s = rest[k % rest.length]! + s;
+        k = Math.floor(k / rest.length);
+      }
+      yield first[k]! + s;
+    }
+  }
+}
+
+/**
+ * Renames every tensor not in `keep` (what the quantizer and its rewrites added: quantized
+ * weights, scales, zero points, Q/DQ outputs) to the shortest free name, the most-read first: the
+ * file repeats a tensor's name at each reader, so this is where its structure bytes go. The
+ * model's own tensors, the graph's inputs and outputs and whatever a subgraph reads keep theirs.
+ */
+export function minifyNames(graph: Graph, keep: ReadonlySet<string>): Graph {
+  const fixed = nestedNames(graph, new Set(keep));
+  for (const v of [...graph.inputs, ...graph.outputs]) fixed.add(v.name);
+  const uses = new Map<string, number>();
+  const count = (t: string) => {
+    if (t && !fixed.has(t)) uses.set(t, (uses.get(t) ?? 0) + 1);
+  };
+  for (const k of graph.initializers.keys()) count(k);
+  for (const n of graph.nodes) for (const t of [...n.outputs, ...n.inputs]) count(t);
+  if (uses.size === 0) return graph;
+  // Most uses first; ties keep first-seen order (Map order), so names are deterministic.
+  const order = [...uses.keys()].map((t, i) => [t, uses.get(t)!, i] as const)
+    .sort((a, b) => b[1] - a[1] || a[2] - b[2]);
+  const taken = new Set(fixed);
+  for (const n of graph.nodes) for (const t of [...n.inputs, ...n.outputs]) taken.add(t);
+  for (const k of graph.initializers.keys()) taken.add(k);
+  const names = shortNames();
+  const rename = new Map<string, string>();
+  for (const [t] of order) {
+    let name = names.next().value!;
+    while (taken.has(name) && !uses.has(name)) name = names.next().value!;
+    rename.set(t, name);
+  }
+  // A short name may already belong to a tensor being renamed; all renames apply at once.
+  const to = (t: string) => rename.get(t) ?? t;
+  return {
+    ...graph,
+    nodes: graph.nodes.map((n) => ({ ...n, inputs: n.inputs.map(to), outputs: n.outputs.map(to) })),
+    initializers: new Map([...graph.initializers].map(([k, t]) => [to(k), t])),
+    valueInfo: graph.valueInfo.map((v) => ({ ...v, name: to(v.name) })),
+  };
 }

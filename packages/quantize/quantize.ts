@@ -13,7 +13,7 @@ import { activationParams } from "./linear.ts";
 import { analyze, label, type Marks } from "./_analyze.ts";
 import { type ActivationEntry, type WeightReport, writeQdq } from "./_qdq.ts";
 import { foldQOperator } from "./_qoperator.ts";
-import { compactGraph, divToMul } from "./_rewrite.ts";
+import { compactGraph, divToMul, minifyNames } from "./_rewrite.ts";
 import { lowerForOrt } from "./ops/lower.ts";
 import { foldScalarMuls, scaledRanges } from "./ops/rescale.ts";
 import { checkOptions, type QuantizeOptions } from "./options.ts";
@@ -324,6 +324,7 @@ export function quantize(graph: Graph, options: QuantizeOptions = {}): QuantizeR
     weightClip: o.weightClip,
     qmax: o.reduceRange ? 63 : 127,
     kind: o.activations,
+    convZeroPoints: o.format === "qoperator",
   });
   // A Mul by a positive scalar is a change of scale in int8: it moves into the DQ (no QLinearMul).
   let out =
@@ -331,6 +332,10 @@ export function quantize(graph: Graph, options: QuantizeOptions = {}): QuantizeR
       .graph;
   if (o.format === "qoperator") out = foldQOperator(out);
   out = compactGraph(out);
+  // What the quantizer added gets short names; the model's tensors and the reported ones keep theirs.
+  const keep = new Set([...graph.initializers.keys(), ...activations.keys()]);
+  for (const n of graph.nodes) for (const t of [...n.inputs, ...n.outputs]) keep.add(t);
+  out = minifyNames(out, keep);
 
   const floatBytes = initializerBytes(graph);
   const quantizedBytes = initializerBytes(out);

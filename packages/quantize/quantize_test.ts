@@ -535,23 +535,24 @@ Deno.test("quantize() writes what it adds compactly: short names, unnamed nodes,
   assert.ok(added.length > 20 && added.every((n) => n.name === ""), "added Q/DQ go unnamed");
   for (const n of added) {
     for (const t of [...n.inputs, ...n.outputs].filter((t) => !original.has(t))) {
-      assert.match(t, /^[a-z][0-9a-z]{1,2}$/, `added tensor name "${t}"`);
+      assert.match(t, /^[a-z][0-9a-z]?$/, `added tensor name "${t}"`);
     }
   }
   // Every scalar value is one initializer, however many Q/DQ nodes read it.
   const scalars = [...graph.initializers.values()].filter((t) => t.dims.length === 0)
     .map((t) => `${t.dtype}:${t.data[0]}`);
   assert.equal(new Set(scalars).size, scalars.length, scalars.join(" "));
-  // int8 weight zero points: one all-zero vector per channel count (8, 16), none per weight.
-  const zeroVectors = [...graph.initializers.values()].filter((t) =>
-    t.dtype === "int8" && t.dims.length === 1
+  // Conv weights have no zero point (a Gemm's keeps one, shared per channel count: QGemm fusion
+  // needs it, as the QGemm test checks).
+  assert.ok(
+    ![...graph.initializers.values()].some((t) => t.dtype === "int8" && t.dims.length === 1),
   );
-  assert.deepEqual(zeroVectors.map((t) => t.dims[0]).sort((a, b) => a! - b!), [8, 16]);
-  assert.ok(zeroVectors.every((t) => (t.data as Int8Array).every((v) => v === 0)));
-  // ONNX default attributes (dilations 1, group 1, strides 1 …) are not written.
+  // ONNX default attributes (dilations 1, group 1, strides 1 …) and the kernel_shape the weight
+  // states are not written.
   const conv = graph.nodes.find((n) => n.name === "conv1")!;
-  assert.ok(!("dilations" in conv.attributes) && !("group" in conv.attributes));
-  assert.deepEqual(conv.attributes["kernel_shape"]?.value, [3, 3]);
+  assert.deepEqual(Object.keys(conv.attributes), ["pads"]);
+  const producer = (t: string) => graph.nodes.find((n) => n.outputs.includes(t))!;
+  assert.equal(producer(conv.inputs[1]!).inputs.length, 2);
 });
 
 Deno.test("quantize() shares equal scalar constants under one short name and keeps distinct ones", () => {
@@ -575,7 +576,7 @@ Deno.test("quantize() shares equal scalar constants under one short name and kee
   const { graph } = quantize(g, { ranges: new Map(), exclude: { head: false } });
   const [c1, c2, c3] = ["c1", "c2", "c3"].map((n) => graph.nodes.find((m) => m.name === n)!);
   assert.deepEqual(c1!.inputs, c2!.inputs.map((x, i) => (i === 0 ? "x" : x)));
-  assert.match(c1!.inputs[1]!, /^k[0-9a-z]+$/);
+  assert.match(c1!.inputs[1]!, /^[a-z][0-9a-z]?$/);
   assert.notEqual(c3!.inputs[1], c1!.inputs[1], "−0 stays apart from 0");
   assert.equal(graph.initializers.size, 3);
 });
