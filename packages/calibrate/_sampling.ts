@@ -1,7 +1,6 @@
 /**
  * The sampling calibration graph: the float model plus, for each tapped tensor, nodes that reduce
- * it inside onnxruntime to its exact min and max and a fixed, seeded sample of its values, all
- * packed into one output. Shipping every tapped tensor out whole is what made calibration cost
+ * it inside onnxruntime to its exact min and max and a fixed, seeded sample of its values. Shipping every tapped tensor out whole is what made calibration cost
  * several times plain inference: onnxruntime kept hundreds of large tensors alive to the end of the
  * run (so nothing stayed in cache), then JavaScript read every element.
  *
@@ -9,7 +8,8 @@
  *   flat = Flatten(t, axis 0)                        [1, batch·P]
  *   lo = ReduceMin(flat), hi = ReduceMax(flat)        [1, 1] each: exact, over every value
  *   sample = Slice(flat, start o, step k)             [1, batch·P/k] (or flat itself when P ≤ S)
- * and one Concat(lo₀, hi₀, sample₀, lo₁, …) along axis 1 is the only output. The step k is the
+ * and lo, hi and sample are graph outputs (packing them with one Concat cost more than the outputs
+ * themselves: a copy of every sample and a slow many-input kernel). The step k is the
  * largest divisor of P that keeps at least S values per item, so every item is sampled at the same
  * positions o, o + k, … whatever the batch size or the item's place in it: shards merge exactly.
  * A strided Slice and whole-tensor reductions are the cheapest forms onnxruntime offers (a Gather
@@ -19,19 +19,26 @@
  * Node order matters for speed: onnxruntime's default execution order is a depth-first walk back
  * from the graph's leaves that visits a node's inputs highest node index first. The groups are
  * therefore written in reverse order (the first tapped tensor's nodes get the highest indices), and
- * the model is pruned to what the tapped tensors need so the Concat is the only leaf: the walk then
- * computes each tensor's reductions right after the tensor, while it is still in cache, and its
- * buffer is reused as in plain inference.
+ * the model is pruned to what the tapped tensors need so that they are the only leaves (an
+ * onnxruntime-inserted layout node feeding a graph output could otherwise come first): the walk
+ * then computes each tensor's reductions right after the tensor, while it is still in cache, and
+ * its buffer is reused as in plain inference.
  *
  * @module
  */
 import { type Graph, type Node, node, opsetOf, tensor } from "@clipq/onnx";
 import { inferShapes, type ShapeInfo } from "@clipq/onnx/shapes";
 
-/** One tapped tensor's part of the packed output: min, max, then `sampled` values per item. */
-export interface PackedTensor {
+/** One sampled tensor and the outputs that carry it. */
+export interface SampledTensor {
   /** The tensor. */
   name: string;
+  /** Output holding its min ([1, 1]). */
+  min: string;
+  /** Output holding its max ([1, 1]). */
+  max: string;
+  /** Output holding its sample ([1, items · sampled]). */
+  sample: string;
   /** Values per item (the product of the non-batch dims). */
   population: number;
   /** Sampled values per item (all of them when `population` ≤ the sample size). */
@@ -42,10 +49,8 @@ export interface PackedTensor {
 export interface SamplingPlan {
   /** The graph to run. */
   graph: Graph;
-  /** Name of the packed output ([1, length]); undefined when nothing is packed. */
-  packed: string | undefined;
-  /** Packed tensors, in output order. */
-  tensors: PackedTensor[];
+  /** Sampled tensors. */
+  tensors: SampledTensor[];
   /** Tensors fetched whole as extra outputs (unknown shape, non-float32, no batch axis). */
   whole: string[];
 }
@@ -116,7 +121,7 @@ function needed(graph: Graph, wanted: readonly string[]): Node[] | undefined {
  * @param graph The float model.
  * @param options Tensors to tap (not graph inputs), values per item to sample, seed, and the dims
  *   of the feeds (the first dim of each is the batch).
- * @returns The graph and the layout of its packed output.
+ * @returns The graph and which outputs carry each tensor.
  */
 export function samplingPlan(
   graph: Graph,
@@ -145,7 +150,7 @@ export function samplingPlan(
   const first = graph.inputs.find((i) => inputShapes[i.name]);
   const batch = first ? inputShapes[first.name]![0] : undefined;
   const opset = opsetOf(graph) ?? 13;
-  const packed: (PackedTensor & { step: number })[] = [];
+  const packed: { name: string; population: number; sampled: number; step: number }[] = [];
   const whole: string[] = [];
   for (const t of options.tensors) {
     const s = shapes.get(t);
@@ -171,12 +176,7 @@ export function samplingPlan(
     ? { ...graph, nodes: kept, valueInfo: graph.valueInfo.filter((v) => live.has(v.name)) }
     : graph;
   if (packed.length === 0) {
-    return {
-      graph: { ...base, outputs: whole.map((name) => ({ name })) },
-      packed: undefined,
-      tensors: [],
-      whole,
-    };
+    return { graph: { ...base, outputs: whole.map((name) => ({ name })) }, tensors: [], whole };
   }
   const taken = new Set<string>();
   for (const n of graph.nodes) {
@@ -208,7 +208,7 @@ export function samplingPlan(
       attributes: { keepdims: { type: "int", value: 1 } },
     });
   const groups: Node[][] = [];
-  const concatInputs: string[] = [];
+  const sampled: SampledTensor[] = [];
   for (const p of packed) {
     const flat = fresh(`${p.name}.calibration.flat`);
     const lo = fresh(`${p.name}.calibration.min`);
@@ -242,25 +242,27 @@ export function samplingPlan(
       }));
     }
     groups.push(group);
-    concatInputs.push(lo, hi, sample);
+    sampled.push({
+      name: p.name,
+      min: lo,
+      max: hi,
+      sample,
+      population: p.population,
+      sampled: p.sampled,
+    });
   }
-  const out = fresh("clipq.calibration.packed");
-  const concat = node({
-    name: out,
-    op: "Concat",
-    inputs: concatInputs,
-    outputs: [out],
-    attributes: { axis: { type: "int", value: 1 } },
-  });
+  const outputs = sampled.flatMap((t) => [t.min, t.max, t.sample]);
   return {
     graph: {
       ...base,
-      nodes: [...base.nodes, ...groups.reverse().flat(), concat],
+      nodes: [...base.nodes, ...groups.reverse().flat()],
       initializers,
-      outputs: [{ name: out, dtype: "float32" }, ...whole.map((name) => ({ name }))],
+      outputs: [
+        ...outputs.map((name) => ({ name, dtype: "float32" as const })),
+        ...whole.map((name) => ({ name })),
+      ],
     },
-    packed: out,
-    tensors: packed.map(({ name, population, sampled }) => ({ name, population, sampled })),
+    tensors: sampled,
     whole,
   };
 }

@@ -286,7 +286,7 @@ function sampledRunner(
   return {
     async run(feeds) {
       const { session, plan } = await open(feeds);
-      const names = [...(plan.packed ? [plan.packed] : []), ...plan.whole];
+      const names = [...plan.tensors.flatMap((t) => [t.min, t.max, t.sample]), ...plan.whole];
       return { values: await session.run(feeds, { outputs: names }), plan };
     },
     consume({ values, plan }, stats) {
@@ -300,32 +300,25 @@ function sampledRunner(
         }
         stats.get(t)!.add(floats(graph, t, value));
       }
-      if (!plan.packed) return;
-      const packed = values[plan.packed];
-      // [1, Σ (2 + items · sampled)]: the batch size follows from the length.
-      const perItem = plan.tensors.reduce((a, p) => a + p.sampled, 0);
-      const length = packed?.dims.length === 2 && packed.dims[0] === 1 ? packed.dims[1]! : -1;
-      const items = (length - 2 * plan.tensors.length) / perItem;
-      if (!packed || packed.dtype !== "float32" || !(Number.isInteger(items) && items >= 1)) {
-        // Only a wrong static shape inference gets here: the exact path does not depend on it.
-        throw new ModelError(
-          `model "${graph.name}": expected the calibration output to be float32 [1, ${
-            2 * plan.tensors.length
-          } + items·${perItem}] but found ${packed?.dtype} [${
-            packed?.dims.join(", ")
-          }]; calibrate with samples: "all" to avoid inferred shapes`,
-        );
-      }
-      const data = packed.data as Float32Array;
-      let at = 0;
-      for (const p of plan.tensors) {
-        const n = items * p.sampled;
-        stats.get(p.name)!.addSample(data.subarray(at + 2, at + 2 + n), {
-          min: data[at]!,
-          max: data[at + 1]!,
-          population: items * p.population,
+      for (const t of plan.tensors) {
+        const lo = values[t.min], hi = values[t.max], sample = values[t.sample];
+        const items = sample ? sample.data.length / t.sampled : NaN;
+        if (
+          lo?.dtype !== "float32" || hi?.dtype !== "float32" || sample?.dtype !== "float32" ||
+          lo.data.length !== 1 || hi.data.length !== 1 || !(Number.isInteger(items) && items >= 1)
+        ) {
+          // Only a wrong static shape inference gets here: the exact path does not depend on it.
+          throw new ModelError(
+            `model "${graph.name}": expected tensor "${t.name}" to reduce to a min, a max and items·${t.sampled} sampled float32 values but found ${sample?.dtype} [${
+              sample?.dims.join(", ")
+            }]; calibrate with samples: "all" to avoid inferred shapes`,
+          );
+        }
+        stats.get(t.name)!.addSample(sample.data as Float32Array, {
+          min: lo.data[0] as number,
+          max: hi.data[0] as number,
+          population: items * t.population,
         });
-        at += 2 + n;
       }
     },
     async release() {
