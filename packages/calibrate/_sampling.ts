@@ -28,6 +28,7 @@
  */
 import { type Graph, type Node, node, opsetOf, tensor } from "@clipq/onnx";
 import { inferShapes, type ShapeInfo } from "@clipq/onnx/shapes";
+import { type Derivation, derivation } from "./_derive.ts";
 
 /** One sampled tensor and the outputs that carry it. */
 export interface SampledTensor {
@@ -51,6 +52,11 @@ export interface SamplingPlan {
   graph: Graph;
   /** Sampled tensors. */
   tensors: SampledTensor[];
+  /**
+   * Tensors computed from a sampled (or derived) tensor by a monotone elementwise function: read
+   * off it, in this order (each one's source comes earlier). Same positions, so same counts.
+   */
+  derived: (Derivation & { name: string; population: number; sampled: number })[];
   /** Tensors fetched whole as extra outputs (unknown shape, non-float32, no batch axis). */
   whole: string[];
 }
@@ -151,8 +157,17 @@ export function samplingPlan(
   const batch = first ? inputShapes[first.name]![0] : undefined;
   const opset = opsetOf(graph) ?? 13;
   const packed: { name: string; population: number; sampled: number; step: number }[] = [];
+  const derived: SamplingPlan["derived"] = [];
   const whole: string[] = [];
-  for (const t of options.tensors) {
+  // In graph order, so that a derivation's source is classified before it.
+  const order = new Map<string, number>();
+  graph.nodes.forEach((n, i) => n.outputs.forEach((o) => o && order.set(o, i)));
+  const made = new Map(graph.nodes.flatMap((n) => n.outputs.map((o) => [o, n] as const)));
+  const tapped = [...options.tensors].sort((x, y) => (order.get(x) ?? -1) - (order.get(y) ?? -1));
+  const readable = new Map<string, number>();
+  const sameShape = (x: string, y: string) =>
+    JSON.stringify(shapes.get(x)?.shape) === JSON.stringify(shapes.get(y)?.shape);
+  for (const t of tapped) {
     const s = shapes.get(t);
     const dims = s?.shape;
     const ok = s?.dtype === "float32" && dims && dims.length >= 2 && dims[0] === batch &&
@@ -168,7 +183,15 @@ export function samplingPlan(
       whole.push(t);
       continue;
     }
+    const producer = made.get(t);
+    const d = producer && derivation(graph, producer, opset);
+    if (d && readable.has(d.from) && sameShape(d.from, t)) {
+      derived.push({ ...d, name: t, population, sampled: readable.get(d.from)! });
+      readable.set(t, readable.get(d.from)!);
+      continue;
+    }
     packed.push({ name: t, population, sampled: population / step, step });
+    readable.set(t, population / step);
   }
   const kept = needed(graph, [...packed.map((p) => p.name), ...whole]);
   const live = new Set(kept?.flatMap((n) => [...n.inputs, ...n.outputs]));
@@ -176,7 +199,12 @@ export function samplingPlan(
     ? { ...graph, nodes: kept, valueInfo: graph.valueInfo.filter((v) => live.has(v.name)) }
     : graph;
   if (packed.length === 0) {
-    return { graph: { ...base, outputs: whole.map((name) => ({ name })) }, tensors: [], whole };
+    return {
+      graph: { ...base, outputs: whole.map((name) => ({ name })) },
+      tensors: [],
+      derived: [],
+      whole,
+    };
   }
   const taken = new Set<string>();
   for (const n of graph.nodes) {
@@ -227,7 +255,9 @@ export function samplingPlan(
     let sample = flat;
     if (p.step > 1) {
       sample = fresh(`${p.name}.calibration.sample`);
-      const start = Math.floor(random(hash(p.name) ^ options.seed)() * p.step);
+      // The offset depends on the size, not the name: tensors derived from this one (same size)
+      // are read at the same positions.
+      const start = Math.floor(random(hash(String(p.population)) ^ options.seed)() * p.step);
       group.push(node({
         name: sample,
         op: "Slice",
@@ -263,6 +293,7 @@ export function samplingPlan(
       ],
     },
     tensors: sampled,
+    derived,
     whole,
   };
 }

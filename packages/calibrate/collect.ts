@@ -300,6 +300,8 @@ function sampledRunner(
         }
         stats.get(t)!.add(floats(graph, t, value));
       }
+      // What each sampled or derived tensor gave, for the tensors derived from it.
+      const read = new Map<string, { sample: Float32Array; min: number; max: number }>();
       for (const t of plan.tensors) {
         const lo = values[t.min], hi = values[t.max], sample = values[t.sample];
         const items = sample ? sample.data.length / t.sampled : NaN;
@@ -314,11 +316,22 @@ function sampledRunner(
             }]; calibrate with samples: "all" to avoid inferred shapes`,
           );
         }
-        stats.get(t.name)!.addSample(sample.data as Float32Array, {
+        const got = {
+          sample: sample.data as Float32Array,
           min: lo.data[0] as number,
           max: hi.data[0] as number,
-          population: items * t.population,
-        });
+        };
+        read.set(t.name, got);
+        stats.get(t.name)!.addSample(got.sample, { ...got, population: items * t.population });
+      }
+      for (const d of plan.derived) {
+        const src = read.get(d.from)!;
+        const sample = src.sample.map(d.f);
+        const a = d.f(src.min), b = d.f(src.max);
+        const got = { sample, min: d.decreasing ? b : a, max: d.decreasing ? a : b };
+        read.set(d.name, got);
+        const items = sample.length / d.sampled;
+        stats.get(d.name)!.addSample(sample, { ...got, population: items * d.population });
       }
     },
     async release() {

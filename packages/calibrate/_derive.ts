@@ -1,0 +1,95 @@
+/**
+ * Tapped tensors that are a monotone elementwise function of another tapped tensor of the same
+ * shape (x + c, x · c, x / c, Relu, Clip, LeakyRelu with constant c): sampled at the same
+ * positions, their sample is the function of the other's sample and their min and max the function
+ * of its min and max, exactly (float32 rounding is monotone too), so they need no reduction inside
+ * onnxruntime. In PP-OCRv4 det every hard-swish (x + 3, its Clip, the product's / 6) is one.
+ *
+ * @module
+ */
+import { attrFloat, type Graph, type Node } from "@clipq/onnx";
+
+/** A tensor computed from another tapped tensor by a monotone elementwise function. */
+export interface Derivation {
+  /** The tapped tensor it is computed from. */
+  from: string;
+  /** The function, in float32 arithmetic as onnxruntime computes it. */
+  f: (x: number) => number;
+  /** Whether the function is non-increasing (min and max swap). */
+  decreasing: boolean;
+}
+
+const f32 = Math.fround;
+
+/** The single value of a float32 constant, or undefined. */
+function scalar(graph: Graph, name: string | undefined): number | undefined {
+  if (!name) return undefined;
+  const t = graph.initializers.get(name);
+  if (!t || t.dtype !== "float32" || t.data.length !== 1) return undefined;
+  return (t.data as Float32Array)[0];
+}
+
+/**
+ * How `node`'s output follows from its one non-constant input, if it is a monotone elementwise
+ * function with constant parameters; the caller checks that the shapes agree.
+ *
+ * @param graph The graph (for constants).
+ * @param node The producer of a tapped tensor.
+ * @param opset The default-domain opset (Clip's bounds are attributes before 11).
+ * @returns The derivation, or undefined.
+ */
+export function derivation(graph: Graph, node: Node, opset: number): Derivation | undefined {
+  if (node.domain !== "" && node.domain !== "ai.onnx") return undefined;
+  const [a, b] = node.inputs;
+  if (!a) return undefined;
+  switch (node.op) {
+    case "Add":
+    case "Mul": {
+      const ca = scalar(graph, a), cb = scalar(graph, b);
+      const c = cb ?? ca;
+      const from = cb !== undefined ? a : ca !== undefined ? b : undefined;
+      if (c === undefined || !from || !Number.isFinite(c)) return undefined;
+      return node.op === "Add"
+        ? { from, f: (x) => f32(x + c), decreasing: false }
+        : { from, f: (x) => f32(x * c), decreasing: c < 0 };
+    }
+    case "Sub": {
+      const ca = scalar(graph, a), cb = scalar(graph, b);
+      if (cb !== undefined && ca === undefined && Number.isFinite(cb)) {
+        return { from: a, f: (x) => f32(x - cb), decreasing: false };
+      }
+      if (ca !== undefined && cb === undefined && b && Number.isFinite(ca)) {
+        return { from: b, f: (x) => f32(ca - x), decreasing: true };
+      }
+      return undefined;
+    }
+    case "Div": {
+      const c = scalar(graph, b);
+      if (c === undefined || c === 0 || !Number.isFinite(c) || scalar(graph, a) !== undefined) {
+        return undefined;
+      }
+      return { from: a, f: (x) => f32(x / c), decreasing: c < 0 };
+    }
+    case "Relu":
+      return { from: a, f: (x) => (x < 0 ? 0 : x), decreasing: false };
+    case "LeakyRelu": {
+      const alpha = f32(attrFloat(node, "alpha", 0.01));
+      if (!(alpha >= 0)) return undefined;
+      return { from: a, f: (x) => (x < 0 ? f32(alpha * x) : x), decreasing: false };
+    }
+    case "Clip": {
+      let lo: number | undefined, hi: number | undefined;
+      if (opset < 11) {
+        lo = f32(attrFloat(node, "min", -3.4028234663852886e38));
+        hi = f32(attrFloat(node, "max", 3.4028234663852886e38));
+      } else {
+        lo = node.inputs[1] ? scalar(graph, node.inputs[1]) : -Infinity;
+        hi = node.inputs[2] ? scalar(graph, node.inputs[2]) : Infinity;
+      }
+      if (lo === undefined || hi === undefined || !(lo <= hi)) return undefined;
+      const l = lo, h = hi;
+      return { from: a, f: (x) => (x < l ? l : x > h ? h : x), decreasing: false };
+    }
+  }
+  return undefined;
+}

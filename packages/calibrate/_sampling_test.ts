@@ -1,0 +1,83 @@
+import assert from "node:assert/strict";
+import { emptyGraph, float32, type Graph, node } from "@clipq/onnx";
+import { sampleStep, samplingPlan } from "./_sampling.ts";
+import { collectStatistics } from "./collect.ts";
+
+/** a = Neg(x), then monotone functions of it with constants, each tapped. */
+function chain(): Graph {
+  const c = (v: number) => float32([], [v]);
+  return emptyGraph({
+    opsetImports: [{ domain: "", version: 13 }],
+    nodes: [
+      node({ name: "neg", op: "Neg", inputs: ["x"], outputs: ["a"] }),
+      node({ name: "add", op: "Add", inputs: ["a", "three"], outputs: ["b"] }),
+      node({ name: "mul", op: "Mul", inputs: ["minusHalf", "b"], outputs: ["c"] }),
+      node({ name: "div", op: "Div", inputs: ["c", "six"], outputs: ["d"] }),
+      node({ name: "sub", op: "Sub", inputs: ["two", "d"], outputs: ["e"] }),
+      node({ name: "clip", op: "Clip", inputs: ["e", "minusOne", "one"], outputs: ["f"] }),
+      node({ name: "relu", op: "Relu", inputs: ["e"], outputs: ["g"] }),
+      node({
+        name: "leaky",
+        op: "LeakyRelu",
+        inputs: ["e"],
+        outputs: ["h"],
+        attributes: { alpha: { type: "float", value: 0.2 } },
+      }),
+      // Not monotone in its input: sampled itself.
+      node({ name: "sq", op: "Mul", inputs: ["e", "e"], outputs: ["y"] }),
+    ],
+    initializers: new Map([
+      ["three", c(3)],
+      ["minusHalf", c(-0.5)],
+      ["six", c(6)],
+      ["two", c(2)],
+      ["minusOne", c(-1)],
+      ["one", c(1)],
+    ]),
+    inputs: [{ name: "x", dtype: "float32", shape: ["n", 4, 32, 32] }],
+    outputs: [{ name: "y", dtype: "float32" }],
+  });
+}
+
+const TAPS = ["a", "b", "c", "d", "e", "f", "g", "h", "y"];
+
+Deno.test("samplingPlan() reads monotone functions of a sampled tensor off its sample", () => {
+  const plan = samplingPlan(chain(), {
+    tensors: TAPS,
+    samples: 100,
+    seed: 0,
+    inputDims: { x: [2, 4, 32, 32] },
+  });
+  assert.deepEqual(plan.tensors.map((t) => t.name), ["a", "y"]);
+  assert.deepEqual(plan.derived.map((d) => [d.name, d.from, d.decreasing]), [
+    ["b", "a", false],
+    ["c", "b", true],
+    ["d", "c", false],
+    ["e", "d", true],
+    ["f", "e", false],
+    ["g", "e", false],
+    ["h", "e", false],
+  ]);
+  // 4096 values per item: every 32nd (the largest divisor of 4096 keeping at least 100).
+  assert.deepEqual(plan.tensors.map((t) => t.sampled), [128, 128]);
+  assert.equal(sampleStep(4096, 100), 32);
+  assert.equal(sampleStep(97, 10), 1);
+});
+
+Deno.test("derived tensors get the exact min, max and, unsampled, the exact histogram", async () => {
+  const g = chain();
+  const values = (n: number, k: number) =>
+    Float32Array.from({ length: n * 4096 }, (_, i) => Math.sin(i * 0.37 + k) * (3 + (i % 7)));
+  const batches = [1, 2].map((n, k) => ({ x: float32([n, 4, 32, 32], values(n, k)) }));
+  const exact = await collectStatistics(g, batches, { tensors: TAPS, samples: "all" });
+  const sampled = await collectStatistics(g, batches, { tensors: TAPS, samples: 100 });
+  const whole = await collectStatistics(g, batches, { tensors: TAPS, samples: 4096 });
+  for (const t of TAPS) {
+    const e = exact.get(t)!, s = sampled.get(t)!, w = whole.get(t)!;
+    assert.deepEqual([s.min, s.max, s.exponent], [e.min, e.max, e.exponent], t);
+    assert.deepEqual([s.count, s.population], [3 * 128, 3 * 4096], t);
+    // Taken whole, a derived tensor's histogram is the exact one.
+    const a = w.toJSON(), b = e.toJSON();
+    assert.deepEqual({ ...a, sum: 0, sumSquares: 0 }, { ...b, sum: 0, sumSquares: 0 }, t);
+  }
+});
