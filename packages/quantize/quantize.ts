@@ -15,7 +15,7 @@ import { type ActivationEntry, type WeightReport, writeQdq } from "./_qdq.ts";
 import { foldQOperator } from "./_qoperator.ts";
 import { compactGraph, divToMul, minifyNames } from "./_rewrite.ts";
 import { lowerForOrt } from "./ops/lower.ts";
-import { foldScalarMuls, scaledRanges } from "./ops/rescale.ts";
+import { foldScalarMuls } from "./ops/rescale.ts";
 import { checkOptions, type QuantizeOptions } from "./options.ts";
 import { raiseOpset } from "./opset.ts";
 import type { FloatNode } from "./plan.ts";
@@ -263,12 +263,7 @@ export function quantize(graph: Graph, options: QuantizeOptions = {}): QuantizeR
   // Exact rewrites for ORT's int8 kernels; each new tensor takes its original's range.
   const lowered = lowerForOrt(g, { exclude: o.exclude });
   g = lowered.graph;
-  // A Mul by a positive scalar keeps its input's grid, scaled: foldScalarMuls then drops it.
-  const kept = g.nodes.filter((n, i) =>
-    o.exclude.names.includes(label(n, i)) || o.exclude.ops.includes(n.op) ||
-    !!o.exclude.pattern?.test(label(n, i))
-  ).map((n) => n.name);
-  const ranges = new Map(scaledRanges(g, o.ranges, { keep: kept }));
+  const ranges = new Map(o.ranges);
   for (const [t, from] of lowered.aliases) {
     const r = o.ranges.get(from);
     if (r && !ranges.has(t)) ranges.set(t, r);
@@ -326,7 +321,8 @@ export function quantize(graph: Graph, options: QuantizeOptions = {}): QuantizeR
     kind: o.activations,
     convZeroPoints: o.format === "qoperator",
   });
-  // A Mul by a positive scalar is a change of scale in int8: it moves into the DQ (no QLinearMul).
+  // A Mul by a positive scalar whose output grid is its input's scaled is a change of scale in
+  // int8: it moves into the DQ (no QLinearMul).
   let out =
     foldScalarMuls(written.graph, { keep: [...a.reasons.keys()].map((i) => g.nodes[i]!.name) })
       .graph;
