@@ -254,6 +254,8 @@ function sampledRunner(
   o: SessionSettings & { samples: number; seed: number },
 ): Runner {
   const sessions = new Map<string, Promise<{ session: Session; plan: SamplingPlan }>>();
+  // Derived samples are computed into buffers kept across batches: no garbage per batch.
+  const scratch = new Map<string, Float32Array>();
   const open = (feeds: Readonly<Record<string, Tensor>>) => {
     const inputDims: Record<string, readonly number[]> = {};
     const key: string[] = [];
@@ -326,7 +328,11 @@ function sampledRunner(
       }
       for (const d of plan.derived) {
         const src = read.get(d.from)!;
-        const sample = src.sample.map(d.f);
+        let sample = scratch.get(d.name);
+        if (sample?.length !== src.sample.length) {
+          scratch.set(d.name, sample = new Float32Array(src.sample.length));
+        }
+        for (let i = 0; i < sample.length; i++) sample[i] = d.f(src.sample[i]!);
         const a = d.f(src.min), b = d.f(src.max);
         const got = { sample, min: d.decreasing ? b : a, max: d.decreasing ? a : b };
         read.set(d.name, got);

@@ -123,15 +123,27 @@ async function stages(
   keep("sampledRuns", performance.now() - t);
   await session.release();
   t = performance.now();
-  const hs = plan.tensors.map(() => new Histogram());
+  const hs = new Map<string, Histogram>();
   for (const out of outputs) {
-    plan.tensors.forEach((p, i) => {
-      hs[i]!.addSample(out[p.sample]!.data as Float32Array, {
+    const read = new Map<string, { sample: Float32Array; min: number; max: number }>();
+    for (const p of plan.tensors) {
+      const got = {
+        sample: out[p.sample]!.data as Float32Array,
         min: out[p.min]!.data[0] as number,
         max: out[p.max]!.data[0] as number,
-        population: p.population,
-      });
-    });
+      };
+      read.set(p.name, got);
+      if (!hs.has(p.name)) hs.set(p.name, new Histogram());
+      hs.get(p.name)!.addSample(got.sample, { ...got, population: p.population });
+    }
+    for (const d of plan.derived) {
+      const src = read.get(d.from)!;
+      const got = { sample: src.sample.map(d.f), min: d.f(src.min), max: d.f(src.max) };
+      if (d.decreasing) [got.min, got.max] = [got.max, got.min];
+      read.set(d.name, got);
+      if (!hs.has(d.name)) hs.set(d.name, new Histogram());
+      hs.get(d.name)!.addSample(got.sample, { ...got, population: d.population });
+    }
   }
   keep("sampledHistogram", performance.now() - t);
 }
@@ -194,7 +206,7 @@ export async function run(options: BenchOptions): Promise<BenchResult[]> {
     seed: 0,
     inputDims: { x: feeds[0]!.x!.dims },
   });
-  const perImage = sampled.tensors.reduce((a, p) => a + p.population, 0);
+  const perImage = [...sampled.tensors, ...sampled.derived].reduce((a, p) => a + p.population, 0);
   const sampledPerImage = sampled.tensors.reduce((a, p) => a + p.sampled, 0);
   const round = (k: string) => Math.round(ms(k));
   return [
@@ -215,6 +227,8 @@ export async function run(options: BenchOptions): Promise<BenchResult[]> {
         exactRatioUnboundedOnly: ratio("allUnbounded"),
         valuesPerImage: perImage,
         sampledValuesPerImage: sampledPerImage,
+        reducedTensors: sampled.tensors.length,
+        derivedTensors: sampled.derived.length,
         floatCreateMs: round("floatCreate"),
         floatRunsMs: round("floatRuns"),
         sampledCreateMs: round("sampledCreate"),
@@ -227,10 +241,12 @@ export async function run(options: BenchOptions): Promise<BenchResult[]> {
         "reduced inside onnxruntime to " +
         "its exact min and max (ReduceMin/ReduceMax) and every k-th value (strided Slice), " +
         "with the graph ordered so each tensor's reductions run right after it " +
-        `(${sampledPerImage} of ${perImage} values per image leave onnxruntime). ` +
+        `(${sampledPerImage} of ${perImage} values per image leave onnxruntime); a tensor that is ` +
+        "a monotone elementwise function of another (x + 3, Clip, / 6 of each hard-swish) is read " +
+        "off that one's sample, min and max (derivedTensors). " +
         "What is left over plain inference, measured (the *Ms stages, best of runs): a session for " +
-        "a graph with four nodes more per tapped tensor takes longer to create (sampledCreateMs vs " +
-        "floatCreateMs); the runs pay two full reduction passes over every tapped tensor, the NCHWc " +
+        "a graph with four nodes more per reduced tensor takes longer to create (sampledCreateMs vs " +
+        "floatCreateMs); the runs pay two full reduction passes over every reduced tensor, the NCHWc " +
         "reorders onnxruntime inserts before them and per-node overhead (sampledRunsMs vs " +
         "floatRunsMs); the JavaScript histograms of the samples (sampledHistogramMs) overlap the next " +
         "run. Exact min/max needs the two passes; onnxruntime has no single min-max op. The exact " +

@@ -81,6 +81,7 @@ async function* feeds(
  * import assert from "node:assert/strict";
  * assert.equal(calibrateStep({ method: "entropy" }).name, "calibrate");
  * assert.throws(() => calibrateStep({ method: "percentil" as "percentile" }), /calibrate\.method: expected one of/);
+ * assert.throws(() => calibrateStep({ samples: 0 }), /calibrate\.samples: expected a number ≥ 1/);
  * ```
  */
 export function calibrateStep(options: CalibrateStepOptions = {}): Step {
