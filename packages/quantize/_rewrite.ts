@@ -146,10 +146,10 @@ function nestedNames(graph: Graph, into: Set<string>): Set<string> {
   return into;
 }
 
-/** Names in order of length, then alphabet: a … z, a0 … zz, a00 … (lowercase: no case clashes). */
+/** Names in order of length, then alphabet: a … Z, a0 … ZZ, a00 … (a letter first). */
 function* shortNames(): Generator<string> {
-  const first = "abcdefghijklmnopqrstuvwxyz";
-  const rest = "0123456789abcdefghijklmnopqrstuvwxyz";
+  const first = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+  const rest = "0123456789" + first;
   for (let len = 1;; len++) {
     const total = first.length * rest.length ** (len - 1);
     for (let i = 0; i < total; i++) {
