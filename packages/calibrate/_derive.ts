@@ -15,11 +15,26 @@ export interface Derivation {
   from: string;
   /** The function, in float32 arithmetic as onnxruntime computes it. */
   f: (x: number) => number;
+  /**
+   * The function over a sample, into `out` (one loop per kind, so each stays monomorphic: calling
+   * `f` per value from one shared loop cost several times as much).
+   */
+  apply: (values: Float32Array, out: Float32Array) => void;
   /** Whether the function is non-increasing (min and max swap). */
   decreasing: boolean;
 }
 
 const f32 = Math.fround;
+
+/** A derivation whose per-sample loop is its own copy of `f`'s body (see `apply`). */
+function make(
+  from: string,
+  decreasing: boolean,
+  f: (x: number) => number,
+  apply: (values: Float32Array, out: Float32Array) => void,
+): Derivation {
+  return { from, decreasing, f, apply };
+}
 
 /** The single value of a float32 constant, or undefined. */
 function scalar(graph: Graph, name: string | undefined): number | undefined {
@@ -49,17 +64,26 @@ export function derivation(graph: Graph, node: Node, opset: number): Derivation 
       const c = cb ?? ca;
       const from = cb !== undefined ? a : ca !== undefined ? b : undefined;
       if (c === undefined || !from || !Number.isFinite(c)) return undefined;
+      // Float32Array stores round to float32, as f32() does.
       return node.op === "Add"
-        ? { from, f: (x) => f32(x + c), decreasing: false }
-        : { from, f: (x) => f32(x * c), decreasing: c < 0 };
+        ? make(from, false, (x) => f32(x + c), (v, o) => {
+          for (let i = 0; i < v.length; i++) o[i] = v[i]! + c;
+        })
+        : make(from, c < 0, (x) => f32(x * c), (v, o) => {
+          for (let i = 0; i < v.length; i++) o[i] = v[i]! * c;
+        });
     }
     case "Sub": {
       const ca = scalar(graph, a), cb = scalar(graph, b);
       if (cb !== undefined && ca === undefined && Number.isFinite(cb)) {
-        return { from: a, f: (x) => f32(x - cb), decreasing: false };
+        return make(a, false, (x) => f32(x - cb), (v, o) => {
+          for (let i = 0; i < v.length; i++) o[i] = v[i]! - cb;
+        });
       }
       if (ca !== undefined && cb === undefined && b && Number.isFinite(ca)) {
-        return { from: b, f: (x) => f32(ca - x), decreasing: true };
+        return make(b, true, (x) => f32(ca - x), (v, o) => {
+          for (let i = 0; i < v.length; i++) o[i] = ca - v[i]!;
+        });
       }
       return undefined;
     }
@@ -68,14 +92,20 @@ export function derivation(graph: Graph, node: Node, opset: number): Derivation 
       if (c === undefined || c === 0 || !Number.isFinite(c) || scalar(graph, a) !== undefined) {
         return undefined;
       }
-      return { from: a, f: (x) => f32(x / c), decreasing: c < 0 };
+      return make(a, c < 0, (x) => f32(x / c), (v, o) => {
+        for (let i = 0; i < v.length; i++) o[i] = v[i]! / c;
+      });
     }
     case "Relu":
-      return { from: a, f: (x) => (x < 0 ? 0 : x), decreasing: false };
+      return make(a, false, (x) => (x < 0 ? 0 : x), (v, o) => {
+        for (let i = 0; i < v.length; i++) o[i] = v[i]! < 0 ? 0 : v[i]!;
+      });
     case "LeakyRelu": {
       const alpha = f32(attrFloat(node, "alpha", 0.01));
       if (!(alpha >= 0)) return undefined;
-      return { from: a, f: (x) => (x < 0 ? f32(alpha * x) : x), decreasing: false };
+      return make(a, false, (x) => (x < 0 ? f32(alpha * x) : x), (v, o) => {
+        for (let i = 0; i < v.length; i++) o[i] = v[i]! < 0 ? alpha * v[i]! : v[i]!;
+      });
     }
     case "Clip": {
       let lo: number | undefined, hi: number | undefined;
@@ -88,7 +118,9 @@ export function derivation(graph: Graph, node: Node, opset: number): Derivation 
       }
       if (lo === undefined || hi === undefined || !(lo <= hi)) return undefined;
       const l = lo, h = hi;
-      return { from: a, f: (x) => (x < l ? l : x > h ? h : x), decreasing: false };
+      return make(a, false, (x) => (x < l ? l : x > h ? h : x), (v, o) => {
+        for (let i = 0; i < v.length; i++) o[i] = v[i]! < l ? l : v[i]! > h ? h : v[i]!;
+      });
     }
   }
   return undefined;

@@ -332,7 +332,7 @@ function sampledRunner(
         if (sample?.length !== src.sample.length) {
           scratch.set(d.name, sample = new Float32Array(src.sample.length));
         }
-        for (let i = 0; i < sample.length; i++) sample[i] = d.f(src.sample[i]!);
+        d.apply(src.sample, sample);
         const a = d.f(src.min), b = d.f(src.max);
         const got = { sample, min: d.decreasing ? b : a, max: d.decreasing ? a : b };
         read.set(d.name, got);

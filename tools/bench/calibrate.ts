@@ -138,7 +138,9 @@ async function stages(
     }
     for (const d of plan.derived) {
       const src = read.get(d.from)!;
-      const got = { sample: src.sample.map(d.f), min: d.f(src.min), max: d.f(src.max) };
+      const sample = new Float32Array(src.sample.length);
+      d.apply(src.sample, sample);
+      const got = { sample, min: d.f(src.min), max: d.f(src.max) };
       if (d.decreasing) [got.min, got.max] = [got.max, got.min];
       read.set(d.name, got);
       if (!hs.has(d.name)) hs.set(d.name, new Histogram());
