@@ -40,7 +40,9 @@ const DEFAULTS: Readonly<Record<string, Readonly<Record<string, (a: Attribute) =
     const ones = (a: Attribute) => a.type === "ints" && a.value.every((v) => v === 1);
     const zeros = (a: Attribute) => a.type === "ints" && a.value.every((v) => v === 0);
     const int = (v: number) => (a: Attribute) => a.type === "int" && a.value === v;
-    const float = (v: number) => (a: Attribute) => a.type === "float" && a.value === v;
+    // Float attributes are float32 in the file: 0.2 is stored as fround(0.2).
+    const float = (v: number) => (a: Attribute) => a.type === "float" && a.value === Math.fround(v);
+    const str = (v: string) => (a: Attribute) => a.type === "string" && a.value === v;
     const notSet = (a: Attribute) => a.type === "string" && a.value === "NOTSET";
     const conv = { dilations: ones, strides: ones, pads: zeros, group: int(1), auto_pad: notSet };
     // A Conv's kernel_shape, when present, must equal its weight's spatial dims, which is what
@@ -66,13 +68,20 @@ const DEFAULTS: Readonly<Record<string, Readonly<Record<string, (a: Attribute) =
         auto_pad: notSet,
       },
       Gemm: { alpha: float(1), beta: float(1), transA: int(0), transB: int(0) },
-      // (Resize at opset 10 has no such attribute; at 11 and later half_pixel is the default.)
+      // (Resize at opset 10 has only mode; from 11 half_pixel is the default transformation.)
       Resize: {
-        coordinate_transformation_mode: (a) => a.type === "string" && a.value === "half_pixel",
+        mode: str("nearest"),
+        nearest_mode: str("round_prefer_floor"),
+        coordinate_transformation_mode: str("half_pixel"),
         exclude_outside: int(0),
         extrapolation_value: float(0),
         cubic_coeff_a: float(-0.75),
       },
+      HardSigmoid: { alpha: float(0.2), beta: float(0.5) },
+      LeakyRelu: { alpha: float(0.01) },
+      DepthToSpace: { mode: str("DCR") },
+      Pad: { mode: str("constant") },
+      Flatten: { axis: int(1) },
     };
   })();
 
