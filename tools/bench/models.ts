@@ -12,7 +12,9 @@
  *
  * For each: size ratio, ORT latency ratio (same process, warm-up, alternating float/int8, median
  * of ≥ 20 runs, optimization level all; the op census of ORT's optimized int8 model says what
- * stayed float), quantize time, calibration time against plain float inference over the same
+ * stayed float, and ORT's profiler what each op type costs in the float and the int8 model —
+ * floatProfileMs / int8ProfileMs, kernel ms per run), quantize time, calibration time against plain
+ * float inference over the same
  * images, per-output SQNR. NanoDet and PP-OCR det also run every calibration method side by side.
  * Quick mode (CI): YOLOv3-tiny at 160×160 and PP-OCR det at 320×320, few runs.
  *
