@@ -75,7 +75,10 @@ export interface QuantizationPlan {
  */
 export function planQuantization(graph: Graph, options: PlanOptions = {}): QuantizationPlan {
   const o = checkOptions(options);
-  const lowered = lowerForOrt(divToMul(graph, o.exclude), { exclude: o.exclude });
+  const lowered = lowerForOrt(divToMul(graph, o.exclude), {
+    exclude: o.exclude,
+    head: o.exclude.head,
+  });
   const g = lowered.graph;
   const a = analyze(g, o);
   // Tensors the lowering added are calibrated as the original tensors they re-express.

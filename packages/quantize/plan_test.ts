@@ -30,8 +30,12 @@ Deno.test("planQuantization() head auto keeps the decode float and asks no range
   assert.ok(!plan.activations.includes("head8") && !plan.activations.includes("head4"));
   const reasons = new Set(plan.excluded.map((e) => e.reason));
   assert.deepEqual([...reasons], ["decodes detections after the last weighted layer (head: auto)"]);
-  assert.equal(plan.excluded.length, 11); // 2 × (Reshape, Transpose, Sigmoid, Mul, Reshape) + Concat
-  assert.equal(plan.weightedLayers.length, 4); // the stem conv reads a padded input (ops/lower.ts)
+  // 2 × (Reshape, Transpose, Sigmoid, Mul, Reshape) + Concat, and per 1×1 head conv (run as an
+  // int8 MatMul with a float output, ops/lower.ts) its transpose back and bias Add.
+  assert.equal(plan.excluded.length, 15);
+  // Bias correction gets no rewritten layer (ops/lower.ts): not the stem conv on its padded input,
+  // nor the two 1×1 head convs run as channels-last MatMuls.
+  assert.equal(plan.weightedLayers.length, 2);
   // headOutputs narrows the rule; head false drops it.
   assert.equal(planQuantization(yoloLike(), { exclude: { head: false } }).excluded.length, 0);
 });

@@ -261,7 +261,7 @@ export function quantize(graph: Graph, options: QuantizeOptions = {}): QuantizeR
   };
   g = divToMul(g, o.exclude);
   // Exact rewrites for ORT's int8 kernels; each new tensor takes its original's range.
-  const lowered = lowerForOrt(g, { exclude: o.exclude });
+  const lowered = lowerForOrt(g, { exclude: o.exclude, head: o.exclude.head });
   g = lowered.graph;
   const ranges = new Map(o.ranges);
   for (const [t, from] of lowered.aliases) {

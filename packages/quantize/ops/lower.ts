@@ -10,6 +10,11 @@
  * - A ConvTranspose with kernel = stride, no padding, dilation or groups (DBNet's 2× upsampling
  *   head) becomes a 1×1 Conv into stride² times the channels and a DepthToSpace (DCR): ORT has no
  *   int8 ConvTranspose, so it ran in float with weights dequantized at every run.
+ * - Under the head rule, a 1×1 Conv whose raw output is a head output (no weighted layer after it)
+ *   becomes Transpose → MatMul → Transpose → Add(bias): its output must stay float, and ORT has
+ *   an int8 MatMul with a float output (MatMulIntegerToFloat) but no such Conv, so the head conv
+ *   ran in float on dequantized input and weights (NanoDet's three heads, YOLOv3's, DBNet's).
+ *   The transpose to channels-last cancels the one ORT puts after its NHWC int8 conv.
  * - The DepthToSpace then sinks past single-consumer Relu/Clip/Sigmoid/LeakyRelu and 1×1 Convs
  *   (block-diagonal weights) and consecutive ones merge, so a chain of such ConvTransposes becomes
  *   1×1 Convs at the low resolution and one DepthToSpace at the end (ORT's DepthToSpace is a slow
@@ -35,6 +40,12 @@ export interface Lowered {
 export interface LowerOptions {
   /** Nodes the user keeps float: they are not rewritten (names, op types, pattern). */
   exclude?: Pick<CheckedOptions["exclude"], "names" | "ops" | "pattern">;
+  /**
+   * "auto" (the quantizer's head rule: the last weighted layers' raw outputs stay unquantized):
+   * those that are 1×1 Convs become MatMuls, which ORT runs int8 with a float output
+   * (MatMulIntegerToFloat) where a Conv would run in float.
+   */
+  head?: "auto" | false;
 }
 
 const SINKABLE = new Set(["Relu", "Clip", "Sigmoid", "LeakyRelu"]);
@@ -181,7 +192,7 @@ function convTransposeToConv(s: State, ex: LowerOptions["exclude"]): void {
 
 function depthToSpace(s: State, base: string, x: string, y: string, block: number): Node {
   return {
-    name: fresh(s, `${base}/depth_to_space`),
+    name: fresh(s, `${base}_depth_to_space`),
     op: "DepthToSpace",
     domain: "",
     inputs: [x],
@@ -311,6 +322,103 @@ function sinkDepthToSpace(s: State, graph: Graph, ex: LowerOptions["exclude"]): 
   }
 }
 
+const WEIGHTED = new Set(["Conv", "ConvTranspose", "Gemm", "MatMul"]);
+
+/** 1×1 Convs with no weighted layer between them and a graph output → channels-last MatMul. */
+function headConvsToMatMul(s: State, graph: Graph, ex: LowerOptions["exclude"]): void {
+  const users = new Map<string, Node[]>();
+  for (const n of s.nodes) {
+    for (const t of n.inputs) if (t) users.set(t, [...(users.get(t) ?? []), n]);
+  }
+  const outputs = new Set(graph.outputs.map((v) => v.name));
+  // Whether every path from t ends at a graph output without meeting a weighted layer.
+  const memo = new Map<string, boolean>();
+  const rawToOutputs = (t: string, depth = 0): boolean => {
+    const hit = memo.get(t);
+    if (hit !== undefined) return hit;
+    const u = users.get(t) ?? [];
+    let ok = depth < 64 && (u.length > 0 || outputs.has(t));
+    for (const n of u) {
+      if (!ok) break;
+      if (WEIGHTED.has(n.op) || !isStandard(n)) ok = false;
+      else ok = n.outputs.every((o) => !o || rawToOutputs(o, depth + 1));
+    }
+    memo.set(t, ok);
+    return ok;
+  };
+  const out: Node[] = [];
+  s.nodes.forEach((n, i) => {
+    const [x, wName, bName] = n.inputs;
+    const y = n.outputs[0];
+    if (
+      n.op !== "Conv" || !isStandard(n) || !x || !y || excluded(n, i, ex) || !isPointwise(n, s) ||
+      (bName && !s.inits.has(bName)) || !rawToOutputs(y)
+    ) {
+      out.push(n);
+      return;
+    }
+    const w = s.inits.get(wName!)!;
+    const [co, ci] = w.dims as [number, number];
+    const src = toFloat32(w);
+    // Non-finite weights stay where the quantizer reports them, under the layer's own names.
+    if (!src.every(Number.isFinite)) {
+      out.push(n);
+      return;
+    }
+    const wt = new Float32Array(ci * co);
+    for (let o = 0; o < co; o++) for (let c = 0; c < ci; c++) wt[c * co + o] = src[o * ci + c]!;
+    const base = n.name || `Conv#${i}`;
+    const wMat = fresh(s, `${wName}_as_matmul`);
+    s.inits.set(wMat, float32([ci, co], wt));
+    const xLast = fresh(s, `${x}_channels_last`);
+    const yLast = fresh(s, `${y}_channels_last`);
+    s.aliases.set(xLast, x);
+    const perm = (p: number[]) => ({ perm: { type: "ints" as const, value: p } });
+    out.push({
+      name: fresh(s, `${base}_to_channels_last`),
+      op: "Transpose",
+      domain: "",
+      inputs: [x],
+      outputs: [xLast],
+      attributes: perm([0, 2, 3, 1]),
+    });
+    out.push({
+      name: n.name,
+      op: "MatMul",
+      domain: "",
+      inputs: [xLast, wMat],
+      outputs: [yLast],
+      attributes: {},
+    });
+    // The bias goes after the transpose back: before it ORT would fuse MatMul + Add into a float Gemm.
+    const yFirst = bName ? fresh(s, `${y}_without_bias`) : y;
+    out.push({
+      name: fresh(s, `${base}_to_channels_first`),
+      op: "Transpose",
+      domain: "",
+      inputs: [yLast],
+      outputs: [yFirst],
+      attributes: perm([0, 3, 1, 2]),
+    });
+    if (bName) {
+      const b4 = fresh(s, `${bName}_per_channel`);
+      s.inits.set(b4, float32([1, co, 1, 1], toFloat32(s.inits.get(bName)!)));
+      out.push({
+        name: fresh(s, `${base}_bias`),
+        op: "Add",
+        domain: "",
+        inputs: [yFirst, b4],
+        outputs: [y],
+        attributes: {},
+      });
+    }
+    s.notes.push(
+      `${base}: head 1×1 Conv → MatMul (ORT runs it int8 with a float output: MatMulIntegerToFloat)`,
+    );
+  });
+  s.nodes = out;
+}
+
 function sizeOfRest(dims: readonly number[]): number {
   return dims.slice(1).reduce((a, b) => a * b, 1);
 }
@@ -394,6 +502,7 @@ export function lowerForOrt(graph: Graph, options: LowerOptions = {}): Lowered {
   padInputChannels(s, graph, ex);
   convTransposeToConv(s, ex);
   if (s.nodes.some(isDcr)) sinkDepthToSpace(s, graph, ex);
+  if (options.head === "auto") headConvsToMatMul(s, graph, ex);
   if (s.notes.length === 0) return { graph, aliases: s.aliases, notes: [] };
   // Rewrites stack (a sunk activation's output aliases a lowered conv's): resolve to originals.
   for (const [t, from] of s.aliases) {

@@ -74,9 +74,17 @@ Deno.test("quantize() leaves onnxruntime no float ConvTranspose and keeps the DB
   const { graph, report } = quantize(g, { ranges });
   const ops = await optimizedOps(graph, feeds[0]!);
   assert.equal(ops["ConvTranspose"], undefined, JSON.stringify(ops));
-  // The stem conv and the first ConvTranspose run int8; the last one is the raw head output.
+  // The stem conv and the first ConvTranspose run int8; the last one gives the raw head output:
+  // as a MatMul, int8 with a float output (no Q on it), not a float Conv.
   assert.equal(ops["QLinearConv"], 2, JSON.stringify(ops));
-  assert.deepEqual(report.floatNodes.map((f) => f.op), ["Sigmoid", "DepthToSpace"]);
+  assert.equal(ops["MatMulIntegerToFloat"], 1, JSON.stringify(ops));
+  assert.equal((ops["Conv"] ?? 0) + (ops["FusedConv"] ?? 0), 0, JSON.stringify(ops));
+  assert.deepEqual(report.floatNodes.map((f) => f.op), [
+    "Transpose",
+    "Add",
+    "Sigmoid",
+    "DepthToSpace",
+  ]);
   const ref = (await runGraph(g, feeds[1]!)).prob!;
   const out = (await runGraph(graph, feeds[1]!)).prob!;
   assert.ok(sqnr(ref, out) > 25, `SQNR ${sqnr(ref, out)}`);
