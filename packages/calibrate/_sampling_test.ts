@@ -81,3 +81,22 @@ Deno.test("derived tensors get the exact min, max and, unsampled, the exact hist
     assert.deepEqual({ ...a, sum: 0, sumSquares: 0 }, { ...b, sum: 0, sumSquares: 0 }, t);
   }
 });
+
+Deno.test("samplingPlan() takes larger tensors whole below opset 10 (Slice has no step there)", () => {
+  const g = { ...chain(), opsetImports: [{ domain: "", version: 9 }] };
+  const big = samplingPlan(g, {
+    tensors: ["a"],
+    samples: 100,
+    seed: 0,
+    inputDims: { x: [1, 4, 32, 32] },
+  });
+  assert.deepEqual([big.tensors.length, big.whole], [0, ["a"]]);
+  const small = samplingPlan(g, {
+    tensors: ["a"],
+    samples: 4096,
+    seed: 0,
+    inputDims: { x: [1, 4, 32, 32] },
+  });
+  assert.deepEqual(small.tensors.map((t) => [t.name, t.sampled]), [["a", 4096]]);
+  assert.ok(!small.graph.nodes.some((n) => n.op === "Slice"));
+});
