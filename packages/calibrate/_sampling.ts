@@ -1,8 +1,10 @@
 /**
  * The sampling calibration graph: the float model plus, for each tapped tensor, nodes that reduce
- * it inside onnxruntime to its exact min and max and a fixed, seeded sample of its values. Shipping every tapped tensor out whole is what made calibration cost
- * several times plain inference: onnxruntime kept hundreds of large tensors alive to the end of the
- * run (so nothing stayed in cache), then JavaScript read every element.
+ * it inside onnxruntime to its exact min and max and a fixed, seeded sample of its values.
+ * Shipping every tapped tensor out whole is what made calibration cost several times plain
+ * inference: onnxruntime kept hundreds of large tensors alive to the end of the run (so nothing
+ * stayed in cache), then JavaScript read every element. Tensors that are a monotone elementwise
+ * function of another tapped tensor need no nodes at all (see _derive.ts).
  *
  * Per tapped tensor t of shape [batch, …] (P values per item):
  *   flat = Flatten(t, axis 0)                        [1, batch·P]
