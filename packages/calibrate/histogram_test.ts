@@ -138,3 +138,13 @@ Deno.test("population is count + nonFinite for full passes and for older JSON wi
   const { population: _, ...old } = h.toJSON();
   assert.equal(Histogram.fromJSON(old).population, 3);
 });
+
+Deno.test("addSample() counts a NaN in the sample as non-finite and bins the rest", () => {
+  const h = new Histogram().addSample([1, NaN, 2, 3], { min: 0, max: 5, population: 40 });
+  const ref = new Histogram().add([1, 2, 3]);
+  assert.deepEqual([h.count, h.nonFinite, h.population, h.min, h.max], [3, 1, 40, 0, 5]);
+  // The grid is the one [0, 5] needs, whatever the sample spans.
+  const grid = new Histogram().add([0, 5]);
+  assert.deepEqual([h.sum, h.sumSquares, h.exponent], [ref.sum, ref.sumSquares, grid.exponent]);
+  assert.equal([...h.counts].reduce((a, c) => a + c, 0), 3);
+});
