@@ -24,6 +24,7 @@
  * @module
  */
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { encode, type Graph, ModelBuilder, type Tensor } from "@clipq/onnx";
 import { decode } from "@clipq/onnx/proto";
 import { loadModel } from "@clipq/onnx/io";
@@ -35,12 +36,16 @@ import { decodeOutputs, type Detection, fidelity, resolveHead, sqnr } from "@cli
 import { compareLatency, createSession, ortMatMul } from "@clipq/runtime";
 import { svdCompress } from "@clipq/svd";
 import {
+  analyze,
+  buildReport,
   calibrateStep,
   createContext,
   createReporter,
   normalizeStep,
   quantizeStep,
+  renderHtml,
   type StepContext,
+  VERSION,
 } from "@clipq/pipeline";
 import type { CalibrateStepOptions } from "@clipq/pipeline/steps/calibrate";
 import type { QuantizeStepOptions } from "@clipq/pipeline/steps/quantize";
@@ -298,11 +303,50 @@ function sizeOf(g: Graph): number {
   return encode(g).length;
 }
 
+/**
+ * Writes the pipeline's own HTML report of one benchmarked model (ranges, histograms, per-layer
+ * SQNR, latency) to bench/reports/, or bench/reports.quick/ for a smoke run.
+ *
+ * @returns The report's path relative to the repository.
+ */
+async function writeHtmlReport(
+  c: Case,
+  q: Quantized,
+  o: { label: string; floatBytes: number; int8Bytes: number; quick: boolean },
+): Promise<string> {
+  const analysis = await analyze(c.graph, q.graph, q.ctx, { maxImages: 2, runs: o.quick ? 2 : 8 });
+  const report = buildReport({
+    config: {
+      file: `deno task bench: ${o.label}`,
+      hash: "",
+      model: c.key,
+      output: "not written (bench)",
+    },
+    ctx: q.ctx,
+    timings: [{ name: "calibrate", ms: q.calibrateMs }, { name: "quantize", ms: q.quantizeMs }],
+    floatBytes: o.floatBytes,
+    int8Bytes: o.int8Bytes,
+    version: VERSION,
+    analysis,
+  });
+  const dir = o.quick ? "bench/reports.quick" : "bench/reports";
+  const root = fileURLToPath(new URL("../..", import.meta.url));
+  await Deno.mkdir(join(root, dir), { recursive: true });
+  const file = `${dir}/${c.key}.html`;
+  await Deno.writeTextFile(join(root, file), renderHtml(report));
+  return file;
+}
+
 /** Speed/size/fidelity figures of one model with one calibration choice. */
 async function profile(
   c: Case,
   calibrate: CalibrateStepOptions,
-  options: { runs: number; goals: { speedup: number; size: number }; label: string },
+  options: {
+    runs: number;
+    goals: { speedup: number; size: number };
+    label: string;
+    quick: boolean;
+  },
 ): Promise<
   { result: BenchResult; int8: Quantized; set: EvalSet; floatOut: Record<string, Tensor>[] }
 > {
@@ -361,6 +405,13 @@ async function profile(
     outputSqnrDb: JSON.stringify(outputSqnr(floatOut, int8Out)),
     ...(c.head && !/random/.test(options.label) ? agreement(c, set, floatOut, int8Out) : {}),
   };
+  const html = await writeHtmlReport(c, q, {
+    label: options.label,
+    floatBytes,
+    int8Bytes,
+    quick: options.quick,
+  });
+  notes.push(`HTML report: ${html}`);
   return {
     result: { name: options.label, metrics: round(metrics), notes: notes.join("; ") },
     int8: q,
@@ -746,6 +797,7 @@ async function suite(
         runs,
         goals: { speedup: 3, size: 0.253 },
         label: `YOLOv3-tiny ${quick ? 160 : 416} (random weights) int8 vs float`,
+        quick,
       })).result,
     );
   }
@@ -756,6 +808,7 @@ async function suite(
         runs,
         goals: { speedup: 3, size: 0.253 },
         label: "YOLOv3-416 (random weights) int8 vs float",
+        quick,
       })).result,
     );
   }
@@ -766,6 +819,7 @@ async function suite(
       runs,
       goals: { speedup: 3, size: 0.253 },
       label: "NanoDet 416 (COCO weights) int8 vs float",
+      quick,
     });
     log(p.result);
     log(await methods(n, p.set, p.floatOut, "NanoDet 416", { quick, stats }));
@@ -776,6 +830,7 @@ async function suite(
       runs,
       goals: { speedup: 2, size: 0.27 },
       label: `PP-OCRv4 det ${quick ? 320 : 640} int8 vs float`,
+      quick,
     });
     log(p.result);
     log(
