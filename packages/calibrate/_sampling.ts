@@ -31,6 +31,7 @@
 import { type Graph, type Node, node, opsetOf, tensor } from "@clipq/onnx";
 import { inferShapes, type ShapeInfo } from "@clipq/onnx/shapes";
 import { type Derivation, derivation } from "./_derive.ts";
+import { mulberry32 } from "@clipq/onnx/random";
 
 /** One sampled tensor and the outputs that carry it. */
 export interface SampledTensor {
@@ -71,18 +72,6 @@ function hash(s: string): number {
   let h = 0x811c9dc5;
   for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193);
   return h >>> 0;
-}
-
-/** Seeded uniform numbers in [0, 1) (mulberry32). */
-function random(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /**
@@ -259,7 +248,7 @@ export function samplingPlan(
       sample = fresh(`${p.name}.calibration.sample`);
       // The offset depends on the size, not the name: tensors derived from this one (same size)
       // are read at the same positions.
-      const start = Math.floor(random(hash(String(p.population)) ^ options.seed)() * p.step);
+      const start = Math.floor(mulberry32(hash(String(p.population)) ^ options.seed)() * p.step);
       group.push(node({
         name: sample,
         op: "Slice",

@@ -1,21 +1,10 @@
 import assert from "node:assert/strict";
 import { Histogram } from "./histogram.ts";
 import { mergeStatistics, statisticsFromJSON, statisticsToJSON } from "./statistics.ts";
-
-/** Seeded uniform numbers (mulberry32) so the tests are reproducible. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { mulberry32 } from "@clipq/onnx/random";
 
 function sample(n: number, seed: number, scale: number, shift = 0): Float32Array {
-  const r = rng(seed);
+  const r = mulberry32(seed);
   return Float32Array.from({ length: n }, () => (r() - 0.5) * scale + shift);
 }
 

@@ -2,21 +2,11 @@ import assert from "node:assert/strict";
 import { Histogram } from "./histogram.ts";
 import { rangeFromHistogram, rangesFromStatistics } from "./range_methods.ts";
 import { ConfigError } from "@clipq/onnx/errors";
-
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { mulberry32 } from "@clipq/onnx/random";
 
 /** Laplace(0, b) samples. */
 function laplace(n: number, b: number, seed: number): Float32Array {
-  const r = rng(seed);
+  const r = mulberry32(seed);
   return Float32Array.from({ length: n }, () => {
     const u = r() - 0.5;
     return -b * Math.sign(u) * Math.log(1 - 2 * Math.abs(u));
@@ -63,7 +53,7 @@ Deno.test("the 90th percentile of 0..99 is 89 within one bin", () => {
 
 Deno.test("entropy clips a lone large outlier", () => {
   // pytorch-quantization's case: uniform [0, 1) plus one 10.
-  const r = rng(2);
+  const r = mulberry32(2);
   const data = Float32Array.from({ length: 20001 }, (_, i) => i === 20000 ? 10 : r());
   const h = new Histogram().add(data);
   const u = rangeFromHistogram(h, { method: "entropy" });

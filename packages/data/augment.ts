@@ -5,6 +5,7 @@
  * @module
  */
 import type { RgbImage } from "./image.ts";
+import { mulberry32 } from "@clipq/onnx/random";
 
 /** Options of {@linkcode randomCropFlip}. */
 export interface CropFlipOptions {
@@ -19,18 +20,6 @@ export const augmentDefaults: CropFlipOptions = {
   seed: 0,
   minScale: 0.5,
 } satisfies CropFlipOptions;
-
-/** mulberry32: a small, fast, well-distributed 32-bit generator. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /**
  * Crops a random rectangle (each side a random fraction in [minScale, 1] of the image's, at a
@@ -56,7 +45,7 @@ export function randomCropFlip(image: RgbImage, options: CropFlipOptions = {}): 
   if (!(minScale > 0 && minScale <= 1)) {
     throw new RangeError(`Expected minScale in (0, 1] but found ${minScale}`);
   }
-  const next = rng(opts.seed ?? 0);
+  const next = mulberry32(opts.seed ?? 0);
   const { width: W, height: H } = image;
   const w = Math.max(1, Math.round(W * (minScale + (1 - minScale) * next())));
   const h = Math.max(1, Math.round(H * (minScale + (1 - minScale) * next())));

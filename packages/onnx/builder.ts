@@ -8,6 +8,7 @@
 import { ConfigError, ModelError } from "./errors.ts";
 import type { Attribute, Dim, Graph, Node, ValueInfo } from "./graph.ts";
 import { type DType, float32, int64, sizeOf, type Tensor } from "./tensor.ts";
+import { mulberry32 } from "./random.ts";
 
 /** A seeded pseudo-random source (mulberry32 + Box–Muller): the same seed gives the same numbers. */
 export interface Random {
@@ -38,15 +39,8 @@ export interface Random {
  * ```
  */
 export function seededRandom(seed: number): Random {
-  let state = (seed | 0) ^ 0x9e3779b9;
+  const next = mulberry32((seed | 0) ^ 0x9e3779b9);
   let spare: number | undefined;
-  const next = (): number => {
-    state = (state + 0x6d2b79f5) | 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
   const gauss = (): number => {
     if (spare !== undefined) {
       const s = spare;

@@ -16,6 +16,7 @@ export * from "./graph.ts";
 export * from "./proto.ts";
 export * from "./metadata.ts";
 export * from "./builder.ts";
+export * from "./random.ts";
 export * from "./toposort.ts";
 export * from "./validate.ts";
 export * from "./normalize.ts";
