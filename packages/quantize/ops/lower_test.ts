@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { ModelBuilder } from "@clipq/onnx/builder";
 import { decode } from "@clipq/onnx/proto";
 import type { Graph } from "@clipq/onnx/graph";
+import { int64 } from "@clipq/onnx/tensor";
 import { lowerForOrt } from "./lower.ts";
 import { quantize } from "../quantize.ts";
 import { planQuantization } from "../plan.ts";
@@ -17,14 +18,18 @@ function dbHead(): Graph {
   return b.build();
 }
 
-async function optimizedOps(graph: Graph, feeds: Record<string, Float32Array>) {
+async function optimized(graph: Graph, feeds: Record<string, Float32Array>): Promise<Graph> {
   const dir = await Deno.makeTempDir();
   try {
     await runGraph(graph, feeds, { optimizedPath: `${dir}/o.onnx` });
-    return countOps(decode(await Deno.readFile(`${dir}/o.onnx`)));
+    return decode(await Deno.readFile(`${dir}/o.onnx`));
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+}
+
+async function optimizedOps(graph: Graph, feeds: Record<string, Float32Array>) {
+  return countOps(await optimized(graph, feeds));
 }
 
 Deno.test("lowerForOrt() turns a ConvTranspose chain into 1×1 convs and one DepthToSpace, same outputs", async () => {
@@ -88,4 +93,68 @@ Deno.test("quantize() leaves onnxruntime no float ConvTranspose and keeps the DB
   const ref = (await runGraph(g, feeds[1]!)).prob!;
   const out = (await runGraph(graph, feeds[1]!)).prob!;
   assert.ok(sqnr(ref, out) > 25, `SQNR ${sqnr(ref, out)}`);
+});
+
+/** conv → Relu → nearest Resize ×2 → 1×1 conv, the FPN step of DBNet's neck. */
+function upsampler(opset: number, batch: number): Graph {
+  const b = new ModelBuilder({ seed: 7, opset });
+  const x = b.relu(b.conv(b.input("x", [batch, 4, 6, 5]), { outChannels: 16, kernel: 3, pad: 1 }));
+  b.output(b.conv(b.resize(x, 2), { outChannels: 8, kernel: 1 }), "y");
+  return b.build();
+}
+
+Deno.test("lowerForOrt() resizes a one-channel view of a nearest Resize, bit-identical outputs", async () => {
+  for (const [opset, batch] of [[11, 2], [13, 1]] as const) {
+    const g = upsampler(opset, batch);
+    const { graph, aliases, notes } = lowerForOrt(g);
+    assert.equal(notes.length, 1, notes.join("\n"));
+    assert.deepEqual(graph.nodes.map((n) => n.op), [
+      "Conv",
+      "Relu",
+      "Reshape",
+      "Resize",
+      "Reshape",
+      "Conv",
+    ]);
+    const resize = graph.nodes.find((n) => n.op === "Resize")!;
+    const original = g.nodes.find((n) => n.op === "Resize")!;
+    assert.equal(aliases.get(resize.inputs[0]!), original.inputs[0]);
+    assert.equal(aliases.get(resize.outputs[0]!), original.outputs[0]);
+    const feeds = randomFeeds(g, 4);
+    const [a, b] = [(await runGraph(g, feeds)).y!, (await runGraph(graph, feeds)).y!];
+    assert.equal(a.length, batch * 8 * 12 * 10);
+    assert.deepEqual(b, a);
+  }
+});
+
+Deno.test("quantize() gives onnxruntime a one-channel u8 Resize with the same int8 outputs", async () => {
+  const g = upsampler(13, 1);
+  // The same upsampling stated by `sizes` is not rewritten: the int8 reference.
+  const resize = g.nodes.find((n) => n.op === "Resize")!;
+  const sizes = "sizes_reference";
+  const bySizes: Graph = {
+    ...g,
+    nodes: g.nodes.map((n) => n === resize ? { ...n, inputs: [n.inputs[0]!, "", "", sizes] } : n),
+    initializers: new Map([...g.initializers, [sizes, int64([4], [1, 16, 12, 10])]]),
+  };
+  const feeds = [randomFeeds(g, 1), randomFeeds(g, 2)];
+  const ranges = await minmaxRanges(g, feeds);
+  const q = quantize(g, { ranges }).graph;
+  const ref = quantize(bySizes, { ranges }).graph;
+  const [opt, refOpt] = [await optimized(q, feeds[0]!), await optimized(ref, feeds[0]!)];
+  const [ops, refOps] = [countOps(opt), countOps(refOpt)];
+  // Both Resizes run u8 (no float Resize between a DequantizeLinear and a QuantizeLinear) …
+  assert.equal(ops["Resize"], 1, JSON.stringify(ops));
+  assert.equal(ops["DequantizeLinear"], refOps["DequantizeLinear"], JSON.stringify(ops));
+  // … the reference right on the NHWC conv's output, the rewritten one on the [C, 1, H, W] view.
+  const feeder = (g: Graph) => {
+    const r = g.nodes.find((n) => n.op === "Resize")!;
+    return g.nodes.find((n) => n.outputs.includes(r.inputs[0]!))!.op;
+  };
+  assert.equal(feeder(refOpt), "QLinearConv");
+  assert.ok(["Transpose", "Reshape"].includes(feeder(opt)), feeder(opt));
+  assert.equal(refOps["Reshape"] ?? 0, 0, JSON.stringify(refOps));
+  assert.equal(ops["Reshape"], 1, JSON.stringify(ops));
+  const [y, yRef] = [(await runGraph(q, feeds[1]!)).y!, (await runGraph(ref, feeds[1]!)).y!];
+  assert.deepEqual(y, yRef);
 });
