@@ -23,8 +23,9 @@
  *   [N·C, 1, H, W] view of it (Reshape → Resize → Reshape). ORT moves a u8 Resize to channels-last
  *   among its NHWC int8 convs, where its nearest kernel is slow (×2 on u8 [1, 96, 80, 80]: 11.4 ms
  *   vs 0.43 ms channels-first); with one channel the NHWC kernel is fast, and the transposes
- *   around it become reshapes. PP-OCR det's six neck Resizes: 5.8 → 1.6 ms, plus 1.3 ms of
- *   transposes where the view meets the NHWC convs.
+ *   around it become reshapes. PP-OCR det 640 (six neck Resizes): Resize 8.1 → 1.8 ms, Transpose
+ *   0.6 → 1.8 ms where the view meets the NHWC convs, int8 model 8–9 % faster, outputs
+ *   bit-identical; the extra Reshapes and their Q/DQ pairs add about 2 KB to the file.
  *
  * @module
  */
