@@ -293,11 +293,62 @@ export function writeQdq(graph: Graph, w: WriteInput): { graph: Graph; weights: 
     }
   });
 
+  const compact = viewsOnIntegers(nodes, new Set(graph.outputs.map((v) => v.name)));
+
   // Drop float initializers nothing reads any more.
   const read = new Set<string>(graph.outputs.map((v) => v.name));
-  for (const n of nodes) for (const x of n.inputs) read.add(x);
+  for (const n of compact) for (const x of n.inputs) read.add(x);
   for (const k of [...inits.keys()]) if (!read.has(k)) inits.delete(k);
   // Old models list initializers among the graph inputs too; a removed one must go from both.
   const inputs = graph.inputs.filter((v) => !graph.initializers.has(v.name) || inits.has(v.name));
-  return { graph: { ...graph, nodes, initializers: inits, inputs }, weights: weightsReport };
+  return {
+    graph: { ...graph, nodes: compact, initializers: inits, inputs },
+    weights: weightsReport,
+  };
+}
+
+/** Ops that only move values: on the integers they give what DQ → op → Q gives. */
+const VIEWS = new Set(["Reshape", "Flatten", "Squeeze", "Unsqueeze"]);
+
+/**
+ * Moves view ops onto the integers: `Q → DQ → Reshape → Q' → DQ'` with the same scale and zero
+ * point on both sides becomes `Q → Reshape → DQ'` — a Q/DQ pair fewer per view (onnxruntime drops
+ * such pairs itself when it loads the model, so the fused graph and the outputs stay the same:
+ * Q(DQ(x)) = x exactly for 8-bit x, |x − z|·s/s is within 2⁻¹⁶ of an integer). Reshapes matter:
+ * the lowering views each nearest Resize as one channel (`[N·C, 1, H, W]`) and back.
+ */
+function viewsOnIntegers(nodes: readonly Node[], graphOutputs: ReadonlySet<string>): Node[] {
+  const producer = new Map<string, Node>();
+  const readers = new Map<string, Node[]>();
+  for (const n of nodes) {
+    for (const o of n.outputs) producer.set(o, n);
+    for (const x of n.inputs) readers.set(x, [...(readers.get(x) ?? []), n]);
+  }
+  const removed = new Set<Node>();
+  const replaced = new Map<Node, Node>();
+  for (const n of nodes) {
+    if (!VIEWS.has(n.op) || n.domain !== "" || n.outputs.length !== 1) continue;
+    const dq = producer.get(n.inputs[0]!);
+    if (dq?.op !== "DequantizeLinear" || producer.get(dq.inputs[0]!)?.op !== "QuantizeLinear") {
+      continue;
+    }
+    const out = n.outputs[0]!;
+    const next = readers.get(out) ?? [];
+    const q = next[0];
+    if (
+      next.length !== 1 || q?.op !== "QuantizeLinear" || graphOutputs.has(out) ||
+      q.inputs[1] !== dq.inputs[1] || q.inputs[2] !== dq.inputs[2] ||
+      "axis" in dq.attributes || "axis" in q.attributes
+    ) continue;
+    replaced.set(n, {
+      ...n,
+      inputs: [dq.inputs[0]!, ...n.inputs.slice(1)],
+      outputs: [q.outputs[0]!],
+    });
+    removed.add(q);
+    const dqReaders = readers.get(dq.outputs[0]!)!.filter((r) => r !== n);
+    readers.set(dq.outputs[0]!, dqReaders);
+    if (dqReaders.length === 0 && !graphOutputs.has(dq.outputs[0]!)) removed.add(dq);
+  }
+  return nodes.filter((n) => !removed.has(n)).map((n) => replaced.get(n) ?? n);
 }

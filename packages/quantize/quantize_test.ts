@@ -581,3 +581,53 @@ Deno.test("quantize() shares equal scalar constants under one short name and kee
   assert.notEqual(c3!.inputs[1], c1!.inputs[1], "−0 stays apart from 0");
   assert.equal(graph.initializers.size, 3);
 });
+
+Deno.test("quantize() runs a Reshape between quantized ops on the integers, bit-identical to its Q/DQ pair", async () => {
+  const b = new ModelBuilder({ seed: 11 });
+  let x = b.input("x", [1, 3, 8, 8]);
+  x = b.relu(b.conv(x, { outChannels: 8, kernel: 3, pad: 1 }));
+  x = b.reshape(x, [1, 8, 4, 16]);
+  b.output(b.conv(x, { outChannels: 4, kernel: 1 }), "y");
+  const g = b.build();
+  const feeds = randomFeeds(g, 3);
+  const { graph: q } = quantize(g, { ranges: await minmaxRanges(g, [feeds]) });
+  const producer = new Map(q.nodes.flatMap((n) => n.outputs.map((o) => [o, n] as const)));
+  const reshape = q.nodes.find((n) => n.op === "Reshape")!;
+  assert.equal(producer.get(reshape.inputs[0]!)?.op, "QuantizeLinear");
+  const readers = q.nodes.filter((n) => n.inputs.includes(reshape.outputs[0]!));
+  assert.deepEqual(readers.map((n) => n.op), ["DequantizeLinear"]);
+  // The same graph with the pair written out: DQ → Reshape → Q on the quantizer's own parameters.
+  const qin = producer.get(reshape.inputs[0]!)!;
+  const [s, z] = qin.inputs.slice(1);
+  const expanded: Graph = {
+    ...q,
+    nodes: q.nodes.flatMap((n) =>
+      n !== reshape ? [n] : [
+        node({
+          name: "",
+          op: "DequantizeLinear",
+          inputs: [n.inputs[0]!, s!, z!],
+          outputs: ["expanded_f"],
+        }),
+        { ...n, inputs: ["expanded_f", n.inputs[1]!], outputs: ["expanded_r"] },
+        node({
+          name: "",
+          op: "QuantizeLinear",
+          inputs: ["expanded_r", s!, z!],
+          outputs: [n.outputs[0]!],
+        }),
+      ]
+    ),
+  };
+  const dir = await Deno.makeTempDir();
+  try {
+    const a = await runGraph(q, feeds, { optimizedPath: `${dir}/a.onnx` });
+    const e = await runGraph(expanded, feeds, { optimizedPath: `${dir}/e.onnx` });
+    assert.deepEqual(a.y, e.y);
+    const ops = (p: string) => countOps(decode(Deno.readFileSync(p)));
+    assert.deepEqual(ops(`${dir}/a.onnx`), ops(`${dir}/e.onnx`));
+    assert.ok(encode(q).length < encode(expanded).length);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

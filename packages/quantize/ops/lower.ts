@@ -180,8 +180,9 @@ function resizeChannelView(s: State, graph: Graph, ex: LowerOptions["exclude"]):
         n.name || `Resize#${i}`
       }: resizes a [N·${c}, 1, H, W] view (ORT's channels-last u8 nearest Resize is slow)`,
     );
-    const reshape = (name: string, from: string, shapeName: string, to: string): Node => ({
-      name: fresh(s, name),
+    // Unnamed, as the quantizer's own Q/DQ nodes: a name would only repeat the output's.
+    const reshape = (from: string, shapeName: string, to: string): Node => ({
+      name: "",
       op: "Reshape",
       domain: "",
       inputs: [from, shapeName],
@@ -189,9 +190,9 @@ function resizeChannelView(s: State, graph: Graph, ex: LowerOptions["exclude"]):
       attributes: {},
     });
     return [
-      reshape(`${xv}_r`, x, toView, xv),
+      reshape(x, toView, xv),
       { ...n, inputs: [xv, ...n.inputs.slice(1)], outputs: [yv] },
-      reshape(`${y}_r`, yv, back, y),
+      reshape(yv, back, y),
     ];
   });
 }
