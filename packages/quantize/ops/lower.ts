@@ -445,7 +445,7 @@ function headConvsToMatMul(s: State, graph: Graph, ex: LowerOptions["exclude"]):
     s.aliases.set(xLast, x);
     const perm = (p: number[]) => ({ perm: { type: "ints" as const, value: p } });
     out.push({
-      name: fresh(s, `${base}_to_channels_last`),
+      name: "", // unnamed like the quantizer's own nodes; the MatMul keeps the layer's name
       op: "Transpose",
       domain: "",
       inputs: [x],
@@ -463,7 +463,7 @@ function headConvsToMatMul(s: State, graph: Graph, ex: LowerOptions["exclude"]):
     // The bias goes after the transpose back: before it ORT would fuse MatMul + Add into a float Gemm.
     const yFirst = bName ? fresh(s, `${y}_without_bias`) : y;
     out.push({
-      name: fresh(s, `${base}_to_channels_first`),
+      name: "",
       op: "Transpose",
       domain: "",
       inputs: [yLast],
@@ -474,7 +474,7 @@ function headConvsToMatMul(s: State, graph: Graph, ex: LowerOptions["exclude"]):
       const b4 = fresh(s, `${bName}_per_channel`);
       s.inits.set(b4, float32([1, co, 1, 1], toFloat32(s.inits.get(bName)!)));
       out.push({
-        name: fresh(s, `${base}_bias`),
+        name: "",
         op: "Add",
         domain: "",
         inputs: [yFirst, b4],
