@@ -92,7 +92,10 @@ Deno.test("runPipeline() feeds input.extra to other model inputs and applies bia
   const b = new ModelBuilder({ seed: 5, name: "two-inputs" });
   const x = b.input("images", [1, 3, 16, 16]);
   const gain = b.input("gain", [1]);
-  const y = b.relu(b.conv(x, { outChannels: 8, kernel: 3, pad: 1 }));
+  // The RGB stem (lowered to read 4 channels) and the head conv (lowered to a MatMul) are not
+  // offered to bias correction: the middle conv is.
+  let y = b.relu(b.conv(x, { outChannels: 8, kernel: 3, pad: 1 }));
+  y = b.relu(b.conv(y, { outChannels: 8, kernel: 3, pad: 1 }));
   b.output(b.mul(b.conv(y, { outChannels: 4, kernel: 1 }), gain), "out");
   const ws = workspace(b.build());
   try {
