@@ -88,9 +88,12 @@ async function rssChild(count: number, size: number): Promise<void> {
 async function measureRss(
   count: number,
   size: number,
+  v8Flags: readonly string[] = [],
 ): Promise<{ peakRss: number; peakRssAt32: number; ms: number }> {
+  const flags = v8Flags.length > 0 ? [`--v8-flags=${v8Flags.join(",")}`] : [];
+  const script = fileURLToPath(import.meta.url);
   const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", fileURLToPath(import.meta.url), "--rss-child", String(count), String(size)],
+    args: ["run", "-A", ...flags, script, "--rss-child", String(count), String(size)],
     stdout: "piped",
     stderr: "piped",
   }).output();
@@ -267,6 +270,12 @@ export async function run(options: BenchOptions): Promise<BenchResult[]> {
   const rssSize = options.quick ? 96 : 160;
   const a = await measureRss(few, rssSize);
   const b = await measureRss(many, rssSize);
+  // V8 grows its young generation with the allocation rate (each run's samples are fresh
+  // buffers) up to a fixed cap: a step of tens of MiB in the first few dozen images, whatever
+  // their count. With the young generation held at 1 MiB the step goes and what is left is ours.
+  const capped = ["--max-semi-space-size=1"];
+  const ac = await measureRss(few, rssSize, capped);
+  const bc = await measureRss(many, rssSize, capped);
   const sampled = samplingPlan(graph, {
     tensors: tensors.filter((t) => t !== "x"),
     samples: collectDefaults.samples as number,
@@ -331,6 +340,9 @@ export async function run(options: BenchOptions): Promise<BenchResult[]> {
         ...(Number.isFinite(b.peakRssAt32)
           ? { [`growthAfter32Of${many}`]: Number((b.peakRss / b.peakRssAt32 - 1).toFixed(3)) }
           : {}),
+        [`peakRssMiB${few}SemiSpace1`]: Math.round(ac.peakRss / 2 ** 20),
+        [`peakRssMiB${many}SemiSpace1`]: Math.round(bc.peakRss / 2 ** 20),
+        growthSemiSpace1: Number((bc.peakRss / ac.peakRss - 1).toFixed(3)),
         goalGrowth: 0.1,
         [`ms${few}`]: Math.round(a.ms),
         [`ms${many}`]: Math.round(b.ms),
@@ -339,8 +351,11 @@ export async function run(options: BenchOptions): Promise<BenchResult[]> {
         `${many} images are seeded random crops/flips of the 9 real photos; each setting runs in ` +
         "its own process and reports VmHWM. growthAfter32 is what the images after the 32nd add " +
         "to the peak: memory stops growing early; the 16-image peak is taken before a one-time " +
-        "step of ~30 MiB that comes between images 16 and 32 in every run (also with a garbage " +
-        "collection after every batch), which is most of what growth measures.",
+        "step of ~30–50 MiB in the first few dozen images in every run (also with a garbage " +
+        "collection after every batch): V8 growing its young generation with the allocation " +
+        "rate up to its cap. The *SemiSpace1 figures run the same children with " +
+        "--v8-flags=--max-semi-space-size=1, which removes the step: growthSemiSpace1 is what " +
+        "calibration itself adds from 16 to 256 images.",
     },
   ];
 }
