@@ -6,19 +6,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { decode, encode } from "@clipq/onnx";
 import { smallDetector } from "../packages/pipeline/_fixtures_test.ts";
-import { main } from "../tools/quantize.ts";
-
-async function cli(...args: string[]): Promise<{ code: number; out: string; err: string }> {
-  const out: string[] = [], err: string[] = [];
-  const { log, error, warn } = console;
-  console.log = (...a: unknown[]) => out.push(a.join(" "));
-  console.warn = console.error = (...a: unknown[]) => err.push(a.join(" "));
-  try {
-    return { code: await main(args), out: out.join("\n"), err: err.join("\n") };
-  } finally {
-    Object.assign(console, { log, error, warn });
-  }
-}
+import { runCli as cli } from "./cli.ts";
 
 async function withWorkspace(f: (dir: string) => Promise<void>): Promise<void> {
   const dir = await Deno.makeTempDir({ prefix: "clipq-abuse-" });
@@ -113,10 +101,10 @@ Deno.test("hostile configs are one-line ConfigErrors naming the key, exit 1, not
       const r = await cli(join(dir, "c.json"), "--quiet");
       const ms = performance.now() - t;
       const what = text.length > 80 ? text.slice(0, 80) + "…" : text;
-      const lines = r.err.split("\n");
-      if (r.code !== 1) failures.push(`${what}: exit ${r.code}\n  ${r.err}`);
+      const lines = r.stderr.split("\n");
+      if (r.code !== 1) failures.push(`${what}: exit ${r.code}\n  ${r.stderr}`);
       else if (lines.length !== 2) {
-        failures.push(`${what}: not one error line and a hint\n  ${r.err}`);
+        failures.push(`${what}: not one error line and a hint\n  ${r.stderr}`);
       } else if (!re.test(lines[0]!)) failures.push(`${what}: ${lines[0]} does not match ${re}`);
       else if (ms > 10_000) failures.push(`${what}: took ${ms} ms`);
     }
@@ -145,7 +133,7 @@ Deno.test("a custom step module resolves against the config's folder, from any w
     Deno.chdir(Deno.env.get("TMPDIR") ?? "/tmp");
     try {
       const r = await cli(cfg, "--quiet", "--no-analysis");
-      assert.equal(r.code, 0, r.err);
+      assert.equal(r.code, 0, r.stderr);
     } finally {
       Deno.chdir(cwd);
     }
@@ -164,8 +152,8 @@ Deno.test("a custom step module resolves against the config's folder, from any w
     ) {
       await write([...steps]);
       const r = await cli(cfg, "--quiet");
-      assert.equal(r.code, 1, r.err);
-      assert.match(r.err.split("\n")[0]!, re);
+      assert.equal(r.code, 1, r.stderr);
+      assert.match(r.stderr.split("\n")[0]!, re);
     }
   });
 });

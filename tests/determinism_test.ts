@@ -8,22 +8,10 @@ import { fileURLToPath } from "node:url";
 import { createHash } from "node:crypto";
 import { decode } from "@clipq/onnx";
 import { createSession } from "@clipq/runtime";
-import { main } from "../tools/quantize.ts";
+import { runCli as cli } from "./cli.ts";
 import { assertChecked, checkModels } from "./checker.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
-
-async function cli(...args: string[]): Promise<{ code: number; stderr: string }> {
-  const err: string[] = [];
-  const { log, error, warn } = console;
-  console.log = () => {};
-  console.warn = console.error = (...a: unknown[]) => err.push(a.join(" "));
-  try {
-    return { code: await main(args), stderr: err.join("\n") };
-  } finally {
-    Object.assign(console, { log, error, warn });
-  }
-}
 
 const sha = (bytes: Uint8Array) => createHash("sha256").update(bytes).digest("hex");
 

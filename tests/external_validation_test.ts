@@ -10,7 +10,7 @@ import { createSession } from "@clipq/runtime";
 import { float32 } from "@clipq/onnx/tensor";
 import { writeNpy } from "@clipq/data";
 import { smallDetector } from "../packages/pipeline/_fixtures_test.ts";
-import { main } from "../tools/quantize.ts";
+import { runCli as cli } from "./cli.ts";
 import { png } from "./corpus/generate.ts";
 import { assertChecked, checkModels } from "./checker.ts";
 
@@ -18,19 +18,6 @@ const WEB_DIST = new URL(
   "../node_modules/.deno/onnxruntime-web@1.30.0/node_modules/onnxruntime-web/dist/",
   import.meta.url,
 );
-
-/** The CLI's main() in this process, its output captured (same code path as the command). */
-async function cli(...args: string[]): Promise<{ code: number; stderr: string }> {
-  const err: string[] = [];
-  const { log, error, warn } = console;
-  console.log = () => {};
-  console.warn = console.error = (...a: unknown[]) => err.push(a.join(" "));
-  try {
-    return { code: await main(args), stderr: err.join("\n") };
-  } finally {
-    Object.assign(console, { log, error, warn });
-  }
-}
 
 function fcModel(): Graph {
   const b = new ModelBuilder({ seed: 3, name: "fc" });

@@ -8,26 +8,11 @@ import { decode, METADATA_KEYS } from "@clipq/onnx";
 import { createSession } from "@clipq/runtime";
 import { smallDetector, workspace } from "../packages/pipeline/_fixtures_test.ts";
 import { darknetPhotos, ensureChromium } from "./assets.ts";
-import { main } from "./quantize.ts";
+import { runCli as cli } from "../tests/cli.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const CLI = join(ROOT, "tools", "quantize.ts");
 const EVIL = "<img src=x onerror=alert(1)>";
-
-/** Runs the CLI's main() in this process, capturing what it prints (fast; same code path). */
-async function cli(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const out: string[] = [], err: string[] = [];
-  const { log, error } = console;
-  console.log = (...a: unknown[]) => out.push(a.join(" ") + "\n");
-  console.error = (...a: unknown[]) => err.push(a.join(" ") + "\n");
-  try {
-    const code = await main(args);
-    return { code, stdout: out.join(""), stderr: err.join("") };
-  } finally {
-    console.log = log;
-    console.error = error;
-  }
-}
 
 /** Runs the CLI as its own process (exit codes as the shell sees them). */
 async function spawnCli(
