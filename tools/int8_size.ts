@@ -27,6 +27,7 @@ import {
   darknetCfg,
   darknetPhotos,
   humanModel,
+  nanodetPreprocessing,
   ppocrDetPreprocessing,
   ppocrModel,
   skimagePhoto,
@@ -58,10 +59,9 @@ async function load(key: string): Promise<Case> {
   }
   if (key === "nanodet") {
     const graph = await fromTfjs(await humanModel("nanodet"));
-    const input = { name: graph.inputs[0]!.name, size: [416, 416] as [number, number] };
     return {
       graph,
-      input: { ...input, color: "RGB", scale: 1 / 255 },
+      input: { name: graph.inputs[0]!.name, ...nanodetPreprocessing([416, 416]) },
       files: [...photos.slice(0, 2), await skimagePhoto("astronaut.png")],
     };
   }

@@ -8,7 +8,7 @@ import { loadGraphModel } from "@tensorflow/tfjs-converter";
 import { dirname, join } from "node:path";
 import { convertTfjs, fromTfjs } from "./tfjs.ts";
 import { readTfjsModel } from "./tfjs_format.ts";
-import { darknetPhotos, humanModel } from "../../tools/assets.ts";
+import { darknetPhotos, humanModel, nanodetPreprocessing } from "../../tools/assets.ts";
 
 async function tfjsReference(
   path: string,
@@ -53,15 +53,7 @@ Deno.test("fromTfjs() converts NanoDet and its ORT outputs equal tfjs's on a rea
     1,
   ]);
   const image = await readImage((await darknetPhotos())[0]!);
-  const { tensor } = preprocess(image, {
-    size: [416, 416],
-    resize: "stretch",
-    layout: "NCHW",
-    color: "RGB",
-    scale: 1 / 255,
-    mean: [0, 0, 0],
-    std: [1, 1, 1],
-  });
+  const { tensor } = preprocess(image, nanodetPreprocessing([416, 416]));
   const input = tensor.data as Float32Array;
   const session = await ort.InferenceSession.create(encode(graph));
   const outs = await session.run({

@@ -14,7 +14,7 @@ import { float32 } from "../../packages/onnx/tensor.ts";
 import { join } from "node:path";
 import { loadConfig } from "../../packages/pipeline/config.ts";
 import { runPipeline } from "../../packages/pipeline/runner.ts";
-import { darknetPhotoDir, humanModel } from "../assets.ts";
+import { darknetPhotoDir, humanModel, nanodetHead, nanodetPreprocessing } from "../assets.ts";
 import type { BenchOptions, BenchResult } from "./types.ts";
 
 function median(xs: number[]): number {
@@ -76,33 +76,9 @@ async function nanodetAgreement(): Promise<BenchResult> {
         model: { tfjs: await humanModel("nanodet") },
         output: "out/nanodet.int8.onnx",
         report: "out/report.json",
-        input: {
-          size: [416, 416],
-          resize: "stretch",
-          layout: "NCHW",
-          color: "RGB",
-          scale: 1 / 255,
-          mean: [0, 0, 0],
-          std: [1, 1, 1],
-        },
+        input: nanodetPreprocessing([416, 416]),
         data: { calibration: { images: photos }, evaluation: { images: photos } },
-        head: {
-          type: "gfl",
-          outputs: [
-            "Identity",
-            "Identity_3",
-            "Identity_1",
-            "Identity_4",
-            "Identity_2",
-            "Identity_5",
-          ],
-          strides: [8, 16, 32],
-          regMax: 10,
-          centerOffset: 0.5,
-          activation: "none",
-          layout: "channels-last",
-          nms: { score: 0.05 },
-        },
+        head: nanodetHead({ score: 0.05 }),
         steps: [
           { use: "normalize" },
           { use: "calibrate", method: "percentile", percentile: 99.99 },

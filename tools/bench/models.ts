@@ -50,7 +50,16 @@ import {
 import type { CalibrateStepOptions } from "@clipq/pipeline/steps/calibrate";
 import type { QuantizeStepOptions } from "@clipq/pipeline/steps/quantize";
 import type { InputConfig } from "@clipq/pipeline/step";
-import { darknetCfg, darknetPhotos, humanModel, ppocrModel, skimagePhoto } from "../assets.ts";
+import {
+  darknetCfg,
+  darknetPhotos,
+  humanModel,
+  nanodetHead,
+  nanodetPreprocessing,
+  ppocrDetPreprocessing,
+  ppocrModel,
+  skimagePhoto,
+} from "../assets.ts";
 import type { BenchOptions, BenchResult } from "./types.ts";
 
 /** One real model as the pipeline sees it. */
@@ -559,21 +568,7 @@ async function yolo(name: "yolov3" | "yolov3-tiny", size: number): Promise<Case>
 
 async function nanodet(): Promise<Case> {
   const graph = await fromTfjs(await humanModel("nanodet"));
-  // Levels by stride 8, 16, 32 (2704, 676, 169 points at 416): [cls, reg] pairs.
-  const byPoints = (k: number) =>
-    graph.outputs.filter((o) => o.shape?.[2] === k).sort((a, b) =>
-      (b.shape?.[1] as number) - (a.shape?.[1] as number)
-    ).map((o) => o.name);
-  const outputs = [...byPoints(80), ...byPoints(44)];
-  const head = {
-    type: "gfl",
-    outputs: [outputs[0]!, outputs[3]!, outputs[1]!, outputs[4]!, outputs[2]!, outputs[5]!],
-    strides: [8, 16, 32],
-    regMax: 10,
-    layout: "channels-last",
-    // The converted model applies the sigmoid itself.
-    activation: "none",
-  };
+
   const files = [
     ...await darknetPhotos(),
     ...await Promise.all(
@@ -582,8 +577,8 @@ async function nanodet(): Promise<Case> {
   ];
   return await normalized({
     key: "nanodet",
-    input: { name: graph.inputs[0]!.name, size: [416, 416], color: "RGB", scale: 1 / 255 },
-    head,
+    input: { name: graph.inputs[0]!.name, ...nanodetPreprocessing([416, 416]) },
+    head: nanodetHead(),
     files,
   }, graph);
 }
@@ -600,11 +595,7 @@ async function ppocrDet(size: number, quick: boolean): Promise<Case> {
     key: "ppocr-det",
     input: {
       name: graph.inputs[0]!.name,
-      size: [size, size],
-      color: "BGR",
-      scale: 1 / 255,
-      mean: [0.485, 0.456, 0.406],
-      std: [0.229, 0.224, 0.225],
+      ...ppocrDetPreprocessing([size, size]),
     },
     head: { type: "db", outputs: [graph.outputs[0]!.name] },
     files,
