@@ -34,6 +34,7 @@ import {
 import { planQuantization, quantize } from "@clipq/quantize";
 import { createSession } from "@clipq/runtime";
 import { preprocess, type PreprocessSpec, readImage } from "@clipq/data";
+import { binarizedOverlap } from "@clipq/detect";
 import { loadConfig, runPipeline } from "@clipq/pipeline";
 import { join } from "node:path";
 import { darknetPhotos, ppocrDetPreprocessing, ppocrModel, skimagePhoto } from "../tools/assets.ts";
@@ -48,13 +49,8 @@ async function feed(file: string, size: number): Promise<Record<string, Tensor>>
 }
 
 function iou(a: Float32Array, b: Float32Array, threshold: number): number {
-  let inter = 0, union = 0;
-  for (let i = 0; i < a.length; i++) {
-    const p = a[i]! > threshold, q = b[i]! > threshold;
-    if (p && q) inter++;
-    if (p || q) union++;
-  }
-  return union === 0 ? 1 : inter / union;
+  const o = binarizedOverlap(a, b, threshold);
+  return o.union === 0 ? 1 : o.intersection / o.union;
 }
 
 Deno.test({

@@ -112,3 +112,46 @@ export function decodeDb(
   }
   return buf.toCandidates();
 }
+
+/** How two probability maps binarized at one threshold overlap (pixel counts). */
+export interface MapOverlap {
+  /** Pixels above the threshold in both maps. */
+  intersection: number;
+  /** Pixels above it in either. */
+  union: number;
+  /** Pixels above it in the reference map. */
+  reference: number;
+}
+
+/**
+ * Binarizes a reference map and a test map (e.g. a float and an int8 model's DB outputs) at
+ * `threshold` and counts their overlap — the pixel-level agreement DB boxes are derived from.
+ *
+ * @param reference The reference map's values.
+ * @param test The test map's values (compared over the shorter length).
+ * @param threshold Pixels strictly above it count.
+ * @returns Intersection, union and the reference's positive pixels.
+ *
+ * @example Two of three text pixels agree
+ * ```ts
+ * import { binarizedOverlap } from "@clipq/detect/db";
+ * import assert from "node:assert/strict";
+ * const o = binarizedOverlap([0.9, 0.8, 0.1, 0.7], [0.9, 0.2, 0.1, 0.6], 0.3);
+ * assert.deepEqual(o, { intersection: 2, union: 3, reference: 3 });
+ * ```
+ */
+export function binarizedOverlap(
+  reference: ArrayLike<number>,
+  test: ArrayLike<number>,
+  threshold: number,
+): MapOverlap {
+  let intersection = 0, union = 0, positives = 0;
+  const n = Math.min(reference.length, test.length);
+  for (let k = 0; k < n; k++) {
+    const u = reference[k]! > threshold, v = test[k]! > threshold;
+    if (u) positives++;
+    if (u && v) intersection++;
+    if (u || v) union++;
+  }
+  return { intersection, union, reference: positives };
+}

@@ -13,7 +13,14 @@
 import type { Graph, Tensor } from "@clipq/onnx";
 import { ConfigError } from "@clipq/onnx/errors";
 import { toFloat64 } from "@clipq/onnx/tensor";
-import { decodeBatch, type Detection, fidelity, type HeadConfig, resolveHead } from "@clipq/detect";
+import {
+  binarizedOverlap,
+  decodeBatch,
+  type Detection,
+  fidelity,
+  type HeadConfig,
+  resolveHead,
+} from "@clipq/detect";
 import { compareLatency, createSession } from "@clipq/runtime";
 import type { FeedBatch, StepContext } from "./step.ts";
 
@@ -151,15 +158,8 @@ function binarizedMapIou(
   for (let i = 0; i < a.length; i++) {
     const x = a[i]![output], y = b[i]![output];
     if (!x || !y) continue;
-    const p = toFloat64(x), q = toFloat64(y);
-    let inter = 0, union = 0, text = 0;
-    for (let k = 0; k < Math.min(p.length, q.length); k++) {
-      const u = p[k]! > threshold, v = q[k]! > threshold;
-      if (u) text++;
-      if (u && v) inter++;
-      if (u || v) union++;
-    }
-    if (text >= 0.001 * p.length) lowest = Math.min(lowest, inter / union);
+    const o = binarizedOverlap(toFloat64(x), toFloat64(y), threshold);
+    if (o.reference >= 0.001 * x.data.length) lowest = Math.min(lowest, o.intersection / o.union);
   }
   return lowest;
 }

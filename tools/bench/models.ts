@@ -32,7 +32,14 @@ import { toFloat64 } from "@clipq/onnx/tensor";
 import { fromDarknet, fromTfjs } from "@clipq/convert";
 import { preprocess, type PreprocessSpec, readImage } from "@clipq/data";
 import type { BoxTransform } from "@clipq/data/preprocess";
-import { decodeOutputs, type Detection, fidelity, resolveHead, sqnr } from "@clipq/detect";
+import {
+  binarizedOverlap,
+  decodeOutputs,
+  type Detection,
+  fidelity,
+  resolveHead,
+  sqnr,
+} from "@clipq/detect";
 import { compareLatency, createSession, ortMatMul } from "@clipq/runtime";
 import { svdCompress } from "@clipq/svd";
 import {
@@ -184,12 +191,13 @@ function mapIou(a: Record<string, Tensor>[], b: Record<string, Tensor>[], thresh
   let inter = 0, union = 0;
   for (let i = 0; i < a.length; i++) {
     const name = Object.keys(a[i]!)[0]!;
-    const x = a[i]![name]!.data as Float32Array, y = b[i]![name]!.data as Float32Array;
-    for (let k = 0; k < x.length; k++) {
-      const p = x[k]! > threshold, q = y[k]! > threshold;
-      if (p && q) inter++;
-      if (p || q) union++;
-    }
+    const o = binarizedOverlap(
+      a[i]![name]!.data as Float32Array,
+      b[i]![name]!.data as Float32Array,
+      threshold,
+    );
+    inter += o.intersection;
+    union += o.union;
   }
   return union === 0 ? 1 : inter / union;
 }
