@@ -213,6 +213,18 @@ export async function generateCorpus(
   const rand = seededRandom(options.seed ?? 20261128);
   const base = baseModel();
   const weightOf = (m: Msg) => init(m, nodeNamed(m, "body").input[1]);
+  /** Moves the weight's bytes out to `location` (read from offset 0, its own length when given). */
+  const externalWeight = (m: Msg, location: string, withLength: boolean) => {
+    const w = weightOf(m);
+    w.externalData = [
+      { key: "location", value: location },
+      ...(withLength
+        ? [{ key: "offset", value: "0" }, { key: "length", value: String(w.rawData.length) }]
+        : []),
+    ];
+    w.dataLocation = 1;
+    w.rawData = new Uint8Array();
+  };
   const onnxCase = (
     name: string,
     names: RegExp,
@@ -294,23 +306,9 @@ export async function generateCorpus(
         weightOf(m).dims = [-4, 4, 3, 3];
       })),
     onnxCase("tensor-external-data-missing", /weights\.bin|weight/, () =>
-      mutateProto(base, (m) => {
-        const w = weightOf(m);
-        w.externalData = [
-          { key: "location", value: "weights.bin" },
-          { key: "offset", value: "0" },
-          { key: "length", value: String(w.rawData.length) },
-        ];
-        w.dataLocation = 1;
-        w.rawData = new Uint8Array();
-      })),
+      mutateProto(base, (m) => externalWeight(m, "weights.bin", true))),
     onnxCase("tensor-external-data-escapes-folder", /\.\.\/|weight/, () =>
-      mutateProto(base, (m) => {
-        const w = weightOf(m);
-        w.externalData = [{ key: "location", value: "../../../etc/passwd" }];
-        w.dataLocation = 1;
-        w.rawData = new Uint8Array();
-      })),
+      mutateProto(base, (m) => externalWeight(m, "../../../etc/passwd", false))),
     {
       name: "tensor-external-data-short",
       expect: "error",
@@ -319,16 +317,7 @@ export async function generateCorpus(
         Deno.writeFileSync(join(dir, "weights.bin"), new Uint8Array(10));
         Deno.writeFileSync(
           join(dir, "model.onnx"),
-          mutateProto(base, (m) => {
-            const w = weightOf(m);
-            w.externalData = [
-              { key: "location", value: "weights.bin" },
-              { key: "offset", value: "0" },
-              { key: "length", value: String(w.rawData.length) },
-            ];
-            w.dataLocation = 1;
-            w.rawData = new Uint8Array();
-          }),
+          mutateProto(base, (m) => externalWeight(m, "weights.bin", true)),
         );
         return {};
       },
