@@ -194,34 +194,45 @@ function binarizedMapIou(
  * ```
  */
 export function floatRegion(graph: Graph, names: readonly string[]): string[] {
+  const regionOf = regionFinder(graph);
+  const out = new Set<string>();
+  for (const name of names) for (const n of regionOf(name)) out.add(n);
+  return graph.nodes.map((n) => n.name).filter((n) => out.has(n));
+}
+
+/**
+ * One layer's float region at a time over one index of the graph. Each region is walked on its
+ * own: walks sharing a visited set would stop at each other's nodes and make a union depend on the
+ * order of the names (a node one layer reached forward would cut short another's walk back).
+ */
+function regionFinder(graph: Graph): (name: string) => Set<string> {
   const producers = new Map(graph.nodes.flatMap((n) => n.outputs.map((t) => [t, n] as const)));
   const consumers = new Map<string, Graph["nodes"][number][]>();
   for (const n of graph.nodes) {
     for (const t of n.inputs) consumers.set(t, [...(consumers.get(t) ?? []), n]);
   }
   const byName = new Map(graph.nodes.map((n) => [n.name, n]));
-  const out = new Set<string>();
-  for (const name of names) {
+  return (name) => {
+    const region = new Set([name]);
     const start = byName.get(name);
-    out.add(name);
-    if (!start) continue;
+    if (!start) return region;
     const back = start.inputs.filter((t) => !graph.initializers.has(t));
     while (back.length > 0) {
       const p = producers.get(back.pop()!);
-      if (!p || WEIGHTED.has(p.op) || out.has(p.name)) continue;
-      out.add(p.name);
+      if (!p || WEIGHTED.has(p.op) || region.has(p.name)) continue;
+      region.add(p.name);
       back.push(...p.inputs.filter((t) => !graph.initializers.has(t)));
     }
     const forward = [...start.outputs];
     while (forward.length > 0) {
       for (const c of consumers.get(forward.pop()!) ?? []) {
-        if (WEIGHTED.has(c.op) || out.has(c.name)) continue;
-        out.add(c.name);
+        if (WEIGHTED.has(c.op) || region.has(c.name)) continue;
+        region.add(c.name);
         forward.push(...c.outputs);
       }
     }
-  }
-  return graph.nodes.map((n) => n.name).filter((n) => out.has(n));
+    return region;
+  };
 }
 
 /** Options of {@linkcode accuracyFallback}. */
@@ -476,16 +487,15 @@ export async function stepFallback(
       });
     });
   const floatOut = await runAll(floatGraph);
-  const reference = head ? detectionsOf(floatOut) : undefined;
+  // A text detector's boxes come from its binarized map, and on photos without text the few
+  // spurious regions flip with any rounding (even float vs float-with-Div-as-Mul): the map is the
+  // finer and steadier measure, and its boxes are not decoded at all.
+  const db = head?.type === "db" ? head : undefined;
+  const reference = head && !db ? detectionsOf(floatOut) : undefined;
   const score = async (g: Graph) => {
     const out = await runAll(g);
+    if (db) return binarizedMapIou(floatOut, out, db.outputs[0]!, db.threshold);
     if (!reference) return outputScore(floatOut, out);
-    // A text detector's boxes come from its binarized map, and on photos without text the few
-    // spurious regions flip with any rounding (even float vs float-with-Div-as-Mul): the map is
-    // the finer and steadier measure.
-    if (head?.type === "db") {
-      return binarizedMapIou(floatOut, out, head.outputs[0]!, head.threshold);
-    }
     return Math.max(0, fidelity(reference, detectionsOf(out)).ap50);
   };
   const feeds = batches.map((b) => b.feeds);
@@ -500,14 +510,18 @@ export async function stepFallback(
     }
     // Noise adds up across layers, so reverting any one layer alone barely moves the score;
     // quantizing one layer alone shows what it costs on its own.
+    const regionOf = regionFinder(floatGraph);
+    const regions = new Map(weighted.map((n) => [n, regionOf(n)]));
     const alone: { node: string; score: number }[] = [];
     const bar = ctx.progress("fallback ranking", weighted.length);
-    for (const node of weighted) {
-      // The layer keeps its whole region quantized (its neighbours' regions overlap it).
-      const own = new Set(floatRegion(floatGraph, [node]));
-      const others = floatRegion(floatGraph, weighted.filter((n) => n !== node))
-        .filter((n) => !own.has(n));
-      alone.push({ node, score: await score(await hooks.quantize(others)) });
+    for (const [node, own] of regions) {
+      // Every other layer's region goes float; this layer keeps its whole region quantized (its
+      // neighbours' regions overlap it).
+      const others = new Set<string>();
+      for (const [other, region] of regions) {
+        if (other !== node) { for (const n of region) if (!own.has(n)) others.add(n); }
+      }
+      alone.push({ node, score: await score(await hooks.quantize([...others])) });
       bar.tick();
     }
     bar.done();
@@ -533,11 +547,11 @@ export async function stepFallback(
   }
   ctx.report.fallback = {
     maxDrop: o.maxDrop,
-    metric: !reference
-      ? "1 - relative output error"
-      : head?.type === "db"
+    metric: db
       ? "binarized-map IoU (lowest over images with text)"
-      : "fidelity mAP50",
+      : reference
+      ? "fidelity mAP50"
+      : "1 - relative output error",
     images,
     initialScore: result.initialScore,
     score: result.score,

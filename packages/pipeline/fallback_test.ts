@@ -196,3 +196,17 @@ Deno.test("floatRegion() reaches back and forward through every non-weighted op 
     ["missing"].filter((n) => g.nodes.some((m) => m.name === n)),
   );
 });
+
+Deno.test("floatRegion() of several layers is the union of their regions, whatever their order", () => {
+  const b = new ModelBuilder({ seed: 2 });
+  const a = b.relu(b.conv(b.input("x", [1, 3, 8, 8]), { outChannels: 4, kernel: 1, name: "c1" }));
+  const side = b.relu(a);
+  const y = b.add(b.conv(a, { outChannels: 4, kernel: 1, name: "c2" }), side);
+  b.output(b.conv(y, { outChannels: 4, kernel: 1, name: "c3" }), "y");
+  const g = b.build();
+  const sideNode = g.nodes.find((n) => n.outputs.includes(side))!.name;
+  // c1's region reaches the side Relu forward; c2's walk back must not cut that walk short.
+  assert.ok(floatRegion(g, ["c1"]).includes(sideNode));
+  assert.deepEqual(floatRegion(g, ["c2", "c1"]), floatRegion(g, ["c1", "c2"]));
+  assert.ok(floatRegion(g, ["c2", "c1"]).includes(sideNode));
+});
