@@ -3,7 +3,8 @@
  * shape (x + c, x · c, x / c, Relu, Clip, LeakyRelu with constant c): sampled at the same
  * positions, their sample is the function of the other's sample and their min and max the function
  * of its min and max, exactly (float32 rounding is monotone too), so they need no reduction inside
- * onnxruntime. In PP-OCRv4 det every hard-swish (x + 3, its Clip, the product's / 6) is one.
+ * onnxruntime. Steps compose through tensors that are not tapped: in PP-OCRv4 det the quantizer
+ * asks for every hard-swish's Clip(x + 3) but not for x + 3, and the Clip follows from x.
  *
  * @module
  */
@@ -34,6 +35,24 @@ function make(
   apply: (values: Float32Array, out: Float32Array) => void,
 ): Derivation {
   return { from, decreasing, f, apply };
+}
+
+/**
+ * `outer` after `inner`: a tapped tensor two or more monotone steps from a tapped one (the
+ * hard-swish's Clip(x + 3) when x + 3 itself is not tapped). Each step rounds to float32 as
+ * onnxruntime's intermediate tensor does, so the composition is as exact as its steps.
+ *
+ * @param inner The first step (its `from` is the composition's).
+ * @param outer The step applied to `inner`'s result.
+ * @returns The composed derivation.
+ */
+export function compose(inner: Derivation, outer: Derivation): Derivation {
+  const f = inner.f, g = outer.f, a = inner.apply, b = outer.apply;
+  // Each apply reads values[i] before writing out[i], so the second step may run in place.
+  return make(inner.from, inner.decreasing !== outer.decreasing, (x) => g(f(x)), (v, o) => {
+    a(v, o);
+    b(o, o);
+  });
 }
 
 /** The single value of a float32 constant, or undefined. */

@@ -4,7 +4,8 @@
  * Shipping every tapped tensor out whole is what made calibration cost several times plain
  * inference: onnxruntime kept hundreds of large tensors alive to the end of the run (so nothing
  * stayed in cache), then JavaScript read every element. Tensors that are a monotone elementwise
- * function of another tapped tensor need no nodes at all (see _derive.ts).
+ * function of another tapped tensor, directly or through untapped such steps, need no nodes at all
+ * (see _derive.ts).
  *
  * Per tapped tensor t of shape [batch, …] (P values per item):
  *   flat = Flatten(t, axis 0)                        [1, batch·P]
@@ -30,7 +31,7 @@
  */
 import { type Graph, type Node, node, opsetOf, tensor } from "@clipq/onnx";
 import { inferShapes, type ShapeInfo } from "@clipq/onnx/shapes";
-import { type Derivation, derivation } from "./_derive.ts";
+import { compose, type Derivation, derivation } from "./_derive.ts";
 import { mulberry32 } from "@clipq/onnx/random";
 
 /** One sampled tensor and the outputs that carry it. */
@@ -158,6 +159,15 @@ export function samplingPlan(
   const readable = new Map<string, number>();
   const sameShape = (x: string, y: string) =>
     JSON.stringify(shapes.get(x)?.shape) === JSON.stringify(shapes.get(y)?.shape);
+  // How t follows from a readable tensor of its shape, through untapped monotone steps if need be.
+  const derive = (t: string, depth = 0): Derivation | undefined => {
+    const producer = made.get(t);
+    const d = producer && depth < 8 ? derivation(graph, producer, opset) : undefined;
+    if (!d || !sameShape(d.from, t)) return undefined;
+    if (readable.has(d.from)) return d;
+    const inner = derive(d.from, depth + 1);
+    return inner && compose(inner, d);
+  };
   for (const t of tapped) {
     const s = shapes.get(t);
     const dims = s?.shape;
@@ -174,9 +184,8 @@ export function samplingPlan(
       whole.push(t);
       continue;
     }
-    const producer = made.get(t);
-    const d = producer && derivation(graph, producer, opset);
-    if (d && readable.has(d.from) && sameShape(d.from, t)) {
+    const d = derive(t);
+    if (d) {
       derived.push({ ...d, name: t, population, sampled: readable.get(d.from)! });
       readable.set(t, readable.get(d.from)!);
       continue;

@@ -100,3 +100,29 @@ Deno.test("samplingPlan() takes larger tensors whole below opset 10 (Slice has n
   assert.deepEqual(small.tensors.map((t) => [t.name, t.sampled]), [["a", 4096]]);
   assert.ok(!small.graph.nodes.some((n) => n.op === "Slice"));
 });
+
+Deno.test("samplingPlan() derives through untapped monotone steps, exactly", async () => {
+  // b, c and d are not tapped: e = 2 − (−0.5 · (a + 3)) / 6 and f = Clip(e) still follow from a.
+  const taps = ["a", "e", "f", "y"];
+  const plan = samplingPlan(chain(), {
+    tensors: taps,
+    samples: 100,
+    seed: 0,
+    inputDims: { x: [1, 4, 32, 32] },
+  });
+  assert.deepEqual(plan.tensors.map((t) => t.name), ["a", "y"]);
+  assert.deepEqual(plan.derived.map((d) => [d.name, d.from, d.decreasing]), [
+    ["e", "a", false],
+    ["f", "e", false],
+  ]);
+  const g = chain();
+  const values = (n: number, k: number) =>
+    Float32Array.from({ length: n * 4096 }, (_, i) => Math.sin(i * 0.37 + k) * (3 + (i % 7)));
+  const batches = [1, 2].map((n, k) => ({ x: float32([n, 4, 32, 32], values(n, k)) }));
+  const exact = await collectStatistics(g, batches, { tensors: taps, samples: "all" });
+  const whole = await collectStatistics(g, batches, { tensors: taps, samples: 4096 });
+  for (const t of taps) {
+    const a = whole.get(t)!.toJSON(), b = exact.get(t)!.toJSON();
+    assert.deepEqual({ ...a, sum: 0, sumSquares: 0 }, { ...b, sum: 0, sumSquares: 0 }, t);
+  }
+});
