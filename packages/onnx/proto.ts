@@ -457,13 +457,14 @@ function encodeGraph(g: Graph, state: EncodeState): Msg {
   const msg: Msg = {
     name: g.name,
     node: g.nodes.map((n) => {
+      // An unnamed node writes no name field (absent reads as ""): an empty one costs 2 bytes.
       const m: Msg = {
-        name: n.name,
         opType: n.op,
         input: [...n.inputs],
         output: [...n.outputs],
         attribute: Object.entries(n.attributes).map(([k, a]) => encodeAttribute(k, a, state)),
       };
+      if (n.name) m.name = n.name;
       if (n.domain) m.domain = n.domain;
       if (n.docString) m.docString = n.docString;
       return m;

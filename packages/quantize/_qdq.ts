@@ -10,7 +10,8 @@
 //   tensors and nodes keep theirs, and the report names those;
 // - scale and zero-point initializers are shared by value, each on its own (equal names mean equal
 //   values, so a Q and a DQ with the same parameters read the same two initializers);
-// - int32 biases and, in QDQ form, int8 Conv weights have no zero-point input (absent means 0);
+// - int32 biases and, in QDQ form, int8 Conv and MatMul weights have no zero-point input (absent
+//   means 0);
 //   other weights share one all-zero zero point per channel count (QGemm fusion and QOperator's
 //   QLinearConv need one);
 // - a per-channel bias scale s_in·s_w[c] is a Mul of the two scales rather than a second vector:
@@ -20,11 +21,18 @@
 // Activation zero points stay, even when 0: PP-OCRv4 det without them failed to load in
 // onnxruntime 1.30 at level all (its QDQ fusion made "two nodes with same node name").
 import { ModelError } from "@clipq/onnx/errors";
-import type { Graph, Node } from "@clipq/onnx/graph";
+import { type Graph, type Node, opsetOf } from "@clipq/onnx/graph";
 import { type Tensor, tensor, toFloat32 } from "@clipq/onnx/tensor";
 import { activationParams, quantizeLinear, type QuantParams } from "./linear.ts";
 import { quantizeBias, quantizeWeight } from "./weights.ts";
 import type { Marks } from "./_analyze.ts";
+
+/**
+ * Layers whose int8 weight needs no zero-point input in QDQ form (absent means 0): onnxruntime fuses
+ * Conv into QLinearConv and MatMul into QLinearMatMul / MatMulIntegerToFloat the same way. Gemm
+ * is not among them: onnxruntime 1.30 no longer fuses it into QGemm then.
+ */
+const NO_WEIGHT_ZERO_POINT = new Set(["Conv", "MatMul"]);
 
 /** Constants up to this many elements are shared by value. */
 const SHARED_CONSTANT = 64;
@@ -115,8 +123,8 @@ export function writeQdq(graph: Graph, w: WriteInput): { graph: Graph; weights: 
     }
     return name;
   };
-  // Per-channel int8 zero points are all 0: one vector per channel count. (Conv weights leave the
-  // optional input out; Gemm's cannot: onnxruntime 1.30 then no longer fuses it into QGemm.)
+  // Per-channel int8 zero points are all 0: one vector per channel count (for the layers that need
+  // one, see NO_WEIGHT_ZERO_POINT).
   const zeroVectors = new Map<number, string>();
   const zeros = (length: number): string => {
     let name = zeroVectors.get(length);
@@ -179,8 +187,9 @@ export function writeQdq(graph: Graph, w: WriteInput): { graph: Graph; weights: 
           zero = zeros(q.scales.length);
         }
         const out = short("d");
-        // A Conv weight needs no zero point (absent means 0; onnxruntime fuses it the same way).
-        const sz = w.convZeroPoints || graph.nodes[i]!.op !== "Conv" ? [scale, zero] : [scale];
+        const sz = w.convZeroPoints || !NO_WEIGHT_ZERO_POINT.has(graph.nodes[i]!.op)
+          ? [scale, zero]
+          : [scale];
         prelude.push(added("DequantizeLinear", [qName, ...sz], out, axis));
         hit = { out, scales: q.scales, scale };
         weightOut.set(key, hit);
@@ -293,22 +302,28 @@ export function writeQdq(graph: Graph, w: WriteInput): { graph: Graph; weights: 
     }
   });
 
-  const compact = viewsOnIntegers(nodes, new Set(graph.outputs.map((v) => v.name)));
-
-  // Drop float initializers nothing reads any more.
-  const read = new Set<string>(graph.outputs.map((v) => v.name));
-  for (const n of compact) for (const x of n.inputs) read.add(x);
-  for (const k of [...inits.keys()]) if (!read.has(k)) inits.delete(k);
-  // Old models list initializers among the graph inputs too; a removed one must go from both.
-  const inputs = graph.inputs.filter((v) => !graph.initializers.has(v.name) || inits.has(v.name));
   return {
-    graph: { ...graph, nodes: compact, initializers: inits, inputs },
+    graph: unreadDropped(graph, { ...graph, nodes, initializers: inits }),
     weights: weightsReport,
   };
 }
 
-/** Ops that only move values: on the integers they give what DQ → op → Q gives. */
-const VIEWS = new Set(["Reshape", "Flatten", "Squeeze", "Unsqueeze"]);
+/** `next` without the initializers nothing reads any more (and, in old models, their inputs). */
+function unreadDropped(original: Graph, next: Graph): Graph {
+  const read = new Set<string>(next.outputs.map((v) => v.name));
+  for (const n of next.nodes) for (const x of n.inputs) read.add(x);
+  const inits = new Map([...next.initializers].filter(([k]) => read.has(k)));
+  // Old models list initializers among the graph inputs too; a removed one must go from both.
+  const inputs = next.inputs.filter((v) => !original.initializers.has(v.name) || inits.has(v.name));
+  return { ...next, initializers: inits, inputs };
+}
+
+/**
+ * Ops that only move or select values: on the integers they give what DQ → op → Q gives (MaxPool
+ * too: DQ is increasing, so the largest integer dequantizes to the largest value; its padding is
+ * never picked). Transpose: the head lowering's channels-last view of each head conv's input.
+ */
+const VIEWS = new Set(["Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "MaxPool"]);
 
 /**
  * Moves view ops onto the integers: `Q → DQ → Reshape → Q' → DQ'` with the same scale and zero
@@ -317,7 +332,11 @@ const VIEWS = new Set(["Reshape", "Flatten", "Squeeze", "Unsqueeze"]);
  * Q(DQ(x)) = x exactly for 8-bit x, |x − z|·s/s is within 2⁻¹⁶ of an integer). Reshapes matter:
  * the lowering views each nearest Resize as one channel (`[N·C, 1, H, W]`) and back.
  */
-function viewsOnIntegers(nodes: readonly Node[], graphOutputs: ReadonlySet<string>): Node[] {
+export function viewsOnIntegers(graph: Graph): Graph {
+  const { nodes } = graph;
+  const graphOutputs = new Set(graph.outputs.map((v) => v.name));
+  // MaxPool takes 8-bit integers from opset 12 on.
+  const maxPool = (opsetOf(graph) ?? 0) >= 12;
   const producer = new Map<string, Node>();
   const readers = new Map<string, Node[]>();
   for (const n of nodes) {
@@ -328,6 +347,7 @@ function viewsOnIntegers(nodes: readonly Node[], graphOutputs: ReadonlySet<strin
   const replaced = new Map<Node, Node>();
   for (const n of nodes) {
     if (!VIEWS.has(n.op) || n.domain !== "" || n.outputs.length !== 1) continue;
+    if (n.op === "MaxPool" && !maxPool) continue;
     const dq = producer.get(n.inputs[0]!);
     if (dq?.op !== "DequantizeLinear" || producer.get(dq.inputs[0]!)?.op !== "QuantizeLinear") {
       continue;
@@ -350,5 +370,7 @@ function viewsOnIntegers(nodes: readonly Node[], graphOutputs: ReadonlySet<strin
     readers.set(dq.outputs[0]!, dqReaders);
     if (dqReaders.length === 0 && !graphOutputs.has(dq.outputs[0]!)) removed.add(dq);
   }
-  return nodes.filter((n) => !removed.has(n)).map((n) => replaced.get(n) ?? n);
+  if (removed.size === 0) return graph;
+  const kept = nodes.filter((n) => !removed.has(n)).map((n) => replaced.get(n) ?? n);
+  return unreadDropped(graph, { ...graph, nodes: kept });
 }

@@ -34,56 +34,71 @@ export function divToMul(graph: Graph, exclude: CheckedOptions["exclude"]): Grap
   return changed ? { ...graph, nodes, initializers: inits } : graph;
 }
 
-/** Attributes whose value is the ONNX default, per op: writing them only costs bytes. */
-const DEFAULTS: Readonly<Record<string, Readonly<Record<string, (a: Attribute) => boolean>>>> =
-  (() => {
-    const ones = (a: Attribute) => a.type === "ints" && a.value.every((v) => v === 1);
-    const zeros = (a: Attribute) => a.type === "ints" && a.value.every((v) => v === 0);
-    const int = (v: number) => (a: Attribute) => a.type === "int" && a.value === v;
-    // Float attributes are float32 in the file: 0.2 is stored as fround(0.2).
-    const float = (v: number) => (a: Attribute) => a.type === "float" && a.value === Math.fround(v);
-    const str = (v: string) => (a: Attribute) => a.type === "string" && a.value === v;
-    const notSet = (a: Attribute) => a.type === "string" && a.value === "NOTSET";
-    const conv = { dilations: ones, strides: ones, pads: zeros, group: int(1), auto_pad: notSet };
-    // A Conv's kernel_shape, when present, must equal its weight's spatial dims, which is what
-    // onnxruntime and onnx take in its absence: it says nothing the weight does not.
-    const anything = () => true;
-    return {
-      Conv: { ...conv, kernel_shape: anything },
-      QLinearConv: { ...conv, kernel_shape: anything },
-      ConvTranspose: { ...conv, output_padding: zeros },
-      MaxPool: {
-        dilations: ones,
-        strides: ones,
-        pads: zeros,
-        ceil_mode: int(0),
-        storage_order: int(0),
-        auto_pad: notSet,
-      },
-      AveragePool: {
-        strides: ones,
-        pads: zeros,
-        ceil_mode: int(0),
-        count_include_pad: int(0),
-        auto_pad: notSet,
-      },
-      Gemm: { alpha: float(1), beta: float(1), transA: int(0), transB: int(0) },
-      // (Resize at opset 10 has only mode; from 11 half_pixel is the default transformation.)
-      Resize: {
-        mode: str("nearest"),
-        nearest_mode: str("round_prefer_floor"),
-        coordinate_transformation_mode: str("half_pixel"),
-        exclude_outside: int(0),
-        extrapolation_value: float(0),
-        cubic_coeff_a: float(-0.75),
-      },
-      HardSigmoid: { alpha: float(0.2), beta: float(0.5) },
-      LeakyRelu: { alpha: float(0.01) },
-      DepthToSpace: { mode: str("DCR") },
-      Pad: { mode: str("constant") },
-      Flatten: { axis: int(1) },
-    };
-  })();
+/**
+ * Attributes whose value is the ONNX default, or that the node's other attributes make unused, per
+ * op: writing them only costs bytes.
+ */
+const DEFAULTS: Readonly<
+  Record<string, Readonly<Record<string, (a: Attribute, n: Node) => boolean>>>
+> = (() => {
+  const ones = (a: Attribute) => a.type === "ints" && a.value.every((v) => v === 1);
+  const zeros = (a: Attribute) => a.type === "ints" && a.value.every((v) => v === 0);
+  const int = (v: number) => (a: Attribute) => a.type === "int" && a.value === v;
+  // Float attributes are float32 in the file: 0.2 is stored as fround(0.2).
+  const float = (v: number) => (a: Attribute) => a.type === "float" && a.value === Math.fround(v);
+  const str = (v: string) => (a: Attribute) => a.type === "string" && a.value === v;
+  const notSet = (a: Attribute) => a.type === "string" && a.value === "NOTSET";
+  // Resize reads nearest_mode only in mode nearest (the default) and cubic_coeff_a only in cubic.
+  const resizeMode = (n: Node) => {
+    const m = n.attributes.mode;
+    return m?.type === "string" ? m.value : "nearest";
+  };
+  const unlessMode =
+    (mode: string, isDefault: (a: Attribute) => boolean) => (a: Attribute, n: Node) =>
+      isDefault(a) || resizeMode(n) !== mode;
+  const conv = { dilations: ones, strides: ones, pads: zeros, group: int(1), auto_pad: notSet };
+  // A Conv's kernel_shape, when present, must equal its weight's spatial dims, which is what
+  // onnxruntime and onnx take in its absence: it says nothing the weight does not.
+  const anything = () => true;
+  return {
+    Conv: { ...conv, kernel_shape: anything },
+    QLinearConv: { ...conv, kernel_shape: anything },
+    ConvTranspose: { ...conv, output_padding: zeros },
+    MaxPool: {
+      dilations: ones,
+      strides: ones,
+      pads: zeros,
+      ceil_mode: int(0),
+      storage_order: int(0),
+      auto_pad: notSet,
+    },
+    AveragePool: {
+      strides: ones,
+      pads: zeros,
+      ceil_mode: int(0),
+      count_include_pad: int(0),
+      auto_pad: notSet,
+    },
+    Gemm: { alpha: float(1), beta: float(1), transA: int(0), transB: int(0) },
+    // (Resize at opset 10 has only mode; from 11 half_pixel is the default transformation.)
+    Resize: {
+      mode: str("nearest"),
+      nearest_mode: unlessMode("nearest", str("round_prefer_floor")),
+      coordinate_transformation_mode: str("half_pixel"),
+      exclude_outside: int(0),
+      extrapolation_value: float(0),
+      cubic_coeff_a: unlessMode("cubic", float(-0.75)),
+    },
+    HardSigmoid: { alpha: float(0.2), beta: float(0.5) },
+    LeakyRelu: { alpha: float(0.01) },
+    DepthToSpace: { mode: str("DCR") },
+    Pad: { mode: str("constant") },
+    Flatten: { axis: int(1) },
+    // (Per-tensor Q/DQ ignore axis; per-channel ones default to 1, a MatMul weight's axis.)
+    QuantizeLinear: { axis: int(1) },
+    DequantizeLinear: { axis: int(1) },
+  };
+})();
 
 /** Float/int64 initializers up to this many elements are merged when equal. */
 const SHARED_CONSTANT = 16;
@@ -134,7 +149,7 @@ export function compactGraph(graph: Graph): Graph {
       ? DEFAULTS[n.op]
       : undefined;
     const attributes = defaults
-      ? Object.fromEntries(Object.entries(n.attributes).filter(([k, a]) => !defaults[k]?.(a)))
+      ? Object.fromEntries(Object.entries(n.attributes).filter(([k, a]) => !defaults[k]?.(a, n)))
       : n.attributes;
     return { ...n, inputs: n.inputs.map((x) => alias.get(x) ?? x), attributes };
   });

@@ -11,7 +11,7 @@ import type { Ranges, TensorRange } from "@clipq/onnx/metadata";
 import { float32, toFloat32 } from "@clipq/onnx/tensor";
 import { activationParams } from "./linear.ts";
 import { analyze, label, type Marks } from "./_analyze.ts";
-import { type ActivationEntry, type WeightReport, writeQdq } from "./_qdq.ts";
+import { type ActivationEntry, viewsOnIntegers, type WeightReport, writeQdq } from "./_qdq.ts";
 import { foldQOperator } from "./_qoperator.ts";
 import { compactGraph, divToMul, minifyNames } from "./_rewrite.ts";
 import { lowerForOrt } from "./ops/lower.ts";
@@ -326,11 +326,20 @@ export function quantize(graph: Graph, options: QuantizeOptions = {}): QuantizeR
   let out =
     foldScalarMuls(written.graph, { keep: [...a.reasons.keys()].map((i) => g.nodes[i]!.name) })
       .graph;
+  // After the folding, which needs each Mul's quantized output read by DequantizeLinear nodes.
+  out = viewsOnIntegers(out);
   if (o.format === "qoperator") out = foldQOperator(out);
   out = compactGraph(out);
-  // What the quantizer added gets short names; the model's tensors and the reported ones keep theirs.
-  const keep = new Set([...graph.initializers.keys(), ...activations.keys()]);
-  for (const n of graph.nodes) for (const t of [...n.inputs, ...n.outputs]) keep.add(t);
+  // What the quantizer added gets short names; the model's tensors and the reported ones keep
+  // theirs — except its int64 constants (shapes, axes, sizes, pads, indices): nothing reports or
+  // taps them, and tfjs and paddle2onnx exports name each one at length (NanoDet's six Reshape
+  // shapes and two Resize sizes, ~45 characters each, were 0.7 KB of the int8 file).
+  const plumbing = (t: string) => graph.initializers.get(t)?.dtype === "int64";
+  const keep = new Set([...activations.keys()]);
+  for (const t of graph.initializers.keys()) if (!plumbing(t)) keep.add(t);
+  for (const n of graph.nodes) {
+    for (const t of [...n.inputs, ...n.outputs]) if (!plumbing(t)) keep.add(t);
+  }
   out = minifyNames(out, keep);
 
   const floatBytes = initializerBytes(graph);

@@ -2,11 +2,11 @@ import assert from "node:assert/strict";
 import { ConfigError, ModelError } from "@clipq/onnx/errors";
 import { emptyGraph, type Graph, node, opsetOf } from "@clipq/onnx/graph";
 import { decode, encode } from "@clipq/onnx/proto";
-import { float32, toFloat32 } from "@clipq/onnx/tensor";
+import { float32, int64, toFloat32 } from "@clipq/onnx/tensor";
 import { ModelBuilder } from "@clipq/onnx/builder";
 import { quantize } from "./quantize.ts";
 import { planQuantization } from "./plan.ts";
-import { countOps, minmaxRanges, randomFeeds, runGraph, sqnr } from "./testdata/ort.ts";
+import { countOps, type Feeds, minmaxRanges, randomFeeds, runGraph, sqnr } from "./testdata/ort.ts";
 import { convHeavy, smallNet, yoloLike } from "./testdata/models.ts";
 
 function convGraph(opset = 13) {
@@ -582,52 +582,117 @@ Deno.test("quantize() shares equal scalar constants under one short name and kee
   assert.equal(graph.initializers.size, 3);
 });
 
+/**
+ * `q` with each view op that reads a QuantizeLinear's integers (directly or through other such
+ * views) written back as DQ → op → Q on that QuantizeLinear's parameters.
+ */
+function expandIntegerViews(q: Graph): { graph: Graph; views: string[] } {
+  const params = new Map<string, string[]>(); // integer tensor → its scale and zero point
+  const views: string[] = [];
+  const nodes = q.nodes.flatMap((n, i) => {
+    if (n.op === "QuantizeLinear") params.set(n.outputs[0]!, n.inputs.slice(1));
+    const sz = params.get(n.inputs[0]!);
+    if (n.op === "QuantizeLinear" || n.op === "DequantizeLinear" || !sz) return [n];
+    views.push(n.op);
+    params.set(n.outputs[0]!, sz);
+    return [
+      node({ name: "", op: "DequantizeLinear", inputs: [n.inputs[0]!, ...sz], outputs: [`f${i}`] }),
+      { ...n, inputs: [`f${i}`, ...n.inputs.slice(1)], outputs: [`r${i}`] },
+      node({ name: "", op: "QuantizeLinear", inputs: [`r${i}`, ...sz], outputs: [n.outputs[0]!] }),
+    ];
+  });
+  return { graph: { ...q, nodes }, views };
+}
+
+/** Runs a quantized graph and its expanded form: same outputs, same onnxruntime fusion. */
+async function assertSameAsExpanded(q: Graph, feeds: Feeds, views: string[]) {
+  const e = expandIntegerViews(q);
+  assert.deepEqual(e.views, views);
+  const dir = await Deno.makeTempDir();
+  try {
+    const a = await runGraph(q, feeds, { optimizedPath: `${dir}/a.onnx` });
+    const b = await runGraph(e.graph, feeds, { optimizedPath: `${dir}/e.onnx` });
+    assert.deepEqual(a, b);
+    const ops = (p: string) => countOps(decode(Deno.readFileSync(p)));
+    assert.deepEqual(ops(`${dir}/a.onnx`), ops(`${dir}/e.onnx`));
+    assert.ok(encode(q).length < encode(e.graph).length);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
 Deno.test("quantize() runs a Reshape between quantized ops on the integers, bit-identical to its Q/DQ pair", async () => {
   const b = new ModelBuilder({ seed: 11 });
   let x = b.input("x", [1, 3, 8, 8]);
   x = b.relu(b.conv(x, { outChannels: 8, kernel: 3, pad: 1 }));
   x = b.reshape(x, [1, 8, 4, 16]);
+  // (A 3×3 head conv stays a Conv; a 1×1 one would run as Transpose → MatMul, ops/lower.ts.)
+  b.output(b.conv(x, { outChannels: 4, kernel: 3, pad: 1 }), "y");
+  const g = b.build();
+  const feeds = randomFeeds(g, 3);
+  const { graph: q } = quantize(g, { ranges: await minmaxRanges(g, [feeds]) });
+  await assertSameAsExpanded(q, feeds, ["Reshape"]);
+});
+
+Deno.test("quantize() runs MaxPool and the head lowering's Transpose on the integers, bit-identical", async () => {
+  const b = new ModelBuilder({ seed: 12 });
+  let x = b.input("x", [1, 3, 8, 8]);
+  x = b.relu(b.conv(x, { outChannels: 8, kernel: 3, pad: 1 }));
+  x = b.maxPool(x, { kernel: 3, stride: 2, pad: 1 });
   b.output(b.conv(x, { outChannels: 4, kernel: 1 }), "y");
   const g = b.build();
   const feeds = randomFeeds(g, 3);
   const { graph: q } = quantize(g, { ranges: await minmaxRanges(g, [feeds]) });
-  const producer = new Map(q.nodes.flatMap((n) => n.outputs.map((o) => [o, n] as const)));
-  const reshape = q.nodes.find((n) => n.op === "Reshape")!;
-  assert.equal(producer.get(reshape.inputs[0]!)?.op, "QuantizeLinear");
-  const readers = q.nodes.filter((n) => n.inputs.includes(reshape.outputs[0]!));
-  assert.deepEqual(readers.map((n) => n.op), ["DequantizeLinear"]);
-  // The same graph with the pair written out: DQ → Reshape → Q on the quantizer's own parameters.
-  const qin = producer.get(reshape.inputs[0]!)!;
-  const [s, z] = qin.inputs.slice(1);
-  const expanded: Graph = {
-    ...q,
-    nodes: q.nodes.flatMap((n) =>
-      n !== reshape ? [n] : [
-        node({
-          name: "",
-          op: "DequantizeLinear",
-          inputs: [n.inputs[0]!, s!, z!],
-          outputs: ["expanded_f"],
-        }),
-        { ...n, inputs: ["expanded_f", n.inputs[1]!], outputs: ["expanded_r"] },
-        node({
-          name: "",
-          op: "QuantizeLinear",
-          inputs: ["expanded_r", s!, z!],
-          outputs: [n.outputs[0]!],
-        }),
-      ]
-    ),
-  };
-  const dir = await Deno.makeTempDir();
-  try {
-    const a = await runGraph(q, feeds, { optimizedPath: `${dir}/a.onnx` });
-    const e = await runGraph(expanded, feeds, { optimizedPath: `${dir}/e.onnx` });
-    assert.deepEqual(a.y, e.y);
-    const ops = (p: string) => countOps(decode(Deno.readFileSync(p)));
-    assert.deepEqual(ops(`${dir}/a.onnx`), ops(`${dir}/e.onnx`));
-    assert.ok(encode(q).length < encode(expanded).length);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  await assertSameAsExpanded(q, feeds, ["MaxPool", "Transpose"]);
+  // Below opset 12 MaxPool takes no 8-bit integers: per-tensor weights keep such a model at 10.
+  const old = { ...g, opsetImports: [{ domain: "", version: 10 }] };
+  const p = quantize(old, { ranges: await minmaxRanges(g, [feeds]), weights: "per-tensor" }).graph;
+  assert.equal(opsetOf(p), 10);
+  const pool = p.nodes.find((n) => n.op === "MaxPool")!;
+  assert.equal(p.nodes.find((n) => n.outputs[0] === pool.inputs[0])?.op, "DequantizeLinear");
+});
+
+Deno.test("quantize() writes what its file needs: no name on added nodes, no unused Resize attributes, short int64 constants", async () => {
+  const b = new ModelBuilder({ seed: 13 });
+  let x = b.input("x", [1, 3, 8, 8]);
+  x = b.relu(b.conv(x, { outChannels: 8, kernel: 3, pad: 1, name: "conv" }));
+  const scales = b.initializer(float32([4], [1, 1, 2, 2]));
+  const linear = (mode: string) =>
+    b.op("Resize", [x, "", scales], {
+      attributes: {
+        mode: { type: "string", value: mode },
+        // Read only in mode nearest; cubic_coeff_a only in mode cubic.
+        nearest_mode: { type: "string", value: "round_prefer_ceil" },
+        cubic_coeff_a: { type: "float", value: -0.5 },
+      },
+      shape: [1, 8, 16, 16],
+    });
+  const shape = b.initializer(int64([3], [1, 8, 256]), "a/long/exporter/name/Reshape/shape");
+  const up = b.add(linear("linear"), linear("nearest"));
+  b.output(
+    b.op("Reshape", [b.relu(b.conv(up, { outChannels: 8, kernel: 3, pad: 1 })), shape]),
+    "y",
+  );
+  const g = b.build();
+  const feeds = randomFeeds(g, 3);
+  const { graph: q } = quantize(g, {
+    ranges: await minmaxRanges(g, [feeds]),
+    exclude: { head: false },
+  });
+  const [lin, near] = q.nodes.filter((n) => n.op === "Resize");
+  assert.deepEqual(Object.keys(lin!.attributes), ["mode"]);
+  assert.deepEqual(Object.keys(near!.attributes), ["nearest_mode"]); // (mode nearest: the default)
+  const reshape = q.nodes.findLast((n) => n.op === "Reshape")!;
+  assert.match(reshape.inputs[1]!, /^[a-zA-Z][0-9a-zA-Z]?$/);
+  assert.deepEqual([...q.initializers.get(reshape.inputs[1]!)!.data], [1n, 8n, 256n]);
+  assert.ok(q.nodes.some((n) => n.name === "conv"), "the model's nodes keep their names");
+  // An unnamed node costs no name field: naming the added nodes "" vs leaving them out is free,
+  // and the file reads back with the same empty names.
+  const bytes = encode(q);
+  const added = q.nodes.filter((n) => n.name === "").length;
+  assert.ok(added > 10);
+  const named = encode({ ...q, nodes: q.nodes.map((n) => ({ ...n, name: n.name || "n" })) });
+  assert.equal(named.length - bytes.length, 3 * added);
+  assert.deepEqual(decode(bytes).nodes.map((n) => n.name), q.nodes.map((n) => n.name));
+  assert.deepEqual(await runGraph(q, feeds), await runGraph(decode(bytes), feeds));
 });
