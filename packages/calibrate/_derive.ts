@@ -117,7 +117,13 @@ export function derivation(graph: Graph, node: Node, opset: number): Derivation 
     }
     case "Relu":
       return make(a, false, (x) => (x < 0 ? 0 : x), (v, o) => {
-        for (let i = 0; i < v.length; i++) o[i] = v[i]! < 0 ? 0 : v[i]!;
+        // One store per branch: `o[i] = x < 0 ? 0 : x` joins an integer and a float, and V8 then
+        // boxes every value in a fresh heap number (megabytes of garbage per batch).
+        for (let i = 0; i < v.length; i++) {
+          const x = v[i]!;
+          if (x < 0) o[i] = 0;
+          else o[i] = x;
+        }
       });
     case "LeakyRelu": {
       const alpha = f32(attrFloat(node, "alpha", 0.01));
@@ -138,7 +144,13 @@ export function derivation(graph: Graph, node: Node, opset: number): Derivation 
       if (lo === undefined || hi === undefined || !(lo <= hi)) return undefined;
       const l = lo, h = hi;
       return make(a, false, (x) => (x < l ? l : x > h ? h : x), (v, o) => {
-        for (let i = 0; i < v.length; i++) o[i] = v[i]! < l ? l : v[i]! > h ? h : v[i]!;
+        // One store per branch, as for Relu: no heap number per value.
+        for (let i = 0; i < v.length; i++) {
+          const x = v[i]!;
+          if (x < l) o[i] = l;
+          else if (x > h) o[i] = h;
+          else o[i] = x;
+        }
       });
     }
   }
