@@ -80,8 +80,12 @@ Deno.test({
     );
     const { graph: int8, report } = quantize(graph, { ranges });
     assert.ok(
-      report.quantizedNodes.length >= 250,
-      `quantized nodes: ${report.quantizedNodes.length}`,
+      // 226 since the lowering folds hard-swish's /6 and the learnable affine (a·x + b) into the
+      // convs after them (quantize/ops/lower.ts); float stay only the head's decode ops.
+      report.quantizedNodes.length >= 220 && report.floatNodes.length <= 4,
+      `quantized nodes: ${report.quantizedNodes.length}, float: ${
+        JSON.stringify(report.floatNodes)
+      }`,
     );
 
     const f = await createSession(graph);

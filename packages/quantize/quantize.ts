@@ -266,7 +266,17 @@ export function quantize(graph: Graph, options: QuantizeOptions = {}): QuantizeR
   const ranges = new Map(o.ranges);
   for (const [t, from] of lowered.aliases) {
     const r = o.ranges.get(from);
-    if (r && !ranges.has(t)) ranges.set(t, r);
+    // A tensor holding its alias's values times f (an affine chain folded into convs) takes the
+    // alias's range times f, so its integers are the ones the alias would have had.
+    const f = lowered.scales.get(t) ?? 1;
+    const scaled = r && f !== 1
+      ? {
+        min: Math.min(r.min * f, r.max * f),
+        max: Math.max(r.min * f, r.max * f),
+        source: r.source,
+      }
+      : r;
+    if (scaled && !ranges.has(t)) ranges.set(t, scaled);
   }
   const a = analyze(g, o);
 

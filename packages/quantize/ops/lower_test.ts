@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { ModelBuilder } from "@clipq/onnx/builder";
 import { decode } from "@clipq/onnx/proto";
 import type { Graph } from "@clipq/onnx/graph";
-import { int64 } from "@clipq/onnx/tensor";
+import { float32, int64, toFloat32 } from "@clipq/onnx/tensor";
 import { lowerForOrt } from "./lower.ts";
 import { quantize } from "../quantize.ts";
 import { planQuantization } from "../plan.ts";
@@ -157,4 +157,71 @@ Deno.test("quantize() gives onnxruntime a one-channel u8 Resize with the same in
   assert.equal(ops["Reshape"], 1, JSON.stringify(ops));
   const [y, yRef] = [(await runGraph(q, feeds[1]!)).y!, (await runGraph(ref, feeds[1]!)).y!];
   assert.deepEqual(y, yRef);
+});
+
+/**
+ * PP-LCNetV3's activation: conv → hard-swish x·clip(x + 3, 0, 6)/6 → learnable affine a·h + b,
+ * read by a padded depthwise conv and an unpadded 1×1 conv (as PP-OCRv4 det's backbone taps).
+ */
+function hardSwishAffine(a: number, bias: number): { graph: Graph; y: string } {
+  const b = new ModelBuilder({ seed: 13 });
+  const x = b.conv(b.input("x", [1, 4, 8, 8]), { outChannels: 8, kernel: 3, pad: 1 });
+  const hs = b.op("Div", [b.mul(x, b.clip(b.add(x, 3), 0, 6)), b.initializer(6)], {
+    shape: [1, 8, 8, 8],
+  });
+  const y = b.add(b.mul(b.initializer(float32([1], [a])), hs), b.initializer(float32([1], [bias])));
+  const dw = b.relu(b.conv(y, { outChannels: 8, kernel: 3, pad: 1, group: 8 }));
+  b.output(b.conv(dw, { outChannels: 4, kernel: 1 }), "dw");
+  b.output(b.conv(y, { outChannels: 4, kernel: 1 }), "pw");
+  return { graph: b.build(), y };
+}
+
+Deno.test("lowerForOrt() folds hard-swish's /6 and a scalar affine into the convs reading it, same outputs", async () => {
+  const { graph: g, y } = hardSwishAffine(0.5, 0.25);
+  const { graph, aliases, scales, notes } = lowerForOrt(g);
+  assert.equal(notes.length, 1, notes.join("\n"));
+  const scalarOps = graph.nodes.filter((n) =>
+    ["Mul", "Div", "Add", "Sub"].includes(n.op) && n.inputs.some((t) => graph.initializers.has(t))
+  );
+  // Left: hard-swish's x + 3, and y/k = p + b/k before the padded conv (zeros pad y, not b).
+  assert.deepEqual(scalarOps.map((n) => n.op), ["Add", "Add"]);
+  const shift = scalarOps[1]!;
+  assert.equal(aliases.get(shift.outputs[0]!), y);
+  // k = 0.5/6: y/k holds y's values times 12, b/k = 3.
+  assert.ok(
+    Math.abs(scales.get(shift.outputs[0]!)! - 12) < 1e-6,
+    `${scales.get(shift.outputs[0]!)}`,
+  );
+  assert.ok(Math.abs(toFloat32(graph.initializers.get(shift.inputs[1]!)!)[0]! - 3) < 1e-6);
+  const product = graph.nodes.find((n) => n.op === "Mul")!.outputs[0]!;
+  assert.equal(shift.inputs[0], product);
+  // The unpadded 1×1 conv reads the product x·clip itself, its bias taking b·Σw.
+  assert.equal(graph.nodes.filter((n) => n.op === "Conv" && n.inputs[0] === product).length, 1);
+  const feeds = randomFeeds(g, 5, -4, 4);
+  const [a, b] = [await runGraph(g, feeds), await runGraph(graph, feeds)];
+  for (const out of ["dw", "pw"]) {
+    const [u, v] = [a[out]!, b[out]!];
+    for (let i = 0; i < u.length; i++) {
+      assert.ok(Math.abs(u[i]! - v[i]!) <= 1e-4 * (1 + Math.abs(u[i]!)), `${out}[${i}]`);
+    }
+  }
+  // An excluded link ends the chain: here the first one up from the convs.
+  const last = g.nodes.find((n) => n.outputs[0] === y)!.name;
+  assert.equal(lowerForOrt(g, { exclude: { names: [last], ops: [] } }).notes.length, 0);
+});
+
+Deno.test("quantize() runs hard-swish + affine with one QLinearMul and keeps its outputs", async () => {
+  const { graph: g } = hardSwishAffine(0.5, 0.25);
+  const feeds = [randomFeeds(g, 1, -4, 4), randomFeeds(g, 2, -4, 4)];
+  const ranges = await minmaxRanges(g, feeds);
+  const { graph } = quantize(g, { ranges, exclude: { head: false } });
+  const ops = await optimizedOps(graph, feeds[0]!);
+  assert.equal(ops["QLinearMul"], 1, JSON.stringify(ops)); // x·clip only
+  assert.equal(ops["QLinearAdd"], 2, JSON.stringify(ops)); // x + 3 and p + b/k
+  assert.equal(ops["QLinearConv"], 4, JSON.stringify(ops));
+  // y/k must be quantized on y's grid scaled by 1/k: on y's own grid it would saturate 12×.
+  const [ref, out] = [await runGraph(g, feeds[1]!), await runGraph(graph, feeds[1]!)];
+  for (const o of ["dw", "pw"]) {
+    assert.ok(sqnr(ref[o]!, out[o]!) > 25, `${o}: ${sqnr(ref[o]!, out[o]!)}`);
+  }
 });
