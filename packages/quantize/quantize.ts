@@ -266,13 +266,14 @@ export function quantize(graph: Graph, options: QuantizeOptions = {}): QuantizeR
   const ranges = new Map(o.ranges);
   for (const [t, from] of lowered.aliases) {
     const r = o.ranges.get(from);
-    // A tensor holding its alias's values times f (an affine chain folded into convs) takes the
-    // alias's range times f, so its integers are the ones the alias would have had.
-    const f = lowered.scales.get(t) ?? 1;
-    const scaled = r && f !== 1
+    // A tensor holding its alias's values mapped by x·scale + offset (an affine chain folded into
+    // convs) takes the alias's range mapped the same way: its integers are the ones the alias's
+    // would be.
+    const f = lowered.affine.get(t);
+    const scaled = r && f
       ? {
-        min: Math.min(r.min * f, r.max * f),
-        max: Math.max(r.min * f, r.max * f),
+        min: Math.min(r.min * f.scale, r.max * f.scale) + f.offset,
+        max: Math.max(r.min * f.scale, r.max * f.scale) + f.offset,
         source: r.source,
       }
       : r;

@@ -11,6 +11,11 @@
  *   QLinearMuls, 40 were the /6 and the ·a on full-size tensors. Folded: 36 QLinearMuls, 49
  *   QLinearAdds (was 59), int8 model ~16 % faster (A/B in one process), outputs as close to the
  *   float ones as before (one rounding instead of three or four between the product and the conv).
+ * - A HardSigmoid on a Conv's output folds into the conv (weights ×α, bias ×α + β) followed by a
+ *   Clip to [0, 1], which ORT fuses into its QLinearConv: the HardSigmoid ran in float between a
+ *   DequantizeLinear and a QuantizeLinear. A squeeze-excite residual x + x·s (DBNet's RSE neck)
+ *   becomes x·(1 + s), the Add moving to the [N, C, 1, 1] gate (range s's plus 1): PP-OCRv4 det's
+ *   eight full-size residual QLinearAdds (up to [1, 96, 160, 160]) and ten float islands go.
  * - A Conv (group 1) reading a 3-channel graph input (RGB, BGR) reads it zero-padded to 4
  *   channels, with zero weights for the added channel. ORT's
  *   fast u8·s8 convolution (MLAS ConvSym) needs input channels in multiples of 4; an RGB stem conv
@@ -37,7 +42,7 @@
  *
  * @module
  */
-import { attrInt, attrInts, attrString, type Graph, type Node } from "@clipq/onnx/graph";
+import { attrFloat, attrInt, attrInts, attrString, type Graph, type Node } from "@clipq/onnx/graph";
 import { float32, int64, type Tensor, toFloat32 } from "@clipq/onnx/tensor";
 import { inferShapes } from "@clipq/onnx/shapes";
 import type { CheckedOptions } from "../options.ts";
@@ -49,12 +54,20 @@ export interface Lowered {
   /** New tensor → the original tensor whose values (so whose range) it holds, possibly permuted. */
   aliases: Map<string, string>;
   /**
-   * New tensor → the factor its values carry against its alias's (absent: 1): its range is the
-   * alias's range times the factor.
+   * New tensor → how its values follow from its alias's, `alias·scale + offset` (absent: the
+   * same values): its range is the alias's range mapped the same way.
    */
-  scales: Map<string, number>;
+  affine: Map<string, Affine>;
   /** What was rewritten, one line per rewrite. */
   notes: string[];
+}
+
+/** `x·scale + offset`. */
+export interface Affine {
+  /** Factor. */
+  scale: number;
+  /** Offset added after the factor. */
+  offset: number;
 }
 
 /** Options of {@linkcode lowerForOrt}. */
@@ -75,7 +88,7 @@ interface State {
   nodes: Node[];
   inits: Map<string, Tensor>;
   aliases: Map<string, string>;
-  scales: Map<string, number>;
+  affine: Map<string, Affine>;
   notes: string[];
   used: Set<string>;
 }
@@ -184,7 +197,7 @@ function foldAffineIntoConvs(s: State, graph: Graph, ex: LowerOptions["exclude"]
       const cName = fresh(s, `${y}_shift`);
       s.inits.set(cName, float32([], [b / k]));
       s.aliases.set(shifted, y);
-      s.scales.set(shifted, 1 / k);
+      s.affine.set(shifted, { scale: 1 / k, offset: 0 });
       added.set(last, {
         name: "",
         op: "Add",
@@ -230,6 +243,101 @@ function foldAffineIntoConvs(s: State, graph: Graph, ex: LowerOptions["exclude"]
     if (removed.has(i)) return added.has(i) ? [added.get(i)!] : [];
     return [replaced.get(i) ?? n];
   });
+}
+
+/**
+ * HardSigmoid(z) = clip(α·z + β, 0, 1) on a Conv's output z: α and β go into the conv, which then
+ * ends in a Clip to [0, 1] (one QLinearConv, where the HardSigmoid ran in float between a
+ * DequantizeLinear and a QuantizeLinear). A squeeze-excite residual x + x·s becomes x·(1 + s): the
+ * Add moves from the full-size tensor to the [N, C, 1, 1] gate.
+ */
+function hardSigmoidIntoConv(s: State, graph: Graph, ex: LowerOptions["exclude"]): void {
+  const opset = graph.opsetImports.find((o) => o.domain === "" || o.domain === "ai.onnx")?.version;
+  // Clip takes its bounds as inputs from opset 11.
+  if ((opset ?? 0) < 11) return;
+  const outputs = new Set(graph.outputs.map((v) => v.name));
+  const users = new Map<string, number[]>();
+  const producer = new Map<string, number>();
+  s.nodes.forEach((n, i) => {
+    for (const t of n.inputs) if (t) users.set(t, [...(users.get(t) ?? []), i]);
+    for (const t of n.outputs) if (t) producer.set(t, i);
+  });
+  const only = (t: string): number | undefined => {
+    const u = [...new Set(users.get(t) ?? [])];
+    return u.length === 1 && !outputs.has(t) ? u[0] : undefined;
+  };
+  const usable = (i: number | undefined, op: string): i is number =>
+    i !== undefined && s.nodes[i]!.op === op && isStandard(s.nodes[i]!) &&
+    !excluded(s.nodes[i]!, i, ex);
+  const replaced = new Map<number, Node>();
+  s.nodes.forEach((h, hIdx) => {
+    if (!usable(hIdx, "HardSigmoid")) return;
+    const z = h.inputs[0], sig = h.outputs[0];
+    const ci = z ? producer.get(z) : undefined;
+    if (!z || !sig || !usable(ci, "Conv") || only(z) !== hIdx) return;
+    const conv = s.nodes[ci]!;
+    const w = conv.inputs[1] ? s.inits.get(conv.inputs[1]) : undefined;
+    const b = conv.inputs[2] ? s.inits.get(conv.inputs[2]) : undefined;
+    if (!w || w.dtype !== "float32" || only(conv.inputs[1]!) !== ci) return;
+    if (conv.inputs[2] && (b?.dtype !== "float32" || only(conv.inputs[2]) !== ci)) return;
+    const alpha = attrFloat(h, "alpha", 0.2), beta = attrFloat(h, "beta", 0.5);
+    // x + x·s: the Mul's other input is x, and so is the Add's.
+    const mi = only(sig);
+    const m = mi === undefined ? undefined : s.nodes[mi];
+    const x = m?.inputs.length === 2 ? m.inputs.find((t) => t !== sig) : undefined;
+    const ai = m?.outputs[0] ? only(m.outputs[0]) : undefined;
+    const a = ai === undefined ? undefined : s.nodes[ai];
+    const residual = usable(mi, "Mul") && usable(ai, "Add") && !!x && !!m && !!a &&
+      m.inputs.includes(sig) && a.inputs.length === 2 && a.inputs.includes(x) &&
+      a.inputs.includes(m.outputs[0]!);
+    const o = w.dims[0]!;
+    const bias = b ? toFloat32(b) : new Float32Array(o);
+    // Read only by this conv: weight and bias keep their names (bias correction finds the layer).
+    const bName = conv.inputs[2] || fresh(s, `${conv.name || z}_bias`);
+    s.inits.set(conv.inputs[1]!, float32(w.dims, toFloat32(w).map((v) => v * alpha)));
+    s.inits.set(bName, float32([o], bias.map((v) => v * alpha + beta)));
+    const pre = fresh(s, `${z}_hard_sigmoid`);
+    s.aliases.set(pre, z);
+    s.affine.set(pre, { scale: alpha, offset: beta });
+    replaced.set(ci, {
+      ...conv,
+      inputs: [conv.inputs[0]!, conv.inputs[1]!, bName],
+      outputs: [pre],
+    });
+    const lo = fresh(s, `${sig}_min`), up = fresh(s, `${sig}_max`);
+    s.inits.set(lo, float32([], [0]));
+    s.inits.set(up, float32([], [1]));
+    // The Clip's output is the HardSigmoid's, value for value; its [0, 1] bounds let ORT fuse it
+    // into the QLinearConv (a Clip to [1, 2] would not: u8's range holds 0).
+    const clip: Node = {
+      name: h.name,
+      op: "Clip",
+      domain: "",
+      inputs: [pre, lo, up],
+      outputs: [sig],
+      attributes: {},
+    };
+    replaced.set(hIdx, clip);
+    if (residual) {
+      // x + x·s = x·(1 + s): the Add moves to the [N, C, 1, 1] gate.
+      const gate = fresh(s, `${sig}_plus_one`);
+      const one = fresh(s, `${sig}_one`);
+      // Of the gate's rank: a scalar shared by gates on both sides of ORT's channels-last
+      // boundary made its transpose optimizer unsqueeze it in place and squeeze it back for some.
+      s.inits.set(one, float32(w.dims.map(() => 1), [1]));
+      s.aliases.set(gate, sig);
+      s.affine.set(gate, { scale: 1, offset: 1 });
+      replaced.set(mi!, { ...a!, inputs: [sig, one], outputs: [gate] });
+      replaced.set(ai!, { ...m!, inputs: [x!, gate], outputs: [...a!.outputs] });
+    }
+    s.notes.push(
+      `${h.name || `HardSigmoid#${hIdx}`}: folded into ${conv.name || `Conv#${ci}`} + Clip${
+        residual ? `; x + x·s → x·(1 + s)` : ""
+      }`,
+    );
+  });
+  if (replaced.size === 0) return;
+  s.nodes = s.nodes.map((n, i) => replaced.get(i) ?? n);
 }
 
 /** Zero-pads 3-channel graph inputs read by group-1 Convs to 4 channels. */
@@ -709,7 +817,7 @@ export function lowerForOrt(graph: Graph, options: LowerOptions = {}): Lowered {
     nodes: [...graph.nodes],
     inits: new Map(graph.initializers),
     aliases: new Map(),
-    scales: new Map(),
+    affine: new Map(),
     notes: [],
     used: new Set(),
   };
@@ -720,24 +828,27 @@ export function lowerForOrt(graph: Graph, options: LowerOptions = {}): Lowered {
   for (const k of graph.initializers.keys()) s.used.add(k);
   for (const v of [...graph.inputs, ...graph.outputs, ...graph.valueInfo]) s.used.add(v.name);
   const ex = options.exclude;
-  if (!Deno.env.get("EXP_NOFOLD")) foldAffineIntoConvs(s, graph, ex);
+  foldAffineIntoConvs(s, graph, ex);
+  hardSigmoidIntoConv(s, graph, ex);
   padInputChannels(s, graph, ex);
   resizeChannelView(s, graph, ex);
   convTransposeToConv(s, ex);
   if (s.nodes.some(isDcr)) sinkDepthToSpace(s, graph, ex);
   if (options.head === "auto") headConvsToMatMul(s, graph, ex);
-  if (s.notes.length === 0) return { graph, aliases: s.aliases, scales: s.scales, notes: [] };
+  if (s.notes.length === 0) return { graph, aliases: s.aliases, affine: s.affine, notes: [] };
   // Rewrites stack (a sunk activation's output aliases a lowered conv's): resolve to originals,
-  // multiplying the factors met on the way.
+  // composing the affine maps met on the way.
   for (const [t, from] of s.aliases) {
     let o = from;
-    let f = s.scales.get(t) ?? 1;
+    let { scale, offset } = s.affine.get(t) ?? { scale: 1, offset: 0 };
     for (let k = 0; s.aliases.has(o) && k < s.aliases.size; k++) {
-      f *= s.scales.get(o) ?? 1;
+      const f = s.affine.get(o);
+      // t = o·scale + offset and o = o'·f.scale + f.offset.
+      if (f) [scale, offset] = [scale * f.scale, f.offset * scale + offset];
       o = s.aliases.get(o)!;
     }
     s.aliases.set(t, o);
-    if (f !== 1) s.scales.set(t, f);
+    if (scale !== 1 || offset !== 0) s.affine.set(t, { scale, offset });
   }
   // Initializers the rewrites replaced (or made and replaced again); unread ones of the input
   // graph that no rewrite touched stay as they were.
@@ -754,7 +865,7 @@ export function lowerForOrt(graph: Graph, options: LowerOptions = {}): Lowered {
   return {
     graph: { ...graph, nodes: s.nodes, initializers: s.inits },
     aliases: s.aliases,
-    scales: s.scales,
+    affine: s.affine,
     notes: s.notes,
   };
 }

@@ -178,7 +178,7 @@ function hardSwishAffine(a: number, bias: number): { graph: Graph; y: string } {
 
 Deno.test("lowerForOrt() folds hard-swish's /6 and a scalar affine into the convs reading it, same outputs", async () => {
   const { graph: g, y } = hardSwishAffine(0.5, 0.25);
-  const { graph, aliases, scales, notes } = lowerForOrt(g);
+  const { graph, aliases, affine, notes } = lowerForOrt(g);
   assert.equal(notes.length, 1, notes.join("\n"));
   const scalarOps = graph.nodes.filter((n) =>
     ["Mul", "Div", "Add", "Sub"].includes(n.op) && n.inputs.some((t) => graph.initializers.has(t))
@@ -189,8 +189,8 @@ Deno.test("lowerForOrt() folds hard-swish's /6 and a scalar affine into the conv
   assert.equal(aliases.get(shift.outputs[0]!), y);
   // k = 0.5/6: y/k holds y's values times 12, b/k = 3.
   assert.ok(
-    Math.abs(scales.get(shift.outputs[0]!)! - 12) < 1e-6,
-    `${scales.get(shift.outputs[0]!)}`,
+    Math.abs(affine.get(shift.outputs[0]!)!.scale - 12) < 1e-6,
+    JSON.stringify(affine.get(shift.outputs[0]!)),
   );
   assert.ok(Math.abs(toFloat32(graph.initializers.get(shift.inputs[1]!)!)[0]! - 3) < 1e-6);
   const product = graph.nodes.find((n) => n.op === "Mul")!.outputs[0]!;
@@ -223,5 +223,65 @@ Deno.test("quantize() runs hard-swish + affine with one QLinearMul and keeps its
   const [ref, out] = [await runGraph(g, feeds[1]!), await runGraph(graph, feeds[1]!)];
   for (const o of ["dw", "pw"]) {
     assert.ok(sqnr(ref[o]!, out[o]!) > 25, `${o}: ${sqnr(ref[o]!, out[o]!)}`);
+  }
+});
+
+/** Squeeze-excite: x·HardSigmoid(conv(relu(conv(GAP(x))))), plus x when `residual` (DBNet's RSE). */
+function squeezeExcite(residual: boolean): Graph {
+  const b = new ModelBuilder({ seed: 17 });
+  const x = b.conv(b.input("x", [1, 4, 6, 6]), { outChannels: 8, kernel: 3, pad: 1 });
+  const squeezed = b.relu(b.conv(b.globalAveragePool(x), { outChannels: 4, kernel: 1 }));
+  const gate = b.hardSigmoid(b.conv(squeezed, { outChannels: 8, kernel: 1 }), 0.2, 0.5);
+  const scaled = b.mul(x, gate);
+  b.output(b.conv(residual ? b.add(x, scaled) : scaled, { outChannels: 4, kernel: 1 }), "y");
+  return b.build();
+}
+
+Deno.test("lowerForOrt() ends a HardSigmoid's conv in a Clip and writes x + x·s as x·(1 + s), same outputs", async () => {
+  for (const residual of [false, true]) {
+    const g = squeezeExcite(residual);
+    const { graph, aliases, affine, notes } = lowerForOrt(g);
+    assert.equal(notes.length, 1, notes.join("\n"));
+    const ops = graph.nodes.map((n) => n.op);
+    assert.ok(!ops.includes("HardSigmoid"), ops.join());
+    const clip = graph.nodes.find((n) => n.op === "Clip")!;
+    const sig = g.nodes.find((n) => n.op === "HardSigmoid")!;
+    // The Clip gives the HardSigmoid's values under its name; the conv before it α·z + β.
+    assert.equal(clip.outputs[0], sig.outputs[0]);
+    assert.equal(aliases.get(clip.inputs[0]!), sig.inputs[0]);
+    assert.deepEqual(affine.get(clip.inputs[0]!), { scale: 0.2, offset: 0.5 });
+    if (residual) {
+      // The Add now adds 1 to the gate ([1, 8, 1, 1]); one Mul over x gives the block's output.
+      const add = graph.nodes.find((n) => n.op === "Add")!;
+      assert.equal(add.inputs[0], sig.outputs[0]);
+      assert.deepEqual(affine.get(add.outputs[0]!), { scale: 1, offset: 1 });
+      const mul = graph.nodes.find((n) => n.op === "Mul")!;
+      assert.equal(mul.inputs[1], add.outputs[0]);
+      assert.equal(mul.outputs[0], g.nodes.find((n) => n.op === "Add")!.outputs[0]);
+    }
+    const feeds = randomFeeds(g, 6, -2, 2);
+    const [u, v] = [(await runGraph(g, feeds)).y!, (await runGraph(graph, feeds)).y!];
+    for (let i = 0; i < u.length; i++) {
+      assert.ok(Math.abs(u[i]! - v[i]!) <= 1e-5 * (1 + Math.abs(u[i]!)), `${residual} y[${i}]`);
+    }
+  }
+});
+
+Deno.test("quantize() leaves squeeze-excite no float HardSigmoid and keeps its outputs", async () => {
+  for (const residual of [false, true]) {
+    const g = squeezeExcite(residual);
+    const feeds = [randomFeeds(g, 1, -2, 2), randomFeeds(g, 2, -2, 2)];
+    const ranges = await minmaxRanges(g, feeds);
+    const { graph } = quantize(g, { ranges, exclude: { head: false } });
+    const ops = await optimizedOps(graph, feeds[0]!);
+    // Every conv int8 (the gate's with its Clip), the gate's Add a QLinearAdd on [1, 8, 1, 1].
+    assert.equal(ops["QLinearConv"], 4, JSON.stringify(ops));
+    assert.equal(ops["HardSigmoid"], undefined, JSON.stringify(ops));
+    assert.equal(ops["DequantizeLinear"] ?? 0, 1, JSON.stringify(ops)); // the output's
+    assert.equal(ops["QLinearMul"], 1, JSON.stringify(ops));
+    assert.equal(ops["QLinearAdd"] ?? 0, residual ? 1 : 0, JSON.stringify(ops));
+    // The gate 1 + s must be quantized on s's range plus 1: on s's own [0, 1] it would saturate.
+    const [ref, out] = [(await runGraph(g, feeds[1]!)).y!, (await runGraph(graph, feeds[1]!)).y!];
+    assert.ok(sqnr(ref, out) > 25, `${residual}: SQNR ${sqnr(ref, out)}`);
   }
 });
