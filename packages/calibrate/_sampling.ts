@@ -7,17 +7,26 @@
  * function of another tapped tensor, directly or through untapped such steps, need no nodes at all
  * (see _derive.ts).
  *
- * Per tapped tensor t of shape [batch, …] (P values per item):
- *   flat = Flatten(t, axis 0)                        [1, batch·P]
- *   lo = ReduceMin(flat), hi = ReduceMax(flat)        [1, 1] each: exact, over every value
- *   sample = Slice(flat, start o, step k)             [1, batch·P/k] (or flat itself when P ≤ S)
+ * Per tapped tensor t of shape [batch, …] (P values per item, S wanted), when P > S:
+ *   lo = ReduceMin(t), hi = ReduceMax(t)              one value each: exact, over every value
+ *   flat = Flatten(t, axis 0)                        [1, batch·P] (rank 2: t itself)
+ *   sample = Slice(flat, start o, step k)             [1, batch·P/k]
  * and lo, hi and sample are graph outputs (packing them with one Concat cost more than the outputs
- * themselves: a copy of every sample and a slow many-input kernel). The step k is the
- * largest divisor of P that keeps at least S values per item, so every item is sampled at the same
- * positions o, o + k, … whatever the batch size or the item's place in it: shards merge exactly.
- * A strided Slice and whole-tensor reductions are the cheapest forms onnxruntime offers (a Gather
- * of scattered positions cost about three times as much per value, reductions along one axis twice
- * as much).
+ * themselves: a copy of every sample and a slow many-input kernel; one Concat of the minima and one
+ * of the maxima broke the execution order below). The step k is the largest divisor of P that
+ * keeps at least S values per item, so every item is sampled at the same positions o, o + k, …
+ * whatever the batch size or the item's place in it: shards merge exactly. When P ≤ S the tensor
+ * itself is the sample and its min and max are read off it in JavaScript (one ReduceMax node still
+ * reads it, only to keep the order below). Whole-tensor reductions and a strided Slice are the
+ * cheapest forms onnxruntime offers (a Gather of scattered positions cost about three times as
+ * much per value, reductions along one axis twice as much; reductions cost the same on t as on its
+ * flattened form). Each node added costs about 0.1 ms of session creation on PP-OCRv4 det
+ * (creation time grows with the node count), so each tensor gets as few as it needs.
+ *
+ * Measured and left: a Slice of whole rows (a step along every axis but the last) copies blocks
+ * and cost a fifth as much per sampled value as the flat step (about 2 ns per value, a third of
+ * the sampling's run time), but its samples are a few whole rows per channel: the 99.99th
+ * percentile ranges of PP-OCRv4 det then missed text rows (page.png map IoU 0.957 → 0.872).
  *
  * Node order matters for speed: onnxruntime's default execution order is a depth-first walk back
  * from the graph's leaves that visits a node's inputs highest node index first. The groups are
@@ -38,11 +47,15 @@ import { mulberry32 } from "@clipq/onnx/random";
 export interface SampledTensor {
   /** The tensor. */
   name: string;
-  /** Output holding its min ([1, 1]). */
-  min: string;
-  /** Output holding its max ([1, 1]). */
-  max: string;
-  /** Output holding its sample ([1, items · sampled]). */
+  /**
+   * Output holding its min (one value), absent when the sample is the whole tensor (`sampled` =
+   * `population`): min and max are then the sample's own ({@linkcode extremes}), and the graph has
+   * no reductions for it.
+   */
+  min?: string;
+  /** Output holding its max (one value), absent with `min`. */
+  max?: string;
+  /** Output holding its sample (items · sampled values). */
   sample: string;
   /** Values per item (the product of the non-batch dims). */
   population: number;
@@ -63,6 +76,24 @@ export interface SamplingPlan {
   derived: (Derivation & { name: string; population: number; sampled: number })[];
   /** Tensors fetched whole as extra outputs (unknown shape, non-float32, no batch axis). */
   whole: string[];
+}
+
+/**
+ * The min and max of values as onnxruntime's ReduceMin and ReduceMax give them: NaN when any value
+ * is NaN, infinities included.
+ *
+ * @param values The values.
+ * @returns Their min and max (NaN for none).
+ */
+export function extremes(values: Float32Array): { min: number; max: number } {
+  let min = Infinity, max = -Infinity;
+  for (let i = 0; i < values.length; i++) {
+    const v = values[i]!;
+    if (v < min) min = v;
+    if (v > max) max = v;
+    if (v !== v) return { min: NaN, max: NaN };
+  }
+  return values.length > 0 ? { min, max } : { min: NaN, max: NaN };
 }
 
 /** Symbol standing for the batch dimension during shape inference. */
@@ -148,7 +179,7 @@ export function samplingPlan(
   const first = graph.inputs.find((i) => inputShapes[i.name]);
   const batch = first ? inputShapes[first.name]![0] : undefined;
   const opset = opsetOf(graph) ?? 13;
-  const packed: { name: string; population: number; sampled: number; step: number }[] = [];
+  const packed: { name: string; rank: number; population: number; step: number }[] = [];
   const derived: SamplingPlan["derived"] = [];
   const whole: string[] = [];
   // In graph order, so that a derivation's source is classified before it.
@@ -190,7 +221,7 @@ export function samplingPlan(
       readable.set(t, readable.get(d.from)!);
       continue;
     }
-    packed.push({ name: t, population, sampled: population / step, step });
+    packed.push({ name: t, rank: dims.length, population, step });
     readable.set(t, population / step);
   }
   const kept = needed(graph, [...packed.map((p) => p.name), ...whole]);
@@ -220,13 +251,19 @@ export function samplingPlan(
     return name;
   };
   const initializers = new Map(graph.initializers);
-  const constant = (name: string, value: number | bigint): string => {
-    const n = fresh(name);
-    initializers.set(n, tensor("int64", [1], [BigInt(value)]));
+  // Slice parameters are shared by value.
+  const shared = new Map<string, string>();
+  const ints = (what: string, values: readonly number[]): string => {
+    const key = `${what}:${values.join(",")}`;
+    let n = shared.get(key);
+    if (!n) {
+      n = fresh(`clipq.calibration.${what}.${values.join("_")}`);
+      initializers.set(n, tensor("int64", [values.length], values.map(BigInt)));
+      shared.set(key, n);
+    }
     return n;
   };
-  const axis1 = constant("clipq.calibration.axis1", 1);
-  const end = constant("clipq.calibration.end", Number.MAX_SAFE_INTEGER);
+  // Whole-tensor reductions: no axes, so the batch is reduced too and the result has one value.
   const reduce = (op: string, x: string, y: string): Node =>
     node({
       name: y,
@@ -237,40 +274,57 @@ export function samplingPlan(
     });
   const groups: Node[][] = [];
   const sampled: SampledTensor[] = [];
+  const anchors: string[] = [];
   for (const p of packed) {
-    const flat = fresh(`${p.name}.calibration.flat`);
+    if (p.step === 1) {
+      // The tensor itself is the sample, and its min and max are read off it in JavaScript (small
+      // tensors, mostly: each node added costs about 0.1 ms of session creation in PP-OCRv4 det).
+      // One node still reads it, only to anchor the execution order: a tensor that onnxruntime
+      // computes in its NCHWc layout gets a ReorderOutput for its graph-output use, and that node,
+      // if nothing read it, would be a leaf of the newest index, which the walk visits first:
+      // the whole model up to this tensor would run before any reduction (twice the run time).
+      const anchor = fresh(`${p.name}.calibration.anchor`);
+      groups.push([reduce("ReduceMax", p.name, anchor)]);
+      anchors.push(anchor);
+      sampled.push({
+        name: p.name,
+        sample: p.name,
+        population: p.population,
+        sampled: p.population,
+      });
+      continue;
+    }
     const lo = fresh(`${p.name}.calibration.min`);
     const hi = fresh(`${p.name}.calibration.max`);
-    const group = [
-      node({
-        name: flat,
+    const group = [reduce("ReduceMin", p.name, lo), reduce("ReduceMax", p.name, hi)];
+    // [batch, P] is sliced as it is; higher ranks as [1, batch · P] (the same positions per item).
+    let x = p.name;
+    if (p.rank > 2) {
+      x = fresh(`${p.name}.calibration.flat`);
+      group.push(node({
+        name: x,
         op: "Flatten",
         inputs: [p.name],
-        outputs: [flat],
+        outputs: [x],
         attributes: { axis: { type: "int", value: 0 } },
-      }),
-      reduce("ReduceMin", flat, lo),
-      reduce("ReduceMax", flat, hi),
-    ];
-    let sample = flat;
-    if (p.step > 1) {
-      sample = fresh(`${p.name}.calibration.sample`);
-      // The offset depends on the size, not the name: tensors derived from this one (same size)
-      // are read at the same positions.
-      const start = Math.floor(mulberry32(hash(String(p.population)) ^ options.seed)() * p.step);
-      group.push(node({
-        name: sample,
-        op: "Slice",
-        inputs: [
-          flat,
-          constant(`${p.name}.calibration.start`, start),
-          end,
-          axis1,
-          constant(`${p.name}.calibration.step`, p.step),
-        ],
-        outputs: [sample],
       }));
     }
+    const sample = fresh(`${p.name}.calibration.sample`);
+    // The offset depends on the size, not the name: tensors derived from this one (same size)
+    // are read at the same positions.
+    const start = Math.floor(mulberry32(hash(String(p.population)) ^ options.seed)() * p.step);
+    group.push(node({
+      name: sample,
+      op: "Slice",
+      inputs: [
+        x,
+        ints("start", [start]),
+        ints("end", [Number.MAX_SAFE_INTEGER]),
+        ints("axis", [1]),
+        ints("step", [p.step]),
+      ],
+      outputs: [sample],
+    }));
     groups.push(group);
     sampled.push({
       name: p.name,
@@ -278,17 +332,17 @@ export function samplingPlan(
       max: hi,
       sample,
       population: p.population,
-      sampled: p.sampled,
+      sampled: p.population / p.step,
     });
   }
-  const outputs = sampled.flatMap((t) => [t.min, t.max, t.sample]);
+  const outputs = sampled.flatMap((t) => t.min && t.max ? [t.min, t.max, t.sample] : [t.sample]);
   return {
     graph: {
       ...base,
       nodes: [...base.nodes, ...groups.reverse().flat()],
       initializers,
       outputs: [
-        ...outputs.map((name) => ({ name, dtype: "float32" as const })),
+        ...[...outputs, ...anchors].map((name) => ({ name, dtype: "float32" as const })),
         ...whole.map((name) => ({ name })),
       ],
     },

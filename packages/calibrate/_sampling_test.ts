@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { emptyGraph, float32, type Graph, node } from "@clipq/onnx";
-import { sampleStep, samplingPlan } from "./_sampling.ts";
+import { extremes, sampleStep, samplingPlan } from "./_sampling.ts";
 import { collectStatistics } from "./collect.ts";
 
 /** a = Neg(x), then monotone functions of it with constants, each tapped. */
@@ -125,4 +125,59 @@ Deno.test("samplingPlan() derives through untapped monotone steps, exactly", asy
     const a = whole.get(t)!.toJSON(), b = exact.get(t)!.toJSON();
     assert.deepEqual({ ...a, sum: 0, sumSquares: 0 }, { ...b, sum: 0, sumSquares: 0 }, t);
   }
+});
+
+Deno.test("samplingPlan() only anchors a tensor taken whole; extremes() reads it as ORT would", () => {
+  const plan = samplingPlan(chain(), {
+    tensors: ["a", "y"],
+    samples: 4096,
+    seed: 0,
+    inputDims: { x: [1, 4, 32, 32] },
+  });
+  assert.deepEqual(plan.tensors.map((t) => [t.sample, t.min, t.max, t.sampled]), [
+    ["a", undefined, undefined, 4096],
+    ["y", undefined, undefined, 4096],
+  ]);
+  // The model pruned to what a and y need, and one ReduceMax each that only orders the run.
+  assert.deepEqual(plan.graph.nodes.map((n) => n.op), [
+    ...["Neg", "Add", "Mul", "Div", "Sub", "Mul"],
+    ...["ReduceMax", "ReduceMax"],
+  ]);
+  assert.deepEqual(plan.graph.outputs.map((o) => o.name), [
+    "a",
+    "y",
+    "a.calibration.anchor",
+    "y.calibration.anchor",
+  ]);
+  // The first tapped tensor's node has the highest index: the walk reaches it first.
+  assert.deepEqual(plan.graph.nodes.slice(-2).map((n) => n.inputs[0]), ["y", "a"]);
+  assert.deepEqual(extremes(new Float32Array([2, -Infinity, 5])), { min: -Infinity, max: 5 });
+  assert.deepEqual(extremes(new Float32Array([2, NaN, 5])), { min: NaN, max: NaN });
+});
+
+Deno.test("samplingPlan() slices a [batch, P] tensor as it is, at the flat path's positions", async () => {
+  const g = emptyGraph({
+    opsetImports: [{ domain: "", version: 13 }],
+    nodes: [node({ name: "neg", op: "Neg", inputs: ["x"], outputs: ["a"] })],
+    inputs: [{ name: "x", dtype: "float32", shape: ["n", 4096] }],
+    outputs: [{ name: "a", dtype: "float32" }],
+  });
+  const plan = samplingPlan(g, {
+    tensors: ["a"],
+    samples: 100,
+    seed: 0,
+    inputDims: { x: [2, 4096] },
+  });
+  assert.deepEqual(plan.graph.nodes.map((n) => n.op), ["Neg", "ReduceMin", "ReduceMax", "Slice"]);
+  // The same values as the [batch, 4, 32, 32] tensor of the same size, sliced flat.
+  const values = Float32Array.from({ length: 2 * 4096 }, (_, i) => Math.sin(i * 0.37) * (i % 7));
+  const flat = await collectStatistics(g, [{ x: float32([2, 4096], values) }], {
+    tensors: ["a"],
+    samples: 100,
+  });
+  const nchw = await collectStatistics(chain(), [{ x: float32([2, 4, 32, 32], values) }], {
+    tensors: ["a"],
+    samples: 100,
+  });
+  assert.deepEqual(flat.get("a")!.toJSON(), nchw.get("a")!.toJSON());
 });

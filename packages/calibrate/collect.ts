@@ -15,7 +15,7 @@ import { ConfigError } from "@clipq/onnx/errors";
 import { createSession, type OptimizationLevel, type Session } from "@clipq/runtime";
 import { Histogram } from "./histogram.ts";
 import type { Statistics } from "./statistics.ts";
-import { type SamplingPlan, samplingPlan } from "./_sampling.ts";
+import { extremes, type SamplingPlan, samplingPlan } from "./_sampling.ts";
 
 /** Progress of a calibration run. */
 export interface CollectProgress {
@@ -288,7 +288,10 @@ function sampledRunner(
   return {
     async run(feeds) {
       const { session, plan } = await open(feeds);
-      const names = [...plan.tensors.flatMap((t) => [t.min, t.max, t.sample]), ...plan.whole];
+      const names = [
+        ...plan.tensors.flatMap((t) => t.min && t.max ? [t.min, t.max, t.sample] : [t.sample]),
+        ...plan.whole,
+      ];
       return { values: await session.run(feeds, { outputs: names }), plan };
     },
     consume({ values, plan }, stats) {
@@ -305,11 +308,15 @@ function sampledRunner(
       // What each sampled or derived tensor gave, for the tensors derived from it.
       const read = new Map<string, { sample: Float32Array; min: number; max: number }>();
       for (const t of plan.tensors) {
-        const lo = values[t.min], hi = values[t.max], sample = values[t.sample];
+        // Taken whole, a tensor has no reductions in the graph: its min and max are the sample's.
+        const reduced = t.min !== undefined && t.max !== undefined;
+        const sample = values[t.sample];
+        const lo = reduced ? values[t.min!] : sample, hi = reduced ? values[t.max!] : sample;
         const items = sample ? sample.data.length / t.sampled : NaN;
         if (
           lo?.dtype !== "float32" || hi?.dtype !== "float32" || sample?.dtype !== "float32" ||
-          lo.data.length !== 1 || hi.data.length !== 1 || !(Number.isInteger(items) && items >= 1)
+          (reduced && (lo.data.length !== 1 || hi.data.length !== 1)) ||
+          !(Number.isInteger(items) && items >= 1)
         ) {
           // Only a wrong static shape inference gets here: the exact path does not depend on it.
           throw new ModelError(
@@ -318,11 +325,13 @@ function sampledRunner(
             }]; calibrate with samples: "all" to avoid inferred shapes`,
           );
         }
-        const got = {
-          sample: sample.data as Float32Array,
-          min: lo.data[0] as number,
-          max: hi.data[0] as number,
-        };
+        const got = reduced
+          ? {
+            sample: sample.data as Float32Array,
+            min: lo.data[0] as number,
+            max: hi.data[0] as number,
+          }
+          : { sample: sample.data as Float32Array, ...extremes(sample.data as Float32Array) };
         read.set(t.name, got);
         stats.get(t.name)!.addSample(got.sample, { ...got, population: items * t.population });
       }

@@ -19,7 +19,7 @@ import { normalize } from "@clipq/onnx/normalize";
 import type { Graph, Tensor } from "@clipq/onnx";
 import { clipBounds, collectStatistics, Histogram } from "@clipq/calibrate";
 // The bench splits the sampled path's time by stage, so it builds that path's graph itself.
-import { samplingPlan } from "../../packages/calibrate/_sampling.ts";
+import { extremes, samplingPlan } from "../../packages/calibrate/_sampling.ts";
 import { defaults as collectDefaults } from "@clipq/calibrate/collect";
 import { planQuantization } from "@clipq/quantize";
 import { createSession } from "@clipq/runtime";
@@ -131,7 +131,7 @@ async function stages(
   const session = await createSession(plan.graph);
   keep("sampledCreate", performance.now() - t);
   t = performance.now();
-  const names = plan.tensors.flatMap((x) => [x.min, x.max, x.sample]);
+  const names = plan.tensors.flatMap((x) => x.min && x.max ? [x.min, x.max, x.sample] : [x.sample]);
   const outputs: Record<string, Tensor>[] = [];
   for (const f of feeds) outputs.push(await session.run(f, { outputs: names }));
   keep("sampledRuns", performance.now() - t);
@@ -141,11 +141,10 @@ async function stages(
   for (const out of outputs) {
     const read = new Map<string, { sample: Float32Array; min: number; max: number }>();
     for (const p of plan.tensors) {
-      const got = {
-        sample: out[p.sample]!.data as Float32Array,
-        min: out[p.min]!.data[0] as number,
-        max: out[p.max]!.data[0] as number,
-      };
+      const sample = out[p.sample]!.data as Float32Array;
+      const got = p.min && p.max
+        ? { sample, min: out[p.min]!.data[0] as number, max: out[p.max]!.data[0] as number }
+        : { sample, ...extremes(sample) };
       read.set(p.name, got);
       if (!hs.has(p.name)) hs.set(p.name, new Histogram());
       hs.get(p.name)!.addSample(got.sample, { ...got, population: p.population });
