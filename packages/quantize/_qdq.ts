@@ -330,7 +330,9 @@ const VIEWS = new Set(["Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose"
  * point on both sides becomes `Q → Reshape → DQ'` — a Q/DQ pair fewer per view (onnxruntime drops
  * such pairs itself when it loads the model, so the fused graph and the outputs stay the same:
  * Q(DQ(x)) = x exactly for 8-bit x, |x − z|·s/s is within 2⁻¹⁶ of an integer). Reshapes matter:
- * the lowering views each nearest Resize as one channel (`[N·C, 1, H, W]`) and back.
+ * the lowering views each nearest Resize as one channel (`[N·C, 1, H, W]`) and back. A Concat
+ * whose every input is on its output's grid (see _concat.ts) moves too, all inputs at once: where
+ * onnxruntime would make DQ → Concat → Q a QLinearConcat, it runs a plain Concat of the integers.
  */
 export function viewsOnIntegers(graph: Graph): Graph {
   const { nodes } = graph;
@@ -346,29 +348,38 @@ export function viewsOnIntegers(graph: Graph): Graph {
   const removed = new Set<Node>();
   const replaced = new Map<Node, Node>();
   for (const n of nodes) {
-    if (!VIEWS.has(n.op) || n.domain !== "" || n.outputs.length !== 1) continue;
+    const concat = n.op === "Concat";
+    if ((!VIEWS.has(n.op) && !concat) || n.domain !== "" || n.outputs.length !== 1) continue;
     if (n.op === "MaxPool" && !maxPool) continue;
-    const dq = producer.get(n.inputs[0]!);
-    if (dq?.op !== "DequantizeLinear" || producer.get(dq.inputs[0]!)?.op !== "QuantizeLinear") {
-      continue;
-    }
+    const moved = concat ? n.inputs : n.inputs.slice(0, 1);
+    const dqs = moved.map((x) => producer.get(x));
+    if (
+      !dqs.every((dq) =>
+        dq?.op === "DequantizeLinear" && producer.get(dq.inputs[0]!)?.op === "QuantizeLinear"
+      )
+    ) continue;
     const out = n.outputs[0]!;
     const next = readers.get(out) ?? [];
     const q = next[0];
     if (
       next.length !== 1 || q?.op !== "QuantizeLinear" || graphOutputs.has(out) ||
-      q.inputs[1] !== dq.inputs[1] || q.inputs[2] !== dq.inputs[2] ||
-      "axis" in dq.attributes || "axis" in q.attributes
+      "axis" in q.attributes ||
+      !dqs.every((dq) =>
+        q.inputs[1] === dq!.inputs[1] && q.inputs[2] === dq!.inputs[2] &&
+        !("axis" in dq!.attributes)
+      )
     ) continue;
     replaced.set(n, {
       ...n,
-      inputs: [dq.inputs[0]!, ...n.inputs.slice(1)],
+      inputs: [...dqs.map((dq) => dq!.inputs[0]!), ...n.inputs.slice(moved.length)],
       outputs: [q.outputs[0]!],
     });
     removed.add(q);
-    const dqReaders = readers.get(dq.outputs[0]!)!.filter((r) => r !== n);
-    readers.set(dq.outputs[0]!, dqReaders);
-    if (dqReaders.length === 0 && !graphOutputs.has(dq.outputs[0]!)) removed.add(dq);
+    for (const dq of new Set(dqs)) {
+      const dqReaders = readers.get(dq!.outputs[0]!)!.filter((r) => r !== n);
+      readers.set(dq!.outputs[0]!, dqReaders);
+      if (dqReaders.length === 0 && !graphOutputs.has(dq!.outputs[0]!)) removed.add(dq!);
+    }
   }
   if (removed.size === 0) return graph;
   const kept = nodes.filter((n) => !removed.has(n)).map((n) => replaced.get(n) ?? n);

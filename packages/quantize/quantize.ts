@@ -11,6 +11,7 @@ import type { Ranges, TensorRange } from "@clipq/onnx/metadata";
 import { float32, toFloat32 } from "@clipq/onnx/tensor";
 import { activationParams } from "./linear.ts";
 import { analyze, label, type Marks } from "./_analyze.ts";
+import { concatGrids } from "./_concat.ts";
 import { type ActivationEntry, viewsOnIntegers, type WeightReport, writeQdq } from "./_qdq.ts";
 import { foldQOperator } from "./_qoperator.ts";
 import { compactGraph, divToMul, minifyNames } from "./_rewrite.ts";
@@ -280,6 +281,8 @@ export function quantize(graph: Graph, options: QuantizeOptions = {}): QuantizeR
     if (scaled && !ranges.has(t)) ranges.set(t, scaled);
   }
   const a = analyze(g, o);
+  // A Concat's inputs on its output's grid: it then copies integers instead of requantizing.
+  for (const [t, r] of concatGrids(g, a, ranges)) ranges.set(t, r);
 
   const foldedOutputs = new Set(a.fused.values());
   // Resolve ranges node by node (topological order): a node whose tensors lack ranges stays float.

@@ -596,9 +596,18 @@ function expandIntegerViews(q: Graph): { graph: Graph; views: string[] } {
     if (n.op === "QuantizeLinear" || n.op === "DequantizeLinear" || !sz) return [n];
     views.push(n.op);
     params.set(n.outputs[0]!, sz);
+    // A view moves its first input; a Concat all of them.
+    const moved = n.op === "Concat" ? n.inputs.length : 1;
+    const dqs = n.inputs.slice(0, moved).map((x, k) =>
+      node({ name: "", op: "DequantizeLinear", inputs: [x, ...sz], outputs: [`f${i}_${k}`] })
+    );
     return [
-      node({ name: "", op: "DequantizeLinear", inputs: [n.inputs[0]!, ...sz], outputs: [`f${i}`] }),
-      { ...n, inputs: [`f${i}`, ...n.inputs.slice(1)], outputs: [`r${i}`] },
+      ...dqs,
+      {
+        ...n,
+        inputs: [...dqs.map((d) => d.outputs[0]!), ...n.inputs.slice(moved)],
+        outputs: [`r${i}`],
+      },
       node({ name: "", op: "QuantizeLinear", inputs: [`r${i}`, ...sz], outputs: [n.outputs[0]!] }),
     ];
   });
@@ -615,7 +624,11 @@ async function assertSameAsExpanded(q: Graph, feeds: Feeds, views: string[]) {
     const b = await runGraph(e.graph, feeds, { optimizedPath: `${dir}/e.onnx` });
     assert.deepEqual(a, b);
     const ops = (p: string) => countOps(decode(Deno.readFileSync(p)));
-    assert.deepEqual(ops(`${dir}/a.onnx`), ops(`${dir}/e.onnx`));
+    // The same fusion, except that onnxruntime makes DQ → Concat → Q a QLinearConcat (which
+    // copies when the grids agree) where the integers need only a Concat.
+    const { QLinearConcat, ...expanded } = ops(`${dir}/e.onnx`);
+    if (QLinearConcat) expanded.Concat = (expanded.Concat ?? 0) + QLinearConcat;
+    assert.deepEqual(ops(`${dir}/a.onnx`), expanded);
     assert.ok(encode(q).length < encode(e.graph).length);
   } finally {
     await Deno.remove(dir, { recursive: true });
@@ -696,4 +709,78 @@ Deno.test("quantize() writes what its file needs: no name on added nodes, no unu
   assert.equal(named.length - bytes.length, 3 * added);
   assert.deepEqual(decode(bytes).nodes.map((n) => n.name), q.nodes.map((n) => n.name));
   assert.deepEqual(await runGraph(q, feeds), await runGraph(decode(bytes), feeds));
+});
+
+/** Two Relu branches of one input concatenated, then a 3×3 conv: the ranges are the caller's. */
+function twoBranches(): Graph {
+  const b = new ModelBuilder({ seed: 14 });
+  const x = b.input("x", [1, 3, 8, 8]);
+  const l = b.relu(b.conv(x, { outChannels: 4, kernel: 3, pad: 1 }));
+  const r = b.relu(b.conv(x, { outChannels: 4, kernel: 3, pad: 1 }));
+  b.output(b.conv(b.concat([l, r]), { outChannels: 4, kernel: 3, pad: 1 }), "y");
+  return b.build();
+}
+
+Deno.test("quantize() puts a Concat's inputs on its output's grid and runs it on the integers, bit-identical", async () => {
+  const g = twoBranches();
+  const feeds = randomFeeds(g, 5);
+  const [left, right] = g.nodes.find((n) => n.op === "Concat")!.inputs;
+  const cat = g.nodes.find((n) => n.op === "Concat")!.outputs[0]!;
+  const ranges = new Map(await minmaxRanges(g, [feeds]));
+  ranges.set(left!, { min: 0, max: 2, source: "minmax" });
+  ranges.set(right!, { min: 0, max: 1.5, source: "minmax" });
+  ranges.set(cat, { min: 0, max: 2, source: "minmax" });
+  const { graph: q, report } = quantize(g, { ranges });
+  const grid = (t: string) => report.tensors.find((r) => r.name === t)!;
+  assert.deepEqual([grid(right!).max, grid(right!).scale], [2, grid(cat).scale]);
+  assert.equal(grid(right!).source, `minmax, the grid of Concat "${cat}"`);
+  // Q → Concat → DQ: the Concat copies integers (no QLinearConcat in onnxruntime).
+  await assertSameAsExpanded(q, feeds, ["Concat"]);
+  const dir = await Deno.makeTempDir();
+  try {
+    await runGraph(q, feeds, { optimizedPath: `${dir}/o.onnx` });
+    const ops = countOps(decode(await Deno.readFile(`${dir}/o.onnx`)));
+    assert.equal(ops["QLinearConcat"], undefined, JSON.stringify(ops));
+    assert.equal(ops["QLinearConv"], 2, JSON.stringify(ops)); // (the head conv stays float)
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("quantize() keeps a Concat input's own grid when it is under half the output's range or feeds another Concat", async () => {
+  const g = twoBranches();
+  const feeds = randomFeeds(g, 5);
+  const concat = g.nodes.find((n) => n.op === "Concat")!;
+  const [left, right] = concat.inputs;
+  const ranges = new Map(await minmaxRanges(g, [feeds]));
+  ranges.set(left!, { min: 0, max: 2, source: "minmax" });
+  ranges.set(right!, { min: 0, max: 0.9, source: "minmax" });
+  ranges.set(concat.outputs[0]!, { min: 0, max: 2, source: "minmax" });
+  const narrow = quantize(g, { ranges });
+  const max = (q: typeof narrow, t: string) => q.report.tensors.find((r) => r.name === t)!.max;
+  assert.equal(max(narrow, right!), 0.9);
+  assert.equal(narrow.graph.nodes.find((n) => n.op === "Concat")!.inputs.length, 2);
+  assert.ok(
+    narrow.graph.nodes.some((n) => n.op === "QuantizeLinear" && n.inputs[0] === concat.outputs[0]),
+    "the Concat stays between DequantizeLinear and QuantizeLinear (a QLinearConcat)",
+  );
+  // The same input read by a second Concat: each would want its own grid.
+  const twice: Graph = {
+    ...g,
+    nodes: [
+      ...g.nodes,
+      node({
+        name: "cat2",
+        op: "Concat",
+        inputs: [right!, left!],
+        outputs: ["cat2"],
+        attributes: { axis: { type: "int", value: 1 } },
+      }),
+    ],
+    outputs: [...g.outputs, { name: "cat2", dtype: "float32" }],
+  };
+  ranges.set(right!, { min: 0, max: 1.5, source: "minmax" });
+  ranges.set("cat2", { min: 0, max: 2, source: "minmax" });
+  const shared = quantize(twice, { ranges, exclude: { head: false } });
+  assert.equal(max(shared, right!), 1.5);
 });

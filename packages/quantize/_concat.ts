@@ -1,0 +1,53 @@
+// Concat on one grid. A QDQ Concat whose inputs are quantized on other grids than its output
+// becomes onnxruntime's QLinearConcat, which requantizes every input element through a lookup
+// table (NanoDet: 12 Concats, ~8 % of its int8 time). Where each input is quantized on the
+// output's grid, the Concat only copies integers: the QDQ writer then runs it on them outright
+// (Q → Concat → DQ, see viewsOnIntegers), which is exactly DQ → Concat → Q on one grid.
+//
+// The output's range covers its inputs', so an input on the output's grid gets a coarser step.
+// An input whose own range is narrower than half the output's would lose more than one bit of it
+// (and the layers reading it too): it keeps its own grid, and only that input is requantized.
+// Measured on NanoDet (11 real images, 11 of its 12 Concats on one grid): detection agreement
+// mAP50 1.0 with minmax, percentile and mse as before, output SQNR within ±0.8 dB.
+import type { Graph } from "@clipq/onnx/graph";
+import type { TensorRange } from "@clipq/onnx/metadata";
+import type { Analysis } from "./_analyze.ts";
+
+/** Inputs narrower than this share of the Concat output's range keep their own grid. */
+const MIN_WIDTH = 0.5;
+
+/**
+ * The ranges that put quantized Concats' activation inputs on the output's grid: an input read by
+ * one Concat only (another Concat would want its own grid), with a range at least half as wide as
+ * the output's, not set by the user. Outer Concats go first, so a Concat feeding another takes the
+ * outer grid and passes it on to its own inputs.
+ */
+export function concatGrids(
+  graph: Graph,
+  a: Pick<Analysis, "marks">,
+  ranges: ReadonlyMap<string, TensorRange>,
+): Map<string, TensorRange> {
+  const concats = [...a.marks.keys()].filter((i) => graph.nodes[i]!.op === "Concat")
+    .sort((x, y) => y - x);
+  const readers = new Map<string, number>();
+  for (const i of concats) {
+    for (const x of new Set(graph.nodes[i]!.inputs)) readers.set(x, (readers.get(x) ?? 0) + 1);
+  }
+  const out = new Map<string, TensorRange>();
+  const rangeOf = (t: string) => out.get(t) ?? ranges.get(t);
+  for (const i of concats) {
+    const n = graph.nodes[i]!;
+    const y = n.outputs[0]!;
+    const ry = rangeOf(y);
+    if (!ry || !(ry.max > ry.min)) continue;
+    for (const x of n.inputs) {
+      const rx = rangeOf(x);
+      if (
+        !rx || graph.initializers.has(x) || readers.get(x) !== 1 || rx.source === "override" ||
+        rx.max - rx.min < MIN_WIDTH * (ry.max - ry.min)
+      ) continue;
+      out.set(x, { min: ry.min, max: ry.max, source: `${ry.source}, the grid of Concat "${y}"` });
+    }
+  }
+  return out;
+}
