@@ -33,6 +33,10 @@ export function concatGrids(
   for (const i of concats) {
     for (const x of new Set(graph.nodes[i]!.inputs)) readers.set(x, (readers.get(x) ?? 0) + 1);
   }
+  // A pass-through op's output (Resize, MaxPool, Reshape …) is on its input's grid: the grid is
+  // set where the chain starts.
+  const sharedFrom = new Map<string, string>();
+  for (const m of a.marks.values()) for (const [o, i] of m.shares) sharedFrom.set(o, i);
   const out = new Map<string, TensorRange>();
   const rangeOf = (t: string) => out.get(t) ?? ranges.get(t);
   for (const i of concats) {
@@ -41,12 +45,15 @@ export function concatGrids(
     const ry = rangeOf(y);
     if (!ry || !(ry.max > ry.min)) continue;
     for (const x of n.inputs) {
-      const rx = rangeOf(x);
+      if (graph.initializers.has(x) || readers.get(x) !== 1) continue;
+      let t = x;
+      while (sharedFrom.has(t) && !readers.has(sharedFrom.get(t)!)) t = sharedFrom.get(t)!;
+      const rt = rangeOf(t);
       if (
-        !rx || graph.initializers.has(x) || readers.get(x) !== 1 || rx.source === "override" ||
-        rx.max - rx.min < MIN_WIDTH * (ry.max - ry.min)
+        !rt || rt.source === "override" || (t !== x && out.has(t)) ||
+        rt.max - rt.min < MIN_WIDTH * (ry.max - ry.min)
       ) continue;
-      out.set(x, { min: ry.min, max: ry.max, source: `${ry.source}, the grid of Concat "${y}"` });
+      out.set(t, { min: ry.min, max: ry.max, source: `${ry.source}, the grid of Concat "${y}"` });
     }
   }
   return out;

@@ -784,3 +784,24 @@ Deno.test("quantize() keeps a Concat input's own grid when it is under half the 
   const shared = quantize(twice, { ranges, exclude: { head: false } });
   assert.equal(max(shared, right!), 1.5);
 });
+
+Deno.test("quantize() gives a Concat input written by a pass-through op its grid where the chain starts", async () => {
+  const b = new ModelBuilder({ seed: 15 });
+  const x = b.input("x", [1, 3, 8, 8]);
+  const l = b.relu(b.conv(x, { outChannels: 4, kernel: 3, pad: 1 }));
+  const r = b.relu(b.conv(x, { outChannels: 4, kernel: 3, pad: 1 }));
+  const pooled = b.maxPool(r, { kernel: 3, stride: 1, pad: 1 });
+  const cat = b.concat([l, pooled]);
+  b.output(b.conv(cat, { outChannels: 4, kernel: 3, pad: 1 }), "y");
+  const g = b.build();
+  const feeds = randomFeeds(g, 6);
+  const ranges = new Map(await minmaxRanges(g, [feeds]));
+  ranges.set(l, { min: 0, max: 2, source: "minmax" });
+  ranges.set(r, { min: 0, max: 1.5, source: "minmax" });
+  ranges.set(cat, { min: 0, max: 2, source: "minmax" });
+  const { graph: q, report } = quantize(g, { ranges });
+  const grid = (t: string) => report.tensors.find((e) => e.name === t)!;
+  assert.deepEqual([grid(r).max, grid(pooled).scale], [2, grid(cat).scale]);
+  // Q → MaxPool and Q → Concat → DQ: all on the integers.
+  await assertSameAsExpanded(q, feeds, ["MaxPool", "Concat"]);
+});
