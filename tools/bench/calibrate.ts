@@ -6,8 +6,8 @@
  *   exact path (`samples: "all"`: every tapped value leaves onnxruntime and is histogrammed), with
  *   the sampled path's time split into session creation, runs and histogramming;
  * - peak RSS of calibration over 16 and over 256 images (256 made from the real photos by seeded
- *   random crops and flips), each measured in its own subprocess (VmHWM), to show memory does not
- *   grow with the number of images.
+ *   random crops and flips), each measured in its own subprocess (VmHWM), three times each,
+ *   interleaved (medians compared), to show memory does not grow with the number of images.
  *
  * Run alone: `deno run -A tools/bench/calibrate.ts [--quick]`.
  *
@@ -53,7 +53,13 @@ async function* augmented(
 ): AsyncGenerator<Record<string, Tensor>> {
   for (let i = 0; i < count; i++) {
     const image = randomCropFlip(images[i % images.length]!, { seed: i + 1 });
-    yield { x: preprocess(image, spec(size)).tensor };
+    const x = preprocess(image, spec(size)).tensor;
+    // The crop (0.1–1.3 MB, a random size each time) is this generator's own garbage: left to
+    // the garbage collector, dozens of them of different sizes died between collections and
+    // fragmented the allocator's main heap, +15–20 MiB over 256 images that calibration never
+    // allocated (with the same feeds every time, or uncropped photos, RSS stayed flat).
+    (image.data.buffer as ArrayBuffer).transfer(0);
+    yield { x };
   }
 }
 
@@ -85,15 +91,16 @@ async function rssChild(count: number, size: number): Promise<void> {
   }));
 }
 
-async function measureRss(
-  count: number,
-  size: number,
-  v8Flags: readonly string[] = [],
-): Promise<{ peakRss: number; peakRssAt32: number; ms: number }> {
-  const flags = v8Flags.length > 0 ? [`--v8-flags=${v8Flags.join(",")}`] : [];
+interface RssRun {
+  peakRss: number;
+  peakRssAt32: number;
+  ms: number;
+}
+
+async function measureRss(count: number, size: number): Promise<RssRun> {
   const script = fileURLToPath(import.meta.url);
   const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", ...flags, script, "--rss-child", String(count), String(size)],
+    args: ["run", "-A", script, "--rss-child", String(count), String(size)],
     stdout: "piped",
     stderr: "piped",
   }).output();
@@ -267,14 +274,19 @@ export async function run(options: BenchOptions): Promise<BenchResult[]> {
   const ratio = (k: string) => Number((ms(k) / floatMs).toFixed(2));
   const few = options.quick ? 4 : 16, many = options.quick ? 16 : 256;
   const rssSize = options.quick ? 96 : 160;
-  const a = await measureRss(few, rssSize);
-  const b = await measureRss(many, rssSize);
-  // V8 grows its young generation with the allocation rate (each run's samples are fresh
-  // buffers) up to a fixed cap: part of a step of tens of MiB in the first few dozen images,
-  // whatever their count. The same children with the young generation held at 1 MiB show it.
-  const capped = ["--max-semi-space-size=1"];
-  const ac = await measureRss(few, rssSize, capped);
-  const bc = await measureRss(many, rssSize, capped);
+  // Each child's peak varies by ±15 MiB from run to run with the setup alone (loading the model
+  // and photos, creating the session: garbage-collection timing, allocator arenas), more than
+  // calibration itself adds: the median of interleaved runs of each count is compared.
+  const rssReps = options.quick ? 1 : 3;
+  const fewRuns: RssRun[] = [], manyRuns: RssRun[] = [];
+  for (let r = 0; r < rssReps; r++) {
+    fewRuns.push(await measureRss(few, rssSize));
+    manyRuns.push(await measureRss(many, rssSize));
+  }
+  const median = (runs: RssRun[]) =>
+    [...runs].sort((x, y) => x.peakRss - y.peakRss)[runs.length >> 1]!;
+  const a = median(fewRuns), b = median(manyRuns);
+  const mib = (runs: RssRun[]) => runs.map((x) => Math.round(x.peakRss / 2 ** 20)).join(" ");
   const sampled = samplingPlan(graph, {
     tensors: tensors.filter((t) => t !== "x"),
     samples: collectDefaults.samples as number,
@@ -339,22 +351,21 @@ export async function run(options: BenchOptions): Promise<BenchResult[]> {
         ...(Number.isFinite(b.peakRssAt32)
           ? { [`growthAfter32Of${many}`]: Number((b.peakRss / b.peakRssAt32 - 1).toFixed(3)) }
           : {}),
-        [`peakRssMiB${few}SemiSpace1`]: Math.round(ac.peakRss / 2 ** 20),
-        [`peakRssMiB${many}SemiSpace1`]: Math.round(bc.peakRss / 2 ** 20),
-        growthSemiSpace1: Number((bc.peakRss / ac.peakRss - 1).toFixed(3)),
         goalGrowth: 0.1,
+        [`peakRssMiB${few}Runs`]: mib(fewRuns),
+        [`peakRssMiB${many}Runs`]: mib(manyRuns),
         [`ms${few}`]: Math.round(a.ms),
         [`ms${many}`]: Math.round(b.ms),
       },
-      notes:
-        `${many} images are seeded random crops/flips of the 9 real photos; each setting runs in ` +
-        "its own process and reports VmHWM. growthAfter32 is what the images after the 32nd add " +
-        "to the peak: memory stops growing early; the 16-image peak is taken before a one-time " +
-        "step of ~30–50 MiB in the first few dozen images in every run (also with a garbage " +
-        "collection after every batch); V8 growing its young generation with the allocation " +
-        "rate up to its cap is part of it. The *SemiSpace1 figures run the same children with " +
-        "--v8-flags=--max-semi-space-size=1 (measured alone: 8 % growth; in full bench runs " +
-        "8–16 %).",
+      notes: `${many} images are seeded random crops/flips of the 9 real photos; each count runs ` +
+        `${rssReps}× in its own process, interleaved, reporting VmHWM (whole process: model and ` +
+        "photos loaded, session created, calibration); the medians are compared (*Runs: each " +
+        "run's peak). growthAfter32 is what the images after the 32nd add to the median run's " +
+        "peak. Calibration frees each batch's onnxruntime outputs as soon as they are " +
+        "histogrammed (left to the garbage collector they piled up to ~60 MiB and fragmented the " +
+        "allocator's heap), its derived samples allocate no heap numbers (their scavenges grew " +
+        "V8's young generation), and the crop generator frees its random-size crops (they " +
+        "fragmented the main heap by 15–20 MiB over 256 images).",
     },
   ];
 }
