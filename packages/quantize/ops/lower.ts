@@ -139,15 +139,13 @@ function foldAffineIntoConvs(s: State, graph: Graph, ex: LowerOptions["exclude"]
     for (const t of n.outputs) if (t) producer.set(t, i);
   });
   const readers = (t: string) => [...new Set(users.get(t) ?? [])];
-  // The weight or bias initializers more than one node reads cannot be rescaled in place.
   const convOk = (i: number, y: string): boolean => {
     const n = s.nodes[i]!;
     const w = n.inputs[1] ? s.inits.get(n.inputs[1]) : undefined;
     const b = n.inputs[2] ? s.inits.get(n.inputs[2]) : undefined;
     return n.op === "Conv" && isStandard(n) && !excluded(n, i, ex) && n.inputs[0] === y &&
       n.inputs.indexOf(y, 1) < 0 && !!w && w.dtype === "float32" && w.dims.length >= 3 &&
-      (!n.inputs[2] || (b?.dtype === "float32" && b.dims.length === 1)) &&
-      readers(n.inputs[1]!).length === 1 && (!n.inputs[2] || readers(n.inputs[2]).length === 1);
+      (!n.inputs[2] || (b?.dtype === "float32" && b.dims.length === 1));
   };
   const removed = new Set<number>();
   const replaced = new Map<number, Node>();
@@ -223,12 +221,14 @@ function foldAffineIntoConvs(s: State, graph: Graph, ex: LowerOptions["exclude"]
           for (let j = 0; j < per; j++) sum += src[a * per + j]!;
           nb[a] = bias[a]! + b * sum;
         }
-        // Read only here (convOk): the bias keeps its name, and bias correction still finds it.
-        const bName = n.inputs[2] || fresh(s, `${n.name || y}_bias`);
+        const bName = fresh(s, `${n.inputs[2] || `${n.name || y}_bias`}_folded`);
         s.inits.set(bName, float32([o], nb));
         inputs[2] = bName;
       }
-      s.inits.set(n.inputs[1]!, float32(w.dims, src.map((v) => v * k)));
+      // New names: the layer is not its float twin any more (bias correction measures a layer
+      // against the float graph's weights on the same input), and the planner tells by the name.
+      inputs[1] = fresh(s, `${n.inputs[1]}_folded`);
+      s.inits.set(inputs[1], float32(w.dims, src.map((v) => v * k)));
       inputs[0] = shifted && !unpadded(n) ? shifted : p;
       replaced.set(i, { ...n, inputs });
     }
@@ -278,8 +278,7 @@ function hardSigmoidIntoConv(s: State, graph: Graph, ex: LowerOptions["exclude"]
     const conv = s.nodes[ci]!;
     const w = conv.inputs[1] ? s.inits.get(conv.inputs[1]) : undefined;
     const b = conv.inputs[2] ? s.inits.get(conv.inputs[2]) : undefined;
-    if (!w || w.dtype !== "float32" || only(conv.inputs[1]!) !== ci) return;
-    if (conv.inputs[2] && (b?.dtype !== "float32" || only(conv.inputs[2]) !== ci)) return;
+    if (!w || w.dtype !== "float32" || (conv.inputs[2] && b?.dtype !== "float32")) return;
     const alpha = attrFloat(h, "alpha", 0.2), beta = attrFloat(h, "beta", 0.5);
     // x + x·s: the Mul's other input is x, and so is the Add's.
     const mi = only(sig);
@@ -292,16 +291,16 @@ function hardSigmoidIntoConv(s: State, graph: Graph, ex: LowerOptions["exclude"]
       a.inputs.includes(m.outputs[0]!);
     const o = w.dims[0]!;
     const bias = b ? toFloat32(b) : new Float32Array(o);
-    // Read only by this conv: weight and bias keep their names (bias correction finds the layer).
-    const bName = conv.inputs[2] || fresh(s, `${conv.name || z}_bias`);
-    s.inits.set(conv.inputs[1]!, float32(w.dims, toFloat32(w).map((v) => v * alpha)));
+    const wName = fresh(s, `${conv.inputs[1]}_hard_sigmoid`);
+    const bName = fresh(s, `${conv.inputs[2] || `${conv.name || z}_bias`}_hard_sigmoid`);
+    s.inits.set(wName, float32(w.dims, toFloat32(w).map((v) => v * alpha)));
     s.inits.set(bName, float32([o], bias.map((v) => v * alpha + beta)));
     const pre = fresh(s, `${z}_hard_sigmoid`);
     s.aliases.set(pre, z);
     s.affine.set(pre, { scale: alpha, offset: beta });
     replaced.set(ci, {
       ...conv,
-      inputs: [conv.inputs[0]!, conv.inputs[1]!, bName],
+      inputs: [conv.inputs[0]!, wName, bName],
       outputs: [pre],
     });
     const lo = fresh(s, `${sig}_min`), up = fresh(s, `${sig}_max`);

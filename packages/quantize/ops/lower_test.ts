@@ -205,6 +205,13 @@ Deno.test("lowerForOrt() folds hard-swish's /6 and a scalar affine into the conv
       assert.ok(Math.abs(u[i]! - v[i]!) <= 1e-4 * (1 + Math.abs(u[i]!)), `${out}[${i}]`);
     }
   }
+  // The convs reading the fold have no float twin (their weights ×k, their input p or y/k): bias
+  // correction, which runs the float graph's layer on the quantized layer's input, skips them.
+  const readers = g.nodes.filter((n) => n.op === "Conv" && n.inputs[0] === y).map((n) => n.name);
+  assert.equal(readers.length, 2);
+  const measured = planQuantization(g, { exclude: { head: false } }).weightedLayers
+    .map((l) => l.node);
+  assert.ok(measured.length > 0 && readers.every((r) => !measured.includes(r)), `${measured}`);
   // An excluded link ends the chain: here the first one up from the convs.
   const last = g.nodes.find((n) => n.outputs[0] === y)!.name;
   assert.equal(lowerForOrt(g, { exclude: { names: [last], ops: [] } }).notes.length, 0);
@@ -259,6 +266,9 @@ Deno.test("lowerForOrt() ends a HardSigmoid's conv in a Clip and writes x + x·s
       assert.equal(mul.inputs[1], add.outputs[0]);
       assert.equal(mul.outputs[0], g.nodes.find((n) => n.op === "Add")!.outputs[0]);
     }
+    // The gate's conv (α·z + β) has no float twin for bias correction.
+    const gateConv = g.nodes.find((n) => n.outputs[0] === sig.inputs[0])!.name;
+    assert.ok(!planQuantization(g).weightedLayers.some((l) => l.node === gateConv));
     const feeds = randomFeeds(g, 6, -2, 2);
     const [u, v] = [(await runGraph(g, feeds)).y!, (await runGraph(graph, feeds)).y!];
     for (let i = 0; i < u.length; i++) {
