@@ -315,8 +315,11 @@ export async function run(options: BenchOptions): Promise<BenchResult[]> {
         exactRatioUnboundedOnly: Number((ms("allUnbounded") / ms("exactFloat")).toFixed(2)),
         valuesPerImage: perImage,
         sampledValuesPerImage: sampledPerImage,
-        reducedTensors: sampled.tensors.length,
+        reducedTensors: sampled.tensors.filter((t) => t.min !== undefined).length,
+        wholeTensors: sampled.tensors.filter((t) => t.min === undefined).length,
         derivedTensors: sampled.derived.length,
+        floatGraphNodes: graph.nodes.length,
+        calibrationGraphNodes: sampled.graph.nodes.length,
         floatCreateMs: round("floatCreate"),
         floatRunsMs: round("floatRuns"),
         sampledCreateMs: round("sampledCreate"),
@@ -325,19 +328,22 @@ export async function run(options: BenchOptions): Promise<BenchResult[]> {
         goalRatio: 1.2,
       },
       notes: "Same images, optimization level all for both; best of runs, session creation " +
-        `included. Default path (samples ${collectDefaults.samples}): each tapped tensor is ` +
-        "reduced inside onnxruntime to " +
-        "its exact min and max (ReduceMin/ReduceMax) and every k-th value (strided Slice), " +
-        "with the graph ordered so each tensor's reductions run right after it " +
-        `(${sampledPerImage} of ${perImage} values per image leave onnxruntime); a tensor that is ` +
-        "a monotone elementwise function of another (x + 3, Clip, / 6 of each hard-swish) is read " +
-        "off that one's sample, min and max (derivedTensors). " +
-        "What is left over plain inference, measured (the *Ms stages, best of runs): a session for " +
-        "a graph with four nodes more per reduced tensor takes longer to create (sampledCreateMs vs " +
-        "floatCreateMs); the runs pay two full reduction passes over every reduced tensor, the NCHWc " +
-        "reorders onnxruntime inserts before them and per-node overhead (sampledRunsMs vs " +
-        "floatRunsMs); the JavaScript histograms of the samples (sampledHistogramMs) overlap the next " +
-        "run. Exact min/max needs the two passes; onnxruntime has no single min-max op. The exact " +
+        `included. Default path (samples ${collectDefaults.samples}): each tapped tensor with ` +
+        "more values per image is flattened and reduced inside onnxruntime to its exact min and " +
+        "max (ReduceMin/ReduceMax) and every k-th value (strided Slice), with the graph ordered " +
+        "so each tensor's reductions run right after it " +
+        `(${sampledPerImage} of ${perImage} values per image leave onnxruntime); a smaller ` +
+        "tensor leaves whole and its min and max are read in JavaScript (wholeTensors); a tensor " +
+        "that is a monotone elementwise function of another, directly or through untapped " +
+        "steps (each hard-swish's Clip(x + 3), scalar Mul/Add/Div, Relu), is read off that " +
+        "one's sample, min and max (derivedTensors). What is left over plain inference, " +
+        "measured (the *Ms stages, best of runs): session creation grows with the nodes added " +
+        "(calibrationGraphNodes vs floatGraphNodes; sampledCreateMs vs floatCreateMs); the runs " +
+        "pay two reduction passes over every reduced value and a strided Slice whose sampled " +
+        "values are each a cache line of their own, a few ns apiece (sampledRunsMs vs " +
+        "floatRunsMs); the JavaScript histograms of the samples (sampledHistogramMs) and of the " +
+        "input image (histogrammed whole) overlap the next run but share the cores with it. " +
+        "Exact min/max needs the two passes; onnxruntime has no single min-max op. The exact " +
         'path (samples "all") ships every tapped value out (onnxruntime keeps them all alive ' +
         "to the end of the run) and histograms each; it is timed in a fresh process against that " +
         "process's own plain runs (exactFloatMs).",
