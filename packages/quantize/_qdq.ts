@@ -21,7 +21,7 @@
 // Activation zero points stay, even when 0: PP-OCRv4 det without them failed to load in
 // onnxruntime 1.30 at level all (its QDQ fusion made "two nodes with same node name").
 import { ModelError } from "@clipq/onnx/errors";
-import { type Graph, type Node, opsetOf } from "@clipq/onnx/graph";
+import { attrString, type Graph, type Node, opsetOf } from "@clipq/onnx/graph";
 import { type Tensor, tensor, toFloat32 } from "@clipq/onnx/tensor";
 import { activationParams, quantizeLinear, type QuantParams } from "./linear.ts";
 import { quantizeBias, quantizeWeight } from "./weights.ts";
@@ -322,6 +322,7 @@ function unreadDropped(original: Graph, next: Graph): Graph {
  * Ops that only move or select values: on the integers they give what DQ → op → Q gives (MaxPool
  * too: DQ is increasing, so the largest integer dequantizes to the largest value; its padding is
  * never picked). Transpose: the head lowering's channels-last view of each head conv's input.
+ * Resize in mode nearest moves too (see viewsOnIntegers).
  */
 const VIEWS = new Set(["Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "MaxPool"]);
 
@@ -349,7 +350,12 @@ export function viewsOnIntegers(graph: Graph): Graph {
   const replaced = new Map<Node, Node>();
   for (const n of nodes) {
     const concat = n.op === "Concat";
-    if ((!VIEWS.has(n.op) && !concat) || n.domain !== "" || n.outputs.length !== 1) continue;
+    // Nearest Resize only picks values; linear and cubic interpolate, which on the integers would
+    // round differently (NanoDet's 4 bilinear Resizes stay between DQ and Q).
+    const resize = n.op === "Resize" && attrString(n, "mode", "nearest") === "nearest";
+    if ((!VIEWS.has(n.op) && !concat && !resize) || n.domain !== "" || n.outputs.length !== 1) {
+      continue;
+    }
     if (n.op === "MaxPool" && !maxPool) continue;
     const moved = concat ? n.inputs : n.inputs.slice(0, 1);
     const dqs = moved.map((x) => producer.get(x));

@@ -648,7 +648,7 @@ Deno.test("quantize() runs a Reshape between quantized ops on the integers, bit-
   await assertSameAsExpanded(q, feeds, ["Reshape"]);
 });
 
-Deno.test("quantize() runs MaxPool and the head lowering's Transpose on the integers, bit-identical", async () => {
+Deno.test("quantize() runs MaxPool, nearest Resize and the head lowering's Transpose on the integers, bit-identical", async () => {
   const b = new ModelBuilder({ seed: 12 });
   let x = b.input("x", [1, 3, 8, 8]);
   x = b.relu(b.conv(x, { outChannels: 8, kernel: 3, pad: 1 }));
@@ -658,6 +658,15 @@ Deno.test("quantize() runs MaxPool and the head lowering's Transpose on the inte
   const feeds = randomFeeds(g, 3);
   const { graph: q } = quantize(g, { ranges: await minmaxRanges(g, [feeds]) });
   await assertSameAsExpanded(q, feeds, ["MaxPool", "Transpose"]);
+  // A nearest Resize only picks values: it moves too (the lowering views it as one channel).
+  const r = new ModelBuilder({ seed: 16 });
+  let y = r.relu(r.conv(r.input("x", [1, 3, 8, 8]), { outChannels: 8, kernel: 3, pad: 1 }));
+  y = r.resize(y, 2);
+  r.output(r.conv(y, { outChannels: 4, kernel: 3, pad: 1 }), "y");
+  const up = r.build();
+  const upFeeds = randomFeeds(up, 4);
+  const upQ = quantize(up, { ranges: await minmaxRanges(up, [upFeeds]) }).graph;
+  await assertSameAsExpanded(upQ, upFeeds, ["Reshape", "Resize", "Reshape"]);
   // Below opset 12 MaxPool takes no 8-bit integers: per-tensor weights keep such a model at 10.
   const old = { ...g, opsetImports: [{ domain: "", version: 10 }] };
   const p = quantize(old, { ranges: await minmaxRanges(g, [feeds]), weights: "per-tensor" }).graph;
