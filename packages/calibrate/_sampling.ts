@@ -101,7 +101,7 @@ export function extremes(values: Float32Array): { min: number; max: number } {
 /** Symbol standing for the batch dimension during shape inference. */
 const BATCH = "clipq.calibration.batch";
 
-/** 32-bit FNV-1a of a string (the sample offset hashes the tensor's size, so equal sizes share it). */
+/** 32-bit FNV-1a of a string (sample offsets hash the tensor's size: equal sizes share one). */
 function hash(s: string): number {
   let h = 0x811c9dc5;
   for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193);
