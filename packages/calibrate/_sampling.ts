@@ -123,6 +123,39 @@ export function sampleStep(population: number, samples: number): number {
   return 1;
 }
 
+/**
+ * Where a tensor's sample starts: a seeded offset in [0, step) that depends on the tensor's size
+ * per item, not its name, so tensors derived from one another (same size) are read at the same
+ * positions, and graph inputs sampled in JavaScript at the same positions as inside onnxruntime.
+ *
+ * @param population Values per item.
+ * @param step The sampling step ({@linkcode sampleStep}).
+ * @param seed The calibration's seed.
+ * @returns The offset of the first sampled value of each item.
+ */
+export function sampleOffset(population: number, step: number, seed: number): number {
+  return Math.floor(mulberry32(hash(String(population)) ^ seed)() * step);
+}
+
+/**
+ * Every `step`-th value from `offset`, as the calibration graph's strided Slice takes them from a
+ * tensor flattened to [1, batch · P] (P a multiple of `step`: the same positions in every item).
+ *
+ * @param values The values, items one after the other.
+ * @param options The step and the offset; `into`, a buffer of the right length to reuse.
+ * @returns The sample.
+ */
+export function strided(
+  values: Float32Array,
+  options: { step: number; offset: number; into?: Float32Array | undefined },
+): Float32Array {
+  const { step, offset } = options;
+  const n = Math.ceil((values.length - offset) / step);
+  const out = options.into?.length === n ? options.into : new Float32Array(n);
+  for (let i = 0, j = offset; i < n; i++, j += step) out[i] = values[j]!;
+  return out;
+}
+
 /** The ancestors of `wanted` (nodes in graph order); undefined when a node has subgraphs. */
 function needed(graph: Graph, wanted: readonly string[]): Node[] | undefined {
   const producer = new Map<string, number>();
@@ -314,9 +347,7 @@ export function samplingPlan(
     }
     group.push(reduce("ReduceMin", x, lo), reduce("ReduceMax", x, hi));
     const sample = fresh(`${p.name}.calibration.sample`);
-    // The offset depends on the size, not the name: tensors derived from this one (same size)
-    // are read at the same positions.
-    const start = Math.floor(mulberry32(hash(String(p.population)) ^ options.seed)() * p.step);
+    const start = sampleOffset(p.population, p.step, options.seed);
     group.push(node({
       name: sample,
       op: "Slice",

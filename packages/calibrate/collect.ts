@@ -20,7 +20,14 @@ import {
 } from "@clipq/runtime";
 import { Histogram } from "./histogram.ts";
 import type { Statistics } from "./statistics.ts";
-import { extremes, type SamplingPlan, samplingPlan } from "./_sampling.ts";
+import {
+  extremes,
+  sampleOffset,
+  sampleStep,
+  type SamplingPlan,
+  samplingPlan,
+  strided,
+} from "./_sampling.ts";
 
 /** Progress of a calibration run. */
 export interface CollectProgress {
@@ -51,7 +58,8 @@ export interface CollectOptions {
    * over every value inside onnxruntime, so minmax ranges and the histogram grid stay exact. A
    * tensor with at most this many values per image is taken whole. `"all"` histograms every value
    * (the exact histograms, at several times the cost: each tensor leaves onnxruntime whole). Graph
-   * inputs, already in memory, are always histogrammed whole.
+   * inputs (already in memory) are sampled the same way in JavaScript, min and max over every
+   * value.
    */
   samples?: number | "all";
   /** Seed of the sample positions (mixed with each tensor's name). */
@@ -155,6 +163,8 @@ export async function collectStatistics(
     outputs.catch(() => {});
     return { feeds, outputs };
   };
+  // Graph inputs' samples are copied into buffers kept across batches: no garbage per batch.
+  const inputScratch = new Map<string, Float32Array>();
   let inflight: Awaited<ReturnType<typeof start>>;
   try {
     inflight = await start();
@@ -173,7 +183,13 @@ export async function collectStatistics(
             }]`,
           );
         }
-        stats.get(t)!.add(floats(graph, t, value));
+        histogramInput(stats.get(t)!, floats(graph, t, value), {
+          dims: value.dims,
+          samples: o.samples,
+          seed: o.seed,
+          scratch: inputScratch,
+          name: t,
+        });
       }
       runner.consume(outputs, stats);
       // Histogrammed: their native memory goes back now, not at some later garbage collection
@@ -191,6 +207,39 @@ export async function collectStatistics(
     await runner.release();
   }
   return stats;
+}
+
+/**
+ * A graph input's values into its histogram, sampled like a tapped tensor: exact min and max over
+ * every value, and the counts of every k-th value at the positions the calibration graph would
+ * take (histogramming a 640 × 640 image whole cost more than all the reductions of a layer).
+ */
+function histogramInput(
+  histogram: Histogram,
+  values: Float32Array,
+  o: {
+    dims: readonly number[];
+    samples: number | "all";
+    seed: number;
+    scratch: Map<string, Float32Array>;
+    name: string;
+  },
+): void {
+  const population = o.dims.length >= 2 && o.dims[0]! > 0 ? values.length / o.dims[0]! : 0;
+  const step = o.samples === "all" || !Number.isInteger(population) || population === 0
+    ? 1
+    : sampleStep(population, o.samples);
+  if (step === 1) {
+    histogram.add(values);
+    return;
+  }
+  const sample = strided(values, {
+    step,
+    offset: sampleOffset(population, step, o.seed),
+    into: o.scratch.get(o.name),
+  });
+  o.scratch.set(o.name, sample);
+  histogram.addSample(sample, { ...extremes(values), population: values.length });
 }
 
 /** What one batch's run gave, tagged with how to read it. */

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { emptyGraph, float32, type Graph, int64, node, type Tensor } from "@clipq/onnx";
 import { ModelBuilder } from "@clipq/onnx/builder";
+import { mulberry32 } from "@clipq/onnx/random";
 import { createSession } from "@clipq/runtime";
 import { collectStatistics } from "./collect.ts";
 import { measureBiasShifts } from "./bias_shifts.ts";
@@ -235,4 +236,28 @@ Deno.test("collectStatistics() frees each batch's outputs once histogrammed", as
   // Two batches are in flight at most; left to the garbage collector, dead outputs pile up to
   // tens of MiB between collections.
   assert.ok(most < 3 * 4 * n, `external memory grew by ${most} bytes`);
+});
+
+Deno.test("collectStatistics() samples a graph input at the positions the graph samples a copy of it", async () => {
+  // y = x + 0 is computed by the model, so onnxruntime samples it; x is sampled in JavaScript.
+  const graph = emptyGraph({
+    nodes: [node({ name: "a", op: "Add", inputs: ["x", "zero"], outputs: ["y"] })],
+    initializers: new Map([["zero", float32([1], [0])]]),
+    inputs: [{ name: "x", dtype: "float32", shape: ["n", 3, 16, 16] }],
+    outputs: [{ name: "y", dtype: "float32", shape: ["n", 3, 16, 16] }],
+  });
+  const random = mulberry32(5);
+  const batches = [2, 1].map((n) => ({
+    x: float32([n, 3, 16, 16], Array.from({ length: n * 768 }, () => random() * 8 - 3)),
+  }));
+  const stats = await collectStatistics(graph, batches, { tensors: ["x", "y"], samples: 100 });
+  const x = stats.get("x")!.toJSON(), y = stats.get("y")!.toJSON();
+  // Every 6th of 768 values per item (the largest divisor of 768 keeping ≥ 100): 128 values.
+  assert.deepEqual([x.count, x.population], [3 * 128, 3 * 768]);
+  assert.deepEqual(x, y);
+  const all = await collectStatistics(graph, batches, { tensors: ["x"], samples: "all" });
+  assert.deepEqual([stats.get("x")!.min, stats.get("x")!.max], [
+    all.get("x")!.min,
+    all.get("x")!.max,
+  ]);
 });
