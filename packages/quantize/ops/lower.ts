@@ -129,6 +129,19 @@ function unpadded(n: Node): boolean {
     (attrInts(n, "pads") ?? []).every((p) => p === 0);
 }
 
+/** Which nodes read each tensor and which node writes it (indices into `nodes`). */
+function wiring(
+  nodes: readonly Node[],
+): { users: Map<string, number[]>; producer: Map<string, number> } {
+  const users = new Map<string, number[]>();
+  const producer = new Map<string, number>();
+  nodes.forEach((n, i) => {
+    for (const t of n.inputs) if (t) users.set(t, [...(users.get(t) ?? []), i]);
+    for (const t of n.outputs) if (t) producer.set(t, i);
+  });
+  return { users, producer };
+}
+
 /**
  * A chain of scalar Mul/Div/Add/Sub whose result only Convs read, y = k·p + b, folds into them:
  * their weights take k, and b goes into the biases of unpadded ones (a padded conv pads y with
@@ -136,12 +149,7 @@ function unpadded(n: Node): boolean {
  */
 function foldAffineIntoConvs(s: State, graph: Graph, ex: LowerOptions["exclude"]): void {
   const outputs = new Set(graph.outputs.map((v) => v.name));
-  const users = new Map<string, number[]>();
-  const producer = new Map<string, number>();
-  s.nodes.forEach((n, i) => {
-    for (const t of n.inputs) if (t) users.set(t, [...(users.get(t) ?? []), i]);
-    for (const t of n.outputs) if (t) producer.set(t, i);
-  });
+  const { users, producer } = wiring(s.nodes);
   const readers = (t: string) => [...new Set(users.get(t) ?? [])];
   const convOk = (i: number, y: string): boolean => {
     const n = s.nodes[i]!;
@@ -260,12 +268,7 @@ function hardSigmoidIntoConv(s: State, graph: Graph, ex: LowerOptions["exclude"]
   // Clip takes its bounds as inputs from opset 11.
   if ((opset ?? 0) < 11) return;
   const outputs = new Set(graph.outputs.map((v) => v.name));
-  const users = new Map<string, number[]>();
-  const producer = new Map<string, number>();
-  s.nodes.forEach((n, i) => {
-    for (const t of n.inputs) if (t) users.set(t, [...(users.get(t) ?? []), i]);
-    for (const t of n.outputs) if (t) producer.set(t, i);
-  });
+  const { users, producer } = wiring(s.nodes);
   const only = (t: string): number | undefined => {
     const u = [...new Set(users.get(t) ?? [])];
     return u.length === 1 && !outputs.has(t) ? u[0] : undefined;
