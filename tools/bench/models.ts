@@ -158,6 +158,26 @@ async function runAll(graph: Graph, set: EvalSet): Promise<Record<string, Tensor
   }
 }
 
+/** Ops whose output has their first input's element type: integer in, integer out. */
+const SAME_TYPE_OPS = new Set([
+  "Concat",
+  "Reshape",
+  "Transpose",
+  "MaxPool",
+  "NhwcMaxPool",
+  "Resize",
+  "Split",
+  "Slice",
+  "Pad",
+  "DepthToSpace",
+  "SpaceToDepth",
+  "Squeeze",
+  "Unsqueeze",
+  "Flatten",
+  "Gather",
+  "Identity",
+]);
+
 /** Plain float inference over the calibration images (session creation included, as in calibration). */
 async function plainInferenceMs(c: Case, set: EvalSet): Promise<number> {
   const t0 = performance.now();
@@ -250,16 +270,22 @@ async function latency(
     const opMs = (p: typeof floatProfile) =>
       JSON.stringify(Object.fromEntries(p.ops.slice(0, 12).map((o) => [o.op, o.ms])));
     const ops: Record<string, number> = {};
+    // Ops ORT still runs in float: everything but the int8 kernels, the Q/DQ edges and the data
+    // movement ops (Concat, Reshape, Resize …) it runs on integer tensors.
+    const floatOps: Record<string, number> = {};
+    const integers = new Set<string>();
     for (const n of decode(await Deno.readFile(optimized)).nodes) {
       const k = n.domain && n.domain !== "ai.onnx" ? `${n.domain}.${n.op}` : n.op;
       ops[k] = (ops[k] ?? 0) + 1;
+      const quantized = /QLinear|QuantizeLinear|ConvInteger|MatMulInteger|DynamicQuantize/.test(k);
+      const onIntegers = SAME_TYPE_OPS.has(n.op) && integers.has(n.inputs[0] ?? "");
+      if ((quantized && !/Dequantize|ToFloat/.test(k)) || onIntegers) {
+        for (const o of n.outputs) integers.add(o);
+      }
+      if (!quantized && !onIntegers && n.op !== "DequantizeLinear") {
+        floatOps[k] = (floatOps[k] ?? 0) + 1;
+      }
     }
-    // Ops ORT still runs in float (everything but the fused int8 kernels and the Q/DQ edges).
-    const floatOps = Object.fromEntries(
-      Object.entries(ops).filter(([k]) =>
-        !/QLinear|QuantizeLinear|DequantizeLinear|ConvInteger|MatMulInteger|DynamicQuantize/.test(k)
-      ),
-    );
     const profileMs = new Map(int8Profile.ops.map((o) => [o.op, o.ms]));
     return {
       metrics: {
