@@ -210,3 +210,23 @@ Deno.test("floatRegion() of several layers is the union of their regions, whatev
   assert.deepEqual(floatRegion(g, ["c2", "c1"]), floatRegion(g, ["c1", "c2"]));
   assert.ok(floatRegion(g, ["c2", "c1"]).includes(sideNode));
 });
+
+Deno.test("quantizeStep({ maxDrop }) with bias correction gives no shift to a layer kept float or rewritten otherwise", async () => {
+  // "up" (kernel = stride) is quantized as a 1×1 Conv + DepthToSpace, and its shift measured on
+  // that form (4·8 channels); each trial that keeps it float has it as a ConvTranspose (8).
+  const b = new ModelBuilder({ seed: 3 });
+  let x = b.input("x", [1, 3, 16, 16]);
+  x = b.relu(b.conv(x, { outChannels: 8, kernel: 3, pad: 1, stride: 2, name: "c1" }));
+  x = b.relu(b.convTranspose(x, { outChannels: 8, kernel: 2, stride: 2, name: "c2" }));
+  x = b.relu(b.conv(x, { outChannels: 8, kernel: 3, pad: 1, name: "c3" }));
+  b.output(b.conv(x, { outChannels: 4, kernel: 1, name: "c4" }), "y");
+  const graph = b.build();
+  const ctx = context(graph);
+  ctx.ranges = await badRanges(graph);
+  ctx.biasCorrection = true;
+  await quantizeStep({ maxDrop: 0.05 }).run(graph, ctx);
+  assert.equal((ctx.report.biasCorrection as { layers: number }).layers, 4);
+  const report = ctx.report.fallback as { reverted: string[]; met: boolean };
+  assert.equal(report.met, true);
+  assert.ok(report.reverted.includes("c3"), String(report.reverted));
+});

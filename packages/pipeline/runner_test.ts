@@ -92,8 +92,8 @@ Deno.test("runPipeline() feeds input.extra to other model inputs and applies bia
   const b = new ModelBuilder({ seed: 5, name: "two-inputs" });
   const x = b.input("images", [1, 3, 16, 16]);
   const gain = b.input("gain", [1]);
-  // The RGB stem (lowered to read 4 channels) and the head conv (lowered to a MatMul) are not
-  // offered to bias correction: the middle conv is.
+  // Bias correction measures every quantized layer as quantize writes it (floatTwin): the RGB stem
+  // (lowered to read 4 channels), the middle conv and the head conv (lowered to a MatMul).
   let y = b.relu(b.conv(x, { outChannels: 8, kernel: 3, pad: 1 }));
   y = b.relu(b.conv(y, { outChannels: 8, kernel: 3, pad: 1 }));
   b.output(b.mul(b.conv(y, { outChannels: 4, kernel: 1 }), gain), "out");
@@ -117,7 +117,7 @@ Deno.test("runPipeline() feeds input.extra to other model inputs and applies bia
     const { report, graph } = await runPipeline(cfg, { quiet: true, analyze: false });
     assert.ok(report.methods.includes("bias-correction"));
     const bc = report.details.biasCorrection as { layers: number };
-    assert.ok(bc.layers >= 1, `bias-corrected layers: ${bc.layers}`);
+    assert.equal(bc.layers, 3, `bias-corrected layers: ${bc.layers}`);
     assert.deepEqual(graph.inputs.map((i) => i.name), ["images", "gain"]);
 
     const missing = await loadConfig(ws.write({

@@ -49,8 +49,10 @@ export interface QuantizeOptions extends PlanOptions {
   /** 7-bit weights in [−63, 63], for CPUs without VNNI (u8·s8 products saturate int16 there). */
   reduceRange?: boolean;
   /**
-   * Per-channel shifts to subtract from each layer's float bias (bias correction), by node name.
-   * Conv/ConvTranspose/Gemm without a bias get one; a MatMul's bias Add is corrected, or inserted.
+   * Per-channel shifts to subtract from each layer's float bias (bias correction), by node name,
+   * measured on the layers as `floatTwin()` gives them (after the exact ORT rewrites; a rewritten
+   * ConvTranspose, say, is a 1×1 Conv with C·s² output channels there). Conv/ConvTranspose/Gemm
+   * without a bias get one; a MatMul's bias Add is corrected, or inserted.
    */
   biasShifts?: ReadonlyMap<string, Float32Array>;
   /** Throw a ModelError when a tensor needs a range and has none (default: keep its node float). */

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import type { Graph, Node } from "@clipq/onnx/graph";
+import type { Graph } from "@clipq/onnx/graph";
 import { analyze } from "./_analyze.ts";
 import { divToMul } from "./_rewrite.ts";
 import { lowerForOrt } from "./ops/lower.ts";
@@ -33,9 +33,9 @@ export interface QuantizationPlan {
   /** Activation tensors that need a calibrated range. */
   activations: string[];
   /**
-   * Weighted layers (quantized or not), except those the ORT lowering rewrote (a ConvTranspose as
-   * 1×1 Conv + DepthToSpace, a stem conv reading its input padded to 4 channels): bias correction
-   * measures a layer against its float twin, and these have none in the quantized graph.
+   * Weighted layers (quantized or not), as `quantize` writes them: after its exact ORT rewrites (a
+   * ConvTranspose as 1×1 Conv + DepthToSpace, scalar chains folded into convs …), so bias
+   * correction measures them against `floatTwin()` (quantize.ts), not against the graph as given.
    */
   weightedLayers: WeightedLayer[];
   /** Nodes that stay float, with the reason. */
@@ -83,9 +83,6 @@ export function planQuantization(graph: Graph, options: PlanOptions = {}): Quant
   const a = analyze(g, o);
   // Tensors the lowering added are calibrated as the original tensors they re-express.
   const orig = (t: string) => lowered.aliases.get(t) ?? t;
-  const rewritten = (n: Node) =>
-    [...n.inputs, ...n.outputs].some((t) => lowered.aliases.has(t)) ||
-    (!!n.inputs[1] && g.initializers.has(n.inputs[1]) && !graph.initializers.has(n.inputs[1]));
   const shared = new Set<string>();
   for (const m of a.marks.values()) for (const [out] of m.shares) shared.add(out);
   const activations: string[] = [];
@@ -99,14 +96,11 @@ export function planQuantization(graph: Graph, options: PlanOptions = {}): Quant
   }
   return {
     activations,
-    // A layer the lowering rewrote (a ConvTranspose as a 1×1 Conv, a stem conv on a padded input)
-    // has no float twin in the quantized graph: bias correction cannot measure it.
-    weightedLayers: [...a.weighted].filter(([i]) => !rewritten(g.nodes[i]!))
-      .map(([i, w]) => ({
-        node: a.labels[i]!,
-        output: g.nodes[i]!.outputs[0]!,
-        channelAxis: w.axis,
-      })),
+    weightedLayers: [...a.weighted].map(([i, w]) => ({
+      node: a.labels[i]!,
+      output: g.nodes[i]!.outputs[0]!,
+      channelAxis: w.axis,
+    })),
     excluded: [...a.reasons].sort((x, y) => x[0] - y[0]).map(([i, reason]) => ({
       node: a.labels[i]!,
       op: g.nodes[i]!.op,

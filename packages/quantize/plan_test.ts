@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { emptyGraph, node } from "@clipq/onnx/graph";
 import { float32, int64 } from "@clipq/onnx/tensor";
 import { planQuantization } from "./plan.ts";
+import { floatTwin } from "./quantize.ts";
 import { smallNet, yoloLike } from "./testdata/models.ts";
 
 Deno.test("planQuantization() asks for the Relu/Clip output's range, not the conv's", () => {
@@ -21,8 +22,9 @@ Deno.test("planQuantization() asks for the Relu/Clip output's range, not the con
 Deno.test("planQuantization() lists weighted layers with their channel axes", () => {
   const plan = planQuantization(smallNet());
   const axes = Object.fromEntries(plan.weightedLayers.map((w) => [w.node, w.channelAxis]));
-  // conv1 reads the RGB input padded to 4 channels (ops/lower.ts): no float twin to correct against.
-  assert.deepEqual(axes, { conv2: 0, conv3: 0, conv4: 0, fc: 0 });
+  // conv1 reads the RGB input padded to 4 channels (ops/lower.ts): listed under its own name, as
+  // quantize writes it (its float twin is in floatTwin()).
+  assert.deepEqual(axes, { conv1: 0, conv2: 0, conv3: 0, conv4: 0, fc: 0 });
 });
 
 Deno.test("planQuantization() head auto keeps the decode float and asks no range for head outputs", () => {
@@ -33,9 +35,16 @@ Deno.test("planQuantization() head auto keeps the decode float and asks no range
   // 2 × (Reshape, Transpose, Sigmoid, Mul, Reshape) + Concat, and per 1×1 head conv (run as an
   // int8 MatMul with a float output, ops/lower.ts) its transpose back and bias Add.
   assert.equal(plan.excluded.length, 15);
-  // Bias correction gets no rewritten layer (ops/lower.ts): not the stem conv on its padded input,
-  // nor the two 1×1 head convs run as channels-last MatMuls.
-  assert.equal(plan.weightedLayers.length, 2);
+  // Every layer as quantize writes it: the stem conv on its padded input and the two 1×1 head convs
+  // run as channels-last MatMuls (weight [in, out]: channel axis 1) included.
+  const ops = new Map(floatTwin(yoloLike()).nodes.map((n) => [n.name, n.op]));
+  assert.deepEqual(plan.weightedLayers.map((w) => [ops.get(w.node), w.channelAxis]), [
+    ["Conv", 0],
+    ["Conv", 0],
+    ["MatMul", 1],
+    ["Conv", 0],
+    ["MatMul", 1],
+  ]);
   // headOutputs narrows the rule; head false drops it.
   assert.equal(planQuantization(yoloLike(), { exclude: { head: false } }).excluded.length, 0);
 });

@@ -17,7 +17,7 @@ import { foldQOperator } from "./_qoperator.ts";
 import { compactGraph, divToMul, minifyNames } from "./_rewrite.ts";
 import { lowerForOrt } from "./ops/lower.ts";
 import { foldScalarMuls } from "./ops/rescale.ts";
-import { checkOptions, type QuantizeOptions } from "./options.ts";
+import { type CheckedOptions, checkOptions, type QuantizeOptions } from "./options.ts";
 import { raiseOpset } from "./opset.ts";
 import type { FloatNode } from "./plan.ts";
 
@@ -61,6 +61,43 @@ function initializerBytes(g: Graph): number {
     n += Array.isArray(t.data) ? 0 : (t.data as { byteLength: number }).byteLength;
   }
   return n;
+}
+
+/** The opset raised to what the Q/DQ need, Div by a constant as Mul, then the ORT lowering. */
+function lowerGraph(graph: Graph, o: CheckedOptions): ReturnType<typeof lowerForOrt> {
+  const g = divToMul(raiseOpset(graph, o.weights === "per-channel" ? 13 : 10), o.exclude);
+  return lowerForOrt(g, { exclude: o.exclude, head: o.exclude.head });
+}
+
+/**
+ * The float graph {@linkcode quantize} marks, before any Q/DQ: the opset raised as the weights need,
+ * and the exact rewrites for onnxruntime's int8 kernels applied (a ConvTranspose as a 1×1 Conv +
+ * DepthToSpace, scalar chains and HardSigmoids folded into convs, …). Each weighted layer of the
+ * quantized graph has its float twin here under the same node name, reading and writing the same
+ * values: bias correction measures a layer against it, and `biasShifts` name its layers.
+ *
+ * @param graph The float graph.
+ * @param options The options `quantize` will get (exclusions decide what is rewritten).
+ * @returns The rewritten float graph.
+ * @throws {ConfigError} On bad options.
+ * @throws {ModelError} When the opset cannot be raised as quantization needs.
+ *
+ * @example A Div by a constant is a Mul in the twin
+ * ```ts
+ * import { floatTwin } from "@clipq/quantize/quantize";
+ * import { emptyGraph, float32, node } from "@clipq/onnx";
+ * import assert from "node:assert/strict";
+ * const g = emptyGraph({
+ *   inputs: [{ name: "x", dtype: "float32", shape: [1, 4] }],
+ *   outputs: [{ name: "y", dtype: "float32" }],
+ *   initializers: new Map([["six", float32([], [6])]]),
+ *   nodes: [node({ name: "d", op: "Div", inputs: ["x", "six"], outputs: ["y"] })],
+ * });
+ * assert.deepEqual(floatTwin(g).nodes.map((n) => n.op), ["Mul"]);
+ * ```
+ */
+export function floatTwin(graph: Graph, options: QuantizeOptions = {}): Graph {
+  return lowerGraph(graph, checkOptions(options)).graph;
 }
 
 /**
@@ -245,25 +282,9 @@ function foldedRange(
 export function quantize(graph: Graph, options: QuantizeOptions = {}): QuantizeResult {
   const o = checkOptions(options);
   const perChannel = o.weights === "per-channel";
-  const opsetTarget = perChannel ? 13 : 10;
-  let g = raiseOpset(graph, opsetTarget);
-  const derived = new Map<string, { from: string; shift: Float32Array }>();
-  g = applyBiasShifts(g, o.biasShifts, derived);
-  const shiftedRange = (t: string): TensorRange | undefined => {
-    const d = derived.get(t);
-    const r = d ? o.ranges.get(d.from) : undefined;
-    if (!d || !r) return undefined;
-    // pre = out + shift per channel, so the range widens by the shift's extremes.
-    return {
-      min: r.min + Math.min(0, ...d.shift),
-      max: r.max + Math.max(0, ...d.shift),
-      source: `${r.source} before bias correction`,
-    };
-  };
-  g = divToMul(g, o.exclude);
   // Exact rewrites for ORT's int8 kernels; each new tensor takes its original's range.
-  const lowered = lowerForOrt(g, { exclude: o.exclude, head: o.exclude.head });
-  g = lowered.graph;
+  const lowered = lowerGraph(graph, o);
+  let g = lowered.graph;
   const ranges = new Map(o.ranges);
   for (const [t, from] of lowered.aliases) {
     const r = o.ranges.get(from);
@@ -280,6 +301,20 @@ export function quantize(graph: Graph, options: QuantizeOptions = {}): QuantizeR
       : r;
     if (scaled && !ranges.has(t)) ranges.set(t, scaled);
   }
+  // Bias correction applies to the rewritten layers, as it was measured on them (floatTwin).
+  const derived = new Map<string, { from: string; shift: Float32Array }>();
+  g = applyBiasShifts(g, o.biasShifts, derived);
+  const shiftedRange = (t: string): TensorRange | undefined => {
+    const d = derived.get(t);
+    const r = d ? ranges.get(d.from) : undefined;
+    if (!d || !r) return undefined;
+    // pre = out + shift per channel, so the range widens by the shift's extremes.
+    return {
+      min: r.min + Math.min(0, ...d.shift),
+      max: r.max + Math.max(0, ...d.shift),
+      source: `${r.source} before bias correction`,
+    };
+  };
   const a = analyze(g, o);
   // A Concat's inputs on its output's grid: it then copies integers instead of requantizing.
   for (const [t, r] of concatGrids(g, a, ranges)) ranges.set(t, r);

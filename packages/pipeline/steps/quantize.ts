@@ -5,9 +5,9 @@
  *
  * @module
  */
-import type { TensorRange } from "@clipq/onnx";
+import type { Graph, Node, TensorRange } from "@clipq/onnx";
 import type { Tensor } from "@clipq/onnx";
-import { planQuantization, quantize, type QuantizeOptions } from "@clipq/quantize";
+import { floatTwin, planQuantization, quantize, type QuantizeOptions } from "@clipq/quantize";
 import { measureBiasShifts } from "@clipq/calibrate";
 import { ConfigError } from "@clipq/onnx/errors";
 import { checkOptions, type Step, type StepContext, type StepDefinition } from "../step.ts";
@@ -43,6 +43,28 @@ export const defaults = {
   exclude: { head: "auto" },
   overrides: {},
 } satisfies QuantizeStepOptions;
+
+/**
+ * The bias shifts that still hold once more layers are kept float: none for a float layer (it has
+ * no quantization error to correct), none for a layer the ORT rewrites now leave in another form
+ * (a ConvTranspose no longer a 1×1 Conv, a conv no longer folding its neighbour's scalar chain:
+ * the shift was measured on the other form).
+ */
+function shiftsStillValid(
+  shifts: ReadonlyMap<string, Float32Array>,
+  o: { measuredOn: Graph; quantizing: Graph; float: readonly string[] },
+): Map<string, Float32Array> {
+  const before = new Map(o.measuredOn.nodes.map((n) => [n.name, n]));
+  const now = new Map(o.quantizing.nodes.map((n) => [n.name, n]));
+  const same = (a?: Node, b?: Node) =>
+    !!a && !!b && a.op === b.op && a.inputs.join("\n") === b.inputs.join("\n") &&
+    a.outputs.join("\n") === b.outputs.join("\n");
+  return new Map(
+    [...shifts].filter(([name]) =>
+      !o.float.includes(name) && same(before.get(name), now.get(name))
+    ),
+  );
+}
 
 /**
  * Creates the `quantize` step.
@@ -102,8 +124,10 @@ export function quantizeStep(options: QuantizeStepOptions = {}): Step {
       let biasShifts: Map<string, Float32Array> | undefined;
       if (ctx.biasCorrection) {
         ctx.log.info("  bias correction: measuring per-channel output shifts");
+        // Layers are measured as quantize writes them: against the float graph after its rewrites.
+        const twin = floatTwin(graph, opts);
         const producers = new Map(
-          graph.nodes.flatMap((n) => n.outputs.map((t) => [t, n.op] as const)),
+          twin.nodes.flatMap((n) => n.outputs.map((t) => [t, n.op] as const)),
         );
         const layers = planQuantization(graph, opts).weightedLayers
           .filter((l) => result.report.quantizedNodes.includes(l.node))
@@ -115,7 +139,7 @@ export function quantizeStep(options: QuantizeStepOptions = {}): Step {
                 ? 1
                 : -1,
           }));
-        const shifts = await measureBiasShifts(graph, result.graph, feedsOf(ctx), {
+        const shifts = await measureBiasShifts(twin, result.graph, feedsOf(ctx), {
           layers,
           optimizationLevel: "basic",
         });
@@ -125,12 +149,17 @@ export function quantizeStep(options: QuantizeStepOptions = {}): Step {
       }
       if (o.maxDrop !== undefined) {
         // Re-quantizes with the most sensitive layers excluded (fallback.ts) until the drop holds.
-        const without = (names: readonly string[]) =>
-          quantize(graph, {
-            ...opts,
-            ...(biasShifts ? { biasShifts } : {}),
-            exclude: { ...opts.exclude, names: [...(opts.exclude?.names ?? []), ...names] },
-          });
+        const twin = biasShifts ? floatTwin(graph, opts) : undefined;
+        const without = (names: readonly string[]) => {
+          const exclude = { ...opts.exclude, names: [...(opts.exclude?.names ?? []), ...names] };
+          const shifts = biasShifts &&
+            shiftsStillValid(biasShifts, {
+              measuredOn: twin!,
+              quantizing: floatTwin(graph, { ...opts, exclude }),
+              float: names,
+            });
+          return quantize(graph, { ...opts, ...(shifts ? { biasShifts: shifts } : {}), exclude });
+        };
         const fb = await stepFallback(graph, ctx, {
           quantize: (names) => without(names).graph,
           quantizedNodes: result.report.quantizedNodes,

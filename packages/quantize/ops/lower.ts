@@ -19,7 +19,8 @@
  *   Both rewrites, PP-OCRv4 det 640 (A/B in one process, same ranges): int8 31.8 → 25.5 ms
  *   against float's 63.4 (1.99× → 2.48×), file 26.96 → 26.75 % of float; map IoU vs float with
  *   each bench method as good or better (mse 0.875 → 0.885, percentile 0.907 → 0.920) but minmax
- *   (0.810 → 0.792). The rewritten convs have no float twin, so bias correction skips them.
+ *   (0.810 → 0.792). Bias correction measures the rewritten convs against their twins in
+ *   `floatTwin()` (quantize.ts), this lowering's float output.
  * - A Conv (group 1) reading a 3-channel graph input (RGB, BGR) reads it zero-padded to 4
  *   channels, with zero weights for the added channel. ORT's
  *   fast u8·s8 convolution (MLAS ConvSym) needs input channels in multiples of 4; an RGB stem conv
@@ -237,8 +238,8 @@ function foldAffineIntoConvs(s: State, graph: Graph, ex: LowerOptions["exclude"]
         s.inits.set(bName, float32([o], nb));
         inputs[2] = bName;
       }
-      // New names: the layer is not its float twin any more (bias correction measures a layer
-      // against the float graph's weights on the same input), and the planner tells by the name.
+      // New names: these weights are not the given graph's any more (a reader of the original
+      // name, such as bias correction's float twin of the given graph, would get the wrong ones).
       inputs[1] = fresh(s, `${n.inputs[1]}_folded`);
       s.inits.set(inputs[1], float32(w.dims, src.map((v) => v * k)));
       inputs[0] = shifted && !unpadded(n) ? shifted : p;
