@@ -75,17 +75,20 @@ async function rssChild(count: number, size: number): Promise<void> {
   const tensors = planQuantization(graph).activations;
   const images = await photos();
   const t0 = performance.now();
-  // The peak after twice the small run's images: what the rest of the run adds to it.
-  let peakRssAt32 = NaN;
+  // The peak after the small run's images and after twice as many, in this same process: what
+  // the rest of the run adds, free of the setup's spread between processes.
+  let peakRssAt16 = NaN, peakRssAt32 = NaN;
   await collectStatistics(graph, augmented(images, count, size), {
     tensors,
     onProgress: (p) => {
+      if (p.items === 16) peakRssAt16 = peakRssBytes();
       if (p.items === 32) peakRssAt32 = peakRssBytes();
     },
   });
   console.log(JSON.stringify({
     count,
     peakRss: peakRssBytes(),
+    peakRssAt16,
     peakRssAt32,
     ms: performance.now() - t0,
   }));
@@ -93,6 +96,7 @@ async function rssChild(count: number, size: number): Promise<void> {
 
 interface RssRun {
   peakRss: number;
+  peakRssAt16: number;
   peakRssAt32: number;
   ms: number;
 }
@@ -342,7 +346,8 @@ export async function run(options: BenchOptions): Promise<BenchResult[]> {
         "pay two reduction passes over every reduced value and a strided Slice whose sampled " +
         "values are each a cache line of their own, a few ns apiece (sampledRunsMs vs " +
         "floatRunsMs); the JavaScript histograms of the samples (sampledHistogramMs) and of the " +
-        "input image (histogrammed whole) overlap the next run but share the cores with it. " +
+        "input image (sampled in JavaScript the same way) overlap the next run but share the " +
+        "cores with it. " +
         "Exact min/max needs the two passes; onnxruntime has no single min-max op. The exact " +
         'path (samples "all") ships every tapped value out (onnxruntime keeps them all alive ' +
         "to the end of the run) and histograms each; it is timed in a fresh process against that " +
@@ -354,6 +359,17 @@ export async function run(options: BenchOptions): Promise<BenchResult[]> {
         [`peakRssMiB${few}`]: Math.round(a.peakRss / 2 ** 20),
         [`peakRssMiB${many}`]: Math.round(b.peakRss / 2 ** 20),
         growth: Number((b.peakRss / a.peakRss - 1).toFixed(3)),
+        // The same comparison inside each long run (the 16th image's peak vs the last's): the
+        // spread of what the same setup takes in different processes drops out.
+        ...(many > 16 && manyRuns.every((r) => Number.isFinite(r.peakRssAt16))
+          ? {
+            [`growthInProcess16To${many}`]: Number(
+              (manyRuns.map((r) => r.peakRss / r.peakRssAt16 - 1).sort((x, y) => x - y)[
+                manyRuns.length >> 1
+              ]!).toFixed(3),
+            ),
+          }
+          : {}),
         ...(Number.isFinite(b.peakRssAt32)
           ? { [`growthAfter32Of${many}`]: Number((b.peakRss / b.peakRssAt32 - 1).toFixed(3)) }
           : {}),
@@ -367,7 +383,9 @@ export async function run(options: BenchOptions): Promise<BenchResult[]> {
         `${rssReps}× in its own process, interleaved, reporting VmHWM (whole process: model and ` +
         "photos loaded, session created, calibration); the medians are compared (*Runs: each " +
         "run's peak). growthAfter32 is what the images after the 32nd add to the median run's " +
-        "peak. Calibration frees each batch's onnxruntime outputs as soon as they are " +
+        `peak; growthInProcess16To${many} compares the peak after the 16th image with the final ` +
+        "one inside each long run (median), free of the ±15–25 MiB the same setup varies by " +
+        "between processes. Calibration frees each batch's onnxruntime outputs as soon as they are " +
         "histogrammed (left to the garbage collector they piled up to ~60 MiB and fragmented the " +
         "allocator's heap), its derived samples allocate no heap numbers (their scavenges grew " +
         "V8's young generation), and the crop generator frees its random-size crops (they " +
