@@ -40,7 +40,8 @@
  *
  * @module
  */
-import { type Graph, type Node, node, opsetOf, tensor } from "@clipq/onnx";
+import { type Graph, ModelError, type Node, node, opsetOf, type Tensor, tensor } from "@clipq/onnx";
+import type { Statistics } from "./statistics.ts";
 import { inferShapes, type ShapeInfo } from "@clipq/onnx/shapes";
 import { compose, type Derivation, derivation } from "./_derive.ts";
 import { mulberry32 } from "@clipq/onnx/random";
@@ -78,6 +79,8 @@ export interface SamplingPlan {
   derived: (Derivation & { name: string; population: number; sampled: number })[];
   /** Tensors fetched whole as extra outputs (unknown shape, non-float32, no batch axis). */
   whole: string[];
+  /** The outputs to fetch each run: every sampled tensor's min, max and sample, then `whole`. */
+  fetch: string[];
 }
 
 /**
@@ -270,6 +273,7 @@ export function samplingPlan(
       tensors: [],
       derived: [],
       whole,
+      fetch: whole,
     };
   }
   const taken = new Set<string>();
@@ -384,5 +388,67 @@ export function samplingPlan(
     tensors: sampled,
     derived,
     whole,
+    fetch: [...outputs, ...whole],
   };
+}
+
+/**
+ * Histograms what one run of the plan's graph gave: each sampled tensor's sample on its exact
+ * range (its reductions', or the sample's own when it was taken whole), then each derived tensor
+ * computed from its source's sample, min and max.
+ *
+ * @param plan The plan the run followed.
+ * @param values The run's outputs (at least `plan.fetch` but `whole`).
+ * @param o Histograms by tensor name (every sampled and derived tensor has one), buffers kept
+ *   across runs for the derived samples, and the model's name for errors.
+ * @throws {ModelError} When an output does not hold the min, max and sample the plan expects.
+ */
+export function histogramSamples(
+  plan: SamplingPlan,
+  values: Readonly<Record<string, Tensor>>,
+  o: { stats: Statistics; scratch: Map<string, Float32Array>; model: string },
+): void {
+  // What each sampled or derived tensor gave, for the tensors derived from it.
+  const read = new Map<string, { sample: Float32Array; min: number; max: number }>();
+  for (const t of plan.tensors) {
+    // Taken whole, a tensor has no reductions in the graph: its min and max are the sample's.
+    const reduced = t.min !== undefined && t.max !== undefined;
+    const sample = values[t.sample];
+    const lo = reduced ? values[t.min!] : sample, hi = reduced ? values[t.max!] : sample;
+    const items = sample ? sample.data.length / t.sampled : NaN;
+    if (
+      lo?.dtype !== "float32" || hi?.dtype !== "float32" || sample?.dtype !== "float32" ||
+      (reduced && (lo.data.length !== 1 || hi.data.length !== 1)) ||
+      !(Number.isInteger(items) && items >= 1)
+    ) {
+      // Only a wrong static shape inference gets here: the exact path does not depend on it.
+      throw new ModelError(
+        `model "${o.model}": expected tensor "${t.name}" to reduce to a min, a max and items·${t.sampled} sampled float32 values but found ${sample?.dtype} [${
+          sample?.dims.join(", ")
+        }]; calibrate with samples: "all" to avoid inferred shapes`,
+      );
+    }
+    const got = reduced
+      ? {
+        sample: sample.data as Float32Array,
+        min: lo.data[0] as number,
+        max: hi.data[0] as number,
+      }
+      : { sample: sample.data as Float32Array, ...extremes(sample.data as Float32Array) };
+    read.set(t.name, got);
+    o.stats.get(t.name)!.addSample(got.sample, { ...got, population: items * t.population });
+  }
+  for (const d of plan.derived) {
+    const src = read.get(d.from)!;
+    let sample = o.scratch.get(d.name);
+    if (sample?.length !== src.sample.length) {
+      o.scratch.set(d.name, sample = new Float32Array(src.sample.length));
+    }
+    d.apply(src.sample, sample);
+    const a = d.f(src.min), b = d.f(src.max);
+    const got = { sample, min: d.decreasing ? b : a, max: d.decreasing ? a : b };
+    read.set(d.name, got);
+    const items = sample.length / d.sampled;
+    o.stats.get(d.name)!.addSample(sample, { ...got, population: items * d.population });
+  }
 }

@@ -22,6 +22,7 @@ import { Histogram } from "./histogram.ts";
 import type { Statistics } from "./statistics.ts";
 import {
   extremes,
+  histogramSamples,
   sampleOffset,
   sampleStep,
   type SamplingPlan,
@@ -345,11 +346,7 @@ function sampledRunner(
   return {
     async run(feeds) {
       const { session, plan } = await open(feeds);
-      const names = [
-        ...plan.tensors.flatMap((t) => t.min && t.max ? [t.min, t.max, t.sample] : [t.sample]),
-        ...plan.whole,
-      ];
-      return { values: await session.run(feeds, { outputs: names }), plan };
+      return { values: await session.run(feeds, { outputs: plan.fetch }), plan };
     },
     consume({ values, plan }, stats) {
       if (!plan) return;
@@ -362,49 +359,7 @@ function sampledRunner(
         }
         stats.get(t)!.add(floats(graph, t, value));
       }
-      // What each sampled or derived tensor gave, for the tensors derived from it.
-      const read = new Map<string, { sample: Float32Array; min: number; max: number }>();
-      for (const t of plan.tensors) {
-        // Taken whole, a tensor has no reductions in the graph: its min and max are the sample's.
-        const reduced = t.min !== undefined && t.max !== undefined;
-        const sample = values[t.sample];
-        const lo = reduced ? values[t.min!] : sample, hi = reduced ? values[t.max!] : sample;
-        const items = sample ? sample.data.length / t.sampled : NaN;
-        if (
-          lo?.dtype !== "float32" || hi?.dtype !== "float32" || sample?.dtype !== "float32" ||
-          (reduced && (lo.data.length !== 1 || hi.data.length !== 1)) ||
-          !(Number.isInteger(items) && items >= 1)
-        ) {
-          // Only a wrong static shape inference gets here: the exact path does not depend on it.
-          throw new ModelError(
-            `model "${graph.name}": expected tensor "${t.name}" to reduce to a min, a max and items·${t.sampled} sampled float32 values but found ${sample?.dtype} [${
-              sample?.dims.join(", ")
-            }]; calibrate with samples: "all" to avoid inferred shapes`,
-          );
-        }
-        const got = reduced
-          ? {
-            sample: sample.data as Float32Array,
-            min: lo.data[0] as number,
-            max: hi.data[0] as number,
-          }
-          : { sample: sample.data as Float32Array, ...extremes(sample.data as Float32Array) };
-        read.set(t.name, got);
-        stats.get(t.name)!.addSample(got.sample, { ...got, population: items * t.population });
-      }
-      for (const d of plan.derived) {
-        const src = read.get(d.from)!;
-        let sample = scratch.get(d.name);
-        if (sample?.length !== src.sample.length) {
-          scratch.set(d.name, sample = new Float32Array(src.sample.length));
-        }
-        d.apply(src.sample, sample);
-        const a = d.f(src.min), b = d.f(src.max);
-        const got = { sample, min: d.decreasing ? b : a, max: d.decreasing ? a : b };
-        read.set(d.name, got);
-        const items = sample.length / d.sampled;
-        stats.get(d.name)!.addSample(sample, { ...got, population: items * d.population });
-      }
+      histogramSamples(plan, values, { stats, scratch, model: graph.name });
     },
     async release() {
       for (const entry of sessions.values()) {

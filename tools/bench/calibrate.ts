@@ -19,7 +19,7 @@ import { normalize } from "@clipq/onnx/normalize";
 import type { Graph, Tensor } from "@clipq/onnx";
 import { clipBounds, collectStatistics, Histogram } from "@clipq/calibrate";
 // The bench splits the sampled path's time by stage, so it builds that path's graph itself.
-import { extremes, samplingPlan } from "../../packages/calibrate/_sampling.ts";
+import { histogramSamples, samplingPlan } from "../../packages/calibrate/_sampling.ts";
 import { defaults as collectDefaults } from "@clipq/calibrate/collect";
 import { planQuantization } from "@clipq/quantize";
 import { createSession } from "@clipq/runtime";
@@ -142,35 +142,15 @@ async function stages(
   const session = await createSession(plan.graph);
   keep("sampledCreate", performance.now() - t);
   t = performance.now();
-  const names = plan.tensors.flatMap((x) => x.min && x.max ? [x.min, x.max, x.sample] : [x.sample]);
   const outputs: Record<string, Tensor>[] = [];
-  for (const f of feeds) outputs.push(await session.run(f, { outputs: names }));
+  for (const f of feeds) outputs.push(await session.run(f, { outputs: plan.fetch }));
   keep("sampledRuns", performance.now() - t);
   await session.release();
   t = performance.now();
-  const hs = new Map<string, Histogram>();
-  for (const out of outputs) {
-    const read = new Map<string, { sample: Float32Array; min: number; max: number }>();
-    for (const p of plan.tensors) {
-      const sample = out[p.sample]!.data as Float32Array;
-      const got = p.min && p.max
-        ? { sample, min: out[p.min]!.data[0] as number, max: out[p.max]!.data[0] as number }
-        : { sample, ...extremes(sample) };
-      read.set(p.name, got);
-      if (!hs.has(p.name)) hs.set(p.name, new Histogram());
-      hs.get(p.name)!.addSample(got.sample, { ...got, population: p.population });
-    }
-    for (const d of plan.derived) {
-      const src = read.get(d.from)!;
-      const sample = new Float32Array(src.sample.length);
-      d.apply(src.sample, sample);
-      const got = { sample, min: d.f(src.min), max: d.f(src.max) };
-      if (d.decreasing) [got.min, got.max] = [got.max, got.min];
-      read.set(d.name, got);
-      if (!hs.has(d.name)) hs.set(d.name, new Histogram());
-      hs.get(d.name)!.addSample(got.sample, { ...got, population: d.population });
-    }
-  }
+  const names = [...plan.tensors, ...plan.derived].map((x) => x.name);
+  const stats = new Map(names.map((n) => [n, new Histogram()]));
+  const scratch = new Map<string, Float32Array>();
+  for (const out of outputs) histogramSamples(plan, out, { stats, scratch, model: graph.name });
   keep("sampledHistogram", performance.now() - t);
 }
 
