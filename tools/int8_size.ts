@@ -91,16 +91,9 @@ async function optimizedOps(g: Graph, c: Case): Promise<Record<string, number>> 
   try {
     const path = `${dir}/opt.onnx`;
     const s = await createSession(g, { optimizationLevel: "all", optimizedModelPath: path });
-    const spec = {
-      resize: "stretch",
-      layout: "NCHW",
-      color: "RGB",
-      scale: 1 / 255,
-      mean: [0, 0, 0],
-      std: [1, 1, 1],
-      ...c.input,
-    } as const;
-    const x = preprocess(await readImage(c.files[0]!), { ...spec, size: c.input.size }).tensor;
+    // @clipq/data's defaults (NCHW RGB in [0, 1]) but stretched, under the case's own input spec.
+    const spec = { resize: "stretch", ...c.input } as const;
+    const x = preprocess(await readImage(c.files[0]!), spec).tensor;
     await s.run({ [c.input.name]: x });
     await s.release();
     const ops: Record<string, number> = {};
