@@ -47,8 +47,10 @@ export function inferDtypes(graph: Graph): Map<string, DType> {
       } else if (n.op === "ConstantOfShape") {
         const v = n.attributes["value"];
         t = v?.type === "tensor" ? v.value.dtype : "float32";
-      } else if (n.op === "DequantizeLinear") t = "float32";
-      else if (n.op === "QuantizeLinear") {
+      } else if (n.op === "DequantizeLinear" || n.op.endsWith("ToFloat")) {
+        // onnxruntime's MatMulIntegerToFloat & co. (in its optimized models): integers in, float out.
+        t = "float32";
+      } else if (n.op === "QuantizeLinear") {
         t = (n.inputs[2] ? types.get(n.inputs[2]) : undefined) ?? "uint8";
       } else if (n.op === "Where") t = n.inputs[1] ? types.get(n.inputs[1]) : undefined;
       if (t) types.set(o, t);

@@ -68,6 +68,8 @@ import {
   skimagePhoto,
 } from "../assets.ts";
 import type { BenchOptions, BenchResult } from "./types.ts";
+// The quantizer's element-type propagation tells which ops onnxruntime runs on float tensors.
+import { inferDtypes } from "../../packages/quantize/_dtypes.ts";
 
 /** One real model as the pipeline sees it. */
 interface Case {
@@ -157,26 +159,6 @@ async function runAll(graph: Graph, set: EvalSet): Promise<Record<string, Tensor
     await s.release();
   }
 }
-
-/** Ops whose output has their first input's element type: integer in, integer out. */
-const SAME_TYPE_OPS = new Set([
-  "Concat",
-  "Reshape",
-  "Transpose",
-  "MaxPool",
-  "NhwcMaxPool",
-  "Resize",
-  "Split",
-  "Slice",
-  "Pad",
-  "DepthToSpace",
-  "SpaceToDepth",
-  "Squeeze",
-  "Unsqueeze",
-  "Flatten",
-  "Gather",
-  "Identity",
-]);
 
 /** Plain float inference over the calibration images (session creation included, as in calibration). */
 async function plainInferenceMs(c: Case, set: EvalSet): Promise<number> {
@@ -270,19 +252,16 @@ async function latency(
     const opMs = (p: typeof floatProfile) =>
       JSON.stringify(Object.fromEntries(p.ops.slice(0, 12).map((o) => [o.op, o.ms])));
     const ops: Record<string, number> = {};
-    // Ops ORT still runs in float: everything but the int8 kernels, the Q/DQ edges and the data
-    // movement ops (Concat, Reshape, Resize …) it runs on integer tensors.
+    // Ops ORT still runs in float: those reading a float tensor, but the Q/DQ edges (data movement
+    // ops fed by int8 kernels, Concat, Reshape, Resize …, run on the integers).
     const floatOps: Record<string, number> = {};
-    const integers = new Set<string>();
-    for (const n of decode(await Deno.readFile(optimized)).nodes) {
+    const optimizedGraph = decode(await Deno.readFile(optimized));
+    const types = inferDtypes(optimizedGraph);
+    for (const n of optimizedGraph.nodes) {
       const k = n.domain && n.domain !== "ai.onnx" ? `${n.domain}.${n.op}` : n.op;
       ops[k] = (ops[k] ?? 0) + 1;
-      const quantized = /QLinear|QuantizeLinear|ConvInteger|MatMulInteger|DynamicQuantize/.test(k);
-      const onIntegers = SAME_TYPE_OPS.has(n.op) && integers.has(n.inputs[0] ?? "");
-      if ((quantized && !/Dequantize|ToFloat/.test(k)) || onIntegers) {
-        for (const o of n.outputs) integers.add(o);
-      }
-      if (!quantized && !onIntegers && n.op !== "DequantizeLinear") {
+      const reads = types.get(n.inputs.find((i) => i) ?? "");
+      if (reads === "float32" && !/QuantizeLinear|DequantizeLinear/.test(k)) {
         floatOps[k] = (floatOps[k] ?? 0) + 1;
       }
     }
