@@ -7,8 +7,9 @@
  * the merged counts are exactly those a histogram built at `2w` from the start would hold. The
  * width is always the smallest power of two (not below `2^minExponent`) at which the data's
  * [min, max] fits, so it depends only on the data seen, never on the order or on how the data was
- * split: merging shards gives exactly the single-pass histogram. Memory is `bins` numbers per
- * tensor whatever the number of images.
+ * split: merging shards gives exactly the single-pass counts, extremes and grid (the sum and the
+ * sum of squares are float64 sums, equal up to the order of their additions). Memory is `bins`
+ * numbers per tensor whatever the number of images.
  *
  * Non-finite values (NaN, ±Infinity) are counted in `nonFinite` and otherwise ignored.
  *
@@ -223,24 +224,40 @@ export class Histogram {
     this.max = hi;
     // The sample lies within [min, max], which the grid now covers: binning needs no min/max
     // tracking (a third faster). A value off the grid (NaN, or one outside the stated range)
-    // leaves for the general path.
+    // leaves for the general path. Two values per step, each with its own sums: one running sum
+    // is a chain of dependent additions that set the pace (4.2 → 2.2 ns per value on spread-out
+    // values; zero-heavy data is paced by its one busy bin either way). The bin is the truncation
+    // of v/w − offset rather than floor(v/w) − offset: the same once the difference is ≥ 0, and
+    // exact for float32 values (v/w has 24 significant bits, the difference is below `bins`).
     const counts = this.counts, n = this.bins, off = this.offset;
     const inv = 2 ** -this.exponent;
-    const len = sample.length;
-    let i = 0, s = 0, s2 = 0, z = 0;
+    const len = sample.length, pairs = len & ~1;
+    let i = 0, s = 0, s2 = 0, t = 0, t2 = 0, z = 0;
+    for (; i < pairs; i += 2) {
+      const v = sample[i]!, u = sample[i + 1]!;
+      const a = v * inv - off, b = u * inv - off;
+      if (!(a >= 0 && a < n && b >= 0 && b < n)) break;
+      counts[a | 0]!++;
+      counts[b | 0]!++;
+      z += +(v === 0) + +(u === 0);
+      s += v;
+      t += u;
+      s2 += v * v;
+      t2 += u * u;
+    }
     for (; i < len; i++) {
       const v = sample[i]!;
-      const k = Math.floor(v * inv) - off;
-      if (!(k >= 0 && k < n)) break;
-      counts[k]!++;
+      const a = v * inv - off;
+      if (!(a >= 0 && a < n)) break;
+      counts[a | 0]!++;
       z += +(v === 0);
       s += v;
       s2 += v * v;
     }
     this.count += i;
     this.zeros += z;
-    this.sum += s;
-    this.sumSquares += s2;
+    this.sum += s + t;
+    this.sumSquares += s2 + t2;
     if (i < len) this.addWidening(sample, i);
     this.population += population;
     return this;
