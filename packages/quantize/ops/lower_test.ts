@@ -3,6 +3,7 @@ import { ModelBuilder } from "@clipq/onnx/builder";
 import { decode } from "@clipq/onnx/proto";
 import type { Graph } from "@clipq/onnx/graph";
 import { float32, int64, toFloat32 } from "@clipq/onnx/tensor";
+import { inferShapes } from "@clipq/onnx/shapes";
 import { lowerForOrt } from "./lower.ts";
 import { floatTwin, quantize } from "../quantize.ts";
 import { planQuantization } from "../plan.ts";
@@ -295,5 +296,137 @@ Deno.test("quantize() leaves squeeze-excite no float HardSigmoid and keeps its o
     // The gate 1 + s must be quantized on s's range plus 1: on s's own [0, 1] it would saturate.
     const [ref, out] = [(await runGraph(g, feeds[1]!)).y!, (await runGraph(graph, feeds[1]!)).y!];
     assert.ok(sqnr(ref, out) > 25, `${residual}: SQNR ${sqnr(ref, out)}`);
+  }
+});
+
+type HeadVariant =
+  | "nanodet"
+  | "concat"
+  | "mixes-channels"
+  | "other-perm"
+  | "per-width"
+  | "nchw-output";
+
+/**
+ * NanoDet's head: conv → LeakyRelu → 1×1 conv (12 channels) → Split [7, 5] on channels → Sigmoid
+ * on the classes → Reshape [1, C, H·W] → Transpose(0, 2, 1) → outputs "cls" [1, 30, 7] and "box"
+ * [1, 30, 5]. The variants change one step: "concat" joins both parts again (one output), the
+ * others break the channels-last round trip somewhere.
+ */
+function anchorFreeHead(variant: HeadVariant): Graph {
+  const b = new ModelBuilder({ seed: 19 });
+  const x = b.input("x", [1, 8, 6, 5]);
+  const f = b.leakyRelu(b.conv(x, { outChannels: 16, kernel: 3, pad: 1 }), 0.1);
+  const y = b.conv(f, { outChannels: 12, kernel: 1 });
+  if (variant === "mixes-channels") {
+    // [1, 12, 30] → [1, 6, 60]: rows of the new "channels" hold two of the old ones.
+    b.output(b.transpose(b.reshape(y, [1, 6, 60]), [0, 2, 1]), "out");
+    return b.build();
+  }
+  const sizes = b.initializer(int64([2], [7, 5]));
+  const [cls, box] = ["cls_raw", "box_raw"];
+  b.op("Split", [y, sizes], {
+    outputs: [cls, box],
+    attributes: { axis: { type: "int", value: 1 } },
+    shape: [1, 7, 6, 5],
+  });
+  // Per-channel affine on the boxes (a [1, 5, 1, 1] scale, a scalar shift) stays exact.
+  const boxScale = variant === "per-width"
+    ? b.initializer(float32([5], [1, 2, 3, 4, 5])) // broadcasts along W: not per channel
+    : b.initializer(float32([1, 5, 1, 1], [1, 2, 3, 4, 5]));
+  const scaled = b.add(b.op("Mul", [box, boxScale], { shape: [1, 5, 6, 5] }), 0.5);
+  const probs = b.op("Sigmoid", [cls], { shape: [1, 7, 6, 5] });
+  // Also a graph output as it is, [N, C, H, W].
+  const sig = variant === "nchw-output" ? b.output(probs, "cls_map") : probs;
+  if (variant === "concat") {
+    const joined = b.concat([sig, scaled], 1);
+    b.output(b.transpose(b.reshape(joined, [1, 12, 30]), [0, 2, 1]), "out");
+    return b.build();
+  }
+  // [N, W, H, C]: channels last, but W before H.
+  const perm = variant === "other-perm" ? [0, 3, 2, 1] : [0, 2, 1];
+  const clsFlat = variant === "other-perm" ? sig : b.reshape(sig, [1, 7, 30]);
+  b.output(b.transpose(clsFlat, perm), "cls");
+  b.output(b.transpose(b.reshape(scaled, [1, 5, 30]), [0, 2, 1]), "box");
+  return b.build();
+}
+
+async function assertSameOutputs(g: Graph, lowered: Graph, seed: number): Promise<void> {
+  assert.deepEqual(lowered.outputs, g.outputs);
+  const [before, after] = [inferShapes(g), inferShapes(lowered)];
+  for (const o of g.outputs) assert.deepEqual(after.get(o.name)?.shape, before.get(o.name)?.shape);
+  const feeds = randomFeeds(g, seed);
+  const [a, b] = [await runGraph(g, feeds), await runGraph(lowered, feeds)];
+  for (const o of g.outputs) {
+    const [u, v] = [a[o.name]!, b[o.name]!];
+    assert.equal(v.length, u.length, o.name);
+    for (let i = 0; i < u.length; i++) {
+      assert.ok(Math.abs(u[i]! - v[i]!) <= 1e-5 * (1 + Math.abs(u[i]!)), `${o.name}[${i}]`);
+    }
+  }
+}
+
+Deno.test("lowerForOrt() keeps a head MatMul's output channels-last up to the Transposes it cancels, same outputs", async () => {
+  for (const variant of ["nanodet", "concat"] as const) {
+    const g = anchorFreeHead(variant);
+    const { graph, aliases, notes } = lowerForOrt(g, { head: "auto" });
+    const ops = graph.nodes.map((n) => n.op);
+    // The only Transpose left takes the MatMul's input channels-last (ORT cancels it against its
+    // NHWC conv's); a Reshape, not the bias Add, follows the MatMul (no float Gemm fusion).
+    const tail = variant === "nanodet"
+      ? ["Split", "Mul", "Add", "Sigmoid"]
+      : ["Split", "Mul", "Add", "Sigmoid", "Concat"];
+    assert.deepEqual(ops, ["Conv", "LeakyRelu", "Transpose", "MatMul", "Reshape", "Add", ...tail]);
+    assert.equal(notes.length, 2, notes.join("\n"));
+    const bias = graph.initializers.get(graph.nodes[5]!.inputs[1]!)!;
+    assert.deepEqual(bias.dims, [12]);
+    const split = graph.nodes.find((n) => n.op === "Split")!;
+    assert.equal(split.attributes.axis?.value, 2);
+    // The box scale is a [5] vector now, broadcasting along the channels-last axis.
+    const mul = graph.nodes.find((n) => n.op === "Mul")!;
+    assert.deepEqual(graph.initializers.get(mul.inputs[1]!)!.dims, [5]);
+    // The last op on each path writes the graph output itself.
+    const last = new Set(graph.nodes.flatMap((n) => n.outputs));
+    for (const o of g.outputs) assert.ok(last.has(o.name), o.name);
+    // Channels-last tensors stand for the originals they permute.
+    assert.equal(aliases.get(split.outputs[0]!), "cls_raw");
+    await assertSameOutputs(g, graph, 3);
+  }
+});
+
+Deno.test("lowerForOrt() keeps a head's NCHW round trip where channels-last would not be exact", async () => {
+  for (
+    const variant of ["mixes-channels", "other-perm", "per-width", "nchw-output"] as const
+  ) {
+    const g = anchorFreeHead(variant);
+    const { graph, notes } = lowerForOrt(g, { head: "auto" });
+    // Today's form: MatMul → Transpose(0, 3, 1, 2) → Add(bias [1, C, 1, 1]).
+    const mi = graph.nodes.findIndex((n) => n.op === "MatMul");
+    assert.deepEqual(graph.nodes.slice(mi, mi + 3).map((n) => n.op), [
+      "MatMul",
+      "Transpose",
+      "Add",
+    ]);
+    assert.deepEqual(graph.nodes[mi + 1]!.attributes.perm?.value, [0, 3, 1, 2], variant);
+    assert.deepEqual(graph.initializers.get(graph.nodes[mi + 2]!.inputs[1]!)!.dims, [1, 12, 1, 1]);
+    assert.equal(notes.length, 1, `${variant}: ${notes.join("\n")}`);
+    await assertSameOutputs(g, graph, 4);
+  }
+});
+
+Deno.test("quantize() leaves onnxruntime no Transpose in a NanoDet-like head and keeps its outputs", async () => {
+  const g = anchorFreeHead("nanodet");
+  const feeds = [randomFeeds(g, 1), randomFeeds(g, 2)];
+  const ranges = await minmaxRanges(g, feeds);
+  const { graph } = quantize(g, { ranges });
+  const ops = await optimizedOps(graph, feeds[0]!);
+  // Left: the graph input's transpose to the stem QLinearConv's NHWC (was 4 with the head's
+  // round trip and the model's two Transposes).
+  assert.equal(ops["Transpose"], 1, JSON.stringify(ops));
+  assert.equal(ops["MatMulIntegerToFloat"], 1, JSON.stringify(ops));
+  assert.equal(ops["Gemm"] ?? 0, 0, JSON.stringify(ops));
+  const [ref, out] = [await runGraph(g, feeds[1]!), await runGraph(graph, feeds[1]!)];
+  for (const o of ["cls", "box"]) {
+    assert.ok(sqnr(ref[o]!, out[o]!) > 25, `${o}: ${sqnr(ref[o]!, out[o]!)}`);
   }
 });
