@@ -331,6 +331,52 @@ function unreadDropped(original: Graph, next: Graph): Graph {
 const VIEWS = new Set(["Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "MaxPool"]);
 
 /**
+ * A zero Pad of a float tensor whose only reader is a per-tensor QuantizeLinear pads the integers
+ * instead, with the zero point (Q(0) is the zero point exactly): `x → Pad → Q` becomes
+ * `x → Q → Pad(value z)`. The lowering's channel pad of an RGB graph input (3 → 4 channels for
+ * ORT's fast u8 conv) then pads bytes instead of floats. NanoDet 416, kernel time per run (ORT
+ * profile, min of 8): Pad 0.162 → 0.033 ms, the stem's QuantizeLinear (now the first reader of the
+ * input) 0.056 → 0.128 ms, its QLinearConv the same; the stem 0.36 → 0.31 ms.
+ */
+function padsOnIntegers(graph: Graph): Graph {
+  const readers = new Map<string, Node[]>();
+  for (const n of graph.nodes) {
+    for (const x of n.inputs) if (x) readers.set(x, [...(readers.get(x) ?? []), n]);
+  }
+  const graphOutputs = new Set(graph.outputs.map((v) => v.name));
+  const names = new Set(graph.nodes.flatMap((n) => [...n.inputs, ...n.outputs]));
+  const moved = new Map<Node, Node[]>();
+  for (const pad of graph.nodes) {
+    const [x, pads, value] = pad.inputs;
+    const out = pad.outputs[0];
+    if (
+      pad.op !== "Pad" || pad.domain !== "" || !x || !pads || !out || graphOutputs.has(out) ||
+      attrString(pad, "mode", "constant") !== "constant" || (opsetOf(graph) ?? 0) < 11
+    ) continue;
+    const c = value ? graph.initializers.get(value) : undefined;
+    if (value && (!c || c.data.length !== 1 || Number(c.data[0]) !== 0)) continue;
+    const q = readers.get(out);
+    if (q?.length !== 1 || q[0]!.op !== "QuantizeLinear" || "axis" in q[0]!.attributes) continue;
+    const [, scale, zeroPoint] = q[0]!.inputs;
+    const z = zeroPoint ? graph.initializers.get(zeroPoint) : undefined;
+    // A per-tensor zero point (absent: 0, which Pad's default value is).
+    if (zeroPoint && (!z || z.data.length !== 1)) continue;
+    let qx = `${x}_quantized`;
+    for (let k = 1; names.has(qx); k++) qx = `${x}_quantized_${k}`;
+    names.add(qx);
+    const padInputs = [qx, pads, zeroPoint ?? "", ...pad.inputs.slice(3)];
+    while (padInputs.length > 2 && !padInputs[padInputs.length - 1]) padInputs.pop();
+    moved.set(pad, []);
+    moved.set(q[0]!, [
+      { ...q[0]!, inputs: [x, scale!, ...(zeroPoint ? [zeroPoint] : [])], outputs: [qx] },
+      { ...pad, inputs: padInputs, outputs: [...q[0]!.outputs] },
+    ]);
+  }
+  if (moved.size === 0) return graph;
+  return { ...graph, nodes: graph.nodes.flatMap((n) => moved.get(n) ?? [n]) };
+}
+
+/**
  * Moves view ops onto the integers: `Q → DQ → Reshape → Q' → DQ'` with the same scale and zero
  * point on both sides becomes `Q → Reshape → DQ'` — a Q/DQ pair fewer per view (onnxruntime drops
  * such pairs itself when it loads the model, so the fused graph and the outputs stay the same:
@@ -340,6 +386,7 @@ const VIEWS = new Set(["Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose"
  * onnxruntime would make DQ → Concat → Q a QLinearConcat, it runs a plain Concat of the integers.
  */
 export function viewsOnIntegers(graph: Graph): Graph {
+  graph = padsOnIntegers(graph);
   const { nodes } = graph;
   const graphOutputs = new Set(graph.outputs.map((v) => v.name));
   // MaxPool takes 8-bit integers from opset 12 on.

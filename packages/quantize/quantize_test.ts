@@ -593,7 +593,11 @@ function expandIntegerViews(q: Graph): { graph: Graph; views: string[] } {
   const nodes = q.nodes.flatMap((n, i) => {
     if (n.op === "QuantizeLinear") params.set(n.outputs[0]!, n.inputs.slice(1));
     const sz = params.get(n.inputs[0]!);
-    if (n.op === "QuantizeLinear" || n.op === "DequantizeLinear" || !sz) return [n];
+    // (A Pad reading a QuantizeLinear is the RGB input's channel pad, padding the integers with
+    // the zero point: no view of a quantized op's output, see lower_test.ts.)
+    if (n.op === "QuantizeLinear" || n.op === "DequantizeLinear" || n.op === "Pad" || !sz) {
+      return [n];
+    }
     views.push(n.op);
     params.set(n.outputs[0]!, sz);
     // A view moves its first input; a Concat all of them.

@@ -430,3 +430,42 @@ Deno.test("quantize() leaves onnxruntime no Transpose in a NanoDet-like head and
     assert.ok(sqnr(ref[o]!, out[o]!) > 25, `${o}: ${sqnr(ref[o]!, out[o]!)}`);
   }
 });
+
+Deno.test("quantize() pads an RGB input's fourth channel on the integers with the zero point, same int8 outputs", async () => {
+  const b = new ModelBuilder({ seed: 23 });
+  const x = b.relu(b.conv(b.input("x", [1, 3, 8, 8]), { outChannels: 8, kernel: 3, pad: 1 }));
+  b.output(b.conv(x, { outChannels: 4, kernel: 3, pad: 1 }), "y");
+  const g = b.build();
+  // Inputs in [-0.5, 1): a zero point above 0, which Pad's default value 0 would not match.
+  const feeds = [randomFeeds(g, 1, -0.5, 1), randomFeeds(g, 2, -0.5, 1)];
+  const { graph } = quantize(g, { ranges: await minmaxRanges(g, feeds), exclude: { head: false } });
+  const q = graph.nodes.find((n) => n.op === "QuantizeLinear" && n.inputs[0] === "x")!;
+  const pad = graph.nodes.find((n) => n.op === "Pad")!;
+  assert.deepEqual(pad.inputs.slice(0, 1), q.outputs);
+  assert.equal(pad.inputs[2], q.inputs[2]);
+  const zp = graph.initializers.get(q.inputs[2]!)!;
+  assert.equal(zp.dtype, "uint8");
+  assert.ok(Number(zp.data[0]) > 0, `zero point ${zp.data[0]}`);
+  // onnxruntime still fuses the stem (and the second conv) into QLinearConv, the Pad on bytes.
+  const opt = await optimized(graph, feeds[0]!);
+  assert.equal(countOps(opt)["QLinearConv"], 2, JSON.stringify(countOps(opt)));
+  const optPad = opt.nodes.find((n) => n.op === "Pad")!;
+  assert.equal(opt.nodes.find((n) => n.outputs.includes(optPad.inputs[0]!))?.op, "QuantizeLinear");
+  // The float pad before the QuantizeLinear (the form before) gives the same int8 outputs.
+  const before: Graph = {
+    ...graph,
+    nodes: graph.nodes.flatMap((n) => {
+      if (n === pad) return [];
+      if (n !== q) return [n];
+      return [
+        { ...pad, inputs: ["x", pad.inputs[1]!], outputs: ["x_padded"] },
+        { ...q, inputs: ["x_padded", ...q.inputs.slice(1)], outputs: pad.outputs },
+      ];
+    }),
+  };
+  const [y, yBefore] = [
+    (await runGraph(graph, feeds[1]!)).y!,
+    (await runGraph(before, feeds[1]!)).y!,
+  ];
+  assert.deepEqual(y, yBefore);
+});
