@@ -186,6 +186,41 @@ async function stages(
   keep("sampledHistogram", performance.now() - t);
 }
 
+/**
+ * Kernel time per image by op type, from onnxruntime's profiler, of the float model and of the
+ * sampling graph: what the added nodes cost inside the runs, free of the machine's noise.
+ */
+async function kernelMs(
+  graph: Graph,
+  feeds: Record<string, Tensor>[],
+  tensors: readonly string[],
+): Promise<Record<string, number>> {
+  const plan = samplingPlan(graph, {
+    tensors: tensors.filter((x) => x !== "x"),
+    samples: collectDefaults.samples as number,
+    seed: 0,
+    inputDims: { x: feeds[0]!.x!.dims },
+  });
+  const profile = async (g: Graph, outputs?: string[]) => {
+    const s = await createSession(g, { profile: true });
+    for (const f of feeds) await s.run(f, outputs ? { outputs } : {});
+    const p = await s.endProfiling();
+    await s.release();
+    return p;
+  };
+  const plain = await profile(graph), sampled = await profile(plan.graph, plan.fetch);
+  const op = (name: string) => sampled.ops.find((o) => o.op === name)?.ms ?? 0;
+  const r = (v: number) => Number(v.toFixed(2));
+  return {
+    floatKernelMsPerImage: r(plain.totalMs),
+    sampledKernelMsPerImage: r(sampled.totalMs),
+    reduceMinMsPerImage: r(op("ReduceMin")),
+    reduceMaxMsPerImage: r(op("ReduceMax")),
+    sliceMsPerImage: r(op("Slice")),
+    flattenMsPerImage: r(op("Flatten")),
+  };
+}
+
 /** The child process: plain inference and the exact path (`samples: "all"`), best of `reps`. */
 async function exactChild(size: number, reps: number): Promise<void> {
   const graph = await model();
@@ -283,6 +318,7 @@ export async function run(options: BenchOptions): Promise<BenchResult[]> {
   // The exact path in a fresh process against its own plain runs: after the sampled passes, the
   // same process ran it 1.5–2.5× slower (its ~100 MB of outputs per image meet a heap shaped by
   // what ran before), which says nothing about the path itself.
+  const kernels = await kernelMs(graph, feeds, tensors);
   const exact = await measureExact(size, reps);
   for (const [k, v] of Object.entries(exact)) best.set(k, v);
   const ms = (k: string) => best.get(k)!;
@@ -345,6 +381,7 @@ export async function run(options: BenchOptions): Promise<BenchResult[]> {
         sampledCreateMs: round("sampledCreate"),
         sampledRunsMs: round("sampledRuns"),
         sampledHistogramMs: round("sampledHistogram"),
+        ...kernels,
         goalRatio: 1.2,
       },
       notes: "Same images, optimization level all for both; best of runs, session creation " +
@@ -359,9 +396,10 @@ export async function run(options: BenchOptions): Promise<BenchResult[]> {
         "one's sample, min and max (derivedTensors). What is left over plain inference, " +
         "measured (the *Ms stages, best of runs): session creation grows with the nodes added " +
         "(calibrationGraphNodes vs floatGraphNodes; sampledCreateMs vs floatCreateMs); the runs " +
-        "pay two reduction passes over every reduced value and a strided Slice whose sampled " +
-        "values are each a cache line of their own, a few ns apiece (sampledRunsMs vs " +
-        "floatRunsMs); the JavaScript histograms of the samples (sampledHistogramMs) and of the " +
+        "pay two reduction passes over every reduced value, a Flatten that copies, and a " +
+        "strided Slice whose sampled values are each a cache line of their own (sampledRunsMs " +
+        "vs floatRunsMs; by op, from onnxruntime's profiler: *KernelMsPerImage, " +
+        "reduceMin/reduceMax/slice/flattenMsPerImage); the JavaScript histograms of the samples (sampledHistogramMs) and of the " +
         "input image (sampled in JavaScript the same way) overlap the next run but share the " +
         "cores with it. " +
         "Exact min/max needs the two passes; onnxruntime has no single min-max op. The exact " +
