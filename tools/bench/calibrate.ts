@@ -28,6 +28,7 @@ import {
   preprocess,
   type PreprocessSpec,
   randomCropFlip,
+  readAhead,
   readImage,
 } from "@clipq/data";
 import type { RgbImage } from "@clipq/data";
@@ -147,6 +148,11 @@ async function measureRss(
     );
   }
   return JSON.parse(text);
+}
+
+/** Each item of an async iterable, mapped. */
+async function* mapAsync<T, U>(source: AsyncIterable<T>, f: (x: T) => U): AsyncGenerator<U> {
+  for await (const x of source) yield f(x);
 }
 
 /** The sampled path by stage (creation, runs, histograms) next to plain inference's stages. */
@@ -308,12 +314,24 @@ export async function run(options: BenchOptions): Promise<BenchResult[]> {
     await s.release();
   };
   const tensors = plan.activations;
+  // The same from the image files, as the pipeline reads a folder: decoding and preprocessing
+  // each image is JavaScript that costs more than the model's run here.
+  const photoPaths = await photoFiles();
+  const fromFiles = () => mapAsync(imageBatches(photoPaths, spec(size)), (b) => ({ x: b.tensor }));
+  const plainFiles = (ahead: boolean) => async () => {
+    const s = await createSession(graph);
+    for await (const f of ahead ? readAhead(fromFiles()) : fromFiles()) await s.run(f);
+    await s.release();
+  };
   for (let r = 0; r < reps; r++) {
     // Interleaved, best of runs: the machine is shared, and each figure gets the same chances.
     await time("float", plainRun);
     await time("sampled", () => collectStatistics(graph, feeds, { tensors }));
     await time("sampledUnbounded", () => collectStatistics(graph, feeds, { tensors: unbounded }));
     await stages(graph, feeds, tensors, best);
+    await time("filesFloat", plainFiles(true));
+    await time("filesFloatInTurn", plainFiles(false));
+    await time("filesSampled", () => collectStatistics(graph, fromFiles(), { tensors }));
   }
   // The exact path in a fresh process against its own plain runs: after the sampled passes, the
   // same process ran it 1.5–2.5× slower (its ~100 MB of outputs per image meet a heap shaped by
@@ -381,6 +399,10 @@ export async function run(options: BenchOptions): Promise<BenchResult[]> {
         sampledCreateMs: round("sampledCreate"),
         sampledRunsMs: round("sampledRuns"),
         sampledHistogramMs: round("sampledHistogram"),
+        filesFloatMs: round("filesFloat"),
+        filesFloatInTurnMs: round("filesFloatInTurn"),
+        filesCalibrationMs: round("filesSampled"),
+        filesRatio: Number((ms("filesSampled") / ms("filesFloat")).toFixed(2)),
         ...kernels,
         goalRatio: 1.2,
       },
@@ -405,7 +427,11 @@ export async function run(options: BenchOptions): Promise<BenchResult[]> {
         "Exact min/max needs the two passes; onnxruntime has no single min-max op. The exact " +
         'path (samples "all") ships every tapped value out (onnxruntime keeps them all alive ' +
         "to the end of the run) and histograms each; it is timed in a fresh process against that " +
-        "process's own plain runs (exactFloatMs).",
+        "process's own plain runs (exactFloatMs). files*: the same images read from their " +
+        "files (2 PNGs, 7 JPEGs) for every pass, as the pipeline reads a folder — plain " +
+        "inference reading one image ahead (readAhead, as calibration does: decoding overlaps " +
+        "the run) and in turn (filesFloatInTurnMs: decode, then run), against calibration " +
+        "(filesRatio).",
     },
     {
       name: `calibration peak RSS, ${few} vs ${many} images (PP-OCRv4 det ${rssSize}×${rssSize})`,
