@@ -25,6 +25,8 @@
  *   channels, with zero weights for the added channel. ORT's
  *   fast u8·s8 convolution (MLAS ConvSym) needs input channels in multiples of 4; an RGB stem conv
  *   otherwise takes the im2col path, 3–4× slower than the float conv it replaces (NanoDet, PP-OCR).
+ *   The quantizer pads the integers after the input's QuantizeLinear, with the zero point
+ *   (padsOnIntegers, _qdq.ts): NanoDet's stem Pad + Q + Transpose 0.36 → 0.31 ms a run.
  * - A ConvTranspose with kernel = stride, no padding, dilation or groups (DBNet's 2× upsampling
  *   head) becomes a 1×1 Conv into stride² times the channels and a DepthToSpace (DCR): ORT has no
  *   int8 ConvTranspose, so it ran in float with weights dequantized at every run.
@@ -35,9 +37,10 @@
  *   The transpose to channels-last cancels the one ORT puts after its NHWC int8 conv. Where every
  *   path from the head conv ends in a Transpose to channels-last (NanoDet: Split → Sigmoid →
  *   Reshape [N, C, H·W] → Transpose(0, 2, 1)), the ops between run on the MatMul's output
- *   flattened to [N, H·W, C] and the transpose back goes too. NanoDet 416 (A/B in one process):
- *   int8 9.37 → 9.08 ms against float's 23.7 (2.53× → 2.61×), outputs bit-identical; ORT's
- *   Transposes 0.59 → 0.20 ms a run, its Split and bias Add on the channels-last tensor +0.13 ms.
+ *   flattened to [N, H·W, C] and the transpose back goes too. NanoDet 416 (A/Bs in one process):
+ *   int8 9.37 → 9.08 and 9.47 → 9.25 ms against float's 23.7–23.9 (2.52× → 2.58–2.61×), outputs
+ *   bit-identical; ORT's Transposes 0.59 → 0.20 ms a run (the stem's is left), its Split and
+ *   bias Add, now on the last axis, +0.07 ms. One MatMul per Split part instead: no gain (tried).
  * - The DepthToSpace then sinks past single-consumer Relu/Clip/Sigmoid/LeakyRelu and 1×1 Convs
  *   (block-diagonal weights) and consecutive ones merge, so a chain of such ConvTransposes becomes
  *   1×1 Convs at the low resolution and one DepthToSpace at the end (ORT's DepthToSpace is a slow
