@@ -34,3 +34,8 @@ export {
 export { type CollectOptions, type CollectProgress, collectStatistics } from "./collect.ts";
 export { type BiasLayer, type BiasShiftOptions, measureBiasShifts } from "./bias_shifts.ts";
 export { applyOverrides } from "./overrides.ts";
+export {
+  type ChannelRange,
+  type ChannelRangeOptions,
+  measureChannelRanges,
+} from "./channel_ranges.ts";

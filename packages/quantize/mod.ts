@@ -46,3 +46,14 @@ export * from "./options.ts";
 export * from "./opset.ts";
 export * from "./plan.ts";
 export * from "./quantize.ts";
+export {
+  channelGroups,
+  type ChannelRanges,
+  type ChannelSplit,
+  splitChannels,
+  type SplitChannelsOptions,
+  type SplitChannelsResult,
+  splitDefaults,
+  type SplitRegion,
+  splitRegions,
+} from "./split_channels.ts";

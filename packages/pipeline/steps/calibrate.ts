@@ -11,6 +11,7 @@ import {
   clipBounds,
   collectStatistics,
   loadStatistics,
+  measureChannelRanges,
   mergeStatistics,
   rangesFromStatistics,
   saveStatistics,
@@ -19,7 +20,7 @@ import {
   withClipBounds,
 } from "@clipq/calibrate";
 import { defaults as collectDefaults } from "@clipq/calibrate/collect";
-import { planQuantization } from "@clipq/quantize";
+import { planQuantization, splitChannels, splitRegions } from "@clipq/quantize";
 import { checkOptions, type Step, type StepContext, type StepDefinition } from "../step.ts";
 import { CALIBRATE_OPTIONS } from "./options.ts";
 
@@ -34,6 +35,13 @@ export interface CalibrateStepOptions {
   samples?: number | "all";
   statistics?: { save?: string; load?: string };
   overrides?: Record<string, { min: number; max: number }>;
+  /**
+   * Channel splitting before calibration (see `splitChannels` in @clipq/quantize): where a conv
+   * feeds a depthwise conv through channel-wise ops and a few channels of the depthwise input
+   * stretch its range, split the channels into up to `groups` groups with their own int8 scales
+   * (exact in float); `false` to leave the graph as it is.
+   */
+  splitChannels?: { groups?: number; minGainDb?: number } | false;
 }
 
 /** Defaults of {@linkcode calibrateStep}. */
@@ -46,6 +54,7 @@ export const defaults = {
   samples: collectDefaults.samples,
   statistics: {},
   overrides: {},
+  splitChannels: false,
 } satisfies CalibrateStepOptions;
 
 /** The graph's image input name (config `input.name` or the first non-extra input). */
@@ -67,6 +76,40 @@ async function* feeds(
     seen.images += batch.files.length;
     yield batch.feeds;
   }
+}
+
+/**
+ * Channel splitting: per-channel ranges of each splittable region's depthwise input over the
+ * calibration images, then the exact rewrite; the report lists what was split.
+ */
+async function split(
+  graph: Graph,
+  ctx: StepContext,
+  options: { groups?: number; minGainDb?: number },
+): Promise<Graph> {
+  const regions = splitRegions(graph);
+  if (regions.length === 0) {
+    ctx.report.splitChannels = { regions: 0, splits: [] };
+    return graph;
+  }
+  const channelRanges = await measureChannelRanges(graph, feeds(ctx, { images: 0 }), {
+    tensors: regions.map((r) => r.tensor),
+  });
+  const result = splitChannels(graph, { ...options, channelRanges });
+  ctx.report.splitChannels = {
+    regions: regions.length,
+    splits: result.splits.map((s) => ({
+      conv: s.conv,
+      depthwise: s.depthwise,
+      groups: s.groups.map((g) => g.length),
+      gainDb: Number(s.gainDb.toFixed(2)),
+    })),
+  };
+  ctx.methods.push("split-channels");
+  ctx.log.info(
+    `  split-channels: ${result.splits.length} of ${regions.length} conv → depthwise regions split`,
+  );
+  return result.graph;
 }
 
 /**
@@ -100,6 +143,7 @@ export function calibrateStep(options: CalibrateStepOptions = {}): Step {
   return {
     name: "calibrate",
     async run(graph, ctx) {
+      if (o.splitChannels) graph = await split(graph, ctx, o.splitChannels);
       const plan = planQuantization(graph, {});
       const needed = plan.activations;
       const ranges = new Map<string, TensorRange>();
@@ -133,6 +177,16 @@ export function calibrateStep(options: CalibrateStepOptions = {}): Step {
           stats = mergeStatistics(await Promise.all(mode.mergeFrom.map((f) => loadStatistics(f))));
         } else if (o.statistics.load) {
           stats = await loadStatistics(o.statistics.load);
+          // Statistics saved before channel splitting lack the split tensors: collect those.
+          const missing = dataTensors.filter((t) => !stats.has(t));
+          if (o.splitChannels && missing.length > 0) {
+            const more = await collectStatistics(graph, feeds(ctx, { images: 0 }), {
+              tensors: missing,
+              samples: o.samples,
+              optimizationLevel: o.samples === "all" ? "basic" : "all",
+            });
+            stats = new Map([...stats, ...more]);
+          }
         } else {
           const seen = { images: 0 };
           stats = await collectStatistics(graph, feeds(ctx, seen), {

@@ -90,6 +90,21 @@ export const CALIBRATE_OPTIONS: ObjectSpec = {
       },
     },
     overrides: rangeOverrides,
+    splitChannels: {
+      type: "anyOf",
+      description:
+        "Split the channels of a conv → depthwise conv region into groups with their own int8 scales where a few channels stretch the depthwise input's range (exact in float); false to disable.",
+      options: [
+        { type: "const", value: false },
+        {
+          type: "object",
+          properties: {
+            groups: { type: "number", integer: true, minimum: 2, maximum: 8 },
+            minGainDb: { type: "number", minimum: 0, maximum: 60 },
+          },
+        },
+      ],
+    },
   },
 };
 

@@ -1,0 +1,92 @@
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { float32, type Graph, ModelBuilder } from "@clipq/onnx";
+import { decode } from "@clipq/onnx/proto";
+import { writeNpy } from "@clipq/data/npy";
+import { createSession } from "@clipq/runtime";
+import { loadConfig } from "../config.ts";
+import { runPipeline } from "../runner.ts";
+import { workspace } from "../_fixtures_test.ts";
+
+/** Conv → hard-swish → depthwise conv → conv, one channel of the first conv 30× wider. */
+function hardSwishDepthwise(): Graph {
+  const b = new ModelBuilder({ seed: 3 });
+  const x = b.conv(b.input("images", [1, 3, 16, 16]), { outChannels: 8, kernel: 1 });
+  const hs = b.op("Div", [b.mul(x, b.clip(b.add(x, 3), 0, 6)), b.initializer(6)], {
+    shape: [1, 8, 16, 16],
+  });
+  const dw = b.conv(hs, { outChannels: 8, kernel: 3, pad: 1, group: 8 });
+  b.output(b.conv(b.relu(dw), { outChannels: 4, kernel: 1 }), "out");
+  const g = b.build();
+  const conv = g.nodes.find((n) => n.op === "Conv")!;
+  const w = g.initializers.get(conv.inputs[1]!)!;
+  const data = Float32Array.from(w.data as Float32Array, (v, i) => (i < 3 ? v * 30 : v));
+  return {
+    ...g,
+    initializers: new Map(g.initializers).set(conv.inputs[1]!, float32([...w.dims], data)),
+  };
+}
+
+Deno.test("calibrate splitChannels: the wide channel gets its own group, the int8 model its own scale, float outputs unchanged", async () => {
+  const graph = hardSwishDepthwise();
+  const ws = workspace(graph);
+  try {
+    Deno.mkdirSync(join(ws.dir, "npy"));
+    const inputs = [0, 1, 2].map((k) =>
+      float32(
+        [1, 3, 16, 16],
+        Float32Array.from({ length: 768 }, (_, i) => ((i * (k + 5)) % 89) / 44 - 1),
+      )
+    );
+    inputs.forEach((t, k) => Deno.writeFileSync(join(ws.dir, "npy", `${k}.npy`), writeNpy(t)));
+    const run = async (splitChannels: false | { minGainDb: number }) => {
+      const cfg = await loadConfig(ws.write({
+        model: "model.onnx",
+        output: `out/${splitChannels ? "split" : "plain"}.onnx`,
+        report: `out/${splitChannels ? "split" : "plain"}.json`,
+        data: { calibration: { npy: "npy" } },
+        steps: [
+          { use: "calibrate", method: "minmax", splitChannels },
+          { use: "quantize", exclude: { head: false } },
+        ],
+      }));
+      return await runPipeline(cfg, { quiet: true, analyze: false });
+    };
+    const split = await run({ minGainDb: 3 });
+    const details = split.report.details.splitChannels as {
+      regions: number;
+      splits: { groups: number[] }[];
+    };
+    assert.equal(details.regions, 1);
+    assert.deepEqual(details.splits.map((s) => s.groups), [[7, 1]]);
+    assert.ok(split.report.methods.includes("split-channels"));
+    const q = decode(Deno.readFileSync(split.saved!.path));
+    assert.equal(q.nodes.filter((n) => n.op === "Concat").length, 1);
+    // Each group's hard-swish product (the depthwise input, its /6 folded into the conv) has its own range.
+    const groups = split.report.ranges.filter((r) =>
+      /\/g[01]$/.test(r.tensor) && r.tensor.startsWith(
+        graph.nodes.find((n) => n.op === "Mul")!.outputs[0]!,
+      )
+    );
+    assert.equal(groups.length, 2, JSON.stringify(split.report.ranges.map((r) => r.tensor)));
+    assert.ok(groups[1]!.max > 5 * groups[0]!.max, JSON.stringify(groups));
+    // Against the float model, the split int8 model is closer than the plain one.
+    const plain = await run(false);
+    const error = async (path: string) => {
+      const [f, s] = [await createSession(graph), await createSession(Deno.readFileSync(path))];
+      let e = 0, p = 0;
+      for (const t of inputs) {
+        const [a, b] = [(await f.run({ images: t })).out!, (await s.run({ images: t })).out!];
+        const u = a.data as Float32Array, v = b.data as Float32Array;
+        for (let i = 0; i < u.length; i++) [e, p] = [e + (u[i]! - v[i]!) ** 2, p + u[i]! ** 2];
+      }
+      await f.release();
+      await s.release();
+      return 10 * Math.log10(p / e);
+    };
+    const [plainDb, splitDb] = [await error(plain.saved!.path), await error(split.saved!.path)];
+    assert.ok(splitDb > plainDb + 1, `int8 SQNR ${plainDb} → ${splitDb} dB`);
+  } finally {
+    ws.cleanup();
+  }
+});
