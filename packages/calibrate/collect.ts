@@ -18,7 +18,6 @@ import {
   releaseOutputs,
   type Session,
 } from "@clipq/runtime";
-import { readAhead } from "@clipq/data/read-ahead";
 import { Histogram } from "./histogram.ts";
 import type { Statistics } from "./statistics.ts";
 import {
@@ -152,31 +151,42 @@ export async function collectStatistics(
     : sampledRunner(graph, fetched, { ...o, samples: o.samples });
   const progress: CollectProgress = { batches: 0, items: 0 };
   type Feeds = Readonly<Record<string, Tensor>>;
-  // Read one ahead: the next batch is read and decoded (JavaScript, on this thread) while the
-  // current one runs in onnxruntime (on its threads), which would otherwise sit idle through it.
-  const iterator = readAhead(batches);
-  const start = async (): Promise<
-    { feeds: Feeds; outputs: Promise<Outputs> } | undefined
-  > => {
-    const next = await iterator.next();
-    if (next.done) return undefined;
-    const feeds = next.value;
+  const iterator = Symbol.asyncIterator in batches
+    ? batches[Symbol.asyncIterator]()
+    : (batches as Iterable<Feeds>)[Symbol.iterator]();
+  // The next batch is asked for as soon as a run starts, so reading and decoding it (JavaScript
+  // on this thread) overlaps the run (onnxruntime's threads) instead of leaving them idle.
+  const pull = (): Promise<IteratorResult<Feeds>> => {
+    let next: Promise<IteratorResult<Feeds>>;
+    try {
+      next = Promise.resolve(iterator.next());
+    } catch (e) {
+      next = Promise.reject(e);
+    }
+    // Awaited below; this only keeps a failure from being reported as unhandled meanwhile.
+    next.catch(() => {});
+    return next;
+  };
+  const launch = (feeds: Feeds): { feeds: Feeds; outputs: Promise<Outputs> } => {
     const outputs = fetched.length > 0 ? runner.run(feeds) : Promise.resolve(EMPTY);
-    // Awaited below; this only keeps an early failure from being reported as unhandled.
     outputs.catch(() => {});
     return { feeds, outputs };
   };
   // Graph inputs' samples are copied into buffers kept across batches: no garbage per batch.
   const inputScratch = new Map<string, Float32Array>();
-  let inflight: Awaited<ReturnType<typeof start>>;
+  let inflight: ReturnType<typeof launch> | undefined;
   try {
-    inflight = await start();
+    const head = await pull();
+    if (!head.done) inflight = launch(head.value);
+    let next = inflight ? pull() : undefined;
     while (inflight) {
       const { feeds } = inflight;
       const outputs = await inflight.outputs;
+      const upcoming = await next!;
       // onnxruntime runs the next batch on its own threads while this one is histogrammed and
       // the one after it is read.
-      inflight = await start();
+      inflight = upcoming.done ? undefined : launch(upcoming.value);
+      next = inflight ? pull() : undefined;
       for (const t of wanted) {
         if (!inputs.has(t)) continue;
         const value = feeds[t];

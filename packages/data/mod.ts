@@ -1,8 +1,7 @@
 /**
  * @clipq/data — images and data sets for calibration and evaluation: JPEG/PNG decoding (jpeg-js,
  * pngjs), the shared preprocessing description and its inverse for boxes, image folders in
- * batches and a one-item read-ahead that lets decoding overlap inference, `.npy` tensors, and
- * COCO/VOC annotations.
+ * batches, `.npy` tensors, and COCO/VOC annotations.
  *
  * @example Preprocess an image and map a box back
  * ```ts
@@ -23,4 +22,3 @@ export * from "./npy.ts";
 export * from "./coco.ts";
 export * from "./voc.ts";
 export * from "./augment.ts";
-export * from "./read_ahead.ts";

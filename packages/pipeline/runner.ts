@@ -10,7 +10,7 @@ import { encode, type Graph, METADATA_KEYS, type Tensor, validate } from "@clipq
 import { loadModel, type SavedModel, saveModel } from "@clipq/onnx/io";
 import { ConfigError, ModelError } from "@clipq/onnx/errors";
 import { tensor } from "@clipq/onnx/tensor";
-import { imageBatches, listImages, type PreprocessSpec, readAhead } from "@clipq/data";
+import { imageBatches, listImages, type PreprocessSpec } from "@clipq/data";
 import { npyBatches } from "@clipq/data/npy";
 import { fromTfjs, loadDarknet } from "@clipq/convert";
 import type { Config, DataSetConfig } from "./config.ts";
@@ -261,8 +261,7 @@ export function createContext(
     annotations: (set) => config.data[set]?.annotations,
     batches(set, options = {}) {
       const d = config.data[set];
-      // Read one ahead: each step's loop waits for onnxruntime while the next image decodes.
-      return readAhead((async function* (): AsyncGenerator<FeedBatch> {
+      return (async function* (): AsyncGenerator<FeedBatch> {
         if (!d?.images && !d?.npy) {
           throw new ConfigError(
             `data.${set}.images`,
@@ -312,7 +311,7 @@ export function createContext(
           yield { feeds: { [name]: b.tensor, ...extra }, files: b.files, transforms: b.transforms };
         }
         progress.done();
-      })());
+      })();
     },
   };
 }
