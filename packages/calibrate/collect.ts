@@ -82,8 +82,7 @@ const MAX_SAMPLES = 1 << 24;
 
 /**
  * Runs the model over batches and histograms the given tensors. The next batch runs while the
- * current one is histogrammed and the one after it is read from `batches`, so at most two batches
- * of tapped outputs and three of inputs are alive at once.
+ * current one is histogrammed, so at most two batches of tapped outputs are alive at once.
  *
  * @param graph The float model.
  * @param batches Input feeds by input name, one record per batch (async or sync iterable).
@@ -154,39 +153,27 @@ export async function collectStatistics(
   const iterator = Symbol.asyncIterator in batches
     ? batches[Symbol.asyncIterator]()
     : (batches as Iterable<Feeds>)[Symbol.iterator]();
-  // The next batch is asked for as soon as a run starts, so reading and decoding it (JavaScript
-  // on this thread) overlaps the run (onnxruntime's threads) instead of leaving them idle.
-  const pull = (): Promise<IteratorResult<Feeds>> => {
-    let next: Promise<IteratorResult<Feeds>>;
-    try {
-      next = Promise.resolve(iterator.next());
-    } catch (e) {
-      next = Promise.reject(e);
-    }
-    // Awaited below; this only keeps a failure from being reported as unhandled meanwhile.
-    next.catch(() => {});
-    return next;
-  };
-  const launch = (feeds: Feeds): { feeds: Feeds; outputs: Promise<Outputs> } => {
+  const start = async (): Promise<
+    { feeds: Feeds; outputs: Promise<Outputs> } | undefined
+  > => {
+    const next = await iterator.next();
+    if (next.done) return undefined;
+    const feeds = next.value;
     const outputs = fetched.length > 0 ? runner.run(feeds) : Promise.resolve(EMPTY);
+    // Awaited below; this only keeps an early failure from being reported as unhandled.
     outputs.catch(() => {});
     return { feeds, outputs };
   };
   // Graph inputs' samples are copied into buffers kept across batches: no garbage per batch.
   const inputScratch = new Map<string, Float32Array>();
-  let inflight: ReturnType<typeof launch> | undefined;
+  let inflight: Awaited<ReturnType<typeof start>>;
   try {
-    const head = await pull();
-    if (!head.done) inflight = launch(head.value);
-    let next = inflight ? pull() : undefined;
+    inflight = await start();
     while (inflight) {
       const { feeds } = inflight;
       const outputs = await inflight.outputs;
-      const upcoming = await next!;
-      // onnxruntime runs the next batch on its own threads while this one is histogrammed and
-      // the one after it is read.
-      inflight = upcoming.done ? undefined : launch(upcoming.value);
-      next = inflight ? pull() : undefined;
+      // onnxruntime runs the next batch on its own threads while this one is histogrammed.
+      inflight = await start();
       for (const t of wanted) {
         if (!inputs.has(t)) continue;
         const value = feeds[t];
