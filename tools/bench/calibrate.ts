@@ -28,7 +28,6 @@ import {
   preprocess,
   type PreprocessSpec,
   randomCropFlip,
-  readAhead,
   readImage,
 } from "@clipq/data";
 import type { RgbImage } from "@clipq/data";
@@ -318,9 +317,9 @@ export async function run(options: BenchOptions): Promise<BenchResult[]> {
   // each image is JavaScript that costs more than the model's run here.
   const photoPaths = await photoFiles();
   const fromFiles = () => mapAsync(imageBatches(photoPaths, spec(size)), (b) => ({ x: b.tensor }));
-  const plainFiles = (ahead: boolean) => async () => {
+  const plainFiles = async () => {
     const s = await createSession(graph);
-    for await (const f of ahead ? readAhead(fromFiles()) : fromFiles()) await s.run(f);
+    for await (const f of fromFiles()) await s.run(f);
     await s.release();
   };
   for (let r = 0; r < reps; r++) {
@@ -329,8 +328,7 @@ export async function run(options: BenchOptions): Promise<BenchResult[]> {
     await time("sampled", () => collectStatistics(graph, feeds, { tensors }));
     await time("sampledUnbounded", () => collectStatistics(graph, feeds, { tensors: unbounded }));
     await stages(graph, feeds, tensors, best);
-    await time("filesFloat", plainFiles(true));
-    await time("filesFloatInTurn", plainFiles(false));
+    await time("filesFloat", plainFiles);
     await time("filesSampled", () => collectStatistics(graph, fromFiles(), { tensors }));
   }
   // The exact path in a fresh process against its own plain runs: after the sampled passes, the
@@ -400,7 +398,6 @@ export async function run(options: BenchOptions): Promise<BenchResult[]> {
         sampledRunsMs: round("sampledRuns"),
         sampledHistogramMs: round("sampledHistogram"),
         filesFloatMs: round("filesFloat"),
-        filesFloatInTurnMs: round("filesFloatInTurn"),
         filesCalibrationMs: round("filesSampled"),
         filesRatio: Number((ms("filesSampled") / ms("filesFloat")).toFixed(2)),
         ...kernels,
@@ -428,10 +425,9 @@ export async function run(options: BenchOptions): Promise<BenchResult[]> {
         'path (samples "all") ships every tapped value out (onnxruntime keeps them all alive ' +
         "to the end of the run) and histograms each; it is timed in a fresh process against that " +
         "process's own plain runs (exactFloatMs). files*: the same images read from their " +
-        "files (2 PNGs, 7 JPEGs) for every pass, as the pipeline reads a folder — plain " +
-        "inference reading one image ahead (readAhead, as calibration does: decoding overlaps " +
-        "the run) and in turn (filesFloatInTurnMs: decode, then run), against calibration " +
-        "(filesRatio).",
+        "files (2 PNGs, 7 JPEGs) for every pass, as the pipeline reads a folder (filesRatio). " +
+        "Reading the next image while the current one runs measured no gain on 2 cores: " +
+        "onnxruntime's two threads already occupy both.",
     },
     {
       name: `calibration peak RSS, ${few} vs ${many} images (PP-OCRv4 det ${rssSize}×${rssSize})`,
