@@ -29,6 +29,7 @@ import { encode, type Graph, ModelBuilder, type Tensor } from "@clipq/onnx";
 import { decode } from "@clipq/onnx/proto";
 import { loadModel } from "@clipq/onnx/io";
 import { toFloat64 } from "@clipq/onnx/tensor";
+import { mulberry32 } from "@clipq/onnx/random";
 import { fromDarknet, fromTfjs } from "@clipq/convert";
 import { preprocess, type PreprocessSpec, readImage } from "@clipq/data";
 import type { BoxTransform } from "@clipq/data/preprocess";
@@ -455,6 +456,29 @@ function scoreOf(a: Record<string, number>): number {
 }
 
 /** The calibration methods side by side, fidelity of each (statistics collected once and reused). */
+/**
+ * The evaluation images with uniform noise of ±half an 8-bit pixel level added to the model input
+ * (a level is `scale / std` of the channel after preprocessing): what the float model itself does
+ * under a perturbation smaller than any int8 rounding step, the noise floor of the fidelity
+ * figures.
+ */
+function withInputNoise(c: Case, set: EvalSet, seed: number): EvalSet {
+  const spec = specOf(c.input);
+  const random = mulberry32(seed);
+  const feeds = set.feeds.map((f) => {
+    const x = f[c.input.name]!;
+    const [, channels, h, w] = x.dims as number[];
+    const plane = h! * w!;
+    const data = new Float32Array(x.data as Float32Array);
+    for (let i = 0; i < data.length; i++) {
+      const ch = Math.floor(i / plane) % channels!;
+      data[i]! += (random() - 0.5) * spec.scale / (spec.std[ch] ?? 1);
+    }
+    return { ...f, [c.input.name]: { ...x, data } };
+  });
+  return { ...set, feeds };
+}
+
 async function methods(
   c: Case,
   set: EvalSet,
@@ -544,6 +568,18 @@ async function methods(
         fb.reverted.join(", ") || "none"
       })${fb.latency ? `, ${fb.latency.slowdown.toFixed(2)}× the int8 latency` : ""}.`;
     }
+    // Not a method: the float model on inputs moved by less than one pixel level, scored the same
+    // way — how far the figures move with no quantization at all.
+    const noisy = await runAll(c.graph, withInputNoise(c, set, 1));
+    const floor = agreement(c, set, floatOut, noisy);
+    table["float+input-noise(±0.5 level) mAP50"] = Number(floor.mAP50!.toFixed(4));
+    if (floor.mapIou03 !== undefined) {
+      table["float+input-noise(±0.5 level) mapIoU0.3"] = Number(floor.mapIou03.toFixed(4));
+    }
+    table["float+input-noise(±0.5 level) mAP"] = Number(floor.mAP!.toFixed(4));
+    table["float+input-noise(±0.5 level) SQNR dB"] = Number(
+      Math.min(...Object.values(outputSqnr(floatOut, noisy))).toFixed(2),
+    );
     const winner = rows.reduce(better);
     const minmax = rows.find((r) => r.name === "minmax")!;
     table.best = winner.name;
@@ -564,7 +600,11 @@ async function methods(
           ? " and binarized-map IoU at 0.3 (the lower)"
           : ""
       }, ties broken by mAP 50:95; SQNR = lowest output SQNR; loss-aware λ = ${LOSS_AWARE.lambda}. ` +
-      rows.map((r) => `${r.name}: ${r.text}`).join("; ") + "." + fallbackText,
+      rows.map((r) => `${r.name}: ${r.text}`).join("; ") + "." + fallbackText +
+      " float+input-noise: the float model itself on the images with uniform noise of ±half " +
+      "an 8-bit pixel level added to its input (seeded), scored the same way — the figures' " +
+      "noise floor: below it, a lower score says more about the evaluation set (few boxes, " +
+      "small text) than about quantization.",
   };
 }
 
