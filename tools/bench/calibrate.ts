@@ -6,8 +6,9 @@
  *   exact path (`samples: "all"`: every tapped value leaves onnxruntime and is histogrammed), with
  *   the sampled path's time split into session creation, runs and histogramming;
  * - peak RSS of calibration over 16 and over 256 images (256 made from the real photos by seeded
- *   random crops and flips), each measured in its own subprocess (VmHWM), three times each,
- *   interleaved (medians compared), to show memory does not grow with the number of images.
+ *   random crops and flips), each measured in its own subprocess (VmHWM), five times each,
+ *   interleaved (medians compared), to show memory does not grow with the number of images; and
+ *   once more reading the photo files per image, as the pipeline reads a folder.
  *
  * Run alone: `deno run -A tools/bench/calibrate.ts [--quick]`.
  *
@@ -19,7 +20,11 @@ import { normalize } from "@clipq/onnx/normalize";
 import type { Graph, Tensor } from "@clipq/onnx";
 import { clipBounds, collectStatistics, Histogram } from "@clipq/calibrate";
 // The bench splits the sampled path's time by stage, so it builds that path's graph itself.
-import { histogramSamples, samplingPlan } from "../../packages/calibrate/_sampling.ts";
+import {
+  histogramSamples,
+  type SamplingPlan,
+  samplingPlan,
+} from "../../packages/calibrate/_sampling.ts";
 import { defaults as collectDefaults } from "@clipq/calibrate/collect";
 import { planQuantization } from "@clipq/quantize";
 import { createSession } from "@clipq/runtime";
@@ -129,11 +134,11 @@ interface RssRun {
   ms: number;
 }
 
-async function measureRss(
+async function measureRss<T = RssRun>(
   count: number,
   size: number,
   child = "--rss-child",
-): Promise<RssRun> {
+): Promise<T> {
   const script = fileURLToPath(import.meta.url);
   const out = await new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", script, child, String(count), String(size)],
@@ -154,6 +159,20 @@ async function* mapAsync<T, U>(source: AsyncIterable<T>, f: (x: T) => U): AsyncG
   for await (const x of source) yield f(x);
 }
 
+/** The sampling graph collectStatistics builds by default for these tensors and feeds. */
+function defaultPlan(
+  graph: Graph,
+  feeds: Record<string, Tensor>[],
+  tensors: readonly string[],
+): SamplingPlan {
+  return samplingPlan(graph, {
+    tensors: tensors.filter((x) => x !== "x"),
+    samples: collectDefaults.samples as number,
+    seed: 0,
+    inputDims: { x: feeds[0]!.x!.dims },
+  });
+}
+
 /** The sampled path by stage (creation, runs, histograms) next to plain inference's stages. */
 async function stages(
   graph: Graph,
@@ -170,12 +189,7 @@ async function stages(
   keep("floatRuns", performance.now() - t);
   await plain.release();
   t = performance.now();
-  const plan = samplingPlan(graph, {
-    tensors: tensors.filter((x) => x !== "x"),
-    samples: collectDefaults.samples as number,
-    seed: 0,
-    inputDims: { x: feeds[0]!.x!.dims },
-  });
+  const plan = defaultPlan(graph, feeds, tensors);
   const session = await createSession(plan.graph);
   keep("sampledCreate", performance.now() - t);
   t = performance.now();
@@ -198,14 +212,8 @@ async function stages(
 async function kernelMs(
   graph: Graph,
   feeds: Record<string, Tensor>[],
-  tensors: readonly string[],
+  plan: SamplingPlan,
 ): Promise<Record<string, number>> {
-  const plan = samplingPlan(graph, {
-    tensors: tensors.filter((x) => x !== "x"),
-    samples: collectDefaults.samples as number,
-    seed: 0,
-    inputDims: { x: feeds[0]!.x!.dims },
-  });
   const profile = async (g: Graph, outputs?: string[]) => {
     const s = await createSession(g, { profile: true });
     for (const f of feeds) await s.run(f, outputs ? { outputs } : {});
@@ -334,7 +342,8 @@ export async function run(options: BenchOptions): Promise<BenchResult[]> {
   // The exact path in a fresh process against its own plain runs: after the sampled passes, the
   // same process ran it 1.5–2.5× slower (its ~100 MB of outputs per image meet a heap shaped by
   // what ran before), which says nothing about the path itself.
-  const kernels = await kernelMs(graph, feeds, tensors);
+  const sampled = defaultPlan(graph, feeds, tensors);
+  const kernels = await kernelMs(graph, feeds, sampled);
   const exact = await measureExact(size, reps);
   for (const [k, v] of Object.entries(exact)) best.set(k, v);
   const ms = (k: string) => best.get(k)!;
@@ -352,19 +361,15 @@ export async function run(options: BenchOptions): Promise<BenchResult[]> {
     manyRuns.push(await measureRss(many, rssSize));
   }
   // The pipeline's own path: each image read from its file (JPEG decoding's garbage included).
-  const files = await measureRss(many, rssSize, "--rss-files-child") as
-    & RssRun
-    & { peakRssAt64?: number };
+  const files = await measureRss<{ peakRss: number; peakRssAt16?: number; peakRssAt64?: number }>(
+    many,
+    rssSize,
+    "--rss-files-child",
+  );
   const median = (runs: RssRun[]) =>
     [...runs].sort((x, y) => x.peakRss - y.peakRss)[runs.length >> 1]!;
   const a = median(fewRuns), b = median(manyRuns);
   const mib = (runs: RssRun[]) => runs.map((x) => Math.round(x.peakRss / 2 ** 20)).join(" ");
-  const sampled = samplingPlan(graph, {
-    tensors: tensors.filter((t) => t !== "x"),
-    samples: collectDefaults.samples as number,
-    seed: 0,
-    inputDims: { x: feeds[0]!.x!.dims },
-  });
   const perImage = [...sampled.tensors, ...sampled.derived].reduce((a, p) => a + p.population, 0);
   const sampledPerImage = sampled.tensors.reduce((a, p) => a + p.sampled, 0);
   const round = (k: string) => Math.round(ms(k));
@@ -418,9 +423,9 @@ export async function run(options: BenchOptions): Promise<BenchResult[]> {
         "pay two reduction passes over every reduced value, a Flatten that copies, and a " +
         "strided Slice whose sampled values are each a cache line of their own (sampledRunsMs " +
         "vs floatRunsMs; by op, from onnxruntime's profiler: *KernelMsPerImage, " +
-        "reduceMin/reduceMax/slice/flattenMsPerImage); the JavaScript histograms of the samples (sampledHistogramMs) and of the " +
-        "input image (sampled in JavaScript the same way) overlap the next run but share the " +
-        "cores with it. " +
+        "reduceMin/reduceMax/slice/flattenMsPerImage); the JavaScript histograms of the " +
+        "samples (sampledHistogramMs) and of the input image (sampled in JavaScript the same " +
+        "way) overlap the next run but share the cores with it. " +
         "Exact min/max needs the two passes; onnxruntime has no single min-max op. The exact " +
         'path (samples "all") ships every tapped value out (onnxruntime keeps them all alive ' +
         "to the end of the run) and histograms each; it is timed in a fresh process against that " +
@@ -450,7 +455,9 @@ export async function run(options: BenchOptions): Promise<BenchResult[]> {
           ? { [`growthAfter32Of${many}`]: Number((b.peakRss / b.peakRssAt32 - 1).toFixed(3)) }
           : {}),
         goalGrowth: 0.1,
-        [`filesPeakRssMiB${few}`]: Math.round(files.peakRssAt16 / 2 ** 20),
+        ...(files.peakRssAt16
+          ? { filesPeakRssMiB16: Math.round(files.peakRssAt16 / 2 ** 20) }
+          : {}),
         ...(files.peakRssAt64
           ? { filesPeakRssMiB64: Math.round(files.peakRssAt64 / 2 ** 20) }
           : {}),
@@ -476,13 +483,12 @@ export async function run(options: BenchOptions): Promise<BenchResult[]> {
         "allocator's heap), its derived samples allocate no heap numbers (their scavenges grew " +
         "V8's young generation), and the crop generator frees its random-size crops (they " +
         "fragmented the main heap by 15–20 MiB over 256 images). The photos are decoded once, " +
-        "before calibration: decoding a JPEG per image (readImage, as imageBatches does) grows " +
-        "RSS by itself — jpeg-js alone, no model: 179 MiB after 16 JPEGs, 261 after 256 (PNGs " +
-        "flat). files*: one more process calibrates reading the 9 photo files per image (7 " +
-        "JPEGs, cycled), as the pipeline reads a folder: jpeg-js leaves a few MB of small " +
-        "buffers per JPEG for the garbage collector, and the peak climbs until collections keep " +
-        "pace, within the first ~64 images (decoding alone, measured to 1024 JPEGs: 155 MiB " +
-        "after 16, 228 after 64, 247 from 256 to 1024), then stays flat (filesGrowth64To*).",
+        "before calibration. files*: one more process calibrates reading the 9 photo files per " +
+        "image (7 JPEGs, cycled), as the pipeline reads a folder: jpeg-js leaves a few MB of " +
+        "small buffers per JPEG for the garbage collector, and the peak climbs until collections " +
+        "keep pace, within the first ~64 images (decoding alone, no model, measured to 1024 " +
+        "JPEGs: 155 MiB after 16, 228 after 64, 247 from 256 to 1024; PNGs flat); what the " +
+        "images after the 64th add is filesGrowth64To*.",
     },
   ];
 }

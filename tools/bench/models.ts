@@ -455,7 +455,6 @@ function scoreOf(a: Record<string, number>): number {
   return a.mapIou03 !== undefined ? Math.min(a.mAP50!, a.mapIou03) : a.mAP50!;
 }
 
-/** The calibration methods side by side, fidelity of each (statistics collected once and reused). */
 /**
  * The evaluation images with uniform noise of ±half an 8-bit pixel level added to the model input
  * (a level is `scale / std` of the channel after preprocessing): what the float model itself does
@@ -479,6 +478,7 @@ function withInputNoise(c: Case, set: EvalSet, seed: number): EvalSet {
   return { ...set, feeds };
 }
 
+/** The calibration methods side by side, fidelity of each (statistics collected once and reused). */
 async function methods(
   c: Case,
   set: EvalSet,
