@@ -171,6 +171,14 @@ export function calibrateStep(options: CalibrateStepOptions = {}): Step {
         );
       } else ctx.methods.push(`calibrate:${o.method}`);
       if (dataTensors.length > 0) {
+        const collect = (tensors: string[], seen: { images: number }) =>
+          collectStatistics(graph, feeds(ctx, seen), {
+            tensors,
+            samples: o.samples,
+            // Fetching every tapped tensor whole runs best without layout changes (each tap of an
+            // NCHWc tensor costs a reorder); reduced in the graph, the full optimizations win.
+            optimizationLevel: o.samples === "all" ? "basic" : "all",
+          });
         const mode = ctx.calibration;
         let stats: Statistics;
         if (mode?.mergeFrom) {
@@ -180,22 +188,12 @@ export function calibrateStep(options: CalibrateStepOptions = {}): Step {
           // Statistics saved before channel splitting lack the split tensors: collect those.
           const missing = dataTensors.filter((t) => !stats.has(t));
           if (o.splitChannels && missing.length > 0) {
-            const more = await collectStatistics(graph, feeds(ctx, { images: 0 }), {
-              tensors: missing,
-              samples: o.samples,
-              optimizationLevel: o.samples === "all" ? "basic" : "all",
-            });
+            const more = await collect(missing, { images: 0 });
             stats = new Map([...stats, ...more]);
           }
         } else {
           const seen = { images: 0 };
-          stats = await collectStatistics(graph, feeds(ctx, seen), {
-            tensors: dataTensors,
-            samples: o.samples,
-            // Fetching every tapped tensor whole runs best without layout changes (each tap of an
-            // NCHWc tensor costs a reorder); reduced in the graph, the full optimizations win.
-            optimizationLevel: o.samples === "all" ? "basic" : "all",
-          });
+          stats = await collect(dataTensors, seen);
           if (seen.images === 0) {
             throw new ConfigError(
               "data.calibration.images",

@@ -122,10 +122,10 @@ export function quantizeStep(options: QuantizeStepOptions = {}): Step {
       };
       let result = quantize(graph, opts);
       let biasShifts: Map<string, Float32Array> | undefined;
-      if (ctx.biasCorrection) {
+      // Layers are measured as quantize writes them: against the float graph after its rewrites.
+      const twin = ctx.biasCorrection ? floatTwin(graph, opts) : undefined;
+      if (twin) {
         ctx.log.info("  bias correction: measuring per-channel output shifts");
-        // Layers are measured as quantize writes them: against the float graph after its rewrites.
-        const twin = floatTwin(graph, opts);
         const producers = new Map(
           twin.nodes.flatMap((n) => n.outputs.map((t) => [t, n.op] as const)),
         );
@@ -149,12 +149,11 @@ export function quantizeStep(options: QuantizeStepOptions = {}): Step {
       }
       if (o.maxDrop !== undefined) {
         // Re-quantizes with the most sensitive layers excluded (fallback.ts) until the drop holds.
-        const twin = biasShifts ? floatTwin(graph, opts) : undefined;
         const without = (names: readonly string[]) => {
           const exclude = { ...opts.exclude, names: [...(opts.exclude?.names ?? []), ...names] };
-          const shifts = biasShifts &&
+          const shifts = biasShifts && twin &&
             shiftsStillValid(biasShifts, {
-              measuredOn: twin!,
+              measuredOn: twin,
               quantizing: floatTwin(graph, { ...opts, exclude }),
               float: names,
             });
