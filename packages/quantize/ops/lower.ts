@@ -55,7 +55,15 @@
  *
  * @module
  */
-import { attrFloat, attrInt, attrInts, attrString, type Graph, type Node } from "@clipq/onnx/graph";
+import {
+  attrFloat,
+  attrInt,
+  attrInts,
+  attrString,
+  type Graph,
+  type Node,
+  node,
+} from "@clipq/onnx/graph";
 import { float32, int64, type Tensor, toFloat32 } from "@clipq/onnx/tensor";
 import { inferShapes } from "@clipq/onnx/shapes";
 import type { CheckedOptions } from "../options.ts";
@@ -453,15 +461,6 @@ function resizeChannelView(s: State, graph: Graph, ex: LowerOptions["exclude"]):
         n.name || `Resize#${i}`
       }: resizes a [N·${c}, 1, H, W] view (ORT's channels-last u8 nearest Resize is slow)`,
     );
-    // Unnamed, as the quantizer's own Q/DQ nodes: a name would only repeat the output's.
-    const reshape = (from: string, shapeName: string, to: string): Node => ({
-      name: "",
-      op: "Reshape",
-      domain: "",
-      inputs: [from, shapeName],
-      outputs: [to],
-      attributes: {},
-    });
     return [
       reshape(x, toView, xv),
       { ...n, inputs: [xv, ...n.inputs.slice(1)], outputs: [yv] },
@@ -919,14 +918,6 @@ function planChannelsLast(
   // MatMul [N, H, W, C] → Reshape [N, H·W, C] → Add(bias [C]).
   const flatShape = flatShapes.get(h.channels) ?? fresh(s, `head_flat_c${h.channels}`);
   const yRep = repOf(h.y, yDims);
-  const reshape = (x: string, shape: string, y: string): Node => ({
-    name: "",
-    op: "Reshape",
-    domain: "",
-    inputs: [x, shape],
-    outputs: [y],
-    attributes: {},
-  });
   if (h.bias) {
     const pre = fresh(s, `${h.y}_nhwc_without_bias`);
     replaced.set(ti, [reshape(h.last, flatShape, pre)]);
@@ -1047,6 +1038,11 @@ function planChannelsLast(
     aliased.add(p.rep);
   }
   return { replaced, sinks, moved };
+}
+
+/** An unnamed Reshape, as the quantizer's own Q/DQ nodes: a name would only repeat the output's. */
+function reshape(x: string, shape: string, y: string): Node {
+  return node({ name: "", op: "Reshape", inputs: [x, shape], outputs: [y] });
 }
 
 function sizeOfRest(dims: readonly number[]): number {
