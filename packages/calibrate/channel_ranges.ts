@@ -8,7 +8,7 @@
  */
 import type { Graph, Tensor } from "@clipq/onnx";
 import { ConfigError, ModelError } from "@clipq/onnx/errors";
-import { createSession, type OptimizationLevel } from "@clipq/runtime";
+import { createSession, type OptimizationLevel, releaseOutputs } from "@clipq/runtime";
 
 /** Per-channel minima and maxima of one tensor. */
 export interface ChannelRange {
@@ -106,6 +106,8 @@ export async function measureChannelRanges(
     for await (const feeds of batches) {
       const out = await session.run(feeds);
       for (const t of o.tensors) accumulate(ranges, t, out[t]!);
+      // As collectStatistics does: whole tapped tensors left to the garbage collector pile up.
+      releaseOutputs(out);
       seen++;
     }
   } finally {
