@@ -469,3 +469,58 @@ Deno.test("quantize() pads an RGB input's fourth channel on the integers with th
   ];
   assert.deepEqual(y, yBefore);
 });
+
+/** conv → LeakyRelu → MaxPool 2×2 → conv; `tap` also makes the LeakyRelu's output a graph output. */
+function leakyPool(tap: boolean): { graph: Graph; conv: string; pool: string } {
+  const b = new ModelBuilder({ seed: 21 });
+  const conv = b.conv(b.input("x", [1, 4, 8, 8]), { outChannels: 8, kernel: 3 });
+  const act = b.leakyRelu(conv, 0.1);
+  const pool = b.maxPool(act, { kernel: 2 });
+  b.output(b.conv(pool, { outChannels: 4, kernel: 3 }), "y");
+  if (tap) b.output(act, "act");
+  return { graph: b.build(), conv, pool };
+}
+
+Deno.test("lowerForOrt() pools before a LeakyRelu, which then reads a quarter of the values, same outputs", async () => {
+  const { graph: g, conv, pool } = leakyPool(false);
+  const { graph, aliases, notes } = lowerForOrt(g);
+  assert.equal(notes.length, 1, notes.join("\n"));
+  assert.deepEqual(graph.nodes.map((n) => n.op), ["Conv", "MaxPool", "LeakyRelu", "Conv"]);
+  const [maxPool, leaky] = [graph.nodes[1]!, graph.nodes[2]!];
+  assert.equal(maxPool.inputs[0], conv);
+  assert.equal(aliases.get(maxPool.outputs[0]!), conv);
+  assert.deepEqual(leaky.outputs, [pool]);
+  const feeds = randomFeeds(g, 5);
+  assert.deepEqual((await runGraph(graph, feeds)).y!, (await runGraph(g, feeds)).y!);
+  // Not when the activation has another reader, decreases somewhere, or is excluded.
+  assert.equal(lowerForOrt(leakyPool(true).graph).notes.length, 0);
+  const relu = { ...g, nodes: g.nodes.map((n) => n.op === "LeakyRelu" ? { ...n, op: "Relu" } : n) };
+  assert.equal(lowerForOrt(relu).notes.length, 0);
+  const negative: Graph = {
+    ...g,
+    nodes: g.nodes.map((n) =>
+      n.op === "LeakyRelu" ? { ...n, attributes: { alpha: { type: "float", value: -0.5 } } } : n
+    ),
+  };
+  assert.equal(lowerForOrt(negative).notes.length, 0);
+  assert.equal(lowerForOrt(g, { exclude: { names: [], ops: ["LeakyRelu"] } }).notes.length, 0);
+});
+
+Deno.test("quantize() pools the integers before QLinearLeakyRelu: the same int8 outputs", async () => {
+  // With the LeakyRelu's output also a graph output the pool is not moved: the reference.
+  const moved = leakyPool(false), kept = leakyPool(true);
+  const feeds = [randomFeeds(moved.graph, 1), randomFeeds(moved.graph, 2)];
+  const ranges = await minmaxRanges(kept.graph, feeds);
+  // The moved LeakyRelu writes the pool's output: it takes the range the reference's activation
+  // output has (which its pool shares).
+  ranges.set(moved.pool, ranges.get("act")!); // the graph output the activation became
+  // The last conv's output is quantized too (not a head): ORT then runs every conv int8.
+  const options = { ranges, exclude: { head: false as const } };
+  const q = quantize(moved.graph, options).graph;
+  const ref = quantize(kept.graph, options).graph;
+  const ops = await optimizedOps(q, feeds[0]!);
+  assert.equal(ops["QLinearLeakyRelu"], 1, JSON.stringify(ops));
+  assert.equal(ops["LeakyRelu"], undefined, JSON.stringify(ops));
+  const [y, yRef] = [(await runGraph(q, feeds[1]!)).y!, (await runGraph(ref, feeds[1]!)).y!];
+  assert.deepEqual(y, yRef);
+});
