@@ -19,6 +19,7 @@ import { createReporter } from "./progress.ts";
 import { type Analysis, analyze } from "./analysis.ts";
 import { buildReport, type Report } from "./report.ts";
 import { renderHtml } from "./report_html.ts";
+import { quantizePlanOptions, type QuantizeStepOptions } from "./steps/quantize.ts";
 import pkg from "./deno.json" with { type: "json" };
 
 /** The clipq version recorded in provenance. */
@@ -371,6 +372,10 @@ export async function runPipeline(config: Config, options: RunOptions = {}): Pro
       ...(o.statsOut ? { statsOut: o.statsOut } : {}),
       ...(o.mergeStats ? { mergeFrom: o.mergeStats } : {}),
     };
+  }
+  const quantizeEntry = config.entries.find((e) => e.use === "quantize");
+  if (quantizeEntry) {
+    ctx.quantizePlan = quantizePlanOptions(quantizeEntry.options as QuantizeStepOptions, ctx.head);
   }
   let graph = source;
   for (const [i, step] of config.steps.entries()) {

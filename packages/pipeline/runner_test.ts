@@ -44,6 +44,21 @@ Deno.test("runPipeline() calibrates from .npy tensors and leaves no file behind 
     }));
     await assert.rejects(runPipeline(failing, { quiet: true }), /boom/);
     assert.throws(() => Deno.statSync(join(ws.dir, "out2")));
+    // So is a range override for a tensor the model does not have.
+    const override = await loadConfig(ws.write({
+      model: "model.onnx",
+      output: "out3/m.onnx",
+      data: { calibration: { npy: "npy" } },
+      steps: [
+        { use: "calibrate", overrides: { "conv_O": { min: 0, max: 1 } } },
+        { use: "quantize" },
+      ],
+    }));
+    await assert.rejects(
+      runPipeline(override, { quiet: true, analyze: false }),
+      /calibrate\.overrides: expected tensors of the model .*found "conv_O"/,
+    );
+    assert.throws(() => Deno.statSync(join(ws.dir, "out3")));
   } finally {
     ws.cleanup();
   }
@@ -266,6 +281,63 @@ Deno.test("runPipeline() with clip-bounds stops a hard-swish input's data range 
     const { report } = await runPipeline(cfg, { quiet: true, analyze: false });
     const c = report.ranges.find((r) => r.tensor === "c")!;
     assert.deepEqual([c.min, c.max, c.source], [-3, 17.5, "minmax"]);
+  } finally {
+    ws.cleanup();
+  }
+});
+
+Deno.test("runPipeline() calibrates what the quantize step's exclusions leave to quantize", async () => {
+  const graph = smallDetector();
+  const pool = graph.nodes.find((n) => n.op === "MaxPool")!;
+  const ws = workspace(graph);
+  try {
+    Deno.mkdirSync(join(ws.dir, "npy"));
+    const v = Float32Array.from({ length: 3 * 32 * 32 }, (_, i) => (i % 89) / 88);
+    Deno.writeFileSync(join(ws.dir, "npy", "0.npy"), writeNpy(float32([1, 3, 32, 32], v)));
+    // A float MaxPool's output is a tensor of its own for the conv after it (quantized, the pool
+    // shares its input's range, so calibration would not measure it).
+    const cfg = await loadConfig(ws.write({
+      model: "model.onnx",
+      output: "out/m.onnx",
+      data: { calibration: { npy: "npy" } },
+      steps: [
+        { use: "calibrate", method: "minmax" },
+        { use: "quantize", exclude: { names: [pool.name] } },
+      ],
+    }));
+    const { report } = await runPipeline(cfg, { quiet: true, analyze: false });
+    const notHead = report.excluded.filter((e) => !e.reason.includes("head: auto"));
+    assert.deepEqual(notHead.map((e) => `${e.node}: ${e.reason}`), [
+      `${pool.name}: excluded by name`,
+    ]);
+    assert.ok(report.ranges.some((r) => r.tensor === pool.outputs[0]));
+    // A name no node has is an error, not a node silently left quantized.
+    const misspelt = await loadConfig(ws.write({
+      model: "model.onnx",
+      output: "out2/m.onnx",
+      data: { calibration: { npy: "npy" } },
+      steps: [{ use: "calibrate" }, { use: "quantize", exclude: { names: ["maxpol_0"] } }],
+    }));
+    await assert.rejects(
+      runPipeline(misspelt, { quiet: true, analyze: false }),
+      /quantize\.exclude\.names: expected names of the model's nodes .*found "maxpol_0"/,
+    );
+    assert.throws(() => Deno.statSync(join(ws.dir, "out2")));
+    // So is a range override for a tensor the model does not have.
+    const override = await loadConfig(ws.write({
+      model: "model.onnx",
+      output: "out3/m.onnx",
+      data: { calibration: { npy: "npy" } },
+      steps: [
+        { use: "calibrate", overrides: { "conv_O": { min: 0, max: 1 } } },
+        { use: "quantize" },
+      ],
+    }));
+    await assert.rejects(
+      runPipeline(override, { quiet: true, analyze: false }),
+      /calibrate\.overrides: expected tensors of the model .*found "conv_O"/,
+    );
+    assert.throws(() => Deno.statSync(join(ws.dir, "out3")));
   } finally {
     ws.cleanup();
   }

@@ -8,6 +8,7 @@
 import type { Graph, Tensor, TensorRange } from "@clipq/onnx";
 import { ConfigError } from "@clipq/onnx/errors";
 import type { BoxTransform } from "@clipq/data/preprocess";
+import type { PlanOptions } from "@clipq/quantize";
 import { type ObjectSpec, validate } from "./spec.ts";
 
 /** Input preprocessing as configured (`input` in the config). */
@@ -89,6 +90,11 @@ export interface StepContext {
   readonly methods: string[];
   /** Sharded calibration (CLI --calibrate-only / --merge-stats). */
   calibration?: CalibrationMode;
+  /**
+   * How the config's quantize step plans (its exclusions and head outputs), set by the runner: the
+   * calibrate step measures the tensors that step will need ranges for. Absent: no exclusions.
+   */
+  quantizePlan?: PlanOptions;
   /** Set by calibrate when bias correction is wanted; quantize measures and applies it. */
   biasCorrection?: boolean;
 }
@@ -194,5 +200,47 @@ export class StepRegistry {
    */
   list(): StepDefinition[] {
     return [...this.#steps.values()];
+  }
+}
+
+/**
+ * Checks that range overrides name tensors of the graph: one no node writes (and no input is)
+ * would be set, reported, and never read.
+ *
+ * @param graph The graph the step runs on.
+ * @param overrides Ranges by tensor name.
+ * @param key The config key (e.g. `quantize.overrides`).
+ *
+ * @example
+ * ```ts
+ * import { checkOverrides } from "@clipq/pipeline/step";
+ * import { ModelBuilder } from "@clipq/onnx/builder";
+ * import assert from "node:assert/strict";
+ * const b = new ModelBuilder();
+ * b.output(b.relu(b.input("x", [1, 4])), "y");
+ * checkOverrides(b.build(), { y: { min: 0, max: 1 } }, "calibrate.overrides");
+ * assert.throws(
+ *   () => checkOverrides(b.build(), { z: { min: 0, max: 1 } }, "calibrate.overrides"),
+ *   /calibrate\.overrides: expected tensors of the model .* found "z"/,
+ * );
+ * ```
+ */
+export function checkOverrides(
+  graph: Graph,
+  overrides: Record<string, unknown>,
+  key: string,
+): void {
+  const tensors = new Set([
+    ...graph.inputs.map((v) => v.name),
+    ...graph.nodes.flatMap((n) => n.outputs),
+  ]);
+  const unknown = Object.keys(overrides).filter((t) => !tensors.has(t));
+  if (unknown.length > 0) {
+    throw new ConfigError(
+      key,
+      `expected tensors of the model (node outputs or graph inputs); found ${
+        unknown.map((t) => JSON.stringify(t)).join(", ")
+      }, which no node writes`,
+    );
   }
 }

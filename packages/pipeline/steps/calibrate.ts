@@ -21,7 +21,13 @@ import {
 } from "@clipq/calibrate";
 import { defaults as collectDefaults } from "@clipq/calibrate/collect";
 import { planQuantization, splitChannels, splitRegions } from "@clipq/quantize";
-import { checkOptions, type Step, type StepContext, type StepDefinition } from "../step.ts";
+import {
+  checkOptions,
+  checkOverrides,
+  type Step,
+  type StepContext,
+  type StepDefinition,
+} from "../step.ts";
 import { CALIBRATE_OPTIONS } from "./options.ts";
 
 /** Options of {@linkcode calibrateStep}. */
@@ -143,8 +149,9 @@ export function calibrateStep(options: CalibrateStepOptions = {}): Step {
   return {
     name: "calibrate",
     async run(graph, ctx) {
+      checkOverrides(graph, o.overrides, "calibrate.overrides");
       if (o.splitChannels) graph = await split(graph, ctx, o.splitChannels);
-      const plan = planQuantization(graph, {});
+      const plan = planQuantization(graph, ctx.quantizePlan ?? {});
       const needed = plan.activations;
       const ranges = new Map<string, TensorRange>();
       let dataTensors: string[] = needed;

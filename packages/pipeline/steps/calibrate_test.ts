@@ -78,7 +78,16 @@ Deno.test("calibrate splitChannels: the wide channel gets its own group, the int
     const plain = await run(false, { save: "stats.json" });
     // Statistics saved before the split lack the split tensors: they are collected, same ranges.
     const loaded = await run({ minGainDb: 3 }, { load: "stats.json" });
-    assert.deepEqual(loaded.report.ranges, split.report.ranges);
+    // The same ranges, up to float rounding: the head's output (quantized here, head: false) is
+    // measured on the unsplit model in the saved statistics.
+    assert.deepEqual(
+      loaded.report.ranges.map((r) => [r.tensor, r.source]),
+      split.report.ranges.map((r) => [r.tensor, r.source]),
+    );
+    loaded.report.ranges.forEach((r, i) => {
+      const s = split.report.ranges[i]!;
+      assert.ok(Math.abs(r.min - s.min) + Math.abs(r.max - s.max) < 1e-5, `${r.tensor}`);
+    });
     assert.deepEqual(loaded.report.excluded, split.report.excluded);
     const error = async (path: string) => {
       const [f, s] = [await createSession(graph), await createSession(Deno.readFileSync(path))];

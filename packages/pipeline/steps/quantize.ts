@@ -7,10 +7,22 @@
  */
 import type { Graph, Node, TensorRange } from "@clipq/onnx";
 import type { Tensor } from "@clipq/onnx";
-import { floatTwin, planQuantization, quantize, type QuantizeOptions } from "@clipq/quantize";
+import {
+  floatTwin,
+  type PlanOptions,
+  planQuantization,
+  quantize,
+  type QuantizeOptions,
+} from "@clipq/quantize";
 import { measureBiasShifts } from "@clipq/calibrate";
 import { ConfigError } from "@clipq/onnx/errors";
-import { checkOptions, type Step, type StepContext, type StepDefinition } from "../step.ts";
+import {
+  checkOptions,
+  checkOverrides,
+  type Step,
+  type StepContext,
+  type StepDefinition,
+} from "../step.ts";
 import { QUANTIZE_OPTIONS } from "./options.ts";
 import { stepFallback } from "../fallback.ts";
 
@@ -67,6 +79,42 @@ function shiftsStillValid(
 }
 
 /**
+ * What decides which tensors a quantize step with these options needs ranges for: its exclusions
+ * and the detector head's outputs. The runner hands them to the calibrate step before it
+ * (`StepContext.quantizePlan`), so calibration measures what this step will read: excluding a
+ * MaxPool, say, makes its output a tensor of its own that the next conv quantizes from.
+ *
+ * @param options The quantize step's options as configured.
+ * @param head The config's head description (its `outputs`, when listed, are the head outputs).
+ * @returns The planning options.
+ *
+ * @example
+ * ```ts
+ * import { quantizePlanOptions } from "@clipq/pipeline/steps/quantize";
+ * import assert from "node:assert/strict";
+ * assert.deepEqual(quantizePlanOptions({ exclude: { names: ["pool"] } }).exclude, {
+ *   names: ["pool"], ops: [], head: "auto",
+ * });
+ * ```
+ */
+export function quantizePlanOptions(
+  options: Pick<QuantizeStepOptions, "exclude">,
+  head?: Record<string, unknown>,
+): PlanOptions {
+  const exclude: NonNullable<QuantizeStepOptions["exclude"]> = options.exclude ?? defaults.exclude;
+  const headOutputs = Array.isArray(head?.outputs) ? head.outputs as string[] : undefined;
+  return {
+    exclude: {
+      names: exclude.names ?? [],
+      ops: exclude.ops ?? [],
+      head: exclude.head ?? "auto",
+      ...(exclude.pattern !== undefined ? { pattern: exclude.pattern } : {}),
+    },
+    ...(headOutputs ? { headOutputs } : {}),
+  };
+}
+
+/**
  * Creates the `quantize` step.
  *
  * @param options Format, activation/weight types, exclusions, range overrides.
@@ -96,15 +144,29 @@ export function quantizeStep(options: QuantizeStepOptions = {}): Step {
   return {
     name: "quantize",
     async run(graph, ctx) {
+      // A misspelt name would silently leave its node quantized. Unnamed nodes are labelled
+      // Op#index as the report lists them (indices after the quantizer's rewrites): any such
+      // label of an op the model has passes.
+      const names = new Set(graph.nodes.map((n) => n.name));
+      const ops = new Set(graph.nodes.map((n) => n.op));
+      const unknown = (o.exclude.names ?? []).filter((name) =>
+        !names.has(name) && !ops.has(/^(.+)#\d+$/.exec(name)?.[1] ?? "")
+      );
+      if (unknown.length > 0) {
+        throw new ConfigError(
+          "quantize.exclude.names",
+          `expected names of the model's nodes (an unnamed one is Op#index); found ${
+            unknown.map((n) => JSON.stringify(n)).join(", ")
+          }, which no node has`,
+        );
+      }
+      checkOverrides(graph, o.overrides, "quantize.overrides");
       ctx.floatGraph = graph;
       const ranges = new Map<string, TensorRange>(ctx.ranges);
       for (const [t, r] of Object.entries(o.overrides)) {
         ranges.set(t, { min: r.min, max: r.max, source: "override" });
       }
       ctx.ranges = ranges;
-      const headOutputs = Array.isArray(ctx.head?.outputs)
-        ? ctx.head.outputs as string[]
-        : undefined;
       const opts: QuantizeOptions = {
         ranges,
         format: o.format,
@@ -112,13 +174,7 @@ export function quantizeStep(options: QuantizeStepOptions = {}): Step {
         weights: o.weights,
         weightClip: o.weightClip,
         reduceRange: o.reduceRange,
-        exclude: {
-          names: o.exclude.names ?? [],
-          ops: o.exclude.ops ?? [],
-          head: o.exclude.head ?? "auto",
-          ...(o.exclude.pattern !== undefined ? { pattern: o.exclude.pattern } : {}),
-        },
-        ...(headOutputs ? { headOutputs } : {}),
+        ...quantizePlanOptions(o, ctx.head),
       };
       let result = quantize(graph, opts);
       let biasShifts: Map<string, Float32Array> | undefined;
