@@ -15,7 +15,7 @@ import {
   ModelError,
   UnsupportedOpError,
 } from "@clipq/onnx/errors";
-import { type Config, loadConfig } from "@clipq/pipeline/config";
+import { type Config, loadConfig, writtenPaths } from "@clipq/pipeline/config";
 import { runPipeline, VERSION } from "@clipq/pipeline/runner";
 import { darknetCfg, darknetPhotoDir, humanModel, ppocrModel, skimagePhoto } from "./assets.ts";
 
@@ -168,6 +168,19 @@ function parseArgs(argv: string[]): Args {
         if (files.length === 0) {
           throw new ConfigError("--merge-stats", "expected statistics files; found none");
         }
+        // Checked before the run: a missing shard would otherwise surface after model loading.
+        for (const f of files) {
+          let file = false;
+          try {
+            file = Deno.statSync(f).isFile;
+          } catch { /* reported below */ }
+          if (!file) {
+            throw new ConfigError(
+              "--merge-stats",
+              `expected a statistics file; found nothing at ${resolve(f)}`,
+            );
+          }
+        }
         a.mergeStats = files.map((f) => resolve(f));
         break;
       }
@@ -184,12 +197,32 @@ function parseArgs(argv: string[]): Args {
     }
   }
   if ((a.shard || a.stats) && !a.calibrateOnly) {
-    throw new ConfigError("--shard", "expected --calibrate-only with --shard/--stats");
+    const flag = a.shard ? "--shard" : "--stats";
+    throw new ConfigError(flag, `expected --calibrate-only with ${flag}; found none`);
   }
   if (a.calibrateOnly && !a.stats) {
     throw new ConfigError("--stats", "expected --stats FILE with --calibrate-only");
   }
   return a;
+}
+
+/** --stats must not overwrite the config, an input of the model or another file the run writes. */
+function checkStatsOut(stats: string, config: Config): void {
+  const m = config.model;
+  const inputs = typeof m === "string"
+    ? [m]
+    : "darknet" in m
+    ? [m.darknet.cfg, ...(m.darknet.weights ? [m.darknet.weights] : [])]
+    : [m.tfjs];
+  const taken: [string, string][] = [
+    ["the config file", config.file],
+    ...inputs.map((p): [string, string] => ["the input model", p]),
+    ...writtenPaths(config),
+  ];
+  const clash = taken.find(([, p]) => resolve(p) === stats);
+  if (clash) {
+    throw new ConfigError("--stats", `expected a path other than ${clash[0]}; found ${stats}`);
+  }
 }
 
 function plan(config: Config): string {
@@ -220,6 +253,13 @@ function hint(e: ClipqError): string {
     return "hint: check the key named above against packages/pipeline/config.schema.json (or run with --help)";
   }
   if (e instanceof ModelError) {
+    // onnx.checker only helps with ONNX files: darknet and tfjs inputs name their own files.
+    if (/\.(cfg|weights)\b/.test(e.message)) {
+      return "hint: the darknet .cfg or .weights file is malformed or they do not match; check the file named above";
+    }
+    if (/model\.json|\.bin\b|tfjs/.test(e.message)) {
+      return "hint: the tfjs model.json or its weight shards are malformed or incomplete; check the files named above";
+    }
     return "hint: the model file is malformed or inconsistent; check it with onnx.checker";
   }
   if (e instanceof UnsupportedOpError) {
@@ -230,8 +270,10 @@ function hint(e: ClipqError): string {
     return "hint: exclude the node (quantize.exclude) or report the op";
   }
   if (e instanceof DataError) {
-    const aboutImage = /\.(jpe?g|png)\b|image/i.test(e.message);
-    if (aboutImage && !/skip/i.test(e.message)) {
+    // Only an error about one image file ("…/a.jpg: expected …") can be skipped; an annotation
+    // file's "images[0]" or an empty folder cannot.
+    const aboutImage = /^.+?\.(jpe?g|png): /i.test(e.message);
+    if (aboutImage) {
       return 'hint: fix or remove the image, or set data.calibration.onBadImage to "skip"';
     }
     return "hint: fix or replace the file or folder named above";
@@ -253,6 +295,7 @@ export async function main(argv: string[]): Promise<number> {
       return 0;
     }
     const config = await loadConfig(args.config, { resolveAsset });
+    if (args.stats) checkStatsOut(args.stats, config);
     outputDirs.push(dirname(config.output), ...(config.report ? [dirname(config.report)] : []));
     if (args.dryRun) {
       console.log(plan(config));

@@ -263,6 +263,115 @@ Deno.test("clipq exits 1 on bad input (one-line error naming the key) and 2 on a
   }
 });
 
+/** A bad-input run: exit 1, an error line and a hint line, and nothing new in the folder. */
+function assertBadInput(
+  r: { code: number; stderr: string },
+  error: RegExp,
+  hint: RegExp = /^hint: /,
+): void {
+  assert.equal(r.code, 1, r.stderr);
+  const lines = r.stderr.trim().split("\n");
+  assert.equal(lines.length, 2, r.stderr);
+  assert.match(lines[0]!, error);
+  assert.match(lines[1]!, hint);
+}
+
+Deno.test("clipq never writes over the model, the config or its own output (--stats, statistics.save)", async () => {
+  const ws = workspace();
+  try {
+    await photoDir(ws.dir, 1);
+    const before = sha(ws.model);
+    const cfg = ws.write({
+      model: "model.onnx",
+      output: "out/o.onnx",
+      data: { calibration: { images: "photos" } },
+      steps: [{ use: "calibrate", method: "minmax" }, { use: "quantize" }],
+    });
+    const cfgBefore = sha(cfg);
+    // --stats over the model used to replace it with statistics JSON.
+    for (const [target, what] of [[ws.model, "the input model"], [cfg, "the config file"]]) {
+      assertBadInput(
+        await cli(cfg, "--quiet", "--calibrate-only", "--stats", target!),
+        new RegExp(`^error: --stats: expected a path other than ${what}; found `),
+      );
+    }
+    assertBadInput(
+      await cli(cfg, "--quiet", "--stats", join(ws.dir, "s.json")),
+      /^error: --stats: expected --calibrate-only with --stats; found none/,
+    );
+    assertBadInput(
+      await cli(cfg, "--quiet", "--merge-stats", join(ws.dir, "a.json"), join(ws.dir, "b.json")),
+      /^error: --merge-stats: expected a statistics file; found nothing at .*a\.json/,
+    );
+    const saving = ws.write({
+      model: "model.onnx",
+      output: "out/o.onnx",
+      data: { calibration: { images: "photos" } },
+      steps: [
+        { use: "calibrate", method: "minmax", statistics: { save: "model.onnx" } },
+        { use: "quantize" },
+      ],
+    }, "saving.json");
+    assertBadInput(
+      await cli(saving, "--quiet"),
+      /^error: steps\[0\]\.statistics\.save: expected a path other than the input model/,
+    );
+    assert.equal(sha(ws.model), before, "the model is untouched");
+    assert.equal(sha(cfg), cfgBefore, "the config is untouched");
+    assert.ok(!exists(join(ws.dir, "out")));
+  } finally {
+    ws.cleanup();
+  }
+});
+
+Deno.test("clipq's hint fits the file at fault: darknet weights, annotations, images", async () => {
+  const ws = workspace();
+  try {
+    const photos = await photoDir(ws.dir, 1);
+    Deno.writeTextFileSync(
+      join(ws.dir, "t.cfg"),
+      "[net]\nwidth=32\nheight=32\nchannels=3\n\n" +
+        "[convolutional]\nfilters=4\nsize=3\nstride=1\npad=1\nactivation=leaky\n",
+    );
+    Deno.writeFileSync(join(ws.dir, "t.weights"), new Uint8Array(100));
+    const steps = [{ use: "calibrate", method: "minmax" }, { use: "quantize" }];
+    const base = { output: "out/o.onnx", data: { calibration: { images: photos } }, steps };
+    assertBadInput(
+      await cli(
+        ws.write({ ...base, model: { darknet: { cfg: "t.cfg", weights: "t.weights" } } }),
+        "--quiet",
+      ),
+      /^error: .*t\.weights: expected \d+ floats/,
+      /^hint: the darknet \.cfg or \.weights file/,
+    );
+    Deno.writeTextFileSync(join(ws.dir, "bad.json"), JSON.stringify({ images: [{ id: 1 }] }));
+    const evaluation = { images: photos, annotations: "bad.json" };
+    assertBadInput(
+      await cli(
+        ws.write({
+          ...base,
+          model: "model.onnx",
+          data: { ...base.data, evaluation },
+          head: { type: "anchor-free", outputs: ["out"], strides: [16] },
+          steps: [...steps, { use: "evaluate" }],
+        }),
+        "--quiet",
+      ),
+      /^error: .*bad\.json: images\[0\]/,
+      /^hint: fix or replace the file or folder named above/,
+    );
+    Deno.writeTextFileSync(join(photos, "broken.jpg"), "not a jpeg");
+    assertBadInput(
+      await cli(ws.write({ ...base, model: "model.onnx" }), "--quiet"),
+      /^error: .*broken\.jpg: expected a JPEG or PNG image/,
+      /onBadImage to "skip"/,
+    );
+    assert.ok(!exists(join(ws.dir, "out")));
+  } finally {
+    ws.cleanup();
+  }
+});
+
 Deno.test("clipq --dry-run prints the plan and writes nothing; --help documents the flags", async () => {
   const ws = workspace();
   try {

@@ -366,6 +366,68 @@ function checkStep(step: unknown, key: string): Step {
   return s;
 }
 
+/**
+ * The HTML report written beside a report.json path.
+ *
+ * @param report The report.json path.
+ * @returns The report.html path.
+ *
+ * @example Usage
+ * ```ts
+ * import { reportHtmlPath } from "@clipq/pipeline/config";
+ * import assert from "node:assert/strict";
+ * assert.equal(reportHtmlPath("out/report.json"), "out/report.html");
+ * assert.equal(reportHtmlPath("out/report"), "out/report.html");
+ * ```
+ */
+export function reportHtmlPath(report: string): string {
+  return report.replace(/\.json$/i, "") + ".html";
+}
+
+/**
+ * The files a run of a config writes, each with the key that names it: the output model, the report
+ * and its HTML twin, and any statistics a calibrate step saves.
+ *
+ * @param config Output, report and step entries of a config.
+ * @returns `[key, path]` pairs.
+ *
+ * @example Usage
+ * ```ts
+ * import { writtenPaths } from "@clipq/pipeline/config";
+ * import assert from "node:assert/strict";
+ * const entries = [{ use: "calibrate", options: { statistics: { save: "/s.json" } } }];
+ * assert.deepEqual(writtenPaths({ output: "/o.onnx", report: "/r.json", entries }), [
+ *   ["output", "/o.onnx"], ["report", "/r.json"], ["report", "/r.html"],
+ *   ["steps[0].statistics.save", "/s.json"],
+ * ]);
+ * ```
+ */
+export function writtenPaths(
+  config: Pick<Config, "output" | "report" | "entries">,
+): [string, string][] {
+  const written: [string, string][] = [["output", config.output]];
+  if (config.report) {
+    written.push(["report", config.report], ["report", reportHtmlPath(config.report)]);
+  }
+  for (const [i, e] of config.entries.entries()) {
+    const save = e.use === "calibrate"
+      ? (e.options.statistics as { save?: string } | undefined)?.save
+      : undefined;
+    if (save) written.push([`steps[${i}].statistics.save`, save]);
+  }
+  return written;
+}
+
+/** The nearest existing ancestor folder of a path when it is a file (then nothing can go below). */
+async function fileAncestor(p: string): Promise<string | undefined> {
+  for (let dir = dirname(p); dir !== dirname(dir); dir = dirname(dir)) {
+    const k = await exists(dir);
+    if (k === "file") return dir;
+    if (k === "dir") return undefined;
+  }
+  return undefined;
+}
+
 async function exists(p: string): Promise<"file" | "dir" | undefined> {
   try {
     const st = await Deno.stat(p);
@@ -491,21 +553,33 @@ export async function parseConfig(raw: unknown, options: LoadOptions = {}): Prom
   const inputs = typeof model === "string"
     ? [model]
     : "darknet" in model
-    ? [model.darknet.cfg, model.darknet.weights ?? ""]
+    ? [model.darknet.cfg, ...(model.darknet.weights ? [model.darknet.weights] : [])]
     : [model.tfjs];
-  for (const [key, p] of [["output", output], ["report", report]] as const) {
-    if (p && inputs.includes(resolve(p))) {
+  // Every file the run writes, checked before anything runs: none may be an input (a statistics
+  // file saved over the model destroyed it), two may not be the same file (report.html over the
+  // model just written), and none may sit below a file (mkdir would fail after the whole run).
+  const written = writtenPaths({ output, ...(report ? { report } : {}), entries });
+  const seen = new Map<string, string>();
+  for (const [key, p] of written) {
+    const abs = resolve(p);
+    if (inputs.map((i) => resolve(i)).includes(abs)) {
       throw new ConfigError(
         key,
-        `expected a path other than the input model; found the input ${p}`,
+        `expected a path other than the input model; found the input ${abs}`,
       );
     }
-    if (p && (await exists(p)) === "dir") {
-      throw new ConfigError(key, `expected a file path; found a folder at ${p}`);
+    const other = seen.get(abs);
+    if (other !== undefined) {
+      throw new ConfigError(key, `expected a path other than ${other}; found the same file ${abs}`);
     }
-  }
-  if (report && resolve(report) === resolve(output)) {
-    throw new ConfigError("report", `expected a path other than output; found ${report}`);
+    seen.set(abs, key);
+    if ((await exists(abs)) === "dir") {
+      throw new ConfigError(key, `expected a file path; found a folder at ${abs}`);
+    }
+    const blocker = await fileAncestor(abs);
+    if (blocker) {
+      throw new ConfigError(key, `expected ${abs} to be in a folder; found a file at ${blocker}`);
+    }
   }
 
   const data = (v.data ?? {}) as Config["data"];
@@ -580,6 +654,10 @@ export async function loadConfig(file: string, options: LoadOptions = {}): Promi
     );
   }
   const config = await parseConfig(raw, { ...options, baseDir: options.baseDir ?? dirname(abs) });
+  const clash = writtenPaths(config).find(([, p]) => resolve(p) === abs);
+  if (clash) {
+    throw new ConfigError(clash[0], `expected a path other than the config file; found ${abs}`);
+  }
   return { ...config, file: abs, hash: createHash("sha256").update(text).digest("hex") };
 }
 

@@ -230,3 +230,62 @@ Deno.test("the README's custom step works and its factory's errors land under th
     ws.cleanup();
   }
 });
+
+Deno.test("parseConfig() refuses a written file that is an input, another written file or below a file", async () => {
+  const ws = workspace();
+  const base = { model: "model.onnx", output: "out/o.onnx", steps: [] as unknown[] };
+  const save = (p: string) => [{ use: "calibrate", method: "minmax", statistics: { save: p } }];
+  try {
+    const cases: [unknown, string, RegExp][] = [
+      // Saved statistics used to overwrite the model they were measured on.
+      [
+        { ...base, steps: save("model.onnx") },
+        "steps[0].statistics.save",
+        /expected a path other than the input model; found the input .*model\.onnx/,
+      ],
+      [
+        { ...base, steps: save("out/o.onnx") },
+        "steps[0].statistics.save",
+        /expected a path other than output; found the same file .*o\.onnx/,
+      ],
+      // report.json's HTML twin used to replace the model just written.
+      [
+        { ...base, output: "out/r.html", report: "out/r.json" },
+        "report",
+        /expected a path other than output; found the same file .*r\.html/,
+      ],
+      [
+        { ...base, report: "model.json", model: { tfjs: "model.json" } },
+        "report",
+        /expected a path other than the input model/,
+      ],
+      // Used to fail with an internal error (mkdir) after the whole run.
+      [
+        { ...base, output: "model.onnx/o.onnx" },
+        "output",
+        /expected .*o\.onnx to be in a folder; found a file at .*model\.onnx$/,
+      ],
+    ];
+    Deno.writeTextFileSync(join(ws.dir, "model.json"), "{}");
+    for (const [raw, key, re] of cases) {
+      const e = await configError(raw, ws.dir);
+      assert.equal(e.keyPath, key, e.message);
+      assert.match(e.message, re);
+    }
+  } finally {
+    ws.cleanup();
+  }
+});
+
+Deno.test("loadConfig() refuses an output that is the config file itself", async () => {
+  const ws = workspace();
+  try {
+    const file = ws.write({ model: "model.onnx", output: "clipq.json", steps: [] });
+    await assert.rejects(
+      loadConfig(file),
+      (e: ConfigError) => e.keyPath === "output" && /other than the config file/.test(e.message),
+    );
+  } finally {
+    ws.cleanup();
+  }
+});

@@ -13,7 +13,7 @@ import { tensor } from "@clipq/onnx/tensor";
 import { imageBatches, listImages, type PreprocessSpec } from "@clipq/data";
 import { npyBatches } from "@clipq/data/npy";
 import { fromTfjs, loadDarknet } from "@clipq/convert";
-import type { Config, DataSetConfig } from "./config.ts";
+import { type Config, type DataSetConfig, reportHtmlPath } from "./config.ts";
 import type { FeedBatch, InputConfig, Logger, Progress, StepContext } from "./step.ts";
 import { createReporter } from "./progress.ts";
 import { type Analysis, analyze } from "./analysis.ts";
@@ -424,7 +424,7 @@ export async function runPipeline(config: Config, options: RunOptions = {}): Pro
   if (config.report) {
     try {
       await writeAtomic(config.report, JSON.stringify(report, null, 2) + "\n");
-      await writeAtomic(config.report.replace(/\.json$/i, "") + ".html", renderHtml(report));
+      await writeAtomic(reportHtmlPath(config.report), renderHtml(report));
     } catch (e) {
       // No partial output: without its report the run failed, so the model goes too.
       await Deno.remove(saved.path).catch(() => {});
@@ -438,7 +438,7 @@ export async function runPipeline(config: Config, options: RunOptions = {}): Pro
     } % of float)`,
   );
   if (config.report) {
-    log.info(`wrote ${config.report} and ${config.report.replace(/\.json$/i, "")}.html`);
+    log.info(`wrote ${config.report} and ${reportHtmlPath(config.report)}`);
   }
   return { graph, saved, report };
 }
