@@ -32,6 +32,8 @@ export interface PlanOptions {
   headOutputs?: readonly string[];
   /** Op quantizers (default: the built-in registry). */
   registry?: Registry;
+  /** Weight scales per output channel or per tensor (the opset the graph is raised to: 13 or 10). */
+  weights?: "per-channel" | "per-tensor";
 }
 
 /** Options of `quantize`. */
@@ -42,8 +44,6 @@ export interface QuantizeOptions extends PlanOptions {
   format?: "qdq" | "qoperator";
   /** "u8" asymmetric or "s8" symmetric activations. */
   activations?: "u8" | "s8";
-  /** Weight scales per output channel or per tensor. */
-  weights?: "per-channel" | "per-tensor";
   /** Weight clip: max |w|, or the per-channel clip minimizing squared error. */
   weightClip?: "max" | "mse";
   /** 7-bit weights in [−63, 63], for CPUs without VNNI (u8·s8 products saturate int16 there). */

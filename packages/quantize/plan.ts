@@ -7,8 +7,7 @@
  */
 import type { Graph } from "@clipq/onnx/graph";
 import { analyze } from "./_analyze.ts";
-import { divToMul } from "./_rewrite.ts";
-import { lowerForOrt } from "./ops/lower.ts";
+import { lowerGraph } from "./_lowered.ts";
 import { checkOptions, type PlanOptions } from "./options.ts";
 
 /** A weighted layer of the plan. */
@@ -75,10 +74,7 @@ export interface QuantizationPlan {
  */
 export function planQuantization(graph: Graph, options: PlanOptions = {}): QuantizationPlan {
   const o = checkOptions(options);
-  const lowered = lowerForOrt(divToMul(graph, o.exclude), {
-    exclude: o.exclude,
-    head: o.exclude.head,
-  });
+  const lowered = lowerGraph(graph, o);
   const g = lowered.graph;
   const a = analyze(g, o);
   // Tensors the lowering added are calibrated as the original tensors they re-express.

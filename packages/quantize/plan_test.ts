@@ -141,3 +141,27 @@ Deno.test("planQuantization() quantizes FC layers after RoiAlign; only the last 
     0,
   ]]);
 });
+
+Deno.test("planQuantization() plans the graph quantize marks: an opset-10 HardSigmoid folds into its conv there too", () => {
+  const g = emptyGraph({
+    opsetImports: [{ domain: "", version: 10 }],
+    inputs: [{ name: "x", dtype: "float32", shape: [1, 2, 4, 4] }],
+    outputs: [{ name: "y", dtype: "float32" }],
+    initializers: new Map([
+      ["w", float32([2, 2, 1, 1], [1, 0.5, -0.5, 1])],
+      ["b", float32([2], [0.1, -0.1])],
+    ]),
+    nodes: [
+      node({ name: "conv", op: "Conv", inputs: ["x", "w", "b"], outputs: ["c"] }),
+      node({ name: "gate", op: "HardSigmoid", inputs: ["c"], outputs: ["h"] }),
+      node({ name: "conv2", op: "Conv", inputs: ["h", "w", "b"], outputs: ["y"] }),
+    ],
+  });
+  // quantize raises the opset to 13 and folds the HardSigmoid (a Clip from opset 11 on) into the
+  // conv: the conv's own output needs no range, as it would have at opset 10.
+  const plan = planQuantization(g);
+  assert.deepEqual(plan.activations, ["x", "h"]);
+  assert.equal(plan.fusedActivations.get("c"), "h");
+  // Per-tensor weights need opset 10 only: nothing is raised, the HardSigmoid stays between DQ/Q.
+  assert.deepEqual(planQuantization(g, { weights: "per-tensor" }).activations, ["x", "c", "h"]);
+});

@@ -14,11 +14,10 @@ import { analyze, label, type Marks } from "./_analyze.ts";
 import { concatGrids } from "./_concat.ts";
 import { type ActivationEntry, viewsOnIntegers, type WeightReport, writeQdq } from "./_qdq.ts";
 import { foldQOperator } from "./_qoperator.ts";
-import { compactGraph, divToMul, minifyNames } from "./_rewrite.ts";
-import { lowerForOrt } from "./ops/lower.ts";
+import { compactGraph, minifyNames } from "./_rewrite.ts";
+import { lowerGraph } from "./_lowered.ts";
 import { foldScalarMuls } from "./ops/rescale.ts";
-import { type CheckedOptions, checkOptions, type QuantizeOptions } from "./options.ts";
-import { raiseOpset } from "./opset.ts";
+import { checkOptions, type QuantizeOptions } from "./options.ts";
 import type { FloatNode } from "./plan.ts";
 
 export type { WeightReport };
@@ -61,12 +60,6 @@ function initializerBytes(g: Graph): number {
     n += Array.isArray(t.data) ? 0 : (t.data as { byteLength: number }).byteLength;
   }
   return n;
-}
-
-/** The opset raised to what the Q/DQ need, Div by a constant as Mul, then the ORT lowering. */
-function lowerGraph(graph: Graph, o: CheckedOptions): ReturnType<typeof lowerForOrt> {
-  const g = divToMul(raiseOpset(graph, o.weights === "per-channel" ? 13 : 10), o.exclude);
-  return lowerForOrt(g, { exclude: o.exclude, head: o.exclude.head });
 }
 
 /**

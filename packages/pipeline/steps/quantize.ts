@@ -79,8 +79,9 @@ function shiftsStillValid(
 }
 
 /**
- * What decides which tensors a quantize step with these options needs ranges for: its exclusions
- * and the detector head's outputs. The runner hands them to the calibrate step before it
+ * What decides which tensors a quantize step with these options needs ranges for: its exclusions,
+ * the detector head's outputs and its weights (per-channel raises the opset to 13, which some
+ * rewrites need). The runner hands them to the calibrate step before it
  * (`StepContext.quantizePlan`), so calibration measures what this step will read: excluding a
  * MaxPool, say, makes its output a tensor of its own that the next conv quantizes from.
  *
@@ -98,12 +99,13 @@ function shiftsStillValid(
  * ```
  */
 export function quantizePlanOptions(
-  options: Pick<QuantizeStepOptions, "exclude">,
+  options: Pick<QuantizeStepOptions, "exclude" | "weights">,
   head?: Record<string, unknown>,
 ): PlanOptions {
   const exclude: NonNullable<QuantizeStepOptions["exclude"]> = options.exclude ?? defaults.exclude;
   const headOutputs = Array.isArray(head?.outputs) ? head.outputs as string[] : undefined;
   return {
+    weights: options.weights ?? defaults.weights,
     exclude: {
       names: exclude.names ?? [],
       ops: exclude.ops ?? [],
@@ -171,7 +173,6 @@ export function quantizeStep(options: QuantizeStepOptions = {}): Step {
         ranges,
         format: o.format,
         activations: o.activations,
-        weights: o.weights,
         weightClip: o.weightClip,
         reduceRange: o.reduceRange,
         ...quantizePlanOptions(o, ctx.head),
