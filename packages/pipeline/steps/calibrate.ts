@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { dirname } from "node:path";
 import type { Graph, Tensor, TensorRange } from "@clipq/onnx";
 import { ConfigError } from "@clipq/onnx/errors";
 import {
@@ -118,6 +119,69 @@ async function split(
   return result.graph;
 }
 
+/** Saves statistics, creating their folder as the output's is (a missing one failed naming a temp file). */
+async function save(path: string, stats: Statistics): Promise<void> {
+  await Deno.mkdir(dirname(path), { recursive: true });
+  await saveStatistics(path, stats);
+}
+
+/**
+ * Options the chosen method would accept and then ignore are errors: a `percentile` beside
+ * `method: "minmax"` reads as if it clipped, and did nothing.
+ */
+function checkReadOptions(
+  given: CalibrateStepOptions,
+  o: Required<CalibrateStepOptions>,
+): void {
+  const uses = o.method === "clip-bounds"
+    ? `method "clip-bounds" with fallback "${o.fallback}"`
+    : `method "${o.method}"`;
+  if (given.fallback !== undefined && o.method !== "clip-bounds") {
+    throw new ConfigError(
+      "calibrate.fallback",
+      `expected only with method "clip-bounds" (it calibrates what clip bounds leave unbounded); found ${uses}, which has no fallback`,
+    );
+  }
+  const percentile = o.method === "percentile" ||
+    (o.method === "clip-bounds" && o.fallback === "percentile");
+  if (given.percentile !== undefined && !percentile) {
+    throw new ConfigError(
+      "calibrate.percentile",
+      `expected only with method or fallback "percentile"; found ${uses}, which does not read it`,
+    );
+  }
+  const data = o.method !== "clip-bounds" || o.fallback !== "float";
+  for (const key of ["statistics", "samples", "lossAware"] as const) {
+    if (given[key] !== undefined && given[key] !== false && !data) {
+      throw new ConfigError(
+        `calibrate.${key}`,
+        `expected only with a data method; found ${uses}, which measures no data`,
+      );
+    }
+  }
+}
+
+/**
+ * The statistics a step reads from files must cover every tensor it calibrates from data: ones saved
+ * from another model (or with other exclusions) would leave the missing tensors float, silently.
+ */
+function checkCoverage(
+  stats: Statistics,
+  tensors: readonly string[],
+  key: string,
+  from: string,
+): void {
+  const missing = tensors.filter((t) => !stats.has(t));
+  if (missing.length === 0) return;
+  const shown = missing.slice(0, 3).map((t) => JSON.stringify(t)).join(", ");
+  throw new ConfigError(
+    key,
+    `expected statistics of the ${tensors.length} tensors this model calibrates from data; found none for ${shown}${
+      missing.length > 3 ? ` and ${missing.length - 3} more` : ""
+    } in ${from} (saved from another model, or with other quantize exclusions?)`,
+  );
+}
+
 /**
  * Creates the `calibrate` step.
  *
@@ -134,10 +198,9 @@ async function split(
  * ```
  */
 export function calibrateStep(options: CalibrateStepOptions = {}): Step {
-  const o = {
-    ...defaults,
-    ...checkOptions<CalibrateStepOptions>(CALIBRATE_OPTIONS, options, "calibrate"),
-  } as Required<CalibrateStepOptions>;
+  const given = checkOptions<CalibrateStepOptions>(CALIBRATE_OPTIONS, options, "calibrate");
+  const o = { ...defaults, ...given } as Required<CalibrateStepOptions>;
+  checkReadOptions(given, o);
   for (const [t, r] of Object.entries(o.overrides)) {
     if (!(r.min < r.max)) {
       throw new ConfigError(
@@ -190,6 +253,7 @@ export function calibrateStep(options: CalibrateStepOptions = {}): Step {
         let stats: Statistics;
         if (mode?.mergeFrom) {
           stats = mergeStatistics(await Promise.all(mode.mergeFrom.map((f) => loadStatistics(f))));
+          checkCoverage(stats, dataTensors, "--merge-stats", mode.mergeFrom.join(", "));
         } else if (o.statistics.load) {
           stats = await loadStatistics(o.statistics.load);
           // Statistics saved before channel splitting lack the split tensors: collect those.
@@ -198,6 +262,7 @@ export function calibrateStep(options: CalibrateStepOptions = {}): Step {
             const more = await collect(missing, { images: 0 });
             stats = new Map([...stats, ...more]);
           }
+          checkCoverage(stats, dataTensors, "calibrate.statistics.load", o.statistics.load);
         } else {
           const seen = { images: 0 };
           stats = await collect(dataTensors, seen);
@@ -208,8 +273,8 @@ export function calibrateStep(options: CalibrateStepOptions = {}): Step {
             );
           }
         }
-        if (mode?.statsOut) await saveStatistics(mode.statsOut, stats);
-        if (o.statistics.save && !mode?.shard) await saveStatistics(o.statistics.save, stats);
+        if (mode?.statsOut) await save(mode.statsOut, stats);
+        if (o.statistics.save && !mode?.shard) await save(o.statistics.save, stats);
         const wanted: Statistics = new Map();
         for (const t of dataTensors) {
           const h = stats.get(t);
@@ -244,7 +309,7 @@ export function calibrateStep(options: CalibrateStepOptions = {}): Step {
       } else if (ctx.calibration?.statsOut) {
         // Nothing needs data (clip bounds cover it all): the shard's statistics are empty, so a later
         // --merge-stats still finds every file it expects.
-        await saveStatistics(ctx.calibration.statsOut, new Map());
+        await save(ctx.calibration.statsOut, new Map());
       }
       for (const [t, r] of Object.entries(o.overrides)) {
         ranges.set(t, { min: r.min, max: r.max, source: "override" });

@@ -6,7 +6,18 @@ import { writeNpy } from "@clipq/data/npy";
 import { createSession } from "@clipq/runtime";
 import { loadConfig } from "../config.ts";
 import { runPipeline } from "../runner.ts";
-import { workspace } from "../_fixtures_test.ts";
+import { ConfigError } from "@clipq/onnx/errors";
+import { smallDetector, workspace } from "../_fixtures_test.ts";
+import { calibrateStep, type CalibrateStepOptions } from "./calibrate.ts";
+
+const exists = (p: string) => {
+  try {
+    Deno.statSync(p);
+    return true;
+  } catch {
+    return false;
+  }
+};
 
 /** Conv → hard-swish → depthwise conv → conv, one channel of the first conv 30× wider. */
 function hardSwishDepthwise(): Graph {
@@ -103,6 +114,80 @@ Deno.test("calibrate splitChannels: the wide channel gets its own group, the int
     };
     const [plainDb, splitDb] = [await error(plain.saved!.path), await error(split.saved!.path)];
     assert.ok(splitDb > plainDb + 1, `int8 SQNR ${plainDb} → ${splitDb} dB`);
+  } finally {
+    ws.cleanup();
+  }
+});
+
+Deno.test("calibrateStep() refuses options its method would ignore, naming the key", () => {
+  const cases: [CalibrateStepOptions, RegExp][] = [
+    [
+      { method: "minmax", percentile: 99 },
+      /calibrate\.percentile: expected only with method or fallback "percentile"; found method "minmax"/,
+    ],
+    [
+      { fallback: "mse", percentile: 99.9 },
+      /calibrate\.percentile: .*found method "clip-bounds" with fallback "mse"/,
+    ],
+    [
+      { method: "entropy", fallback: "mse" },
+      /calibrate\.fallback: expected only with method "clip-bounds"/,
+    ],
+    [
+      { fallback: "float", statistics: { save: "/tmp/s.json" } },
+      /calibrate\.statistics: expected only with a data method; found .* fallback "float"/,
+    ],
+  ];
+  for (const [options, re] of cases) assert.throws(() => calibrateStep(options), re);
+  // What the defaults (clip-bounds, fallback percentile) and each method do read.
+  for (
+    const ok of [
+      { percentile: 99.9 },
+      { method: "percentile", percentile: 99 },
+      { method: "clip-bounds", fallback: "float" },
+      { method: "mse", lossAware: { lambda: 0.1 } },
+    ] as CalibrateStepOptions[]
+  ) {
+    assert.equal(calibrateStep(ok).name, "calibrate");
+  }
+});
+
+Deno.test("statistics.load saved from another model is refused; statistics.save creates its folder", async () => {
+  const ws = workspace(smallDetector());
+  try {
+    Deno.mkdirSync(join(ws.dir, "npy"));
+    const t = float32([1, 3, 32, 32], Float32Array.from({ length: 3072 }, (_, i) => (i % 17) / 8));
+    Deno.writeFileSync(join(ws.dir, "npy", "0.npy"), writeNpy(t));
+    const run = async (statistics: { save?: string; load?: string }, output = "out/o.onnx") =>
+      await runPipeline(
+        await loadConfig(ws.write({
+          model: "model.onnx",
+          output,
+          data: { calibration: { npy: "npy" } },
+          steps: [{ use: "calibrate", method: "minmax", statistics }, { use: "quantize" }],
+        })),
+        { quiet: true, analyze: false },
+      );
+    // A folder that does not exist yet used to fail naming a temporary file.
+    await run({ save: "stats/a/own.json" });
+    const own = JSON.parse(Deno.readTextFileSync(join(ws.dir, "stats/a/own.json")));
+    // The statistics of another model: every tensor name differs.
+    const other = {
+      ...own,
+      tensors: Object.fromEntries(
+        Object.entries(own.tensors).map(([k, v]) => [`other/${k}`, v]),
+      ),
+    };
+    Deno.writeTextFileSync(join(ws.dir, "other.json"), JSON.stringify(other));
+    await assert.rejects(
+      run({ load: "other.json" }, "out/p.onnx"),
+      (e) =>
+        e instanceof ConfigError && e.keyPath === "calibrate.statistics.load" &&
+        /expected statistics of the \d+ tensors this model calibrates from data; found none for "[^"]+", .* more in .*other\.json \(saved from another model/
+          .test(e.message),
+    );
+    assert.ok(!exists(join(ws.dir, "out", "p.onnx")), "nothing written");
+    await run({ load: "stats/a/own.json" }, "out/q.onnx");
   } finally {
     ws.cleanup();
   }
