@@ -54,6 +54,11 @@ const ASSETS = {
     pkg: "python3-skimage",
     keep: ["usr/lib/python3/dist-packages/skimage/data"],
   },
+  fonts: {
+    kind: "deb",
+    pkg: "fonts-dejavu-core",
+    keep: ["usr/share/fonts/truetype/dejavu"],
+  },
 } satisfies Record<string, NpmAsset | DebAsset>;
 
 /** Names of the assets clipq's tests and benchmarks use. */
@@ -269,6 +274,17 @@ export async function darknetPhotoDir(): Promise<string> {
 /** Path of a sample image of Debian's python3-skimage (e.g. "page.png", "text.png", "astronaut.png"). */
 export async function skimagePhoto(file: string): Promise<string> {
   return join(await ensureAsset("skimage"), "usr/lib/python3/dist-packages/skimage/data", file);
+}
+
+/**
+ * Path of a TrueType font of Debian's fonts-dejavu-core (e.g. "DejaVuSans.ttf",
+ * "DejaVuSerif-Bold.ttf", "DejaVuSansMono.ttf"), for rendering synthetic text scenes.
+ *
+ * @param file The font file's name.
+ * @returns Absolute path of the .ttf file.
+ */
+export async function dejavuFont(file: string): Promise<string> {
+  return join(await ensureAsset("fonts"), "usr/share/fonts/truetype/dejavu", file);
 }
 
 /**
