@@ -252,7 +252,11 @@ Deno.test("clipq exits 1 on bad input (one-line error naming the key) and 2 on a
     // A model that is not ONNX: ModelError, exit 1, nothing written.
     Deno.writeTextFileSync(join(ws.dir, "bad.onnx"), "not a model");
     const r = await cli(
-      ws.write({ ...ok, model: "bad.onnx", steps: [{ use: "quantize" }] }),
+      ws.write({
+        ...ok,
+        model: "bad.onnx",
+        steps: [{ use: "calibrate", method: "minmax" }, { use: "quantize" }],
+      }),
       "--quiet",
     );
     assert.equal(r.code, 1, r.stderr);

@@ -428,6 +428,44 @@ async function fileAncestor(p: string): Promise<string | undefined> {
   return undefined;
 }
 
+/**
+ * Built-in steps in an order where one would run and do nothing: quantize with nothing before it to
+ * measure ranges (every layer stays float), a calibrate or svd-fc after quantize (ranges nobody
+ * reads, weights already int8), a second quantize (of an int8 graph). Custom steps may set
+ * ranges themselves, so one before quantize counts as a source of ranges.
+ */
+function checkStepOrder(entries: readonly StepEntry[], registry: StepRegistry): void {
+  const first = entries.findIndex((e) => e.use === "quantize");
+  if (first < 0) return;
+  const q = entries[first]!;
+  const rangesBefore = entries.slice(0, first).some((e) =>
+    e.use === "calibrate" || !registry.get(e.use)
+  );
+  const overrides = Object.keys((q.options.overrides ?? {}) as object).length > 0;
+  if (!rangesBefore && !overrides) {
+    throw new ConfigError(
+      `steps[${first}]`,
+      "expected a calibrate step before quantize (it quantizes only tensors with a range); found none, so every layer would stay float",
+    );
+  }
+  for (const [i, e] of entries.entries()) {
+    if (i <= first) continue;
+    const why = e.use === "quantize"
+      ? "a second quantize finds nothing left to quantize"
+      : e.use === "calibrate"
+      ? "its ranges would never be read"
+      : e.use === "svd-fc"
+      ? "the weights are int8 by then"
+      : undefined;
+    if (why) {
+      throw new ConfigError(
+        `steps[${i}].use`,
+        `expected ${e.use} before quantize (steps[${first}]); found it after, where ${why}`,
+      );
+    }
+  }
+}
+
 async function exists(p: string): Promise<"file" | "dir" | undefined> {
   try {
     const st = await Deno.stat(p);
@@ -533,6 +571,8 @@ export async function parseConfig(raw: unknown, options: LoadOptions = {}): Prom
     steps.push(step);
     entries.push({ use, options: opts });
   }
+
+  checkStepOrder(entries, registry);
 
   let model = v.model as ModelSource;
   if (typeof model === "string") {

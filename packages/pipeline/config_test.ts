@@ -289,3 +289,54 @@ Deno.test("loadConfig() refuses an output that is the config file itself", async
     ws.cleanup();
   }
 });
+
+Deno.test("parseConfig() refuses a step order in which a step would run and do nothing", async () => {
+  const ws = workspace();
+  const base = { model: "model.onnx", output: "o.onnx" };
+  const calibrate = { use: "calibrate", method: "minmax" };
+  try {
+    const cases: [unknown[], string, RegExp][] = [
+      [
+        [{ use: "normalize" }, { use: "quantize" }],
+        "steps[1]",
+        /expected a calibrate step before quantize .*; found none, so every layer would stay float/,
+      ],
+      [
+        [calibrate, { use: "quantize" }, { use: "quantize" }],
+        "steps[2].use",
+        /expected quantize before quantize \(steps\[1\]\); found it after/,
+      ],
+      [
+        [{ use: "quantize", overrides: { images: { min: 0, max: 1 } } }, calibrate],
+        "steps[1].use",
+        /expected calibrate before quantize \(steps\[0\]\); found it after, where its ranges would never be read/,
+      ],
+      [
+        [calibrate, { use: "quantize" }, { use: "svd-fc" }],
+        "steps[2].use",
+        /expected svd-fc before quantize/,
+      ],
+    ];
+    for (const [steps, key, re] of cases) {
+      const e = await configError({ ...base, steps }, ws.dir);
+      assert.equal(e.keyPath, key, e.message);
+      assert.match(e.message, re);
+    }
+    // Ranges from overrides alone, or from a custom step, are a source quantize reads.
+    Deno.writeTextFileSync(
+      join(ws.dir, "ranges.ts"),
+      `export default () => ({ name: "ranges", run: (g) => g });`,
+    );
+    for (
+      const steps of [
+        [{ use: "quantize", overrides: { images: { min: 0, max: 1 } } }],
+        [{ use: "./ranges.ts" }, { use: "quantize" }],
+        [{ use: "svd-fc" }, calibrate, { use: "quantize" }, { use: "evaluate" }],
+      ]
+    ) {
+      await parseConfig({ ...base, steps }, { registry, baseDir: ws.dir });
+    }
+  } finally {
+    ws.cleanup();
+  }
+});
