@@ -289,6 +289,14 @@ export function renderHtml(report: Report): string {
         : "<p>none</p>"
     }</section>`,
   );
+  const rewrites = (report.details.quantize as { rewrites?: string[] } | undefined)?.rewrites;
+  if (rewrites?.length) {
+    sections.push(
+      `<section><h2>Exact rewrites for onnxruntime's int8 kernels</h2><ul>${
+        rewrites.map((r) => `<li>${e(r)}</li>`).join("")
+      }</ul></section>`,
+    );
+  }
   sections.push(
     `<section><h2>Ranges (${report.ranges.length} tensors)</h2>${
       table(

@@ -5,6 +5,7 @@ import { decode } from "@clipq/onnx/proto";
 import { writeNpy } from "@clipq/data/npy";
 import { loadConfig } from "./config.ts";
 import { runPipeline } from "./runner.ts";
+import { renderHtml } from "./report_html.ts";
 import { smallDetector, workspace } from "./_fixtures_test.ts";
 
 Deno.test("runPipeline() calibrates from .npy tensors and leaves no file behind when a step fails", async () => {
@@ -296,6 +297,11 @@ Deno.test("runPipeline() calibrates what the quantize step's exclusions leave to
       `${pool.name}: excluded by name`,
     ]);
     assert.ok(report.ranges.some((r) => r.tensor === pool.outputs[0]));
+    // The report lists the exact rewrites made for onnxruntime (the RGB input padded to 4
+    // channels), the HTML page too.
+    const rewrites = (report.details.quantize as { rewrites: string[] }).rewrites;
+    assert.ok(rewrites.some((r) => r.includes("padded from 3 to 4 channels")), rewrites.join("\n"));
+    assert.ok(renderHtml(report).includes("padded from 3 to 4 channels"));
     // A name no node has is an error, not a node silently left quantized.
     const misspelt = await loadConfig(ws.write({
       model: "model.onnx",

@@ -46,6 +46,11 @@ export interface QuantizeReport {
   weights: WeightReport[];
   /** Initializer bytes before and after. */
   sizes: { floatBytes: number; quantizedBytes: number; ratio: number };
+  /**
+   * The exact rewrites made for onnxruntime's int8 kernels before marking, one line each (a stem
+   * padded to 4 channels, a MaxPool run before its activation, a head conv as a MatMul, …).
+   */
+  rewrites: string[];
 }
 
 /** Result of {@linkcode quantize}. */
@@ -407,6 +412,7 @@ export function quantize(graph: Graph, options: QuantizeOptions = {}): QuantizeR
       quantizedBytes,
       ratio: floatBytes > 0 ? quantizedBytes / floatBytes : 1,
     },
+    rewrites: lowered.notes,
   };
   return { graph: out, report };
 }

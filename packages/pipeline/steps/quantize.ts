@@ -236,6 +236,7 @@ export function quantizeStep(options: QuantizeStepOptions = {}): Step {
         tensors: result.report.tensors,
         weights: result.report.weights.length,
         initializerSizes: result.report.sizes,
+        rewrites: result.report.rewrites,
       };
       return result.graph;
     },

@@ -516,7 +516,9 @@ Deno.test("quantize() pools the integers before QLinearLeakyRelu: the same int8 
   ranges.set(moved.pool, ranges.get("act")!); // the graph output the activation became
   // The last conv's output is quantized too (not a head): ORT then runs every conv int8.
   const options = { ranges, exclude: { head: false as const } };
-  const q = quantize(moved.graph, options).graph;
+  const movedResult = quantize(moved.graph, options);
+  assert.ok(movedResult.report.rewrites.some((r) => r.includes("runs before")));
+  const q = movedResult.graph;
   const ref = quantize(kept.graph, options).graph;
   const ops = await optimizedOps(q, feeds[0]!);
   assert.equal(ops["QLinearLeakyRelu"], 1, JSON.stringify(ops));
