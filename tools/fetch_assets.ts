@@ -7,7 +7,7 @@
  */
 import { ensureAsset, ensureChromium, ensureOnnxChecker } from "./assets.ts";
 
-const names = ["ocr-models", "human-models", "darknet", "skimage"] as const;
+const names = ["ocr-models", "human-models", "darknet", "skimage", "fonts"] as const;
 for (const n of names) {
   const t = performance.now();
   const dir = await ensureAsset(n);
