@@ -6,6 +6,7 @@
  */
 import { type RankVars, svdCompress, type SvdCompressOptions, type SvdOverride } from "@clipq/svd";
 import { ortMatMul } from "@clipq/runtime/matmul";
+import type { Graph } from "@clipq/onnx";
 import { ConfigError } from "@clipq/onnx/errors";
 import { checkOptions, type Step, type StepDefinition } from "../step.ts";
 import { SVD_OPTIONS } from "./options.ts";
@@ -95,15 +96,50 @@ export function svdCompressOptions(options: SvdStepOptions): SvdCompressOptions 
  */
 export function svdStep(options: SvdStepOptions = {}): Step {
   const o = checkOptions<SvdStepOptions>(SVD_OPTIONS, options, "svd-fc");
+  checkOverrideRules(o.overrides ?? []);
   const compress = svdCompressOptions(o);
   return {
     name: "svd-fc",
     async run(graph, ctx) {
-      const { graph: out, layers } = await svdCompress(graph, {
-        ...compress,
-        ...(o.backend === "js" ? {} : { matmul: ortMatMul() }),
+      const rules = o.overrides ?? [];
+      checkOverrideNames(graph, rules);
+      let result;
+      try {
+        result = await svdCompress(graph, {
+          ...compress,
+          ...(o.backend === "js" ? {} : { matmul: ortMatMul() }),
+        });
+      } catch (e) {
+        // @clipq/svd names its own option ("rank"); the config knows it as the step's.
+        if (e instanceof ConfigError && !e.keyPath.startsWith("svd-fc")) {
+          throw new ConfigError(
+            e.keyPath ? `svd-fc.${e.keyPath}` : "svd-fc",
+            e.keyPath ? e.message.slice(e.keyPath.length + 2) : e.message,
+            { cause: e },
+          );
+        }
+        throw e;
+      }
+      const { graph: out, layers } = result;
+      checkOverrideRanks(layers, rules);
+      rules.forEach((r, i) => {
+        if (r.pattern !== undefined && !layers.some((l) => new RegExp(r.pattern!).test(l.node))) {
+          ctx.log.warn(
+            `svd-fc.overrides[${i}].pattern: /${r.pattern}/ matches no fully connected layer (${
+              layers.length ? layers.map((l) => l.node).join(", ") : "the model has none"
+            })`,
+          );
+        }
       });
       const split = layers.filter((l) => !l.skipped);
+      if (split.length === 0) {
+        const why = [...new Set(layers.map((l) => l.skipped))].join("; ");
+        ctx.log.warn(
+          layers.length === 0
+            ? "svd-fc: the model has no Gemm or MatMul with a constant 2-D weight; nothing was split"
+            : `svd-fc: none of the ${layers.length} fully connected layers was split (${why})`,
+        );
+      }
       let before = 0, after = 0;
       for (const l of layers) {
         before += l.paramsBefore;
@@ -121,6 +157,61 @@ export function svdStep(options: SvdStepOptions = {}): Step {
       return out;
     },
   };
+}
+
+/** Each override names its layers one way and does one thing (checked when the config loads). */
+function checkOverrideRules(rules: readonly SvdOverride[]): void {
+  rules.forEach((r, i) => {
+    const key = `svd-fc.overrides[${i}]`;
+    if ((r.name === undefined) === (r.pattern === undefined)) {
+      const both = r.name !== undefined;
+      throw new ConfigError(
+        key,
+        `expected exactly one of name, pattern; found ${both ? "both" : "neither"}`,
+      );
+    }
+    const set = (["rank", "energy", "skip"] as const).filter((k) => r[k] !== undefined);
+    if (set.length !== 1) {
+      throw new ConfigError(
+        key,
+        `expected exactly one of rank, energy, skip; found ${set.length ? set.join(", ") : "none"}`,
+      );
+    }
+  });
+}
+
+/** A misspelt layer name would leave its rule unused and the layer at the default policy. */
+function checkOverrideNames(graph: Graph, rules: readonly SvdOverride[]): void {
+  const linear = graph.nodes.filter((n) => n.op === "MatMul" || n.op === "Gemm")
+    .map((n) => n.name || n.outputs[0] || "layer");
+  rules.forEach((r, i) => {
+    if (r.name === undefined || linear.includes(r.name)) return;
+    const other = graph.nodes.find((n) => n.name === r.name);
+    throw new ConfigError(
+      `svd-fc.overrides[${i}].name`,
+      `expected the name of a Gemm or MatMul node; found ${JSON.stringify(r.name)}, ${
+        other ? `a ${other.op} node` : "which no node has"
+      } (fully connected layers: ${linear.length ? linear.join(", ") : "none"})`,
+    );
+  });
+}
+
+/** A rank a named layer cannot have (it was clamped, and the layer then left unsplit). */
+function checkOverrideRanks(
+  layers: readonly { node: string; rows: number; cols: number }[],
+  rules: readonly SvdOverride[],
+): void {
+  rules.forEach((r, i) => {
+    const l = layers.find((l) => l.node === r.name);
+    if (!l || typeof r.rank !== "number" || l.rows === 0) return;
+    const full = Math.min(l.rows, l.cols);
+    if (r.rank > full) {
+      throw new ConfigError(
+        `svd-fc.overrides[${i}].rank`,
+        `expected at most min(rows, cols) = ${full} for layer "${l.node}" (${l.rows}×${l.cols}); found ${r.rank}`,
+      );
+    }
+  });
 }
 
 /** Registry entry of the `svd-fc` step. */
