@@ -633,6 +633,10 @@ export async function parseConfig(raw: unknown, options: LoadOptions = {}): Prom
         const key = Array.isArray(d.images) ? `data.${set}.images[${i}]` : `data.${set}.images`;
         const r = await resolveAsset(p, key);
         await mustExist(r, key);
+        // A folder's other files are passed over; a file named on its own was silently dropped.
+        if ((await exists(r)) === "file" && !/\.(jpe?g|png)$/i.test(r)) {
+          throw new ConfigError(key, `expected a folder or a .jpg, .jpeg or .png file; found ${r}`);
+        }
         resolved.push(r);
       }
       d.images = resolved;

@@ -231,7 +231,7 @@ Deno.test("the README's custom step works and its factory's errors land under th
   }
 });
 
-Deno.test("parseConfig() refuses a written file that is an input, another written file or below a file", async () => {
+Deno.test("parseConfig() refuses a written file that is an input, another written file or below a file, and a non-image file as images", async () => {
   const ws = workspace();
   const base = { model: "model.onnx", output: "out/o.onnx", steps: [] as unknown[] };
   const save = (p: string) => [{ use: "calibrate", method: "minmax", statistics: { save: p } }];
@@ -258,6 +258,12 @@ Deno.test("parseConfig() refuses a written file that is an input, another writte
         { ...base, report: "model.json", model: { tfjs: "model.json" } },
         "report",
         /expected a path other than the input model/,
+      ],
+      // Used to be dropped silently, then "expected at least one readable image among 0 files".
+      [
+        { ...base, data: { calibration: { images: ["model.json"] } } },
+        "data.calibration.images[0]",
+        /expected a folder or a \.jpg, \.jpeg or \.png file; found .*model\.json$/,
       ],
       // Used to fail with an internal error (mkdir) after the whole run.
       [

@@ -8,7 +8,7 @@
 import { basename, dirname, join } from "node:path";
 import { encode, type Graph, METADATA_KEYS, type Tensor, validate } from "@clipq/onnx";
 import { loadModel, type SavedModel, saveModel } from "@clipq/onnx/io";
-import { ConfigError, ModelError } from "@clipq/onnx/errors";
+import { ConfigError, DataError, ModelError } from "@clipq/onnx/errors";
 import { tensor } from "@clipq/onnx/tensor";
 import { imageBatches, listImages, type PreprocessSpec } from "@clipq/data";
 import { npyBatches } from "@clipq/data/npy";
@@ -286,11 +286,15 @@ export function createContext(
             .map((e) =>
               join(d.npy!, e.name)
             ).sort();
+          if (all.length === 0) {
+            throw new DataError(`${d.npy}: expected .npy files (data.${set}.npy); found none`);
+          }
           const files = shardOf(d.limit !== undefined ? all.slice(0, d.limit) : all);
           const progress = reporter.progress(set, files.length);
           for await (
             const b of npyBatches(files, { batchSize: config.data.calibration?.batchSize ?? 1 })
           ) {
+            checkNpyFeed(graph, name, b.tensor, b.files);
             progress.tick(b.files.length);
             yield { feeds: { [name]: b.tensor, ...extra }, files: b.files };
           }
@@ -315,6 +319,67 @@ export function createContext(
       })();
     },
   };
+}
+
+/**
+ * The calibration batch size against the image input: CHW has no batch axis, and a fixed batch
+ * axis takes exactly its size (onnxruntime's refusal named neither the key nor the sizes).
+ */
+function checkBatchSize(graph: Graph, name: string, layout: string, batchSize: number): void {
+  const key = "data.calibration.batchSize";
+  if (layout === "CHW" && batchSize !== 1) {
+    throw new ConfigError(
+      key,
+      `expected 1 for input ${name} with layout CHW (it has no batch axis); found ${batchSize}`,
+    );
+  }
+  const n = graph.inputs.find((i) => i.name === name)?.shape?.[0];
+  if (layout !== "CHW" && typeof n === "number" && n > 0 && n !== batchSize) {
+    throw new ConfigError(
+      key,
+      `expected ${n}, the fixed batch size of input ${name}; found ${batchSize}`,
+    );
+  }
+}
+
+/** `head.outputs` must name the model's outputs: the quantizer keeps them float, evaluate decodes them. */
+function checkHeadOutputs(graph: Graph, head: Record<string, unknown> | undefined): void {
+  const outputs = head?.outputs;
+  if (!Array.isArray(outputs)) return;
+  const names = graph.outputs.map((o) => o.name);
+  outputs.forEach((o, i) => {
+    if (!names.includes(o)) {
+      throw new ConfigError(
+        `head.outputs[${i}]`,
+        `expected one of the model outputs ${names.join(", ")}; found ${JSON.stringify(o)}`,
+      );
+    }
+  });
+}
+
+/**
+ * A .npy batch against the model input it feeds: dtype and fixed dims, named by file (onnxruntime's
+ * refusal named neither, and its hint blamed the model).
+ */
+function checkNpyFeed(graph: Graph, name: string, t: Tensor, files: readonly string[]): void {
+  const vi = graph.inputs.find((i) => i.name === name);
+  if (!vi) return;
+  const file = files.length === 1
+    ? files[0]
+    : `${files[0]} (and the ${files.length - 1} batched with it)`;
+  if (vi.dtype !== undefined && vi.dtype !== t.dtype) {
+    throw new DataError(`${file}: expected ${vi.dtype} for model input ${name}; found ${t.dtype}`);
+  }
+  const shape = vi.shape;
+  if (!shape) return;
+  const fits = shape.length === t.dims.length &&
+    shape.every((d, k) => typeof d !== "number" || d <= 0 || d === t.dims[k]);
+  if (!fits) {
+    const want = shape.map((d) => (typeof d === "number" && d > 0 ? d : "?")).join(", ");
+    throw new DataError(
+      `${file}: expected shape [${want}] of model input ${name}; found [${t.dims.join(", ")}]`,
+    );
+  }
 }
 
 /** Validates a graph between steps, naming what it is. */
@@ -359,8 +424,10 @@ export async function runPipeline(config: Config, options: RunOptions = {}): Pro
   // The image input against the model before any step: a step may never feed images (e.g. when
   // nothing needs a range), and a mismatch would then go unnoticed into the output.
   if (config.data.calibration?.images || config.data.evaluation?.images) {
-    imageInput(source, config.input);
+    const { name, spec } = imageInput(source, config.input);
+    checkBatchSize(source, name, spec.layout, config.data.calibration?.batchSize ?? 1);
   }
+  checkHeadOutputs(source, config.head);
   const floatBytes = typeof config.model === "string"
     ? (await Deno.stat(config.model)).size
     : encode(source).length;

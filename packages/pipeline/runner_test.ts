@@ -333,3 +333,91 @@ Deno.test("runPipeline() calibrates what the quantize step's exclusions leave to
     ws.cleanup();
   }
 });
+
+Deno.test("runPipeline() checks data, batch size and head outputs against the model, naming the file or key", async () => {
+  const { ModelBuilder } = await import("@clipq/onnx/builder");
+  const { default: pngjs } = await import("pngjs");
+  const { ConfigError, DataError } = await import("@clipq/onnx/errors");
+  const ws = workspace(smallDetector());
+  try {
+    const png = new pngjs.PNG({ width: 40, height: 30 });
+    png.data.fill(128);
+    Deno.mkdirSync(join(ws.dir, "photos"));
+    Deno.writeFileSync(join(ws.dir, "photos", "a.png"), pngjs.PNG.sync.write(png));
+    const npy = (name: string, t?: Parameters<typeof writeNpy>[0]) => {
+      Deno.mkdirSync(join(ws.dir, name));
+      if (t) Deno.writeFileSync(join(ws.dir, name, "0.npy"), writeNpy(t));
+      return name;
+    };
+    const steps = [{ use: "calibrate", method: "minmax" }, { use: "quantize" }];
+    const run = async (over: Record<string, unknown>, dir = ws) =>
+      await runPipeline(
+        await loadConfig(dir.write({ model: "model.onnx", output: "out/o.onnx", steps, ...over })),
+        { quiet: true, analyze: false },
+      );
+    const cases: [Record<string, unknown>, RegExp, typeof ConfigError | typeof DataError][] = [
+      // onnxruntime's refusal of these named neither the file nor the sizes, and blamed the model.
+      [
+        {
+          data: {
+            calibration: { npy: npy("small", float32([1, 3, 16, 16], new Float32Array(768))) },
+          },
+        },
+        /small\/0\.npy: expected shape \[1, 3, 32, 32\] of model input images; found \[1, 3, 16, 16\]/,
+        DataError,
+      ],
+      [
+        {
+          data: {
+            calibration: {
+              npy: npy("bytes", {
+                dtype: "uint8",
+                dims: [1, 3, 32, 32],
+                data: new Uint8Array(3072),
+              }),
+            },
+          },
+        },
+        /bytes\/0\.npy: expected float32 for model input images; found uint8/,
+        DataError,
+      ],
+      // Used to be reported as "data.calibration.images: expected at least one calibration image".
+      [
+        { data: { calibration: { npy: npy("none") } } },
+        /none: expected \.npy files \(data\.calibration\.npy\); found none/,
+        DataError,
+      ],
+      [
+        { data: { calibration: { images: "photos", batchSize: 2 } } },
+        /^data\.calibration\.batchSize: expected 1, the fixed batch size of input images; found 2/,
+        ConfigError,
+      ],
+      // Used to surface as "headOutputs: …" from inside the quantizer.
+      [
+        { data: { calibration: { images: "photos" } }, head: { type: "db", outputs: ["map"] } },
+        /^head\.outputs\[0\]: expected one of the model outputs out; found "map"/,
+        ConfigError,
+      ],
+    ];
+    for (const [over, re, type] of cases) {
+      await assert.rejects(run(over), (e) => e instanceof type && re.test(e.message));
+      assert.throws(() => Deno.statSync(join(ws.dir, "out")), "nothing written");
+    }
+    const b = new ModelBuilder({ seed: 1 });
+    b.output(b.relu(b.input("img", [3, 32, 32])), "y");
+    const chw = workspace(b.build());
+    try {
+      Deno.mkdirSync(join(chw.dir, "photos"));
+      Deno.copyFileSync(join(ws.dir, "photos", "a.png"), join(chw.dir, "photos", "a.png"));
+      // Used to name the key "batchSize" alone.
+      await assert.rejects(
+        run({ data: { calibration: { images: "photos", batchSize: 2 } } }, chw),
+        /^ConfigError: data\.calibration\.batchSize: expected 1 for input img with layout CHW \(it has no batch axis\); found 2/,
+      );
+    } finally {
+      chw.cleanup();
+    }
+  } finally {
+    ws.cleanup();
+  }
+});
