@@ -117,6 +117,39 @@ export function quantizePlanOptions(
 }
 
 /**
+ * An exclusion by op type or pattern that kept no node float is worth a warning, not an error:
+ * configs are shared across models. Judged on what the quantizer reports, so an op the lowering
+ * rewrote away (or a misspelt "conv") is caught too.
+ */
+function warnUnmatched(
+  exclude: NonNullable<QuantizeStepOptions["exclude"]>,
+  floatNodes: readonly { reason: string }[],
+  graph: Graph,
+  ctx: StepContext,
+): void {
+  const reasons = floatNodes.map((f) => f.reason);
+  const ops = [...new Set(graph.nodes.map((n) => n.op))];
+  for (const op of exclude.ops ?? []) {
+    if (reasons.includes(`excluded by op type ${op}`)) continue;
+    const like = ops.find((o) => o.toLowerCase() === op.toLowerCase() && o !== op);
+    ctx.log.warn(
+      `quantize.exclude.ops: ${JSON.stringify(op)} kept no node float (${
+        like
+          ? `did you mean ${like}?`
+          : ops.includes(op)
+          ? "its nodes are float already"
+          : "the model has no such op"
+      })`,
+    );
+  }
+  if (
+    exclude.pattern !== undefined && !reasons.some((r) => r.startsWith("excluded by pattern"))
+  ) {
+    ctx.log.warn(`quantize.exclude.pattern: /${exclude.pattern}/ matches no node name`);
+  }
+}
+
+/**
  * Creates the `quantize` step.
  *
  * @param options Format, activation/weight types, exclusions, range overrides.
@@ -230,6 +263,7 @@ export function quantizeStep(options: QuantizeStepOptions = {}): Step {
           o.reduceRange ? "-reduce-range" : ""
         }`,
       );
+      warnUnmatched(o.exclude, result.report.floatNodes, graph, ctx);
       ctx.report.excluded = result.report.floatNodes;
       ctx.report.quantize = {
         quantizedNodes: result.report.quantizedNodes.length,

@@ -66,3 +66,42 @@ Deno.test("bias correction measures the layers quantize rewrote against floatTwi
   };
   assert.ok(await error(corrected.graph) <= await error(q.graph) * 1.02);
 });
+
+Deno.test("quantizeStep() warns when exclude.ops or exclude.pattern keeps no node float", async () => {
+  const { smallDetector } = await import("../_fixtures_test.ts");
+  const { quantizeStep } = await import("./quantize.ts");
+  const g = smallDetector();
+  const warnings: string[] = [];
+  const ranges = new Map(
+    [...g.inputs, ...g.nodes.flatMap((n) => n.outputs.map((name) => ({ name })))].map((
+      t,
+    ) => [t.name, { min: -1, max: 6, source: "test" }]),
+  );
+  const run = async (exclude: { ops?: string[]; pattern?: string }) => {
+    warnings.length = 0;
+    const ctx = {
+      input: {},
+      batches: () => (async function* () {})(),
+      hasData: () => false,
+      ranges: new Map(ranges),
+      report: {},
+      progress: () => ({ tick() {}, done() {} }),
+      log: { info: () => {}, warn: (m: string) => warnings.push(m) },
+      methods: [],
+    };
+    await quantizeStep({ exclude }).run(g, ctx);
+    return ctx.report as { excluded: { reason: string }[] };
+  };
+  // Matching exclusions: quiet, and the nodes are float.
+  const report = await run({ ops: ["MaxPool"], pattern: "^conv_1$" });
+  assert.deepEqual(warnings, []);
+  assert.ok(report.excluded.some((e) => e.reason === "excluded by op type MaxPool"));
+  assert.ok(report.excluded.some((e) => e.reason.startsWith("excluded by pattern")));
+  // A misspelt op, an op the model lacks, a pattern that matches nothing: one warning each.
+  await run({ ops: ["maxpool", "Gemm"], pattern: "^head_" });
+  assert.deepEqual(warnings, [
+    'quantize.exclude.ops: "maxpool" kept no node float (did you mean MaxPool?)',
+    'quantize.exclude.ops: "Gemm" kept no node float (the model has no such op)',
+    "quantize.exclude.pattern: /^head_/ matches no node name",
+  ]);
+});
