@@ -16,11 +16,12 @@ import {
   type Detection,
   evaluateDetections,
   type GroundTruthObject,
+  type HeadConfig,
   resolveHead,
   VOC_CLASSES,
   vocGroundTruth,
 } from "@clipq/detect";
-import { DataError } from "@clipq/onnx/errors";
+import { ConfigError, DataError, ModelError } from "@clipq/onnx/errors";
 import { toFloat64 } from "@clipq/onnx/tensor";
 import { createSession } from "@clipq/runtime";
 import type { ObjectSpec } from "../spec.ts";
@@ -117,6 +118,30 @@ async function groundTruthFor(
 }
 
 /**
+ * Decodes a batch; an output whose shape the head description cannot read (anchors or classes
+ * that do not fit) is the description's error, so it is reported under `head`, not as a broken
+ * model file.
+ */
+function decodeHead(
+  head: HeadConfig,
+  outputs: Parameters<typeof decodeBatch>[1],
+  options: Parameters<typeof decodeBatch>[2],
+): Detection[][] {
+  try {
+    return decodeBatch(head, outputs, options);
+  } catch (e) {
+    if (e instanceof ModelError && /^output "[^"]+": expected shape /.test(e.message)) {
+      throw new ConfigError(
+        "head",
+        `${e.message}; the ${head.type} head description does not fit this output`,
+        { cause: e },
+      );
+    }
+    throw e;
+  }
+}
+
+/**
  * Creates the `evaluate` step.
  *
  * @param options Metric, fidelity threshold, annotations and label mapping.
@@ -181,8 +206,8 @@ export function evaluateStep(options: EvaluateStepOptions = {}): Step {
             ...(b.transforms ? { transforms: b.transforms } : { batchSize: b.files.length }),
             ...(size ? { size: size as [number, number] } : {}),
           };
-          float.push(...decodeBatch(head, fo, opts));
-          int8.push(...decodeBatch(head, qo, opts));
+          float.push(...decodeHead(head, fo, opts));
+          int8.push(...decodeHead(head, qo, opts));
           files.push(...b.files);
         }
       } finally {
@@ -201,6 +226,24 @@ export function evaluateStep(options: EvaluateStepOptions = {}): Step {
         ({ gt, metric } = await groundTruthFor(annotations, files, o));
       }
       const labeled = gt ? [...gt.keys()].filter((i) => gt![i] !== undefined) : [];
+      if (annotations && files.length > 0) {
+        // Annotations of other images gave no mAP at all, and no word about it.
+        const unlabeled = files.filter((_, i) => gt![i] === undefined).map((f) => basename(f));
+        if (labeled.length === 0) {
+          throw new DataError(
+            `${annotations}: expected annotations of the ${set} images; found none for any of the ${files.length} (${
+              unlabeled.slice(0, 3).join(", ")
+            }${files.length > 3 ? ", …" : ""})`,
+          );
+        }
+        if (unlabeled.length > 0) {
+          ctx.log.warn(
+            `evaluate: ${unlabeled.length} of ${files.length} ${set} images have no annotation in ${annotations} (${
+              unlabeled.slice(0, 3).join(", ")
+            }${unlabeled.length > 3 ? ", …" : ""}); mAP is over the ${labeled.length} annotated`,
+          );
+        }
+      }
       const fidelityResult =
         evaluateDetections({ float, int8 }, { fidelityThreshold: o.fidelityThreshold }).fidelity;
       const accuracy = labeled.length

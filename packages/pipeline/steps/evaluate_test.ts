@@ -256,3 +256,57 @@ Deno.test("evaluateStep() rejects unknown options naming the key", () => {
     /evaluate\.fidelityThreshold: expected a number ≤ 1/,
   );
 });
+
+Deno.test("the evaluate step refuses annotations of none of its images and a head that does not fit an output", async () => {
+  const { ConfigError, DataError } = await import("@clipq/onnx/errors");
+  const ws = workspace(plantedModel());
+  try {
+    const images = join(ws.dir, "val");
+    Deno.mkdirSync(images);
+    writePng(join(images, "a.png"), 1);
+    Deno.writeTextFileSync(
+      join(ws.dir, "other.json"),
+      JSON.stringify({
+        images: [{ id: 1, file_name: "elsewhere.png", width: 128, height: 96 }],
+        categories: [{ id: 1, name: "zero" }],
+        annotations: [{ id: 1, image_id: 1, category_id: 1, bbox: [1, 1, 9, 9], area: 81 }],
+      }),
+    );
+    const head = { type: "yolov3", outputs: ["out32", "out16"], strides: [32, 16], anchors };
+    const run = async (over: Record<string, unknown>) =>
+      await runPipeline(
+        await loadConfig(ws.write({
+          model: "model.onnx",
+          output: "out/model.int8.onnx",
+          input: { size: [64, 64], resize: "letterbox" },
+          data: { evaluation: { images: "val", annotations: "other.json" } },
+          head,
+          steps: [{ use: "evaluate" }],
+          ...over,
+        })),
+        { quiet: true },
+      );
+    // Used to succeed with agreement only: no mAP, no word about the annotations.
+    await assert.rejects(
+      run({}),
+      (e) =>
+        e instanceof DataError &&
+        /other\.json: expected annotations of the evaluation images; found none for any of the 1 \(a\.png\)/
+          .test(e.message),
+    );
+    // One anchor per scale where the model has two: the decoder's shape error, under head.
+    await assert.rejects(
+      run({
+        data: { evaluation: { images: "val" } },
+        head: { ...head, classes: C, anchors: [[[40, 30]], [[10, 12]]] },
+      }),
+      (e) =>
+        e instanceof ConfigError && e.keyPath === "head" &&
+        /output "out32": expected shape .* A = 1, C = 3 .*; the yolov3 head description does not fit/
+          .test(e.message),
+    );
+    assert.throws(() => Deno.statSync(join(ws.dir, "out")), "nothing written");
+  } finally {
+    ws.cleanup();
+  }
+});
