@@ -1,10 +1,10 @@
 import assert from "node:assert/strict";
 import { darknetPhotos } from "../../tools/assets.ts";
-import { readImage } from "./image.ts";
+import { readImage, type RgbImage } from "./image.ts";
 import { randomCropFlip } from "./augment.ts";
 
 Deno.test("randomCropFlip() makes 256 distinct, reproducible crops from the real photos", async () => {
-  const photos = [];
+  const photos: RgbImage[] = [];
   for (const f of (await darknetPhotos()).slice(0, 3)) photos.push(await readImage(f));
   const sizes = new Set<string>();
   for (let i = 0; i < 256; i++) {
