@@ -382,6 +382,18 @@ function checkNpyFeed(graph: Graph, name: string, t: Tensor, files: readonly str
   }
 }
 
+/**
+ * A step names its options after itself ("quantize.exclude.names"); the config file knows them as
+ * the entry's keys ("steps[1].exclude.names"), which is how load-time errors already read.
+ */
+function entryKeyed(e: unknown, name: string, index: number): unknown {
+  if (!(e instanceof ConfigError)) return e;
+  const k = e.keyPath;
+  if (k !== name && !k.startsWith(`${name}.`) && !k.startsWith(`${name}[`)) return e;
+  const detail = e.message.slice(k.length + 2);
+  return new ConfigError(`steps[${index}]${k.slice(name.length)}`, detail, { cause: e });
+}
+
 /** Validates a graph between steps, naming what it is. */
 function checkGraph(graph: Graph, what: string): void {
   try {
@@ -448,7 +460,11 @@ export async function runPipeline(config: Config, options: RunOptions = {}): Pro
   for (const [i, step] of config.steps.entries()) {
     log.info(`step ${i + 1}/${config.steps.length}: ${step.name}`);
     t = performance.now();
-    graph = await step.run(graph, ctx);
+    try {
+      graph = await step.run(graph, ctx);
+    } catch (e) {
+      throw entryKeyed(e, step.name, i);
+    }
     const ms = performance.now() - t;
     timings.push({ name: step.name, ms });
     checkGraph(graph, `the graph after step ${step.name}`);

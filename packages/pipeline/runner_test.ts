@@ -311,7 +311,7 @@ Deno.test("runPipeline() calibrates what the quantize step's exclusions leave to
     }));
     await assert.rejects(
       runPipeline(misspelt, { quiet: true, analyze: false }),
-      /quantize\.exclude\.names: expected names of the model's nodes .*found "maxpol_0"/,
+      /^ConfigError: steps\[1\]\.exclude\.names: expected names of the model's nodes .*found "maxpol_0"/,
     );
     assert.throws(() => Deno.statSync(join(ws.dir, "out2")));
     // So is a range override for a tensor the model does not have.
@@ -326,7 +326,7 @@ Deno.test("runPipeline() calibrates what the quantize step's exclusions leave to
     }));
     await assert.rejects(
       runPipeline(override, { quiet: true, analyze: false }),
-      /calibrate\.overrides: expected tensors of the model .*found "conv_O"/,
+      /^ConfigError: steps\[0\]\.overrides: expected tensors of the model .*found "conv_O"/,
     );
     assert.throws(() => Deno.statSync(join(ws.dir, "out3")));
   } finally {

@@ -182,7 +182,7 @@ Deno.test("statistics.load saved from another model is refused; statistics.save 
     await assert.rejects(
       run({ load: "other.json" }, "out/p.onnx"),
       (e) =>
-        e instanceof ConfigError && e.keyPath === "calibrate.statistics.load" &&
+        e instanceof ConfigError && e.keyPath === "steps[0].statistics.load" &&
         /expected statistics of the \d+ tensors this model calibrates from data; found none for "[^"]+", .* more in .*other\.json \(saved from another model/
           .test(e.message),
     );
