@@ -13,7 +13,7 @@ import { tensor } from "@clipq/onnx/tensor";
 import { imageBatches, listImages, type PreprocessSpec } from "@clipq/data";
 import { npyBatches } from "@clipq/data/npy";
 import { fromTfjs, loadDarknet } from "@clipq/convert";
-import { type Config, type DataSetConfig, reportHtmlPath } from "./config.ts";
+import { type Config, type DataSetConfig, reportHtmlPath, writtenPaths } from "./config.ts";
 import type { FeedBatch, InputConfig, Logger, Progress, StepContext } from "./step.ts";
 import { createReporter } from "./progress.ts";
 import { type Analysis, analyze } from "./analysis.ts";
@@ -382,6 +382,36 @@ function checkNpyFeed(graph: Graph, name: string, t: Tensor, files: readonly str
   }
 }
 
+/** The outermost folder of a path's folders that does not exist yet (undefined when all do). */
+function firstMissing(path: string): string | undefined {
+  let missing: string | undefined;
+  for (let dir = dirname(path); dir !== dirname(dir); dir = dirname(dir)) {
+    try {
+      Deno.statSync(dir);
+      return missing;
+    } catch {
+      missing = dir;
+    }
+  }
+  return missing;
+}
+
+/** Probes the nearest existing folder of a path with a temporary file (removed at once). */
+async function checkWritable(key: string, path: string): Promise<void> {
+  const missing = firstMissing(path);
+  const dir = missing ? dirname(missing) : dirname(path);
+  try {
+    await Deno.remove(await Deno.makeTempFile({ dir, prefix: ".clipq-probe-" }));
+  } catch (e) {
+    throw new ConfigError(
+      key,
+      `expected a writable folder for ${path}; found ${dir} not writable (${
+        (e as Error).message.split(":")[0]
+      })`,
+    );
+  }
+}
+
 /**
  * A step names its options after itself ("quantize.exclude.names"); the config file knows them as
  * the entry's keys ("steps[1].exclude.names"), which is how load-time errors already read.
@@ -425,6 +455,19 @@ export async function runPipeline(config: Config, options: RunOptions = {}): Pro
       "expected a calibrate step for --calibrate-only/--merge-stats; found none",
     );
   }
+  // Before anything runs: a folder that cannot take the files used to fail after the whole run,
+  // with a message that named a temporary file and blamed the model.
+  const targets: [string, string][] = o.calibrateOnly
+    ? (o.statsOut ? [["--stats", o.statsOut]] : [])
+    : writtenPaths(config);
+  for (const [key, path] of targets) await checkWritable(key, path);
+  // Folders missing now that the output or report would create go again if the run fails: no
+  // partial output, empty folders included.
+  const made = [
+    ...new Set(
+      [config.output, ...(config.report ? [config.report] : [])].map((p) => firstMissing(p)),
+    ),
+  ].filter((d): d is string => d !== undefined);
   const timings: { name: string; ms: number }[] = [];
   let t = performance.now();
   const source = await loadSource(
@@ -492,8 +535,17 @@ export async function runPipeline(config: Config, options: RunOptions = {}): Pro
     analysis = await analyze(ctx.floatGraph ?? source, graph, ctx, { log });
     timings.push({ name: "analysis", ms: performance.now() - t });
   }
-  await Deno.mkdir(dirname(config.output), { recursive: true });
-  const saved = await saveModel(config.output, graph);
+  const unmake = async () => {
+    for (const d of made) await Deno.remove(d, { recursive: true }).catch(() => {});
+  };
+  let saved: SavedModel;
+  try {
+    await Deno.mkdir(dirname(config.output), { recursive: true });
+    saved = await saveModel(config.output, graph);
+  } catch (e) {
+    await unmake();
+    throw e;
+  }
   const int8Bytes = saved.bytes + (saved.external?.bytes ?? 0);
   const report = buildReport({
     config,
@@ -512,6 +564,8 @@ export async function runPipeline(config: Config, options: RunOptions = {}): Pro
       // No partial output: without its report the run failed, so the model goes too.
       await Deno.remove(saved.path).catch(() => {});
       if (saved.external) await Deno.remove(saved.external.path).catch(() => {});
+      await Deno.remove(config.report).catch(() => {});
+      await unmake();
       throw e;
     }
   }

@@ -421,3 +421,58 @@ Deno.test("runPipeline() checks data, batch size and head outputs against the mo
     ws.cleanup();
   }
 });
+
+Deno.test("runPipeline() refuses an unwritable output folder before any step, and a failed report takes its folders along", async () => {
+  const ws = workspace(smallDetector());
+  try {
+    Deno.mkdirSync(join(ws.dir, "npy"));
+    Deno.writeFileSync(
+      join(ws.dir, "npy", "0.npy"),
+      writeNpy(float32([1, 3, 32, 32], new Float32Array(3072).fill(0.5))),
+    );
+    const calibrate = { use: "calibrate", method: "minmax" };
+    const config = (over: Record<string, unknown>) =>
+      loadConfig(ws.write({
+        model: "model.onnx",
+        output: "out/o.onnx",
+        data: { calibration: { npy: "npy" } },
+        steps: [calibrate, { use: "quantize" }],
+        ...over,
+      }));
+    if (Deno.build.os === "linux") {
+      // procfs takes no new files, even from root. This used to fail after the whole run, naming
+      // a temporary file, with the hint that the model was malformed.
+      Deno.writeTextFileSync(
+        join(ws.dir, "mark.ts"),
+        `export default () => ({ name: "mark", run: (g) => { globalThis.clipqRan = true; return g; } });`,
+      );
+      await assert.rejects(
+        runPipeline(
+          await config({ report: "/proc/clipq-report.json", steps: [{ use: "./mark.ts" }] }),
+          {
+            quiet: true,
+          },
+        ),
+        /^ConfigError: report: expected a writable folder for \/proc\/clipq-report\.json; found \/proc not writable/,
+      );
+      assert.equal((globalThis as { clipqRan?: boolean }).clipqRan, undefined, "no step ran");
+    }
+    // A step that puts a folder where report.html goes: the report fails after the model was
+    // written; the model, report.json and the folders the run made all go.
+    Deno.writeTextFileSync(
+      join(ws.dir, "block.ts"),
+      `export default () => ({ name: "block", run: (g) => { Deno.mkdirSync(${
+        JSON.stringify(join(ws.dir, "new", "a", "r.html"))
+      }, { recursive: true }); return g; } });`,
+    );
+    const blocked = await config({
+      output: "new/a/o.onnx",
+      report: "new/a/r.json",
+      steps: [calibrate, { use: "quantize" }, { use: "./block.ts" }],
+    });
+    await assert.rejects(runPipeline(blocked, { quiet: true, analyze: false }));
+    assert.throws(() => Deno.statSync(join(ws.dir, "new")), "no folder left behind");
+  } finally {
+    ws.cleanup();
+  }
+});
