@@ -645,6 +645,13 @@ export async function parseConfig(raw: unknown, options: LoadOptions = {}): Prom
     if (d.annotations) {
       d.annotations = await resolveAsset(d.annotations, `data.${set}.annotations`);
       await mustExist(d.annotations, `data.${set}.annotations`);
+      // Only evaluate reads them (or a custom step, through the context).
+      if (!entries.some((e) => e.use === "evaluate" || !registry.get(e.use))) {
+        throw new ConfigError(
+          `data.${set}.annotations`,
+          "expected an evaluate step to read them; found none, so they would be ignored",
+        );
+      }
     }
     if (set === "calibration" && d.images && d.npy) {
       throw new ConfigError("data.calibration", "expected images or npy; found both");

@@ -265,6 +265,12 @@ Deno.test("parseConfig() refuses a written file that is an input, another writte
         "data.calibration.images[0]",
         /expected a folder or a \.jpg, \.jpeg or \.png file; found .*model\.json$/,
       ],
+      // Used to be accepted and never read.
+      [
+        { ...base, data: { evaluation: { annotations: "model.json" } } },
+        "data.evaluation.annotations",
+        /expected an evaluate step to read them; found none/,
+      ],
       // Used to fail with an internal error (mkdir) after the whole run.
       [
         { ...base, output: "model.onnx/o.onnx" },
