@@ -250,7 +250,14 @@ function plan(config: Config): string {
 
 function hint(e: ClipqError): string {
   if (e instanceof ConfigError) {
+    if (e.keyPath.startsWith("-")) return "hint: the flags are listed by --help";
+    if (e.keyPath === "") {
+      return "hint: the config must be a JSON object; see packages/pipeline/config.schema.json";
+    }
     return "hint: check the key named above against packages/pipeline/config.schema.json (or run with --help)";
+  }
+  if (e instanceof ModelError && /cannot write/.test(e.message)) {
+    return "hint: check the file paths and permissions";
   }
   if (e instanceof ModelError) {
     // onnx.checker only helps with ONNX files: darknet and tfjs inputs name their own files.

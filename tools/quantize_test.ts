@@ -302,6 +302,7 @@ Deno.test("clipq never writes over the model, the config or its own output (--st
     assertBadInput(
       await cli(cfg, "--quiet", "--stats", join(ws.dir, "s.json")),
       /^error: --stats: expected --calibrate-only with --stats; found none/,
+      /^hint: the flags are listed by --help/,
     );
     assertBadInput(
       await cli(cfg, "--quiet", "--merge-stats", join(ws.dir, "a.json"), join(ws.dir, "b.json")),
@@ -363,6 +364,12 @@ Deno.test("clipq's hint fits the file at fault: darknet weights, annotations, im
       ),
       /^error: .*bad\.json: images\[0\]/,
       /^hint: fix or replace the file or folder named above/,
+    );
+    Deno.writeTextFileSync(join(ws.dir, "list.json"), "[]");
+    assertBadInput(
+      await cli(join(ws.dir, "list.json"), "--quiet"),
+      /^error: .*list\.json: expected an object; found an array of 0/,
+      /^hint: the config must be a JSON object/,
     );
     Deno.writeTextFileSync(join(photos, "broken.jpg"), "not a jpeg");
     assertBadInput(

@@ -697,14 +697,24 @@ export async function loadConfig(file: string, options: LoadOptions = {}): Promi
   }
   let raw: unknown;
   try {
-    raw = JSON.parse(text);
+    // Editors on Windows may save a byte-order mark, which JSON.parse rejects.
+    raw = JSON.parse(text.replace(/^\uFEFF/, ""));
   } catch (e) {
     throw new ConfigError(
       "",
       `${abs}: expected JSON; found a syntax error (${(e as Error).message})`,
     );
   }
-  const config = await parseConfig(raw, { ...options, baseDir: options.baseDir ?? dirname(abs) });
+  let config: Config;
+  try {
+    config = await parseConfig(raw, { ...options, baseDir: options.baseDir ?? dirname(abs) });
+  } catch (e) {
+    // An error about the whole document ("expected an object") has no key to name: name the file.
+    if (e instanceof ConfigError && e.keyPath === "") {
+      throw new ConfigError("", `${abs}: ${e.message}`, { cause: e });
+    }
+    throw e;
+  }
   const clash = writtenPaths(config).find(([, p]) => resolve(p) === abs);
   if (clash) {
     throw new ConfigError(clash[0], `expected a path other than the config file; found ${abs}`);

@@ -352,3 +352,23 @@ Deno.test("parseConfig() refuses a step order in which a step would run and do n
     ws.cleanup();
   }
 });
+
+Deno.test("loadConfig() reads a config saved with a byte-order mark and names the file when the document is not an object", async () => {
+  const ws = workspace();
+  try {
+    const config = { model: "model.onnx", output: "o.onnx", steps: [] };
+    const bom = join(ws.dir, "bom.json");
+    Deno.writeTextFileSync(bom, "\uFEFF" + JSON.stringify(config));
+    assert.equal((await loadConfig(bom)).model, ws.model);
+    const list = join(ws.dir, "list.json");
+    Deno.writeTextFileSync(list, "[1, 2]");
+    await assert.rejects(loadConfig(list), /list\.json: expected an object; found an array of 2$/);
+    // A missing value reads "nothing", not "undefined undefined".
+    await assert.rejects(
+      loadConfig(ws.write({ ...config, steps: [{ method: "minmax" }] })),
+      /steps\[0\]\.use: expected a step name or module path; found nothing$/,
+    );
+  } finally {
+    ws.cleanup();
+  }
+});

@@ -122,8 +122,15 @@ export function imageInput(
     throw new ConfigError(
       "input.name",
       `expected one of the model inputs ${real.map((i) => i.name).join(", ")}; found ${
-        name ?? "none"
+        name ?? "none (input.extra gives them all fixed values)"
       }`,
+    );
+  }
+  // Fed twice (image batches and fixed values): onnxruntime saw the fixed values' shape.
+  if (input.extra && name in input.extra) {
+    throw new ConfigError(
+      `input.extra.${name}`,
+      `expected inputs other than the image input ${name}; found ${name}`,
     );
   }
   // Images are fed as float32; a model claiming another type would be written out unrunnable.
@@ -273,7 +280,14 @@ export function createContext(
         const shardOf = (files: string[]) => {
           if (!options.shard) return files;
           const [k, n] = options.shard;
-          return files.filter((_, i) => i % n === k - 1);
+          const mine = files.filter((_, i) => i % n === k - 1);
+          if (mine.length === 0 && files.length > 0) {
+            throw new ConfigError(
+              "--shard",
+              `expected a shard that holds some of the ${files.length} ${set} file(s); found ${k}/${n}, which holds none`,
+            );
+          }
+          return mine;
         };
         if (d.npy) {
           // Tensors as they are fed: no preprocessing, so no size is needed.
@@ -302,8 +316,7 @@ export function createContext(
           return;
         }
         const { name, spec } = imageInput(graph, input);
-        let files = await filesOf(d);
-        files = shardOf(files);
+        const files = shardOf(await filesOf(d));
         const progress = reporter.progress(set, files.length);
         for await (
           const b of imageBatches(files, spec, {

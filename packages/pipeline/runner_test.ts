@@ -476,3 +476,65 @@ Deno.test("runPipeline() refuses an unwritable output folder before any step, an
     ws.cleanup();
   }
 });
+
+Deno.test("runPipeline() refuses the image input in input.extra and a calibration shard that holds no file", async () => {
+  const ws = workspace(smallDetector());
+  try {
+    Deno.mkdirSync(join(ws.dir, "npy"));
+    for (const k of [0, 1]) {
+      Deno.writeFileSync(
+        join(ws.dir, "npy", `${k}.npy`),
+        writeNpy(float32([1, 3, 32, 32], new Float32Array(3072).fill(k))),
+      );
+    }
+    Deno.mkdirSync(join(ws.dir, "photos"));
+    const { default: pngjs } = await import("pngjs");
+    Deno.writeFileSync(
+      join(ws.dir, "photos", "a.png"),
+      pngjs.PNG.sync.write(new pngjs.PNG({ width: 8, height: 8 })),
+    );
+    const config = (over: Record<string, unknown>) =>
+      loadConfig(ws.write({
+        model: "model.onnx",
+        output: "out/o.onnx",
+        data: { calibration: { npy: "npy" } },
+        steps: [{ use: "calibrate", method: "minmax" }, { use: "quantize" }],
+        ...over,
+      }));
+    // onnxruntime used to refuse the fixed values' shape, naming neither key.
+    await assert.rejects(
+      runPipeline(
+        await config({
+          input: { extra: { images: [1] } },
+          data: { calibration: { images: "photos" } },
+        }),
+        { quiet: true },
+      ),
+      /^ConfigError: input\.name: expected one of the model inputs images; found none \(input\.extra gives them all fixed values\)/,
+    );
+    await assert.rejects(
+      runPipeline(
+        await config({
+          input: { name: "images", extra: { images: [1] } },
+          data: { calibration: { images: "photos" } },
+        }),
+        { quiet: true },
+      ),
+      /^ConfigError: input\.extra\.images: expected inputs other than the image input images/,
+    );
+    // Two files, three shards: the third used to fail with "… among 0 files, found none".
+    await assert.rejects(
+      runPipeline(await config({}), {
+        quiet: true,
+        calibrateOnly: true,
+        shard: [3, 3],
+        statsOut: join(ws.dir, "s3.json"),
+      }),
+      /^ConfigError: --shard: expected a shard that holds some of the 2 calibration file\(s\); found 3\/3, which holds none/,
+    );
+    assert.throws(() => Deno.statSync(join(ws.dir, "s3.json")));
+    assert.throws(() => Deno.statSync(join(ws.dir, "out")));
+  } finally {
+    ws.cleanup();
+  }
+});

@@ -113,6 +113,7 @@ export const defaults = { path: "" } satisfies ValidateOptions;
 /** Shows a found value briefly in an error message. */
 export function found(value: unknown): string {
   if (value === null) return "null";
+  if (value === undefined) return "nothing";
   if (Array.isArray(value)) return `an array of ${value.length}`;
   if (typeof value === "number") return Number.isNaN(value) ? "NaN" : String(value);
   if (typeof value === "string") {
