@@ -156,6 +156,13 @@ export function writeNpy(t: Tensor): Uint8Array {
     );
   }
   const data = t.data as Exclude<Tensor["data"], string[]>;
+  // The header would promise what the data does not hold: a file no reader can use.
+  const count = t.dims.reduce((a, d) => a * d, 1);
+  if (data.length !== count) {
+    throw new DataError(
+      `writeNpy: expected ${count} values for shape [${t.dims.join(", ")}], found ${data.length}`,
+    );
+  }
   const shape = t.dims.length === 1 ? `(${t.dims[0]},)` : `(${t.dims.join(", ")})`;
   const descr = `${BYTES_PER_ELEMENT[t.dtype] === 1 ? "|" : "<"}${code}`;
   let header = `{'descr': '${descr}', 'fortran_order': False, 'shape': ${shape}, }`;

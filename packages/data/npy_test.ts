@@ -101,3 +101,11 @@ Deno.test("npyBatches() concatenates files along axis 0 and names a mismatching 
     Deno.removeSync(dir, { recursive: true });
   }
 });
+
+Deno.test("writeNpy() refuses data that does not fill its shape", () => {
+  // It used to write a header for 6 values over 5, a file no reader accepts.
+  assert.throws(
+    () => writeNpy({ dtype: "float32", dims: [2, 3], data: new Float32Array(5) }),
+    /writeNpy: expected 6 values for shape \[2, 3\], found 5/,
+  );
+});

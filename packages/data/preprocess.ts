@@ -127,8 +127,9 @@ export function resolveSpec(
   if (!COLORS.includes(s.color)) {
     throw new ConfigError(key("color"), `expected one of RGB, BGR, found ${show(s.color)}`);
   }
-  if (typeof s.scale !== "number" || !Number.isFinite(s.scale)) {
-    throw new ConfigError(key("scale"), `expected a finite number, found ${show(s.scale)}`);
+  // A scale ≤ 0 flips or flattens every pixel: the config refuses it, so does the library.
+  if (typeof s.scale !== "number" || !Number.isFinite(s.scale) || s.scale <= 0) {
+    throw new ConfigError(key("scale"), `expected a finite number > 0, found ${show(s.scale)}`);
   }
   for (const k of ["mean", "std"] as const) {
     const v = s[k] as unknown;

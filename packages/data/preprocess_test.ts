@@ -176,6 +176,8 @@ Deno.test("resolveSpec() names the bad key", () => {
     ],
     [{ color: "rgb" }, /input\.color/],
     [{ scale: NaN }, /input\.scale/],
+    [{ scale: -1 }, /input\.scale: expected a finite number > 0, found -1/],
+    [{ scale: 0 }, /input\.scale: expected a finite number > 0, found 0/],
     [{ mean: [1, 2] }, /input\.mean: expected 1 or 3 finite numbers/],
     [{ std: [1, 0, 1] }, /input\.std: expected 1 or 3 finite numbers > 0/],
     [{ padValue: 300 }, /input\.padValue/],
