@@ -573,6 +573,17 @@ export async function parseConfig(raw: unknown, options: LoadOptions = {}): Prom
   }
 
   checkStepOrder(entries, registry);
+  // Files built-in steps read, checked now rather than after the model has loaded.
+  for (const [i, e] of entries.entries()) {
+    const load = e.use === "calibrate"
+      ? (e.options.statistics as { load?: string } | undefined)?.load
+      : undefined;
+    if (load) await mustExist(load, `steps[${i}].statistics.load`, "file");
+    const annotations = e.use === "evaluate"
+      ? e.options.annotations as string | undefined
+      : undefined;
+    if (annotations) await mustExist(annotations, `steps[${i}].annotations`);
+  }
 
   let model = v.model as ModelSource;
   if (typeof model === "string") {

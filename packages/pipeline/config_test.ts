@@ -265,6 +265,17 @@ Deno.test("parseConfig() refuses a written file that is an input, another writte
         "data.calibration.images[0]",
         /expected a folder or a \.jpg, \.jpeg or \.png file; found .*model\.json$/,
       ],
+      // Used to fail only once the model had loaded (statistics) or after quantizing (annotations).
+      [
+        { ...base, steps: [{ use: "calibrate", statistics: { load: "stats.json" } }] },
+        "steps[0].statistics.load",
+        /expected an existing file; found nothing at .*stats\.json/,
+      ],
+      [
+        { ...base, steps: [{ use: "evaluate", annotations: "val.json" }] },
+        "steps[0].annotations",
+        /expected an existing file or folder; found nothing at .*val\.json/,
+      ],
       // Used to be accepted and never read.
       [
         { ...base, data: { evaluation: { annotations: "model.json" } } },

@@ -176,6 +176,13 @@ export function quantizeStep(options: QuantizeStepOptions = {}): Step {
       );
     }
   }
+  // Only the fallback ranks layers; without maxDrop the ranking would be accepted and unused.
+  if (o.fallbackRank !== undefined && o.maxDrop === undefined) {
+    throw new ConfigError(
+      "quantize.fallbackRank",
+      "expected only with maxDrop (it ranks the layers the fallback reverts); found no maxDrop",
+    );
+  }
   return {
     name: "quantize",
     async run(graph, ctx) {

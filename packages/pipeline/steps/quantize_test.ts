@@ -105,3 +105,12 @@ Deno.test("quantizeStep() warns when exclude.ops or exclude.pattern keeps no nod
     "quantize.exclude.pattern: /^head_/ matches no node name",
   ]);
 });
+
+Deno.test("quantizeStep() refuses fallbackRank without maxDrop", async () => {
+  const { quantizeStep } = await import("./quantize.ts");
+  assert.throws(
+    () => quantizeStep({ fallbackRank: "noise" }),
+    /quantize\.fallbackRank: expected only with maxDrop .*; found no maxDrop/,
+  );
+  assert.equal(quantizeStep({ fallbackRank: "noise", maxDrop: 0.05 }).name, "quantize");
+});
