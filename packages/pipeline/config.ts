@@ -669,6 +669,20 @@ export async function parseConfig(raw: unknown, options: LoadOptions = {}): Prom
     }
   }
 
+  // evaluate's scoring options only act on annotations; without any they were accepted and unused.
+  for (const [i, e] of entries.entries()) {
+    if (e.use !== "evaluate" || e.options.annotations || data.evaluation?.annotations) continue;
+    const unused = ["metric", "labels", "labelOffset", "classes"].find((k) =>
+      e.options[k] !== undefined
+    );
+    if (unused) {
+      throw new ConfigError(
+        `steps[${i}].${unused}`,
+        "expected annotations to score against (data.evaluation.annotations or this step's annotations); found none",
+      );
+    }
+  }
+
   const text = JSON.stringify(raw);
   return {
     file: "",

@@ -278,6 +278,11 @@ Deno.test("parseConfig() refuses a written file that is an input, another writte
       ],
       // Used to be accepted and never read.
       [
+        { ...base, steps: [{ use: "evaluate", metric: "voc07" }] },
+        "steps[0].metric",
+        /expected annotations to score against .*; found none/,
+      ],
+      [
         { ...base, data: { evaluation: { annotations: "model.json" } } },
         "data.evaluation.annotations",
         /expected an evaluate step to read them; found none/,
