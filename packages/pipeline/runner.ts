@@ -11,6 +11,7 @@ import { loadModel, type SavedModel, saveModel } from "@clipq/onnx/io";
 import { ConfigError, DataError, ModelError } from "@clipq/onnx/errors";
 import { tensor } from "@clipq/onnx/tensor";
 import { imageBatches, listImages, type PreprocessSpec } from "@clipq/data";
+import { resolveSpec } from "@clipq/data/preprocess";
 import { npyBatches } from "@clipq/data/npy";
 import { fromTfjs, loadDarknet } from "@clipq/convert";
 import { type Config, type DataSetConfig, reportHtmlPath, writtenPaths } from "./config.ts";
@@ -182,18 +183,17 @@ export function imageInput(
       }]; found [${size.join(", ")}]`,
     );
   }
-  return {
-    name,
-    spec: {
-      size,
-      resize: input.resize ?? "stretch",
-      layout,
-      color: input.color ?? "RGB",
-      scale: input.scale ?? 1 / 255,
-      mean: input.mean ?? [0, 0, 0],
-      std: input.std ?? [1, 1, 1],
-    },
-  };
+  // Checked with the model, before any step: a 2-entry mean used to surface at the first batch.
+  const spec = resolveSpec({
+    size,
+    resize: input.resize ?? "stretch",
+    layout,
+    color: input.color ?? "RGB",
+    scale: input.scale ?? 1 / 255,
+    mean: input.mean ?? [0, 0, 0],
+    std: input.std ?? [1, 1, 1],
+  });
+  return { name, spec };
 }
 
 function extraFeeds(graph: Graph, input: InputConfig): Record<string, Tensor> {

@@ -392,6 +392,16 @@ Deno.test("runPipeline() checks data, batch size and head outputs against the mo
         /^data\.calibration\.batchSize: expected 1, the fixed batch size of input images; found 2/,
         ConfigError,
       ],
+      // Checked with the model before any step (a step that feeds no image never saw it).
+      [
+        {
+          data: { calibration: { images: "photos" } },
+          input: { mean: [0.5, 0.5] },
+          steps: [{ use: "normalize" }],
+        },
+        /^input\.mean: expected 1 or 3 finite numbers, found \[0\.5,0\.5\]/,
+        ConfigError,
+      ],
       // Used to surface as "headOutputs: …" from inside the quantizer.
       [
         { data: { calibration: { images: "photos" } }, head: { type: "db", outputs: ["map"] } },
