@@ -219,6 +219,15 @@ export function decodeWeights(
           throw new ModelError(`${source}: weight "${spec.name}": unsupported dtype ${spec.dtype}`);
       }
     }
+    // tfjs writes a group's weights back to back over its shards: bytes left over mean a weight's
+    // dtype or shape in the manifest does not match the shard, and every later weight was misread.
+    if (at !== bytes.byteLength) {
+      throw new ModelError(
+        `${source}: the manifest describes ${at} bytes of group ${gi} (${
+          group.paths.join(", ")
+        }) but the shards hold ${bytes.byteLength}: a weight's dtype or shape does not match them`,
+      );
+    }
   });
   return { json, weights, source };
 }

@@ -112,7 +112,7 @@ Deno.test("convertTfjs() lists every unsupported op in one UnsupportedOpError", 
   );
 });
 
-Deno.test("readTfjsModel() names a missing shard and rejects a short one", async () => {
+Deno.test("readTfjsModel() names a missing shard and rejects a short one or one the manifest does not fill", async () => {
   const dir = await Deno.makeTempDir();
   const json = {
     format: "graph-model",
@@ -128,6 +128,21 @@ Deno.test("readTfjsModel() names a missing shard and rejects a short one", async
   await assert.rejects(
     readTfjsModel(join(dir, "model.json")),
     (e: unknown) => e instanceof ModelError && /needs bytes 0\.\.16/.test(e.message),
+  );
+  // A manifest dtype that does not match the shard (float16 over float32 bytes) used to be read
+  // silently, shifting every later weight.
+  await Deno.writeFile(join(dir, "w.bin"), new Uint8Array(16));
+  const half = { ...json.weightsManifest[0]!.weights[0]!, dtype: "float16" };
+  await Deno.writeTextFile(
+    join(dir, "model.json"),
+    JSON.stringify({ ...json, weightsManifest: [{ paths: ["w.bin"], weights: [half] }] }),
+  );
+  await assert.rejects(
+    readTfjsModel(join(dir, "model.json")),
+    (e: unknown) =>
+      e instanceof ModelError &&
+      /the manifest describes 8 bytes of group 0 \(w\.bin\) but the shards hold 16: a weight's dtype or shape/
+        .test(e.message),
   );
   await Deno.writeTextFile(join(dir, "model.json"), "{ not json");
   await assert.rejects(readTfjsModel(join(dir, "model.json")), ModelError);
