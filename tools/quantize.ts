@@ -170,14 +170,14 @@ function parseArgs(argv: string[]): Args {
         }
         // Checked before the run: a missing shard would otherwise surface after model loading.
         for (const f of files) {
-          let file = false;
+          let kind = "nothing";
           try {
-            file = Deno.statSync(f).isFile;
+            kind = Deno.statSync(f).isFile ? "file" : "a folder";
           } catch { /* reported below */ }
-          if (!file) {
+          if (kind !== "file") {
             throw new ConfigError(
               "--merge-stats",
-              `expected a statistics file; found nothing at ${resolve(f)}`,
+              `expected a statistics file; found ${kind} at ${resolve(f)}`,
             );
           }
         }
@@ -223,6 +223,11 @@ function checkStatsOut(stats: string, config: Config): void {
   if (clash) {
     throw new ConfigError("--stats", `expected a path other than ${clash[0]}; found ${stats}`);
   }
+  let folder = false;
+  try {
+    folder = Deno.statSync(stats).isDirectory;
+  } catch { /* a new file */ }
+  if (folder) throw new ConfigError("--stats", `expected a file path; found a folder at ${stats}`);
 }
 
 function plan(config: Config): string {

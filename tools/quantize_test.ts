@@ -308,6 +308,10 @@ Deno.test("clipq never writes over the model, the config or its own output (--st
       await cli(cfg, "--quiet", "--merge-stats", join(ws.dir, "a.json"), join(ws.dir, "b.json")),
       /^error: --merge-stats: expected a statistics file; found nothing at .*a\.json/,
     );
+    assertBadInput(
+      await cli(cfg, "--quiet", "--calibrate-only", "--stats", ws.dir),
+      /^error: --stats: expected a file path; found a folder at /,
+    );
     const saving = ws.write({
       model: "model.onnx",
       output: "out/o.onnx",
