@@ -418,6 +418,24 @@ export function writtenPaths(
   return written;
 }
 
+/** Files the data sets and built-in steps read, each with the key that names it. */
+function dataInputs(data: Config["data"], entries: readonly StepEntry[]): [string, string][] {
+  const out: [string, string][] = [];
+  for (const set of ["calibration", "evaluation"] as const) {
+    const d = data[set];
+    const images = d?.images === undefined ? [] : [d.images].flat();
+    images.forEach((p, i) => out.push([`data.${set}.images[${i}]`, p]));
+    if (d?.annotations) out.push([`data.${set}.annotations`, d.annotations]);
+  }
+  entries.forEach((e, i) => {
+    const load = (e.options.statistics as { load?: string } | undefined)?.load;
+    if (e.use === "calibrate" && load) out.push([`steps[${i}].statistics.load`, load]);
+    const annotations = e.options.annotations as string | undefined;
+    if (e.use === "evaluate" && annotations) out.push([`steps[${i}].annotations`, annotations]);
+  });
+  return out;
+}
+
 /** The nearest existing ancestor folder of a path when it is a file (then nothing can go below). */
 async function fileAncestor(p: string): Promise<string | undefined> {
   for (let dir = dirname(p); dir !== dirname(dir); dir = dirname(dir)) {
@@ -606,33 +624,6 @@ export async function parseConfig(raw: unknown, options: LoadOptions = {}): Prom
     : "darknet" in model
     ? [model.darknet.cfg, ...(model.darknet.weights ? [model.darknet.weights] : [])]
     : [model.tfjs];
-  // Every file the run writes, checked before anything runs: none may be an input (a statistics
-  // file saved over the model destroyed it), two may not be the same file (report.html over the
-  // model just written), and none may sit below a file (mkdir would fail after the whole run).
-  const written = writtenPaths({ output, ...(report ? { report } : {}), entries });
-  const seen = new Map<string, string>();
-  for (const [key, p] of written) {
-    const abs = resolve(p);
-    if (inputs.map((i) => resolve(i)).includes(abs)) {
-      throw new ConfigError(
-        key,
-        `expected a path other than the input model; found the input ${abs}`,
-      );
-    }
-    const other = seen.get(abs);
-    if (other !== undefined) {
-      throw new ConfigError(key, `expected a path other than ${other}; found the same file ${abs}`);
-    }
-    seen.set(abs, key);
-    if ((await exists(abs)) === "dir") {
-      throw new ConfigError(key, `expected a file path; found a folder at ${abs}`);
-    }
-    const blocker = await fileAncestor(abs);
-    if (blocker) {
-      throw new ConfigError(key, `expected ${abs} to be in a folder; found a file at ${blocker}`);
-    }
-  }
-
   const data = (v.data ?? {}) as Config["data"];
   for (const set of ["calibration", "evaluation"] as const) {
     const d = data[set];
@@ -666,6 +657,36 @@ export async function parseConfig(raw: unknown, options: LoadOptions = {}): Prom
     }
     if (set === "calibration" && d.images && d.npy) {
       throw new ConfigError("data.calibration", "expected images or npy; found both");
+    }
+  }
+
+  // Every file the run writes, checked before anything runs: none may be an input (a statistics
+  // file saved over the model destroyed it), two may not be the same file (report.html over the
+  // model just written), and none may sit below a file (mkdir would fail after the whole run).
+  const read: [string, string][] = [
+    ...inputs.map((p): [string, string] => ["the input model", p]),
+    ...dataInputs(data, entries),
+  ];
+  const written = writtenPaths({ output, ...(report ? { report } : {}), entries });
+  const seen = new Map<string, string>();
+  for (const [key, p] of written) {
+    const abs = resolve(p);
+    const input = read.find(([, i]) => resolve(i) === abs);
+    if (input) {
+      const what = input[0] === "the input model" ? input[0] : `the input ${input[0]}`;
+      throw new ConfigError(key, `expected a path other than ${what}; found the input ${abs}`);
+    }
+    const other = seen.get(abs);
+    if (other !== undefined) {
+      throw new ConfigError(key, `expected a path other than ${other}; found the same file ${abs}`);
+    }
+    seen.set(abs, key);
+    if ((await exists(abs)) === "dir") {
+      throw new ConfigError(key, `expected a file path; found a folder at ${abs}`);
+    }
+    const blocker = await fileAncestor(abs);
+    if (blocker) {
+      throw new ConfigError(key, `expected ${abs} to be in a folder; found a file at ${blocker}`);
     }
   }
 

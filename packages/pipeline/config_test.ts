@@ -248,6 +248,17 @@ Deno.test("parseConfig() refuses a written file that is an input, another writte
         "steps[0].statistics.save",
         /expected a path other than output; found the same file .*o\.onnx/,
       ],
+      // The report written over the evaluation annotations.
+      [
+        {
+          ...base,
+          report: "model.json",
+          data: { evaluation: { annotations: "model.json" } },
+          steps: [{ use: "evaluate" }],
+        },
+        "report",
+        /expected a path other than the input data\.evaluation\.annotations; found the input .*model\.json/,
+      ],
       // report.json's HTML twin used to replace the model just written.
       [
         { ...base, output: "out/r.html", report: "out/r.json" },
