@@ -209,6 +209,18 @@ function extraFeeds(graph: Graph, input: InputConfig): Record<string, Tensor> {
       );
     }
     const rank = vi.shape?.length ?? 1;
+    // A fixed shape takes exactly its count (onnxruntime refused it naming neither key nor count).
+    const fixed = vi.shape?.every((d) => typeof d === "number" && d > 0)
+      ? (vi.shape as number[]).reduce((a, d) => a * d, 1)
+      : undefined;
+    if (fixed !== undefined && fixed !== values.length) {
+      throw new ConfigError(
+        `input.extra.${name}`,
+        `expected ${fixed} value(s) for input ${name} [${
+          vi.shape!.join(", ")
+        }]; found ${values.length}`,
+      );
+    }
     const dims = vi.shape && vi.shape.every((d) => typeof d === "number") &&
         vi.shape.reduce<number>((a, d) => a * (d as number), 1) === values.length
       ? vi.shape as number[]
@@ -437,6 +449,31 @@ function entryKeyed(e: unknown, name: string, index: number): unknown {
   return new ConfigError(`steps[${index}]${k.slice(name.length)}`, detail, { cause: e });
 }
 
+const hasAnyData = (config: Pick<Config, "data">): boolean =>
+  (["calibration", "evaluation"] as const).some((set) =>
+    !!(config.data[set]?.images || config.data[set]?.npy)
+  );
+
+/**
+ * Every model input but the one data feeds needs a value in `input.extra`, of the right count:
+ * onnxruntime's refusal ("expected a feed for input …") came with the hint that the model was bad.
+ */
+function checkOtherInputs(graph: Graph, input: InputConfig): void {
+  // Names and counts first: a misspelt name is the likelier reason an input looks unfed.
+  extraFeeds(graph, input);
+  const real = graph.inputs.filter((i) => !graph.initializers.has(i.name));
+  const fed = input.name ?? real.find((i) => !(input.extra && i.name in input.extra))?.name;
+  const missing = real.filter((i) => i.name !== fed && !(input.extra && i.name in input.extra));
+  if (missing.length > 0) {
+    throw new ConfigError(
+      "input.extra",
+      `expected values for every model input besides ${fed}; found none for ${
+        missing.map((i) => `${i.name} [${(i.shape ?? []).join(", ")}]`).join(", ")
+      }`,
+    );
+  }
+}
+
 /** Validates a graph between steps, naming what it is. */
 function checkGraph(graph: Graph, what: string): void {
   try {
@@ -495,6 +532,7 @@ export async function runPipeline(config: Config, options: RunOptions = {}): Pro
     const { name, spec } = imageInput(source, config.input);
     checkBatchSize(source, name, spec.layout, config.data.calibration?.batchSize ?? 1);
   }
+  if (hasAnyData(config)) checkOtherInputs(source, config.input);
   checkHeadOutputs(source, config.head);
   const floatBytes = typeof config.model === "string"
     ? (await Deno.stat(config.model)).size

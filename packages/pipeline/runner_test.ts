@@ -548,3 +548,44 @@ Deno.test("runPipeline() refuses the image input in input.extra and a calibratio
     ws.cleanup();
   }
 });
+
+Deno.test("runPipeline() wants a value of the right count for every other model input before any step", async () => {
+  const { ModelBuilder } = await import("@clipq/onnx/builder");
+  const b = new ModelBuilder({ seed: 1 });
+  const x = b.conv(b.input("images", [1, 3, 8, 8]), { outChannels: 4, kernel: 3, pad: 1 });
+  const y = b.relu(b.add(x, b.input("shift", [1, 4, 1, 1])));
+  b.output(b.conv(y, { outChannels: 2, kernel: 1 }), "y");
+  const ws = workspace(b.build());
+  try {
+    Deno.mkdirSync(join(ws.dir, "npy"));
+    Deno.writeFileSync(
+      join(ws.dir, "npy", "0.npy"),
+      writeNpy(float32([1, 3, 8, 8], new Float32Array(192).fill(0.5))),
+    );
+    const run = async (input: Record<string, unknown>) =>
+      await runPipeline(
+        await loadConfig(ws.write({
+          model: "model.onnx",
+          output: "out/o.onnx",
+          input,
+          data: { calibration: { npy: "npy" } },
+          steps: [{ use: "calibrate", method: "minmax" }, { use: "quantize" }],
+        })),
+        { quiet: true, analyze: false },
+      );
+    // onnxruntime's refusals named neither key, and their hint blamed the model.
+    await assert.rejects(
+      run({}),
+      /^ConfigError: input\.extra: expected values for every model input besides images; found none for shift \[1, 4, 1, 1\]/,
+    );
+    await assert.rejects(
+      run({ extra: { shift: [1, 2, 3] } }),
+      /^ConfigError: input\.extra\.shift: expected 4 value\(s\) for input shift \[1, 4, 1, 1\]; found 3/,
+    );
+    assert.throws(() => Deno.statSync(join(ws.dir, "out")));
+    const { saved } = await run({ extra: { shift: [0, 1, 2, 3] } });
+    assert.ok(saved);
+  } finally {
+    ws.cleanup();
+  }
+});
