@@ -294,6 +294,15 @@ function hint(e: ClipqError): string {
 }
 
 /**
+ * An error message on one line: onnxruntime's refusals put the detail on later lines ("…for the
+ * following indices⏎ index: 2 Got: 16 Expected: 32"), which cutting at the first line lost.
+ */
+function oneLine(message: string): string {
+  const line = message.trim().replace(/\s*\n\s*/g, " ");
+  return line.length > 1000 ? `${line.slice(0, 999)}…` : line;
+}
+
+/**
  * Runs the CLI with the given arguments and returns the exit code.
  *
  * @param argv Command-line arguments.
@@ -327,12 +336,12 @@ export async function main(argv: string[]): Promise<number> {
     return 0;
   } catch (e) {
     if (e instanceof ClipqError) {
-      console.error(`error: ${e.message.split("\n")[0]}`);
+      console.error(`error: ${oneLine(e.message)}`);
       console.error(hint(e));
       return 1;
     }
     if (e instanceof Deno.errors.PermissionDenied || e instanceof Deno.errors.NotFound) {
-      console.error(`error: ${(e as Error).message.split("\n")[0]}`);
+      console.error(`error: ${oneLine((e as Error).message)}`);
       console.error("hint: check the file paths and permissions");
       return 1;
     }

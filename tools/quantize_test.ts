@@ -375,6 +375,20 @@ Deno.test("clipq's hint fits the file at fault: darknet weights, annotations, im
       /^error: .*list\.json: expected an object; found an array of 0/,
       /^hint: the config must be a JSON object/,
     );
+    // A message with its detail on later lines (as onnxruntime's are) stays whole, on one line.
+    Deno.writeTextFileSync(
+      join(ws.dir, "multi.ts"),
+      `import { DataError } from ${
+        JSON.stringify(new URL("../packages/onnx/errors.ts", import.meta.url).href)
+      };\nexport default () => ({ name: "multi", run: () => { throw new DataError("x.npy: bad dims\\n index: 2 Got: 16 Expected: 32\\n"); } });`,
+    );
+    assertBadInput(
+      await cli(
+        ws.write({ ...base, model: "model.onnx", steps: [{ use: "./multi.ts" }] }),
+        "--quiet",
+      ),
+      /^error: x\.npy: bad dims index: 2 Got: 16 Expected: 32$/,
+    );
     Deno.writeTextFileSync(join(photos, "broken.jpg"), "not a jpeg");
     assertBadInput(
       await cli(ws.write({ ...base, model: "model.onnx" }), "--quiet"),
