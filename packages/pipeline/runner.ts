@@ -534,6 +534,21 @@ export async function runPipeline(config: Config, options: RunOptions = {}): Pro
   }
   if (hasAnyData(config)) checkOtherInputs(source, config.input);
   checkHeadOutputs(source, config.head);
+  // Evaluation images are read by evaluate, the quantize fallback and the report's analysis; with
+  // none of them they would be accepted and never opened.
+  const evaluation = config.data.evaluation;
+  if (
+    (evaluation?.images || evaluation?.npy) && !o.calibrateOnly &&
+    !(o.analyze && config.report) &&
+    !config.entries.some((e) =>
+      e.use === "evaluate" || (e.use === "quantize" && e.options.maxDrop !== undefined) ||
+      !["normalize", "calibrate", "quantize", "svd-fc"].includes(e.use)
+    )
+  ) {
+    log.warn(
+      "data.evaluation: nothing reads these images (no evaluate step, quantize.maxDrop or report analysis)",
+    );
+  }
   const floatBytes = typeof config.model === "string"
     ? (await Deno.stat(config.model)).size
     : encode(source).length;

@@ -589,3 +589,39 @@ Deno.test("runPipeline() wants a value of the right count for every other model 
     ws.cleanup();
   }
 });
+
+Deno.test("runPipeline() warns when evaluation images are configured but nothing reads them", async () => {
+  const ws = workspace(smallDetector());
+  try {
+    Deno.mkdirSync(join(ws.dir, "npy"));
+    Deno.writeFileSync(
+      join(ws.dir, "npy", "0.npy"),
+      writeNpy(float32([1, 3, 32, 32], new Float32Array(3072).fill(0.5))),
+    );
+    const { default: pngjs } = await import("pngjs");
+    Deno.mkdirSync(join(ws.dir, "photos"));
+    Deno.writeFileSync(
+      join(ws.dir, "photos", "a.png"),
+      pngjs.PNG.sync.write(new pngjs.PNG({ width: 8, height: 8 })),
+    );
+    const text: string[] = [];
+    const run = async (report?: string) =>
+      await runPipeline(
+        await loadConfig(ws.write({
+          model: "model.onnx",
+          output: "out/o.onnx",
+          ...(report ? { report } : {}),
+          data: { calibration: { npy: "npy" }, evaluation: { images: "photos" } },
+          steps: [{ use: "calibrate", method: "minmax" }, { use: "quantize" }],
+        })),
+        { quiet: true, write: (t) => text.push(t) },
+      );
+    await run();
+    assert.match(text.join(""), /warning: data\.evaluation: nothing reads these images/);
+    text.length = 0;
+    await run("out/r.json"); // the report's analysis reads them
+    assert.doesNotMatch(text.join(""), /data\.evaluation/);
+  } finally {
+    ws.cleanup();
+  }
+});
