@@ -16,7 +16,7 @@ import {
   UnsupportedOpError,
 } from "@clipq/onnx/errors";
 import { type Config, loadConfig, writtenPaths } from "@clipq/pipeline/config";
-import { runPipeline, VERSION } from "@clipq/pipeline/runner";
+import { checkAgainstModel, loadSource, runPipeline, VERSION } from "@clipq/pipeline/runner";
 import { darknetCfg, darknetPhotoDir, humanModel, ppocrModel, skimagePhoto } from "./assets.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
@@ -35,7 +35,8 @@ With no config, runs examples/default.json (PP-OCRv4 det, clip-bounds + percenti
 
 Flags:
   --help                 this text
-  --dry-run              validate the config and print the plan; writes nothing
+  --dry-run              validate the config (against the model too) and print the plan;
+                         writes nothing
   --quiet                only warnings and errors
   --calibrate-only       run the steps up to calibrate and write its statistics (--stats)
   --shard K/N            calibrate on the K-th of N shards of the calibration images
@@ -319,6 +320,12 @@ export async function main(argv: string[]): Promise<number> {
     if (args.stats) checkStatsOut(args.stats, config);
     outputDirs.push(dirname(config.output), ...(config.report ? [dirname(config.report)] : []));
     if (args.dryRun) {
+      // The model is read (never written) so the config is checked against it as a run would.
+      const source = await loadSource(
+        config.model,
+        config.input.size ? { inputSize: config.input.size } : {},
+      );
+      checkAgainstModel(source, config);
       console.log(plan(config));
       return 0;
     }

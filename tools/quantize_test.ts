@@ -401,7 +401,7 @@ Deno.test("clipq's hint fits the file at fault: darknet weights, annotations, im
   }
 });
 
-Deno.test("clipq --dry-run prints the plan and writes nothing; --help documents the flags", async () => {
+Deno.test("clipq --dry-run prints the plan, checks the config against the model and writes nothing; --help documents the flags", async () => {
   const ws = workspace();
   try {
     const cfg = ws.write({
@@ -428,6 +428,20 @@ Deno.test("clipq --dry-run prints the plan and writes nothing; --help documents 
     ) {
       assert.ok(h.stdout.includes(flag), flag);
     }
+    // The config is checked against the model too: a size its fixed input cannot take used to
+    // pass --dry-run and fail the run.
+    const sized = ws.write({
+      model: "model.onnx",
+      output: "out/o.onnx",
+      input: { size: [64, 64] },
+      data: { calibration: { images: ws.dir } },
+      steps: [{ use: "calibrate", method: "clip-bounds", fallback: "float" }, { use: "quantize" }],
+    }, "sized.json");
+    assertBadInput(
+      await cli(sized, "--dry-run"),
+      /^error: input\.size: expected \[32, 32\], the fixed size of input images/,
+    );
+    assert.ok(!exists(join(ws.dir, "out")));
     const bad = await cli("--shard", "3/2");
     assert.equal(bad.code, 1);
     assert.match(bad.stderr, /^error: --shard: expected K\/N/);

@@ -485,6 +485,40 @@ function checkGraph(graph: Graph, what: string): void {
 }
 
 /**
+ * Checks a config against its loaded model, as a run does before its first step (and `--dry-run`
+ * with it): the model validates; the image input, its preprocessing and the calibration batch size
+ * fit it; every other input has a value in `input.extra`; `head.outputs` are its outputs.
+ *
+ * @param source The loaded model.
+ * @param config The config.
+ *
+ * @example A size the model's fixed input cannot take
+ * ```ts
+ * import { checkAgainstModel } from "@clipq/pipeline/runner";
+ * import { ModelBuilder } from "@clipq/onnx/builder";
+ * import assert from "node:assert/strict";
+ * const b = new ModelBuilder();
+ * b.output(b.relu(b.input("images", [1, 3, 8, 8])), "y");
+ * const config = { input: { size: [16, 16] as [number, number] }, data: { calibration: { images: "/x" } } };
+ * assert.throws(() => checkAgainstModel(b.build(), config), /input\.size: expected \[8, 8\]/);
+ * ```
+ */
+export function checkAgainstModel(
+  source: Graph,
+  config: Pick<Config, "input" | "data" | "head">,
+): void {
+  checkGraph(source, "the input model");
+  // The image input against the model before any step: a step may never feed images (e.g. when
+  // nothing needs a range), and a mismatch would then go unnoticed into the output.
+  if (config.data.calibration?.images || config.data.evaluation?.images) {
+    const { name, spec } = imageInput(source, config.input);
+    checkBatchSize(source, name, spec.layout, config.data.calibration?.batchSize ?? 1);
+  }
+  if (hasAnyData(config)) checkOtherInputs(source, config.input);
+  checkHeadOutputs(source, config.head);
+}
+
+/**
  * Runs a loaded config: model → steps → output model and report.
  *
  * @param config The validated config.
@@ -525,15 +559,7 @@ export async function runPipeline(config: Config, options: RunOptions = {}): Pro
     config.input.size ? { inputSize: config.input.size } : {},
   );
   timings.push({ name: "load", ms: performance.now() - t });
-  checkGraph(source, "the input model");
-  // The image input against the model before any step: a step may never feed images (e.g. when
-  // nothing needs a range), and a mismatch would then go unnoticed into the output.
-  if (config.data.calibration?.images || config.data.evaluation?.images) {
-    const { name, spec } = imageInput(source, config.input);
-    checkBatchSize(source, name, spec.layout, config.data.calibration?.batchSize ?? 1);
-  }
-  if (hasAnyData(config)) checkOtherInputs(source, config.input);
-  checkHeadOutputs(source, config.head);
+  checkAgainstModel(source, config);
   // Evaluation images are read by evaluate, the quantize fallback and the report's analysis; with
   // none of them they would be accepted and never opened.
   const evaluation = config.data.evaluation;
