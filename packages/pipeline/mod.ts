@@ -28,6 +28,7 @@ export {
 } from "./spec.ts";
 export { builtinSteps } from "./builtins.ts";
 export {
+  checkAgainstModel,
   createContext,
   imageInput,
   loadSource,
