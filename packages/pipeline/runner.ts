@@ -579,7 +579,20 @@ export async function runPipeline(config: Config, options: RunOptions = {}): Pro
     ? (await Deno.stat(config.model)).size
     : encode(source).length;
 
-  const ctx = createContext(source, config, reporter);
+  // A step's warnings name its options after itself too ("quantize.exclude.ops: …"); while it runs
+  // they are keyed by its entry, as its errors are.
+  let current: { name: string; index: number } | undefined;
+  const ctx = createContext(source, config, {
+    progress: (label, total) => reporter.progress(label, total),
+    log: {
+      info: (m) => log.info(m),
+      warn: (m) => {
+        const c = current;
+        const own = c && (m.startsWith(`${c.name}.`) || m.startsWith(`${c.name}[`));
+        log.warn(own ? `steps[${c.index}]${m.slice(c.name.length)}` : m);
+      },
+    },
+  });
   if (o.calibrateOnly || o.mergeStats) {
     ctx.calibration = {
       ...(o.shard ? { shard: o.shard } : {}),
@@ -595,6 +608,7 @@ export async function runPipeline(config: Config, options: RunOptions = {}): Pro
   for (const [i, step] of config.steps.entries()) {
     log.info(`step ${i + 1}/${config.steps.length}: ${step.name}`);
     t = performance.now();
+    current = { name: step.name, index: i };
     try {
       graph = await step.run(graph, ctx);
     } catch (e) {
@@ -606,6 +620,7 @@ export async function runPipeline(config: Config, options: RunOptions = {}): Pro
     log.info(`  ${step.name} done in ${(ms / 1000).toFixed(2)} s`);
     if (o.calibrateOnly && step.name === "calibrate") break;
   }
+  current = undefined;
   if (o.calibrateOnly) {
     return {
       graph,

@@ -590,7 +590,7 @@ Deno.test("runPipeline() wants a value of the right count for every other model 
   }
 });
 
-Deno.test("runPipeline() warns when evaluation images are configured but nothing reads them", async () => {
+Deno.test("runPipeline() warns when evaluation images are configured but nothing reads them, and keys step warnings by entry", async () => {
   const ws = workspace(smallDetector());
   try {
     Deno.mkdirSync(join(ws.dir, "npy"));
@@ -618,6 +618,21 @@ Deno.test("runPipeline() warns when evaluation images are configured but nothing
       );
     await run();
     assert.match(text.join(""), /warning: data\.evaluation: nothing reads these images/);
+    // A step's own warning is keyed by its entry, as its errors are.
+    text.length = 0;
+    await runPipeline(
+      await loadConfig(ws.write({
+        model: "model.onnx",
+        output: "out/o.onnx",
+        data: { calibration: { npy: "npy" } },
+        steps: [{ use: "calibrate", method: "minmax" }, {
+          use: "quantize",
+          exclude: { ops: ["Gemm"] },
+        }],
+      })),
+      { quiet: true, write: (t) => text.push(t) },
+    );
+    assert.match(text.join(""), /^warning: steps\[1\]\.exclude\.ops: "Gemm" kept no node float/m);
     text.length = 0;
     await run("out/r.json"); // the report's analysis reads them
     assert.doesNotMatch(text.join(""), /data\.evaluation/);
