@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { dirname, join, resolve } from "node:path";
+import { basename, dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import {
   ClipqError,
@@ -22,8 +22,22 @@ import { darknetCfg, darknetPhotoDir, humanModel, ppocrModel, skimagePhoto } fro
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const DEFAULT_CONFIG = join(ROOT, "examples", "default.json");
 
-/** Folders this run writes into (for the interrupt clean-up). */
-const outputDirs: string[] = [];
+/** Files this run writes and the folders it would create for them (for the interrupt clean-up). */
+const targets: { files: string[]; created: string[] } = { files: [], created: [] };
+
+/** The outermost missing folder above a path, if any (what a write there would create). */
+function firstMissing(path: string): string | undefined {
+  let missing: string | undefined;
+  for (let dir = dirname(path); dir !== dirname(dir); dir = dirname(dir)) {
+    try {
+      Deno.statSync(dir);
+      return missing;
+    } catch {
+      missing = dir;
+    }
+  }
+  return missing;
+}
 
 const HELP =
   `clipq ${VERSION} — clipping-based int8 quantization and SVD compression for ONNX detectors
@@ -318,7 +332,11 @@ export async function main(argv: string[]): Promise<number> {
     }
     const config = await loadConfig(args.config, { resolveAsset });
     if (args.stats) checkStatsOut(args.stats, config);
-    outputDirs.push(dirname(config.output), ...(config.report ? [dirname(config.report)] : []));
+    targets.files = [
+      ...writtenPaths(config).map(([, p]) => resolve(p)),
+      ...(args.stats ? [args.stats] : []),
+    ];
+    targets.created = targets.files.map(firstMissing).filter((d): d is string => d !== undefined);
     if (args.dryRun) {
       // The model is read (never written) so the config is checked against it as a run would.
       const source = await loadSource(
@@ -360,15 +378,18 @@ export async function main(argv: string[]): Promise<number> {
 
 /**
  * On Ctrl-C, removes this process's temporary files (model and report writes go to
- * `.NAME.*.tmp` beside their target and are renamed into place only when complete), so an
- * interrupted run leaves neither partial output nor litter.
+ * `.NAME.*.tmp`, statistics to `NAME.*.tmp`, beside their target and are renamed into place only
+ * when complete) and the folders the run created that are left empty, so an interrupted run leaves
+ * neither partial output nor litter. Statistics saved before the interrupt are complete and stay.
  */
 function cleanUpOnInterrupt(): void {
   const handler = () => {
-    for (const dir of new Set(outputDirs)) {
+    const names = new Set(targets.files.map((f) => basename(f)));
+    for (const dir of new Set(targets.files.map((f) => dirname(f)))) {
       try {
         for (const e of Deno.readDirSync(dir)) {
-          if (e.isFile && e.name.startsWith(".") && e.name.endsWith(".tmp")) {
+          const base = e.name.replace(/^\./, "").replace(/\.[^.]+\.tmp$/, "");
+          if (e.isFile && e.name.endsWith(".tmp") && names.has(base)) {
             try {
               Deno.removeSync(join(dir, e.name));
             } catch { /* already renamed or removed */ }
@@ -376,7 +397,19 @@ function cleanUpOnInterrupt(): void {
         }
       } catch { /* the folder was never created */ }
     }
-    console.error("interrupted: no output written");
+    // Deepest first; a folder that holds anything (saved statistics) is kept.
+    const made = targets.files.flatMap((f) => {
+      const top = targets.created.find((c) => f.startsWith(c + "/"));
+      const chain: string[] = [];
+      if (top) { for (let d = dirname(f); d.length >= top.length; d = dirname(d)) chain.push(d); }
+      return chain;
+    });
+    for (const d of [...new Set(made)].sort((a, b) => b.length - a.length)) {
+      try {
+        Deno.removeSync(d);
+      } catch { /* not empty, or never created */ }
+    }
+    console.error("interrupted: no model or report written");
     Deno.exit(130);
   };
   Deno.addSignalListener("SIGINT", handler);

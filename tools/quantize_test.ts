@@ -4,7 +4,8 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { createHash } from "node:crypto";
-import { decode, METADATA_KEYS } from "@clipq/onnx";
+import { decode, float32, METADATA_KEYS } from "@clipq/onnx";
+import { writeNpy } from "@clipq/data/npy";
 import { createSession } from "@clipq/runtime";
 import { smallDetector, workspace } from "../packages/pipeline/_fixtures_test.ts";
 import { darknetPhotos, ensureChromium } from "./assets.ts";
@@ -492,4 +493,53 @@ Deno.test({
       Deno.removeSync(dir, { recursive: true });
     }
   },
+});
+
+Deno.test("clipq interrupted mid-run removes its temporary files and the folders it created", async () => {
+  const ws = workspace();
+  try {
+    const ready = join(ws.dir, "ready");
+    // A step that leaves what an interrupted write would (a folder the run made, a model and a
+    // statistics temporary file), then waits to be interrupted.
+    Deno.writeTextFileSync(
+      join(ws.dir, "hang.ts"),
+      `export default () => ({ name: "hang", run: async () => {
+  Deno.mkdirSync(${JSON.stringify(join(ws.dir, "out", "deep"))}, { recursive: true });
+  Deno.writeTextFileSync(${JSON.stringify(join(ws.dir, "out", "deep", ".o.onnx.1234.tmp"))}, "x");
+  Deno.writeTextFileSync(${JSON.stringify(join(ws.dir, "stats", "s.json.abcd.tmp"))}, "x");
+  Deno.writeTextFileSync(${JSON.stringify(ready)}, "");
+  await new Promise((r) => setTimeout(r, 60000));
+} });`,
+    );
+    Deno.mkdirSync(join(ws.dir, "npy"));
+    Deno.writeFileSync(
+      join(ws.dir, "npy", "0.npy"),
+      writeNpy(float32([1, 3, 32, 32], new Float32Array(3072).fill(0.5))),
+    );
+    const cfg = ws.write({
+      model: "model.onnx",
+      output: "out/deep/o.onnx",
+      data: { calibration: { npy: "npy" } },
+      steps: [
+        { use: "calibrate", method: "minmax", statistics: { save: "stats/s.json" } },
+        { use: "./hang.ts" },
+      ],
+    });
+    const p = new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", CLI, cfg, "--quiet"],
+      cwd: ROOT,
+      stdout: "null",
+      stderr: "piped",
+    }).spawn();
+    for (let i = 0; i < 600 && !exists(ready); i++) await new Promise((r) => setTimeout(r, 50));
+    p.kill("SIGINT");
+    const out = await p.output();
+    assert.equal(out.code, 130);
+    assert.match(new TextDecoder().decode(out.stderr), /interrupted: no model or report written/);
+    assert.ok(!exists(join(ws.dir, "out")), "the output folders the run made are gone");
+    // Statistics saved before the interrupt are complete and stay; the temporary file goes.
+    assert.deepEqual([...Deno.readDirSync(join(ws.dir, "stats"))].map((e) => e.name), ["s.json"]);
+  } finally {
+    ws.cleanup();
+  }
 });
