@@ -210,8 +210,9 @@ export function compileExpression(
     if (!Number.isFinite(value)) {
       throw new ConfigError(
         key,
-        `expected ${JSON.stringify(source)} to give a finite number; found ${value} for ${
-          JSON.stringify(vars)
+        // A constant expression is evaluated at load with no variables: "for {}" said nothing.
+        `expected ${JSON.stringify(source)} to give a finite number; found ${value}${
+          Object.keys(vars).length ? ` for ${JSON.stringify(vars)}` : ""
         }`,
       );
     }

@@ -42,10 +42,15 @@ Deno.test("compileExpression() rejects what could reach outside the sandbox", ()
   }
 });
 
-Deno.test("compileExpression() functions reject non-finite results at evaluation", () => {
+Deno.test("compileExpression() functions reject non-finite results at evaluation, constant ones at compilation", () => {
   const f = compileExpression("rows / cols", { key: "k", variables: vars });
   assert.throws(
     () => f({ rows: 1, cols: 0 }),
-    /k: expected "rows \/ cols" to give a finite number/,
+    /k: expected "rows \/ cols" to give a finite number; found Infinity for \{"rows":1,"cols":0\}$/,
+  );
+  // A constant expression has no variables to show (it used to end "for {}").
+  assert.throws(
+    () => compileExpression("0 / 0", { key: "k", variables: vars }),
+    /k: expected "0 \/ 0" to give a finite number; found NaN$/,
   );
 });
