@@ -16,7 +16,13 @@ import {
   UnsupportedOpError,
 } from "@clipq/onnx/errors";
 import { type Config, loadConfig, writtenPaths } from "@clipq/pipeline/config";
-import { checkAgainstModel, loadSource, runPipeline, VERSION } from "@clipq/pipeline/runner";
+import {
+  checkAgainstModel,
+  firstMissing,
+  loadSource,
+  runPipeline,
+  VERSION,
+} from "@clipq/pipeline/runner";
 import { darknetCfg, darknetPhotoDir, humanModel, ppocrModel, skimagePhoto } from "./assets.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
@@ -24,20 +30,6 @@ const DEFAULT_CONFIG = join(ROOT, "examples", "default.json");
 
 /** Files this run writes and the folders it would create for them (for the interrupt clean-up). */
 const targets: { files: string[]; created: string[] } = { files: [], created: [] };
-
-/** The outermost missing folder above a path, if any (what a write there would create). */
-function firstMissing(path: string): string | undefined {
-  let missing: string | undefined;
-  for (let dir = dirname(path); dir !== dirname(dir); dir = dirname(dir)) {
-    try {
-      Deno.statSync(dir);
-      return missing;
-    } catch {
-      missing = dir;
-    }
-  }
-  return missing;
-}
 
 const HELP =
   `clipq ${VERSION} — clipping-based int8 quantization and SVD compression for ONNX detectors

@@ -407,8 +407,22 @@ function checkNpyFeed(graph: Graph, name: string, t: Tensor, files: readonly str
   }
 }
 
-/** The outermost folder of a path's folders that does not exist yet (undefined when all do). */
-function firstMissing(path: string): string | undefined {
+/**
+ * The outermost folder of a path's folders that does not exist yet (undefined when all do): what a
+ * write there would create, so what a clean-up after a failed or interrupted run removes.
+ *
+ * @param path A file path.
+ * @returns The folder, or undefined.
+ *
+ * @example
+ * ```ts
+ * import { firstMissing } from "@clipq/pipeline/runner";
+ * import assert from "node:assert/strict";
+ * assert.equal(firstMissing("/no-such-folder-xyz/a/b.onnx"), "/no-such-folder-xyz");
+ * assert.equal(firstMissing("/tmp/b.onnx"), undefined);
+ * ```
+ */
+export function firstMissing(path: string): string | undefined {
   let missing: string | undefined;
   for (let dir = dirname(path); dir !== dirname(dir); dir = dirname(dir)) {
     try {
