@@ -14,6 +14,7 @@ import { imageBatches, listImages, type PreprocessSpec } from "@clipq/data";
 import { resolveSpec } from "@clipq/data/preprocess";
 import { npyBatches } from "@clipq/data/npy";
 import { fromTfjs, loadDarknet } from "@clipq/convert";
+import { decodeBatch, type HeadConfig, resolveHead } from "@clipq/detect";
 import { type Config, type DataSetConfig, reportHtmlPath, writtenPaths } from "./config.ts";
 import type { FeedBatch, InputConfig, Logger, Progress, StepContext } from "./step.ts";
 import { createReporter } from "./progress.ts";
@@ -383,6 +384,39 @@ function checkHeadOutputs(graph: Graph, head: Record<string, unknown> | undefine
 }
 
 /**
+ * A configured head description against the model's fixed output shapes, before any step: anchors
+ * or classes that do not fit an output used to surface only when evaluate (or the fallback)
+ * decoded, after calibration and quantization had run. Zero-filled outputs of the declared shapes
+ * go through the decoder with a score threshold nothing reaches, so only the shape checks run.
+ */
+function checkHeadShapes(graph: Graph, head: Record<string, unknown> | undefined): void {
+  if (!head) return;
+  let resolved: HeadConfig;
+  try {
+    resolved = resolveHead(head, { metadata: graph.metadata });
+  } catch {
+    return; // the steps that read the head report its keys
+  }
+  const outputs: Record<string, Tensor> = {};
+  for (const name of resolved.outputs) {
+    const dims = graph.outputs.find((o) => o.name === name)?.shape;
+    if (!dims?.every((d): d is number => typeof d === "number" && d > 0)) return;
+    outputs[name] = tensor("float32", dims, new Float32Array(dims.reduce((a, b) => a * b, 1)));
+  }
+  try {
+    decodeBatch({ ...resolved, nms: { ...resolved.nms, score: 2 } } as HeadConfig, outputs);
+  } catch (e) {
+    if (e instanceof ModelError && /^output "[^"]+": expected shape /.test(e.message)) {
+      throw new ConfigError(
+        "head",
+        `${e.message}; the ${resolved.type} head description does not fit this output`,
+        { cause: e },
+      );
+    }
+  }
+}
+
+/**
  * A .npy batch against the model input it feeds: dtype and fixed dims, named by file (onnxruntime's
  * refusal named neither, and its hint blamed the model).
  */
@@ -530,6 +564,7 @@ export function checkAgainstModel(
   }
   if (hasAnyData(config)) checkOtherInputs(source, config.input);
   checkHeadOutputs(source, config.head);
+  checkHeadShapes(source, config.head);
 }
 
 /**

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { float32 } from "@clipq/onnx";
 import { decode } from "@clipq/onnx/proto";
+import { ConfigError } from "@clipq/onnx/errors";
 import { writeNpy } from "@clipq/data/npy";
 import { loadConfig } from "./config.ts";
 import { runPipeline } from "./runner.ts";
@@ -636,6 +637,38 @@ Deno.test("runPipeline() warns when evaluation images are configured but nothing
     text.length = 0;
     await run("out/r.json"); // the report's analysis reads them
     assert.doesNotMatch(text.join(""), /data\.evaluation/);
+  } finally {
+    ws.cleanup();
+  }
+});
+
+Deno.test("runPipeline() refuses a head that does not fit the model's outputs before any step runs", async () => {
+  const ws = workspace(smallDetector()); // "out" is [1, 6, 16, 16]: one anchor × (5 + 1 class)
+  try {
+    Deno.mkdirSync(join(ws.dir, "npy"));
+    const v = Float32Array.from({ length: 3 * 32 * 32 }, (_, i) => (i % 61) / 60);
+    Deno.writeFileSync(join(ws.dir, "npy", "0.npy"), writeNpy(float32([1, 3, 32, 32], v)));
+    const config = (anchors: number[][][]) =>
+      loadConfig(ws.write({
+        model: "model.onnx",
+        output: "out/m.onnx",
+        data: { calibration: { npy: "npy" } },
+        head: { type: "yolov3", outputs: ["out"], strides: [2], classes: 1, anchors },
+        steps: [{ use: "calibrate", method: "minmax" }, { use: "quantize" }],
+      }));
+    const lines: string[] = [];
+    // Two anchors need 12 channels: refused under head, before calibration starts.
+    await assert.rejects(
+      runPipeline(await config([[[4, 4], [8, 8]]]), { write: (t) => lines.push(t) }),
+      (e) =>
+        e instanceof ConfigError && e.keyPath === "head" &&
+        /output "out": expected shape .*; the yolov3 head description does not fit/.test(e.message),
+    );
+    assert.ok(!lines.some((l) => /step 1\//.test(l)), lines.join(""));
+    assert.throws(() => Deno.statSync(join(ws.dir, "out")));
+    // One anchor fits.
+    const { saved } = await runPipeline(await config([[[4, 4]]]), { quiet: true, analyze: false });
+    assert.ok(saved);
   } finally {
     ws.cleanup();
   }
