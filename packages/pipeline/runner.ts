@@ -14,7 +14,7 @@ import { imageBatches, listImages, type PreprocessSpec } from "@clipq/data";
 import { resolveSpec } from "@clipq/data/preprocess";
 import { npyBatches } from "@clipq/data/npy";
 import { fromTfjs, loadDarknet } from "@clipq/convert";
-import { decodeBatch, type HeadConfig, resolveHead } from "@clipq/detect";
+import { type HeadConfig, resolveHead } from "@clipq/detect";
 import { type Config, type DataSetConfig, reportHtmlPath, writtenPaths } from "./config.ts";
 import type { FeedBatch, InputConfig, Logger, Progress, StepContext } from "./step.ts";
 import { createReporter } from "./progress.ts";
@@ -22,6 +22,7 @@ import { type Analysis, analyze } from "./analysis.ts";
 import { buildReport, type Report } from "./report.ts";
 import { renderHtml } from "./report_html.ts";
 import { quantizePlanOptions, type QuantizeStepOptions } from "./steps/quantize.ts";
+import { decodeHead } from "./steps/evaluate.ts";
 import pkg from "./deno.json" with { type: "json" };
 
 /** The clipq version recorded in provenance. */
@@ -404,15 +405,10 @@ function checkHeadShapes(graph: Graph, head: Record<string, unknown> | undefined
     outputs[name] = tensor("float32", dims, new Float32Array(dims.reduce((a, b) => a * b, 1)));
   }
   try {
-    decodeBatch({ ...resolved, nms: { ...resolved.nms, score: 2 } } as HeadConfig, outputs);
+    decodeHead({ ...resolved, nms: { ...resolved.nms, score: 2 } } as HeadConfig, outputs);
   } catch (e) {
-    if (e instanceof ModelError && /^output "[^"]+": expected shape /.test(e.message)) {
-      throw new ConfigError(
-        "head",
-        `${e.message}; the ${resolved.type} head description does not fit this output`,
-        { cause: e },
-      );
-    }
+    // Only the shape errors (which decodeHead reports under head) are this check's to raise.
+    if (e instanceof ConfigError) throw e;
   }
 }
 

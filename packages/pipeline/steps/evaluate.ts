@@ -121,11 +121,27 @@ async function groundTruthFor(
  * Decodes a batch; an output whose shape the head description cannot read (anchors or classes
  * that do not fit) is the description's error, so it is reported under `head`, not as a broken
  * model file.
+ *
+ * @param head The resolved head description.
+ * @param outputs The model outputs by name.
+ * @param options As `decodeBatch` takes them.
+ * @returns Detections per image.
+ * @throws {ConfigError} Under `head`, when an output's shape does not fit the description.
+ *
+ * @example
+ * ```ts
+ * import { decodeHead } from "@clipq/pipeline/steps/evaluate";
+ * import { resolveHead } from "@clipq/detect";
+ * import { float32 } from "@clipq/onnx";
+ * import assert from "node:assert/strict";
+ * const head = resolveHead({ type: "yolo-decoded", outputs: ["d"] });
+ * assert.throws(() => decodeHead(head, { d: float32([1, 1, 5], [0, 0, 1, 1, 1]) }), /^ConfigError: head:/);
+ * ```
  */
-function decodeHead(
+export function decodeHead(
   head: HeadConfig,
   outputs: Parameters<typeof decodeBatch>[1],
-  options: Parameters<typeof decodeBatch>[2],
+  options: Parameters<typeof decodeBatch>[2] = {},
 ): Detection[][] {
   try {
     return decodeBatch(head, outputs, options);
