@@ -3,7 +3,8 @@
  * shape (x + c, x · c, x / c, Relu, Clip, LeakyRelu with constant c): sampled at the same
  * positions, their sample is the function of the other's sample and their min and max the function
  * of its min and max, exactly (float32 rounding is monotone too), so they need no reduction inside
- * onnxruntime. Steps compose through tensors that are not tapped: in PP-OCRv4 det the quantizer
+ * onnxruntime. A LeakyRelu's input is read off its output the other way ({@linkcode
+ * inverseDerivation}), to within float32 rounding. Steps compose through tensors that are not tapped: in PP-OCRv4 det the quantizer
  * asks for every hard-swish's Clip(x + 3) but not for x + 3, and the Clip follows from x.
  *
  * @module
@@ -61,6 +62,31 @@ function scalar(graph: Graph, name: string | undefined): number | undefined {
   const t = graph.initializers.get(name);
   if (!t || t.dtype !== "float32" || t.data.length !== 1) return undefined;
   return (t.data as Float32Array)[0];
+}
+
+/**
+ * How a LeakyRelu's input follows from its output, when the activation is one-to-one (α > 0):
+ * x = y / α below 0, y above. The quantizer asks for both tensors of every LeakyRelu (onnxruntime
+ * runs it on the integers, apart from the conv), and tapping the conv's output beside the
+ * activation's kept onnxruntime from fusing the two in the calibration graph: each tapped
+ * pre-activation tensor cost a LeakyRelu pass and two layout reorders, beside its reductions
+ * (NanoDet: 28 of 76 tapped tensors). Read off the output instead, a value below 0 is y / α
+ * rounded to float32: the original or its float32 neighbour (α·x rounds), so min, max and counts
+ * agree with the tapped tensor's but for a value that sits on a bin edge.
+ *
+ * @param node A node reading the tensor.
+ * @returns The derivation from the node's output, or undefined when the node is not an invertible
+ *   LeakyRelu.
+ */
+export function inverseDerivation(node: Node): Derivation | undefined {
+  if (node.domain !== "" && node.domain !== "ai.onnx") return undefined;
+  const y = node.outputs[0];
+  if (node.op !== "LeakyRelu" || !y || node.outputs.length !== 1) return undefined;
+  const alpha = f32(attrFloat(node, "alpha", 0.01));
+  if (!(alpha > 0 && Number.isFinite(alpha))) return undefined;
+  return make(y, false, (v) => (v < 0 ? f32(v / alpha) : v), (v, o) => {
+    for (let i = 0; i < v.length; i++) o[i] = v[i]! < 0 ? v[i]! / alpha : v[i]!;
+  });
 }
 
 /**

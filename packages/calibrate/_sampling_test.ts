@@ -82,6 +82,68 @@ Deno.test("derived tensors get the exact min, max and, unsampled, the exact hist
   }
 });
 
+Deno.test("samplingPlan() reads a LeakyRelu's input off its output, to within float32 rounding", async () => {
+  // a = Neg(x) has no source to be derived from; its LeakyRelu's output b is tapped as well.
+  const g = emptyGraph({
+    opsetImports: [{ domain: "", version: 13 }],
+    nodes: [
+      node({ name: "neg", op: "Neg", inputs: ["x"], outputs: ["a"] }),
+      node({
+        name: "leaky",
+        op: "LeakyRelu",
+        inputs: ["a"],
+        outputs: ["b"],
+        attributes: { alpha: { type: "float", value: 0.1 } },
+      }),
+      node({ name: "sq", op: "Mul", inputs: ["b", "b"], outputs: ["y"] }),
+    ],
+    inputs: [{ name: "x", dtype: "float32", shape: ["n", 4, 32, 32] }],
+    outputs: [{ name: "y", dtype: "float32" }],
+  });
+  const taps = ["a", "b"];
+  const plan = samplingPlan(g, {
+    tensors: taps,
+    samples: 100,
+    seed: 0,
+    inputDims: { x: [1, 4, 32, 32] },
+  });
+  assert.deepEqual(plan.tensors.map((t) => t.name), ["b"]);
+  assert.deepEqual(plan.derived.map((d) => [d.name, d.from]), [["a", "b"]]);
+  // Nothing but the LeakyRelu reads a: onnxruntime may fuse it with a's producer.
+  assert.deepEqual(plan.graph.nodes.filter((n) => n.inputs.includes("a")).map((n) => n.op), [
+    "LeakyRelu",
+  ]);
+  const values = (n: number, k: number) =>
+    Float32Array.from({ length: n * 4096 }, (_, i) => Math.sin(i * 0.37 + k) * (3 + (i % 7)));
+  const batches = [1, 2].map((n, k) => ({ x: float32([n, 4, 32, 32], values(n, k)) }));
+  const exact = await collectStatistics(g, batches, { tensors: taps, samples: "all" });
+  const whole = await collectStatistics(g, batches, { tensors: taps, samples: 4096 });
+  const sampled = await collectStatistics(g, batches, { tensors: taps, samples: 100 });
+  const e = exact.get("a")!, w = whole.get("a")!, s = sampled.get("a")!;
+  // Within one float32 rounding of the exact extremes, on the same grid, every value counted.
+  for (const got of [w, s]) {
+    assert.ok(Math.abs(got.min - e.min) <= 1e-6 * Math.abs(e.min), `${got.min} vs ${e.min}`);
+    assert.equal(got.max, e.max);
+    assert.equal(got.exponent, e.exponent);
+  }
+  assert.deepEqual([s.count, s.population, w.count], [3 * 128, 3 * 4096, 3 * 4096]);
+  const counts = (h: typeof e) => h.toJSON().counts as number[];
+  const moved = counts(w).reduce((m, c, i) => m + Math.abs(c - (counts(e)[i] ?? 0)), 0);
+  assert.ok(moved <= 2, `${moved} values in another bin`);
+  // Asked for a alone, the plan samples b in its place and gives b no histogram of its own.
+  const alone = samplingPlan(g, {
+    tensors: ["a"],
+    samples: 100,
+    seed: 0,
+    inputDims: { x: [1, 4, 32, 32] },
+  });
+  assert.deepEqual(alone.tensors.map((t) => [t.name, t.internal]), [["b", true]]);
+  assert.deepEqual(alone.derived.map((d) => [d.name, d.from]), [["a", "b"]]);
+  const only = await collectStatistics(g, batches, { tensors: ["a"], samples: 100 });
+  assert.deepEqual([...only.keys()], ["a"]);
+  assert.deepEqual([only.get("a")!.max, only.get("a")!.count], [e.max, 3 * 128]);
+});
+
 Deno.test("samplingPlan() takes larger tensors whole below opset 10 (Slice has no step there)", () => {
   const g = { ...chain(), opsetImports: [{ domain: "", version: 9 }] };
   const big = samplingPlan(g, {
