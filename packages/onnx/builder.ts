@@ -535,6 +535,44 @@ export class ModelBuilder {
     return this.#unary("Tanh", x);
   }
 
+  /**
+   * SiLU x · Sigmoid(x), written as Sigmoid + Mul the way PyTorch exports `nn.SiLU` (ONNX has no
+   * SiLU op before opset 24).
+   *
+   * @param x Input.
+   * @returns Output name.
+   */
+  silu(x: string): string {
+    return this.mul(x, this.sigmoid(x));
+  }
+
+  /**
+   * Split along `axis` into parts of the given sizes (the sizes as an int64 input from opset 13 on,
+   * the `split` attribute before); every output keeps its static shape.
+   *
+   * @param x Input.
+   * @param sizes Size of each part along the axis.
+   * @param axis Axis (default 1).
+   * @returns The output names, one per part.
+   */
+  split(x: string, sizes: readonly number[], axis = 1): string[] {
+    const s = this.#shape(x);
+    const ax = axis < 0 && s ? axis + s.length : axis;
+    const name = this.#reserve(undefined, "split");
+    const outputs = sizes.map((_, k) => k === 0 ? name : `${name}_${k}`);
+    const inputs = this.opset >= 13
+      ? [x, this.initializer(int64([sizes.length], [...sizes]))]
+      : [x];
+    const attributes: Record<string, Attribute> = { axis: { type: "int", value: axis } };
+    if (this.opset < 13) attributes.split = { type: "ints", value: [...sizes] };
+    this.op("Split", inputs, { name, outputs, attributes });
+    outputs.forEach((o, k) => {
+      const shape = s?.map((d, i) => (i === ax ? sizes[k]! : d));
+      this.#info.set(o, { dtype: "float32", shape });
+    });
+    return outputs;
+  }
+
   #binary(op: string, a: string, b: string | Constant): string {
     const bn = typeof b === "string" ? b : this.initializer(b);
     return this.op(op, [a, bn], {
