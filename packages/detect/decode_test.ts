@@ -130,6 +130,38 @@ Deno.test("decodeOutputs() reads already-decoded YOLO boxes and applies NMS", ()
   closeBox(dets[1]!.box, [8, 8, 12, 12]);
 });
 
+Deno.test("decodeOutputs() reads an Ultralytics YOLOv8 [N, 4 + C, boxes] output with class-wise NMS", () => {
+  const head = resolveHead({
+    type: "yolo-decoded",
+    outputs: ["output0"],
+    objectness: false,
+    layout: "channels-first",
+    nms: { iou: 0.5, score: 0.25 },
+  });
+  // Three boxes (columns), two classes: rows cx, cy, w, h, class 0, class 1.
+  const rows = [
+    [50, 51, 50],
+    [50, 50, 50],
+    [20, 20, 20],
+    [20, 20, 20],
+    [0.9, 0.8, 0.1],
+    [0.1, 0.2, 0.6],
+  ];
+  const dets = decodeOutputs(head, { output0: float32([1, 6, 3], rows.flat()) });
+  // Box 1 overlaps box 0 in class 0 and is suppressed; box 2's class 1 overlaps them too but NMS is
+  // per class, so it stays; scores below 0.25 are dropped.
+  assert.deepEqual(
+    dets.map((d) => [d.label, d.score]),
+    [[0, 0.9], [1, 0.6]].map(([l, s]) => [l, Math.fround(s!)]),
+  );
+  closeBox(dets[0]!.box, [40, 40, 60, 60]);
+  closeBox(dets[1]!.box, [40, 40, 60, 60]);
+  assert.throws(
+    () => decodeOutputs(head, { output0: float32([1, 3, 6], rows.flat()) }),
+    /expected shape \[N, 4 \+ C, boxes\] with batch > 0 but found \[1, 3, 6\]/,
+  );
+});
+
 Deno.test("decodeOutputs() recovers a box from Faster R-CNN RoI deltas with the box coder", () => {
   const proposals = [[0, 0, 50, 50], [100, 80, 180, 200]];
   const target: Box = [110, 70, 200, 230];

@@ -61,7 +61,11 @@ export interface Yolov3Head extends HeadBase {
   scaleXY: number;
 }
 
-/** Already-decoded YOLO output `[N, boxes, 4 + 1 + C]` (`cx, cy, w, h, obj, cls…` in input pixels). */
+/**
+ * Already-decoded YOLO output `[N, boxes, 4 + 1 + C]` (`cx, cy, w, h, obj, cls…` in input pixels),
+ * or `[N, 4 + C, boxes]` with `layout: "channels-first"` and no objectness, as Ultralytics
+ * YOLOv8/v11 exports write it (`output0` [1, 84, 8400]).
+ */
 export interface YoloDecodedHead extends HeadBase {
   /** Head type. */
   type: "yolo-decoded";
@@ -69,6 +73,8 @@ export interface YoloDecodedHead extends HeadBase {
   boxFormat: "cxcywh" | "xyxy";
   /** Whether an objectness value follows the box (score = obj · cls); YOLOv8-style heads have none. */
   objectness: boolean;
+  /** `channels-last` reads `[N, boxes, K]` (YOLOv5), `channels-first` `[N, K, boxes]` (YOLOv8/v11). */
+  layout: Layout;
 }
 
 /** torchvision-style exported Faster R-CNN: outputs `[boxes [K, 4], labels [K], scores [K]]`. */
@@ -176,7 +182,7 @@ export type HeadDefaults =
 export const defaults: HeadDefaults = {
   nms: nmsDefaults,
   yolov3: { layout: "channels-first", decode: "darknet", scaleXY: 1 },
-  "yolo-decoded": { boxFormat: "cxcywh", objectness: true },
+  "yolo-decoded": { boxFormat: "cxcywh", objectness: true, layout: "channels-last" },
   "faster-rcnn": {},
   "faster-rcnn-raw": { weights: [10, 10, 5, 5], clamp: Math.log(1000 / 16) },
   ssd: { variances: [0.1, 0.2], activation: "softmax" },
@@ -188,7 +194,7 @@ export const defaults: HeadDefaults = {
 /** Keys each head type accepts (besides type, outputs, classes, nms). */
 const TYPE_KEYS: Record<HeadType, readonly string[]> = {
   yolov3: ["strides", "anchors", "layout", "decode", "scaleXY"],
-  "yolo-decoded": ["boxFormat", "objectness"],
+  "yolo-decoded": ["boxFormat", "objectness", "layout"],
   "faster-rcnn": [],
   "faster-rcnn-raw": ["weights", "clamp"],
   ssd: ["priors", "variances", "activation"],
@@ -346,6 +352,7 @@ export function resolveHead(raw: unknown, options: ResolveHeadOptions = {}): Hea
     case "yolo-decoded":
       oneOf(head.boxFormat, at("boxFormat"), ["cxcywh", "xyxy"]);
       bool(head.objectness, at("objectness"));
+      oneOf(head.layout, at("layout"), ["channels-first", "channels-last"]);
       break;
     case "faster-rcnn":
       break;

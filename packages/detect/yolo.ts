@@ -126,7 +126,8 @@ export function decodeYolov3(
 
 /**
  * Decodes an already-decoded YOLO output `[N, boxes, 4 (+1) + C]` (box, objectness if any, class
- * scores — probabilities, not logits) into candidates; score `obj · cls` per class.
+ * scores — probabilities, not logits) into candidates; score `obj · cls` per class. With
+ * `layout: "channels-first"` the output is `[N, 4 (+1) + C, boxes]` (Ultralytics YOLOv8/v11).
  *
  * @param head The head description.
  * @param outputs Model outputs by name.
@@ -156,28 +157,34 @@ export function decodeYoloDecoded(
   const t = output(outputs, name, "yolo-decoded head");
   const d = t.dims;
   const first = head.objectness ? 5 : 4;
+  // Channels-first puts the box axis last: value k of box i sits at k · boxes + i.
+  const cf = head.layout === "channels-first";
+  const [bAxis, kAxis] = cf ? [2, 1] : [1, 2];
+  const form = cf ? `[N, ${first} + C, boxes]` : `[N, boxes, ${first} + C]`;
   expectShape(
-    d.length === 3 && d[2]! > first && b < d[0]!,
+    d.length === 3 && d[kAxis]! > first && b < d[0]!,
     name,
-    `[N, boxes, ${first} + C] with batch > ${b}`,
+    `${form} with batch > ${b}`,
     d,
   );
-  const B = d[1]!, K = d[2]!;
+  const B = d[bAxis]!, K = d[kAxis]!;
   const C = head.classes ?? K - first;
-  expectShape(K === first + C, name, `[N, boxes, ${first} + ${C}]`, d);
+  expectShape(K === first + C, name, form.replace("C", String(C)), d);
   const x = floats(t, name);
   const thr = head.nms.score;
   const buf = new CandidateBuffer();
+  const [iStep, kStep] = cf ? [1, B] : [K, 1];
   for (let i = 0; i < B; i++) {
-    const o = (b * B + i) * K;
-    const obj = head.objectness ? x[o + 4]! : 1;
+    const o = b * B * K + i * iStep;
+    const at = (k: number) => x[o + k * kStep]!;
+    const obj = head.objectness ? at(4) : 1;
     if (obj < thr) continue;
-    const v0 = x[o]!, v1 = x[o + 1]!, v2 = x[o + 2]!, v3 = x[o + 3]!;
+    const v0 = at(0), v1 = at(1), v2 = at(2), v3 = at(3);
     const [x1, y1, x2, y2] = head.boxFormat === "cxcywh"
       ? [v0 - v2 / 2, v1 - v3 / 2, v0 + v2 / 2, v1 + v3 / 2]
       : [v0, v1, v2, v3];
     for (let c = 0; c < C; c++) {
-      const s = obj * x[o + first + c]!;
+      const s = obj * at(first + c);
       if (s >= thr) buf.push(x1, y1, x2, y2, s, c);
     }
   }
