@@ -6,6 +6,7 @@ import type { DType, Tensor } from "@clipq/onnx/tensor";
 import { inferDtypes } from "./_dtypes.ts";
 import type { CheckedOptions } from "./options.ts";
 import type { MarkContext } from "./registry.ts";
+import { softmaxExpectations } from "./_expectation.ts";
 
 /** What one node's quantizer marked. */
 export interface Marks {
@@ -92,6 +93,8 @@ export function analyze(
   // tensors, to the last weighted layers. Everything passed on the way decodes detections.
   const headTensors = new Set<string>();
   if (o.exclude.head === "auto") {
+    // A DFL expectation (Softmax → 1×1 Conv 0..15) decodes boxes: the walk goes through it.
+    const expectations = softmaxExpectations(graph.nodes, graph.initializers);
     const starts: string[] = [];
     const heads = o.headOutputs ?? graph.outputs.map((v) => v.name);
     for (const h of heads) {
@@ -117,9 +120,15 @@ export function analyze(
       const p = producer.get(t);
       if (p === undefined) continue;
       const n = graph.nodes[p]!;
-      if (weighted.has(p)) {
+      if (weighted.has(p) && !expectations.has(n)) {
         headTensors.add(t);
         continue;
+      }
+      if (expectations.has(n) && !reasons.has(p)) {
+        reasons.set(
+          p,
+          "takes the expectation of a Softmax over box bins (DFL), decoding boxes (head: auto)",
+        );
       }
       if (SHAPE_READERS.has(n.op)) continue;
       if (!reasons.has(p)) {

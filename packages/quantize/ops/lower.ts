@@ -74,6 +74,7 @@ import {
 import { float32, int64, type Tensor, toFloat32 } from "@clipq/onnx/tensor";
 import { inferShapes } from "@clipq/onnx/shapes";
 import type { CheckedOptions } from "../options.ts";
+import { softmaxExpectations } from "../_expectation.ts";
 
 /** Result of {@linkcode lowerForOrt}. */
 export interface Lowered {
@@ -739,6 +740,8 @@ function headConvsToMatMul(
     for (const t of n.inputs) if (t) users.set(t, [...(users.get(t) ?? []), n]);
   }
   const outputs = new Set(graph.outputs.map((v) => v.name));
+  // A DFL expectation decodes (it stays float): not a weighted layer here, and not a head conv.
+  const expectations = softmaxExpectations(s.nodes, s.inits);
   // Whether every path from t ends at a graph output without meeting a weighted layer.
   const memo = new Map<string, boolean>();
   const rawToOutputs = (t: string, depth = 0): boolean => {
@@ -748,7 +751,7 @@ function headConvsToMatMul(
     let ok = depth < 64 && (u.length > 0 || outputs.has(t));
     for (const n of u) {
       if (!ok) break;
-      if (WEIGHTED.has(n.op) || !isStandard(n)) ok = false;
+      if ((WEIGHTED.has(n.op) && !expectations.has(n)) || !isStandard(n)) ok = false;
       else ok = n.outputs.every((o) => !o || rawToOutputs(o, depth + 1));
     }
     memo.set(t, ok);
@@ -760,6 +763,7 @@ function headConvsToMatMul(
     const y = n.outputs[0];
     if (
       n.op !== "Conv" || !isStandard(n) || !x || !y || excluded(n, i, ex) || !isPointwise(n, s) ||
+      expectations.has(n) ||
       (bName && !s.inits.has(bName)) || !rawToOutputs(y)
     ) {
       out.push(n);
