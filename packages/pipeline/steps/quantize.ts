@@ -236,7 +236,12 @@ export function quantizeStep(options: QuantizeStepOptions = {}): Step {
                 ? 1
                 : -1,
           }));
-        const shifts = await measureBiasShifts(twin, result.graph, feedsOf(ctx), {
+        // In QOperator form a layer reads integers (QLinearConv, MatMulInteger…) that its float
+        // reference copy cannot; the QDQ form has the same integers, read through DequantizeLinear.
+        const measured = o.format === "qdq"
+          ? result.graph
+          : quantize(graph, { ...opts, format: "qdq" }).graph;
+        const shifts = await measureBiasShifts(twin, measured, feedsOf(ctx), {
           layers,
           optimizationLevel: "basic",
         });

@@ -52,6 +52,12 @@
  *   (block-diagonal weights) and consecutive ones merge, so a chain of such ConvTransposes becomes
  *   1×1 Convs at the low resolution and one DepthToSpace at the end (ORT's DepthToSpace is a slow
  *   6-D transpose, and has no int8 kernel).
+ * - A Pad with an `axes` input (opset ≥ 18, as torch's dynamo exporter writes it) gets the
+ *   full-rank `pads` and no `axes` (the same op, valid at every opset from 11): ORT 1.30's
+ *   transpose optimizer permutes a Pad's pads as if they had 2·rank entries when it moves the
+ *   NHWC transposes of its int8 convs past the Pad — on pads of 2·len(axes) entries the Gather it
+ *   inserts reads out of bounds and the int8 model fails to run at level extended/all ("indices
+ *   element out of data bounds"); the float model and level basic run.
  * - A nearest Resize that scales only H and W of a 4-D [N, C, H, W] tensor resizes a
  *   [N·C, 1, H, W] view of it (Reshape → Resize → Reshape). ORT moves a u8 Resize to channels-last
  *   among its NHWC int8 convs, where its nearest kernel is slow (×2 on u8 [1, 96, 80, 80]: 11.4 ms
@@ -463,6 +469,50 @@ function padInputChannels(s: State, graph: Graph, ex: LowerOptions["exclude"]): 
     return { ...n, inputs: [p.name, wPadded, ...n.inputs.slice(2)] };
   });
   s.nodes.unshift(...padNodes);
+}
+
+/** Pad(x, pads, value, axes) with constant pads and axes → Pad(x, full-rank pads, value). */
+function padAxesToFullRank(s: State, graph: Graph, ex: LowerOptions["exclude"]): void {
+  const ints = (t: string | undefined): number[] | undefined => {
+    const c = t ? s.inits.get(t) : undefined;
+    return c?.dtype === "int64" && c.dims.length === 1 ? [...c.data].map(Number) : undefined;
+  };
+  const candidate = (n: Node, i: number): boolean =>
+    n.op === "Pad" && isStandard(n) && !excluded(n, i, ex) && !!n.inputs[3] &&
+    !!ints(n.inputs[1]) && !!ints(n.inputs[3]);
+  if (!s.nodes.some(candidate)) return;
+  let shapes: Map<string, { shape: readonly unknown[] | null }>;
+  try {
+    shapes = inferShapes(graph);
+  } catch {
+    return;
+  }
+  s.nodes = s.nodes.map((n, i) => {
+    const rank = shapes.get(n.inputs[0] ?? "")?.shape?.length;
+    if (!candidate(n, i) || rank === undefined) return n;
+    const pads = ints(n.inputs[1])!, axes = ints(n.inputs[3])!;
+    const at = axes.map((a) => (a < 0 ? a + rank : a));
+    if (
+      pads.length !== 2 * axes.length || at.some((a) => a < 0 || a >= rank) ||
+      new Set(at).size !== at.length
+    ) {
+      return n; // malformed: left for onnxruntime to report
+    }
+    const full = new Array<number>(2 * rank).fill(0);
+    at.forEach((a, k) => {
+      full[a] = pads[k]!;
+      full[a + rank] = pads[k + axes.length]!;
+    });
+    const name = fresh(s, `${n.inputs[1]}_full`);
+    s.inits.set(name, int64([2 * rank], full));
+    s.notes.push(
+      `${
+        n.name || `Pad#${i}`
+      }: pads over all ${rank} axes instead of an axes input (ORT's transpose optimizer misreads the axes form)`,
+    );
+    const inputs = [n.inputs[0]!, name, ...(n.inputs[2] ? [n.inputs[2]] : [])];
+    return { ...n, inputs };
+  });
 }
 
 /** Nearest Resize of [N, C, H, W] scaling H, W only → Reshape [N·C, 1, H, W], Resize, Reshape. */
@@ -1182,6 +1232,7 @@ export function lowerForOrt(graph: Graph, options: LowerOptions = {}): Lowered {
   hardSigmoidIntoConv(s, graph, ex);
   poolBeforeActivation(s, graph, ex);
   padInputChannels(s, graph, ex);
+  padAxesToFullRank(s, graph, ex);
   resizeChannelView(s, graph, ex);
   convTransposeToConv(s, ex);
   if (s.nodes.some(isDcr)) sinkDepthToSpace(s, graph, ex);

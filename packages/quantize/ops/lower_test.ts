@@ -526,3 +526,32 @@ Deno.test("quantize() pools the integers before QLinearLeakyRelu: the same int8 
   const [y, yRef] = [(await runGraph(q, feeds[1]!)).y!, (await runGraph(ref, feeds[1]!)).y!];
   assert.deepEqual(y, yRef);
 });
+
+Deno.test("lowerForOrt() writes a Pad's axes input (opset 18) as full-rank pads, and the int8 model runs at level all", async () => {
+  const b = new ModelBuilder({ seed: 4, opset: 18 });
+  const x = b.relu(b.conv(b.input("x", [1, 4, 8, 8]), { outChannels: 8, kernel: 3 }));
+  const padded = b.op("Pad", [
+    x,
+    b.initializer(int64([4], [1, 2, 0, 1])),
+    "",
+    b.initializer(int64([2], [-1, 2])),
+  ], {
+    shape: [1, 8, 11, 9],
+  });
+  b.output(
+    b.conv(b.relu(b.conv(padded, { outChannels: 8, kernel: 3 })), { outChannels: 4, kernel: 3 }),
+    "y",
+  );
+  const g = b.build();
+  const { graph, notes } = lowerForOrt(g);
+  const pad = graph.nodes.find((n) => n.op === "Pad")!;
+  assert.equal(pad.inputs.length, 2);
+  // Axes [-1, 2]: W gets 1 before and 0 after, H 2 before and 1 after.
+  assert.equal([...graph.initializers.get(pad.inputs[1]!)!.data].join(), "0,0,2,1,0,0,1,0");
+  assert.ok(notes.some((l) => l.startsWith(`${pad.name}: pads over all 4 axes`)), String(notes));
+  assert.deepEqual(inferShapes(graph).get(pad.outputs[0]!)?.shape, [1, 8, 11, 9]);
+  const feeds = randomFeeds(g, 2);
+  const ref = (await runGraph(g, feeds)).y!;
+  const int8 = quantize(g, { ranges: await minmaxRanges(g, [randomFeeds(g, 1)]) }).graph;
+  assert.ok(sqnr(ref, (await runGraph(int8, feeds)).y!) >= 25);
+});
