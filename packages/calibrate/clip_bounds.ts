@@ -2,7 +2,7 @@
  * Zero-data ranges: a network trained with clipping states its activation ranges in the graph.
  * Bounds come from clipping activations (Clip, Relu6, HardSigmoid, Sigmoid, Tanh, Softmax), from the
  * input preprocessing, and travel by interval arithmetic through ops that keep or combine ranges.
- * One-sided bounds (Relu ≥ 0, HardSwish ≥ −0.375, Elu ≥ −α) are kept in `partial` but are not
+ * One-sided bounds (Relu ≥ 0, HardSwish ≥ −0.375, SiLU x·σ(x) ≥ −0.2785, Elu ≥ −α) are kept in `partial` but are not
  * ranges: the tensor stays in `unbounded` until a data method supplies the other side.
  *
  * @module
@@ -145,6 +145,23 @@ const MONOTONE: Record<string, (x: number, n: Node) => number> = {
 };
 /** Ops whose output is bounded whatever the input: their bound is a clip bound. */
 const CLIPPING = new Set(["Clip", "Relu6", "HardSigmoid", "Sigmoid", "Tanh", "Softmax"]);
+
+/** Where SiLU x · σ(x) has its minimum: the root of its derivative σ(x) · (1 + x · (1 − σ(x))). */
+const SILU_ARGMIN = -1.278464542761074;
+
+function silu(x: number): number {
+  return x === -Infinity ? 0 : x / (1 + Math.exp(-x));
+}
+
+/**
+ * SiLU x · σ(x) (PyTorch's export of nn.SiLU, YOLOv5/v8's activation): ≥ −0.2785 whatever x, its
+ * minimum at x ≈ −1.278, and increasing above it — a one-sided bound for an unbounded x.
+ */
+function siluInterval(x: Interval): Interval {
+  const ends = [silu(x.lo), silu(x.hi)];
+  const lo = x.lo <= SILU_ARGMIN && x.hi >= SILU_ARGMIN ? silu(SILU_ARGMIN) : Math.min(...ends);
+  return { lo, hi: Math.max(...ends), source: "propagated" };
+}
 
 function hardSwish(x: number): number {
   return (x * Math.min(Math.max(x + 3, 0), 6)) / 6;
@@ -306,10 +323,17 @@ export function clipBounds(graph: Graph, options: ClipBoundsOptions = {}): ClipB
     }
   }
 
+  // Sigmoid output → its input, to recognize SiLU x · σ(x) at the Mul.
+  const sigmoidInputs = new Map<string, string>();
+  for (const n of graph.nodes) {
+    if (n.op === "Sigmoid" && n.domain === "" && n.inputs[0] && n.outputs[0]) {
+      sigmoidInputs.set(n.outputs[0], n.inputs[0]);
+    }
+  }
   for (const n of graph.nodes) {
     if (n.domain !== "" && n.domain !== "ai.onnx" && n.op !== "Relu6") continue;
     markFloat(n, isFloat);
-    const out = transfer(n, get, isConstant, opset);
+    const out = transfer(n, get, isConstant, opset, sigmoidInputs);
     if (!out) continue;
     for (const [i, iv] of out.entries()) {
       const name = n.outputs[i];
@@ -412,6 +436,7 @@ function transfer(
   get: (name: string | undefined) => Interval | undefined,
   isConstant: (name: string) => boolean,
   opset: number,
+  sigmoidInputs: ReadonlyMap<string, string> = new Map(),
 ): (Interval | undefined)[] | undefined {
   const x = get(n.inputs[0]);
   const all = n.inputs.filter((i) => i !== "").map(get);
@@ -505,6 +530,13 @@ function transfer(
       return x && b ? [add(x, { lo: -b.hi, hi: -b.lo, source: "propagated" })] : undefined;
     }
     case "Mul": {
+      const [p, q] = n.inputs;
+      const v = p && sigmoidInputs.get(q ?? "") === p
+        ? p
+        : q && sigmoidInputs.get(p ?? "") === q
+        ? q
+        : undefined;
+      if (v !== undefined) return [siluInterval(get(v) ?? unknown)];
       const b = get(n.inputs[1]);
       return x && b ? [mul(x, b)] : undefined;
     }

@@ -91,6 +91,25 @@ Deno.test("Relu and HardSwish give one-sided bounds that stay unbounded", () => 
   assert.deepEqual(partial.get("w"), { min: -0.375, max: Infinity });
 });
 
+Deno.test("SiLU written as x · Sigmoid(x) is bounded below by −0.2785, and on both sides for a bounded x", () => {
+  const g = graph([
+    node({ name: "s", op: "Sigmoid", inputs: ["x"], outputs: ["s"] }),
+    node({ name: "m", op: "Mul", inputs: ["x", "s"], outputs: ["m"] }),
+    node({ name: "c", op: "Clip", inputs: ["x", "lo", "hi"], outputs: ["c"] }),
+    node({ name: "cs", op: "Sigmoid", inputs: ["c"], outputs: ["cs"] }),
+    node({ name: "cm", op: "Mul", inputs: ["cs", "c"], outputs: ["cm"] }),
+  ], [["lo", scalar(-4)], ["hi", scalar(2)]]);
+  const { ranges, unbounded, partial } = clipBounds(g);
+  assert.ok(unbounded.includes("m"));
+  const p = partial.get("m")!;
+  assert.equal(p.max, Infinity);
+  assert.ok(Math.abs(p.min - -0.278464542761074) < 1e-12, `found ${p.min}`);
+  // x in [−4, 2]: the minimum inside, the maximum at 2 · σ(2).
+  const r = ranges.get("cm")!;
+  assert.ok(Math.abs(r.min - -0.278464542761074) < 1e-12);
+  assert.ok(Math.abs(r.max - 2 / (1 + Math.exp(-2))) < 1e-12);
+});
+
 Deno.test("the input spec bounds the input and propagates through pooling, resize and concat", () => {
   const g = graph([
     node({
