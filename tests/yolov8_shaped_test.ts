@@ -43,7 +43,7 @@ Deno.test("plan of a YOLOv8-shaped model keeps the DFL conv and the decode float
   assert.ok(!plan.activations.includes("softmax_0"));
 });
 
-Deno.test("YOLOv8-shaped int8 through the pipeline: learned convs int8, decode float, boxes within 0.5 px", async () => {
+Deno.test("YOLOv8-shaped int8 through the pipeline: learned convs int8, decode float, boxes within 0.5 px, agreement ≥ 0.88", async () => {
   const dir = await Deno.makeTempDir({ prefix: "clipq_yolov8_" });
   try {
     const model = join(dir, "yolov8.onnx");
@@ -132,8 +132,10 @@ Deno.test("YOLOv8-shaped int8 through the pipeline: learned convs int8, decode f
     assert.ok(max < 0.5, `expected box error below 0.5 px but found ${max}`);
     assert.ok(sum / n < 0.05, `expected mean box error below 0.05 px but found ${sum / n}`);
 
-    // Detection agreement after class-wise NMS (measured AP50 0.949 over 495 float boxes) and the
-    // output's SQNR (82.7 dB; 50.7 dB with the DFL conv quantized).
+    // Detection agreement after class-wise NMS (measured AP50 0.92–0.95 over 495 float boxes: the
+    // boxes barely move, but random weights put every class score within a few hundredths of 0.54,
+    // so int8's score error of ≤ 0.003 reorders near-ties) and the output's SQNR (82.7 dB; 50.7 dB
+    // with the DFL conv quantized).
     const acc = report.accuracy as {
       fidelity: { ap50: number; references: number };
       outputSqnr: Record<string, number>;
@@ -143,8 +145,8 @@ Deno.test("YOLOv8-shaped int8 through the pipeline: learned convs int8, decode f
       `expected > 300 float boxes: ${acc.fidelity.references}`,
     );
     assert.ok(
-      acc.fidelity.ap50 >= 0.9,
-      `expected agreement AP50 ≥ 0.9 but found ${acc.fidelity.ap50}`,
+      acc.fidelity.ap50 >= 0.88,
+      `expected agreement AP50 ≥ 0.88 but found ${acc.fidelity.ap50}`,
     );
     assert.ok(acc.outputSqnr.output0! > 70, `expected SQNR > 70 dB: ${acc.outputSqnr.output0}`);
   } finally {
