@@ -8,13 +8,26 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { decode, encode, type Graph, opsetOf, type Tensor } from "@clipq/onnx";
+import {
+  decode,
+  emptyGraph,
+  encode,
+  float32,
+  type Graph,
+  ModelBuilder,
+  node,
+  normalize,
+  opsetOf,
+  type Tensor,
+  UnsupportedOpError,
+} from "@clipq/onnx";
+import { upgradeOpset } from "@clipq/onnx/upgrade";
 import { inferShapes } from "@clipq/onnx/shapes";
 import { clipBounds } from "@clipq/calibrate";
 import { quantize } from "@clipq/quantize";
 import { createSession } from "@clipq/runtime";
 import { loadConfig, runPipeline } from "@clipq/pipeline";
-import { darknetPhotoDir } from "../tools/assets.ts";
+import { darknetPhotoDir, ppocrModel } from "../tools/assets.ts";
 import { assertChecked, checkModel } from "./checker.ts";
 import { runCli } from "./cli.ts";
 import { MODERN_OPSETS, modernNet } from "./_modern_models.ts";
@@ -28,10 +41,14 @@ function seededImage(seed: number): Tensor {
   return { dtype: "float32", dims: [1, 3, 32, 32], data };
 }
 
-async function run(g: Graph, images: Tensor): Promise<Record<string, Float32Array>> {
+/** Every output of `g` at level all, for one image as `images` or for the given feeds. */
+async function run(
+  g: Graph,
+  feeds: Tensor | Record<string, Tensor>,
+): Promise<Record<string, Float32Array>> {
   const session = await createSession(g, { optimizationLevel: "all" });
   try {
-    const out = await session.run({ images });
+    const out = await session.run("dims" in feeds ? { images: feeds as Tensor } : feeds);
     return Object.fromEntries(
       Object.entries(out).map(([k, t]) => [k, Float32Array.from(t.data as Float32Array)]),
     );
@@ -50,8 +67,8 @@ function sqnr(ref: Float32Array, q: Float32Array): number {
   return 10 * Math.log10(signal / noise);
 }
 
-/** Min/max of every float tensor of `g` over the images, read by running it with all outputs. */
-async function minmax(g: Graph, images: Tensor[]) {
+/** Min/max of every float tensor of `g` over the feeds, read by running it with all outputs. */
+async function minmax(g: Graph, feeds: (Tensor | Record<string, Tensor>)[]) {
   const shapes = inferShapes(g);
   const names = g.nodes.flatMap((n) => n.outputs).filter((t) =>
     t && shapes.get(t)?.dtype === "float32"
@@ -64,7 +81,7 @@ async function minmax(g: Graph, images: Tensor[]) {
     ],
   };
   const ranges = new Map([["images", { min: 0, max: 1, source: "input-spec" }]]);
-  for (const x of images) {
+  for (const x of feeds) {
     for (const [name, v] of Object.entries(await run(tapped, x))) {
       const r = ranges.get(name) ?? { min: Infinity, max: -Infinity, source: "minmax" };
       for (const a of v) [r.min, r.max] = [Math.min(r.min, a), Math.max(r.max, a)];
@@ -259,5 +276,135 @@ Deno.test("clipq CLI quantizes an opset-20 model", async () => {
     assert.ok(db >= 30, `SQNR ${db} dB`);
   } finally {
     await Deno.remove(ws.dir, { recursive: true });
+  }
+});
+
+/** Max abs difference of every output of two graphs on the same feed, at level disabled. */
+async function maxDiff(a: Graph, b: Graph, feeds: Record<string, Tensor>): Promise<number> {
+  const outs = async (g: Graph) => {
+    const s = await createSession(g, { optimizationLevel: "disabled" });
+    try {
+      return await s.run(feeds);
+    } finally {
+      await s.release();
+    }
+  };
+  const [x, y] = [await outs(a), await outs(b)];
+  let d = 0;
+  for (const [k, t] of Object.entries(x)) {
+    assert.deepEqual(y[k]?.dims, t.dims, k);
+    for (let i = 0; i < t.data.length; i++) {
+      d = Math.max(d, Math.abs(Number(y[k]!.data[i]) - Number(t.data[i])));
+    }
+  }
+  return d;
+}
+
+Deno.test("upgradeOpset() to 18–21 turns Reduce* axes into an input and gives equal Splits num_outputs, same outputs in onnxruntime", async () => {
+  const b = new ModelBuilder({ opset: 13, seed: 2 });
+  const x = b.relu(b.conv(b.input("images", [1, 3, 32, 32]), { outChannels: 8, kernel: 3 }));
+  const ints = (value: number[]) => ({ type: "ints" as const, value });
+  const mean = b.op("ReduceMean", [x], { attributes: { axes: ints([2, 3]) }, shape: [1, 8, 1, 1] });
+  const l2 = b.op("ReduceL2", [x], {
+    attributes: { axes: ints([-1]), keepdims: { type: "int", value: 0 } },
+    shape: [1, 8, 32],
+  });
+  const whole = b.op("ReduceMax", [x], { shape: [1, 1, 1, 1] });
+  b.op("Split", [x], {
+    attributes: { axis: { type: "int", value: 1 } },
+    outputs: ["s0", "s1", "s2", "s3"],
+    shape: [1, 2, 32, 32],
+  });
+  b.output(b.mul(mean, whole), "gate");
+  b.output(l2, "rows");
+  for (const t of ["s0", "s3"]) b.output(t);
+  const g = b.build();
+  const feeds = { images: seededImage(4) };
+  for (const target of [18, 19, 21]) {
+    const up = upgradeOpset(g, { target });
+    assert.equal(opsetOf(up), target);
+    assert.equal(up.irVersion, target >= 21 ? 10 : target >= 19 ? 9 : 8);
+    const byOp = (op: string) => up.nodes.find((n) => n.op === op)!;
+    assert.equal(byOp("ReduceMean").attributes.axes, undefined);
+    assert.equal(up.initializers.get(byOp("ReduceMean").inputs[1]!)?.data.join(), "2,3");
+    assert.equal(up.initializers.get(byOp("ReduceL2").inputs[1]!)?.data.join(), "-1");
+    assert.deepEqual(byOp("ReduceMax").inputs.length, 1);
+    assert.deepEqual(byOp("Split").attributes.num_outputs, { type: "int", value: 4 });
+    assert.ok((await maxDiff(g, up, feeds)) <= 1e-6, `opset ${target}`);
+  }
+  // The opset-17 exporter model at 21: split sizes, Pad, Resize and LayerNormalization carry over.
+  const m = modernNet(17);
+  const m21 = upgradeOpset(m, { target: 21 });
+  assert.ok((await maxDiff(m, m21, feeds)) <= 1e-5);
+  assert.equal(m21.nodes.find((n) => n.op === "ReduceMean")!.inputs.length, 2);
+});
+
+Deno.test("upgradeOpset() refuses GroupNormalization-18 at 21 (its scale became per channel), naming node, op and opset", () => {
+  const g = emptyGraph({
+    opsetImports: [{ domain: "", version: 18 }],
+    nodes: [node({
+      name: "gn",
+      op: "GroupNormalization",
+      inputs: ["x", "s", "b"],
+      outputs: ["y"],
+      attributes: { num_groups: { type: "int", value: 2 } },
+    })],
+    initializers: new Map([["s", float32([2], [1, 1])], ["b", float32([2], [0, 0])]]),
+    inputs: [{ name: "x", dtype: "float32", shape: [1, 4, 2, 2] }],
+    outputs: [{ name: "y", dtype: "float32", shape: [1, 4, 2, 2] }],
+  });
+  assert.equal(opsetOf(upgradeOpset(g, { target: 20 })), 20);
+  assert.throws(
+    () => upgradeOpset(g, { target: 21 }),
+    (e: unknown) =>
+      e instanceof UnsupportedOpError && /GroupNormalization/.test(e.message) &&
+      /"gn"/.test(e.message) && /opset 18/.test(e.message) && !e.message.includes("\n"),
+  );
+});
+
+Deno.test("upgradeOpset() keeps PP-OCRv4 det outputs at opset 21, and its int8 model is the opset-13 one's, output for output", async () => {
+  const det = decode(await Deno.readFile(await ppocrModel("det")));
+  let s = 11;
+  const data = Float32Array.from({ length: 3 * 160 * 160 }, () => {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    return s / 2 ** 31 - 1;
+  });
+  const feeds = {
+    [det.inputs[0]!.name]: { dtype: "float32" as const, dims: [1, 3, 160, 160], data },
+  };
+  const up = upgradeOpset(det, { target: 21 });
+  assert.equal(opsetOf(up), 21);
+  assert.ok((await maxDiff(det, up, feeds)) <= 1e-5);
+  // Its weights are Constant nodes: normalize makes them initializers, as the pipeline does.
+  const [g13, g21] = [normalize(upgradeOpset(det, { target: 13 })), normalize(up)];
+  const ranges = await minmax(g21, [feeds]);
+  const q13 = quantize(g13, { ranges }), q21 = quantize(g21, { ranges });
+  assert.ok(q21.report.quantizedNodes.length > 50, `${q21.report.quantizedNodes.length} quantized`);
+  assert.deepEqual(q21.report.quantizedNodes, q13.report.quantizedNodes);
+  assert.equal(opsetOf(q21.graph), 21);
+  const [a, b] = [await run(q13.graph, feeds), await run(q21.graph, feeds)];
+  for (const [name, v] of Object.entries(a)) assert.deepEqual(b[name], v, name);
+});
+
+Deno.test("upgradeOpset() keeps PP-OCRv4 rec outputs (ten ReduceMean with axes attributes, opset 9) at opsets 18 and 21", async () => {
+  const rec = decode(await Deno.readFile(await ppocrModel("rec")));
+  let s = 5;
+  const data = Float32Array.from({ length: 3 * 48 * 320 }, () => {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    return s / 2 ** 31 - 1;
+  });
+  const feeds = {
+    [rec.inputs[0]!.name]: { dtype: "float32" as const, dims: [1, 3, 48, 320], data },
+  };
+  for (const target of [18, 21]) {
+    const up = upgradeOpset(rec, { target });
+    const means = up.nodes.filter((n) => n.op === "ReduceMean");
+    assert.equal(means.length, 10);
+    for (const n of means) {
+      assert.equal(n.attributes.axes, undefined, n.name);
+      assert.equal(up.initializers.get(n.inputs[1]!)?.dtype, "int64", n.name);
+    }
+    const d = await maxDiff(rec, up, feeds);
+    assert.ok(d <= 1e-5, `opset ${target}: max abs difference ${d}`);
   }
 });

@@ -9,6 +9,7 @@ import { ConfigError, ModelError } from "./errors.ts";
 import type { Attribute, Dim, Graph, Node, ValueInfo } from "./graph.ts";
 import { type DType, float32, int64, sizeOf, type Tensor } from "./tensor.ts";
 import { mulberry32 } from "./random.ts";
+import { irVersionFor } from "./upgrade.ts";
 
 /** A seeded pseudo-random source (mulberry32 + Box–Muller): the same seed gives the same numbers. */
 export interface Random {
@@ -80,7 +81,7 @@ export interface BuilderOptions {
   weightScale?: "he" | number;
   /** Graph name. */
   name?: string;
-  /** IR version written in the model. */
+  /** IR version written in the model (default: the one the opset came with, 7 below 15). */
   irVersion?: number;
 }
 
@@ -215,6 +216,8 @@ export class ModelBuilder {
    */
   constructor(options: BuilderOptions = {}) {
     const o = { ...builderDefaults, ...options } as Required<BuilderOptions>;
+    // An opset-21 model declaring IR 7 is not a model onnx ever wrote.
+    if (options.irVersion === undefined) o.irVersion = irVersionFor(o.opset);
     if (!Number.isInteger(o.opset) || o.opset < 7 || o.opset > 21) {
       throw new ConfigError("opset", `expected an integer in 7..21 but found ${o.opset}`);
     }

@@ -22,4 +22,4 @@ export * from "./validate.ts";
 export * from "./normalize.ts";
 export * from "./io.ts";
 export { inferShapes, type InferShapesOptions, type ShapeInfo, withValueInfo } from "./shapes.ts";
-export { upgradeOpset, type UpgradeOptions } from "./upgrade.ts";
+export { irVersionFor, upgradeOpset, type UpgradeOptions } from "./upgrade.ts";

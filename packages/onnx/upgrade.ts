@@ -1,7 +1,8 @@
 /**
- * Opset upgrade of the default ONNX domain (to 13 by default, at most 17): attributes that became
- * inputs turn into int64/scalar initializers, Upsample becomes Resize, Resize-10 gets the opset-11
- * input layout, and Softmax/LogSoftmax/Hardmax keep their pre-13 "flatten to 2-D" meaning.
+ * Opset upgrade of the default ONNX domain (to 13 by default, at most 21): attributes that became
+ * inputs turn into int64/scalar initializers (Reduce* axes at 18 too), Upsample becomes Resize,
+ * Resize-10 gets the opset-11 input layout, Softmax/LogSoftmax/Hardmax keep their pre-13 "flatten
+ * to 2-D" meaning, and a Split without split sizes gets num_outputs at 18.
  * Ops whose meaning changed in a way this module does not rewrite are an UnsupportedOpError.
  *
  * @module
@@ -31,22 +32,27 @@ import {
 
 /** Options of {@linkcode upgradeOpset}. */
 export interface UpgradeOptions {
-  /** Target opset of the default domain, 7..17 and not below the model's. */
+  /** Target opset of the default domain, 7..21 and not below the model's. */
   target?: number;
 }
 
 /** Defaults of {@linkcode UpgradeOptions}. */
 export const defaults = { target: 13 } satisfies UpgradeOptions;
 
-/** Highest opset clipq writes (Debian's onnx checker, IR ≤ 8). */
-export const MAX_OPSET = 17;
+/**
+ * Highest target opset (onnxruntime 1.30 runs it). Debian's onnx checker (onnx 1.12) knows opsets up
+ * to 17 and IR ≤ 8: a model meant for it stays at 17.
+ */
+export const MAX_OPSET = 21;
 
 /** Lowest source opset handled (older ones carry legacy broadcast/consumed_inputs attributes). */
 export const MIN_SOURCE_OPSET = 7;
 
 /**
- * Ops whose meaning does not change between opset 7 and 17 except for new types, new optional
- * attributes whose defaults keep the old behaviour, or relaxed constraints (e.g. negative axes).
+ * Ops whose meaning does not change between opset 7 (or the one that introduced them) and 21 except
+ * for new types, new optional attributes or inputs whose defaults keep the old behaviour
+ * (Pad-18 axes, Resize-18 antialias/axes, AveragePool-19 dilations, QuantizeLinear-21 block_size…),
+ * or relaxed constraints (e.g. negative axes).
  */
 const UNCHANGED: ReadonlySet<string> = new Set([
   "Abs",
@@ -62,9 +68,15 @@ const UNCHANGED: ReadonlySet<string> = new Set([
   "Atanh",
   "AveragePool",
   "BitShift",
+  "BitwiseAnd",
+  "BitwiseNot",
+  "BitwiseOr",
+  "BitwiseXor",
+  "CenterCropPad",
   "Cast",
   "Ceil",
   "Celu",
+  "Col2Im",
   "Compress",
   "Concat",
   "Constant",
@@ -91,6 +103,7 @@ const UNCHANGED: ReadonlySet<string> = new Set([
   "Gather",
   "GatherElements",
   "GatherND",
+  "Gelu",
   "Gemm",
   "GlobalAveragePool",
   "GlobalLpPool",
@@ -104,6 +117,7 @@ const UNCHANGED: ReadonlySet<string> = new Set([
   "IsInf",
   "IsNaN",
   "LRN",
+  "LayerNormalization",
   "LeakyRelu",
   "Less",
   "LessOrEqual",
@@ -119,6 +133,7 @@ const UNCHANGED: ReadonlySet<string> = new Set([
   "Mean",
   "MeanVarianceNormalization",
   "Min",
+  "Mish",
   "Mod",
   "Mul",
   "Neg",
@@ -134,15 +149,6 @@ const UNCHANGED: ReadonlySet<string> = new Set([
   "QuantizeLinear",
   "Range",
   "Reciprocal",
-  "ReduceL1",
-  "ReduceL2",
-  "ReduceLogSum",
-  "ReduceLogSumExp",
-  "ReduceMax",
-  "ReduceMean",
-  "ReduceMin",
-  "ReduceProd",
-  "ReduceSumSquare",
   "Relu",
   "Reshape",
   "RoiAlign",
@@ -178,9 +184,19 @@ const REWRITTEN: Readonly<Record<string, number>> = {
   Slice: 10,
   Squeeze: 13,
   Unsqueeze: 13,
-  Split: 13,
+  Split: 18,
   Pad: 11,
   ReduceSum: 13,
+  ReduceL1: 18,
+  ReduceL2: 18,
+  ReduceLogSum: 18,
+  ReduceLogSumExp: 18,
+  ReduceMax: 18,
+  ReduceMean: 18,
+  ReduceMin: 18,
+  ReduceProd: 18,
+  ReduceSumSquare: 18,
+  GroupNormalization: 21,
   TopK: 10,
   Upsample: 10,
   Resize: 11,
@@ -319,14 +335,48 @@ function upgradeNode(c: Context, n: Node): void {
       const inputs = axes ? [n.inputs[0]!, constant(c, `${n.name}_axes`, int64Of(axes))] : n.inputs;
       return push({ ...n, inputs, attributes: without(n.attributes, "axes") });
     }
-    case "Split": {
-      if (!crosses(c, 13)) return push(n);
-      const split = attrInts(n, "split");
-      const inputs = split
-        ? [n.inputs[0]!, constant(c, `${n.name}_split`, int64Of(split))]
-        : n.inputs.slice(0, 1);
-      return push({ ...n, inputs, attributes: without(n.attributes, "split") });
+    case "ReduceL1":
+    case "ReduceL2":
+    case "ReduceLogSum":
+    case "ReduceLogSumExp":
+    case "ReduceMax":
+    case "ReduceMean":
+    case "ReduceMin":
+    case "ReduceProd":
+    case "ReduceSumSquare": {
+      if (!crosses(c, 18)) return push(n);
+      // No axes (reduce all) stays no axes input: noop_with_empty_axes defaults to 0.
+      const axes = attrInts(n, "axes");
+      const inputs = axes ? [n.inputs[0]!, constant(c, `${n.name}_axes`, int64Of(axes))] : n.inputs;
+      return push({ ...n, inputs, attributes: without(n.attributes, "axes") });
     }
+    case "Split": {
+      let m = n;
+      if (crosses(c, 13)) {
+        const split = attrInts(n, "split");
+        const inputs = split
+          ? [n.inputs[0]!, constant(c, `${n.name}_split`, int64Of(split))]
+          : n.inputs.slice(0, 1);
+        m = { ...n, inputs, attributes: without(n.attributes, "split") };
+      }
+      // From 18 equal parts need their count: num_outputs, or the split sizes input.
+      if (crosses(c, 18) && !m.inputs[1] && attrInt(m, "num_outputs") === undefined) {
+        m = {
+          ...m,
+          inputs: m.inputs.slice(0, 1),
+          attributes: { ...m.attributes, num_outputs: { type: "int", value: m.outputs.length } },
+        };
+      }
+      return push(m);
+    }
+    case "GroupNormalization":
+      // 21 made scale and bias per channel (they were per group).
+      if (!crosses(c, 21)) return push(n);
+      throw new UnsupportedOpError("GroupNormalization", {
+        opset: c.from,
+        where: `${where}: its scale and bias are per group before opset 21, per channel from 21`,
+        supported: [`a target of at most 20 for GroupNormalization-${c.from}`],
+      });
     case "Pad": {
       if (!crosses(c, 11)) return push(n);
       const pads = attrInts(n, "pads");
@@ -526,8 +576,22 @@ function softmax(c: Context, n: Node): void {
   );
 }
 
-function irFor(opset: number): number {
-  return opset >= 15 ? 8 : 7;
+/**
+ * The IR version an opset came with (onnx 1.10: IR 8 and opset 15; 1.14: 9 and 19; 1.16: 10 and 21),
+ * 7 below 15.
+ *
+ * @param opset Opset of the default domain.
+ * @returns The IR version to write with it.
+ *
+ * @example Usage
+ * ```ts
+ * import { irVersionFor } from "@clipq/onnx/upgrade";
+ * import assert from "node:assert/strict";
+ * assert.deepEqual([13, 17, 18, 19, 21].map(irVersionFor), [7, 8, 8, 9, 10]);
+ * ```
+ */
+export function irVersionFor(opset: number): number {
+  return opset >= 21 ? 10 : opset >= 19 ? 9 : opset >= 15 ? 8 : 7;
 }
 
 /**
@@ -535,7 +599,7 @@ function irFor(opset: number): number {
  * Returns the graph unchanged when it is already at the target.
  *
  * @param graph A top-level graph (opset ≥ 7).
- * @param options Target opset (default 13, at most 17).
+ * @param options Target opset (default 13, at most 21).
  * @returns A new graph importing the target opset.
  * @throws {ConfigError} When the target is out of range or below the model's opset.
  * @throws {UnsupportedOpError} For an op this module cannot carry across (names op and opset).
@@ -606,6 +670,6 @@ export function upgradeOpset(graph: Graph, options: UpgradeOptions = {}): Graph 
     opsetImports: graph.opsetImports.map((o) =>
       o.domain === "" || o.domain === "ai.onnx" ? { ...o, version: target } : o
     ),
-    irVersion: Math.max(graph.irVersion, irFor(target)),
+    irVersion: Math.max(graph.irVersion, irVersionFor(target)),
   };
 }
