@@ -93,6 +93,8 @@ async function minmax(g: Graph, feeds: (Tensor | Record<string, Tensor>)[]) {
 
 Deno.test("inferShapes() reads ReduceMean axes, Split num_outputs, Pad axes and Resize sizes inputs at opsets 17–21", () => {
   for (const opset of MODERN_OPSETS) {
+    // The builder writes the IR version each opset came with.
+    assert.equal(modernNet(opset).irVersion, opset >= 21 ? 10 : opset >= 19 ? 9 : 8);
     const s = inferShapes(modernNet(opset));
     const shape = (t: string) => s.get(t)?.shape;
     assert.deepEqual(shape("reducemean_0"), [1, 8, 1, 1], `opset ${opset}`);
