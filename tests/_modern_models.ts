@@ -12,12 +12,7 @@ export const MODERN_OPSETS = [17, 18, 19, 20, 21] as const;
  * trunk activations are Relu, or Clip(0, 6) (ReLU6, as MobileNet-style exports) for `relu6`.
  */
 export function modernNet(opset: number, options: { seed?: number; relu6?: boolean } = {}): Graph {
-  const b = new ModelBuilder({
-    opset,
-    seed: options.seed ?? 5,
-    name: `modern${opset}`,
-    irVersion: 8,
-  });
+  const b = new ModelBuilder({ opset, seed: options.seed ?? 5, name: `modern${opset}` });
   const act = (t: string) => options.relu6 ? b.clip(t, 0, 6) : b.relu(t);
   const x = b.input("images", [1, 3, 32, 32]);
   const a = act(b.conv(x, { outChannels: 8, kernel: 3 }));
