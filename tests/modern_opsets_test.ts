@@ -410,3 +410,38 @@ Deno.test("upgradeOpset() keeps PP-OCRv4 rec outputs (ten ReduceMean with axes a
     assert.ok(d <= 1e-5, `opset ${target}: max abs difference ${d}`);
   }
 });
+
+Deno.test("quantize() keeps Gelu (20), Mish (18) and GroupNormalization (18, per channel at 21) float, with their shapes known, and the model runs close to float", async () => {
+  for (const opset of [20, 21]) {
+    const b = new ModelBuilder({ opset, seed: 1 });
+    const same = { shape: [1, 8, 16, 16] };
+    let x = b.conv(b.input("images", [1, 3, 16, 16]), { outChannels: 8, kernel: 3 });
+    x = b.op("Gelu", [x], {
+      ...same,
+      attributes: { approximate: { type: "string", value: "tanh" } },
+    });
+    x = b.op("Mish", [b.conv(x, { outChannels: 8, kernel: 3 })], same);
+    // Scale and bias per group (2) up to 20, per channel (8) from 21.
+    const k = opset >= 21 ? 8 : 2;
+    x = b.op("GroupNormalization", [
+      x,
+      b.initializer(float32([k], b.random.uniforms(k, 0.5, 1.5))),
+      b.initializer(float32([k], b.random.uniforms(k, -0.1, 0.1))),
+    ], { ...same, attributes: { num_groups: { type: "int", value: 2 } } });
+    b.output(b.conv(x, { outChannels: 4, kernel: 3 }), "y");
+    const g = b.build();
+    assert.deepEqual(inferShapes(g).get("groupnormalization_0")?.shape, [1, 8, 16, 16]);
+    const images = {
+      images: {
+        dtype: "float32" as const,
+        dims: [1, 3, 16, 16],
+        data: (seededImage(6).data as Float32Array).subarray(0, 768),
+      },
+    };
+    const { graph, report } = quantize(g, { ranges: await minmax(g, [images]) });
+    assert.deepEqual(report.floatNodes.map((f) => f.op), ["Gelu", "Mish", "GroupNormalization"]);
+    assert.ok(report.quantizedNodes.includes("conv_2"));
+    const db = sqnr((await run(g, images)).y!, (await run(graph, images)).y!);
+    assert.ok(db >= 25, `opset ${opset}: SQNR ${db} dB`);
+  }
+});

@@ -81,6 +81,7 @@ const UNARY_SAME = new Set([
   "LogSoftmax",
   "Hardmax",
   "InstanceNormalization",
+  "GroupNormalization",
   "LRN",
   "Reciprocal",
   "Sin",
