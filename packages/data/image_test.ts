@@ -69,17 +69,17 @@ Deno.test("readImage() expands skimage's gray palette PNG to equal channels", as
   assert.deepEqual([...img.data.slice(0, 6)], [250, 250, 250, 225, 225, 225]);
 });
 
-Deno.test("decodeImage() expands an 8-bit grayscale PNG to RGB", () => {
+Deno.test("decodeImage() expands an 8-bit grayscale PNG to RGB", async () => {
   const bytes = writePng(2, 1, new Uint8Array([7, 200]), {
     colorType: 0,
     inputColorType: 0,
     bitDepth: 8,
   });
   assert.equal(bytes[25], 0, "the test PNG must really be grayscale");
-  assert.deepEqual([...decodeImage(bytes, "g.png").data], [7, 7, 7, 200, 200, 200]);
+  assert.deepEqual([...(await decodeImage(bytes, "g.png")).data], [7, 7, 7, 200, 200, 200]);
 });
 
-Deno.test("decodeImage() scales a 16-bit PNG to 8 bit", () => {
+Deno.test("decodeImage() scales a 16-bit PNG to 8 bit", async () => {
   const samples = new Uint16Array([0, 65535, 257, 32896, 1000, 50000]);
   const bytes = writePng(2, 1, new Uint8Array(samples.buffer), {
     colorType: 2,
@@ -87,29 +87,29 @@ Deno.test("decodeImage() scales a 16-bit PNG to 8 bit", () => {
     bitDepth: 16,
   });
   assert.equal(bytes[24], 16, "the test PNG must really be 16-bit");
-  const img = decodeImage(bytes, "deep.png");
+  const img = await decodeImage(bytes, "deep.png");
   assert.deepEqual([...img.data], [...samples].map((v) => Math.round(v * 255 / 65535)));
 });
 
-Deno.test("decodeImage() drops alpha by default and composites over a background when asked", () => {
+Deno.test("decodeImage() drops alpha by default and composites over a background when asked", async () => {
   const bytes = writePng(1, 1, new Uint8Array([200, 100, 0, 128]), {
     colorType: 6,
     inputColorType: 6,
   });
-  assert.deepEqual([...decodeImage(bytes, "a.png").data], [200, 100, 0]);
+  assert.deepEqual([...(await decodeImage(bytes, "a.png")).data], [200, 100, 0]);
   const a = 128 / 255;
-  assert.deepEqual([...decodeImage(bytes, "a.png", { background: [0, 0, 255] }).data], [
+  assert.deepEqual([...(await decodeImage(bytes, "a.png", { background: [0, 0, 255] })).data], [
     Math.round(200 * a),
     Math.round(100 * a),
     Math.round(255 * (1 - a)),
   ]);
 });
 
-Deno.test("decodeImage() decodes a JPEG written by jpeg-js", () => {
+Deno.test("decodeImage() decodes a JPEG written by jpeg-js", async () => {
   // jpeg-js encodes RGB; a gray RGB image round-trips with equal channels.
   const rgba = new Uint8Array(16 * 16 * 4).map((_, i) => i % 4 === 3 ? 255 : 90);
   const bytes = jpeg.encode({ width: 16, height: 16, data: rgba }, 95).data;
-  const img = decodeImage(new Uint8Array(bytes), "gray.jpg");
+  const img = await decodeImage(new Uint8Array(bytes), "gray.jpg");
   assert.equal(img.width, 16);
   assert.ok(Math.abs(img.data[0]! - 90) <= 2);
 });
@@ -129,25 +129,43 @@ Deno.test("decodeImage() names the file for corrupt, truncated and non-image byt
     [jpg.subarray(0, 3), /expected a JPEG header with the image size, found none/],
   ];
   const names = ["dog-half.jpg", "x.png", "x.png", "empty.bin", "t.json", "tiny.jpg"];
-  cases.forEach(([bytes, re], i) => {
-    assert.throws(
-      () => decodeImage(bytes, names[i]!),
+  for (const [i, [bytes, re]] of cases.entries()) {
+    await assert.rejects(
+      decodeImage(bytes, names[i]!),
       (e) => e instanceof DataError && re.test(e.message),
     );
-  });
+  }
   await assert.rejects(
     readImage("/nonexistent/a.jpg"),
     /\/nonexistent\/a\.jpg: expected a readable image file/,
   );
 });
 
-Deno.test("decodeImage() refuses absurd header sizes before allocating", () => {
+Deno.test("decodeImage() keeps a JPEG's stored pixel order under an EXIF rotation, as libjpeg decodes it", async () => {
+  const [dog] = await darknetPhotos();
+  const bytes = Deno.readFileSync(dog!);
+  // An APP1 Exif segment (big-endian TIFF) with Orientation = 6 (rotate 90° to display).
+  const tiff = [0x4d, 0x4d, 0, 0x2a, 0, 0, 0, 8, 0, 1, 0x01, 0x12, 0, 3, 0, 0, 0, 1, 0, 6, 0, 0];
+  const payload = [0x45, 0x78, 0x69, 0x66, 0, 0, ...tiff, 0, 0, 0, 0, 0, 0];
+  const app1 = [0xff, 0xe1, (payload.length + 2) >> 8, (payload.length + 2) & 255, ...payload];
+  const rotated = new Uint8Array([0xff, 0xd8, ...app1, ...bytes.subarray(2)]);
+  const a = await decodeImage(rotated, "rotated.jpg"), b = await decodeImage(bytes, "dog.jpg");
+  assert.deepEqual([a.width, a.height], [768, 576]);
+  assert.deepEqual(a.data, b.data);
+  // libjpeg's pixels (smooth chroma upsampling), not jpeg-js's: they differ at colour edges.
+  const j = jpeg.decode(bytes, { useTArray: true, formatAsRGBA: false });
+  let differ = 0;
+  for (let i = 0; i < j.data.length; i++) if (j.data[i] !== b.data[i]) differ++;
+  assert.ok(differ > 0.05 * j.data.length, `${differ} of ${j.data.length} values differ`);
+});
+
+Deno.test("decodeImage() refuses absurd header sizes before allocating", async () => {
   const png = writePng(1, 1, new Uint8Array([1, 2, 3, 255]), { colorType: 6 });
   const huge = png.slice();
   new DataView(huge.buffer).setUint32(16, 100000);
   new DataView(huge.buffer).setUint32(20, 100000);
-  assert.throws(
-    () => decodeImage(huge, "huge.png"),
+  await assert.rejects(
+    decodeImage(huge, "huge.png"),
     /huge\.png: expected at most 100 megapixels, found 100000×100000/,
   );
   // A JPEG SOF claiming 65535×65535.
@@ -168,5 +186,5 @@ Deno.test("decodeImage() refuses absurd header sizes before allocating", () => {
     0x11,
     0,
   ]);
-  assert.throws(() => decodeImage(jpg, "huge.jpg"), /huge\.jpg: expected at most 100 megapixels/);
+  await assert.rejects(decodeImage(jpg, "huge.jpg"), /huge\.jpg: expected at most 100 megapixels/);
 });

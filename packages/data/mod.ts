@@ -1,7 +1,7 @@
 /**
- * @clipq/data — images and data sets for calibration and evaluation: JPEG/PNG decoding (jpeg-js,
- * pngjs), the shared preprocessing description and its inverse for boxes, image folders in
- * batches, `.npy` tensors, and COCO/VOC annotations.
+ * @clipq/data — images and data sets for calibration and evaluation: JPEG/PNG decoding (mozjpeg
+ * in WebAssembly with jpeg-js behind it, pngjs), the shared preprocessing description and its
+ * inverse for boxes, image folders in batches, `.npy` tensors, and COCO/VOC annotations.
  *
  * @example Preprocess an image and map a box back
  * ```ts
