@@ -14,6 +14,7 @@ import {
   encode,
   float32,
   type Graph,
+  int64,
   ModelBuilder,
   node,
   normalize,
@@ -443,5 +444,42 @@ Deno.test("quantize() keeps Gelu (20), Mish (18) and GroupNormalization (18, per
     assert.ok(report.quantizedNodes.includes("conv_2"));
     const db = sqnr((await run(g, images)).y!, (await run(graph, images)).y!);
     assert.ok(db >= 25, `opset ${opset}: SQNR ${db} dB`);
+  }
+});
+
+Deno.test("inferShapes() gives Resize-18 by sizes with keep_aspect_ratio_policy the shape onnxruntime gives", async () => {
+  const cases = [
+    ["not_larger", [1, 1, 5, 10], [3, 5], [2, 3]],
+    ["not_smaller", [1, 1, 5, 10], [3, 5], [2, 3]],
+    ["not_larger", [1, 1, 10, 15], [8, 8], [2, 3]],
+    ["not_smaller", [1, 1, 7, 10], [3, 3], [2, 3]],
+    ["not_larger", [1, 1, 5, 10], [1, 1, 3, 5], undefined],
+    ["stretch", [1, 1, 5, 10], [3, 5], [2, 3]],
+  ] as const;
+  for (const [policy, dims, sizes, axes] of cases) {
+    const g = emptyGraph({
+      opsetImports: [{ domain: "", version: 18 }],
+      nodes: [node({
+        name: "r",
+        op: "Resize",
+        inputs: ["x", "", "", "sizes"],
+        outputs: ["y"],
+        attributes: {
+          keep_aspect_ratio_policy: { type: "string", value: policy },
+          ...(axes ? { axes: { type: "ints", value: [...axes] } } : {}),
+        },
+      })],
+      initializers: new Map([["sizes", int64([sizes.length], [...sizes])]]),
+      inputs: [{ name: "x", dtype: "float32", shape: [...dims] }],
+      outputs: [{ name: "y", dtype: "float32" }],
+    });
+    const x = float32([...dims], new Float32Array(dims.reduce((a: number, b: number) => a * b, 1)));
+    const session = await createSession(g, { optimizationLevel: "disabled" });
+    try {
+      const { y } = await session.run({ x });
+      assert.deepEqual(inferShapes(g).get("y")?.shape, y!.dims, `${policy} [${dims}] → [${sizes}]`);
+    } finally {
+      await session.release();
+    }
   }
 });

@@ -673,7 +673,18 @@ function inferNode(s: State, node: Node): ShapeInfo[] {
       const axes = attrInts(node, "axes");
       const rankAxes = axes?.map((a) => normAxis(a, xs.length, node)) ?? xs.map((_, i) => i);
       const out: Dim[] = [...xs];
-      if (sizes) rankAxes.forEach((a, i) => (out[a] = sizes![i] ?? null));
+      const policy = attrString(node, "keep_aspect_ratio_policy", "stretch");
+      if (sizes && policy !== "stretch") {
+        // Resize-18: one scale for all the axes, the smallest (not_larger) or the largest
+        // (not_smaller) of sizes/input; each axis rounds its own scaled size (half up, as ORT).
+        const ins = rankAxes.map((a) => xs[a]);
+        const ratios = ins.map((d, i) => typeof d === "number" ? sizes![i]! / d : NaN);
+        const scale = policy === "not_larger" ? Math.min(...ratios) : Math.max(...ratios);
+        rankAxes.forEach((a, i) => {
+          const d = ins[i];
+          out[a] = Number.isFinite(scale) && typeof d === "number" ? Math.round(scale * d) : null;
+        });
+      } else if (sizes) rankAxes.forEach((a, i) => (out[a] = sizes![i] ?? null));
       else if (scales) {
         rankAxes.forEach((a, i) => {
           const d = xs[a];
