@@ -483,3 +483,42 @@ Deno.test("inferShapes() gives Resize-18 by sizes with keep_aspect_ratio_policy 
     }
   }
 });
+
+Deno.test("quantize() takes Resize-18/19 forms (axes attribute, antialias, half_pixel_symmetric) and the int8 model runs close to float", async () => {
+  for (const opset of [18, 19, 21]) {
+    const b = new ModelBuilder({ opset, seed: 3 });
+    const str = (value: string) => ({ type: "string" as const, value });
+    let x = b.relu(b.conv(b.input("images", [1, 3, 32, 32]), { outChannels: 8, kernel: 3 }));
+    // Antialiased linear downsampling of H and W named by the axes attribute.
+    x = b.op("Resize", [x, "", b.initializer(float32([2], [0.5, 0.5]))], {
+      attributes: {
+        mode: str("linear"),
+        antialias: { type: "int", value: 1 },
+        axes: { type: "ints", value: [2, 3] },
+      },
+      shape: [1, 8, 16, 16],
+    });
+    x = b.relu(b.conv(x, { outChannels: 8, kernel: 3 }));
+    // Nearest upsampling back (half_pixel_symmetric exists from 19).
+    x = b.op("Resize", [x, "", b.initializer(float32([4], [1, 1, 2, 2]))], {
+      attributes: {
+        mode: str("nearest"),
+        coordinate_transformation_mode: str(opset >= 19 ? "half_pixel_symmetric" : "half_pixel"),
+      },
+      shape: [1, 8, 32, 32],
+    });
+    b.output(
+      b.conv(b.relu(b.conv(x, { outChannels: 8, kernel: 3 })), { outChannels: 4, kernel: 1 }),
+      "y",
+    );
+    const g = b.build();
+    assert.deepEqual(inferShapes(g).get("resize_0")?.shape, [1, 8, 16, 16]);
+    const feeds = { images: seededImage(8) };
+    const ranges = await minmax(g, [{ images: seededImage(1) }, { images: seededImage(2) }]);
+    for (const format of ["qdq", "qoperator"] as const) {
+      const { graph } = quantize(g, { ranges, format });
+      const db = sqnr((await run(g, feeds)).y!, (await run(graph, feeds)).y!);
+      assert.ok(db >= 25, `opset ${opset} ${format}: SQNR ${db} dB`);
+    }
+  }
+});

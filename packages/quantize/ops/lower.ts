@@ -57,7 +57,9 @@
  *   transpose optimizer permutes a Pad's pads as if they had 2·rank entries when it moves the
  *   NHWC transposes of its int8 convs past the Pad — on pads of 2·len(axes) entries the Gather it
  *   inserts reads out of bounds and the int8 model fails to run at level extended/all ("indices
- *   element out of data bounds"); the float model and level basic run.
+ *   element out of data bounds"); the float model and level basic run. A Resize with an `axes`
+ *   attribute (opset ≥ 18) fails the same way (its scales or sizes are permuted as if they had
+ *   one entry per axis of the input): it gets scales of 1, or the input's sizes, on the other axes.
  * - A nearest Resize that scales only H and W of a 4-D [N, C, H, W] tensor resizes a
  *   [N·C, 1, H, W] view of it (Reshape → Resize → Reshape). ORT moves a u8 Resize to channels-last
  *   among its NHWC int8 convs, where its nearest kernel is slow (×2 on u8 [1, 96, 80, 80]: 11.4 ms
@@ -512,6 +514,58 @@ function padAxesToFullRank(s: State, graph: Graph, ex: LowerOptions["exclude"]):
     );
     const inputs = [n.inputs[0]!, name, ...(n.inputs[2] ? [n.inputs[2]] : [])];
     return { ...n, inputs };
+  });
+}
+
+/**
+ * Resize(x, roi, scales | sizes) with an axes attribute and constant scales, or constant sizes and
+ * the stretch policy → the same Resize over every axis (scale 1 / the input's size elsewhere).
+ */
+function resizeAxesToFullRank(s: State, graph: Graph, ex: LowerOptions["exclude"]): void {
+  const candidate = (n: Node, i: number): boolean =>
+    n.op === "Resize" && isStandard(n) && !excluded(n, i, ex) && !!attrInts(n, "axes") &&
+    // tf_crop_and_resize's roi has an entry pair per axis too: left as it is.
+    attrString(n, "coordinate_transformation_mode", "half_pixel") !== "tf_crop_and_resize" &&
+    (n.inputs[2] ? s.inits.get(n.inputs[2])?.dtype === "float32" : s.inits.has(n.inputs[3] ?? "") &&
+      attrString(n, "keep_aspect_ratio_policy", "stretch") === "stretch");
+  if (!s.nodes.some(candidate)) return;
+  let shapes: Map<string, { shape: readonly unknown[] | null }>;
+  try {
+    shapes = inferShapes(graph);
+  } catch {
+    return;
+  }
+  s.nodes = s.nodes.map((n, i) => {
+    const dims = shapes.get(n.inputs[0] ?? "")?.shape;
+    if (!candidate(n, i) || !dims) return n;
+    const rank = dims.length;
+    const axes = attrInts(n, "axes")!.map((a) => (a < 0 ? a + rank : a));
+    const byScales = !!n.inputs[2];
+    const given = [...s.inits.get(byScales ? n.inputs[2]! : n.inputs[3]!)!.data].map(Number);
+    if (
+      given.length !== axes.length || axes.some((a) => a < 0 || a >= rank) ||
+      new Set(axes).size !== axes.length ||
+      (!byScales && dims.some((d, k) => !axes.includes(k) && typeof d !== "number"))
+    ) {
+      return n;
+    }
+    const full = dims.map((d, k) => {
+      const j = axes.indexOf(k);
+      return j >= 0 ? given[j]! : byScales ? 1 : d as number;
+    });
+    const name = fresh(s, `${n.inputs[byScales ? 2 : 3]}_full`);
+    s.inits.set(name, byScales ? float32([rank], full) : int64([rank], full));
+    s.notes.push(
+      `${n.name || `Resize#${i}`}: ${
+        byScales ? "scales" : "sizes"
+      } over all ${rank} axes instead of an axes attribute (ORT's transpose optimizer misreads the axes form)`,
+    );
+    const attributes = { ...n.attributes };
+    delete attributes.axes;
+    const inputs = byScales
+      ? [n.inputs[0]!, n.inputs[1] ?? "", name]
+      : [n.inputs[0]!, n.inputs[1] ?? "", "", name];
+    return { ...n, inputs, attributes };
   });
 }
 
@@ -1233,6 +1287,7 @@ export function lowerForOrt(graph: Graph, options: LowerOptions = {}): Lowered {
   poolBeforeActivation(s, graph, ex);
   padInputChannels(s, graph, ex);
   padAxesToFullRank(s, graph, ex);
+  resizeAxesToFullRank(s, graph, ex);
   resizeChannelView(s, graph, ex);
   convTransposeToConv(s, ex);
   if (s.nodes.some(isDcr)) sinkDepthToSpace(s, graph, ex);

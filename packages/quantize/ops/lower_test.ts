@@ -555,3 +555,32 @@ Deno.test("lowerForOrt() writes a Pad's axes input (opset 18) as full-rank pads,
   const int8 = quantize(g, { ranges: await minmaxRanges(g, [randomFeeds(g, 1)]) }).graph;
   assert.ok(sqnr(ref, (await runGraph(int8, feeds)).y!) >= 25);
 });
+
+Deno.test("lowerForOrt() writes a Resize's axes attribute (opset 18) as scales or sizes over every axis", () => {
+  for (const form of ["scales", "sizes"] as const) {
+    const b = new ModelBuilder({ seed: 4, opset: 18 });
+    const x = b.relu(b.conv(b.input("x", [1, 4, 8, 8]), { outChannels: 8, kernel: 3 }));
+    const up = form === "scales"
+      ? b.op("Resize", [x, "", b.initializer(float32([2], [2, 3]))], {
+        attributes: { axes: { type: "ints", value: [-1, 2] } },
+        shape: [1, 8, 24, 16],
+      })
+      : b.op("Resize", [x, "", "", b.initializer(int64([2], [24, 16]))], {
+        attributes: { axes: { type: "ints", value: [-1, 2] } },
+        shape: [1, 8, 16, 24],
+      });
+    b.output(b.conv(up, { outChannels: 4, kernel: 3 }), "y");
+    const g = b.build();
+    const { graph } = lowerForOrt(g);
+    const resize = graph.nodes.find((n) => n.op === "Resize")!;
+    assert.equal(resize.attributes.axes, undefined);
+    const t = graph.initializers.get(resize.inputs[form === "scales" ? 2 : 3]!)!;
+    // Axes [W, H]: W takes the first entry, H the second.
+    assert.equal([...t.data].join(), form === "scales" ? "1,1,3,2" : "1,8,16,24");
+    // (The scales form then resizes a one-channel view: a nearest Resize of H and W only.)
+    assert.deepEqual(
+      inferShapes(graph).get(up)?.shape,
+      form === "scales" ? [1, 8, 24, 16] : [1, 8, 16, 24],
+    );
+  }
+});
