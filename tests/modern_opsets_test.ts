@@ -522,3 +522,33 @@ Deno.test("quantize() takes Resize-18/19 forms (axes attribute, antialias, half_
     }
   }
 });
+
+Deno.test("runPipeline() splits the channels of a conv → depthwise region in an opset-18 model", async () => {
+  const b = new ModelBuilder({ opset: 18, seed: 7 });
+  let x = b.relu(b.conv(b.input("images", [1, 3, 32, 32]), { outChannels: 8, kernel: 1 }));
+  x = b.relu(b.conv(x, { outChannels: 8, kernel: 3, group: 8 }));
+  x = b.conv(b.relu(b.conv(x, { outChannels: 8, kernel: 1 })), { outChannels: 6, kernel: 1 });
+  b.output(x, "out");
+  const g = b.build();
+  // One channel of the first conv 40× wider than the others: it stretches the depthwise input.
+  const w = g.initializers.get("conv_0.weight")!.data as Float32Array;
+  for (let i = 5 * 3; i < 6 * 3; i++) w[i] = w[i]! * 40;
+  const ws = await workspace(g, [
+    { use: "calibrate", method: "minmax", splitChannels: {} },
+    { use: "quantize" },
+    { use: "evaluate" },
+  ]);
+  try {
+    const { report, saved } = await runPipeline(await loadConfig(ws.config), {
+      quiet: true,
+      analyze: false,
+    });
+    const split = (report.details as { splitChannels?: { regions: number } }).splitChannels;
+    assert.ok((split?.regions ?? 0) >= 1, JSON.stringify(split));
+    assert.equal(opsetOf(decode(await Deno.readFile(saved!.path))), 18);
+    const db = outputSqnr(report.accuracy);
+    assert.ok(db >= 25, `output SQNR ${db} dB`);
+  } finally {
+    await Deno.remove(ws.dir, { recursive: true });
+  }
+});
