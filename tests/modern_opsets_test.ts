@@ -552,3 +552,28 @@ Deno.test("runPipeline() splits the channels of a conv → depthwise region in a
     await Deno.remove(ws.dir, { recursive: true });
   }
 });
+
+Deno.test("the calibration sampling graph of an opset-21 model writes its ops in the opset-21 form and runs", async () => {
+  const { samplingPlan } = await import("../packages/calibrate/_sampling.ts");
+  const g = modernNet(21);
+  const tensors = ["relu_0", "reducemean_0", "pad_0", "half0", "resize_0", "resize_1"];
+  const plan = samplingPlan(g, {
+    tensors,
+    samples: 256,
+    seed: 1,
+    inputDims: { images: [1, 3, 32, 32] },
+  });
+  const added = plan.graph.nodes.slice(g.nodes.length);
+  assert.ok(added.length > 0);
+  for (const n of added) {
+    assert.ok(["Flatten", "ReduceMin", "ReduceMax", "Slice"].includes(n.op), n.op);
+    // Reduce* take axes as an input from 18: none here, a whole-tensor reduction.
+    if (n.op.startsWith("Reduce")) {
+      assert.deepEqual([n.inputs.length, n.attributes.axes], [1, undefined]);
+    }
+    if (n.op === "Slice") assert.equal(n.inputs.length, 5);
+  }
+  assert.equal(opsetOf(plan.graph), 21);
+  const out = await run(plan.graph, seededImage(1));
+  for (const t of plan.tensors) assert.ok(out[t.sample], t.sample);
+});
