@@ -588,3 +588,22 @@ Deno.test("the calibration sampling graph of an opset-21 model writes its ops in
   const out = await run(plan.graph, seededImage(1));
   for (const t of plan.tensors) assert.ok(out[t.sample], t.sample);
 });
+
+Deno.test("quantize() with the axes-form Pad or Resize excluded (kept float) still runs at level all", async () => {
+  const g = modernNet(18);
+  const ranges = await minmax(g, [seededImage(1)]);
+  const x = seededImage(4);
+  const ref = await run(g, x);
+  for (
+    const exclude of [{ names: ["pad_0"] }, { ops: ["Pad", "Resize"] }, {
+      pattern: "^(pad|resize)",
+    }]
+  ) {
+    const { graph, report } = quantize(g, { ranges, exclude });
+    const pad = report.floatNodes.find((f) => f.node === "pad_0");
+    assert.ok(pad, JSON.stringify(report.floatNodes));
+    assert.ok(report.rewrites.some((r) => r.startsWith("pad_0: pads over all 4 axes")));
+    const db = sqnr(ref.out!, (await run(graph, x)).out!);
+    assert.ok(db >= 30, `${JSON.stringify(exclude)}: SQNR ${db} dB`);
+  }
+});

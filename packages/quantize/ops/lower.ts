@@ -473,14 +473,17 @@ function padInputChannels(s: State, graph: Graph, ex: LowerOptions["exclude"]): 
   s.nodes.unshift(...padNodes);
 }
 
-/** Pad(x, pads, value, axes) with constant pads and axes → Pad(x, full-rank pads, value). */
-function padAxesToFullRank(s: State, graph: Graph, ex: LowerOptions["exclude"]): void {
+/**
+ * Pad(x, pads, value, axes) with constant pads and axes → Pad(x, full-rank pads, value). Excluded
+ * Pads too: the same op in another form, and an excluded one beside int8 convs failed the same way.
+ */
+function padAxesToFullRank(s: State, graph: Graph): void {
   const ints = (t: string | undefined): number[] | undefined => {
     const c = t ? s.inits.get(t) : undefined;
     return c?.dtype === "int64" && c.dims.length === 1 ? [...c.data].map(Number) : undefined;
   };
-  const candidate = (n: Node, i: number): boolean =>
-    n.op === "Pad" && isStandard(n) && !excluded(n, i, ex) && !!n.inputs[3] &&
+  const candidate = (n: Node): boolean =>
+    n.op === "Pad" && isStandard(n) && !!n.inputs[3] &&
     !!ints(n.inputs[1]) && !!ints(n.inputs[3]);
   if (!s.nodes.some(candidate)) return;
   let shapes: Map<string, { shape: readonly unknown[] | null }>;
@@ -491,7 +494,7 @@ function padAxesToFullRank(s: State, graph: Graph, ex: LowerOptions["exclude"]):
   }
   s.nodes = s.nodes.map((n, i) => {
     const rank = shapes.get(n.inputs[0] ?? "")?.shape?.length;
-    if (!candidate(n, i) || rank === undefined) return n;
+    if (!candidate(n) || rank === undefined) return n;
     const pads = ints(n.inputs[1])!, axes = ints(n.inputs[3])!;
     const at = axes.map((a) => (a < 0 ? a + rank : a));
     if (
@@ -519,11 +522,12 @@ function padAxesToFullRank(s: State, graph: Graph, ex: LowerOptions["exclude"]):
 
 /**
  * Resize(x, roi, scales | sizes) with an axes attribute and constant scales, or constant sizes and
- * the stretch policy → the same Resize over every axis (scale 1 / the input's size elsewhere).
+ * the stretch policy → the same Resize over every axis (scale 1 / the input's size elsewhere);
+ * excluded ones too, as padAxesToFullRank.
  */
-function resizeAxesToFullRank(s: State, graph: Graph, ex: LowerOptions["exclude"]): void {
-  const candidate = (n: Node, i: number): boolean =>
-    n.op === "Resize" && isStandard(n) && !excluded(n, i, ex) && !!attrInts(n, "axes") &&
+function resizeAxesToFullRank(s: State, graph: Graph): void {
+  const candidate = (n: Node): boolean =>
+    n.op === "Resize" && isStandard(n) && !!attrInts(n, "axes") &&
     // tf_crop_and_resize's roi has an entry pair per axis too: left as it is.
     attrString(n, "coordinate_transformation_mode", "half_pixel") !== "tf_crop_and_resize" &&
     (n.inputs[2] ? s.inits.get(n.inputs[2])?.dtype === "float32" : s.inits.has(n.inputs[3] ?? "") &&
@@ -537,7 +541,7 @@ function resizeAxesToFullRank(s: State, graph: Graph, ex: LowerOptions["exclude"
   }
   s.nodes = s.nodes.map((n, i) => {
     const dims = shapes.get(n.inputs[0] ?? "")?.shape;
-    if (!candidate(n, i) || !dims) return n;
+    if (!candidate(n) || !dims) return n;
     const rank = dims.length;
     const axes = attrInts(n, "axes")!.map((a) => (a < 0 ? a + rank : a));
     const byScales = !!n.inputs[2];
@@ -1286,8 +1290,8 @@ export function lowerForOrt(graph: Graph, options: LowerOptions = {}): Lowered {
   hardSigmoidIntoConv(s, graph, ex);
   poolBeforeActivation(s, graph, ex);
   padInputChannels(s, graph, ex);
-  padAxesToFullRank(s, graph, ex);
-  resizeAxesToFullRank(s, graph, ex);
+  padAxesToFullRank(s, graph);
+  resizeAxesToFullRank(s, graph);
   resizeChannelView(s, graph, ex);
   convTransposeToConv(s, ex);
   if (s.nodes.some(isDcr)) sinkDepthToSpace(s, graph, ex);
