@@ -21,7 +21,8 @@
  * Quick mode (CI): YOLOv3-tiny at 160×160 and PP-OCR det at 320×320, few runs.
  *
  * Run alone: `deno run -A tools/bench/models.ts [--quick]`; `CLIPQ_BENCH_MODELS=nanodet,ppocr-det`
- * limits a run to some of yolov3-tiny, yolov3, nanodet, ppocr-det, ppocr-rec, faster-rcnn.
+ * limits a run to some of yolov3-tiny, yolov3, yolov8-shaped, nanodet, ppocr-det, ppocr-rec,
+ * faster-rcnn.
  *
  * @module
  */
@@ -72,6 +73,7 @@ import {
 } from "../assets.ts";
 import type { BenchOptions, BenchResult } from "./types.ts";
 import { textScenes } from "./text_scenes.ts";
+import { yolov8ShapedModel } from "../../tests/_yolov8_shaped.ts";
 // The quantizer's element-type propagation tells which ops onnxruntime runs on float tensors.
 import { inferDtypes } from "../../packages/quantize/_dtypes.ts";
 
@@ -638,6 +640,33 @@ async function yolo(name: "yolov3" | "yolov3-tiny", size: number): Promise<Case>
   return await normalized({ key: name, input, files }, graph);
 }
 
+/**
+ * A YOLOv8n-shaped model as Ultralytics exports it (opset 17, SiLU, C2f, SPPF, DFL and dist2bbox in
+ * the graph, output [1, 84, 8400] at 640²), seeded weights: speed and size; with random weights the
+ * class scores sit near 0.54, so the agreement rests on near-ties (the threshold keeps ~1600 float
+ * boxes over the 7 photos).
+ */
+async function yolov8Shaped(size: number): Promise<Case> {
+  const graph = yolov8ShapedModel({ inputSize: size });
+  const input = {
+    name: graph.inputs[0]!.name,
+    size: [size, size] as [number, number],
+    resize: "letterbox" as const,
+    scale: 1 / 255,
+  };
+  const head = {
+    type: "yolo-decoded",
+    outputs: ["output0"],
+    objectness: false,
+    layout: "channels-first",
+    nms: { iou: 0.45, score: 0.535, maxDetections: 300 },
+  };
+  return await normalized(
+    { key: "yolov8-shaped", input, head, files: await darknetPhotos() },
+    graph,
+  );
+}
+
 async function nanodet(): Promise<Case> {
   const graph = await fromTfjs(await humanModel("nanodet"));
 
@@ -900,6 +929,17 @@ async function suite(
         runs,
         goals: { speedup: 3, size: 0.253 },
         label: "YOLOv3-416 (random weights) int8 vs float",
+        quick,
+      })).result,
+    );
+  }
+  if (wanted("yolov8-shaped", true)) {
+    const y = await yolov8Shaped(640);
+    log(
+      (await profile(y, cb, {
+        runs,
+        goals: { speedup: 3, size: 0.253 },
+        label: "YOLOv8n-shaped 640, Ultralytics export form (random weights) int8 vs float",
         quick,
       })).result,
     );
