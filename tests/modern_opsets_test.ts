@@ -152,7 +152,7 @@ Deno.test("quantize() models of opsets 17–21 run in onnxruntime at level all c
   // Debian's onnx.checker knows opsets up to 17: the opset-17 models, all four forms.
   const dir = await Deno.makeTempDir({ prefix: "clipq-modern-check-" });
   try {
-    const paths = checked.map((g, i) => join(dir, `m${i}.onnx`));
+    const paths = checked.map((_, i) => join(dir, `m${i}.onnx`));
     checked.forEach((g, i) => Deno.writeFileSync(paths[i]!, encode(g)));
     for (const r of await checkModels(paths)) assertChecked(r);
   } finally {
