@@ -562,11 +562,11 @@ export async function run(options: BenchOptions): Promise<BenchResult[]> {
         "V8's young generation), and the crop generator frees its random-size crops (they " +
         "fragmented the main heap by 15–20 MiB over 256 images). The photos are decoded once, " +
         "before calibration. files*: one more process calibrates reading the 9 photo files per " +
-        "image (7 JPEGs, cycled), as the pipeline reads a folder: jpeg-js leaves a few MB of " +
-        "small buffers per JPEG for the garbage collector, and the peak climbs until collections " +
-        "keep pace, within the first ~64 images (decoding alone, no model, measured to 1024 " +
-        "JPEGs: 155 MiB after 16, 228 after 64, 247 from 256 to 1024; PNGs flat); what the " +
-        "images after the 64th add is filesGrowth64To*.",
+        "image (7 JPEGs, cycled), as the pipeline reads a folder. JPEGs decode in mozjpeg's " +
+        "WebAssembly memory, which grows to the largest image once; with jpeg-js, which left a " +
+        "few MB of small buffers per JPEG for the garbage collector, the peak climbed to " +
+        "295–303 MiB by the 64th image and 304–309 at 256. What the images after the 64th add " +
+        "is filesGrowth64To*.",
     },
   ];
 }
