@@ -474,6 +474,23 @@ function padInputChannels(s: State, graph: Graph, ex: LowerOptions["exclude"]): 
 }
 
 /**
+ * The graph's inferred shapes when some node is a candidate of a rewrite that needs them;
+ * undefined when none is, or when inference fails (the rewrite then leaves the graph as it is).
+ */
+function shapesFor(
+  s: State,
+  graph: Graph,
+  candidate: (n: Node, i: number) => boolean,
+): Map<string, { shape: readonly unknown[] | null }> | undefined {
+  if (!s.nodes.some(candidate)) return undefined;
+  try {
+    return inferShapes(graph);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
  * Pad(x, pads, value, axes) with constant pads and axes → Pad(x, full-rank pads, value). Excluded
  * Pads too: the same op in another form, and an excluded one beside int8 convs failed the same way.
  */
@@ -485,13 +502,8 @@ function padAxesToFullRank(s: State, graph: Graph): void {
   const candidate = (n: Node): boolean =>
     n.op === "Pad" && isStandard(n) && !!n.inputs[3] &&
     !!ints(n.inputs[1]) && !!ints(n.inputs[3]);
-  if (!s.nodes.some(candidate)) return;
-  let shapes: Map<string, { shape: readonly unknown[] | null }>;
-  try {
-    shapes = inferShapes(graph);
-  } catch {
-    return;
-  }
+  const shapes = shapesFor(s, graph, candidate);
+  if (!shapes) return;
   s.nodes = s.nodes.map((n, i) => {
     const rank = shapes.get(n.inputs[0] ?? "")?.shape?.length;
     if (!candidate(n) || rank === undefined) return n;
@@ -532,13 +544,8 @@ function resizeAxesToFullRank(s: State, graph: Graph): void {
     attrString(n, "coordinate_transformation_mode", "half_pixel") !== "tf_crop_and_resize" &&
     (n.inputs[2] ? s.inits.get(n.inputs[2])?.dtype === "float32" : s.inits.has(n.inputs[3] ?? "") &&
       attrString(n, "keep_aspect_ratio_policy", "stretch") === "stretch");
-  if (!s.nodes.some(candidate)) return;
-  let shapes: Map<string, { shape: readonly unknown[] | null }>;
-  try {
-    shapes = inferShapes(graph);
-  } catch {
-    return;
-  }
+  const shapes = shapesFor(s, graph, candidate);
+  if (!shapes) return;
   s.nodes = s.nodes.map((n, i) => {
     const dims = shapes.get(n.inputs[0] ?? "")?.shape;
     if (!candidate(n) || !dims) return n;
@@ -585,14 +592,9 @@ function resizeChannelView(s: State, graph: Graph, ex: LowerOptions["exclude"]):
       !attrInts(n, "axes") && scales?.dtype === "float32" && scales.dims.length === 1 &&
       scales.dims[0] === 4 && scales.data[0] === 1 && scales.data[1] === 1;
   };
-  if (!s.nodes.some(candidate)) return;
-  let shapes: Map<string, { shape: readonly unknown[] | null }>;
-  try {
-    shapes = inferShapes(graph);
-  } catch {
-    // Without shapes the channel count is unknown; the Resize stays as it is.
-    return;
-  }
+  // Without shapes the channel count is unknown; the Resize stays as it is.
+  const shapes = shapesFor(s, graph, candidate);
+  if (!shapes) return;
   // Short names, one shape tensor per channel count: each new tensor gets a Q/DQ pair, and the
   // names are a measurable part of an int8 file (PP-OCR det: six Resizes).
   const toView = fresh(s, "resize_view");
