@@ -195,14 +195,31 @@ async function decodeMozjpeg(bytes: Uint8Array): Promise<RgbImage | undefined> {
   }
   const n = out ? out.width * out.height : 0;
   if (!out || moz.messages.length > 0 || n === 0 || out.data.length !== n * 4) return undefined;
+  return { width: out.width, height: out.height, data: rgbOf(out.data) };
+}
+
+/** RGBA pixels as RGB: alpha dropped, or composited over `background` when one is given. */
+function rgbOf(
+  src: Uint8Array | Uint8ClampedArray,
+  background?: readonly [number, number, number],
+): Uint8Array {
+  const n = src.length / 4;
   const rgb = new Uint8Array(n * 3);
-  const src = out.data;
-  for (let i = 0, j = 0; i < n; i++, j += 4) {
-    rgb[i * 3] = src[j]!;
-    rgb[i * 3 + 1] = src[j + 1]!;
-    rgb[i * 3 + 2] = src[j + 2]!;
+  if (background) {
+    for (let i = 0; i < n; i++) {
+      const a = src[i * 4 + 3]! / 255;
+      for (let c = 0; c < 3; c++) {
+        rgb[i * 3 + c] = Math.round(src[i * 4 + c]! * a + background[c]! * (1 - a));
+      }
+    }
+  } else {
+    for (let i = 0; i < n; i++) {
+      rgb[i * 3] = src[i * 4]!;
+      rgb[i * 3 + 1] = src[i * 4 + 1]!;
+      rgb[i * 3 + 2] = src[i * 4 + 2]!;
+    }
   }
-  return { width: out.width, height: out.height, data: rgb };
+  return rgb;
 }
 
 /**
@@ -289,23 +306,7 @@ export async function decodeImage(
         `${name}: expected ${n * 4} RGBA bytes from the PNG decoder, found ${out.data.length}`,
       );
     }
-    const rgb = new Uint8Array(n * 3);
-    const src = out.data;
-    if (bg) {
-      for (let i = 0; i < n; i++) {
-        const a = src[i * 4 + 3]! / 255;
-        for (let c = 0; c < 3; c++) {
-          rgb[i * 3 + c] = Math.round(src[i * 4 + c]! * a + bg[c]! * (1 - a));
-        }
-      }
-    } else {
-      for (let i = 0; i < n; i++) {
-        rgb[i * 3] = src[i * 4]!;
-        rgb[i * 3 + 1] = src[i * 4 + 1]!;
-        rgb[i * 3 + 2] = src[i * 4 + 2]!;
-      }
-    }
-    return { width: out.width, height: out.height, data: rgb };
+    return { width: out.width, height: out.height, data: rgbOf(out.data, bg) };
   }
   throw new DataError(`${name}: expected a JPEG or PNG image, found ${describe(bytes)}`);
 }
