@@ -10,7 +10,7 @@
  *
  * @module
  */
-import { type Graph, type Node, opsetOf, type Tensor } from "@clipq/onnx";
+import { freshName, type Graph, type Node, node, opsetOf, type Tensor } from "@clipq/onnx";
 import { toFloat64 } from "@clipq/onnx/tensor";
 import { inferShapes } from "@clipq/onnx/shapes";
 import { upgradeOpset } from "@clipq/onnx/upgrade";
@@ -135,7 +135,7 @@ export async function analyze(
   );
   const fetch = [...taps, ...outputs];
   const compare = await sideBySide(floatGraph, int8Graph, { taps, outputs }) ??
-    await apart(floatGraph, int8Graph, fetch);
+    await apart(floatGraph, int8Graph, { taps, fetch });
   const acc = new Map<string, [number, number]>(fetch.map((n) => [n, [0, 0]]));
   let images = 0;
   let first: FeedBatch | undefined;
@@ -175,8 +175,11 @@ export async function analyze(
 }
 
 /** Each model in its own session, every compared tensor fetched whole from both. */
-async function apart(floatGraph: Graph, int8Graph: Graph, fetch: string[]): Promise<Comparer> {
-  const taps = fetch.filter((t) => !floatGraph.outputs.some((v) => v.name === t));
+async function apart(
+  floatGraph: Graph,
+  int8Graph: Graph,
+  { taps, fetch }: { taps: string[]; fetch: string[] },
+): Promise<Comparer> {
   const floatSession = await createSession(floatGraph, {
     taps,
     optimizationLevel: "basic",
@@ -306,41 +309,27 @@ export function sideBySideGraph(
   const pairs = [...o.taps, ...o.outputs].filter((t) => !reduced.includes(t));
   const sums: Node[] = [];
   const sumOf = new Map<string, [string, string]>();
-  const fresh = (base: string) => {
-    let name = base;
-    for (let i = 1; taken.has(name); i++) name = `${base}_${i}`;
-    taken.add(name);
-    return name;
-  };
+  const fresh = (base: string) => freshName(float, base, taken);
   for (const t of reduced) {
     const diff = fresh(`${t}.clipq.diff`), signal = fresh(`${t}.clipq.signal`);
     const noise = fresh(`${t}.clipq.noise`);
     const keep = { keepdims: { type: "int" as const, value: 0 } };
     sums.push(
-      {
-        name: diff,
-        op: "Sub",
-        domain: "",
-        inputs: [t, int8Name(t)],
-        outputs: [diff],
-        attributes: {},
-      },
-      {
+      node({ name: diff, op: "Sub", inputs: [t, int8Name(t)], outputs: [diff] }),
+      node({
         name: signal,
         op: "ReduceSumSquare",
-        domain: "",
         inputs: [t],
         outputs: [signal],
         attributes: keep,
-      },
-      {
+      }),
+      node({
         name: noise,
         op: "ReduceSumSquare",
-        domain: "",
         inputs: [diff],
         outputs: [noise],
         attributes: keep,
-      },
+      }),
     );
     sumOf.set(t, [signal, noise]);
   }
