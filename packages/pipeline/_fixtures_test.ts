@@ -1,7 +1,8 @@
 // Shared helpers of the pipeline tests (not a test file itself; the _test suffix keeps it out of
 // the published package).
 import { join } from "node:path";
-import { encode, type Graph, ModelBuilder } from "@clipq/onnx";
+import { encode, type Graph, ModelBuilder, type Tensor } from "@clipq/onnx";
+import { writeNpy } from "@clipq/data/npy";
 
 /** A small conv net with Clip/Relu activations and a float head (seeded weights). */
 export function smallDetector(name = "tiny"): Graph {
@@ -16,11 +17,13 @@ export function smallDetector(name = "tiny"): Graph {
   return b.build();
 }
 
-/** A temp folder with model.onnx written and a writer for configs. */
+/** A temp folder with model.onnx written, a writer for configs and one for `.npy` inputs. */
 export function workspace(graph: Graph = smallDetector()): {
   dir: string;
   model: string;
   write(config: unknown, file?: string): string;
+  /** Writes each tensor as `<folder>/<k>.npy` (k from 0), creating the folder; returns its name. */
+  npy(tensors: readonly Tensor[], folder?: string): string;
   cleanup(): void;
 } {
   const dir = Deno.makeTempDirSync({ prefix: "clipq-pipeline-" });
@@ -33,6 +36,11 @@ export function workspace(graph: Graph = smallDetector()): {
       const p = join(dir, file);
       Deno.writeTextFileSync(p, JSON.stringify(config, null, 2));
       return p;
+    },
+    npy(tensors, folder = "npy") {
+      Deno.mkdirSync(join(dir, folder));
+      tensors.forEach((t, k) => Deno.writeFileSync(join(dir, folder, `${k}.npy`), writeNpy(t)));
+      return folder;
     },
     cleanup() {
       Deno.removeSync(dir, { recursive: true });

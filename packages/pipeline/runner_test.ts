@@ -3,7 +3,6 @@ import { join } from "node:path";
 import { float32 } from "@clipq/onnx";
 import { decode } from "@clipq/onnx/proto";
 import { ConfigError } from "@clipq/onnx/errors";
-import { writeNpy } from "@clipq/data/npy";
 import { loadConfig } from "./config.ts";
 import { runPipeline } from "./runner.ts";
 import { renderHtml } from "./report_html.ts";
@@ -12,11 +11,12 @@ import { smallDetector, workspace } from "./_fixtures_test.ts";
 Deno.test("runPipeline() calibrates from .npy tensors and leaves no file behind when a step fails", async () => {
   const ws = workspace(smallDetector());
   try {
-    Deno.mkdirSync(join(ws.dir, "npy"));
-    for (let k = 0; k < 3; k++) {
-      const v = Float32Array.from({ length: 3 * 32 * 32 }, (_, i) => ((i * (k + 3)) % 97) / 96);
-      Deno.writeFileSync(join(ws.dir, "npy", `${k}.npy`), writeNpy(float32([1, 3, 32, 32], v)));
-    }
+    ws.npy([0, 1, 2].map((k) =>
+      float32(
+        [1, 3, 32, 32],
+        Float32Array.from({ length: 3 * 32 * 32 }, (_, i) => ((i * (k + 3)) % 97) / 96),
+      )
+    ));
     const cfg = await loadConfig(ws.write({
       model: "model.onnx",
       output: "out/m.onnx",
@@ -58,11 +58,7 @@ Deno.test("runPipeline() splits FC layers with a rank expression, then quantizes
   b.output(b.matmul(h, { out: 48 }), "y");
   const ws = workspace(b.build());
   try {
-    Deno.mkdirSync(join(ws.dir, "npy"));
-    Deno.writeFileSync(
-      join(ws.dir, "npy", "0.npy"),
-      writeNpy(float32([1, 64], Float32Array.from({ length: 64 }, (_, i) => Math.sin(i)))),
-    );
+    ws.npy([float32([1, 64], Float32Array.from({ length: 64 }, (_, i) => Math.sin(i)))]);
     const cfg = await loadConfig(ws.write({
       model: "model.onnx",
       output: "out/fc.onnx",
@@ -101,11 +97,12 @@ Deno.test("runPipeline() feeds input.extra to other model inputs and applies bia
   b.output(b.mul(b.conv(y, { outChannels: 4, kernel: 1 }), gain), "out");
   const ws = workspace(b.build());
   try {
-    Deno.mkdirSync(join(ws.dir, "npy"));
-    for (let k = 0; k < 2; k++) {
-      const v = Float32Array.from({ length: 3 * 16 * 16 }, (_, i) => ((i * (k + 5)) % 31) / 30);
-      Deno.writeFileSync(join(ws.dir, "npy", `${k}.npy`), writeNpy(float32([1, 3, 16, 16], v)));
-    }
+    ws.npy([0, 1].map((k) =>
+      float32(
+        [1, 3, 16, 16],
+        Float32Array.from({ length: 3 * 16 * 16 }, (_, i) => ((i * (k + 5)) % 31) / 30),
+      )
+    ));
     const cfg = await loadConfig(ws.write({
       model: "model.onnx",
       output: "out/m.onnx",
@@ -141,11 +138,12 @@ Deno.test("runPipeline() feeds input.extra to other model inputs and applies bia
 Deno.test("runPipeline() reuses saved statistics without running the model and gets the same model", async () => {
   const ws = workspace(smallDetector());
   try {
-    Deno.mkdirSync(join(ws.dir, "npy"));
-    for (let k = 0; k < 2; k++) {
-      const v = Float32Array.from({ length: 3 * 32 * 32 }, (_, i) => ((i * (k + 7)) % 53) / 52);
-      Deno.writeFileSync(join(ws.dir, "npy", `${k}.npy`), writeNpy(float32([1, 3, 32, 32], v)));
-    }
+    ws.npy([0, 1].map((k) =>
+      float32(
+        [1, 3, 32, 32],
+        Float32Array.from({ length: 3 * 32 * 32 }, (_, i) => ((i * (k + 7)) % 53) / 52),
+      )
+    ));
     const steps = (statistics: Record<string, string>) => [
       { use: "calibrate", method: "clip-bounds", fallback: "mse", statistics },
       { use: "quantize" },
@@ -256,9 +254,8 @@ Deno.test("runPipeline() with clip-bounds stops a hard-swish input's data range 
     opsetImports: [{ domain: "", version: 13 }],
   }));
   try {
-    Deno.mkdirSync(join(ws.dir, "npy"));
     const v = Float32Array.from({ length: 16 }, (_, i) => (i - 8) / 8); // c = 20x ∈ [−20, 17.5]
-    Deno.writeFileSync(join(ws.dir, "npy", "0.npy"), writeNpy(float32([1, 1, 4, 4], v)));
+    ws.npy([float32([1, 1, 4, 4], v)]);
     const cfg = await loadConfig(ws.write({
       model: "model.onnx",
       output: "out/m.onnx",
@@ -278,9 +275,7 @@ Deno.test("runPipeline() calibrates what the quantize step's exclusions leave to
   const pool = graph.nodes.find((n) => n.op === "MaxPool")!;
   const ws = workspace(graph);
   try {
-    Deno.mkdirSync(join(ws.dir, "npy"));
-    const v = Float32Array.from({ length: 3 * 32 * 32 }, (_, i) => (i % 89) / 88);
-    Deno.writeFileSync(join(ws.dir, "npy", "0.npy"), writeNpy(float32([1, 3, 32, 32], v)));
+    ws.npy([float32([1, 3, 32, 32], Float32Array.from({ length: 3072 }, (_, i) => (i % 89) / 88))]);
     // A float MaxPool's output is a tensor of its own for the conv after it (quantized, the pool
     // shares its input's range, so calibration would not measure it).
     const cfg = await loadConfig(ws.write({
@@ -345,11 +340,6 @@ Deno.test("runPipeline() checks data, batch size and head outputs against the mo
     png.data.fill(128);
     Deno.mkdirSync(join(ws.dir, "photos"));
     Deno.writeFileSync(join(ws.dir, "photos", "a.png"), pngjs.PNG.sync.write(png));
-    const npy = (name: string, t?: Parameters<typeof writeNpy>[0]) => {
-      Deno.mkdirSync(join(ws.dir, name));
-      if (t) Deno.writeFileSync(join(ws.dir, name, "0.npy"), writeNpy(t));
-      return name;
-    };
     const steps = [{ use: "calibrate", method: "minmax" }, { use: "quantize" }];
     const run = async (over: Record<string, unknown>, dir = ws) =>
       await runPipeline(
@@ -361,7 +351,7 @@ Deno.test("runPipeline() checks data, batch size and head outputs against the mo
       [
         {
           data: {
-            calibration: { npy: npy("small", float32([1, 3, 16, 16], new Float32Array(768))) },
+            calibration: { npy: ws.npy([float32([1, 3, 16, 16], new Float32Array(768))], "small") },
           },
         },
         /small\/0\.npy: expected shape \[1, 3, 32, 32\] of model input images; found \[1, 3, 16, 16\]/,
@@ -371,11 +361,10 @@ Deno.test("runPipeline() checks data, batch size and head outputs against the mo
         {
           data: {
             calibration: {
-              npy: npy("bytes", {
-                dtype: "uint8",
-                dims: [1, 3, 32, 32],
-                data: new Uint8Array(3072),
-              }),
+              npy: ws.npy(
+                [{ dtype: "uint8", dims: [1, 3, 32, 32], data: new Uint8Array(3072) }],
+                "bytes",
+              ),
             },
           },
         },
@@ -384,7 +373,7 @@ Deno.test("runPipeline() checks data, batch size and head outputs against the mo
       ],
       // Used to be reported as "data.calibration.images: expected at least one calibration image".
       [
-        { data: { calibration: { npy: npy("none") } } },
+        { data: { calibration: { npy: ws.npy([], "none") } } },
         /none: expected \.npy files \(data\.calibration\.npy\); found none/,
         DataError,
       ],
@@ -436,11 +425,7 @@ Deno.test("runPipeline() checks data, batch size and head outputs against the mo
 Deno.test("runPipeline() refuses an unwritable output folder before any step, and a failed report takes its folders along", async () => {
   const ws = workspace(smallDetector());
   try {
-    Deno.mkdirSync(join(ws.dir, "npy"));
-    Deno.writeFileSync(
-      join(ws.dir, "npy", "0.npy"),
-      writeNpy(float32([1, 3, 32, 32], new Float32Array(3072).fill(0.5))),
-    );
+    ws.npy([float32([1, 3, 32, 32], new Float32Array(3072).fill(0.5))]);
     const calibrate = { use: "calibrate", method: "minmax" };
     const config = (over: Record<string, unknown>) =>
       loadConfig(ws.write({
@@ -491,13 +476,7 @@ Deno.test("runPipeline() refuses an unwritable output folder before any step, an
 Deno.test("runPipeline() refuses the image input in input.extra and a calibration shard that holds no file", async () => {
   const ws = workspace(smallDetector());
   try {
-    Deno.mkdirSync(join(ws.dir, "npy"));
-    for (const k of [0, 1]) {
-      Deno.writeFileSync(
-        join(ws.dir, "npy", `${k}.npy`),
-        writeNpy(float32([1, 3, 32, 32], new Float32Array(3072).fill(k))),
-      );
-    }
+    ws.npy([0, 1].map((k) => float32([1, 3, 32, 32], new Float32Array(3072).fill(k))));
     Deno.mkdirSync(join(ws.dir, "photos"));
     const { default: pngjs } = await import("pngjs");
     Deno.writeFileSync(
@@ -558,11 +537,7 @@ Deno.test("runPipeline() wants a value of the right count for every other model 
   b.output(b.conv(y, { outChannels: 2, kernel: 1 }), "y");
   const ws = workspace(b.build());
   try {
-    Deno.mkdirSync(join(ws.dir, "npy"));
-    Deno.writeFileSync(
-      join(ws.dir, "npy", "0.npy"),
-      writeNpy(float32([1, 3, 8, 8], new Float32Array(192).fill(0.5))),
-    );
+    ws.npy([float32([1, 3, 8, 8], new Float32Array(192).fill(0.5))]);
     const run = async (input: Record<string, unknown>) =>
       await runPipeline(
         await loadConfig(ws.write({
@@ -594,11 +569,7 @@ Deno.test("runPipeline() wants a value of the right count for every other model 
 Deno.test("runPipeline() warns when evaluation images are configured but nothing reads them, and keys step warnings by entry", async () => {
   const ws = workspace(smallDetector());
   try {
-    Deno.mkdirSync(join(ws.dir, "npy"));
-    Deno.writeFileSync(
-      join(ws.dir, "npy", "0.npy"),
-      writeNpy(float32([1, 3, 32, 32], new Float32Array(3072).fill(0.5))),
-    );
+    ws.npy([float32([1, 3, 32, 32], new Float32Array(3072).fill(0.5))]);
     const { default: pngjs } = await import("pngjs");
     Deno.mkdirSync(join(ws.dir, "photos"));
     Deno.writeFileSync(
@@ -645,9 +616,7 @@ Deno.test("runPipeline() warns when evaluation images are configured but nothing
 Deno.test("runPipeline() refuses a head that does not fit the model's outputs before any step runs", async () => {
   const ws = workspace(smallDetector()); // "out" is [1, 6, 16, 16]: one anchor × (5 + 1 class)
   try {
-    Deno.mkdirSync(join(ws.dir, "npy"));
-    const v = Float32Array.from({ length: 3 * 32 * 32 }, (_, i) => (i % 61) / 60);
-    Deno.writeFileSync(join(ws.dir, "npy", "0.npy"), writeNpy(float32([1, 3, 32, 32], v)));
+    ws.npy([float32([1, 3, 32, 32], Float32Array.from({ length: 3072 }, (_, i) => (i % 61) / 60))]);
     const config = (anchors: number[][][]) =>
       loadConfig(ws.write({
         model: "model.onnx",
