@@ -24,6 +24,7 @@ import {
 } from "@clipq/onnx";
 import { upgradeOpset } from "@clipq/onnx/upgrade";
 import { inferShapes } from "@clipq/onnx/shapes";
+import { seededRandom } from "@clipq/onnx/builder";
 import { clipBounds } from "@clipq/calibrate";
 import { quantize } from "@clipq/quantize";
 import { createSession } from "@clipq/runtime";
@@ -34,12 +35,7 @@ import { runCli } from "./cli.ts";
 import { MODERN_OPSETS, modernNet } from "./_modern_models.ts";
 
 function seededImage(seed: number): Tensor {
-  let s = seed >>> 0;
-  const data = Float32Array.from({ length: 3 * 32 * 32 }, () => {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    return s / 2 ** 32;
-  });
-  return { dtype: "float32", dims: [1, 3, 32, 32], data };
+  return { dtype: "float32", dims: [1, 3, 32, 32], data: seededRandom(seed).uniforms(3072, 0, 1) };
 }
 
 /** Every output of `g` at level all, for one image as `images` or for the given feeds. */
@@ -378,11 +374,7 @@ Deno.test("upgradeOpset() refuses GroupNormalization-18 at 21 (its scale became 
 
 Deno.test("upgradeOpset() keeps PP-OCRv4 det outputs at opset 21, and its int8 model is the opset-13 one's, output for output", async () => {
   const det = decode(await Deno.readFile(await ppocrModel("det")));
-  let s = 11;
-  const data = Float32Array.from({ length: 3 * 160 * 160 }, () => {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    return s / 2 ** 31 - 1;
-  });
+  const data = seededRandom(11).uniforms(3 * 160 * 160, -1, 1);
   const feeds = {
     [det.inputs[0]!.name]: { dtype: "float32" as const, dims: [1, 3, 160, 160], data },
   };
@@ -402,11 +394,7 @@ Deno.test("upgradeOpset() keeps PP-OCRv4 det outputs at opset 21, and its int8 m
 
 Deno.test("upgradeOpset() keeps PP-OCRv4 rec outputs (ten ReduceMean with axes attributes, opset 9) at opsets 18 and 21", async () => {
   const rec = decode(await Deno.readFile(await ppocrModel("rec")));
-  let s = 5;
-  const data = Float32Array.from({ length: 3 * 48 * 320 }, () => {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    return s / 2 ** 31 - 1;
-  });
+  const data = seededRandom(5).uniforms(3 * 48 * 320, -1, 1);
   const feeds = {
     [rec.inputs[0]!.name]: { dtype: "float32" as const, dims: [1, 3, 48, 320], data },
   };
