@@ -263,14 +263,14 @@ export function samplingPlan(
     if (d && x && wanted.has(x) && !inverses.has(x) && sameShape(x, d.from)) inverses.set(x, d);
   }
   const deferred: { t: string; population: number; rank: number; step: number }[] = [];
+  const pack = (t: string, rank: number, population: number, step: number, internal = false) => {
+    packed.push({ name: t, rank, population, step, ...(internal ? { internal } : {}) });
+    readable.set(t, population / step);
+  };
   const take = (t: string, rank: number, population: number, step: number, d?: Derivation) => {
-    if (d) {
-      derived.push({ ...d, name: t, population, sampled: readable.get(d.from)! });
-      readable.set(t, readable.get(d.from)!);
-    } else {
-      packed.push({ name: t, rank, population, step });
-      readable.set(t, population / step);
-    }
+    if (!d) return pack(t, rank, population, step);
+    derived.push({ ...d, name: t, population, sampled: readable.get(d.from)! });
+    readable.set(t, readable.get(d.from)!);
   };
   for (const t of tapped) {
     const s = shapes.get(t);
@@ -291,8 +291,7 @@ export function samplingPlan(
     const d = derive(t);
     const inverse = d ? undefined : inverses.get(t);
     if (inverse && !wanted.has(inverse.from)) {
-      packed.push({ name: inverse.from, rank: dims.length, population, step, internal: true });
-      readable.set(inverse.from, population / step);
+      pack(inverse.from, dims.length, population, step, true);
       take(t, dims.length, population, step, inverse);
     } else if (inverse) {
       // The activation's output comes later in graph order: decided once that one is.
