@@ -168,6 +168,16 @@ async function* mapAsync<T, U>(source: AsyncIterable<T>, f: (x: T) => U): AsyncG
   for await (const x of source) yield f(x);
 }
 
+/** Plain float inference over the feeds, session creation included (the baseline of every ratio). */
+async function plainInference(
+  graph: Graph,
+  feeds: Iterable<Record<string, Tensor>> | AsyncIterable<Record<string, Tensor>>,
+): Promise<void> {
+  const s = await createSession(graph);
+  for await (const f of feeds) await s.run(f);
+  await s.release();
+}
+
 /** The sampling graph collectStatistics builds by default for these tensors and feeds. */
 function defaultPlan(
   graph: Graph,
@@ -280,9 +290,7 @@ async function perModel(reps: number): Promise<Record<string, number>> {
     let float = Infinity, calibration = Infinity;
     for (let r = 0; r < reps; r++) {
       let t = performance.now();
-      const s = await createSession(graph);
-      for (const f of feeds) await s.run(f);
-      await s.release();
+      await plainInference(graph, feeds);
       float = Math.min(float, performance.now() - t);
       t = performance.now();
       await collectStatistics(graph, feeds, { tensors });
@@ -317,11 +325,7 @@ async function exactChild(size: number, reps: number): Promise<void> {
     best[key] = Math.min(best[key]!, performance.now() - t);
   };
   for (let r = 0; r < reps; r++) {
-    await time("exactFloat", async () => {
-      const s = await createSession(graph);
-      for (const f of feeds) await s.run(f);
-      await s.release();
-    });
+    await time("exactFloat", () => plainInference(graph, feeds));
     await time("all", () => collectStatistics(graph, feeds, { tensors, samples: "all" }));
     await time(
       "allUnbounded",
@@ -377,28 +381,18 @@ export async function run(options: BenchOptions): Promise<BenchResult[]> {
     await f();
     best.set(key, Math.min(best.get(key) ?? Infinity, performance.now() - t));
   };
-  const plainRun = async () => {
-    const s = await createSession(graph);
-    for (const f of feeds) await s.run(f);
-    await s.release();
-  };
   const tensors = plan.activations;
   // The same from the image files, as the pipeline reads a folder: decoding and preprocessing
   // each image is JavaScript that costs more than the model's run here.
   const photoPaths = await photoFiles();
   const fromFiles = () => mapAsync(imageBatches(photoPaths, spec(size)), (b) => ({ x: b.tensor }));
-  const plainFiles = async () => {
-    const s = await createSession(graph);
-    for await (const f of fromFiles()) await s.run(f);
-    await s.release();
-  };
   for (let r = 0; r < reps; r++) {
     // Interleaved, best of runs: the machine is shared, and each figure gets the same chances.
-    await time("float", plainRun);
+    await time("float", () => plainInference(graph, feeds));
     await time("sampled", () => collectStatistics(graph, feeds, { tensors }));
     await time("sampledUnbounded", () => collectStatistics(graph, feeds, { tensors: unbounded }));
     await stages(graph, feeds, tensors, best);
-    await time("filesFloat", plainFiles);
+    await time("filesFloat", () => plainInference(graph, fromFiles()));
     await time("filesSampled", () => collectStatistics(graph, fromFiles(), { tensors }));
   }
   // The exact path in a fresh process against its own plain runs: after the sampled passes, the
