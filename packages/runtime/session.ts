@@ -285,6 +285,8 @@ export async function createSession(
   }
   const inputNames = [...session.inputNames];
   const outputNames = [...session.outputNames];
+  // Checked on every run: a calibration graph has hundreds of outputs, all of them fetched.
+  const isOutput = new Set(outputNames);
   return {
     inputNames,
     outputNames,
@@ -303,7 +305,7 @@ export async function createSession(
       }
       const wanted = runOptions.outputs ?? outputNames;
       for (const w of wanted) {
-        if (!outputNames.includes(w)) {
+        if (!isOutput.has(w)) {
           throw new ModelError(
             `${label}: expected an output name in [${outputNames.join(", ")}] but found "${w}"`,
           );
