@@ -304,8 +304,15 @@ export function samplingPlan(
   }
   const kept = needed(graph, [...packed.map((p) => p.name), ...whole]);
   const live = new Set(kept?.flatMap((n) => [...n.inputs, ...n.outputs]));
+  // Initializers only the pruned nodes read go too (onnxruntime warned of each one it removed).
+  for (const v of graph.inputs) live.add(v.name);
   const base: Graph = kept
-    ? { ...graph, nodes: kept, valueInfo: graph.valueInfo.filter((v) => live.has(v.name)) }
+    ? {
+      ...graph,
+      nodes: kept,
+      valueInfo: graph.valueInfo.filter((v) => live.has(v.name)),
+      initializers: new Map([...graph.initializers].filter(([name]) => live.has(name))),
+    }
     : graph;
   if (packed.length === 0) {
     return {
@@ -329,7 +336,7 @@ export function samplingPlan(
     taken.add(name);
     return name;
   };
-  const initializers = new Map(graph.initializers);
+  const initializers = new Map(base.initializers);
   // Slice parameters are shared by value.
   const shared = new Map<string, string>();
   const ints = (what: string, values: readonly number[]): string => {

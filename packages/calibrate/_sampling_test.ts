@@ -243,3 +243,19 @@ Deno.test("samplingPlan() slices a [batch, P] tensor as it is, at the flat path'
   });
   assert.deepEqual(flat.get("a")!.toJSON(), nchw.get("a")!.toJSON());
 });
+
+Deno.test("samplingPlan() drops the initializers of the nodes it prunes", () => {
+  // Tapping only a: the nodes after it go, and so do their constants (three … one), which
+  // onnxruntime would otherwise remove itself with a warning per initializer.
+  const plan = samplingPlan(chain(), {
+    tensors: ["a"],
+    samples: 64,
+    seed: 0,
+    inputDims: { x: [1, 4, 32, 32] },
+  });
+  assert.deepEqual(plan.graph.nodes.filter((n) => n.name === "neg").length, 1);
+  const read = new Set(plan.graph.nodes.flatMap((n) => n.inputs));
+  const unread = [...plan.graph.initializers.keys()].filter((k) => !read.has(k));
+  assert.deepEqual(unread, []);
+  assert.ok(!plan.graph.initializers.has("three"));
+});
