@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import process from "node:process";
 import {
   ConfigError,
   emptyGraph,
@@ -204,4 +205,40 @@ Deno.test("releaseOutputs() frees each run's outputs at once and leaves the sess
   releaseOutputs(out);
   assert.equal(out.y!.data.length, 0);
   await s.release();
+});
+
+Deno.test("createSession() with spinning: false leaves no worker spinning after a run", async () => {
+  // onnxruntime's workers spin for a bounded number of iterations after a run (~30 ms of CPU on
+  // this machine); with spinning off they sleep at once. CPU time, not wall time: it does not
+  // depend on what else the machine runs.
+  const n = 256;
+  const g = emptyGraph({
+    opsetImports: [{ domain: "", version: 13 }],
+    nodes: [node({ name: "mm", op: "MatMul", inputs: ["x", "w"], outputs: ["y"] })],
+    initializers: new Map([["w", float32([n, n], new Float32Array(n * n).fill(0.01))]]),
+    inputs: [{ name: "x", dtype: "float32", shape: [n, n] }],
+    outputs: [{ name: "y", dtype: "float32" }],
+  });
+  const x = float32([n, n], new Float32Array(n * n).fill(1));
+  const idleCpuMs = async (spinning: boolean) => {
+    const s = await createSession(g, { threads: 2, spinning });
+    try {
+      for (let i = 0; i < 3; i++) await s.run({ x });
+      const before = process.cpuUsage();
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      const used = process.cpuUsage(before);
+      return (used.user + used.system) / 1000;
+    } finally {
+      await s.release();
+    }
+  };
+  const spinning = await idleCpuMs(true), sleeping = await idleCpuMs(false);
+  assert.ok(
+    sleeping < 5,
+    `expected < 5 ms of CPU while idle without spinning but found ${sleeping}`,
+  );
+  assert.ok(
+    spinning > sleeping + 5,
+    `expected spinning workers to use CPU while idle (${spinning} ms vs ${sleeping} ms)`,
+  );
 });
