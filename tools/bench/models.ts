@@ -250,6 +250,17 @@ async function latency(
     const cmp = await compareLatency({ a: fs, b: is }, feeds, { warmup: 2, runs });
     await fs.release();
     await is.release();
+    // The same comparison with a thread per core: onnxruntime's default here is one thread (on
+    // this 2-core machine float NanoDet takes 23 ms by default, 14 ms on both cores). Spinning
+    // off, or each session's idle workers spin on the cores the other one is running on (float
+    // and int8 NanoDet then measured 27 and 13–17 ms instead of 14 and 7).
+    const cores = navigator.hardwareConcurrency;
+    const onAll = { optimizationLevel: "all", threads: cores, spinning: false } as const;
+    const fa = await createSession(float, onAll);
+    const ia = await createSession(int8, onAll);
+    const all = await compareLatency({ a: fa, b: ia }, feeds, { warmup: 2, runs });
+    await fa.release();
+    await ia.release();
     // Where the time goes: ORT's profiler, kernel ms per run per op type, in separate sessions
     // (profiling slows runs down, so the timed comparison above runs without it).
     const profileOf = async (g: Graph) => {
@@ -283,6 +294,10 @@ async function latency(
         int8MedianMs: cmp.b.median,
         speedup: cmp.a.median / cmp.b.median,
         runs,
+        threadsAllCores: cores,
+        floatMedianMsAllCores: all.a.median,
+        int8MedianMsAllCores: all.b.median,
+        speedupAllCores: all.a.median / all.b.median,
         qlinearConv: Object.entries(ops).filter(([k]) => /QLinearConv/.test(k))
           .reduce((s, [, v]) => s + v, 0),
         floatConv: ops["Conv"] ?? 0,
@@ -399,6 +414,8 @@ async function profile(
     `calibration ${
       JSON.stringify({ ...calibrate, statistics: undefined })
     } over ${c.files.length} real images`,
+    "speedup: onnxruntime's default thread count; *AllCores: threadsAllCores threads (one per " +
+    "core), worker spinning off (spinning workers of the idle session slowed the running one)",
   ];
   if (speedup < options.goals.speedup) {
     notes.push(
