@@ -107,8 +107,12 @@ export interface SsdHead extends HeadBase {
   priors: number[][] | string;
   /** Center-size coder variances (center, size). */
   variances: [number, number];
-  /** `softmax` over classes with background at index 0, or independent `sigmoid`s. */
-  activation: "softmax" | "sigmoid";
+  /**
+   * `softmax` over classes with background at index 0, or independent `sigmoid`s; `none` when the
+   * graph ends in its own Softmax (tf2onnx and torch exports): scores are probabilities already,
+   * background at index 0.
+   */
+  activation: "softmax" | "sigmoid" | "none";
 }
 
 /**
@@ -376,7 +380,7 @@ export function resolveHead(raw: unknown, options: ResolveHeadOptions = {}): Hea
         );
       }
       positiveList(head.variances, at("variances"), 2);
-      oneOf(head.activation, at("activation"), ["softmax", "sigmoid"]);
+      oneOf(head.activation, at("activation"), ["softmax", "sigmoid", "none"]);
       break;
     }
     case "anchor-free":

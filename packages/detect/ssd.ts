@@ -14,8 +14,8 @@ import type { DecodeOptions } from "./yolo.ts";
 /**
  * Decodes SSD outputs `locations [N, P, 4]` and `scores [N, P, K]` against priors `[cx, cy, w, h]`
  * (normalized): centre `prior_c + loc · v₀ · prior_wh`, size `prior_wh · exp(loc · v₁)`, scaled to the
- * input size. With `softmax`, class 0 is background and labels are class indices ≥ 1; with
- * `sigmoid`, every index is a class.
+ * input size. With `softmax`, class 0 is background and labels are class indices ≥ 1; `none` reads
+ * scores the graph already softmaxed the same way; with `sigmoid`, every index is a class.
  *
  * @param head The head description (`outputs`: locations, scores; `priors`).
  * @param outputs Model outputs by name (and the priors tensor, when `priors` names one).
@@ -62,12 +62,14 @@ export function decodeSsd(
   );
   expectShape(cd.length === 3 && cd[1] === P && b < cd[0]!, cn, `[N, ${P}, K]`, cd);
   const K = cd[2]!;
+  // Softmax in the decoder or in the graph ("none"): either way class 0 is background.
   const softmax = head.activation === "softmax";
+  const background = head.activation !== "sigmoid";
   if (head.classes !== undefined) {
     expectShape(
-      K === head.classes + (softmax ? 1 : 0),
+      K === head.classes + (background ? 1 : 0),
       cn,
-      `[N, ${P}, ${head.classes + (softmax ? 1 : 0)}]`,
+      `[N, ${P}, ${head.classes + (background ? 1 : 0)}]`,
       cd,
     );
   }
@@ -84,12 +86,14 @@ export function decodeSsd(
       let sum = 0;
       for (let k = 0; k < K; k++) sum += p[k] = Math.exp(conf[o + k]! - max);
       for (let k = 0; k < K; k++) p[k] = p[k]! / sum;
-    } else {
+    } else if (head.activation === "sigmoid") {
       for (let k = 0; k < K; k++) p[k] = sigmoid(conf[o + k]!);
+    } else {
+      for (let k = 0; k < K; k++) p[k] = conf[o + k]!;
     }
     let decoded = false;
     let x1 = 0, y1 = 0, x2 = 0, y2 = 0;
-    for (let k = softmax ? 1 : 0; k < K; k++) {
+    for (let k = background ? 1 : 0; k < K; k++) {
       const s = p[k]!;
       if (s < head.nms.score) continue;
       if (!decoded) {
