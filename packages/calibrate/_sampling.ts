@@ -87,7 +87,10 @@ export interface SamplingPlan {
    * off it, in this order (each one's source comes earlier). Same positions, so same counts.
    */
   derived: (Derivation & { name: string; population: number; sampled: number })[];
-  /** Tensors fetched whole as extra outputs (unknown shape, non-float32, no batch axis). */
+  /**
+   * Tensors fetched whole as extra outputs (unknown shape, non-float32, no batch axis, or a length
+   * that follows values: {@linkcode valueShaped}).
+   */
   whole: string[];
   /** The outputs to fetch each run: every sampled tensor's min, max and sample, then `whole`. */
   fetch: string[];
@@ -166,6 +169,42 @@ export function strided(
   const n = Math.ceil((values.length - offset) / step);
   const out = options.into?.length === n ? options.into : new Float32Array(n);
   for (let i = 0, j = offset; i < n; i++, j += step) out[i] = values[j]!;
+  return out;
+}
+
+/**
+ * Ops whose output length depends on input values, not only on input shapes (TopK too when its
+ * k is not a constant).
+ */
+const VALUE_SHAPED = new Set([
+  "NonMaxSuppression",
+  "NonZero",
+  "Unique",
+  "Compress",
+  "If",
+  "Loop",
+  "Scan",
+]);
+
+/**
+ * Tensors whose shape may change from run to run whatever the input dims: the outputs of
+ * {@linkcode VALUE_SHAPED} ops and everything computed from them (a two-stage detector's RoI
+ * features after NonMaxSuppression). Declared value_info may still give them static dims — the
+ * one length a traced export or `withObservedValueInfo` saw — and a sampling step planned on it
+ * miscounts every other run (a wrong population, or more values than items · sampled).
+ *
+ * @param graph The model.
+ * @returns The names of such tensors.
+ */
+export function valueShaped(graph: Graph): Set<string> {
+  const out = new Set<string>();
+  for (const n of graph.nodes) {
+    const k = n.op === "TopK" ? n.inputs[1] : undefined;
+    if (
+      VALUE_SHAPED.has(n.op) || (k !== undefined && !graph.initializers.has(k)) ||
+      n.inputs.some((x) => x && out.has(x))
+    ) { for (const o of n.outputs) if (o) out.add(o); }
+  }
   return out;
 }
 
@@ -262,6 +301,7 @@ export function samplingPlan(
     const x = n.inputs[0], d = inverseDerivation(n);
     if (d && x && wanted.has(x) && !inverses.has(x) && sameShape(x, d.from)) inverses.set(x, d);
   }
+  const varying = valueShaped(graph);
   const deferred: { t: string; population: number; rank: number; step: number }[] = [];
   const pack = (t: string, rank: number, population: number, step: number, internal = false) => {
     packed.push({ name: t, rank, population, step, ...(internal ? { internal } : {}) });
@@ -276,7 +316,7 @@ export function samplingPlan(
     const s = shapes.get(t);
     const dims = s?.shape;
     const ok = s?.dtype === "float32" && dims && dims.length >= 2 && dims[0] === batch &&
-      dims.slice(1).every((d) => typeof d === "number" && d > 0);
+      dims.slice(1).every((d) => typeof d === "number" && d > 0) && !varying.has(t);
     if (!ok) {
       whole.push(t);
       continue;

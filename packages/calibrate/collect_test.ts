@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { emptyGraph, float32, type Graph, int64, node, type Tensor } from "@clipq/onnx";
 import { ModelBuilder } from "@clipq/onnx/builder";
 import { mulberry32 } from "@clipq/onnx/random";
-import { createSession } from "@clipq/runtime";
+import { createSession, withObservedValueInfo } from "@clipq/runtime";
 import { collectStatistics } from "./collect.ts";
 import { measureBiasShifts } from "./bias_shifts.ts";
 import { Histogram } from "./histogram.ts";
@@ -260,4 +260,57 @@ Deno.test("collectStatistics() samples a graph input at the positions the graph 
     all.get("x")!.min,
     all.get("x")!.max,
   ]);
+});
+
+Deno.test("collectStatistics() takes whole a tensor whose length follows NonMaxSuppression, even with a traced static shape", async () => {
+  // A two-stage detector's RoI features: their count is what NMS keeps, which differs per image.
+  // withObservedValueInfo() (like a traced export) records the first run's count as if static.
+  const graph = emptyGraph({
+    nodes: [
+      node({
+        name: "nms",
+        op: "NonMaxSuppression",
+        inputs: ["boxes", "scores", "max", "iou"],
+        outputs: ["selected"],
+      }),
+      node({
+        name: "keep",
+        op: "Gather",
+        inputs: ["selected", "two"],
+        outputs: ["keep"],
+        attributes: { axis: { type: "int", value: 1 } },
+      }),
+      node({ name: "flat", op: "Reshape", inputs: ["boxes", "rows"], outputs: ["flat"] }),
+      node({ name: "pick", op: "Gather", inputs: ["flat", "keep"], outputs: ["picked"] }),
+      node({ name: "unsq", op: "Unsqueeze", inputs: ["picked", "zero"], outputs: ["rois"] }),
+      node({ name: "mul", op: "Mul", inputs: ["rois", "ten"], outputs: ["y"] }),
+    ],
+    initializers: new Map([
+      ["max", int64([1], [8])],
+      ["iou", float32([1], [0.25])],
+      ["two", int64([], [2])],
+      ["rows", int64([2], [8, 4])],
+      ["zero", int64([1], [0])],
+      ["ten", float32([], [10])],
+    ]),
+    inputs: [
+      { name: "boxes", dtype: "float32", shape: [1, 8, 4] },
+      { name: "scores", dtype: "float32", shape: [1, 1, 8] },
+    ],
+    outputs: [{ name: "y", dtype: "float32" }],
+    opsetImports: [{ domain: "", version: 13 }],
+  });
+  // Eight unit boxes along a row, 0.5 apart (IoU 1/3 with the next), or 1 apart (IoU 0): NMS at
+  // 0.25 keeps every other one in the first image, all eight in the second.
+  const row = (gap: number) =>
+    float32([1, 8, 4], Array.from({ length: 8 }, (_, i) => [i * gap, 0, i * gap + 1, 1]).flat());
+  const scores = float32([1, 1, 8], [8, 7, 6, 5, 4, 3, 2, 1]);
+  const batches = [{ boxes: row(0.5), scores }, { boxes: row(1), scores }];
+  const traced = await withObservedValueInfo(graph, batches[0]!);
+  assert.deepEqual(traced.valueInfo.find((v) => v.name === "rois")?.shape, [1, 4, 4]);
+  const exact = await collectStatistics(traced, batches, { tensors: ["y"], samples: "all" });
+  // 4 values wanted of the 16 traced would be every 4th: the second image has 32, not 16.
+  const sampled = await collectStatistics(traced, batches, { tensors: ["y"], samples: 4 });
+  assert.equal(exact.get("y")!.count, 4 * 4 + 8 * 4);
+  assert.deepEqual(sampled.get("y")!.toJSON(), exact.get("y")!.toJSON());
 });
