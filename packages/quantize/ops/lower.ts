@@ -48,6 +48,9 @@
  *   int8 9.37 → 9.08 and 9.47 → 9.25 ms against float's 23.7–23.9 (2.52× → 2.58–2.61×), outputs
  *   bit-identical; ORT's Transposes 0.59 → 0.20 ms a run (the stem's is left), its Split and
  *   bias Add, now on the last axis, +0.07 ms. One MatMul per Split part instead: no gain (tried).
+ *   A path ends where only the tensor's shape is read, or where an RoI op reads it as boxes: a
+ *   two-stage detector's RPN convs (objectness, deltas) place the RoIs of fc6 but no value of
+ *   theirs reaches it; they ran as float Convs on dequantized inputs before.
  * - The DepthToSpace then sinks past single-consumer Relu/Clip/Sigmoid/LeakyRelu and 1×1 Convs
  *   (block-diagonal weights) and consecutive ones merge, so a chain of such ConvTransposes becomes
  *   1×1 Convs at the low resolution and one DepthToSpace at the end (ORT's DepthToSpace is a slow
@@ -825,6 +828,12 @@ function sinkDepthToSpace(s: State, graph: Graph, ex: LowerOptions["exclude"]): 
 
 const WEIGHTED = new Set(["Conv", "ConvTranspose", "Gemm", "MatMul"]);
 
+/** Ops that read only their input's shape. */
+const SHAPE_ONLY = new Set(["Shape", "Size", "ConstantOfShape", "EyeLike"]);
+
+/** Ops that pool input 0 over the boxes of input 1 (input 2: the boxes' batch indices). */
+const ROI_OPS = new Set(["RoiAlign", "MaxRoiPool", "RoiPool"]);
+
 /** A head conv lowered to MatMul: its channels-last output and what brings it back to NCHW. */
 interface HeadMatMul {
   /** The MatMul's output, [N, H, W, C]. */
@@ -861,6 +870,11 @@ function headConvsToMatMul(
     let ok = depth < 64 && (u.length > 0 || outputs.has(t));
     for (const n of u) {
       if (!ok) break;
+      // No value of t flows on where only its shape is read, or where an RoI op reads t as boxes
+      // (it samples input 0 there): a two-stage detector's RPN convs feed fc6 only that way.
+      if (isStandard(n) && (SHAPE_ONLY.has(n.op) || (ROI_OPS.has(n.op) && n.inputs[0] !== t))) {
+        continue;
+      }
       if ((WEIGHTED.has(n.op) && !expectations.has(n)) || !isStandard(n)) ok = false;
       else ok = n.outputs.every((o) => !o || rawToOutputs(o, depth + 1));
     }

@@ -584,3 +584,52 @@ Deno.test("lowerForOrt() writes a Resize's axes attribute (opset 18) as scales o
     );
   }
 });
+
+/** An RPN-like head conv whose raw output only places RoIs (RoiAlign's input 1) before an FC layer. */
+function roiHead(): Graph {
+  const b = new ModelBuilder({ seed: 9, opset: 16 });
+  const feature = b.relu(b.conv(b.input("x", [1, 3, 16, 16]), { outChannels: 8, kernel: 3 }));
+  const raw = b.conv(feature, { outChannels: 4, kernel: 1, name: "rpn" });
+  const pooled = b.op("GlobalAveragePool", [raw], { shape: [1, 4, 1, 1] });
+  const rois = b.mul(b.op("Abs", [b.reshape(pooled, [1, 4])], { shape: [1, 4] }), 8);
+  const count = b.op("Shape", [rois], {
+    attributes: { end: { type: "int", value: 1 } },
+    dtype: "int64",
+    shape: [1],
+  });
+  const batch = b.op("ConstantOfShape", [count], {
+    attributes: { value: { type: "tensor", value: int64([1], [0]) } },
+    dtype: "int64",
+    shape: [1],
+  });
+  const aligned = b.op("RoiAlign", [feature, rois, batch], {
+    attributes: {
+      output_height: { type: "int", value: 2 },
+      output_width: { type: "int", value: 2 },
+      sampling_ratio: { type: "int", value: 2 },
+    },
+    shape: [1, 8, 2, 2],
+  });
+  b.output(rois, "rois");
+  b.output(b.gemm(b.flatten(aligned), { out: 3, name: "fc" }), "scores");
+  return b.build();
+}
+
+Deno.test("lowerForOrt() lowers a head conv whose output reaches an FC layer only as RoiAlign's boxes, same outputs", async () => {
+  const g = roiHead();
+  const { graph, notes } = lowerForOrt(g, { head: "auto" });
+  assert.equal(graph.nodes.find((n) => n.name === "rpn")?.op, "MatMul");
+  assert.match(notes.join("\n"), /rpn: head 1×1 Conv → MatMul/);
+  await assertSameOutputs(g, graph, 5);
+  // Read as RoiAlign's features (input 0), the same conv output is no raw head output.
+  const features = {
+    ...g,
+    nodes: g.nodes.map((n) =>
+      n.op === "RoiAlign" ? { ...n, inputs: ["rpn", ...n.inputs.slice(1)] } : n
+    ),
+  };
+  assert.equal(
+    lowerForOrt(features, { head: "auto" }).graph.nodes.find((n) => n.name === "rpn")?.op,
+    "Conv",
+  );
+});
