@@ -3,7 +3,7 @@
 // deltas) with its decode against constant anchors in the graph (Transpose/Reshape/Slice/Exp/Mul/
 // Add/Concat/Clip as torchvision writes BoxCoder.decode), Sigmoid scores, TopK (pre-NMS top N),
 // NonMaxSuppression and a Gather of the kept boxes — so the RoI count is data-dependent — then
-// RoiAlign (7×7, scale 1/16, batch indices from ConstantOfShape(Shape(keep))) and the two-FC box
+// RoiAlign (7×7, scale 1/16, batch indices from ConstantOfShape(Shape(proposals)[:1])) and the two-FC box
 // head (fc6, fc7, cls + Softmax, bbox). The final per-class decode and NMS stay outside the graph,
 // as a user would run them on "class_scores" and "box_deltas". No real weights may be downloaded.
 import { ModelBuilder } from "@clipq/onnx/builder";
@@ -55,9 +55,9 @@ export function twoStageModel(options: TwoStageOptions = {}): Graph {
   let x = b.input("images", [1, 3, size, size]);
   for (const out of [16, 32, 64, c]) x = stage(x, out);
   const feature = x; // [1, c, size/16, size/16]
-  const g = size / 16;
+  const grid = size / 16;
   const a = ANCHOR_SIZES.length;
-  const n = g * g * a;
+  const n = grid * grid * a;
 
   // RPN head.
   const t = b.relu(b.conv(feature, { outChannels: c, kernel: 3, name: "rpn.conv" }));
@@ -66,15 +66,15 @@ export function twoStageModel(options: TwoStageOptions = {}): Graph {
   // torchvision's permute_and_flatten: [1, A, H, W] → [1, H·W·A]; [1, 4A, H, W] → [1, H·W·A, 4].
   const objectness = b.reshape(b.transpose(logits, [0, 2, 3, 1]), [1, n]);
   const rel = b.reshape(
-    b.transpose(b.reshape(deltas, [1, a, 4, g, g]), [0, 3, 4, 1, 2]),
+    b.transpose(b.reshape(deltas, [1, a, 4, grid, grid]), [0, 3, 4, 1, 2]),
     [1, n, 4],
   );
 
   // Anchors in (y, x, a) order, as centres and sizes: BoxCoder.decode with weights (1, 1, 1, 1).
   const ctr = new Float32Array(2 * n), wh = new Float32Array(2 * n);
   let k = 0;
-  for (let yy = 0; yy < g; yy++) {
-    for (let xx = 0; xx < g; xx++) {
+  for (let yy = 0; yy < grid; yy++) {
+    for (let xx = 0; xx < grid; xx++) {
       for (const s of ANCHOR_SIZES) {
         ctr[2 * k] = xx * 16 + 8;
         ctr[2 * k + 1] = yy * 16 + 8;
@@ -132,7 +132,12 @@ export function twoStageModel(options: TwoStageOptions = {}): Graph {
   const proposals = b.op("Gather", [topBoxes, keep], { name: "rpn.proposals", shape: [null, 4] });
 
   // RoiAlign on batch 0 for every proposal (torchvision's MultiScaleRoIAlign on one level).
-  const batchIndices = b.op("ConstantOfShape", [b.op("Shape", [keep], { dtype: "int64" })], {
+  const count = b.op("Shape", [proposals], {
+    attributes: { end: { type: "int", value: 1 } },
+    dtype: "int64",
+    shape: [1],
+  });
+  const batchIndices = b.op("ConstantOfShape", [count], {
     attributes: { value: { type: "tensor", value: int64([1], [0]) } },
     dtype: "int64",
     shape: [null],
@@ -158,5 +163,42 @@ export function twoStageModel(options: TwoStageOptions = {}): Graph {
   b.output(proposals, "proposals");
   b.output(cls, "class_scores");
   b.output(box, "box_deltas");
-  return b.build();
+  const g = b.build();
+  // A trained RPN predicts small deltas (|d| mostly < 0.5); He-scaled random ones (std ≈ 1, up to
+  // ±3) shift boxes by up to three anchor sizes and collapse many onto the image border.
+  const initializers = new Map(g.initializers);
+  for (const name of ["rpn.bbox_pred.weight", "rpn.bbox_pred.bias"]) {
+    const t = initializers.get(name)!;
+    initializers.set(name, float32(t.dims, (t.data as Float32Array).map((v) => v * DELTA_SCALE)));
+  }
+  return { ...g, initializers };
+}
+
+/** Scale of the RPN deltas layer's random weights (see {@linkcode twoStageModel}). */
+const DELTA_SCALE = 0.15;
+
+/**
+ * The box head alone: "proposals" becomes a graph input (the RPN is pruned), so two models' heads
+ * can be compared on the same RoIs.
+ *
+ * @param graph A {@linkcode twoStageModel}, float or quantized.
+ * @returns The graph with inputs "images" and "proposals" and outputs "class_scores", "box_deltas".
+ */
+export function boxHeadOnly(graph: Graph): Graph {
+  const outputs = graph.outputs.filter((v) => v.name !== "proposals");
+  const needed = new Set(outputs.map((v) => v.name));
+  const nodes = [];
+  for (const n of [...graph.nodes].reverse()) {
+    if (n.outputs.includes("proposals") || !n.outputs.some((o) => needed.has(o))) continue;
+    nodes.unshift(n);
+    for (const i of n.inputs) if (i) needed.add(i);
+  }
+  return {
+    ...graph,
+    nodes,
+    initializers: new Map([...graph.initializers].filter(([k]) => needed.has(k))),
+    inputs: [...graph.inputs, { name: "proposals", dtype: "float32", shape: ["rois", 4] }],
+    outputs,
+    valueInfo: graph.valueInfo.filter((v) => needed.has(v.name)),
+  };
 }
