@@ -47,7 +47,7 @@
  */
 import { type Graph, ModelError, type Node, node, opsetOf, type Tensor, tensor } from "@clipq/onnx";
 import type { Statistics } from "./statistics.ts";
-import { inferShapes, type ShapeInfo } from "@clipq/onnx/shapes";
+import { inferShapes, type ShapeInfo, valueShaped } from "@clipq/onnx/shapes";
 import { compose, type Derivation, derivation, inverseDerivation } from "./_derive.ts";
 import { mulberry32 } from "@clipq/onnx/random";
 
@@ -169,42 +169,6 @@ export function strided(
   const n = Math.ceil((values.length - offset) / step);
   const out = options.into?.length === n ? options.into : new Float32Array(n);
   for (let i = 0, j = offset; i < n; i++, j += step) out[i] = values[j]!;
-  return out;
-}
-
-/**
- * Ops whose output length depends on input values, not only on input shapes (TopK too when its
- * k is not a constant).
- */
-const VALUE_SHAPED = new Set([
-  "NonMaxSuppression",
-  "NonZero",
-  "Unique",
-  "Compress",
-  "If",
-  "Loop",
-  "Scan",
-]);
-
-/**
- * Tensors whose shape may change from run to run whatever the input dims: the outputs of
- * {@linkcode VALUE_SHAPED} ops and everything computed from them (a two-stage detector's RoI
- * features after NonMaxSuppression). Declared value_info may still give them static dims — the
- * one length a traced export or `withObservedValueInfo` saw — and a sampling step planned on it
- * miscounts every other run (a wrong population, or more values than items · sampled).
- *
- * @param graph The model.
- * @returns The names of such tensors.
- */
-export function valueShaped(graph: Graph): Set<string> {
-  const out = new Set<string>();
-  for (const n of graph.nodes) {
-    const k = n.op === "TopK" ? n.inputs[1] : undefined;
-    if (
-      VALUE_SHAPED.has(n.op) || (k !== undefined && !graph.initializers.has(k)) ||
-      n.inputs.some((x) => x && out.has(x))
-    ) { for (const o of n.outputs) if (o) out.add(o); }
-  }
   return out;
 }
 

@@ -1023,3 +1023,54 @@ export function withValueInfo(graph: Graph, options: InferShapesOptions = {}): G
   });
   return { ...graph, valueInfo, outputs };
 }
+
+/**
+ * Ops whose output length depends on input values, not only on input shapes (TopK too when its
+ * k is not a constant).
+ */
+const VALUE_SHAPED = new Set([
+  "NonMaxSuppression",
+  "NonZero",
+  "Unique",
+  "Compress",
+  "If",
+  "Loop",
+  "Scan",
+]);
+
+/**
+ * Tensors whose shape may change from run to run whatever the input dims: the outputs of
+ * {@linkcode VALUE_SHAPED} ops and everything computed from them (a two-stage detector's RoI
+ * features after NonMaxSuppression). Declared value_info may still give them static dims — the
+ * one length a traced export saw — which hold for no other run: calibration takes such tensors
+ * whole, and value_info observed on one run leaves their dims unknown.
+ *
+ * @param graph The model.
+ * @returns The names of such tensors.
+ *
+ * @example The boxes NMS keeps, and what is computed from them
+ * ```ts
+ * import { valueShaped } from "@clipq/onnx/shapes";
+ * import { emptyGraph, node } from "@clipq/onnx";
+ * import assert from "node:assert/strict";
+ * const g = emptyGraph({
+ *   nodes: [
+ *     node({ name: "nms", op: "NonMaxSuppression", inputs: ["boxes", "scores"], outputs: ["keep"] }),
+ *     node({ name: "g", op: "Gather", inputs: ["flat", "keep"], outputs: ["kept"] }),
+ *     node({ name: "r", op: "Relu", inputs: ["x"], outputs: ["y"] }),
+ *   ],
+ * });
+ * assert.deepEqual([...valueShaped(g)], ["keep", "kept"]);
+ * ```
+ */
+export function valueShaped(graph: Graph): Set<string> {
+  const out = new Set<string>();
+  for (const n of graph.nodes) {
+    const k = n.op === "TopK" ? n.inputs[1] : undefined;
+    if (
+      VALUE_SHAPED.has(n.op) || (k !== undefined && !graph.initializers.has(k)) ||
+      n.inputs.some((x) => x && out.has(x))
+    ) { for (const o of n.outputs) if (o) out.add(o); }
+  }
+  return out;
+}

@@ -5,7 +5,7 @@
  * @module
  */
 import type { Dim, DType, Graph, Tensor, ValueInfo } from "@clipq/onnx";
-import { withValueInfo } from "@clipq/onnx/shapes";
+import { valueShaped, withValueInfo } from "@clipq/onnx/shapes";
 import { createSession } from "./session.ts";
 
 /** The dtype and concrete shape of one tensor as observed in a run. */
@@ -69,8 +69,9 @@ export async function inferShapesByRunning(
  * value_info from static inference, completed by one run where static inference knows nothing
  * (ops it does not model, custom domains). A tensor static inference could not type gets the
  * observed dtype; one whose rank it could not tell gets the observed shape when every graph input
- * is static, else the observed rank with unknown dims (a concrete run does not say which dims
- * depend on the input size).
+ * is static and its length does not follow values (NonMaxSuppression and what is computed from
+ * it: `valueShaped` in @clipq/onnx/shapes), else the observed rank with unknown dims (a concrete
+ * run does not say which dims depend on the input size, or on the values).
  *
  * @param graph The graph.
  * @param feeds Sample inputs.
@@ -113,10 +114,13 @@ export async function withObservedValueInfo(
   const staticInputs = base.inputs.every((v) =>
     base.initializers.has(v.name) || (v.shape?.every((d) => typeof d === "number") ?? false)
   );
+  // A length that follows values (the boxes NMS keeps) is this run's alone, whatever the inputs.
+  const varying = valueShaped(base);
   const fill = (v: ValueInfo): ValueInfo => {
     const o = observed.get(v.name);
     if (!o || (v.dtype && v.shape)) return v;
-    const shape: readonly Dim[] = v.shape ?? (staticInputs ? o.shape : o.shape.map(() => null));
+    const shape: readonly Dim[] = v.shape ??
+      (staticInputs && !varying.has(v.name) ? o.shape : o.shape.map(() => null));
     return { ...v, dtype: v.dtype ?? o.dtype, shape };
   };
   const seen = new Set(known.keys());

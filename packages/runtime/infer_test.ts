@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { emptyGraph, float32, node } from "@clipq/onnx";
+import { emptyGraph, float32, int64, node } from "@clipq/onnx";
 import { inferShapesByRunning, withObservedValueInfo } from "./infer.ts";
 
 const eye = (shape: (number | string)[]) =>
@@ -33,4 +33,43 @@ Deno.test("withObservedValueInfo() fills what static inference misses, keeping d
     { name: "h", dtype: "float32", shape: [null, null] },
     { name: "t", dtype: "float32", shape: [null, null] },
   ]);
+});
+
+Deno.test("withObservedValueInfo() leaves unknown the dims of what NonMaxSuppression keeps", async () => {
+  // Static inputs, but how many boxes NMS keeps follows their values: the one run's count (2
+  // here) would be wrong for the next image.
+  const g = emptyGraph({
+    opsetImports: [{ domain: "", version: 13 }],
+    nodes: [
+      node({
+        name: "nms",
+        op: "NonMaxSuppression",
+        inputs: ["boxes", "scores", "most", "iou"],
+        outputs: ["keep"],
+      }),
+      node({
+        name: "f",
+        op: "Cast",
+        inputs: ["keep"],
+        outputs: ["kept"],
+        attributes: { to: { type: "int", value: 1 } },
+      }),
+      node({ name: "r", op: "Relu", inputs: ["kept"], outputs: ["y"] }),
+    ],
+    initializers: new Map([
+      ["most", int64([1], [10n])],
+      ["iou", float32([1], [0.5])],
+    ]),
+    inputs: [
+      { name: "boxes", dtype: "float32", shape: [1, 3, 4] },
+      { name: "scores", dtype: "float32", shape: [1, 1, 3] },
+    ],
+    outputs: [{ name: "y", dtype: "float32" }],
+  });
+  const out = await withObservedValueInfo(g, {
+    boxes: float32([1, 3, 4], [0, 0, 1, 1, 0, 0, 1, 1, 5, 5, 6, 6]),
+    scores: float32([1, 1, 3], [0.9, 0.8, 0.7]),
+  });
+  const shapes = Object.fromEntries(out.valueInfo.map((v) => [v.name, v.shape]));
+  assert.deepEqual(shapes, { keep: [null, null], kept: [null, null] });
 });
