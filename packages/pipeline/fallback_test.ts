@@ -146,6 +146,33 @@ Deno.test("stepFallback() reverts the clipped layer through onnxruntime and repo
   assert.ok(!result.graph.nodes.some((n) => n.op === "QuantizeLinear" && n.inputs[0] === clipped));
 });
 
+Deno.test("stepFallback() warns when the target holds only with most layers float", async () => {
+  const graph = net();
+  const ranges = await badRanges(graph);
+  const warnings: string[] = [];
+  const ctx = { ...context(graph), log: { info: () => {}, warn: (m: string) => warnings.push(m) } };
+  const q = (exclude: readonly string[]) =>
+    quantize(graph, { ranges, exclude: { names: [...exclude] } }).graph;
+  const quantizedNodes = quantize(graph, { ranges }).report.quantizedNodes;
+  // No drop allowed: only the float model itself scores 1.
+  const strict = await stepFallback(graph, ctx, { quantize: q, quantizedNodes }, {
+    maxDrop: 0,
+    latencyRuns: 0,
+  });
+  assert.equal(strict.met, true);
+  assert.equal(strict.reverted.length, 4);
+  assert.equal((ctx.report.fallback as { weightedLayers: number }).weightedLayers, 4);
+  assert.equal(warnings.length, 1);
+  assert.match(warnings[0]!, /quantize\.maxDrop 0: met only with 4 of 4 weighted layers float/);
+  // Met with half the layers float (the clipped layer's two regions) is no warning.
+  warnings.length = 0;
+  await stepFallback(graph, ctx, { quantize: q, quantizedNodes }, {
+    maxDrop: 0.05,
+    latencyRuns: 0,
+  });
+  assert.deepEqual(warnings, []);
+});
+
 Deno.test("quantizeStep({ maxDrop }) keeps the clipped layer float and reports the fallback", async () => {
   const graph = net();
   const ctx = context(graph);
