@@ -728,6 +728,18 @@ function inferNode(s: State, node: Node): ShapeInfo[] {
     }
     case "NonZero":
       return [{ dtype: "int64", shape: [xs ? xs.length : null, null] }];
+    // Rows of (batch, class, box): as many as the boxes kept, which follows their values.
+    case "NonMaxSuppression":
+      return [{ dtype: "int64", shape: [null, 3] }];
+    // One pooled map per RoI: [rois, C, h, w] (h, w default 1).
+    case "RoiAlign":
+    case "MaxRoiPool": {
+      const rois = get(1).shape?.[0] ?? null;
+      const [h, w] = op === "RoiAlign"
+        ? [attrInt(node, "output_height", 1), attrInt(node, "output_width", 1)]
+        : attrInts(node, "pooled_shape") ?? [null, null];
+      return [{ dtype: x.dtype, shape: [rois, xs?.[1] ?? null, h ?? null, w ?? null] }];
+    }
     case "Range": {
       const [a, b, d] = [0, 1, 2].map((i) => numbers(val(i))?.[0]);
       const n = a !== undefined && b !== undefined && d !== undefined

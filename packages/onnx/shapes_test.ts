@@ -233,3 +233,42 @@ Deno.test("withValueInfo() replaces stale entries and drops those of removed ten
   };
   assert.deepEqual(withValueInfo(g).valueInfo, [{ name: "y", dtype: "float32", shape: [2, 3] }]);
 });
+
+Deno.test("inferShapes() gives NonMaxSuppression an unknown row count and RoiAlign one map per RoI", () => {
+  const g = emptyGraph({
+    nodes: [
+      node({
+        name: "nms",
+        op: "NonMaxSuppression",
+        inputs: ["boxes", "scores"],
+        outputs: ["keep"],
+      }),
+      node({
+        name: "roi",
+        op: "RoiAlign",
+        inputs: ["x", "rois", "idx"],
+        outputs: ["y"],
+        attributes: { output_height: int(7), output_width: int(5) },
+      }),
+      node({
+        name: "pool",
+        op: "MaxRoiPool",
+        inputs: ["x", "rois"],
+        outputs: ["p"],
+        attributes: { pooled_shape: ints([2, 3]) },
+      }),
+    ],
+    inputs: [
+      { name: "x", dtype: "float32", shape: [1, 16, 20, 20] },
+      { name: "boxes", dtype: "float32", shape: [1, 100, 4] },
+      { name: "scores", dtype: "float32", shape: [1, 1, 100] },
+      { name: "rois", dtype: "float32", shape: ["k", 4] },
+      { name: "idx", dtype: "int64", shape: ["k"] },
+    ],
+    outputs: [{ name: "y" }, { name: "p" }, { name: "keep" }],
+  });
+  const shapes = inferShapes(g);
+  assert.deepEqual(shapes.get("keep"), { dtype: "int64", shape: [null, 3] });
+  assert.deepEqual(shapes.get("y"), { dtype: "float32", shape: ["k", 16, 7, 5] });
+  assert.deepEqual(shapes.get("p"), { dtype: "float32", shape: ["k", 16, 2, 3] });
+});
