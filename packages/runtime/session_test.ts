@@ -226,9 +226,10 @@ Deno.test("createSession() with spinning: false leaves no worker spinning after 
     return Number(new TextDecoder().decode(out.stdout).trim());
   };
   const spinning = await idleCpuMs(true), sleeping = await idleCpuMs(false);
-  assert.equal(sleeping, 0, `expected no CPU while idle without spinning but found ${sleeping} ms`);
+  // One clock tick of slack for a worker caught finishing its part of the run.
+  assert.ok(sleeping <= 10, `expected no CPU while idle without spinning but found ${sleeping} ms`);
   assert.ok(
-    spinning >= 10,
+    spinning >= 50,
     `expected spinning workers to use CPU while idle but found ${spinning} ms`,
   );
 });

@@ -1,7 +1,9 @@
-// Prints the CPU milliseconds that the threads a 2-thread session started use in the 300 ms after
-// a few runs, with spinning on or off (argument "true" / "false"). Only those threads count (from
-// /proc, in 10 ms clock ticks): the process as a whole also pays for V8's background compilation
-// and garbage collection, and a test process for the tests running beside it.
+// Prints the CPU milliseconds that the threads a 2-thread session started use while idle: ten
+// times a run, then 50 ms of waiting, summed over the waits, with spinning on or off (argument
+// "true" / "false"). Only those threads count (from /proc, in 10 ms clock ticks): the process as a
+// whole also pays for V8's background compilation and garbage collection, and a test process for
+// the tests running beside it. Ten waits, not one: a busy machine can leave one spin short of a
+// clock tick.
 import { emptyGraph, float32, node } from "@clipq/onnx";
 import { createSession } from "@clipq/runtime";
 
@@ -23,10 +25,14 @@ const graph = emptyGraph({
 const x = float32([n, n], new Float32Array(n * n).fill(1));
 const before = new Set(threads());
 const session = await createSession(graph, { threads: 2, spinning: Deno.args[0] === "true" });
-for (let i = 0; i < 3; i++) await session.run({ x });
+await session.run({ x });
 const started = threads().filter((t) => !before.has(t));
-const at = started.map(cpuMs);
-await new Promise((resolve) => setTimeout(resolve, 300));
-const used = started.reduce((sum, t, i) => sum + cpuMs(t) - at[i]!, 0);
+let used = 0;
+for (let i = 0; i < 10; i++) {
+  await session.run({ x });
+  const at = started.map(cpuMs);
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  used += started.reduce((sum, t, k) => sum + cpuMs(t) - at[k]!, 0);
+}
 await session.release();
 console.log(used);
