@@ -31,9 +31,9 @@ export interface SessionOptions {
   /**
    * Whether onnxruntime's worker threads spin after a run, waiting for work (onnxruntime's
    * default: true). Spinning buys a quicker start of the next parallel step with a busy core; turn
-   * it off where JavaScript works between runs, or sessions take turns, on few cores: the spinning
-   * workers then take the cores that work needs (2 threads on 2 cores, NanoDet, per image:
-   * calibration 40 → 22 ms, float and int8 sessions taking turns 27 → 14 and 13–17 → 7 ms).
+   * it off where sessions take turns on few cores: the idle one's spinning workers then take the
+   * cores the running one needs (2 threads on 2 cores, NanoDet, float and int8 sessions taking
+   * turns: 27 → 14 and 13–17 → 7 ms per image).
    */
   spinning?: boolean;
 }
