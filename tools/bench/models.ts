@@ -928,38 +928,26 @@ async function suite(
   const wanted = (key: string, full = false) =>
     (only ? only.includes(key) : true) && !(full && quick);
 
-  if (wanted("yolov3-tiny")) {
-    const tiny = await yolo("yolov3-tiny", quick ? 160 : 416);
-    log(
-      (await profile(tiny, cb, {
-        runs,
-        goals: { speedup: 3, size: 0.253 },
-        label: `YOLOv3-tiny ${quick ? 160 : 416} (random weights) int8 vs float`,
-        quick,
-      })).result,
-    );
-  }
-  if (wanted("yolov3", true)) {
-    const y = await yolo("yolov3", 416);
-    log(
-      (await profile(y, cb, {
-        runs,
-        goals: { speedup: 3, size: 0.253 },
-        label: "YOLOv3-416 (random weights) int8 vs float",
-        quick,
-      })).result,
-    );
-  }
-  if (wanted("yolov8-shaped", true)) {
-    const y = await yolov8Shaped(640);
-    log(
-      (await profile(y, cb, {
-        runs,
-        goals: { speedup: 3, size: 0.253 },
-        label: "YOLOv8n-shaped 640, Ultralytics export form (random weights) int8 vs float",
-        quick,
-      })).result,
-    );
+  // The random-weight models: speed and size only, against the conv-heavy goals.
+  const speedOnly: [key: string, full: boolean, load: () => Promise<Case>, label: string][] = [
+    [
+      "yolov3-tiny",
+      false,
+      () => yolo("yolov3-tiny", quick ? 160 : 416),
+      `YOLOv3-tiny ${quick ? 160 : 416} (random weights) int8 vs float`,
+    ],
+    ["yolov3", true, () => yolo("yolov3", 416), "YOLOv3-416 (random weights) int8 vs float"],
+    [
+      "yolov8-shaped",
+      true,
+      () => yolov8Shaped(640),
+      "YOLOv8n-shaped 640, Ultralytics export form (random weights) int8 vs float",
+    ],
+  ];
+  for (const [key, full, load, label] of speedOnly) {
+    if (!wanted(key, full)) continue;
+    const goals = { speedup: 3, size: 0.253 };
+    log((await profile(await load(), cb, { runs, goals, label, quick })).result);
   }
   if (wanted("nanodet", true)) {
     const n = await nanodet();
