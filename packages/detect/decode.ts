@@ -8,6 +8,7 @@ import { type BoxTransform, toOriginalBox } from "@clipq/data/preprocess";
 import type { Tensor } from "@clipq/onnx/tensor";
 import { decodeAnchorFree, decodeGfl } from "./anchor_free.ts";
 import { decodeDb } from "./db.ts";
+import { decodeDetections } from "./detections.ts";
 import { decodeFasterRcnn, decodeFasterRcnnRaw } from "./faster_rcnn.ts";
 import type { HeadConfig } from "./head.ts";
 import { nms } from "./nms.ts";
@@ -56,6 +57,8 @@ export function decodeCandidates(
       return decodeGfl(head, outputs, options);
     case "db":
       return decodeDb(head, outputs, options);
+    case "detections":
+      return decodeDetections(head, outputs, options);
   }
 }
 
@@ -67,7 +70,8 @@ export interface DecodeOutputsOptions extends DecodeOptions {
 
 /**
  * Decodes one image's detections: decoder, NMS with the head's settings (DB regions are disjoint,
- * so text boxes are only ranked and limited), and, with a transform, boxes in original-image pixels.
+ * so text boxes are only ranked and limited; `detections` rows are final, so they are too unless
+ * `nms.iou` is set), and, with a transform, boxes in original-image pixels.
  *
  * @param head The head description.
  * @param outputs Model outputs by name.

@@ -19,6 +19,7 @@ export const HEAD_TYPES = [
   "anchor-free",
   "gfl",
   "db",
+  "detections",
 ] as const;
 
 /** One of {@linkcode HEAD_TYPES}. */
@@ -158,6 +159,44 @@ export interface DbHead extends HeadBase {
   connectivity: 4 | 8;
 }
 
+/** Column names a `detections` head's rows may use (see {@linkcode DetectionsHead}). */
+export const DETECTION_COLUMNS = [
+  "x1",
+  "y1",
+  "x2",
+  "y2",
+  "cx",
+  "cy",
+  "w",
+  "h",
+  "score",
+  "class",
+] as const;
+
+/** One of {@linkcode DETECTION_COLUMNS}. */
+export type DetectionColumn = typeof DETECTION_COLUMNS[number];
+
+/**
+ * Final detections of an end-to-end detector (its own decode and top-K/NMS inside the graph): one
+ * output `[N, K, D]` or `[K, D]`, a row per detection, as CenterNet (`[1, 100, 6]`) and YOLOv10
+ * (`[1, 300, 6]`) exports write it. Rows are final: NMS is off unless `nms.iou` is set (its default
+ * here is 1, which suppresses nothing); `nms.score` drops rows below it (padding rows score 0) and
+ * `nms.maxDetections` keeps the best rows.
+ */
+export interface DetectionsHead extends HeadBase {
+  /** Head type. */
+  type: "detections";
+  /**
+   * Meaning of the first columns of a row, in order: a complete box (`x1, y1, x2, y2` or
+   * `cx, cy, w, h`), `score` and `class`; columns after these are ignored.
+   */
+  columns: DetectionColumn[];
+  /** Whether box coordinates are fractions of the input width/height (true) or input pixels. */
+  normalized: boolean;
+  /** Subtracted from the class value (1 for 1-based ids); rows whose label falls below 0 are dropped as background. */
+  classOffset: number;
+}
+
 /** A validated head description. */
 export type HeadConfig =
   | Yolov3Head
@@ -167,7 +206,8 @@ export type HeadConfig =
   | SsdHead
   | AnchorFreeHead
   | GflHead
-  | DbHead;
+  | DbHead
+  | DetectionsHead;
 
 /** Type-specific keys of a head type (what a config or metadata may set besides the common ones). */
 export type HeadOptionsOf<T extends HeadType> = Omit<
@@ -193,6 +233,11 @@ export const defaults: HeadDefaults = {
   "anchor-free": { centerOffset: 0.5, activation: "sigmoid", layout: "channels-first" },
   gfl: { centerOffset: 0, activation: "sigmoid", layout: "channels-first", regMax: 7 },
   db: { threshold: 0.3, boxThreshold: 0.6, unclipRatio: 1.5, minSize: 3, connectivity: 4 },
+  detections: {
+    columns: ["x1", "y1", "x2", "y2", "score", "class"],
+    normalized: false,
+    classOffset: 0,
+  },
 };
 
 /** Keys each head type accepts (besides type, outputs, classes, nms). */
@@ -205,6 +250,7 @@ const TYPE_KEYS: Record<HeadType, readonly string[]> = {
   "anchor-free": ["strides", "centerOffset", "activation", "layout"],
   gfl: ["strides", "centerOffset", "activation", "layout", "regMax"],
   db: ["threshold", "boxThreshold", "unclipRatio", "minSize", "connectivity"],
+  detections: ["columns", "normalized", "classOffset"],
 };
 
 /** Outputs each head type reads (fixed count), or undefined when it depends on the levels. */
@@ -214,6 +260,7 @@ const OUTPUT_COUNT: Partial<Record<HeadType, number>> = {
   "faster-rcnn-raw": 3,
   ssd: 2,
   db: 1,
+  detections: 1,
 };
 
 /** Options of {@linkcode resolveHead}. */
@@ -307,6 +354,8 @@ export function resolveHead(raw: unknown, options: ResolveHeadOptions = {}): Hea
       ...nmsDefaults,
       // A page holds many more text lines than a photo holds objects (PP-OCR's max_candidates).
       ...(t === "db" ? { maxDetections: 1000 } : {}),
+      // Final rows were suppressed inside the model; re-applying NMS is opt-in (IoU > 1 never holds).
+      ...(t === "detections" ? { iou: 1 } : {}),
       ...(base.nms as object ?? {}),
       ...(given.nms as object ?? {}),
     },
@@ -435,8 +484,58 @@ export function resolveHead(raw: unknown, options: ResolveHeadOptions = {}): Hea
         );
       }
       break;
+    case "detections":
+      checkColumns(head.columns, at("columns"));
+      bool(head.normalized, at("normalized"));
+      if (!(typeof head.classOffset === "number" && Number.isInteger(head.classOffset))) {
+        throw new ConfigError(
+          at("classOffset"),
+          `expected an integer but found ${describe(head.classOffset)}`,
+        );
+      }
+      break;
   }
   return head as unknown as HeadConfig;
+}
+
+/** A `detections` head's columns: known names, no repeats, one complete box, score and class. */
+function checkColumns(v: unknown, path: string): void {
+  if (!Array.isArray(v) || v.length === 0) {
+    throw new ConfigError(
+      path,
+      `expected a non-empty list of column names but found ${describe(v)}`,
+    );
+  }
+  const names = DETECTION_COLUMNS as readonly unknown[];
+  v.forEach((c, i) => {
+    if (!names.includes(c)) {
+      throw new ConfigError(
+        `${path}[${i}]`,
+        `expected one of ${DETECTION_COLUMNS.join(", ")} but found ${describe(c)}`,
+      );
+    }
+    if (v.indexOf(c) !== i) {
+      throw new ConfigError(`${path}[${i}]`, `expected each column once but found "${c}" again`);
+    }
+  });
+  const has = (c: DetectionColumn) => v.includes(c);
+  const corners = ["x1", "y1", "x2", "y2"] as const, centre = ["cx", "cy", "w", "h"] as const;
+  const boxCols = v.filter((c) => c !== "score" && c !== "class");
+  const complete = (set: readonly DetectionColumn[]) =>
+    set.every(has) && boxCols.length === set.length;
+  if (!complete(corners) && !complete(centre)) {
+    throw new ConfigError(
+      path,
+      `expected one complete box, x1, y1, x2, y2 or cx, cy, w, h, but found the box columns ${
+        boxCols.join(", ") || "none"
+      }`,
+    );
+  }
+  for (const c of ["score", "class"] as const) {
+    if (!has(c)) {
+      throw new ConfigError(path, `expected a "${c}" column but found ${v.join(", ")}`);
+    }
+  }
 }
 
 function checkNms(o: Record<string, unknown>, path: string, given: unknown): NmsOptions {

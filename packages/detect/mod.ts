@@ -1,8 +1,8 @@
 /**
  * @clipq/detect — detector heads and their evaluation: decoders for YOLOv3 (raw and decoded),
  * Faster R-CNN (exported and raw RoI heads), SSD, anchor-free (FCOS/NanoDet, GFL) and DB text
- * heads; typed-array NMS; COCO (pycocotools semantics) and Pascal VOC mAP; int8-vs-float detection
- * agreement; SQNR. Pure TypeScript on typed arrays — no runtime dependency.
+ * heads, and end-to-end detectors' final rows; typed-array NMS; COCO (pycocotools semantics) and
+ * Pascal VOC mAP; int8-vs-float detection agreement; SQNR. Pure TypeScript on typed arrays — no runtime dependency.
  *
  * @example Decode, then score against ground truth
  * ```ts
@@ -22,6 +22,9 @@ export {
   type AnchorFreeHead,
   type DbHead,
   defaults as headDefaults,
+  DETECTION_COLUMNS,
+  type DetectionColumn,
+  type DetectionsHead,
   type FasterRcnnHead,
   type FasterRcnnRawHead,
   type GflHead,
@@ -44,6 +47,7 @@ export * from "./faster_rcnn.ts";
 export * from "./ssd.ts";
 export * from "./anchor_free.ts";
 export * from "./db.ts";
+export * from "./detections.ts";
 export * from "./decode.ts";
 export * from "./ground_truth.ts";
 export {
