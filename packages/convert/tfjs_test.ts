@@ -87,6 +87,77 @@ Deno.test("fromTfjs() converts BlazeFace (NHWC, fused and depthwise convs) with 
   });
 });
 
+Deno.test("fromTfjs() converts CenterNet with its in-graph decode (TopK, FloorDiv, FloorMod, Gather) and ORT matches tfjs on a real photo", async () => {
+  const path = await humanModel("centernet");
+  const graph = await fromTfjs(path);
+  assert.deepEqual(graph.outputs.map((o) => o.name), [
+    "tower_0/wh",
+    "tower_0/keypoints",
+    "tower_0/detections",
+  ]);
+  // Its ReLU6s are Clips, which clip-bounds reads as ranges.
+  assert.equal(graph.nodes.filter((n) => n.op === "Clip").length, 28);
+  const image = await readImage((await darknetPhotos())[0]!);
+  // RGB in [0, 255], NHWC, as @vladmandic/human feeds it.
+  const { tensor } = preprocess(image, {
+    size: [512, 512],
+    resize: "stretch",
+    layout: "NHWC",
+    color: "RGB",
+    scale: 1,
+    mean: [0, 0, 0],
+    std: [1, 1, 1],
+  });
+  const input = tensor.data as Float32Array;
+  const session = await ort.InferenceSession.create(encode(graph));
+  const outs = await session.run({
+    "tower_0/images": new ort.Tensor("float32", input, [1, 512, 512, 3]),
+  });
+  const names = graph.outputs.map((o) => o.name);
+  const [wh, heat, dets] = await tfjsReference(path, input, [1, 512, 512, 3], names);
+  assert.ok(maxAbsDiff(outs["tower_0/wh"]!.data as Float32Array, wh!) <= 1e-2);
+  assert.ok(maxAbsDiff(outs["tower_0/keypoints"]!.data as Float32Array, heat!) <= 1e-4);
+  // Rows [x1, y1, x2, y2, score, class] in input pixels, best first: the confident ones agree
+  // (near-ties further down may swap places between the two runtimes).
+  const got = outs["tower_0/detections"]!.data as Float32Array;
+  let confident = 0;
+  for (let r = 0; r < 100 && dets![r * 6 + 4]! > 0.2; r++, confident++) {
+    for (let c = 0; c < 6; c++) {
+      assert.ok(
+        Math.abs(got[r * 6 + c]! - dets![r * 6 + c]!) <= (c < 4 ? 0.05 : 1e-4),
+        `row ${r} column ${c}: ${got[r * 6 + c]} vs ${dets![r * 6 + c]}`,
+      );
+    }
+  }
+  // dog.jpg: a car (COCO index 2), a bicycle (1) and the dog (16) lead.
+  assert.ok(confident >= 3);
+  assert.deepEqual([got[5], got[11], got[17]], [2, 1, 16]);
+});
+
+Deno.test("convertTfjs() reports a while loop as unsupported control flow, naming where it starts", () => {
+  const json = {
+    modelTopology: {
+      node: [
+        { name: "x", op: "Placeholder", attr: { shape: { shape: { dim: [{ size: "4" }] } } } },
+        { name: "loop/Enter", op: "Enter", input: ["x"] },
+        { name: "loop/Merge", op: "Merge", input: ["loop/Enter", "loop/NextIteration"] },
+        { name: "loop/Switch", op: "Switch", input: ["loop/Merge", "loop/Merge"] },
+        { name: "loop/body", op: "Relu", input: ["loop/Switch:1"] },
+        { name: "loop/NextIteration", op: "NextIteration", input: ["loop/body"] },
+        { name: "loop/Exit", op: "Exit", input: ["loop/Switch"] },
+      ],
+    },
+    weightsManifest: [],
+  };
+  assert.throws(
+    () => convertTfjs({ json, weights: new Map(), source: "m.json" }, { outputs: ["loop/Exit"] }),
+    (e: unknown) =>
+      e instanceof UnsupportedOpError && /m\.json: a while loop/.test(e.message) &&
+      /cycle through node "loop\/Merge"/.test(e.message) &&
+      /Merge/.test(e.message) && /NextIteration/.test(e.message),
+  );
+});
+
 Deno.test("convertTfjs() cuts the graph at named outputs", async () => {
   const model = await readTfjsModel(await humanModel("nanodet"));
   const graph = convertTfjs(model, { outputs: ["PartitionedCall/onnx_tf_prefix_LeakyRelu_1"] });
