@@ -8,6 +8,7 @@
 import { dirname, resolve } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { createHash } from "node:crypto";
+import { DETECTION_COLUMNS, HEAD_TYPES } from "@clipq/detect/head";
 import { ConfigError } from "@clipq/onnx/errors";
 import {
   found,
@@ -120,19 +121,7 @@ export const HEAD_SPEC: ObjectSpec = {
   description: "Detector head; raw head outputs stay float and evaluate decodes them.",
   properties: {
     // The head types and keys @clipq/detect's resolveHead() accepts (it checks them per type).
-    type: {
-      type: "string",
-      enum: [
-        "yolov3",
-        "yolo-decoded",
-        "faster-rcnn",
-        "faster-rcnn-raw",
-        "ssd",
-        "anchor-free",
-        "gfl",
-        "db",
-      ],
-    },
+    type: { type: "string", enum: [...HEAD_TYPES] },
     outputs: { type: "array", items: { type: "string" }, minItems: 1, maxItems: 64 },
     strides: { type: "array", items: num(1, 4096, undefined, true), maxItems: 64 },
     anchors: {
@@ -180,6 +169,19 @@ export const HEAD_SPEC: ObjectSpec = {
     unclipRatio: num(0, 100, "db: box growth ratio."),
     minSize: num(0, 100000, "db: minimum box side."),
     connectivity: num(4, 8, "db: 4 or 8.", true),
+    columns: {
+      type: "array",
+      items: { type: "string", enum: [...DETECTION_COLUMNS] },
+      minItems: 1,
+      maxItems: DETECTION_COLUMNS.length,
+      description:
+        "detections: meaning of a row's first columns (default x1, y1, x2, y2, score, class).",
+    },
+    normalized: {
+      type: "boolean",
+      description: "detections: boxes are fractions of the input width/height.",
+    },
+    classOffset: num(-1000, 1000, "detections: subtracted from class ids (1 for 1-based).", true),
     nms: {
       type: "object",
       properties: {
