@@ -50,7 +50,19 @@ export const MODEL_SPEC: Spec = {
       },
       required: ["darknet"],
     },
-    { type: "object", properties: { tfjs: path("tfjs model.json") }, required: ["tfjs"] },
+    {
+      type: "object",
+      properties: {
+        tfjs: path("tfjs model.json"),
+        outputs: {
+          type: "array",
+          items: { type: "string" },
+          description:
+            'TensorFlow tensors to end the graph at ("node" or "node:1"; the signature\'s outputs when absent): cut before what the importer does not support, such as a while loop.',
+        },
+      },
+      required: ["tfjs"],
+    },
   ],
 };
 
@@ -207,7 +219,7 @@ export interface StepEntry {
 export type ModelSource =
   | string
   | { darknet: { cfg: string; weights?: string } }
-  | { tfjs: string };
+  | { tfjs: string; outputs?: string[] };
 
 /** A data set as configured. */
 export interface DataSetConfig {
@@ -616,7 +628,7 @@ export async function parseConfig(raw: unknown, options: LoadOptions = {}): Prom
       await mustExist(model.darknet.weights, "model.darknet.weights", "file");
     }
   } else {
-    model = { tfjs: await resolveAsset(model.tfjs, "model.tfjs") };
+    model = { ...model, tfjs: await resolveAsset(model.tfjs, "model.tfjs") };
     await mustExist(model.tfjs, "model.tfjs", "file");
   }
   const output = v.output as string;

@@ -86,7 +86,7 @@ export async function loadSource(
       ...(options.inputSize ? { inputSize: options.inputSize } : {}),
     });
   }
-  return await fromTfjs(source.tfjs);
+  return await fromTfjs(source.tfjs, source.outputs ? { outputs: source.outputs } : {});
 }
 
 /**
