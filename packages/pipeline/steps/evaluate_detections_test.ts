@@ -188,3 +188,77 @@ Deno.test("loadConfig() checks a detections head's keys, naming them", async () 
     ws.cleanup();
   }
 });
+
+Deno.test("a real CenterNet's final rows decode through a detections head onto dog.jpg's objects", async () => {
+  const { darknetPhotos, humanModel } = await import("../../../tools/assets.ts");
+  const dog = (await darknetPhotos())[0]!;
+  const ws = workspace();
+  try {
+    // COCO's 80 category ids (1–90 less ten unused): rank = CenterNet's 0-based class index.
+    const unused = new Set([12, 26, 29, 30, 45, 66, 68, 69, 71, 83]);
+    const ids = Array.from({ length: 90 }, (_, i) => i + 1).filter((id) => !unused.has(id));
+    // The photo's three objects, boxes read off the 768×576 photo (to a few pixels).
+    const objects = [[2, [128, 125, 565, 420]], [3, [472, 80, 684, 168]], [18, [
+      130,
+      218,
+      310,
+      540,
+    ]]];
+    Deno.writeTextFileSync(
+      join(ws.dir, "dog.json"),
+      JSON.stringify({
+        images: [{ id: 1, file_name: "dog.jpg", width: 768, height: 576 }],
+        categories: ids.map((id) => ({ id, name: `c${id}` })),
+        annotations: objects.map(([category, b], i) => {
+          const [x1, y1, x2, y2] = b as number[];
+          return {
+            id: i + 1,
+            image_id: 1,
+            category_id: category,
+            bbox: [x1, y1, x2! - x1!, y2! - y1!],
+            area: (x2! - x1!) * (y2! - y1!),
+            iscrowd: 0,
+          };
+        }),
+      }),
+    );
+    const cfg = ws.write({
+      model: { tfjs: await humanModel("centernet") },
+      output: "out/centernet.onnx",
+      // RGB in [0, 255], NHWC, stretched to 512², as @vladmandic/human feeds it.
+      input: {
+        name: "tower_0/images",
+        size: [512, 512],
+        resize: "stretch",
+        layout: "NHWC",
+        scale: 1,
+        mean: [0, 0, 0],
+        std: [1, 1, 1],
+      },
+      data: { evaluation: { images: [dog], annotations: "dog.json" } },
+      head: { type: "detections", outputs: ["tower_0/detections"], nms: { score: 0.3 } },
+      steps: [{ use: "evaluate" }],
+    });
+    const { report } = await runPipeline(await loadConfig(cfg), { quiet: true });
+    const acc = report.accuracy as {
+      annotatedImages: number;
+      float: {
+        map: number;
+        ap50: number;
+        coco: { ap75: number };
+        perClass: Record<number, number>;
+      };
+      detections: { float: number };
+    };
+    assert.equal(acc.annotatedImages, 1);
+    // Bicycle, car and dog each found at IoU 0.75 (a truck row on the car's box is a class the
+    // annotations lack, so not scored): boxes mapped back from 512² onto the 768×576 photo.
+    assert.deepEqual(Object.keys(acc.float.perClass), ["1", "2", "16"]);
+    assert.equal(acc.float.ap50, 1);
+    assert.equal(acc.float.coco.ap75, 1);
+    assert.ok(acc.float.map >= 0.8, `mAP ${acc.float.map}`);
+    assert.ok(acc.detections.float >= 3 && acc.detections.float <= 10);
+  } finally {
+    ws.cleanup();
+  }
+});
