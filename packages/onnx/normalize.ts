@@ -1,8 +1,9 @@
 /**
  * Normalization passes that put a model in the form the other passes expect, without changing what
  * it computes: Constant nodes become initializers, Identity and inference-time Dropout go away,
- * BatchNormalization folds into the Conv/ConvTranspose/Gemm before it, dead nodes and initializers
- * are pruned and the nodes are sorted topologically.
+ * BatchNormalization folds into the Conv/ConvTranspose/Gemm before it, a ReduceMean over every
+ * spatial axis becomes the GlobalAveragePool it is, dead nodes and initializers are pruned and the
+ * nodes are sorted topologically.
  *
  * @module
  */
@@ -16,6 +17,7 @@ import {
   type Graph,
   type Node,
 } from "./graph.ts";
+import { inferShapes } from "./shapes.ts";
 import { float32, int64, sizeOf, type Tensor, tensor, toFloat64 } from "./tensor.ts";
 import { implicitInputs, toposort } from "./toposort.ts";
 
@@ -33,6 +35,13 @@ export interface NormalizeOptions {
    * it). Each such node left in place would be one more int8 re-quantization.
    */
   foldAffine?: boolean;
+  /**
+   * ReduceMean over every spatial axis of an `[N, C, …]` tensor with keepdims → GlobalAveragePool
+   * (squeeze-excite blocks written as `x.mean((2, 3), keepdim=True)` or TensorFlow's Mean):
+   * onnxruntime runs GlobalAveragePool in int8 and ReduceMean only in float, between a
+   * DequantizeLinear and a QuantizeLinear of the whole feature map.
+   */
+  globalPools?: boolean;
   /** Remove nodes and initializers that no graph output depends on. */
   prune?: boolean;
   /** Sort nodes topologically. */
@@ -45,6 +54,7 @@ export const normalizeDefaults = {
   removeIdentity: true,
   foldBatchNorm: true,
   foldAffine: true,
+  globalPools: true,
   prune: true,
   sort: true,
 } satisfies Required<NormalizeOptions>;
@@ -59,6 +69,8 @@ export interface NormalizeReport {
   bnFolded: number;
   /** Constant Mul/Div/Add/Sub nodes folded into the layer before them. */
   affineFolded: number;
+  /** Spatial ReduceMeans written as GlobalAveragePool. */
+  globalPools: number;
   /** Dead nodes removed. */
   pruned: number;
   /** Unused initializers removed. */
@@ -432,6 +444,50 @@ function foldIntoLayers(
   return { ...graph, nodes: nodes.filter((n): n is Node => n !== undefined), initializers };
 }
 
+/**
+ * ReduceMean(x, axes = 2…rank−1, keepdims = 1) → GlobalAveragePool(x), same node and output names.
+ * The axes come from the attribute (opset < 18) or a constant second input (opset 18); the rank
+ * from shape inference, which runs only when such a ReduceMean exists.
+ */
+function globalPools(graph: Graph, report: Mutable<NormalizeReport>): Graph {
+  const axesOf = (n: Node): number[] | undefined => {
+    const a = n.attributes.axes;
+    if (a?.type === "ints") return [...a.value];
+    const t = n.inputs[1] ? graph.initializers.get(n.inputs[1]) : undefined;
+    return t ? [...toFloat64(t)] : undefined;
+  };
+  const candidates = graph.nodes.filter((n) =>
+    n.op === "ReduceMean" && (n.domain ?? "") === "" && attrInt(n, "keepdims", 1) === 1 &&
+    (axesOf(n)?.length ?? 0) > 0
+  );
+  if (candidates.length === 0) return graph;
+  let shapes: ReturnType<typeof inferShapes>;
+  try {
+    shapes = inferShapes(graph);
+  } catch {
+    return graph; // a graph shape inference cannot read keeps its ReduceMeans
+  }
+  const rewritten = new Map<Node, Node>();
+  for (const n of candidates) {
+    const info = shapes.get(n.inputs[0]!);
+    const rank = info?.shape?.length;
+    if (!rank || rank < 3 || info.dtype !== "float32") continue;
+    const axes = axesOf(n)!.map((a) => (a < 0 ? a + rank : a)).sort((a, b) => a - b);
+    if (axes.length !== rank - 2 || axes.some((a, i) => a !== i + 2)) continue;
+    rewritten.set(n, {
+      name: n.name,
+      op: "GlobalAveragePool",
+      domain: "",
+      inputs: [n.inputs[0]!],
+      outputs: [n.outputs[0]!],
+      attributes: {},
+    });
+  }
+  if (rewritten.size === 0) return graph;
+  report.globalPools += rewritten.size;
+  return { ...graph, nodes: graph.nodes.map((n) => rewritten.get(n) ?? n) };
+}
+
 function prune(graph: Graph, report: Mutable<NormalizeReport>, top: boolean): Graph {
   const producer = new Map<string, number>();
   graph.nodes.forEach((n, i) => n.outputs.forEach((o) => o && producer.set(o, i)));
@@ -511,6 +567,7 @@ export function normalizeWithReport(
     removed: 0,
     bnFolded: 0,
     affineFolded: 0,
+    globalPools: 0,
     pruned: 0,
     prunedInitializers: 0,
   };
@@ -532,6 +589,7 @@ function normalizeGraph(
   if (o.foldBatchNorm || o.foldAffine) {
     g = foldIntoLayers(g, report, { bn: o.foldBatchNorm, affine: o.foldAffine });
   }
+  if (o.globalPools) g = globalPools(g, report);
   if (o.prune) g = prune(g, report, top);
   if (o.sort) g = toposort(g);
   return tidyValueInfo(g);

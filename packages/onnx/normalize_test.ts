@@ -440,3 +440,53 @@ Deno.test("normalize() keeps a constant Mul that broadcasts along space, reverse
   assert.equal(report.affineFolded, 0);
   assert.deepEqual(ops(graph), ops(g));
 });
+
+Deno.test("normalize() writes a ReduceMean over every spatial axis as GlobalAveragePool, and keeps the others", async () => {
+  const mean = (name: string, x: string, axes: number[], keepdims = 1) =>
+    node({
+      name,
+      op: "ReduceMean",
+      inputs: [x],
+      outputs: [name],
+      attributes: {
+        axes: { type: "ints", value: axes },
+        keepdims: { type: "int", value: keepdims },
+      },
+    });
+  const g = emptyGraph({
+    inputs: [{ name: "x", dtype: "float32", shape: [1, 3, 5, 4] }],
+    outputs: ["se", "neg", "nhwc", "flat", "ch"].map((name) => ({ name, dtype: "float32" })),
+    nodes: [
+      mean("se", "x", [2, 3]), // squeeze-excite: x.mean((2, 3), keepdim=True)
+      mean("neg", "x", [-1, -2]),
+      mean("nhwc", "x", [1, 2]), // over H, W of an NHWC tensor: not the NCHW pool
+      mean("flat", "x", [2, 3], 0), // no kept dims: a [1, 3] result
+      mean("ch", "x", [1]),
+    ],
+    opsetImports: [{ domain: "", version: 13 }],
+  });
+  const { graph, report } = normalizeWithReport(g);
+  assert.deepEqual(ops(graph), [
+    "GlobalAveragePool",
+    "GlobalAveragePool",
+    "ReduceMean",
+    "ReduceMean",
+    "ReduceMean",
+  ]);
+  assert.equal(report.globalPools, 2);
+  assert.deepEqual(graph.nodes.map((n) => n.outputs[0]), ["se", "neg", "nhwc", "flat", "ch"]);
+  assert.ok(await maxRelativeDiff(g, graph) <= 1e-6);
+  assert.deepEqual(ops(normalize(g, { globalPools: false })), ops(g));
+  // Opset 18 gives the axes as an input.
+  const g18 = emptyGraph({
+    inputs: [{ name: "x", dtype: "float32", shape: [2, 3, 5, 4] }],
+    outputs: [{ name: "y", dtype: "float32" }],
+    initializers: new Map([["axes", int64([2], [2, 3])]]),
+    nodes: [node({ name: "y", op: "ReduceMean", inputs: ["x", "axes"], outputs: ["y"] })],
+    opsetImports: [{ domain: "", version: 18 }],
+  });
+  const n18 = normalize(g18);
+  assert.deepEqual(ops(n18), ["GlobalAveragePool"]);
+  assert.equal(n18.initializers.size, 0, "the axes initializer is pruned");
+  assert.ok(await maxRelativeDiff(g18, n18) <= 1e-6);
+});

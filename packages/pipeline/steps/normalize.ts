@@ -1,6 +1,7 @@
 /**
- * The `normalize` step: Constant nodes → initializers, BatchNorm folded, dead nodes pruned, nodes
- * sorted, and the opset raised to 13 when lower (per-channel Q/DQ needs it).
+ * The `normalize` step: Constant nodes → initializers, BatchNorm and constant affine ops folded,
+ * spatial ReduceMeans written as GlobalAveragePool, dead nodes pruned, nodes sorted, and the opset
+ * raised to 13 when lower (per-channel Q/DQ needs it).
  *
  * @module
  */
