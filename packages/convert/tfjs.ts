@@ -33,8 +33,21 @@ import { fuseConvPadBias } from "./conv_fuse.ts";
 export interface TfjsOptions {
   /** Cut the graph at these tensors (node names or `node:index`); default: the signature's outputs. */
   outputs?: string[];
-  /** Static shapes for inputs whose declared shape has unknown (-1) dims; otherwise -1 becomes 1. */
+  /**
+   * Start the graph at these tensors instead (node name → static shape; float32): each becomes a
+   * graph input and what computes it is left out, e.g. a preprocessing while loop that resizes
+   * each image of the batch.
+   */
+  inputs?: Record<string, number[]>;
+  /**
+   * Static shapes for inputs whose declared shape has unknown (-1) dims. Without one, an unknown
+   * batch becomes 1 and the unknown height and width of an image input (`[N, H, W, C]` or
+   * `[N, C, H, W]` with C known) come from `inputSize`; any other unknown dim is an error (the
+   * importer computes every shape statically).
+   */
   inputShapes?: Record<string, number[]>;
+  /** `[height, width]` for image inputs declared with unknown spatial dims (e.g. `[1, -1, -1, 3]`). */
+  inputSize?: [number, number];
   /** Sink and cancel transposes (default true). */
   optimizeTransposes?: boolean;
   /** ONNX opset to target (13..17; default 13). */
@@ -180,6 +193,33 @@ export function convertTfjs(model: TfjsModel, options: TfjsOptions = {}): Graph 
   const src = model.source;
   const byName = new Map<string, TfNode>();
   for (const n of model.json.modelTopology.node) byName.set(n.name, n);
+  // Tensors the caller starts the graph at become placeholders of the given shape.
+  for (const [ref, shape] of Object.entries(opts.inputs ?? {})) {
+    const name = ref.replace(/:0$/, "");
+    if (!byName.has(name)) {
+      throw new ModelError(
+        `${src}: input "${ref}" names no node of the graph (expected a node name)`,
+      );
+    }
+    if (
+      !(Array.isArray(shape) && shape.length > 0 &&
+        shape.every((d) => Number.isInteger(d) && d > 0))
+    ) {
+      throw new ModelError(
+        `${src}: input "${ref}": expected a static shape of positive integers but found ${
+          JSON.stringify(shape)
+        }`,
+      );
+    }
+    byName.set(name, {
+      name,
+      op: "Placeholder",
+      attr: {
+        dtype: { type: "DT_FLOAT" },
+        shape: { shape: { dim: shape.map((d) => ({ size: String(d) })) } },
+      },
+    });
+  }
 
   const parseRef = (ref: string): { node: string; index: number } => {
     const m = /^(.*?)(?::(\d+))?$/.exec(ref)!;
@@ -310,6 +350,32 @@ export function convertTfjs(model: TfjsModel, options: TfjsOptions = {}): Graph 
   const flt = (v: number) => ({ type: "float" as const, value: v });
   const str = (v: string) => ({ type: "string" as const, value: v });
   const i64 = (v: readonly number[]) => fromNumbers("int64", [v.length], v);
+
+  const staticShape = (declared: number[], input: string): number[] => {
+    const shape = declared.map((d, i) => (d < 0 && i === 0 ? 1 : d));
+    if (!shape.some((d) => d < 0)) return shape;
+    // Channels last when the last dim is known, else channels first.
+    const spatial = shape.length === 4
+      ? (shape[3]! > 0 ? [1, 2] : shape[1]! > 0 ? [2, 3] : [])
+      : [];
+    if (opts.inputSize && spatial.length) {
+      spatial.forEach((axis, k) => {
+        if (shape[axis]! < 0) shape[axis] = opts.inputSize![k]!;
+      });
+    }
+    if (shape.some((d) => d < 0)) {
+      throw new ModelError(
+        `${src}: input "${input}" is declared [${
+          declared.join(", ")
+        }] with unknown dims; expected ${
+          spatial.length
+            ? "an input size (the config's input.size, or options.inputSize)"
+            : "options.inputShapes"
+        } to fix them`,
+      );
+    }
+    return shape;
+  };
 
   for (const n of order) {
     const where = `${src}: node "${n.name}" (${n.op})`;
@@ -623,7 +689,7 @@ export function convertTfjs(model: TfjsModel, options: TfjsOptions = {}): Graph 
       case "Placeholder": {
         const dtype = TF_DTYPES[attr("dtype")?.type ?? "DT_FLOAT"] ?? "float32";
         const declared = (attr("shape")?.shape?.dim ?? []).map((d) => Number(d.size ?? -1));
-        const shape = opts.inputShapes?.[n.name] ?? declared.map((d) => (d < 0 ? 1 : d));
+        const shape = opts.inputShapes?.[n.name] ?? staticShape(declared, n.name);
         inputs.push({ name: n.name, dtype, shape });
         set(out(n.name, dtype, shape));
         break;

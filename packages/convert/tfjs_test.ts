@@ -134,6 +134,96 @@ Deno.test("fromTfjs() converts CenterNet with its in-graph decode (TopK, FloorDi
   assert.deepEqual([got[5], got[11], got[17]], [2, 1, 16]);
 });
 
+Deno.test("fromTfjs() starts and ends a TF Object Detection API SSD (handtrack) around its while loops, and ORT matches tfjs", async () => {
+  const path = await humanModel("handtrack");
+  // The export resizes each image of the batch in a while loop before the feature extractor and
+  // maps NMS over the batch in another: start after the first, end at the raw box encodings
+  // and class logits.
+  const start = "StatefulPartitionedCall/map/TensorArrayV2Stack/TensorListStack";
+  const ends = ["StatefulPartitionedCall/concat", "StatefulPartitionedCall/concat_1"];
+  await assert.rejects(
+    () => fromTfjs(path, { outputs: ends }),
+    (e: unknown) => e instanceof UnsupportedOpError && /a while loop/.test(e.message),
+  );
+  const graph = await fromTfjs(path, { outputs: ends, inputs: { [start]: [1, 320, 320, 3] } });
+  assert.deepEqual(graph.inputs.map((v) => [v.name, v.shape]), [[start, [1, 320, 320, 3]]]);
+  assert.deepEqual(graph.outputs.map((v) => v.shape), [[1, 12804, 4], [1, 12804, 8]]);
+  assert.equal(graph.nodes.filter((n) => n.op === "Clip").length, 59, "its ReLU6s");
+  // The preprocessed image, as the loop leaves it: RGB scaled to [−1, 1].
+  const image = await readImage((await darknetPhotos())[5]!);
+  const { tensor } = preprocess(image, {
+    size: [320, 320],
+    resize: "stretch",
+    layout: "NHWC",
+    color: "RGB",
+    scale: 2 / 255,
+    mean: [1, 1, 1],
+    std: [1, 1, 1],
+  });
+  const input = tensor.data as Float32Array;
+  const session = await ort.InferenceSession.create(encode(graph));
+  const outs = await session.run({ [start]: new ort.Tensor("float32", input, [1, 320, 320, 3]) });
+  const json = JSON.parse(await Deno.readTextFile(path));
+  const bin = await Deno.readFile(join(dirname(path), json.weightsManifest[0].paths[0]));
+  await tf.setBackend("cpu");
+  const model = await loadGraphModel(tf.io.fromMemory({
+    modelTopology: json.modelTopology,
+    // deno-lint-ignore no-explicit-any
+    weightSpecs: json.weightsManifest.flatMap((g: any) => g.weights),
+    weightData: bin.buffer.slice(bin.byteOffset, bin.byteOffset + bin.byteLength),
+  }));
+  const ref = model.execute({ [start]: tf.tensor(input, [1, 320, 320, 3]) }, ends) as tf.Tensor[];
+  ends.forEach((name, i) => {
+    const diff = maxAbsDiff(outs[name]!.data as Float32Array, ref[i]!.dataSync() as Float32Array);
+    assert.ok(diff <= 1e-3, `${name}: max abs difference ${diff} > 1e-3`);
+  });
+  await assert.rejects(
+    () => fromTfjs(path, { outputs: ends, inputs: { "preprocessed": [1, 320, 320, 3] } }),
+    (e: unknown) => e instanceof ModelError && /input "preprocessed" names no node/.test(e.message),
+  );
+});
+
+Deno.test("convertTfjs() takes unknown image height and width from inputSize, and names an input it cannot size", () => {
+  const dims = (...d: number[]) => ({ shape: { dim: d.map((size) => ({ size: String(size) })) } });
+  const json = (shape: ReturnType<typeof dims>) => ({
+    modelTopology: {
+      node: [
+        { name: "x", op: "Placeholder", attr: { dtype: { type: "DT_FLOAT" }, shape } },
+        { name: "y", op: "Relu6", input: ["x"] },
+      ],
+    },
+    weightsManifest: [],
+  });
+  const convert = (shape: ReturnType<typeof dims>, options = {}) =>
+    convertTfjs({ json: json(shape), weights: new Map(), source: "m.json" }, {
+      outputs: ["y"],
+      ...options,
+    });
+  assert.deepEqual(convert(dims(-1, -1, -1, 3), { inputSize: [240, 320] }).inputs[0]?.shape, [
+    1,
+    240,
+    320,
+    3,
+  ]);
+  assert.deepEqual(convert(dims(1, 3, -1, -1), { inputSize: [240, 320] }).inputs[0]?.shape, [
+    1,
+    3,
+    240,
+    320,
+  ]);
+  assert.deepEqual(convert(dims(-1, 10)).inputs[0]?.shape, [1, 10], "an unknown batch is 1");
+  assert.throws(
+    () => convert(dims(1, -1, -1, 3)),
+    (e: unknown) =>
+      e instanceof ModelError && /input "x" is declared \[1, -1, -1, 3\]/.test(e.message) &&
+      /input\.size/.test(e.message),
+  );
+  assert.throws(
+    () => convert(dims(1, -1)),
+    (e: unknown) => e instanceof ModelError && /options\.inputShapes/.test(e.message),
+  );
+});
+
 Deno.test("convertTfjs() reports a while loop as unsupported control flow, naming where it starts", () => {
   const json = {
     modelTopology: {

@@ -60,6 +60,17 @@ export const MODEL_SPEC: Spec = {
           description:
             'TensorFlow tensors to end the graph at ("node" or "node:1"; the signature\'s outputs when absent): cut before what the importer does not support, such as a while loop.',
         },
+        inputs: {
+          type: "map",
+          description:
+            "TensorFlow tensors to start the graph at instead of its placeholders (node name → static shape, float32), e.g. after a preprocessing while loop.",
+          values: {
+            type: "array",
+            items: { type: "number", integer: true, minimum: 1, maximum: 1e6 },
+            minItems: 1,
+            maxItems: 8,
+          },
+        },
       },
       required: ["tfjs"],
     },
@@ -219,7 +230,7 @@ export interface StepEntry {
 export type ModelSource =
   | string
   | { darknet: { cfg: string; weights?: string } }
-  | { tfjs: string; outputs?: string[] };
+  | { tfjs: string; outputs?: string[]; inputs?: Record<string, number[]> };
 
 /** A data set as configured. */
 export interface DataSetConfig {

@@ -39,3 +39,30 @@ Deno.test("a tfjs model's outputs cut the graph where the config says, and a bad
     (e: unknown) => e instanceof ConfigError && /model/.test(e.message),
   );
 });
+
+Deno.test("a tfjs model's inputs start the graph after a preprocessing while loop; input.size leaves a declared image size alone", async () => {
+  const tfjs = await humanModel("handtrack");
+  const start = "StatefulPartitionedCall/map/TensorArrayV2Stack/TensorListStack";
+  const outputs = ["StatefulPartitionedCall/concat", "StatefulPartitionedCall/concat_1"];
+  const config = await parseConfig({
+    model: { tfjs, outputs, inputs: { [start]: [1, 320, 320, 3] } },
+    output: join(Deno.makeTempDirSync(), "m.onnx"),
+    steps: [{ use: "normalize" }],
+  });
+  const graph = await loadSource(config.model);
+  assert.deepEqual(graph.inputs.map((v) => v.name), [start]);
+  await assert.rejects(
+    () =>
+      parseConfig({
+        model: { tfjs, inputs: { [start]: [1, 320, 0, 3] } },
+        output: "m.onnx",
+        steps: [{ use: "normalize" }],
+      }),
+    (e: unknown) => e instanceof ConfigError && /model/.test(e.message),
+  );
+  // CenterNet declares its image [1, 512, 512, 3]: input.size does not change a known size.
+  const centernet = await loadSource({ tfjs: await humanModel("centernet") }, {
+    inputSize: [320, 320],
+  });
+  assert.deepEqual(centernet.inputs[0]?.shape, [1, 512, 512, 3]);
+});

@@ -71,7 +71,8 @@ export interface RunResult {
  * graph model.
  *
  * @param source The config's model.
- * @param options `inputSize` overrides a darknet cfg's width/height (the config's `input.size`).
+ * @param options `inputSize` (the config's `input.size`) overrides a darknet cfg's width/height
+ *   and fixes a tfjs image input declared with unknown height and width.
  * @returns The graph.
  */
 export async function loadSource(
@@ -86,7 +87,12 @@ export async function loadSource(
       ...(options.inputSize ? { inputSize: options.inputSize } : {}),
     });
   }
-  return await fromTfjs(source.tfjs, source.outputs ? { outputs: source.outputs } : {});
+  return await fromTfjs(source.tfjs, {
+    ...(source.outputs ? { outputs: source.outputs } : {}),
+    ...(source.inputs ? { inputs: source.inputs } : {}),
+    // Used only for an image input declared with unknown height and width.
+    ...(options.inputSize ? { inputSize: options.inputSize } : {}),
+  });
 }
 
 /**
