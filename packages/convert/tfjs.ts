@@ -133,6 +133,7 @@ export const SUPPORTED_TFJS_OPS: readonly string[] = [
   "FloorDiv",
   "FloorMod",
   "TopKV2",
+  "Unpack",
 ];
 
 type Val =
@@ -1119,6 +1120,40 @@ export function convertTfjs(model: TfjsModel, options: TfjsOptions = {}): Graph 
           shape[axis] = sizes[i]!;
           return out(o, x.dtype, shape);
         }));
+        break;
+      }
+      case "Unpack": {
+        // tf.unstack: one output per index along the axis, that axis removed.
+        const x = inp(0);
+        const s = shapeOf(x);
+        const axis = normAxis(attrI("axis", 0), s.length);
+        const count = s[axis]!;
+        const shape = s.filter((_, i) => i !== axis);
+        if (x.kind === "const") {
+          const front = axis === 0
+            ? x.t
+            : permute(x.t, [axis, ...s.flatMap((_, i) => (i === axis ? [] : [i]))]);
+          set(...Array.from({ length: count }, (_, i): Val => ({
+            kind: "const",
+            t: gatherConst(front, fromNumbers("int64", [], [i])),
+          })));
+          break;
+        }
+        const parts = emit(
+          "Split",
+          [x.name, constName(i64(new Array(count).fill(1)), `${n.name}/split`)],
+          { axis: int(axis) },
+          `${n.name}/split`,
+          count,
+        );
+        const axes = constName(i64([axis]), `${n.name}/axes`);
+        set(...parts.map((part, i) =>
+          out(
+            emit("Squeeze", [part, axes], {}, i ? `${n.name}:${i}` : n.name)[0]!,
+            x.dtype,
+            shape,
+          )
+        ));
         break;
       }
       case "StridedSlice":

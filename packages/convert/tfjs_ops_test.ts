@@ -260,3 +260,16 @@ Deno.test("convertTfjs() matches tfjs on a CenterNet-style peak decode: comparis
   assert.equal(graph.outputs.find((o) => o.name === "top_1")?.dtype, "int32");
   assert.deepEqual(graph.outputs.find((o) => o.name === "rows")?.shape, [1, 6, 3]);
 });
+
+Deno.test("convertTfjs() matches tfjs on Unpack of computed and constant tensors", async () => {
+  const g = new TfGraph();
+  const x = g.placeholder("x", [1, 4, 5, 3]);
+  const u = g.op("u", "Unpack", [x], { axis: { i: "-1" }, num: { i: "3" } });
+  const c = g.op("c", "Unpack", [g.const("k", [2, 5], [1, 2, 3, 4, 5, 6, 7, 8, 9, 10])], {
+    axis: { i: "0" },
+    num: { i: "2" },
+  });
+  g.op("a", "AddV2", [`${u}:2`, `${c}:1`]);
+  const graph = await compare(g, "x", [1, 4, 5, 3], [`${u}:0`, `${u}:1`, "a"]);
+  assert.deepEqual(graph.outputs.map((o) => o.shape), [[1, 4, 5], [1, 4, 5], [1, 4, 5]]);
+});
