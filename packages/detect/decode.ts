@@ -7,6 +7,7 @@
 import { type BoxTransform, toOriginalBox } from "@clipq/data/preprocess";
 import type { Tensor } from "@clipq/onnx/tensor";
 import { decodeAnchorFree, decodeGfl } from "./anchor_free.ts";
+import { decodeBoxesScores } from "./boxes_scores.ts";
 import { decodeDb } from "./db.ts";
 import { decodeDetections } from "./detections.ts";
 import { decodeFasterRcnn, decodeFasterRcnnRaw } from "./faster_rcnn.ts";
@@ -59,6 +60,8 @@ export function decodeCandidates(
       return decodeDb(head, outputs, options);
     case "detections":
       return decodeDetections(head, outputs, options);
+    case "boxes-scores":
+      return decodeBoxesScores(head, outputs, options);
   }
 }
 

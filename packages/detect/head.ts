@@ -20,6 +20,7 @@ export const HEAD_TYPES = [
   "gfl",
   "db",
   "detections",
+  "boxes-scores",
 ] as const;
 
 /** One of {@linkcode HEAD_TYPES}. */
@@ -197,6 +198,31 @@ export interface DetectionsHead extends HeadBase {
   classOffset: number;
 }
 
+/** Box column names (the box part of {@linkcode DETECTION_COLUMNS}), as `boxes-scores` heads order them. */
+export type BoxColumn = Exclude<DetectionColumn, "score" | "class">;
+
+/**
+ * Decoded boxes and per-class scores before NMS, two outputs: boxes `[N, K, 4]` (or `[K, 4]`) and
+ * scores `[N, K, C]` (or `[K, C]`), as TensorFlow Object Detection API SSDs, RetinaNet/FCOS/YOLOX
+ * exports cut before their NMS and YOLOv8 exports split into boxes and scores end. Class-wise NMS
+ * applies with the usual `nms` defaults.
+ */
+export interface BoxesScoresHead extends HeadBase {
+  /** Head type. */
+  type: "boxes-scores";
+  /** Order of the four box values: `x1, y1, x2, y2` (any order, TF's `y1, x1, y2, x2`) or `cx, cy, w, h`. */
+  columns: BoxColumn[];
+  /** Whether box coordinates are fractions of the input width/height (true) or input pixels. */
+  normalized: boolean;
+  /** Scores are probabilities (`none`), logits (`sigmoid`), or logits of one softmax over all columns. */
+  activation: "none" | "sigmoid" | "softmax";
+  /**
+   * Index of a background score column, dropped; the columns after it move down one label
+   * (background 0: column `j` is label `j − 1`). Left out: every column is a class.
+   */
+  background?: number;
+}
+
 /** A validated head description. */
 export type HeadConfig =
   | Yolov3Head
@@ -207,7 +233,8 @@ export type HeadConfig =
   | AnchorFreeHead
   | GflHead
   | DbHead
-  | DetectionsHead;
+  | DetectionsHead
+  | BoxesScoresHead;
 
 /** Type-specific keys of a head type (what a config or metadata may set besides the common ones). */
 export type HeadOptionsOf<T extends HeadType> = Omit<
@@ -238,6 +265,7 @@ export const defaults: HeadDefaults = {
     normalized: false,
     classOffset: 0,
   },
+  "boxes-scores": { columns: ["x1", "y1", "x2", "y2"], normalized: false, activation: "none" },
 };
 
 /** Keys each head type accepts (besides type, outputs, classes, nms). */
@@ -251,6 +279,7 @@ const TYPE_KEYS: Record<HeadType, readonly string[]> = {
   gfl: ["strides", "centerOffset", "activation", "layout", "regMax"],
   db: ["threshold", "boxThreshold", "unclipRatio", "minSize", "connectivity"],
   detections: ["columns", "normalized", "classOffset"],
+  "boxes-scores": ["columns", "normalized", "activation", "background"],
 };
 
 /** Outputs each head type reads (fixed count), or undefined when it depends on the levels. */
@@ -261,6 +290,7 @@ const OUTPUT_COUNT: Partial<Record<HeadType, number>> = {
   ssd: 2,
   db: 1,
   detections: 1,
+  "boxes-scores": 2,
 };
 
 /** Options of {@linkcode resolveHead}. */
@@ -494,6 +524,24 @@ export function resolveHead(raw: unknown, options: ResolveHeadOptions = {}): Hea
         );
       }
       break;
+    case "boxes-scores":
+      checkBoxColumns(head.columns, at("columns"));
+      bool(head.normalized, at("normalized"));
+      oneOf(head.activation, at("activation"), ["none", "sigmoid", "softmax"]);
+      if (head.background !== undefined) {
+        if (
+          !(typeof head.background === "number" && Number.isInteger(head.background) &&
+            head.background >= 0)
+        ) {
+          throw new ConfigError(
+            at("background"),
+            `expected the index of a score column (an integer ≥ 0) but found ${
+              describe(head.background)
+            }`,
+          );
+        }
+      }
+      break;
   }
   return head as unknown as HeadConfig;
 }
@@ -535,6 +583,36 @@ function checkColumns(v: unknown, path: string): void {
     if (!has(c)) {
       throw new ConfigError(path, `expected a "${c}" column but found ${v.join(", ")}`);
     }
+  }
+}
+
+/** A `boxes-scores` head's columns: four box names, each once, one complete box. */
+function checkBoxColumns(v: unknown, path: string): void {
+  const corners = ["x1", "y1", "x2", "y2"], centre = ["cx", "cy", "w", "h"];
+  if (!Array.isArray(v) || v.length !== 4) {
+    throw new ConfigError(
+      path,
+      `expected the 4 box columns in order (x1, y1, x2, y2 or cx, cy, w, h in any order) but found ${
+        describe(v)
+      }`,
+    );
+  }
+  v.forEach((c, i) => {
+    if (!corners.includes(c) && !centre.includes(c)) {
+      throw new ConfigError(
+        `${path}[${i}]`,
+        `expected one of ${[...corners, ...centre].join(", ")} but found ${describe(c)}`,
+      );
+    }
+    if (v.indexOf(c) !== i) {
+      throw new ConfigError(`${path}[${i}]`, `expected each column once but found "${c}" again`);
+    }
+  });
+  if (!corners.every((c) => v.includes(c)) && !centre.every((c) => v.includes(c))) {
+    throw new ConfigError(
+      path,
+      `expected one complete box, x1, y1, x2, y2 or cx, cy, w, h, but found ${v.join(", ")}`,
+    );
   }
 }
 

@@ -1,7 +1,7 @@
 /**
  * @clipq/detect — detector heads and their evaluation: decoders for YOLOv3 (raw and decoded),
  * Faster R-CNN (exported and raw RoI heads), SSD, anchor-free (FCOS/NanoDet, GFL) and DB text
- * heads, and end-to-end detectors' final rows; typed-array NMS; COCO (pycocotools semantics) and
+ * heads, end-to-end detectors' final rows, and decoded boxes with per-class scores before NMS; typed-array NMS; COCO (pycocotools semantics) and
  * Pascal VOC mAP; int8-vs-float detection agreement; SQNR. Pure TypeScript on typed arrays — no runtime dependency.
  *
  * @example Decode, then score against ground truth
@@ -20,6 +20,8 @@ export * from "./types.ts";
 export { defaults as nmsDefaults, iou, nms, type NmsOptions, rankByScore } from "./nms.ts";
 export {
   type AnchorFreeHead,
+  type BoxColumn,
+  type BoxesScoresHead,
   type DbHead,
   defaults as headDefaults,
   DETECTION_COLUMNS,
@@ -48,6 +50,7 @@ export * from "./ssd.ts";
 export * from "./anchor_free.ts";
 export * from "./db.ts";
 export * from "./detections.ts";
+export * from "./boxes_scores.ts";
 export * from "./decode.ts";
 export * from "./ground_truth.ts";
 export {
