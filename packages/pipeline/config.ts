@@ -198,13 +198,19 @@ export const HEAD_SPEC: ObjectSpec = {
       minItems: 1,
       maxItems: DETECTION_COLUMNS.length,
       description:
-        "detections: meaning of a row's first columns (default x1, y1, x2, y2, score, class).",
+        "detections: meaning of a row's first columns (default x1, y1, x2, y2, score, class); boxes-scores: order of the 4 box values (default x1, y1, x2, y2).",
     },
     normalized: {
       type: "boolean",
-      description: "detections: boxes are fractions of the input width/height.",
+      description: "detections, boxes-scores: boxes are fractions of the input width/height.",
     },
     classOffset: num(-1000, 1000, "detections: subtracted from class ids (1 for 1-based).", true),
+    background: num(
+      0,
+      100000,
+      "boxes-scores: index of a background score column, dropped (background 0: column j is label j − 1).",
+      true,
+    ),
     nms: {
       type: "object",
       properties: {
