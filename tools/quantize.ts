@@ -273,17 +273,23 @@ function hint(e: ClipqError): string {
   if (e instanceof ModelError && /cannot write/.test(e.message)) {
     return "hint: check the file paths and permissions";
   }
+  if (e instanceof ModelError && /does the input shape/.test(e.message)) {
+    return "hint: give the input size the model was exported for (input.size, or the shapes in model.inputs)";
+  }
   if (e instanceof ModelError) {
     // onnx.checker only helps with ONNX files: darknet and tfjs inputs name their own files.
     if (/\.(cfg|weights)\b/.test(e.message)) {
       return "hint: the darknet .cfg or .weights file is malformed or they do not match; check the file named above";
     }
-    if (/model\.json|\.bin\b|tfjs/.test(e.message)) {
+    if (/model\.json|\.bin\b|tfjs|\.json: /.test(e.message)) {
       return "hint: the tfjs model.json or its weight shards are malformed or incomplete; check the files named above";
     }
     return "hint: the model file is malformed or inconsistent; check it with onnx.checker";
   }
   if (e instanceof UnsupportedOpError) {
+    if (/a while loop/.test(e.message)) {
+      return "hint: start the graph after the loop (model.inputs) or end it before (model.outputs)";
+    }
     // Importer errors name a cfg line or a tfjs manifest; excluding a node cannot help there.
     if (/\.cfg:\d+|\bcfg\b|tfjs|\.json/.test(e.message)) {
       return "hint: the importer cannot map this; the message lists what it supports";

@@ -334,7 +334,7 @@ Deno.test("clipq never writes over the model, the config or its own output (--st
   }
 });
 
-Deno.test("clipq's hint fits the file at fault: darknet weights, annotations, images", async () => {
+Deno.test("clipq's hint fits the file at fault: darknet weights, annotations, tfjs graphs, images", async () => {
   const ws = workspace();
   try {
     const photos = await photoDir(ws.dir, 1);
@@ -389,6 +389,60 @@ Deno.test("clipq's hint fits the file at fault: darknet weights, annotations, im
         "--quiet",
       ),
       /^error: x\.npy: bad dims index: 2 Got: 16 Expected: 32$/,
+    );
+    // tfjs: a while loop, and an input size the graph cannot take.
+    const tfjsModel = (name: string, node: unknown[]) =>
+      Deno.writeTextFileSync(
+        join(ws.dir, name),
+        JSON.stringify({ modelTopology: { node }, weightsManifest: [] }),
+      );
+    const image = {
+      name: "x",
+      op: "Placeholder",
+      attr: {
+        dtype: { type: "DT_FLOAT" },
+        shape: { shape: { dim: [1, -1, -1, 3].map((d) => ({ size: String(d) })) } },
+      },
+    };
+    tfjsModel("loop.json", [
+      image,
+      { name: "w/Enter", op: "Enter", input: ["x"] },
+      { name: "w/Merge", op: "Merge", input: ["w/Enter", "w/NextIteration"] },
+      { name: "w/Switch", op: "Switch", input: ["w/Merge", "w/Merge"] },
+      { name: "w/NextIteration", op: "NextIteration", input: ["w/Switch:1"] },
+      { name: "w/Exit", op: "Exit", input: ["w/Switch"] },
+      { name: "y", op: "Relu", input: ["w/Exit"] },
+    ]);
+    const tfjsBase = { ...base, input: { size: [8, 8], layout: "NHWC" } };
+    assertBadInput(
+      await cli(ws.write({ ...tfjsBase, model: { tfjs: "loop.json", outputs: ["y"] } }), "--quiet"),
+      /^error: .*loop\.json: a while loop \(control flow: a cycle through node "w\/Merge"\)/,
+      /^hint: start the graph after the loop \(model\.inputs\) or end it before/,
+    );
+    const s2 = (v: string) => ({ s: btoa(v) });
+    const ints = (v: number[]) => ({ list: { i: v.map(String) } });
+    tfjsModel("halves.json", [
+      image,
+      {
+        name: "p",
+        op: "MaxPool",
+        input: ["x"],
+        attr: {
+          ksize: ints([1, 2, 2, 1]),
+          strides: ints([1, 2, 2, 1]),
+          padding: s2("VALID"),
+          data_format: s2("NHWC"),
+        },
+      },
+      { name: "y", op: "AddV2", input: ["x", "p"] },
+    ]);
+    assertBadInput(
+      await cli(
+        ws.write({ ...tfjsBase, model: { tfjs: "halves.json", outputs: ["y"] } }),
+        "--quiet",
+      ),
+      /^error: .*halves\.json: node "y" \(AddV2\): expected shapes that broadcast but found \[1, 8, 8, 3\] and \[1, 4, 4, 3\]/,
+      /^hint: give the input size the model was exported for/,
     );
     Deno.writeTextFileSync(join(photos, "broken.jpg"), "not a jpeg");
     assertBadInput(

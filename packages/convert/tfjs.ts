@@ -134,6 +134,8 @@ export const SUPPORTED_TFJS_OPS: readonly string[] = [
   "FloorMod",
   "TopKV2",
   "Unpack",
+  "MatMul",
+  "_FusedMatMul",
 ];
 
 type Val =
@@ -444,6 +446,14 @@ export function convertTfjs(model: TfjsModel, options: TfjsOptions = {}): Graph 
       const rank = Math.max(sa.length, sb.length);
       const pa = [...new Array(rank - sa.length).fill(1), ...sa];
       const pb = [...new Array(rank - sb.length).fill(1), ...sb];
+      const clash = pa.findIndex((d, i) => d !== pb[i] && d !== 1 && pb[i] !== 1);
+      if (clash >= 0) {
+        throw new ModelError(
+          `${where}: expected shapes that broadcast but found [${sa.join(", ")}] and [${
+            sb.join(", ")
+          }] (dim ${clash}); does the input shape (input.size, inputs) fit this model?`,
+        );
+      }
       const dtype = a.kind === "tensor" ? a.dtype : dtypeOf(b);
       const cast = (v: Val): string =>
         v.kind === "const" && v.t.dtype !== dtype
@@ -575,10 +585,30 @@ export function convertTfjs(model: TfjsModel, options: TfjsOptions = {}): Graph 
       if (e.length !== 8) return [0, 0, 0, 0];
       return nhwc() ? [e[2]!, e[3]!, e[4]!, e[5]!] : [e[4]!, e[5]!, e[6]!, e[7]!];
     };
-    const activation = (y: Val, act: string, base: string, alpha = 0.2): Val => {
+    const activation = (
+      y: Val,
+      act: string,
+      base: string,
+      alpha = 0.2,
+      slope?: Tensor,
+    ): Val => {
       if (!act) return y;
       const v = y as Extract<Val, { kind: "tensor" }>;
       switch (act) {
+        case "Prelu": {
+          if (!slope) throw new ModelError(`${where}: expected a Prelu alpha argument`);
+          // TensorFlow's alpha is per channel along the last axis; a conv's output here is
+          // channels first, so the slope broadcasts as [C, 1, 1].
+          const c = slope.dims.reduce((a, b) => a * b, 1);
+          const shaped = v.shape.length === 4 && v.shape[1] === c && c > 1
+            ? reshapeConst(slope, [c, 1, 1])
+            : slope;
+          return out(
+            emit("PRelu", [v.name, constName(shaped, `${base}/slope`)], {}, base)[0]!,
+            v.dtype,
+            v.shape,
+          );
+        }
         case "Relu":
           return out(emit("Relu", [v.name], {}, base)[0]!, v.dtype, v.shape);
         case "Relu6":
@@ -611,7 +641,7 @@ export function convertTfjs(model: TfjsModel, options: TfjsOptions = {}): Graph 
         default:
           throw new UnsupportedOpError(`${n.op} fused ${act}`, {
             where,
-            supported: ["Relu", "Relu6", "LeakyRelu", "Elu", "Sigmoid", "Tanh"],
+            supported: ["Relu", "Relu6", "LeakyRelu", "Prelu", "Elu", "Sigmoid", "Tanh"],
           });
       }
     };
@@ -636,8 +666,13 @@ export function convertTfjs(model: TfjsModel, options: TfjsOptions = {}): Graph 
       let bias: Float64Array | undefined;
       let weights = toFloat64(w);
       let act = "";
+      let slope: Tensor | undefined;
       for (const [k, op] of fused.entries()) {
-        if (op === "BiasAdd" || op === "Add") bias = toFloat64(args[0]!);
+        if (op === "Prelu" && k === fused.length - 1) {
+          // Its alpha follows the bias among the fused arguments.
+          act = op;
+          slope = args[args.length - 1];
+        } else if (op === "BiasAdd" || op === "Add") bias = toFloat64(args[0]!);
         else if (op === "FusedBatchNorm") {
           const [scale, offset, mean, variance] = args.map(toFloat64) as [
             Float64Array,
@@ -659,7 +694,7 @@ export function convertTfjs(model: TfjsModel, options: TfjsOptions = {}): Graph 
         else {
           throw new UnsupportedOpError(`${n.op} fused_ops [${fused}]`, {
             where,
-            supported: ["BiasAdd", "FusedBatchNorm", "Relu", "Relu6", "LeakyRelu"],
+            supported: ["BiasAdd", "FusedBatchNorm", "Relu", "Relu6", "LeakyRelu", "Prelu"],
           });
         }
       }
@@ -683,7 +718,7 @@ export function convertTfjs(model: TfjsModel, options: TfjsOptions = {}): Graph 
         "float32",
         [xs[0]!, outC, geo.h, geo.w],
       );
-      set(fromNchw(activation(y, act, `${n.name}/act`, attrF("leakyrelu_alpha", 0.2))));
+      set(fromNchw(activation(y, act, `${n.name}/act`, attrF("leakyrelu_alpha", 0.2), slope)));
     };
 
     switch (n.op) {
@@ -737,6 +772,81 @@ export function convertTfjs(model: TfjsModel, options: TfjsOptions = {}): Graph 
         const fusedOps = (attr("fused_ops")?.list?.s ?? []).map(b64);
         const args = ins.slice(2).map((_, i) => constIn(i + 2, "fused argument"));
         conv(n.op !== "_FusedConv2D", fusedOps, args);
+        break;
+      }
+      case "MatMul":
+      case "_FusedMatMul": {
+        // A dense layer: with a constant [K, N] weight and a bias, one ONNX Gemm (what the
+        // quantizer turns into QGemm); otherwise MatMul, then the bias Add.
+        const [a, b] = [inp(0), inp(1)];
+        const [ta, tb] = [attrB("transpose_a"), attrB("transpose_b")];
+        const sa = shapeOf(a), sb = shapeOf(b);
+        if (sa.length !== 2 || sb.length !== 2) {
+          throw new UnsupportedOpError(`${n.op} of rank ${sa.length} × ${sb.length}`, {
+            where,
+            supported: ["rank 2 × rank 2"],
+          });
+        }
+        const fusedOps = n.op === "_FusedMatMul" ? (attr("fused_ops")?.list?.s ?? []).map(b64) : [];
+        const args = ins.slice(2).map((_, i) => constIn(i + 2, "fused argument"));
+        let bias: Tensor | undefined;
+        let act = "";
+        let slope: Tensor | undefined;
+        for (const [k, op] of fusedOps.entries()) {
+          if (op === "BiasAdd" && k === 0) bias = args[0];
+          else if (k === fusedOps.length - 1) {
+            act = op;
+            if (op === "Prelu") slope = args[args.length - 1];
+          } else {
+            throw new UnsupportedOpError(`${n.op} fused_ops [${fusedOps}]`, {
+              where,
+              supported: [
+                "BiasAdd",
+                "Relu",
+                "Relu6",
+                "LeakyRelu",
+                "Prelu",
+                "Elu",
+                "Sigmoid",
+                "Tanh",
+              ],
+            });
+          }
+        }
+        const m = ta ? sa[1]! : sa[0]!, cols = tb ? sb[0]! : sb[1]!;
+        let y: string;
+        if (b.kind === "const" && bias) {
+          y = emit(
+            "Gemm",
+            [
+              nameOf(a, `${n.name}/a`),
+              constName(b.t, `${n.name}/weights`),
+              constName(bias, `${n.name}/bias`),
+            ],
+            { transA: int(ta ? 1 : 0), transB: int(tb ? 1 : 0) },
+            n.name,
+          )[0]!;
+        } else {
+          const x = ta ? transposed(a, [1, 0], `${n.name}/a`) : a;
+          const w = tb ? transposed(b, [1, 0], `${n.name}/b`) : b;
+          y = emit(
+            "MatMul",
+            [nameOf(x, `${n.name}/a`), nameOf(w, `${n.name}/weights`)],
+            {},
+            bias ? `${n.name}/matmul` : n.name,
+          )[0]!;
+          if (bias) y = emit("Add", [y, constName(bias, `${n.name}/bias`)], {}, n.name)[0]!;
+        }
+        const dtype = dtypeOf(a);
+        set(
+          activation(
+            out(y, dtype, [m, cols]),
+            act,
+            `${n.name}/act`,
+            attrF("leakyrelu_alpha", 0.2),
+            slope,
+          ),
+        );
         break;
       }
       case "Conv2DBackpropInput": {

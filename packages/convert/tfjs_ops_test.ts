@@ -273,3 +273,43 @@ Deno.test("convertTfjs() matches tfjs on Unpack of computed and constant tensors
   const graph = await compare(g, "x", [1, 4, 5, 3], [`${u}:0`, `${u}:1`, "a"]);
   assert.deepEqual(graph.outputs.map((o) => o.shape), [[1, 4, 5], [1, 4, 5], [1, 4, 5]]);
 });
+
+Deno.test("convertTfjs() matches tfjs on dense layers (MatMul, _FusedMatMul with bias and activation) and a conv fused with Prelu", async () => {
+  const g = new TfGraph();
+  const x = g.placeholder("x", [1, 6, 6, 3]);
+  const conv = g.op("conv", "_FusedConv2D", [
+    x,
+    g.randomConst("cw", [3, 3, 3, 4]),
+    g.randomConst("cb", [4]),
+    g.randomConst("alpha", [4]),
+  ], {
+    fused_ops: { list: { s: [btoa("BiasAdd"), btoa("Prelu")] } },
+    padding: s("SAME"),
+    strides: list([1, 1, 1, 1]),
+    num_args: { i: "2" },
+  });
+  const flat = g.op("flat", "Reshape", [conv, g.const("fs", [2], [1, -1], "int32")]);
+  // [1, 144] × [144, 5] + bias, Relu: one Gemm.
+  const dense = g.op("dense", "_FusedMatMul", [
+    flat,
+    g.randomConst("dw", [144, 5], 0.1),
+    g.randomConst("db", [5]),
+  ], {
+    fused_ops: { list: { s: [btoa("BiasAdd"), btoa("Relu")] } },
+    transpose_a: { b: false },
+    transpose_b: { b: false },
+    num_args: { i: "1" },
+  });
+  // A transposed constant weight, then a product of two computed tensors (transpose_a).
+  const logits = g.op("logits", "MatMul", [dense, g.randomConst("lw", [3, 5])], {
+    transpose_a: { b: false },
+    transpose_b: { b: true },
+  });
+  g.op("gram", "MatMul", [logits, logits], { transpose_a: { b: true }, transpose_b: { b: false } });
+  const graph = await compare(g, "x", [1, 6, 6, 3], ["conv", "dense", "logits", "gram"]);
+  assert.deepEqual(
+    graph.nodes.filter((n) => ["Gemm", "MatMul", "PRelu"].includes(n.op)).map((n) => n.op),
+    ["PRelu", "Gemm", "MatMul", "MatMul"],
+  );
+  assert.deepEqual(graph.outputs.find((o) => o.name === "gram")?.shape, [3, 3]);
+});
