@@ -136,6 +136,7 @@ export const SUPPORTED_TFJS_OPS: readonly string[] = [
   "Unpack",
   "MatMul",
   "_FusedMatMul",
+  "DepthToSpace",
 ];
 
 type Val =
@@ -772,6 +773,25 @@ export function convertTfjs(model: TfjsModel, options: TfjsOptions = {}): Graph 
         const fusedOps = (attr("fused_ops")?.list?.s ?? []).map(b64);
         const args = ins.slice(2).map((_, i) => constIn(i + 2, "fused argument"));
         conv(n.op !== "_FusedConv2D", fusedOps, args);
+        break;
+      }
+      case "DepthToSpace": {
+        // TensorFlow orders the moved values block row, block column, channel: ONNX's DCR mode.
+        const x = toNchw(inp(0));
+        const [nb, c, h, w] = shapeOf(x) as [number, number, number, number];
+        const b = attrI("block_size", 2);
+        if (c % (b * b) !== 0) {
+          throw new ModelError(
+            `${where}: expected channels divisible by block size² ${b * b} but found [${
+              shapeOf(inp(0))
+            }]`,
+          );
+        }
+        const y = emit("DepthToSpace", [nameOf(x, `${n.name}/x`)], {
+          blocksize: int(b),
+          mode: str("DCR"),
+        }, `${n.name}/nchw`)[0]!;
+        set(fromNchw(out(y, dtypeOf(x), [nb, c / (b * b), h * b, w * b])));
         break;
       }
       case "MatMul":

@@ -313,3 +313,12 @@ Deno.test("convertTfjs() matches tfjs on dense layers (MatMul, _FusedMatMul with
   );
   assert.deepEqual(graph.outputs.find((o) => o.name === "gram")?.shape, [3, 3]);
 });
+
+Deno.test("convertTfjs() matches tfjs on DepthToSpace (NHWC)", async () => {
+  const g = new TfGraph();
+  const x = g.placeholder("x", [1, 4, 6, 8]);
+  const up = g.op("up", "DepthToSpace", [x], { block_size: { i: "2" }, data_format: s("NHWC") });
+  g.op("r", "Relu", [up]);
+  const graph = await compare(g, "x", [1, 4, 6, 8], ["up", "r"]);
+  assert.deepEqual(graph.outputs.map((o) => o.shape), [[1, 8, 12, 2], [1, 8, 12, 2]]);
+});
