@@ -166,10 +166,22 @@ Deno.test("handtrack int8 (clip-bounds + MSE on five photos) keeps its decode fl
       assert.ok(decodeOps.has(op), `${op} in the float decode: ${[...decodeOps]}`);
     }
 
+    // Each float detection ≥ 0.3 has an int8 twin of its class ≥ 0.25 at IoU ≥ 0.9.
+    const [float, int8] = [
+      await detect(await importHandtrack(), files),
+      await detect(graph, files),
+    ];
+    float.forEach((ds, i) => {
+      for (const f of ds.filter((d) => d.score >= 0.3)) {
+        const twin = int8[i]!.find((q) =>
+          q.label === f.label && q.score >= 0.25 && iou(q.box, f.box) >= 0.9
+        );
+        assert.ok(twin, `${files[i]}: float ${JSON.stringify(f)}, int8 ${JSON.stringify(int8[i])}`);
+      }
+    });
     // The int8 model still finds the astronaut's face.
-    const [dets] = await detect(graph, files.slice(0, 1));
-    const face = dets!.find((d) => d.label === FACE && d.score >= 0.5);
-    assert.ok(face && iou(face.box, ASTRONAUT_FACE) >= 0.5, JSON.stringify(dets!.slice(0, 3)));
+    const face = int8[0]!.find((d) => d.label === FACE && d.score >= 0.5);
+    assert.ok(face && iou(face.box, ASTRONAUT_FACE) >= 0.5, JSON.stringify(int8[0]!.slice(0, 3)));
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
