@@ -16,6 +16,7 @@ import {
   freshName,
   type Graph,
   type Node,
+  opsetOf,
 } from "./graph.ts";
 import { inferShapes } from "./shapes.ts";
 import { float32, int64, sizeOf, type Tensor, tensor, toFloat64 } from "./tensor.ts";
@@ -42,6 +43,12 @@ export interface NormalizeOptions {
    * DequantizeLinear and a QuantizeLinear of the whole feature map.
    */
   globalPools?: boolean;
+  /**
+   * Max and Min with a scalar constant → Clip, a Min of a Max (ReLU6 written as
+   * `minimum(maximum(x, 0), 6)`, as Keras exports it) → one Clip: clip-bounds reads a Clip's bounds,
+   * and the quantizer folds a Clip into the layer before it. Opset ≥ 11 (Clip's bounds as inputs).
+   */
+  clips?: boolean;
   /** Remove nodes and initializers that no graph output depends on. */
   prune?: boolean;
   /** Sort nodes topologically. */
@@ -55,6 +62,7 @@ export const normalizeDefaults = {
   foldBatchNorm: true,
   foldAffine: true,
   globalPools: true,
+  clips: true,
   prune: true,
   sort: true,
 } satisfies Required<NormalizeOptions>;
@@ -71,6 +79,8 @@ export interface NormalizeReport {
   affineFolded: number;
   /** Spatial ReduceMeans written as GlobalAveragePool. */
   globalPools: number;
+  /** Max/Min nodes with scalar constant bounds written as Clips. */
+  clips: number;
   /** Dead nodes removed. */
   pruned: number;
   /** Unused initializers removed. */
@@ -488,6 +498,80 @@ function globalPools(graph: Graph, report: Mutable<NormalizeReport>): Graph {
   return { ...graph, nodes: graph.nodes.map((n) => rewritten.get(n) ?? n) };
 }
 
+/**
+ * Max(x, a) → Clip(x, a, ·), Min(x, b) → Clip(x, ·, b), and Min(Max(x, a), b) or Max(Min(x, b), a)
+ * → Clip(x, a, b) when the inner node feeds only the outer one (a ≤ b). `a` and `b` are one-value
+ * float32 initializers; the node keeps its name and output.
+ */
+function minMaxToClips(graph: Graph, report: Mutable<NormalizeReport>): Graph {
+  if ((opsetOf(graph) ?? 1) < 11) return graph;
+  const scalar = (name: string | undefined): number | undefined => {
+    const t = name === undefined ? undefined : graph.initializers.get(name);
+    return t && t.dtype === "float32" && sizeOf(t.dims) === 1 ? toFloat64(t)[0] : undefined;
+  };
+  // The computed operand and the constant bound of a Max/Min with one scalar constant input.
+  const bounded = (n: Node): { x: string; bound: number; name: string } | undefined => {
+    if ((n.op !== "Max" && n.op !== "Min") || n.inputs.length !== 2 || (n.domain ?? "") !== "") {
+      return undefined;
+    }
+    const [p, q] = n.inputs as [string, string];
+    if (scalar(q) !== undefined && scalar(p) === undefined) {
+      return { x: p, bound: scalar(q)!, name: q };
+    }
+    if (scalar(p) !== undefined && scalar(q) === undefined) {
+      return { x: q, bound: scalar(p)!, name: p };
+    }
+    return undefined;
+  };
+  const users = consumers(graph);
+  const outputs = new Set(graph.outputs.map((v) => v.name));
+  const producer = new Map(graph.nodes.flatMap((n) => n.outputs.map((y) => [y, n] as const)));
+  const replaced = new Map<Node, Node | null>();
+  // Outer nodes first (the graph is in topological order): a Min claims the Max before it.
+  for (const n of [...graph.nodes].reverse()) {
+    if (replaced.has(n)) continue;
+    const outer = bounded(n);
+    if (!outer) continue;
+    let x = outer.x;
+    let lo = n.op === "Max" ? outer.name : "";
+    let hi = n.op === "Min" ? outer.name : "";
+    const inner = producer.get(outer.x);
+    const innerBound = inner ? bounded(inner) : undefined;
+    if (
+      inner && innerBound && inner.op !== n.op && !replaced.has(inner) &&
+      (users.get(outer.x)?.length ?? 0) === 1 && !outputs.has(outer.x)
+    ) {
+      const [a, b] = n.op === "Min"
+        ? [innerBound.bound, outer.bound]
+        : [outer.bound, innerBound.bound];
+      if (a <= b) {
+        x = innerBound.x;
+        if (n.op === "Min") lo = innerBound.name;
+        else hi = innerBound.name;
+        replaced.set(inner, null);
+      }
+    }
+    const inputs = hi ? [x, lo, hi] : [x, lo];
+    replaced.set(n, {
+      name: n.name,
+      op: "Clip",
+      domain: "",
+      inputs,
+      outputs: n.outputs,
+      attributes: {},
+    });
+  }
+  if (replaced.size === 0) return graph;
+  report.clips += [...replaced.values()].filter((r) => r !== null).length;
+  return {
+    ...graph,
+    nodes: graph.nodes.flatMap((n) => {
+      const r = replaced.get(n);
+      return r === undefined ? [n] : r === null ? [] : [r];
+    }),
+  };
+}
+
 function prune(graph: Graph, report: Mutable<NormalizeReport>, top: boolean): Graph {
   const producer = new Map<string, number>();
   graph.nodes.forEach((n, i) => n.outputs.forEach((o) => o && producer.set(o, i)));
@@ -568,6 +652,7 @@ export function normalizeWithReport(
     bnFolded: 0,
     affineFolded: 0,
     globalPools: 0,
+    clips: 0,
     pruned: 0,
     prunedInitializers: 0,
   };
@@ -590,6 +675,7 @@ function normalizeGraph(
     g = foldIntoLayers(g, report, { bn: o.foldBatchNorm, affine: o.foldAffine });
   }
   if (o.globalPools) g = globalPools(g, report);
+  if (o.clips) g = minMaxToClips(g, report);
   if (o.prune) g = prune(g, report, top);
   if (o.sort) g = toposort(g);
   return tidyValueInfo(g);

@@ -490,3 +490,45 @@ Deno.test("normalize() writes a ReduceMean over every spatial axis as GlobalAver
   assert.equal(n18.initializers.size, 0, "the axes initializer is pruned");
   assert.ok(await maxRelativeDiff(g18, n18) <= 1e-6);
 });
+
+Deno.test("normalize() writes Max/Min with scalar constants as Clip, and Min(Max(x, 0), 6) as one Clip", async () => {
+  const g = emptyGraph({
+    inputs: [{ name: "x", dtype: "float32", shape: [1, 2, 3, 3] }],
+    outputs: ["relu6", "floor", "ceil", "shared", "wide", "pair"].map((name) => ({
+      name,
+      dtype: "float32" as const,
+    })),
+    initializers: new Map([
+      ["zero", float32([], [0])],
+      ["six", float32([1], [6])],
+      ["neg", float32([], [-0.5])],
+      ["half", float32([1, 2, 1, 1], [0.5, 1])],
+    ]),
+    nodes: [
+      // Keras' ReLU(max_value=6): one Clip.
+      node({ name: "m0", op: "Max", inputs: ["x", "zero"], outputs: ["a"] }),
+      node({ name: "relu6", op: "Min", inputs: ["a", "six"], outputs: ["relu6"] }),
+      node({ name: "floor", op: "Max", inputs: ["neg", "x"], outputs: ["floor"] }),
+      node({ name: "ceil", op: "Min", inputs: ["x", "six"], outputs: ["ceil"] }),
+      // The Max's output is read twice: it stays a Clip of its own.
+      node({ name: "m1", op: "Max", inputs: ["x", "zero"], outputs: ["shared"] }),
+      node({ name: "wide", op: "Min", inputs: ["shared", "six"], outputs: ["wide"] }),
+      // A per-channel bound is not a scalar: kept.
+      node({ name: "pair", op: "Max", inputs: ["x", "half"], outputs: ["pair"] }),
+    ],
+    opsetImports: [{ domain: "", version: 13 }],
+  });
+  const { graph, report } = normalizeWithReport(g);
+  assert.deepEqual(ops(graph), ["Clip", "Clip", "Clip", "Clip", "Clip", "Max"]);
+  assert.equal(report.clips, 5);
+  const relu6 = graph.nodes.find((n) => n.outputs[0] === "relu6")!;
+  assert.deepEqual(relu6.inputs, ["x", "zero", "six"]);
+  assert.deepEqual(graph.nodes.find((n) => n.outputs[0] === "floor")!.inputs, ["x", "neg"]);
+  assert.deepEqual(graph.nodes.find((n) => n.outputs[0] === "ceil")!.inputs, ["x", "", "six"]);
+  validate(graph);
+  assert.ok(await maxRelativeDiff(g, graph) <= 1e-6);
+  assert.deepEqual(ops(normalize(g, { clips: false })), ops(g));
+  // Below opset 11 Clip takes its bounds as attributes: left alone.
+  const g10 = { ...g, opsetImports: [{ domain: "", version: 10 }] };
+  assert.deepEqual(ops(normalize(g10)), ops(g));
+});
