@@ -12,6 +12,7 @@ import { createSession } from "@clipq/runtime";
 import { parseConfig } from "@clipq/pipeline/config";
 import { runPipeline } from "../packages/pipeline/runner.ts";
 import { darknetPhotos, humanModel, skimagePhoto } from "../tools/assets.ts";
+import { assertChecked, checkModel } from "./checker.ts";
 
 const INPUT = "StatefulPartitionedCall/map/TensorArrayV2Stack/TensorListStack";
 const BOXES = "StatefulPartitionedCall/Postprocessor/Decode/transpose_1";
@@ -137,6 +138,8 @@ Deno.test("handtrack int8 (clip-bounds + MSE on five photos) keeps its decode fl
     assert.equal(r.accuracy.fidelity.references, 5);
     assert.ok(r.accuracy.fidelity.ap50 >= 0.9, `agreement AP50 ${r.accuracy.fidelity.ap50}`);
     assert.ok(r.sizes.ratio < 0.3, `size ratio ${r.sizes.ratio}`);
+    // The written file passes Debian onnx 1.12's full check.
+    assertChecked(await checkModel(join(dir, "handtrack.int8.onnx")));
     console.log(`handtrack int8: AP50 ${r.accuracy.fidelity.ap50}, ${r.latency.speedup}× float`);
 
     // head "auto": walking back from both outputs through the decode (Reshape/Concat of the five
