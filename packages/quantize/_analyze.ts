@@ -90,7 +90,8 @@ export function analyze(
   });
 
   // Head analysis: walk back from head outputs and from what filter ops filter, through float
-  // tensors, to the last weighted layers. Everything passed on the way decodes detections.
+  // tensors and the bool ones comparisons give (CenterNet's peak test Equal(h, MaxPool(h))), to
+  // the last weighted layers. Everything passed on the way decodes detections.
   const headTensors = new Set<string>();
   if (o.exclude.head === "auto") {
     // A DFL expectation (Softmax → 1×1 Conv 0..15) decodes boxes: the walk goes through it.
@@ -115,7 +116,7 @@ export function analyze(
     const seen = new Set<string>();
     while (starts.length > 0) {
       const t = starts.pop()!;
-      if (seen.has(t) || !isFloat(t)) continue;
+      if (seen.has(t) || !(isFloat(t) || dtypes.get(t) === "bool")) continue;
       seen.add(t);
       const p = producer.get(t);
       if (p === undefined) continue;

@@ -18,8 +18,10 @@ const MIN_WIDTH = 0.5;
 
 /**
  * The ranges that put quantized Concats' activation inputs on the output's grid: an input read by
- * one Concat only (another Concat would want its own grid), with a range at least half as wide as
- * the output's, not set by the user. Outer Concats go first, so a Concat feeding another takes the
+ * that Concat only (another Concat would want its own grid, and any other reader needs the input's
+ * own range: a CReLU's Concat(x, −x) has a Relu after it, so its grid starts at 0, and the Neg
+ * reading x on that grid lost every negative x), with a range at least half as wide as the
+ * output's, not set by the user. Outer Concats go first, so a Concat feeding another takes the
  * outer grid and passes it on to its own inputs.
  */
 export function concatGrids(
@@ -33,6 +35,12 @@ export function concatGrids(
   for (const i of concats) {
     for (const x of new Set(graph.nodes[i]!.inputs)) readers.set(x, (readers.get(x) ?? 0) + 1);
   }
+  // Every node reading a tensor, once per node; graph outputs count as a reader too.
+  const users = new Map<string, number>();
+  for (const n of graph.nodes) {
+    for (const x of new Set(n.inputs)) users.set(x, (users.get(x) ?? 0) + 1);
+  }
+  for (const v of graph.outputs) users.set(v.name, (users.get(v.name) ?? 0) + 1);
   // A pass-through op's output (Resize, MaxPool, Reshape …) is on its input's grid: the grid is
   // set where the chain starts.
   const sharedFrom = new Map<string, string>();
@@ -45,9 +53,10 @@ export function concatGrids(
     const ry = rangeOf(y);
     if (!ry || !(ry.max > ry.min)) continue;
     for (const x of n.inputs) {
-      if (graph.initializers.has(x) || readers.get(x) !== 1) continue;
+      if (graph.initializers.has(x) || readers.get(x) !== 1 || users.get(x) !== 1) continue;
       let t = x;
-      while (sharedFrom.has(t) && !readers.has(sharedFrom.get(t)!)) t = sharedFrom.get(t)!;
+      // Back through pass-through ops to where the grid is set, while nothing else reads it.
+      while (sharedFrom.has(t) && users.get(sharedFrom.get(t)!) === 1) t = sharedFrom.get(t)!;
       const rt = rangeOf(t);
       if (
         !rt || rt.source === "override" || (t !== x && out.has(t)) ||

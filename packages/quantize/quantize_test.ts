@@ -760,6 +760,31 @@ Deno.test("quantize() puts a Concat's inputs on its output's grid and runs it on
   }
 });
 
+Deno.test("quantize() keeps a Concat input's own grid when another op reads it too (CReLU: Concat(x, −x), then Relu)", async () => {
+  const b = new ModelBuilder({ seed: 15 });
+  const x = b.input("x", [1, 3, 8, 8]);
+  const c = b.conv(x, { outChannels: 4, kernel: 3, pad: 1 });
+  const crelu = b.relu(
+    b.maxPool(b.concat([c, b.op("Neg", [c], { shape: [1, 4, 8, 8] })], 1), {
+      kernel: 2,
+      stride: 2,
+    }),
+  );
+  b.output(b.conv(crelu, { outChannels: 4, kernel: 1 }), "y");
+  const g = b.build();
+  const feeds = randomFeeds(g, 6);
+  const { graph: q, report } = quantize(g, {
+    ranges: await minmaxRanges(g, [feeds]),
+    exclude: { head: false },
+  });
+  // The conv's output keeps its negative half (the Neg needs it): its grid is its own.
+  const own = report.tensors.find((r) => r.name === c)!;
+  assert.ok(own.min < 0, JSON.stringify(own));
+  assert.ok(!own.source.includes("the grid of Concat"), own.source);
+  const [want, got] = [(await runGraph(g, feeds)).y!, (await runGraph(q, feeds)).y!];
+  assert.ok(sqnr(want, got) > 30, `SQNR ${sqnr(want, got).toFixed(1)} dB`);
+});
+
 Deno.test("quantize() keeps a Concat input's own grid when it is under half the output's range or feeds another Concat", async () => {
   const g = twoBranches();
   const feeds = randomFeeds(g, 5);
@@ -817,4 +842,66 @@ Deno.test("quantize() gives a Concat input written by a pass-through op its grid
   assert.deepEqual([grid(r).max, grid(pooled).scale], [2, grid(cat).scale]);
   // Q → MaxPool and Q → Concat → DQ: all on the integers.
   await assertSameAsExpanded(q, feeds, ["MaxPool", "Concat"]);
+});
+
+Deno.test("quantize() head auto walks through a peak test's bool Equal: the heatmap and its MaxPool stay float, and the peaks are float's", async () => {
+  // CenterNet's decode: peaks = h · (h == MaxPool(h)), with h = Sigmoid(last conv), channels last.
+  const b = new ModelBuilder({ seed: 1 });
+  const conv = b.conv(b.input("x", [1, 3, 8, 8]), { outChannels: 2, kernel: 3, pad: 1 });
+  b.output(conv);
+  const g0 = b.build();
+  const perm = { perm: { type: "ints" as const, value: [0, 2, 3, 1] } };
+  const g = emptyGraph({
+    ...g0,
+    nodes: [
+      ...g0.nodes,
+      node({ name: "sig", op: "Sigmoid", inputs: [conv], outputs: ["h"] }),
+      node({
+        name: "t1",
+        op: "Transpose",
+        inputs: ["h"],
+        outputs: ["keypoints"],
+        attributes: perm,
+      }),
+      node({
+        name: "pool",
+        op: "MaxPool",
+        inputs: ["h"],
+        outputs: ["m"],
+        attributes: {
+          kernel_shape: { type: "ints", value: [3, 3] },
+          pads: { type: "ints", value: [1, 1, 1, 1] },
+        },
+      }),
+      node({ name: "t2", op: "Transpose", inputs: ["m"], outputs: ["mt"], attributes: perm }),
+      node({ name: "eq", op: "Equal", inputs: ["keypoints", "mt"], outputs: ["peak"] }),
+      node({
+        name: "cast",
+        op: "Cast",
+        inputs: ["peak"],
+        outputs: ["peakf"],
+        attributes: { to: { type: "int", value: 1 } },
+      }),
+      node({ name: "mask", op: "Mul", inputs: ["keypoints", "peakf"], outputs: ["peaks"] }),
+    ],
+    outputs: [{ name: "peaks", dtype: "float32", shape: [1, 8, 8, 2] }],
+  });
+  const x = Float32Array.from({ length: 192 }, (_, i) => (i * 37 % 101) / 101);
+  const ranges = await minmaxRanges(g, [{ x }]);
+  const want = (await runGraph(g, { x })).peaks!;
+  for (const exclude of [{ head: "auto" as const }, { head: "auto" as const, ops: ["MaxPool"] }]) {
+    const { graph: q, report } = quantize(g, { ranges, exclude });
+    const quantizedTensors = q.nodes.filter((n) => n.op === "QuantizeLinear").map((n) =>
+      n.inputs[0]
+    );
+    assert.deepEqual(quantizedTensors, ["x"], JSON.stringify(exclude));
+    for (const name of ["sig", "pool", "eq", "mask"]) {
+      const why = report.floatNodes.find((e) => e.node === name)?.reason ?? "quantized";
+      assert.match(why, /head: auto|excluded/, `${name}: ${why}`);
+    }
+    // The last conv still runs int8 (float output): the heatmap moves a little, the peaks do not.
+    const got = (await runGraph(q, { x })).peaks!;
+    const positions = (a: Float32Array) => [...a].flatMap((v, i) => (v > 0 ? [i] : []));
+    assert.deepEqual(positions(got), positions(want));
+  }
 });
