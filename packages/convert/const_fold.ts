@@ -169,6 +169,41 @@ export function concatConst(parts: readonly Tensor[], axis: number): Tensor {
 }
 
 /**
+ * Repeats a constant tensor to a larger shape: each output index reads the input at that index
+ * modulo the input's dims (Tile when each target dim is a multiple, broadcasting of size-1 dims).
+ *
+ * @param t The tensor (of the target's rank or lower; missing leading dims count as 1).
+ * @param shape Target dims.
+ * @returns The repeated tensor.
+ *
+ * @example Usage
+ * ```ts
+ * import { repeatConst } from "@clipq/convert/const-fold";
+ * import { int64 } from "@clipq/onnx/tensor";
+ * import assert from "node:assert/strict";
+ * assert.deepEqual([...repeatConst(int64([2], [1, 2]), [2, 4]).data], [1n, 2n, 1n, 2n, 1n, 2n, 1n, 2n]);
+ * ```
+ */
+export function repeatConst(t: Tensor, shape: readonly number[]): Tensor {
+  const own = [...new Array(shape.length - t.dims.length).fill(1), ...t.dims];
+  const inStrides = stridesOf(own);
+  const v = toFloat64(t);
+  const n = sizeOf(shape);
+  const values = new Float64Array(n);
+  const idx = new Array<number>(shape.length).fill(0);
+  for (let i = 0; i < n; i++) {
+    let at = 0;
+    for (let k = 0; k < shape.length; k++) at += (idx[k]! % own[k]!) * inStrides[k]!;
+    values[i] = v[at]!;
+    for (let k = shape.length - 1; k >= 0; k--) {
+      if (++idx[k]! < shape[k]!) break;
+      idx[k] = 0;
+    }
+  }
+  return fromNumbers(t.dtype, shape, values);
+}
+
+/**
  * Gathers along axis 0 of a constant tensor.
  *
  * @param params The tensor.

@@ -22,8 +22,10 @@ import {
   fromNumbers,
   gatherConst,
   permute,
+  repeatConst,
   reshapeConst,
   resolveShape,
+  stridesOf,
 } from "./const_fold.ts";
 import { readTfjsModel, type TfAttr, type TfjsModel, type TfNode } from "./tfjs_format.ts";
 import { sinkTransposes } from "./transpose_sink.ts";
@@ -137,6 +139,13 @@ export const SUPPORTED_TFJS_OPS: readonly string[] = [
   "MatMul",
   "_FusedMatMul",
   "DepthToSpace",
+  "Ceil",
+  "Floor",
+  "Reciprocal",
+  "Size",
+  "Range",
+  "Tile",
+  "BroadcastTo",
 ];
 
 type Val =
@@ -1035,8 +1044,26 @@ export function convertTfjs(model: TfjsModel, options: TfjsOptions = {}): Graph 
       case "Pad":
       case "PadV2":
       case "MirrorPad": {
-        const x = inp(0) as Extract<Val, { kind: "tensor" }>;
         const p = [...toFloat64(constIn(1, "paddings"))];
+        if (inp(0).kind === "const" && n.op !== "MirrorPad") {
+          // Shape arithmetic (anchor grids): pad the constant here.
+          const t = (inp(0) as Extract<Val, { kind: "const" }>).t;
+          const fill = n.op === "PadV2" ? toFloat64(constIn(2, "constant value"))[0]! : 0;
+          const dims = t.dims.map((d, i) => d + p[2 * i]! + p[2 * i + 1]!);
+          const values = new Float64Array(sizeOf(dims)).fill(fill);
+          const src = toFloat64(t);
+          const inStrides = stridesOf(t.dims), outStrides = stridesOf(dims);
+          for (let i = 0; i < src.length; i++) {
+            let at = 0;
+            for (let k = 0; k < t.dims.length; k++) {
+              at += (Math.floor(i / inStrides[k]!) % t.dims[k]! + p[2 * k]!) * outStrides[k]!;
+            }
+            values[at] = src[i]!;
+          }
+          set({ kind: "const", t: fromNumbers(t.dtype, dims, values) });
+          break;
+        }
+        const x = inp(0) as Extract<Val, { kind: "tensor" }>;
         const rank = x.shape.length;
         const pads = [
           ...Array.from({ length: rank }, (_, i) => p[2 * i]!),
@@ -1431,6 +1458,75 @@ export function convertTfjs(model: TfjsModel, options: TfjsOptions = {}): Graph 
           dense[off] = vv.length === 1 ? vv[0]! : vv[k]!;
         }
         set({ kind: "const", t: fromNumbers(vals.dtype, shape, dense) });
+        break;
+      }
+      // Anchor generators compute on shapes: with static shapes these fold to constants, and map
+      // to their ONNX ops on computed tensors.
+      case "Ceil":
+      case "Floor":
+      case "Reciprocal": {
+        const x = inp(0);
+        if (x.kind === "const") {
+          const f = { Ceil: Math.ceil, Floor: Math.floor, Reciprocal: (v: number) => 1 / v }[n.op]!;
+          set({ kind: "const", t: fromNumbers(x.t.dtype, x.t.dims, toFloat64(x.t).map(f)) });
+        } else unary(n.op);
+        break;
+      }
+      case "Size": {
+        const size = shapeOf(inp(0)).reduce((a, b) => a * b, 1);
+        const to = TF_DTYPES[attr("out_type")?.type ?? "DT_INT32"] ?? "int32";
+        set({ kind: "const", t: fromNumbers(to, [], [size]) });
+        break;
+      }
+      case "Range": {
+        const [start, limit, delta] = [0, 1, 2].map((i) =>
+          toFloat64(constIn(i, "range bound"))[0]!
+        );
+        const count = Math.max(0, Math.ceil((limit! - start!) / delta!));
+        const dtype = TF_DTYPES[attr("Tidx")?.type ?? ""] ?? constIn(0, "start").dtype;
+        set({
+          kind: "const",
+          t: fromNumbers(
+            dtype,
+            [count],
+            Array.from({ length: count }, (_, i) => start! + i * delta!),
+          ),
+        });
+        break;
+      }
+      case "Tile":
+      case "BroadcastTo": {
+        const x = inp(0);
+        const arg = [...toFloat64(constIn(1, n.op === "Tile" ? "multiples" : "shape"))];
+        const s = shapeOf(x);
+        let shape: number[];
+        if (n.op === "Tile") {
+          if (arg.length !== s.length) {
+            throw new ModelError(
+              `${where}: expected ${s.length} multiples but found ${arg.length}`,
+            );
+          }
+          shape = s.map((d, i) => d * arg[i]!);
+        } else {
+          const padded = [...new Array(Math.max(0, arg.length - s.length)).fill(1), ...s];
+          shape = arg.map((d, i) => {
+            const own = padded[i]!;
+            if (own !== 1 && own !== d) {
+              throw new ModelError(`${where}: cannot broadcast [${s}] to [${arg}]`);
+            }
+            return d;
+          });
+        }
+        if (x.kind === "const") {
+          set({ kind: "const", t: repeatConst(x.t, shape) });
+          break;
+        }
+        const op = n.op === "Tile" ? "Tile" : "Expand";
+        const second = constName(
+          i64(n.op === "Tile" ? arg : shape),
+          `${n.name}/${op.toLowerCase()}`,
+        );
+        set(out(emit(op, [x.name, second], {}, n.name)[0]!, x.dtype, shape));
         break;
       }
       case "Shape": {

@@ -322,3 +322,47 @@ Deno.test("convertTfjs() matches tfjs on DepthToSpace (NHWC)", async () => {
   const graph = await compare(g, "x", [1, 4, 6, 8], ["up", "r"]);
   assert.deepEqual(graph.outputs.map((o) => o.shape), [[1, 8, 12, 2], [1, 8, 12, 2]]);
 });
+
+Deno.test("convertTfjs() folds an anchor grid computed from shapes (Size, Range, Tile, BroadcastTo, Ceil, Reciprocal, Pad of constants) and maps those ops on computed tensors", async () => {
+  const g = new TfGraph();
+  const x = g.placeholder("x", [1, 2, 3, 4]);
+  // Anchor centres from the feature map's size: (range(0, W) + 0.5) / W, tiled over rows.
+  const w = g.op("w", "Cast", [g.op("size", "Size", [g.op("row", "Squeeze", [
+    g.op("first", "Slice", [
+      x,
+      g.const("b0", [4], [0, 0, 0, 0], "int32"),
+      g.const("s0", [4], [1, 1, -1, 1], "int32"),
+    ]),
+  ], { squeeze_dims: list([0, 1, 3]) })])], { DstT: { type: "DT_FLOAT" } });
+  const cx = g.op("cx", "Mul", [
+    g.op("half", "AddV2", [
+      g.op("idx", "Range", [
+        g.const("r0", [], [0]),
+        g.op("ceilw", "Ceil", [w]),
+        g.const("r1", [], [1]),
+      ]),
+      g.const("h5", [], [0.5]),
+    ]),
+    g.op("inv", "Reciprocal", [w]),
+  ]);
+  const grid = g.op("grid", "Tile", [
+    g.op("cx2", "ExpandDims", [cx, g.const("e0", [], [0], "int32")]),
+    g.const("m", [2], [2, 1], "int32"),
+  ]);
+  const padded = g.op("padded", "Pad", [grid, g.const("pp", [2, 2], [0, 1, 1, 0], "int32")]);
+  const wide = g.op("wide", "BroadcastTo", [padded, g.const("bs", [4], [1, 2, 3, 4], "int32")]);
+  g.op("y", "AddV2", [x, wide]);
+  // The same ops on computed tensors.
+  g.op("ceil", "Ceil", [x]);
+  g.op("rec", "Reciprocal", [
+    g.op("pos", "AddV2", [g.op("abs", "Abs", [x]), g.const("one", [], [1])]),
+  ]);
+  g.op("tiled", "Tile", [x, g.const("m2", [4], [1, 2, 1, 2], "int32")]);
+  g.op("bc", "BroadcastTo", [
+    g.op("m1", "Max", [x, g.const("ax1", [1], [1], "int32")], { keep_dims: { b: true } }),
+    g.const("bs2", [4], [1, 2, 3, 4], "int32"),
+  ]);
+  const graph = await compare(g, "x", [1, 2, 3, 4], ["y", "ceil", "rec", "tiled", "bc"]);
+  // The grid is folded: no Range or Size node, one constant added to x.
+  assert.equal(graph.nodes.filter((n) => ["Range", "Size", "Pad"].includes(n.op)).length, 0);
+});

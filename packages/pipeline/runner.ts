@@ -122,7 +122,7 @@ export async function writeAtomic(path: string, data: Uint8Array | string): Prom
 export function imageInput(
   graph: Graph,
   input: InputConfig,
-): { name: string; spec: PreprocessSpec } {
+): { name: string; spec: PreprocessSpec; dtype: "float32" | "uint8" } {
   const initializers = graph.initializers;
   const real = graph.inputs.filter((i) => !initializers.has(i.name));
   const name = input.name ?? real.find((i) => !(input.extra && i.name in input.extra))?.name;
@@ -142,10 +142,11 @@ export function imageInput(
       `expected inputs other than the image input ${name}; found ${name}`,
     );
   }
-  // Images are fed as float32; a model claiming another type would be written out unrunnable.
-  if (vi.dtype !== undefined && vi.dtype !== "float32") {
+  // Images are fed as float32, or as uint8 pixels to a model that takes them (TensorFlow Object
+  // Detection API exports); a model claiming another type would be written out unrunnable.
+  if (vi.dtype !== undefined && vi.dtype !== "float32" && vi.dtype !== "uint8") {
     throw new ModelError(
-      `model input "${name}": expected float32 to feed preprocessed images; found ${vi.dtype}`,
+      `model input "${name}": expected float32 (or uint8 pixels) to feed images; found ${vi.dtype}`,
     );
   }
   const layout = input.layout ?? (vi.shape?.length === 3 ? "CHW" : "NCHW");
@@ -201,7 +202,25 @@ export function imageInput(
     mean: input.mean ?? [0, 0, 0],
     std: input.std ?? [1, 1, 1],
   });
-  return { name, spec };
+  const dtype = vi.dtype === "uint8" ? "uint8" : "float32";
+  if (
+    dtype === "uint8" &&
+    (spec.scale !== 1 || spec.mean.some((m) => m !== 0) || spec.std.some((d) => d !== 1))
+  ) {
+    throw new ConfigError(
+      "input.scale",
+      `expected scale 1, mean 0 and std 1 for input ${name}, which takes uint8 pixels; found scale ${spec.scale}, mean [${spec.mean}], std [${spec.std}]`,
+    );
+  }
+  return { name, spec, dtype };
+}
+
+/** Preprocessed float pixels as the uint8 a model input takes (rounded; resizing interpolates). */
+function asPixels(t: Tensor): Tensor {
+  const from = t.data as Float32Array;
+  const data = new Uint8Array(from.length);
+  for (let i = 0; i < from.length; i++) data[i] = Math.min(255, Math.max(0, Math.round(from[i]!)));
+  return tensor("uint8", t.dims, data);
 }
 
 function extraFeeds(graph: Graph, input: InputConfig): Record<string, Tensor> {
@@ -335,7 +354,7 @@ export function createContext(
           progress.done();
           return;
         }
-        const { name, spec } = imageInput(graph, input);
+        const { name, spec, dtype } = imageInput(graph, input);
         const files = shardOf(await filesOf(d));
         const progress = reporter.progress(set, files.length);
         for await (
@@ -346,7 +365,8 @@ export function createContext(
           })
         ) {
           progress.tick(b.files.length + b.skipped);
-          yield { feeds: { [name]: b.tensor, ...extra }, files: b.files, transforms: b.transforms };
+          const image = dtype === "uint8" ? asPixels(b.tensor) : b.tensor;
+          yield { feeds: { [name]: image, ...extra }, files: b.files, transforms: b.transforms };
         }
         progress.done();
       })();
