@@ -10,21 +10,26 @@ import { convertTfjs, fromTfjs } from "./tfjs.ts";
 import { readTfjsModel } from "./tfjs_format.ts";
 import { darknetPhotos, humanModel, nanodetPreprocessing } from "../../tools/assets.ts";
 
+/** The tfjs graph model itself (one weight shard), run by tfjs's CPU backend. */
+async function tfjsModel(path: string) {
+  const json = JSON.parse(await Deno.readTextFile(path));
+  const bin = await Deno.readFile(join(dirname(path), json.weightsManifest[0].paths[0]));
+  await tf.setBackend("cpu");
+  return await loadGraphModel(tf.io.fromMemory({
+    modelTopology: json.modelTopology,
+    // deno-lint-ignore no-explicit-any
+    weightSpecs: json.weightsManifest.flatMap((g: any) => g.weights),
+    weightData: bin.buffer.slice(bin.byteOffset, bin.byteOffset + bin.byteLength),
+  }));
+}
+
 async function tfjsReference(
   path: string,
   input: Float32Array,
   shape: number[],
   outputs: string[],
 ) {
-  const json = JSON.parse(await Deno.readTextFile(path));
-  const bin = await Deno.readFile(join(dirname(path), json.weightsManifest[0].paths[0]));
-  await tf.setBackend("cpu");
-  const model = await loadGraphModel(tf.io.fromMemory({
-    modelTopology: json.modelTopology,
-    // deno-lint-ignore no-explicit-any
-    weightSpecs: json.weightsManifest.flatMap((g: any) => g.weights),
-    weightData: bin.buffer.slice(bin.byteOffset, bin.byteOffset + bin.byteLength),
-  }));
+  const model = await tfjsModel(path);
   const result = model.execute(tf.tensor(input, shape), outputs) as tf.Tensor[];
   return result.map((t) => t.dataSync() as Float32Array);
 }
@@ -163,15 +168,7 @@ Deno.test("fromTfjs() starts and ends a TF Object Detection API SSD (handtrack) 
   const input = tensor.data as Float32Array;
   const session = await ort.InferenceSession.create(encode(graph));
   const outs = await session.run({ [start]: new ort.Tensor("float32", input, [1, 320, 320, 3]) });
-  const json = JSON.parse(await Deno.readTextFile(path));
-  const bin = await Deno.readFile(join(dirname(path), json.weightsManifest[0].paths[0]));
-  await tf.setBackend("cpu");
-  const model = await loadGraphModel(tf.io.fromMemory({
-    modelTopology: json.modelTopology,
-    // deno-lint-ignore no-explicit-any
-    weightSpecs: json.weightsManifest.flatMap((g: any) => g.weights),
-    weightData: bin.buffer.slice(bin.byteOffset, bin.byteOffset + bin.byteLength),
-  }));
+  const model = await tfjsModel(path);
   const ref = model.execute({ [start]: tf.tensor(input, [1, 320, 320, 3]) }, ends) as tf.Tensor[];
   ends.forEach((name, i) => {
     const diff = maxAbsDiff(outs[name]!.data as Float32Array, ref[i]!.dataSync() as Float32Array);

@@ -3,6 +3,7 @@
 import { join } from "node:path";
 import { encode, type Graph, ModelBuilder, type Tensor } from "@clipq/onnx";
 import { writeNpy } from "@clipq/data/npy";
+import pngjs from "pngjs";
 
 /** A small conv net with Clip/Relu activations and a float head (seeded weights). */
 export function smallDetector(name = "tiny"): Graph {
@@ -46,4 +47,13 @@ export function workspace(graph: Graph = smallDetector()): {
       Deno.removeSync(dir, { recursive: true });
     },
   };
+}
+
+/** A 128×96 RGB PNG of a seeded pattern (real pixels for the image reader, nothing to detect). */
+export function writePng(path: string, seed: number): void {
+  const png = new pngjs.PNG({ width: 128, height: 96 });
+  for (let i = 0; i < png.data.length; i++) {
+    png.data[i] = i % 4 === 3 ? 255 : (i * 7 + seed * 31) % 256;
+  }
+  Deno.writeFileSync(path, pngjs.PNG.sync.write(png));
 }

@@ -4,14 +4,13 @@
 // and evaluated against COCO annotations.
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import pngjs from "pngjs";
 import { boxTransform, toModelBox } from "@clipq/data/preprocess";
 import { ModelBuilder } from "@clipq/onnx/builder";
 import { loadModel } from "@clipq/onnx/io";
 import { float32, int64 } from "@clipq/onnx/tensor";
 import { loadConfig } from "../config.ts";
 import { runPipeline } from "../runner.ts";
-import { workspace } from "../_fixtures_test.ts";
+import { workspace, writePng } from "../_fixtures_test.ts";
 
 /** Image boxes (128×96 photos letterboxed into 64×64). */
 const truth = [[10, 12, 70, 60], [80, 40, 110, 90]] as const;
@@ -53,14 +52,6 @@ function plantedModel() {
   const best = b.op("Gather", [rows, "top_index"], { attributes: axis1, shape: [1, 1, K, 6] });
   b.output(b.reshape(best, [1, K, 6]), "detections");
   return b.build();
-}
-
-function writePng(path: string, seed: number) {
-  const png = new pngjs.PNG({ width: 128, height: 96 });
-  for (let i = 0; i < png.data.length; i++) {
-    png.data[i] = i % 4 === 3 ? 255 : (i * 7 + seed * 31) % 256;
-  }
-  Deno.writeFileSync(path, pngjs.PNG.sync.write(png));
 }
 
 Deno.test("a detections head is quantized with its decode float and evaluated through the pipeline", async () => {

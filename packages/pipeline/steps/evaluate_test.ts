@@ -2,13 +2,12 @@
 // quantized, evaluated on PNG images against COCO annotations.
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import pngjs from "pngjs";
 import { boxTransform, toModelBox } from "@clipq/data/preprocess";
 import { ModelBuilder } from "@clipq/onnx/builder";
 import { float32 } from "@clipq/onnx/tensor";
 import { loadConfig } from "../config.ts";
 import { runPipeline } from "../runner.ts";
-import { workspace } from "../_fixtures_test.ts";
+import { workspace, writePng } from "../_fixtures_test.ts";
 import { evaluateStep } from "./evaluate.ts";
 
 const logit = (p: number) => Math.log(p / (1 - p));
@@ -59,14 +58,6 @@ function plantedModel() {
   b.output(b.add(b.mul(p32, 0), float32([1, A * K, 2, 2], out32)), "out32");
   b.output(b.add(b.mul(h16, 0), float32([1, A * K, 4, 4], out16)), "out16");
   return b.build();
-}
-
-function writePng(path: string, seed: number) {
-  const png = new pngjs.PNG({ width: 128, height: 96 });
-  for (let i = 0; i < png.data.length; i++) {
-    png.data[i] = i % 4 === 3 ? 255 : (i * 7 + seed * 31) % 256;
-  }
-  Deno.writeFileSync(path, pngjs.PNG.sync.write(png));
 }
 
 Deno.test("the evaluate step reports float and int8 mAP, the drop and agreement through the pipeline", async () => {
