@@ -274,6 +274,9 @@ function hint(e: ClipqError): string {
   if (e instanceof ModelError && /cannot write/.test(e.message)) {
     return "hint: check the file paths and permissions";
   }
+  if (e instanceof ModelError && /names no node of the graph/.test(e.message)) {
+    return "hint: model.inputs and model.outputs take TensorFlow node names from the model.json";
+  }
   if (e instanceof ModelError && /does the input shape/.test(e.message)) {
     return "hint: give the input size the model was exported for (input.size, or the shapes in model.inputs)";
   }

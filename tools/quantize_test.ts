@@ -444,6 +444,22 @@ Deno.test("clipq's hint fits the file at fault: darknet weights, annotations, tf
       /^error: .*halves\.json: node "y" \(AddV2\): expected shapes that broadcast but found \[1, 8, 8, 3\] and \[1, 4, 4, 3\]/,
       /^hint: give the input size the model was exported for/,
     );
+    assertBadInput(
+      await cli(
+        ws.write({ ...tfjsBase, model: { tfjs: "halves.json", inputs: { x: [1, 8, 8] } } }),
+        "--quiet",
+      ),
+      /^error: .*halves\.json: node "p" \(MaxPool\): expected a rank-4 input but found \[1, 8, 8\]/,
+      /^hint: give the input size the model was exported for/,
+    );
+    assertBadInput(
+      await cli(
+        ws.write({ ...tfjsBase, model: { tfjs: "halves.json", inputs: { image: [1, 8, 8, 3] } } }),
+        "--quiet",
+      ),
+      /^error: .*halves\.json: input "image" names no node of the graph/,
+      /^hint: model\.inputs and model\.outputs take TensorFlow node names/,
+    );
     Deno.writeTextFileSync(join(photos, "broken.jpg"), "not a jpeg");
     assertBadInput(
       await cli(ws.write({ ...base, model: "model.onnx" }), "--quiet"),

@@ -439,6 +439,13 @@ export function convertTfjs(model: TfjsModel, options: TfjsOptions = {}): Graph 
     const transposed = (v: Val, perm: number[], base: string): Val => {
       if (v.kind === "const") return { kind: "const", t: permute(v.t, perm) };
       const s = v.shape;
+      if (s.length !== perm.length) {
+        throw new ModelError(
+          `${where}: expected a rank-${perm.length} input but found [${
+            s.join(", ")
+          }]; does the input shape (input.size, inputs) fit this model?`,
+        );
+      }
       return out(
         emit("Transpose", [v.name], { perm: ints(perm) }, base)[0]!,
         v.dtype,
