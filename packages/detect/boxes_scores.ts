@@ -14,7 +14,7 @@ import type { DecodeOptions } from "./yolo.ts";
 
 /**
  * Reads a `boxes-scores` head's outputs, boxes `[N, K, 4]` (or `[K, 4]`) and scores `[N, K, C]`
- * (or `[K, C]`), as candidates: box values in the order `head.columns` names them (`cx, cy, w, h`
+ * (or `[K, C]`), or with `head.layout` `channels-first` `[N, 4, K]` and `[N, C, K]`, as candidates: box values in the order `head.columns` names them (`cx, cy, w, h`
  * turned into corners), scaled by the input width/height when `head.normalized`; scores through
  * `head.activation` (`softmax` over all `C` columns, background included). Every score column is a
  * class, except `head.background`: that column is dropped and the columns after it move down one
@@ -62,12 +62,18 @@ export function decodeBoxesScores(
   // A `[K, ·]` tensor has no batch axis: it holds image 0 only.
   const batchedOk = (d: readonly number[]) =>
     (d.length === 3 && b < d[0]!) || (d.length === 2 && b === 0);
-  const form = (last: string) =>
-    `[N, K, ${last}] with batch > ${b}${b === 0 ? ` or [K, ${last}]` : ""}`;
-  expectShape(batchedOk(bd) && bd[bd.length - 1] === 4, bn, form("4"), bd);
+  const first = head.layout === "channels-first";
+  // The axis of the four box values (or of the score columns) and the one of the K boxes.
+  const [valueAxis, boxAxis] = first ? [-2, -1] : [-1, -2];
+  const at = (d: readonly number[], axis: number) => d[d.length + axis]!;
+  const form = (per: string) => {
+    const dims = first ? `${per}, K` : `K, ${per}`;
+    return `[N, ${dims}] with batch > ${b}${b === 0 ? ` or [${dims}]` : ""}`;
+  };
+  expectShape(batchedOk(bd) && at(bd, valueAxis) === 4, bn, form("4"), bd);
   expectShape(batchedOk(sd), sn, form("C"), sd);
-  const K = bd[bd.length - 2]!, C = sd[sd.length - 1]!;
-  if (sd[sd.length - 2] !== K) {
+  const K = at(bd, boxAxis), C = at(sd, valueAxis);
+  if (at(sd, boxAxis) !== K) {
     throw new ModelError(
       `output "${sn}": expected ${K} rows of scores, one per box of output "${bn}" [${
         bd.join(", ")
@@ -106,21 +112,23 @@ export function decodeBoxesScores(
     : [col("x1"), col("y1"), col("x2"), col("y2")];
   const box = floats(bt, bn), score = floats(st, sn);
   const bOff = bd.length === 3 ? b * K * 4 : 0, sOff = sd.length === 3 ? b * K * C : 0;
+  // Value j of box i, and score column k of box i, in either layout.
+  const [bStep, bValueStep] = first ? [1, K] : [4, 1];
+  const [sStep, sColumnStep] = first ? [1, K] : [C, 1];
   const thr = head.nms.score;
   const buf = new CandidateBuffer();
   const p = new Float64Array(C);
   for (let i = 0; i < K; i++) {
-    const o = sOff + i * C;
+    const o = sOff + i * sStep;
+    for (let k = 0; k < C; k++) p[k] = score[o + k * sColumnStep]!;
     if (head.activation === "softmax") {
       let max = -Infinity;
-      for (let k = 0; k < C; k++) max = Math.max(max, score[o + k]!);
+      for (let k = 0; k < C; k++) max = Math.max(max, p[k]!);
       let sum = 0;
-      for (let k = 0; k < C; k++) sum += p[k] = Math.exp(score[o + k]! - max);
+      for (let k = 0; k < C; k++) sum += p[k] = Math.exp(p[k]! - max);
       for (let k = 0; k < C; k++) p[k] = p[k]! / sum;
     } else if (head.activation === "sigmoid") {
-      for (let k = 0; k < C; k++) p[k] = sigmoid(score[o + k]!);
-    } else {
-      for (let k = 0; k < C; k++) p[k] = score[o + k]!;
+      for (let k = 0; k < C; k++) p[k] = sigmoid(p[k]!);
     }
     let decoded = false;
     let x1 = 0, y1 = 0, x2 = 0, y2 = 0;
@@ -128,9 +136,9 @@ export function decodeBoxesScores(
       const s = p[k]!;
       if (k === bg || !(s >= thr)) continue;
       if (!decoded) {
-        const l = bOff + i * 4;
-        const a = box[l + i0]! * sx, c = box[l + i1]! * sy;
-        const e = box[l + i2]! * sx, f = box[l + i3]! * sy;
+        const l = bOff + i * bStep;
+        const a = box[l + i0 * bValueStep]! * sx, c = box[l + i1 * bValueStep]! * sy;
+        const e = box[l + i2 * bValueStep]! * sx, f = box[l + i3 * bValueStep]! * sy;
         [x1, y1, x2, y2] = centre ? [a - e / 2, c - f / 2, a + e / 2, c + f / 2] : [a, c, e, f];
         decoded = true;
       }

@@ -163,6 +163,43 @@ Deno.test("decodeBoxesScores() reads [K, 4] boxes beside [1, K, C] scores, and r
   );
 });
 
+Deno.test("decodeBoxesScores() reads channels-first [N, 4, K] boxes and [N, C, K] scores (YOLOv8 split outputs) as their channels-last transposes", () => {
+  // A batch of 2, 3 boxes, 2 classes, cx, cy, w, h with logits.
+  const boxes = [[10, 10, 4, 4], [20, 30, 8, 6], [5, 5, 2, 2], [40, 40, 10, 10], [1, 2, 3, 4], [
+    9,
+    9,
+    9,
+    9,
+  ]];
+  const scores = [[2, -1], [-3, 1.5], [0.2, 0.1], [-2, 3], [1, 1], [-5, -5]];
+  const last = {
+    boxes: float32([2, 3, 4], boxes.flat()),
+    scores: float32([2, 3, 2], scores.flat()),
+  };
+  const transpose = (rows: number[][], per: number) =>
+    [0, 1].flatMap((n) =>
+      Array.from({ length: per }, (_, j) => [0, 1, 2].map((i) => rows[n * 3 + i]![j]!)).flat()
+    );
+  const first = {
+    boxes: float32([2, 4, 3], transpose(boxes, 4)),
+    scores: float32([2, 2, 3], transpose(scores, 2)),
+  };
+  const options = { columns: ["cx", "cy", "w", "h"], activation: "sigmoid", nms: { score: 0.5 } };
+  for (const batch of [0, 1]) {
+    const want = decodeBoxesScores(head(options), last, { batch });
+    const got = decodeBoxesScores(head({ ...options, layout: "channels-first" }), first, { batch });
+    assert.ok(got.count > 0);
+    assert.deepEqual(
+      [boxesOf(got), labelsOf(got), scoresOf(got)],
+      [boxesOf(want), labelsOf(want), scoresOf(want)],
+    );
+  }
+  assert.throws(
+    () => decodeBoxesScores(head({ layout: "channels-first" }), last),
+    (e) => e instanceof ModelError && /"boxes".*\[N, 4, K\]/.test(e.message),
+  );
+});
+
 Deno.test("decodeBoxesScores() names the output when shapes disagree", () => {
   const cases: [
     Record<string, unknown>,

@@ -221,6 +221,11 @@ export interface BoxesScoresHead extends HeadBase {
    * (background 0: column `j` is label `j − 1`). Left out: every column is a class.
    */
   background?: number;
+  /**
+   * `channels-last` reads boxes `[N, K, 4]` and scores `[N, K, C]`; `channels-first` reads
+   * `[N, 4, K]` and `[N, C, K]`, as YOLOv8 exports split into boxes and scores give them.
+   */
+  layout: Layout;
 }
 
 /** A validated head description. */
@@ -265,7 +270,12 @@ export const defaults: HeadDefaults = {
     normalized: false,
     classOffset: 0,
   },
-  "boxes-scores": { columns: ["x1", "y1", "x2", "y2"], normalized: false, activation: "none" },
+  "boxes-scores": {
+    columns: ["x1", "y1", "x2", "y2"],
+    normalized: false,
+    activation: "none",
+    layout: "channels-last",
+  },
 };
 
 /** Keys each head type accepts (besides type, outputs, classes, nms). */
@@ -279,7 +289,7 @@ const TYPE_KEYS: Record<HeadType, readonly string[]> = {
   gfl: ["strides", "centerOffset", "activation", "layout", "regMax"],
   db: ["threshold", "boxThreshold", "unclipRatio", "minSize", "connectivity"],
   detections: ["columns", "normalized", "classOffset"],
-  "boxes-scores": ["columns", "normalized", "activation", "background"],
+  "boxes-scores": ["columns", "normalized", "activation", "background", "layout"],
 };
 
 /** Outputs each head type reads (fixed count), or undefined when it depends on the levels. */
@@ -528,6 +538,7 @@ export function resolveHead(raw: unknown, options: ResolveHeadOptions = {}): Hea
       checkBoxColumns(head.columns, at("columns"));
       bool(head.normalized, at("normalized"));
       oneOf(head.activation, at("activation"), ["none", "sigmoid", "softmax"]);
+      oneOf(head.layout, at("layout"), ["channels-first", "channels-last"]);
       if (head.background !== undefined) {
         if (
           !(typeof head.background === "number" && Number.isInteger(head.background) &&
