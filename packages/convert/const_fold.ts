@@ -86,6 +86,33 @@ export function permute(t: Tensor, perm: readonly number[]): Tensor {
 }
 
 /**
+ * The shape numpy broadcasting gives two shapes (the shorter padded with leading 1s), or undefined
+ * when a dim differs and neither is 1.
+ *
+ * @param a One shape.
+ * @param b The other.
+ * @returns The broadcast shape, or undefined.
+ *
+ * @example Usage
+ * ```ts
+ * import { broadcastDims } from "@clipq/convert/const-fold";
+ * import assert from "node:assert/strict";
+ * assert.deepEqual(broadcastDims([2, 1], [3]), [2, 3]);
+ * assert.equal(broadcastDims([2], [3]), undefined);
+ * ```
+ */
+export function broadcastDims(
+  a: readonly number[],
+  b: readonly number[],
+): number[] | undefined {
+  const rank = Math.max(a.length, b.length);
+  const pa = [...new Array(rank - a.length).fill(1), ...a];
+  const pb = [...new Array(rank - b.length).fill(1), ...b];
+  if (pa.some((d, i) => d !== pb[i] && d !== 1 && pb[i] !== 1)) return undefined;
+  return pa.map((d, i) => (d === 1 ? pb[i]! : d));
+}
+
+/**
  * Elementwise binary operation with numpy broadcasting on constants.
  *
  * @param a Left operand.
@@ -103,16 +130,11 @@ export function permute(t: Tensor, perm: readonly number[]): Tensor {
  * ```
  */
 export function broadcastBinary(a: Tensor, b: Tensor, f: (x: number, y: number) => number): Tensor {
-  const rank = Math.max(a.dims.length, b.dims.length);
+  const dims = broadcastDims(a.dims, b.dims);
+  if (!dims) throw new ModelError(`Cannot broadcast shapes [${a.dims}] and [${b.dims}]`);
+  const rank = dims.length;
   const ad = [...new Array(rank - a.dims.length).fill(1), ...a.dims];
   const bd = [...new Array(rank - b.dims.length).fill(1), ...b.dims];
-  const dims = ad.map((d, i) => {
-    const e = bd[i]!;
-    if (d !== e && d !== 1 && e !== 1) {
-      throw new ModelError(`Cannot broadcast shapes [${a.dims}] and [${b.dims}]`);
-    }
-    return d === 1 ? e : d;
-  });
   const av = toFloat64(a);
   const bv = toFloat64(b);
   const as = stridesOf(ad).map((s, i) => (ad[i] === 1 ? 0 : s));

@@ -18,6 +18,7 @@ import { emptyGraph } from "@clipq/onnx/graph";
 import { type DType, ONNX_DTYPE_CODES, tensor } from "@clipq/onnx/tensor";
 import {
   broadcastBinary,
+  broadcastDims,
   concatConst,
   fromNumbers,
   gatherConst,
@@ -460,15 +461,12 @@ export function convertTfjs(model: TfjsModel, options: TfjsOptions = {}): Graph 
     const operands = (): { x: string; y: string; dtype: DType; shape: number[] } => {
       const [a, b] = [inp(0), inp(1)];
       const [sa, sb] = [shapeOf(a), shapeOf(b)];
-      const rank = Math.max(sa.length, sb.length);
-      const pa = [...new Array(rank - sa.length).fill(1), ...sa];
-      const pb = [...new Array(rank - sb.length).fill(1), ...sb];
-      const clash = pa.findIndex((d, i) => d !== pb[i] && d !== 1 && pb[i] !== 1);
-      if (clash >= 0) {
+      const shape = broadcastDims(sa, sb);
+      if (!shape) {
         throw new ModelError(
           `${where}: expected shapes that broadcast but found [${sa.join(", ")}] and [${
             sb.join(", ")
-          }] (dim ${clash}); does the input shape (input.size, inputs) fit this model?`,
+          }]; does the input shape (input.size, inputs) fit this model?`,
         );
       }
       const dtype = a.kind === "tensor" ? a.dtype : dtypeOf(b);
@@ -476,7 +474,7 @@ export function convertTfjs(model: TfjsModel, options: TfjsOptions = {}): Graph 
         v.kind === "const" && v.t.dtype !== dtype
           ? constName(fromNumbers(dtype, v.t.dims, toFloat64(v.t)), `${n.name}/c`)
           : nameOf(v, `${n.name}/c`);
-      return { x: cast(a), y: cast(b), dtype, shape: pa.map((d, i) => (d === 1 ? pb[i]! : d)) };
+      return { x: cast(a), y: cast(b), dtype, shape };
     };
 
     const binary = (onnxOp: string, f: (a: number, b: number) => number) => {
@@ -1515,14 +1513,12 @@ export function convertTfjs(model: TfjsModel, options: TfjsOptions = {}): Graph 
           }
           shape = s.map((d, i) => d * arg[i]!);
         } else {
-          const padded = [...new Array(Math.max(0, arg.length - s.length)).fill(1), ...s];
-          shape = arg.map((d, i) => {
-            const own = padded[i]!;
-            if (own !== 1 && own !== d) {
-              throw new ModelError(`${where}: cannot broadcast [${s}] to [${arg}]`);
-            }
-            return d;
-          });
+          // The target shape exactly: broadcasting may not widen it.
+          const to = broadcastDims(s, arg);
+          if (!to || to.length !== arg.length || to.some((d, i) => d !== arg[i])) {
+            throw new ModelError(`${where}: cannot broadcast [${s}] to [${arg}]`);
+          }
+          shape = arg;
         }
         if (x.kind === "const") {
           set({ kind: "const", t: repeatConst(x.t, shape) });
