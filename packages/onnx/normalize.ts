@@ -17,6 +17,7 @@ import {
   type Graph,
   type Node,
   opsetOf,
+  producers,
 } from "./graph.ts";
 import { inferShapes } from "./shapes.ts";
 import { float32, int64, sizeOf, type Tensor, tensor, toFloat64 } from "./tensor.ts";
@@ -525,7 +526,7 @@ function minMaxToClips(graph: Graph, report: Mutable<NormalizeReport>): Graph {
   };
   const users = consumers(graph);
   const outputs = new Set(graph.outputs.map((v) => v.name));
-  const producer = new Map(graph.nodes.flatMap((n) => n.outputs.map((y) => [y, n] as const)));
+  const producer = producers(graph);
   const replaced = new Map<Node, Node | null>();
   // Outer nodes first (the graph is in topological order): a Min claims the Max before it.
   for (const n of [...graph.nodes].reverse()) {
