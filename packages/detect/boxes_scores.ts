@@ -7,8 +7,8 @@
  */
 import { ModelError } from "@clipq/onnx/errors";
 import type { Tensor } from "@clipq/onnx/tensor";
-import { expectShape, floats, output, sigmoid } from "./_tensor.ts";
-import type { BoxColumn, BoxesScoresHead } from "./head.ts";
+import { boxColumns, expectShape, floats, output, sigmoid } from "./_tensor.ts";
+import type { BoxesScoresHead } from "./head.ts";
 import { CandidateBuffer, type Candidates } from "./types.ts";
 import type { DecodeOptions } from "./yolo.ts";
 
@@ -96,20 +96,12 @@ export function decodeBoxesScores(
       } (head.classes) but found ${classes} in [${sd.join(", ")}]`,
     );
   }
-  let sx = 1, sy = 1;
-  if (head.normalized) {
-    if (!options.size) {
-      throw new ModelError(
-        `boxes-scores head: expected the model input size to scale normalized boxes of output "${bn}", but none was given`,
-      );
-    }
-    [sy, sx] = [options.size[0], options.size[1]];
-  }
-  const col = (c: BoxColumn) => head.columns.indexOf(c);
-  const centre = col("cx") >= 0;
-  const [i0, i1, i2, i3] = centre
-    ? [col("cx"), col("cy"), col("w"), col("h")]
-    : [col("x1"), col("y1"), col("x2"), col("y2")];
+  const { index: [i0, i1, i2, i3], centre, sx, sy } = boxColumns(head.columns, {
+    normalized: head.normalized,
+    size: options.size,
+    what: "boxes-scores head",
+    name: bn,
+  });
   const box = floats(bt, bn), score = floats(st, sn);
   const bOff = bd.length === 3 ? b * K * 4 : 0, sOff = sd.length === 3 ? b * K * C : 0;
   // Value j of box i, and score column k of box i, in either layout.

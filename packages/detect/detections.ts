@@ -6,8 +6,8 @@
  */
 import { ModelError } from "@clipq/onnx/errors";
 import type { Tensor } from "@clipq/onnx/tensor";
-import { expectShape, floats, output } from "./_tensor.ts";
-import type { DetectionColumn, DetectionsHead } from "./head.ts";
+import { boxColumns, expectShape, floats, output } from "./_tensor.ts";
+import type { DetectionsHead } from "./head.ts";
 import { CandidateBuffer, type Candidates } from "./types.ts";
 import type { DecodeOptions } from "./yolo.ts";
 
@@ -62,21 +62,13 @@ export function decodeDetections(
   );
   const K = d[d.length - 2]!, D = d[d.length - 1]!;
   expectShape(D >= D0, name, `rows of at least ${D0} values (${head.columns.join(", ")})`, d);
-  const col = (c: DetectionColumn) => head.columns.indexOf(c);
-  const iScore = col("score"), iClass = col("class");
-  const centre = col("cx") >= 0;
-  const [i0, i1, i2, i3] = centre
-    ? [col("cx"), col("cy"), col("w"), col("h")]
-    : [col("x1"), col("y1"), col("x2"), col("y2")];
-  let sx = 1, sy = 1;
-  if (head.normalized) {
-    if (!options.size) {
-      throw new ModelError(
-        `detections head: expected the model input size to scale normalized boxes of output "${name}", but none was given`,
-      );
-    }
-    [sy, sx] = [options.size[0], options.size[1]];
-  }
+  const iScore = head.columns.indexOf("score"), iClass = head.columns.indexOf("class");
+  const { index: [i0, i1, i2, i3], centre, sx, sy } = boxColumns(head.columns, {
+    normalized: head.normalized,
+    size: options.size,
+    what: "detections head",
+    name,
+  });
   const x = floats(t, name);
   const thr = head.nms.score;
   const buf = new CandidateBuffer();

@@ -565,18 +565,7 @@ function checkColumns(v: unknown, path: string): void {
       `expected a non-empty list of column names but found ${describe(v)}`,
     );
   }
-  const names = DETECTION_COLUMNS as readonly unknown[];
-  v.forEach((c, i) => {
-    if (!names.includes(c)) {
-      throw new ConfigError(
-        `${path}[${i}]`,
-        `expected one of ${DETECTION_COLUMNS.join(", ")} but found ${describe(c)}`,
-      );
-    }
-    if (v.indexOf(c) !== i) {
-      throw new ConfigError(`${path}[${i}]`, `expected each column once but found "${c}" again`);
-    }
-  });
+  checkNames(v, path, DETECTION_COLUMNS);
   const has = (c: DetectionColumn) => v.includes(c);
   const corners = ["x1", "y1", "x2", "y2"] as const, centre = ["cx", "cy", "w", "h"] as const;
   const boxCols = v.filter((c) => c !== "score" && c !== "class");
@@ -597,6 +586,21 @@ function checkColumns(v: unknown, path: string): void {
   }
 }
 
+/** Each entry of a columns list is one of `names`, and none comes twice. */
+function checkNames(v: readonly unknown[], path: string, names: readonly string[]): void {
+  v.forEach((c, i) => {
+    if (!(names as readonly unknown[]).includes(c)) {
+      throw new ConfigError(
+        `${path}[${i}]`,
+        `expected one of ${names.join(", ")} but found ${describe(c)}`,
+      );
+    }
+    if (v.indexOf(c) !== i) {
+      throw new ConfigError(`${path}[${i}]`, `expected each column once but found "${c}" again`);
+    }
+  });
+}
+
 /** A `boxes-scores` head's columns: four box names, each once, one complete box. */
 function checkBoxColumns(v: unknown, path: string): void {
   const corners = ["x1", "y1", "x2", "y2"], centre = ["cx", "cy", "w", "h"];
@@ -608,17 +612,7 @@ function checkBoxColumns(v: unknown, path: string): void {
       }`,
     );
   }
-  v.forEach((c, i) => {
-    if (!corners.includes(c) && !centre.includes(c)) {
-      throw new ConfigError(
-        `${path}[${i}]`,
-        `expected one of ${[...corners, ...centre].join(", ")} but found ${describe(c)}`,
-      );
-    }
-    if (v.indexOf(c) !== i) {
-      throw new ConfigError(`${path}[${i}]`, `expected each column once but found "${c}" again`);
-    }
-  });
+  checkNames(v, path, [...corners, ...centre]);
   if (!corners.every((c) => v.includes(c)) && !centre.every((c) => v.includes(c))) {
     throw new ConfigError(
       path,
