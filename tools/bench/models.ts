@@ -31,7 +31,7 @@
  */
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { encode, type Graph, ModelBuilder, type Tensor } from "@clipq/onnx";
+import { encode, type Graph, ModelBuilder, producers, type Tensor } from "@clipq/onnx";
 import { decode } from "@clipq/onnx/proto";
 import { loadModel } from "@clipq/onnx/io";
 import { toFloat64 } from "@clipq/onnx/tensor";
@@ -373,11 +373,11 @@ function fallbackMetrics(q: Quantized, notes: string[]): Record<string, number> 
     latency?: { slowdown: number };
   } | undefined;
   if (!fb) return {};
-  const producer = new Map(q.graph.nodes.flatMap((n) => n.outputs.map((t) => [t, n.op] as const)));
+  const producer = producers(q.graph);
   const floatLayers =
     q.graph.nodes.filter((n) =>
       ["Conv", "ConvTranspose", "Gemm", "MatMul"].includes(n.op) &&
-      producer.get(n.inputs[1] ?? "") !== "DequantizeLinear"
+      producer.get(n.inputs[1] ?? "")?.op !== "DequantizeLinear"
     ).length;
   notes.push(
     `fallback (${fb.metric} over ${fb.images} images): ${fb.initialScore.toFixed(4)} → ${
