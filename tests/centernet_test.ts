@@ -9,7 +9,7 @@ import type { Graph } from "@clipq/onnx/graph";
 import type { Tensor } from "@clipq/onnx/tensor";
 import { fromTfjs } from "@clipq/convert";
 import { type BoxTransform, preprocess, type PreprocessSpec, readImage } from "@clipq/data";
-import { decodeOutputs, type Detection, fidelity, resolveHead } from "@clipq/detect";
+import { decodeOutputs, type Detection, fidelity, iou, resolveHead } from "@clipq/detect";
 import { createSession } from "@clipq/runtime";
 import { parseConfig } from "@clipq/pipeline/config";
 import { runPipeline } from "../packages/pipeline/runner.ts";
@@ -62,13 +62,6 @@ async function detect(graph: Graph, images: readonly Photo[]): Promise<Detection
   } finally {
     await s.release();
   }
-}
-
-function iou(a: readonly number[], b: readonly number[]): number {
-  const w = Math.max(0, Math.min(a[2]!, b[2]!) - Math.max(a[0]!, b[0]!));
-  const h = Math.max(0, Math.min(a[3]!, b[3]!) - Math.max(a[1]!, b[1]!));
-  const area = (r: readonly number[]) => (r[2]! - r[0]!) * (r[3]! - r[1]!);
-  return w * h / (area(a) + area(b) - w * h);
 }
 
 Deno.test("the imported CenterNet finds dog.jpg's bicycle, car and dog among its confident rows", async () => {

@@ -8,6 +8,7 @@ import { join } from "node:path";
 import { tensor } from "@clipq/onnx";
 import { fromTfjs } from "@clipq/convert";
 import { preprocess, readImage } from "@clipq/data";
+import { iou } from "@clipq/detect";
 import { createSession } from "@clipq/runtime";
 import { parseConfig } from "@clipq/pipeline/config";
 import { loadModel } from "@clipq/onnx/io";
@@ -18,13 +19,6 @@ const BOXES = "postprocessing/clip_by_value_1"; // [1, K, 4]: y1, x1, y2, x2 in 
 const SCORES = "postprocessing/strided_slice_2"; // [1, K]: face probability
 // Astronaut's head, hair to chin, read off the 512×512 photo (x1, y1, x2, y2).
 const ASTRONAUT_HEAD: [number, number, number, number] = [155, 15, 300, 188];
-
-function iou(a: number[], b: number[]): number {
-  const w = Math.max(0, Math.min(a[2]!, b[2]!) - Math.max(a[0]!, b[0]!));
-  const h = Math.max(0, Math.min(a[3]!, b[3]!) - Math.max(a[1]!, b[1]!));
-  const area = (r: number[]) => (r[2]! - r[0]!) * (r[3]! - r[1]!);
-  return (w * h) / (area(a) + area(b) - w * h);
-}
 
 /** The best-scoring box, in pixels of a 512×512 photo, and its score. */
 function best(outputs: Record<string, { data: unknown }>): { box: number[]; score: number } {

@@ -7,7 +7,7 @@ import { join } from "node:path";
 import type { Graph } from "@clipq/onnx/graph";
 import { fromTfjs } from "@clipq/convert";
 import { preprocess, type PreprocessSpec, readImage } from "@clipq/data";
-import { decodeOutputs, type Detection, resolveHead } from "@clipq/detect";
+import { decodeOutputs, type Detection, iou, resolveHead } from "@clipq/detect";
 import { createSession } from "@clipq/runtime";
 import { parseConfig } from "@clipq/pipeline/config";
 import { runPipeline } from "../packages/pipeline/runner.ts";
@@ -39,13 +39,6 @@ const FACE = 4;
 // Astronaut's head, hair to chin, read off the 512×512 photo.
 const ASTRONAUT_FACE = [155, 15, 300, 188];
 const WEIGHTED = new Set(["Conv", "ConvTranspose", "Gemm", "MatMul"]);
-
-function iou(a: readonly number[], b: readonly number[]): number {
-  const w = Math.max(0, Math.min(a[2]!, b[2]!) - Math.max(a[0]!, b[0]!));
-  const h = Math.max(0, Math.min(a[3]!, b[3]!) - Math.max(a[1]!, b[1]!));
-  const area = (r: readonly number[]) => (r[2]! - r[0]!) * (r[3]! - r[1]!);
-  return w * h / (area(a) + area(b) - w * h);
-}
 
 async function importHandtrack(): Promise<Graph> {
   return await fromTfjs(await humanModel("handtrack"), {
