@@ -14,7 +14,9 @@ import type { DecodeOptions } from "./yolo.ts";
 
 /**
  * Reads a `boxes-scores` head's outputs, boxes `[N, K, 4]` (or `[K, 4]`) and scores `[N, K, C]`
- * (or `[K, C]`), or with `head.layout` `channels-first` `[N, 4, K]` and `[N, C, K]`, as candidates: box values in the order `head.columns` names them (`cx, cy, w, h`
+ * (or `[K, C]`), or with `head.layout` `channels-first` `[N, 4, K]` and `[N, C, K]`; scores of one
+ * class may also come as `[N, K]` (or `[K]`), one per box. They are read as candidates: box values
+ * in the order `head.columns` names them (`cx, cy, w, h`
  * turned into corners), scaled by the input width/height when `head.normalized`; scores through
  * `head.activation` (`softmax` over all `C` columns, background included). Every score column is a
  * class, except `head.background`: that column is dropped and the columns after it move down one
@@ -58,7 +60,17 @@ export function decodeBoxesScores(
   const bt = output(outputs, bn, "boxes-scores head");
   const st = output(outputs, sn, "boxes-scores head");
   const b = options.batch ?? 0;
-  const bd = bt.dims, sd = st.dims;
+  const bd = bt.dims;
+  // One score per box, `[N, K]` (or `[K]`) beside boxes `[N, K, 4]` (or `[K, 4]`): a single class
+  // (FaceBoxes' face probability), read as one score column.
+  const sd = st.dims.length === bd.length - 1 && bd.length >= 2 &&
+      st.dims.every((d, i) =>
+        d === bd[i >= bd.length - 2 && head.layout === "channels-first" ? i + 1 : i]
+      )
+    ? head.layout === "channels-first"
+      ? [...st.dims.slice(0, -1), 1, st.dims.at(-1)!]
+      : [...st.dims, 1]
+    : st.dims;
   // A `[K, ·]` tensor has no batch axis: it holds image 0 only.
   const batchedOk = (d: readonly number[]) =>
     (d.length === 3 && b < d[0]!) || (d.length === 2 && b === 0);
@@ -77,14 +89,14 @@ export function decodeBoxesScores(
     throw new ModelError(
       `output "${sn}": expected ${K} rows of scores, one per box of output "${bn}" [${
         bd.join(", ")
-      }], but found [${sd.join(", ")}]`,
+      }], but found [${st.dims.join(", ")}]`,
     );
   }
   const bg = head.background;
   if (bg !== undefined && bg >= C) {
     throw new ModelError(
       `output "${sn}": expected more than ${bg} score columns for head.background ${bg} but found [${
-        sd.join(", ")
+        st.dims.join(", ")
       }]`,
     );
   }
@@ -93,7 +105,7 @@ export function decodeBoxesScores(
     throw new ModelError(
       `output "${sn}": expected ${head.classes} class columns${
         bg === undefined ? "" : " besides the background column"
-      } (head.classes) but found ${classes} in [${sd.join(", ")}]`,
+      } (head.classes) but found ${classes} in [${st.dims.join(", ")}]`,
     );
   }
   const { index: [i0, i1, i2, i3], centre, sx, sy } = boxColumns(head.columns, {

@@ -290,3 +290,35 @@ Deno.test("headAutoOutputs() keeps both of a boxes-scores head's outputs", () =>
   assert.deepEqual(headAutoOutputs(head(), ["scores", "x", "boxes"]), ["boxes", "scores"]);
   assert.throws(() => headAutoOutputs(head(), ["boxes"]), /"scores" to be a graph output/);
 });
+
+Deno.test("decodeBoxesScores() reads one score per box, [N, K] or [K], as a single class", () => {
+  const boxes = [[0, 0, 10, 10], [5, 5, 20, 20], [1, 2, 3, 4]];
+  const scores = [0.9, 0.005, 0.4];
+  const withBatch = decodeBoxesScores(head(), {
+    boxes: float32([1, 3, 4], boxes.flat()),
+    scores: float32([1, 3], scores),
+  });
+  assert.deepEqual(boxesOf(withBatch), [0, 0, 10, 10, 1, 2, 3, 4]);
+  assert.deepEqual(labelsOf(withBatch), [0, 0]);
+  assert.deepEqual(round(scoresOf(withBatch)), [0.9, 0.4]);
+  const bare = decodeBoxesScores(head(), {
+    boxes: float32([3, 4], boxes.flat()),
+    scores: float32([3], scores),
+  });
+  assert.deepEqual(boxesOf(bare), boxesOf(withBatch));
+  // Channels first: boxes [1, 4, K] beside scores [1, K].
+  const first = decodeBoxesScores(head({ layout: "channels-first" }), {
+    boxes: float32([1, 4, 3], [0, 5, 1, 0, 5, 2, 10, 20, 3, 10, 20, 4]),
+    scores: float32([1, 3], scores),
+  });
+  assert.deepEqual(boxesOf(first), boxesOf(withBatch));
+  // [1, K] scores whose K differs from the boxes' are refused, naming the scores output.
+  assert.throws(
+    () =>
+      decodeBoxesScores(head(), {
+        boxes: float32([1, 3, 4], boxes.flat()),
+        scores: float32([1, 2], [0.5, 0.5]),
+      }),
+    (e: Error) => e instanceof ModelError && /"scores"/.test(e.message),
+  );
+});
