@@ -48,6 +48,12 @@ const ASSETS = {
       "package/models/handtrack.bin",
       "package/models/faceboxes.json",
       "package/models/faceboxes.bin",
+      "package/models/movenet-multipose.json",
+      "package/models/movenet-multipose.bin",
+      "package/models/movenet-lightning.json",
+      "package/models/movenet-lightning.bin",
+      "package/models/movenet-thunder.json",
+      "package/models/movenet-thunder.bin",
     ],
   },
   darknet: {
@@ -266,10 +272,21 @@ export function nanodetHead(nms?: { score: number }): {
  * decoding and top-100 in the graph), `handtrack` (a TensorFlow Object Detection API SSD
  * MobileNetV2 FPN-lite 320 for hands, 8 classes, whose preprocessing and NMS are while loops),
  * `faceboxes` (FaceBoxes: CReLU blocks, uint8 pixels in, anchors computed from shapes, NMS in a
- * while loop).
+ * while loop), `movenet-multipose` (MoveNet MultiPose: a CenterNet-style person detector on a
+ * MobileNetV2 FPN, int32 RGB pixels in `[1, 256, 256, 3]`, out `[1, 6, 56]`: per person 17
+ * keypoints (y, x, score), then ymin, xmin, ymax, xmax, score, normalized), `movenet-lightning`
+ * and `movenet-thunder` (single-person MoveNet, 192² and 256², out `[1, 1, 17, 3]`).
  */
 export async function humanModel(
-  name: "nanodet" | "blazeface" | "centernet" | "handtrack" | "faceboxes",
+  name:
+    | "nanodet"
+    | "blazeface"
+    | "centernet"
+    | "handtrack"
+    | "faceboxes"
+    | "movenet-multipose"
+    | "movenet-lightning"
+    | "movenet-thunder",
 ): Promise<string> {
   return join(await ensureAsset("human-models"), "models", `${name}.json`);
 }

@@ -52,7 +52,8 @@ Flags:
 
 Paths in the config resolve against its folder; "asset:NAME" names a test asset fetched on
 demand (ppocr-det, ppocr-rec, ppocr-cls, nanodet, blazeface, centernet,
-handtrack, faceboxes, darknet-photos, darknet-cfg/NAME, skimage/FILE).
+handtrack, faceboxes, movenet-multipose, movenet-lightning, movenet-thunder,
+darknet-photos, darknet-cfg/NAME, skimage/FILE).
 
 Exit codes: 0 success, 1 bad input (config, model, data), 2 internal error.
 `;
@@ -70,6 +71,9 @@ async function resolveAsset(name: string, key: string): Promise<string> {
     case "centernet":
     case "handtrack":
     case "faceboxes":
+    case "movenet-multipose":
+    case "movenet-lightning":
+    case "movenet-thunder":
       return await humanModel(kind);
     case "darknet-photos":
       return await darknetPhotoDir();
@@ -82,7 +86,7 @@ async function resolveAsset(name: string, key: string): Promise<string> {
   }
   throw new ConfigError(
     key,
-    `expected one of asset:ppocr-det, ppocr-rec, ppocr-cls, nanodet, blazeface, centernet, handtrack, faceboxes, darknet-photos, darknet-cfg/NAME, skimage/FILE; found asset:${name}`,
+    `expected one of asset:ppocr-det, ppocr-rec, ppocr-cls, nanodet, blazeface, centernet, handtrack, faceboxes, movenet-multipose, movenet-lightning, movenet-thunder, darknet-photos, darknet-cfg/NAME, skimage/FILE; found asset:${name}`,
   );
 }
 

@@ -310,3 +310,134 @@ export function resolveShape(
   }
   return dims;
 }
+
+/**
+ * Strided slice of a constant tensor: along each axis, `lens[i]` elements from `begin[i]` in
+ * steps of `strides[i]` (negative steps walk backwards).
+ *
+ * @param t The tensor.
+ * @param begin First index per axis (non-negative).
+ * @param lens Output length per axis.
+ * @param strides Step per axis.
+ * @returns The slice, of dims `lens`.
+ *
+ * @example Every other column of the last row
+ * ```ts
+ * import { sliceConst } from "@clipq/convert/const-fold";
+ * import { int64 } from "@clipq/onnx/tensor";
+ * import assert from "node:assert/strict";
+ * const t = sliceConst(int64([2, 3], [1, 2, 3, 4, 5, 6]), [1, 0], [1, 2], [1, 2]);
+ * assert.deepEqual([...t.data], [4n, 6n]);
+ * ```
+ */
+export function sliceConst(
+  t: Tensor,
+  begin: readonly number[],
+  lens: readonly number[],
+  strides: readonly number[],
+): Tensor {
+  const inStrides = stridesOf(t.dims);
+  const v = toFloat64(t);
+  const n = sizeOf(lens);
+  const values = new Float64Array(n);
+  const idx = new Array<number>(lens.length).fill(0);
+  for (let i = 0; i < n; i++) {
+    let at = 0;
+    for (let k = 0; k < lens.length; k++) at += (begin[k]! + idx[k]! * strides[k]!) * inStrides[k]!;
+    values[i] = v[at]!;
+    for (let k = lens.length - 1; k >= 0; k--) {
+      if (++idx[k]! < lens[k]!) break;
+      idx[k] = 0;
+    }
+  }
+  return fromNumbers(t.dtype, lens, values);
+}
+
+/**
+ * Reduces a constant tensor over some axes: each output element is `reducer` of the input values
+ * that map to it, in row-major order (so over one axis, in that axis's order).
+ *
+ * @param t The tensor.
+ * @param axes Non-negative axes to reduce.
+ * @param options `keepDims` keeps the reduced axes as 1s; `dtype` of the result (default t's).
+ * @returns The reduction.
+ *
+ * @example Row sums, and the index of each column's largest value (ArgMax)
+ * ```ts
+ * import { reduceConst } from "@clipq/convert/const-fold";
+ * import { float32 } from "@clipq/onnx/tensor";
+ * import assert from "node:assert/strict";
+ * const t = float32([2, 3], [1, 5, 3, 4, 2, 6]);
+ * const sum = (v: number[]) => v.reduce((a, b) => a + b, 0);
+ * assert.deepEqual([...reduceConst(t, [1], { reducer: sum }).data], [9, 12]);
+ * const argMax = (v: number[]) => v.indexOf(Math.max(...v));
+ * assert.deepEqual([...reduceConst(t, [0], { reducer: argMax, dtype: "int32" }).data], [1, 0, 1]);
+ * ```
+ */
+export function reduceConst(
+  t: Tensor,
+  axes: readonly number[],
+  options: { reducer: (values: number[]) => number; keepDims?: boolean; dtype?: DType },
+): Tensor {
+  const kept = t.dims.map((d, i) => (axes.includes(i) ? 1 : d));
+  const groups: number[][] = Array.from({ length: sizeOf(kept) }, () => []);
+  const outStrides = stridesOf(kept);
+  const v = toFloat64(t);
+  const idx = new Array<number>(t.dims.length).fill(0);
+  for (let i = 0; i < v.length; i++) {
+    let at = 0;
+    for (let k = 0; k < idx.length; k++) if (kept[k] !== 1) at += idx[k]! * outStrides[k]!;
+    groups[at]!.push(v[i]!);
+    for (let k = idx.length - 1; k >= 0; k--) {
+      if (++idx[k]! < t.dims[k]!) break;
+      idx[k] = 0;
+    }
+  }
+  const dims = options.keepDims ? kept : t.dims.filter((_, i) => !axes.includes(i));
+  return fromNumbers(options.dtype ?? t.dtype, dims, groups.map(options.reducer));
+}
+
+/**
+ * GatherNd (TensorFlow, ONNX GatherND with batch_dims 0) of constants: the last axis of
+ * `indices` addresses the leading axes of `params`; what those leave is copied whole.
+ *
+ * @param params The tensor read.
+ * @param indices Integer indices `[..., k]`, k ≤ rank of params.
+ * @returns A tensor of dims `indices.dims[:-1] + params.dims[k:]`.
+ * @throws {ModelError} When an index is out of range.
+ *
+ * @example Two rows of a matrix, then one element
+ * ```ts
+ * import { gatherNdConst } from "@clipq/convert/const-fold";
+ * import { float32, int64 } from "@clipq/onnx/tensor";
+ * import assert from "node:assert/strict";
+ * const m = float32([2, 2], [1, 2, 3, 4]);
+ * assert.deepEqual([...gatherNdConst(m, int64([2, 1], [1, 0])).data], [3, 4, 1, 2]);
+ * assert.deepEqual([...gatherNdConst(m, int64([1, 2], [1, 0])).data], [3]);
+ * ```
+ */
+export function gatherNdConst(params: Tensor, indices: Tensor): Tensor {
+  const k = indices.dims[indices.dims.length - 1] ?? 0;
+  if (k > params.dims.length) {
+    throw new ModelError(
+      `GatherNd: expected index tuples of at most ${params.dims.length} values (the rank of [${params.dims}]) but found ${k}`,
+    );
+  }
+  const inner = sizeOf(params.dims.slice(k));
+  const strides = stridesOf(params.dims);
+  const idx = toFloat64(indices);
+  const v = toFloat64(params);
+  const values: number[] = [];
+  for (let r = 0; r < sizeOf(indices.dims.slice(0, -1)); r++) {
+    let at = 0;
+    for (let a = 0; a < k; a++) {
+      const raw = idx[r * k + a]!;
+      if (raw < 0 || raw >= params.dims[a]!) {
+        throw new ModelError(`GatherNd index ${raw} out of range for dims [${params.dims}]`);
+      }
+      at += raw * strides[a]!;
+    }
+    for (let i = 0; i < inner; i++) values.push(v[at + i]!);
+  }
+  return fromNumbers(params.dtype, [...indices.dims.slice(0, -1), ...params.dims.slice(k)], values);
+}

@@ -22,10 +22,13 @@ import {
   concatConst,
   fromNumbers,
   gatherConst,
+  gatherNdConst,
   permute,
+  reduceConst,
   repeatConst,
   reshapeConst,
   resolveShape,
+  sliceConst,
   stridesOf,
 } from "./const_fold.ts";
 import { readTfjsModel, type TfAttr, type TfjsModel, type TfNode } from "./tfjs_format.ts";
@@ -147,6 +150,13 @@ export const SUPPORTED_TFJS_OPS: readonly string[] = [
   "Range",
   "Tile",
   "BroadcastTo",
+  "ArgMax",
+  "Sum",
+  "SquaredDifference",
+  "LogicalAnd",
+  "GatherNd",
+  "Select",
+  "SelectV2",
 ];
 
 type Val =
@@ -1323,72 +1333,96 @@ export function convertTfjs(model: TfjsModel, options: TfjsOptions = {}): Graph 
         const x = inp(0);
         const s = shapeOf(x);
         const rank = s.length;
-        let begin = [...toFloat64(constIn(1, "begin"))];
+        const begin = [...toFloat64(constIn(1, "begin"))];
         let end: number[];
         let strides: number[];
-        let shrink = 0;
+        let [bm, em, shrink, newAxis] = [0, 0, 0, 0];
         if (n.op === "Slice") {
           const size = [...toFloat64(constIn(2, "size"))];
           end = size.map((sz, i) => (sz < 0 ? s[i]! : begin[i]! + sz));
-          strides = new Array(rank).fill(1);
+          strides = new Array(begin.length).fill(1);
         } else {
           end = [...toFloat64(constIn(2, "end"))];
           strides = [...toFloat64(constIn(3, "strides"))];
-          if (attrI("ellipsis_mask", 0) || attrI("new_axis_mask", 0)) {
-            throw new UnsupportedOpError("StridedSlice with ellipsis_mask/new_axis_mask", {
-              where,
-            });
+          if (attrI("ellipsis_mask", 0)) {
+            throw new UnsupportedOpError("StridedSlice with ellipsis_mask", { where });
           }
-          const bm = attrI("begin_mask", 0);
-          const em = attrI("end_mask", 0);
+          bm = attrI("begin_mask", 0);
+          em = attrI("end_mask", 0);
           shrink = attrI("shrink_axis_mask", 0);
-          begin = begin.map((
-            b,
-            i,
-          ) => ((bm >> i) & 1 ? (strides[i]! > 0 ? 0 : s[i]! - 1) : b < 0 ? b + s[i]! : b));
-          end = end.map((e, i) => {
-            if ((shrink >> i) & 1) return begin[i]! + 1;
-            if ((em >> i) & 1) return strides[i]! > 0 ? s[i]! : -1;
-            return e < 0 ? e + s[i]! : e;
-          });
+          newAxis = attrI("new_axis_mask", 0);
         }
-        const axes = begin.map((_, i) => i);
-        const lens = axes.map((i) => {
-          const st = strides[i]!;
-          const b = Math.min(Math.max(begin[i]!, st > 0 ? 0 : -1), s[i]!);
-          const e = Math.min(Math.max(end[i]!, -1), s[i]!);
-          return Math.max(0, Math.ceil((e - b) / st));
-        });
-        const sliced = [...lens, ...s.slice(begin.length)];
-        const finalShape = sliced.filter((_, i) => !((shrink >> i) & 1));
+        // The masks index the slice spec, whose new axes consume no input axis: walk the spec
+        // to one (begin, end, stride) per input axis and the output shape around it.
+        const starts: number[] = [], ends: number[] = [], steps: number[] = [];
+        const lens: number[] = [], finalShape: number[] = [], shrunk: number[] = [];
+        const axisOf = (b: number, e: number, st: number, size: number) => {
+          // Clamped as TensorFlow does: forward within [0, size], backward within [−1, size − 1].
+          const [lo, hi] = st > 0 ? [0, size] : [-1, size - 1];
+          const b2 = Math.min(Math.max(b, lo), hi), e2 = Math.min(Math.max(e, lo), hi);
+          starts.push(b2);
+          ends.push(e2);
+          steps.push(st);
+          lens.push(Math.max(0, Math.ceil((e2 - b2) / st)));
+        };
+        let d = 0;
+        for (let j = 0; j < begin.length; j++) {
+          if ((newAxis >> j) & 1) {
+            finalShape.push(1);
+            continue;
+          }
+          if (d >= rank) {
+            throw new ModelError(
+              `${where}: the slice spec addresses more than the input's ${rank} axes`,
+            );
+          }
+          const size = s[d]!;
+          const st = strides[j]!;
+          const b = (bm >> j) & 1
+            ? (st > 0 ? 0 : size - 1)
+            : begin[j]! < 0
+            ? begin[j]! + size
+            : begin[j]!;
+          const e = (shrink >> j) & 1
+            ? b + 1
+            : (em >> j) & 1
+            ? (st > 0 ? size : -1)
+            : end[j]! < 0
+            ? end[j]! + size
+            : end[j]!;
+          axisOf(b, e, st, size);
+          if ((shrink >> j) & 1) shrunk.push(d);
+          else finalShape.push(lens[d]!);
+          d++;
+        }
+        for (; d < rank; d++) {
+          axisOf(0, s[d]!, 1, s[d]!);
+          finalShape.push(s[d]!);
+        }
         if (x.kind === "const") {
-          if (rank !== 1) {
-            throw new ModelError(`${where}: constant slicing beyond 1-D is not folded`);
-          }
-          const v = toFloat64(x.t);
-          const picked: number[] = [];
-          for (let i = begin[0]!; strides[0]! > 0 ? i < end[0]! : i > end[0]!; i += strides[0]!) {
-            picked.push(v[i]!);
-          }
-          set({ kind: "const", t: fromNumbers(x.t.dtype, finalShape, picked) });
+          set({ kind: "const", t: reshapeConst(sliceConst(x.t, starts, lens, steps), finalShape) });
           break;
         }
-        const endsFixed = end.map((e, i) => (e === -1 && strides[i]! < 0 ? -(2 ** 62) : e));
+        const axes = starts.map((_, i) => i);
+        // A backward slice through index 0 ends before it: "−∞" for ONNX Slice.
+        const endsFixed = ends.map((e, i) => (e === -1 && steps[i]! < 0 ? -(2 ** 62) : e));
+        const reshaped = !newAxis && !shrink ? n.name : `${n.name}/slice`;
         let y = emit(
           "Slice",
           [
             x.name,
-            constName(i64(begin), `${n.name}/starts`),
+            constName(i64(starts), `${n.name}/starts`),
             constName(i64(endsFixed), `${n.name}/ends`),
             constName(i64(axes), `${n.name}/axes`),
-            constName(i64(strides), `${n.name}/steps`),
+            constName(i64(steps), `${n.name}/steps`),
           ],
           {},
-          shrink ? `${n.name}/slice` : n.name,
+          reshaped,
         )[0]!;
-        if (shrink) {
-          const sq = axes.filter((i) => (shrink >> i) & 1);
-          y = emit("Squeeze", [y, constName(i64(sq), `${n.name}/axes`)], {}, n.name)[0]!;
+        if (newAxis) {
+          y = emit("Reshape", [y, constName(i64(finalShape), `${n.name}/shape`)], {}, n.name)[0]!;
+        } else if (shrink) {
+          y = emit("Squeeze", [y, constName(i64(shrunk), `${n.name}/axes`)], {}, n.name)[0]!;
         }
         set(out(y, x.dtype, finalShape));
         break;
@@ -1622,6 +1656,177 @@ export function convertTfjs(model: TfjsModel, options: TfjsOptions = {}): Graph 
           kind: "const",
           t: fromNumbers(constIn(0, "input").dtype, attrB("keep_dims") ? [1] : [], [p]),
         });
+        break;
+      }
+      case "ArgMax": {
+        // ONNX ArgMax gives int64 (the first of tied maxima, as TensorFlow); TensorFlow's
+        // output_type defaults to int64 too, and a graph that asks for int32 gets a Cast.
+        const x = inp(0);
+        const xs = shapeOf(x);
+        const axis = normAxis(Number(toFloat64(constIn(1, "dimension"))[0]), xs.length);
+        const to = TF_DTYPES[attr("output_type")?.type ?? "DT_INT64"] ?? "int64";
+        if (x.kind === "const") {
+          const argMax = (v: number[]) => v.indexOf(Math.max(...v));
+          set({ kind: "const", t: reduceConst(x.t, [axis], { reducer: argMax, dtype: to }) });
+          break;
+        }
+        const shape = xs.filter((_, i) => i !== axis);
+        let y = emit(
+          "ArgMax",
+          [x.name],
+          { axis: int(axis), keepdims: int(0) },
+          to === "int64" ? n.name : `${n.name}/argmax`,
+        )[0]!;
+        if (to !== "int64") y = emit("Cast", [y], { to: int(ONNX_DTYPE_CODES[to]) }, n.name)[0]!;
+        set(out(y, to, shape));
+        break;
+      }
+      case "Sum": {
+        const x = inp(0);
+        const xs = shapeOf(x);
+        const axes = [
+          ...new Set([...toFloat64(constIn(1, "axes"))].map((a) => normAxis(a, xs.length))),
+        ];
+        const keep = attrB("keep_dims");
+        if (x.kind === "const") {
+          const sum = (v: number[]) => v.reduce((a, b) => a + b, 0);
+          set({ kind: "const", t: reduceConst(x.t, axes, { reducer: sum, keepDims: keep }) });
+          break;
+        }
+        // No axes: TensorFlow sums nothing, where ONNX ReduceSum would sum everything.
+        if (axes.length === 0) {
+          set(x);
+          break;
+        }
+        const shape = keep
+          ? xs.map((d, i) => (axes.includes(i) ? 1 : d))
+          : xs.filter((_, i) => !axes.includes(i));
+        // Axes are ReduceSum's second input from opset 13, the importer's lowest.
+        set(out(
+          emit(
+            "ReduceSum",
+            [x.name, constName(i64(axes), `${n.name}/axes`)],
+            { keepdims: int(keep ? 1 : 0) },
+            n.name,
+          )[0]!,
+          x.dtype,
+          shape,
+        ));
+        break;
+      }
+      case "SquaredDifference": {
+        if (allConst) {
+          const sq = (a: number, b: number) => (a - b) * (a - b);
+          set({ kind: "const", t: broadcastBinary(constIn(0, "x"), constIn(1, "y"), sq) });
+          break;
+        }
+        const { x, y, dtype, shape } = operands();
+        const d = emit("Sub", [x, y], {}, `${n.name}/sub`)[0]!;
+        set(out(emit("Mul", [d, d], {}, n.name)[0]!, dtype, shape));
+        break;
+      }
+      case "LogicalAnd":
+        binary("And", (a, b) => (a && b ? 1 : 0));
+        break;
+      case "GatherNd": {
+        const [params, indices] = [inp(0), inp(1)];
+        const ps = shapeOf(params), is = shapeOf(indices);
+        const k = is[is.length - 1]!;
+        if (!(is.length >= 1 && k <= ps.length)) {
+          throw new ModelError(
+            `${where}: expected indices [..., k] with k ≤ ${ps.length} (the rank of params [${ps}]) but found [${is}]`,
+          );
+        }
+        if (params.kind === "const" && indices.kind === "const") {
+          set({ kind: "const", t: gatherNdConst(params.t, indices.t) });
+          break;
+        }
+        // ONNX GatherND takes int64 indices only.
+        const idx = indices.kind === "const"
+          ? constName(
+            fromNumbers("int64", indices.t.dims, toFloat64(indices.t)),
+            `${n.name}/indices`,
+          )
+          : indices.dtype === "int64"
+          ? indices.name
+          : emit(
+            "Cast",
+            [indices.name],
+            { to: int(ONNX_DTYPE_CODES.int64) },
+            `${n.name}/indices`,
+          )[0]!;
+        set(out(
+          emit(
+            "GatherND",
+            [nameOf(params, `${n.name}/params`), idx],
+            { batch_dims: int(0) },
+            n.name,
+          )[0]!,
+          dtypeOf(params),
+          [...is.slice(0, -1), ...ps.slice(k)],
+        ));
+        break;
+      }
+      case "Select":
+      case "SelectV2": {
+        const [c, a, b] = [inp(0), inp(1), inp(2)];
+        let [cs, as, bs] = [shapeOf(c), shapeOf(a), shapeOf(b)];
+        let cond = c;
+        if (n.op === "Select") {
+          // Select (v1) does not broadcast: the branches share one shape, and the condition is
+          // that shape or, a vector, picks whole rows along the first axis.
+          if (as.join() !== bs.join()) {
+            throw new ModelError(
+              `${where}: expected branches of one shape but found [${as}] and [${bs}]`,
+            );
+          }
+          if (cs.length === 1 && as.length > 1 && cs[0] === as[0]) {
+            const rows = [cs[0]!, ...new Array(as.length - 1).fill(1)];
+            cond = cond.kind === "const" ? { kind: "const", t: reshapeConst(cond.t, rows) } : out(
+              emit(
+                "Reshape",
+                [cond.name, constName(i64(rows), `${n.name}/rows`)],
+                {},
+                `${n.name}/rows`,
+              )[0]!,
+              "bool",
+              rows,
+            );
+            cs = rows;
+          } else if (cs.join() !== as.join()) {
+            throw new ModelError(
+              `${where}: expected a condition of the branches' shape [${as}] or a vector of ${
+                as[0]
+              } rows but found [${cs}]`,
+            );
+          }
+        }
+        const shape = broadcastDims(cs, broadcastDims(as, bs) ?? []);
+        if (!shape || !broadcastDims(as, bs)) {
+          throw new ModelError(
+            `${where}: expected shapes that broadcast but found [${cs}], [${as}] and [${bs}]`,
+          );
+        }
+        if (cond.kind === "const" && a.kind === "const" && b.kind === "const") {
+          const [ct, at, bt] = [cond.t, a.t, b.t].map((t) => toFloat64(repeatConst(t, shape)));
+          set({
+            kind: "const",
+            t: fromNumbers(a.t.dtype, shape, ct!.map((v, i) => (v ? at![i]! : bt![i]!))),
+          });
+          break;
+        }
+        // A constant branch takes the computed one's dtype (a float zeros_like beside int32).
+        const dtype = a.kind === "tensor" ? a.dtype : b.kind === "tensor" ? b.dtype : dtypeOf(a);
+        const branch = (v: Val, i: number) =>
+          v.kind === "const" && v.t.dtype !== dtype
+            ? constName(fromNumbers(dtype, v.t.dims, toFloat64(v.t)), `${n.name}/${i}`)
+            : nameOf(v, `${n.name}/${i}`);
+        const condName = cond.kind === "const"
+          ? constName(fromNumbers("bool", cond.t.dims, toFloat64(cond.t)), `${n.name}/cond`)
+          : cond.name;
+        set(
+          out(emit("Where", [condName, branch(a, 1), branch(b, 2)], {}, n.name)[0]!, dtype, shape),
+        );
         break;
       }
       default:

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { encode } from "@clipq/onnx";
+import { encode, ModelError } from "@clipq/onnx";
 import { seededRandom } from "@clipq/onnx/builder";
 import * as ort from "onnxruntime-node";
 import * as tf from "@tensorflow/tfjs-core";
@@ -14,12 +14,12 @@ class TfGraph {
   specs: { name: string; shape: number[]; dtype: "float32" | "int32" }[] = [];
   chunks: Uint8Array[] = [];
   random = seededRandom(7);
-  placeholder(name: string, shape: number[]): string {
+  placeholder(name: string, shape: number[], dtype: "float32" | "int32" = "float32"): string {
     this.nodes.push({
       name,
       op: "Placeholder",
       attr: {
-        dtype: { type: "DT_FLOAT" },
+        dtype: { type: dtype === "float32" ? "DT_FLOAT" : "DT_INT32" },
         shape: { shape: { dim: shape.map((s) => ({ size: String(s) })) } },
       },
     });
@@ -83,21 +83,25 @@ async function compare(
   shape: number[],
   outputs: string[],
   tolerance = 1e-4,
+  dtype: "float32" | "int32" = "float32",
 ) {
   const { json, bytes } = g.model();
   const graph = convertTfjs(decodeWeights(json, [bytes], "test.json"), { outputs });
   const n = shape.reduce((a, b) => a * b, 1);
   const rnd = seededRandom(3);
-  const x = Float32Array.from({ length: n }, () => rnd.next() * 2 - 1);
+  // Integer inputs: small values, so that ties and repeats occur.
+  const x = dtype === "float32"
+    ? Float32Array.from({ length: n }, () => rnd.next() * 2 - 1)
+    : Int32Array.from({ length: n }, () => Math.floor(rnd.next() * 11) - 5);
   const session = await ort.InferenceSession.create(encode(graph));
-  const got = await session.run({ [input]: new ort.Tensor("float32", x, shape) });
+  const got = await session.run({ [input]: new ort.Tensor(dtype, x, shape) });
   await tf.setBackend("cpu");
   const model = await loadGraphModel(tf.io.fromMemory({
     modelTopology: json.modelTopology,
     weightSpecs: json.weightsManifest[0]!.weights,
     weightData: bytes.buffer,
   }));
-  const ref = model.execute(tf.tensor(x, shape), outputs) as tf.Tensor | tf.Tensor[];
+  const ref = model.execute(tf.tensor(x, shape, dtype), outputs) as tf.Tensor | tf.Tensor[];
   const refs = Array.isArray(ref) ? ref : [ref];
   outputs.forEach((o, i) => {
     const a = got[o.replace(/:0$/, "").replace(/:(\d+)$/, "_$1")]!;
@@ -106,7 +110,7 @@ async function compare(
     const bd = b.dataSync();
     let m = 0;
     for (let k = 0; k < bd.length; k++) {
-      m = Math.max(m, Math.abs((a.data as Float32Array)[k]! - bd[k]!));
+      m = Math.max(m, Math.abs(Number(a.data[k]!) - bd[k]!));
     }
     assert.ok(m <= tolerance, `${o}: max abs difference ${m}`);
   });
@@ -365,4 +369,174 @@ Deno.test("convertTfjs() folds an anchor grid computed from shapes (Size, Range,
   const graph = await compare(g, "x", [1, 2, 3, 4], ["y", "ceil", "rec", "tiled", "bc"]);
   // The grid is folded: no Range or Size node, one constant added to x.
   assert.equal(graph.nodes.filter((n) => ["Range", "Size", "Pad"].includes(n.op)).length, 0);
+});
+
+Deno.test("convertTfjs() matches tfjs on ArgMax (int32 and int64 indices), Sum, SquaredDifference and GatherNd of computed params or indices", async () => {
+  const g = new TfGraph();
+  const x = g.placeholder("x", [1, 4, 5, 3]);
+  const am = g.op("am", "ArgMax", [x, g.const("d1", [], [-1], "int32")], {
+    output_type: { type: "DT_INT32" },
+  });
+  g.op("am64", "ArgMax", [x, g.const("d2", [], [1], "int32")]);
+  g.op("sum", "Sum", [x, g.const("a12", [2], [1, 2], "int32")], { keep_dims: { b: true } });
+  g.op("sumLast", "Sum", [x, g.const("a3", [1], [-1], "int32")], { keep_dims: { b: false } });
+  g.op("sqd", "SquaredDifference", [x, g.const("c3", [3], [0.5, -0.25, 0])]);
+  // Computed int32 indices into a constant table, and constant indices into computed params.
+  g.op("table", "GatherNd", [
+    g.const("t", [3, 2], [1, 2, 3, 4, 5, 6]),
+    g.op("amx", "ExpandDims", [am, g.const("e", [], [-1], "int32")]),
+  ]);
+  g.op("picked", "GatherNd", [x, g.const("ij", [2, 3], [0, 1, 2, 0, 3, 4], "int32")]);
+  const graph = await compare(g, "x", [1, 4, 5, 3], [
+    "am",
+    "am64",
+    "sum",
+    "sumLast",
+    "sqd",
+    "table",
+    "picked",
+  ]);
+  const dtype = (name: string) => graph.outputs.find((o) => o.name === name)?.dtype;
+  assert.equal(dtype("am"), "int32");
+  assert.equal(dtype("am64"), "int64", "TensorFlow's default output_type");
+  assert.deepEqual(graph.outputs.map((o) => o.shape), [
+    [1, 4, 5],
+    [1, 5, 3],
+    [1, 1, 1, 3],
+    [1, 4, 5],
+    [1, 4, 5, 3],
+    [1, 4, 5, 2],
+    [2, 3],
+  ]);
+});
+
+Deno.test("convertTfjs() matches tfjs on ArgMax, Sum, SquaredDifference and GatherNd of int32 tensors", async () => {
+  const g = new TfGraph();
+  const x = g.placeholder("x", [2, 6], "int32");
+  const am = g.op("am", "ArgMax", [x, g.const("d", [], [1], "int32")], {
+    output_type: { type: "DT_INT32" },
+  });
+  g.op("sum", "Sum", [x, g.const("a", [1], [0], "int32")]);
+  g.op("sqd", "SquaredDifference", [x, g.const("three", [], [3], "int32")]);
+  // Each row's largest value, by the index ArgMax found: GatherNd with [row, column] pairs.
+  g.op("max", "GatherNd", [
+    x,
+    g.op("rc", "Pack", [g.const("rows", [2], [0, 1], "int32"), am], { axis: { i: "1" } }),
+  ]);
+  const graph = await compare(g, "x", [2, 6], ["am", "sum", "sqd", "max"], 0, "int32");
+  assert.deepEqual(graph.outputs.map((o) => o.dtype), ["int32", "int32", "int32", "int32"]);
+});
+
+Deno.test("convertTfjs() matches tfjs on LogicalAnd, Select and SelectV2 (broadcasting)", async () => {
+  const g = new TfGraph();
+  const x = g.placeholder("x", [1, 4, 5, 3]);
+  const inside = g.op("inside", "LogicalAnd", [
+    g.op("gt", "Greater", [x, g.const("lo", [], [-0.3])]),
+    g.op("lt", "Less", [x, g.const("hi", [], [0.6])]),
+  ]);
+  g.op("insideF", "Cast", [inside], { DstT: { type: "DT_FLOAT" } });
+  g.op("sel", "Select", [inside, x, g.const("z", [1, 4, 5, 3], new Array(60).fill(0))]);
+  g.op("selV2", "SelectV2", [
+    g.op("gt0", "Greater", [x, g.const("zero2", [], [0])]),
+    x,
+    g.const("half", [], [0.5]),
+  ]);
+  const graph = await compare(g, "x", [1, 4, 5, 3], ["insideF", "sel", "selV2"]);
+  assert.equal(graph.nodes.filter((n) => n.op === "Where").length, 2);
+});
+
+Deno.test("convertTfjs() matches tfjs on StridedSlice with new_axis_mask, of computed and constant tensors", async () => {
+  const g = new TfGraph();
+  const x = g.placeholder("x", [1, 4, 5, 3]);
+  // x[:, newaxis, 1:4, ::2] (tfjs 4.22 misplaces values when a spec also shrinks an axis).
+  g.op("s", "StridedSlice", [
+    x,
+    g.const("b", [4], [0, 0, 1, 0], "int32"),
+    g.const("e", [4], [0, 0, 4, 0], "int32"),
+    g.const("st", [4], [1, 1, 1, 2], "int32"),
+  ], {
+    begin_mask: { i: "1" },
+    new_axis_mask: { i: "2" },
+    end_mask: { i: "9" },
+  });
+  // A constant grid [5, 3] sliced to grid[newaxis, newaxis, :, :]: it broadcasts onto x.
+  const grid = g.const("grid", [5, 3], Array.from({ length: 15 }, (_, i) => i / 10));
+  g.op("y", "AddV2", [
+    x,
+    g.op("g4", "StridedSlice", [
+      grid,
+      g.const("b2", [4], [0, 0, 0, 0], "int32"),
+      g.const("e2", [4], [0, 0, 0, 0], "int32"),
+      g.const("st2", [4], [1, 1, 1, 1], "int32"),
+    ], { begin_mask: { i: "12" }, end_mask: { i: "12" }, new_axis_mask: { i: "3" } }),
+  ]);
+  const graph = await compare(g, "x", [1, 4, 5, 3], ["s", "y"]);
+  assert.deepEqual(graph.outputs.map((o) => o.shape), [[1, 1, 3, 3, 3], [1, 4, 5, 3]]);
+});
+
+Deno.test("convertTfjs() folds ArgMax, Sum, SquaredDifference, LogicalAnd, GatherNd and Select of constants", async () => {
+  const g = new TfGraph();
+  const x = g.placeholder("x", [2, 3]);
+  const k = g.const("k", [2, 3], [1, 5, 3, 4, 2, 6]);
+  const am = g.op("am", "ArgMax", [k, g.const("d", [], [1], "int32")], {
+    output_type: { type: "DT_INT32" },
+  });
+  const rowMax = g.op("rowMax", "GatherNd", [
+    k,
+    g.op("rc", "Pack", [g.const("r", [2], [0, 1], "int32"), am], { axis: { i: "1" } }),
+  ]);
+  const colSum = g.op("colSum", "Sum", [k, g.const("a0", [1], [0], "int32")]);
+  const sqd = g.op("sqd", "SquaredDifference", [k, g.const("four", [], [4])]);
+  const both = g.op("both", "LogicalAnd", [
+    g.op("gt", "Greater", [k, g.const("two", [], [2])]),
+    g.op("lt", "Less", [k, g.const("six", [], [6])]),
+  ]);
+  const pick = g.op("pick", "SelectV2", [both, sqd, g.const("m1", [], [-1])]);
+  // [[5], [6]] + [5, 7, 9] + [[−1, 1, 1], [0, −1, −1]], added to x.
+  const folded = g.op("folded", "AddV2", [
+    g.op("f1", "AddV2", [
+      g.op("rm", "ExpandDims", [rowMax, g.const("e", [], [1], "int32")]),
+      colSum,
+    ]),
+    pick,
+  ]);
+  g.op("y", "AddV2", [x, folded]);
+  const graph = await compare(g, "x", [2, 3], ["y"]);
+  assert.deepEqual(graph.nodes.map((n) => n.op), ["Add"]);
+  assert.deepEqual(
+    [...graph.initializers.values()][0]?.data,
+    Float32Array.from([9, 13, 15, 11, 12, 14]),
+  );
+});
+
+Deno.test("convertTfjs() reads Select's vector condition as TensorFlow does: it picks whole rows", async () => {
+  // tfjs 4.22 broadcasts it instead (and refuses [4] against [4, 3]), so ORT is checked by hand.
+  const g = new TfGraph();
+  const x = g.placeholder("x", [4, 3]);
+  const positive = g.op("positive", "Greater", [
+    g.op("rowSum", "Sum", [x, g.const("a1", [1], [1], "int32")]),
+    g.const("zero", [], [0]),
+  ]);
+  g.op("y", "Select", [positive, x, g.op("neg", "Neg", [x])]);
+  const { json, bytes } = g.model();
+  const graph = convertTfjs(decodeWeights(json, [bytes], "test.json"), { outputs: ["y"] });
+  const x0 = Float32Array.from([1, 2, -4, 1, 1, 1, -1, 1, -2, 3, -1, -1]);
+  const session = await ort.InferenceSession.create(encode(graph));
+  const { y } = await session.run({ x: new ort.Tensor("float32", x0, [4, 3]) });
+  assert.deepEqual([...(y!.data as Float32Array)], [-1, -2, 4, 1, 1, 1, 1, -1, 2, 3, -1, -1]);
+  // A condition of neither the branches' shape nor their row count is refused, naming both.
+  const bad = new TfGraph();
+  const xb = bad.placeholder("x", [4, 3]);
+  bad.op("y", "Select", [
+    bad.op("c", "Greater", [bad.const("v", [3], [1, 0, 1]), bad.const("z", [], [0])]),
+    xb,
+    xb,
+  ]);
+  const m = bad.model();
+  assert.throws(
+    () => convertTfjs(decodeWeights(m.json, [m.bytes], "test.json"), { outputs: ["y"] }),
+    (e: unknown) =>
+      e instanceof ModelError && /node "y" \(Select\)/.test(e.message) &&
+      /\[4,3\]/.test(e.message) && /found \[3\]/.test(e.message),
+  );
 });

@@ -306,3 +306,28 @@ Deno.test("readTfjsModel() names a missing shard and rejects a short one or one 
   await assert.rejects(readTfjsModel(join(dir, "model.json")), ModelError);
   await Deno.remove(dir, { recursive: true });
 });
+
+Deno.test("fromTfjs() converts MoveNet MultiPose and Lightning (int32 pixels in, ArgMax/GatherNd/Select decode in the graph) and ORT matches tfjs", async () => {
+  for (const [name, size] of [["movenet-multipose", 256], ["movenet-lightning", 192]] as const) {
+    const path = await humanModel(name);
+    // MultiPose declares [1, -1, -1, 3]: its decode's grids fold to constants at this size.
+    const graph = await fromTfjs(path, { inputSize: [size, size] });
+    const input = graph.inputs[0]!;
+    assert.deepEqual([input.dtype, input.shape], ["int32", [1, size, size, 3]]);
+    const n = size * size * 3;
+    const pixels = Int32Array.from(
+      { length: n },
+      (_, i) => Math.floor(128 + 127 * Math.sin(i * 0.37)),
+    );
+    const session = await ort.InferenceSession.create(encode(graph));
+    const outs = await session.run({ input: new ort.Tensor("int32", pixels, [1, size, size, 3]) });
+    const model = await tfjsModel(path);
+    const ref =
+      (model.execute(tf.tensor(pixels, [1, size, size, 3], "int32"), ["Identity"]) as tf.Tensor)
+        .dataSync() as Float32Array;
+    const got = outs.Identity!.data as Float32Array;
+    const largest = ref.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
+    const diff = maxAbsDiff(got, ref);
+    assert.ok(diff <= 2e-6 * largest, `${name}: max abs difference ${diff} (largest ${largest})`);
+  }
+});
