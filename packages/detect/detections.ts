@@ -13,8 +13,9 @@ import type { DecodeOptions } from "./yolo.ts";
 
 /**
  * Reads the rows of a `detections` head's output `[N, K, D]` (or `[K, D]`) as candidates: the
- * columns named by `head.columns` (others ignored), boxes scaled by the input width/height when
- * `head.normalized`, `cx, cy, w, h` turned into corners, label `round(class) − head.classOffset`.
+ * columns named by `head.columns` from `head.columnOffset` on (others ignored), boxes scaled by the
+ * input width/height when `head.normalized`, `cx, cy, w, h` turned into corners, label
+ * `round(class) − head.classOffset` (0 without a class column).
  * Rows scoring below `head.nms.score` (padding rows score 0) and rows whose label is below 0
  * (background) are dropped.
  *
@@ -52,7 +53,8 @@ export function decodeDetections(
   const name = head.outputs[0]!;
   const t = output(outputs, name, "detections head");
   const d = t.dims;
-  const D0 = head.columns.length;
+  const at = head.columnOffset ?? 0;
+  const D0 = at + head.columns.length;
   const batched = d.length === 3;
   expectShape(
     (batched && b < d[0]!) || (d.length === 2 && b === 0),
@@ -61,7 +63,12 @@ export function decodeDetections(
     d,
   );
   const K = d[d.length - 2]!, D = d[d.length - 1]!;
-  expectShape(D >= D0, name, `rows of at least ${D0} values (${head.columns.join(", ")})`, d);
+  expectShape(
+    D >= D0,
+    name,
+    `rows of at least ${D0} values (${at ? `${at} skipped, then ` : ""}${head.columns.join(", ")})`,
+    d,
+  );
   const iScore = head.columns.indexOf("score"), iClass = head.columns.indexOf("class");
   const { index: [i0, i1, i2, i3], centre, sx, sy } = boxColumns(head.columns, {
     normalized: head.normalized,
@@ -73,10 +80,11 @@ export function decodeDetections(
   const thr = head.nms.score;
   const buf = new CandidateBuffer();
   for (let i = 0; i < K; i++) {
-    const o = (b * K + i) * D;
+    const o = (b * K + i) * D + at;
     const s = x[o + iScore]!;
     if (!(s >= thr)) continue;
-    const v = x[o + iClass]!;
+    // One-class detectors (MoveNet's people) write no class column.
+    const v = iClass < 0 ? 0 : x[o + iClass]!;
     if (!Number.isFinite(v)) {
       throw new ModelError(`output "${name}": expected a finite class in row ${i} but found ${v}`);
     }

@@ -21,6 +21,7 @@ Deno.test("resolveHead() fills the detections defaults: xyxy pixel rows, 0-based
   assert.deepEqual(h.columns, ["x1", "y1", "x2", "y2", "score", "class"]);
   assert.equal(h.normalized, false);
   assert.equal(h.classOffset, 0);
+  assert.equal(h.columnOffset, 0);
   assert.equal(h.nms.iou, 1);
   assert.equal(h.nms.score, 0.01);
   assert.equal(h.nms.maxDetections, 100);
@@ -165,11 +166,8 @@ Deno.test("resolveHead() rejects bad detections columns, naming the key", () => 
     /head\.columns:/,
     /expected a "score" column but found x1, y1, x2, y2, class/,
   );
-  bad(
-    { columns: ["x1", "y1", "x2", "y2", "score"] },
-    /head\.columns:/,
-    /expected a "class" column/,
-  );
+  bad({ columnOffset: -1 }, /^head\.columnOffset:/, /expected a non-negative integer but found -1/);
+  bad({ columnOffset: 1.5 }, /^head\.columnOffset:/, /expected a non-negative integer/);
   bad(
     { columns: ["x1", "y1", "x2", "y2", "score", "score", "class"] },
     /head\.columns\[5\]:/,
@@ -184,4 +182,29 @@ Deno.test("resolveHead() rejects bad detections columns, naming the key", () => 
 
 Deno.test("headAutoOutputs() keeps a detections head's single output", () => {
   assert.deepEqual(headAutoOutputs(head(), ["dets", "features"]), ["dets"]);
+});
+
+Deno.test("decodeDetections() reads a one-class detector's rows from columnOffset on, every row class 0 (MoveNet)", () => {
+  // 3 keypoint values skipped, then y1, x1, y2, x2, score, normalized.
+  const h = head({
+    columns: ["y1", "x1", "y2", "x2", "score"],
+    columnOffset: 3,
+    normalized: true,
+    nms: { score: 0.1 },
+  });
+  const dets = rows([[0.5, 0.5, 0.9, 0.1, 0.2, 0.5, 0.4, 0.7], [9, 9, 9, 0.5, 0.5, 1, 1, 0.05]]);
+  const c = decodeDetections(h, { dets }, { size: [100, 200] });
+  assert.equal(c.count, 1);
+  assert.deepEqual([...c.boxes.subarray(0, 4)].map((v) => Math.round(v * 1e4) / 1e4), [
+    40,
+    10,
+    80,
+    50,
+  ]);
+  assert.equal(c.scores[0], Float32Array.from([0.7])[0]);
+  assert.equal(c.labels[0], 0);
+  assert.throws(
+    () => decodeDetections(h, { dets: float32([1, 1, 7], new Array(7).fill(0)) }, { size: [1, 1] }),
+    /expected shape rows of at least 8 values \(3 skipped, then y1, x1, y2, x2, score\) but found \[1, 1, 7\]/,
+  );
 });

@@ -188,10 +188,13 @@ export interface DetectionsHead extends HeadBase {
   /** Head type. */
   type: "detections";
   /**
-   * Meaning of the first columns of a row, in order: a complete box (`x1, y1, x2, y2` or
-   * `cx, cy, w, h`), `score` and `class`; columns after these are ignored.
+   * Meaning of a row's columns from `columnOffset` on, in order: a complete box (`x1, y1, x2, y2`
+   * or `cx, cy, w, h`), `score` and, optionally, `class` (without it every row is class 0, as
+   * one-class detectors write them); columns after these are ignored.
    */
   columns: DetectionColumn[];
+  /** Index of the row's column that `columns` starts at (e.g. 51 past MoveNet's 17 keypoints). */
+  columnOffset: number;
   /** Whether box coordinates are fractions of the input width/height (true) or input pixels. */
   normalized: boolean;
   /** Subtracted from the class value (1 for 1-based ids); rows whose label falls below 0 are dropped as background. */
@@ -267,6 +270,7 @@ export const defaults: HeadDefaults = {
   db: { threshold: 0.3, boxThreshold: 0.6, unclipRatio: 1.5, minSize: 3, connectivity: 4 },
   detections: {
     columns: ["x1", "y1", "x2", "y2", "score", "class"],
+    columnOffset: 0,
     normalized: false,
     classOffset: 0,
   },
@@ -288,7 +292,7 @@ const TYPE_KEYS: Record<HeadType, readonly string[]> = {
   "anchor-free": ["strides", "centerOffset", "activation", "layout"],
   gfl: ["strides", "centerOffset", "activation", "layout", "regMax"],
   db: ["threshold", "boxThreshold", "unclipRatio", "minSize", "connectivity"],
-  detections: ["columns", "normalized", "classOffset"],
+  detections: ["columns", "columnOffset", "normalized", "classOffset"],
   "boxes-scores": ["columns", "normalized", "activation", "background", "layout"],
 };
 
@@ -526,6 +530,15 @@ export function resolveHead(raw: unknown, options: ResolveHeadOptions = {}): Hea
       break;
     case "detections":
       checkColumns(head.columns, at("columns"));
+      if (
+        !(typeof head.columnOffset === "number" && Number.isInteger(head.columnOffset) &&
+          head.columnOffset >= 0)
+      ) {
+        throw new ConfigError(
+          at("columnOffset"),
+          `expected a non-negative integer but found ${describe(head.columnOffset)}`,
+        );
+      }
       bool(head.normalized, at("normalized"));
       if (!(typeof head.classOffset === "number" && Number.isInteger(head.classOffset))) {
         throw new ConfigError(
@@ -557,7 +570,7 @@ export function resolveHead(raw: unknown, options: ResolveHeadOptions = {}): Hea
   return head as unknown as HeadConfig;
 }
 
-/** A `detections` head's columns: known names, no repeats, one complete box, score and class. */
+/** A `detections` head's columns: known names, no repeats, one complete box, a score (class optional). */
 function checkColumns(v: unknown, path: string): void {
   if (!Array.isArray(v) || v.length === 0) {
     throw new ConfigError(
@@ -579,10 +592,8 @@ function checkColumns(v: unknown, path: string): void {
       }`,
     );
   }
-  for (const c of ["score", "class"] as const) {
-    if (!has(c)) {
-      throw new ConfigError(path, `expected a "${c}" column but found ${v.join(", ")}`);
-    }
+  if (!has("score")) {
+    throw new ConfigError(path, `expected a "score" column but found ${v.join(", ")}`);
   }
 }
 

@@ -198,12 +198,18 @@ export const HEAD_SPEC: ObjectSpec = {
       minItems: 1,
       maxItems: DETECTION_COLUMNS.length,
       description:
-        "detections: meaning of a row's first columns (default x1, y1, x2, y2, score, class); boxes-scores: order of the 4 box values (default x1, y1, x2, y2).",
+        "detections: meaning of a row's columns from columnOffset on (default x1, y1, x2, y2, score, class; without class every row is class 0); boxes-scores: order of the 4 box values (default x1, y1, x2, y2).",
     },
     normalized: {
       type: "boolean",
       description: "detections, boxes-scores: boxes are fractions of the input width/height.",
     },
+    columnOffset: num(
+      0,
+      100000,
+      "detections: index of the row's column that columns start at (51 past MoveNet's 17 keypoints).",
+      true,
+    ),
     classOffset: num(-1000, 1000, "detections: subtracted from class ids (1 for 1-based).", true),
     background: num(
       0,

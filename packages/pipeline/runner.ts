@@ -122,7 +122,7 @@ export async function writeAtomic(path: string, data: Uint8Array | string): Prom
 export function imageInput(
   graph: Graph,
   input: InputConfig,
-): { name: string; spec: PreprocessSpec; dtype: "float32" | "uint8" } {
+): { name: string; spec: PreprocessSpec; dtype: "float32" | "uint8" | "int32" } {
   const initializers = graph.initializers;
   const real = graph.inputs.filter((i) => !initializers.has(i.name));
   const name = input.name ?? real.find((i) => !(input.extra && i.name in input.extra))?.name;
@@ -142,11 +142,12 @@ export function imageInput(
       `expected inputs other than the image input ${name}; found ${name}`,
     );
   }
-  // Images are fed as float32, or as uint8 pixels to a model that takes them (TensorFlow Object
-  // Detection API exports); a model claiming another type would be written out unrunnable.
-  if (vi.dtype !== undefined && vi.dtype !== "float32" && vi.dtype !== "uint8") {
+  // Images are fed as float32, or as uint8 or int32 pixels to a model that takes them (TensorFlow
+  // Object Detection API exports, MoveNet); a model claiming another type would be written out
+  // unrunnable.
+  if (vi.dtype !== undefined && !["float32", "uint8", "int32"].includes(vi.dtype)) {
     throw new ModelError(
-      `model input "${name}": expected float32 (or uint8 pixels) to feed images; found ${vi.dtype}`,
+      `model input "${name}": expected float32 (or uint8/int32 pixels) to feed images; found ${vi.dtype}`,
     );
   }
   const layout = input.layout ?? (vi.shape?.length === 3 ? "CHW" : "NCHW");
@@ -202,25 +203,25 @@ export function imageInput(
     mean: input.mean ?? [0, 0, 0],
     std: input.std ?? [1, 1, 1],
   });
-  const dtype = vi.dtype === "uint8" ? "uint8" : "float32";
+  const dtype = vi.dtype === "uint8" || vi.dtype === "int32" ? vi.dtype : "float32";
   if (
-    dtype === "uint8" &&
+    dtype !== "float32" &&
     (spec.scale !== 1 || spec.mean.some((m) => m !== 0) || spec.std.some((d) => d !== 1))
   ) {
     throw new ConfigError(
       "input.scale",
-      `expected scale 1, mean 0 and std 1 for input ${name}, which takes uint8 pixels; found scale ${spec.scale}, mean [${spec.mean}], std [${spec.std}]`,
+      `expected scale 1, mean 0 and std 1 for input ${name}, which takes ${dtype} pixels; found scale ${spec.scale}, mean [${spec.mean}], std [${spec.std}]`,
     );
   }
   return { name, spec, dtype };
 }
 
-/** Preprocessed float pixels as the uint8 a model input takes (rounded; resizing interpolates). */
-function asPixels(t: Tensor): Tensor {
+/** Preprocessed float pixels as the uint8/int32 a model input takes (rounded; resizing interpolates). */
+function asPixels(t: Tensor, dtype: "uint8" | "int32"): Tensor {
   const from = t.data as Float32Array;
-  const data = new Uint8Array(from.length);
+  const data = dtype === "uint8" ? new Uint8Array(from.length) : new Int32Array(from.length);
   for (let i = 0; i < from.length; i++) data[i] = Math.min(255, Math.max(0, Math.round(from[i]!)));
-  return tensor("uint8", t.dims, data);
+  return tensor(dtype, t.dims, data);
 }
 
 function extraFeeds(graph: Graph, input: InputConfig): Record<string, Tensor> {
@@ -365,7 +366,7 @@ export function createContext(
           })
         ) {
           progress.tick(b.files.length + b.skipped);
-          const image = dtype === "uint8" ? asPixels(b.tensor) : b.tensor;
+          const image = dtype === "float32" ? b.tensor : asPixels(b.tensor, dtype);
           yield { feeds: { [name]: image, ...extra }, files: b.files, transforms: b.transforms };
         }
         progress.done();
