@@ -532,3 +532,50 @@ Deno.test("normalize() writes Max/Min with scalar constants as Clip, and Min(Max
   const g10 = { ...g, opsetImports: [{ domain: "", version: 10 }] };
   assert.deepEqual(ops(normalize(g10)), ops(g));
 });
+
+Deno.test("normalize() makes a constant of one repeated value scalar, drops x − 0 and x · 1, and keeps what would change a shape", async () => {
+  const g = emptyGraph({
+    inputs: [
+      { name: "x", dtype: "float32", shape: [1, 4, 4, 3] },
+      { name: "v", dtype: "float32", shape: [1, 4, 4, 1] },
+    ],
+    outputs: ["scaled", "flipped", "out", "wider", "mixed"].map((name) => ({
+      name,
+      dtype: "float32" as const,
+    })),
+    initializers: new Map([
+      ["zeros", float32([1, 1, 1, 3], [0, 0, 0])],
+      ["ones", float32([1, 1, 1, 3], [1, 1, 1])],
+      ["k", float32([1, 1, 1, 3], [0.25, 0.25, 0.25])],
+      ["mean", float32([1, 1, 1, 3], [0.5, 0.25, 0.125])],
+    ]),
+    nodes: [
+      // TensorFlow's input normalization: (x − [0, 0, 0]) · [k, k, k] − 1 → x · k − 1.
+      node({ name: "sub0", op: "Sub", inputs: ["x", "zeros"], outputs: ["a"] }),
+      node({ name: "scale", op: "Mul", inputs: ["a", "k"], outputs: ["scaled"] }),
+      // 1 / x is no identity: the constant only becomes scalar.
+      node({ name: "flip", op: "Div", inputs: ["ones", "x"], outputs: ["flipped"] }),
+      // x · 1 is a graph output: it stays, by a scalar.
+      node({ name: "one", op: "Mul", inputs: ["x", "ones"], outputs: ["out"] }),
+      // v is [1, 4, 4, 1]: the constant widens it to 3 channels, so it stays as it is.
+      node({ name: "wide", op: "Add", inputs: ["v", "zeros"], outputs: ["wider"] }),
+      // Distinct values per channel: kept.
+      node({ name: "norm", op: "Sub", inputs: ["x", "mean"], outputs: ["mixed"] }),
+    ],
+    opsetImports: [{ domain: "", version: 13 }],
+  });
+  const { graph, report } = normalizeWithReport(g);
+  assert.equal(report.uniformConstants, 4);
+  assert.deepEqual(ops(graph), ["Mul", "Div", "Mul", "Add", "Sub"]);
+  const byOut = (o: string) => graph.nodes.find((n) => n.outputs[0] === o)!;
+  assert.equal(byOut("scaled").inputs[0], "x");
+  for (const o of ["scaled", "flipped", "out"]) {
+    const c = byOut(o).inputs.find((i) => graph.initializers.has(i))!;
+    assert.deepEqual(graph.initializers.get(c)!.dims, [], o);
+  }
+  assert.deepEqual(byOut("wider").inputs, ["v", "zeros"]);
+  assert.deepEqual(byOut("mixed").inputs, ["x", "mean"]);
+  validate(graph);
+  assert.equal(await maxRelativeDiff(g, graph), 0);
+  assert.deepEqual(ops(normalize(g, { uniformConstants: false })), ops(g));
+});
