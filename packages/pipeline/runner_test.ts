@@ -643,111 +643,59 @@ Deno.test("runPipeline() refuses a head that does not fit the model's outputs be
   }
 });
 
-Deno.test("runPipeline() feeds uint8 pixels to a model that takes them, and wants raw pixels in the input spec", async () => {
-  const { darknetPhotos } = await import("../../tools/assets.ts");
-  const { emptyGraph, node, tensor } = await import("@clipq/onnx");
-  // TensorFlow Object Detection API style: uint8 pixels in, the model scales them itself.
-  const inner = smallDetector();
-  const g = emptyGraph({
-    ...inner,
-    inputs: [{ name: "pixels", dtype: "uint8", shape: [1, 3, 32, 32] }],
-    initializers: new Map([...inner.initializers, ["inv255", tensor("float32", [], [1 / 255])]]),
-    nodes: [
-      node({
-        name: "cast",
-        op: "Cast",
-        inputs: ["pixels"],
-        outputs: ["f"],
-        attributes: { to: { type: "int", value: 1 } },
-      }),
-      node({ name: "scale", op: "Mul", inputs: ["f", "inv255"], outputs: ["images"] }),
-      ...inner.nodes,
-    ],
-  });
-  const ws = workspace(g);
-  try {
-    const dir = join(ws.dir, "photos");
-    Deno.mkdirSync(dir);
-    for (const p of (await darknetPhotos()).slice(0, 2)) {
-      Deno.copyFileSync(p, join(dir, p.split("/").pop()!));
-    }
-    const config = (input: Record<string, unknown>) =>
-      loadConfig(ws.write({
-        model: "model.onnx",
-        output: "out/m.onnx",
-        input: { size: [32, 32], ...input },
-        data: { calibration: { images: "photos" } },
-        steps: [{ use: "calibrate", method: "minmax" }, { use: "quantize" }],
-      }));
-    const { report, saved } = await runPipeline(await config({ scale: 1 }), {
-      quiet: true,
-      analyze: false,
+for (const dtype of ["uint8", "int32"] as const) {
+  Deno.test(`runPipeline() feeds ${dtype} pixels to a model that takes them, and wants raw pixels in the input spec`, async () => {
+    const { darknetPhotos } = await import("../../tools/assets.ts");
+    const { emptyGraph, node, tensor } = await import("@clipq/onnx");
+    // TensorFlow Object Detection API (uint8) or MoveNet (int32): pixels in, the model scales them.
+    const inner = smallDetector();
+    const g = emptyGraph({
+      ...inner,
+      inputs: [{ name: "pixels", dtype, shape: [1, 3, 32, 32] }],
+      initializers: new Map([...inner.initializers, ["inv255", tensor("float32", [], [1 / 255])]]),
+      nodes: [
+        node({
+          name: "cast",
+          op: "Cast",
+          inputs: ["pixels"],
+          outputs: ["f"],
+          attributes: { to: { type: "int", value: 1 } },
+        }),
+        node({ name: "scale", op: "Mul", inputs: ["f", "inv255"], outputs: ["images"] }),
+        ...inner.nodes,
+      ],
     });
-    assert.ok(saved);
-    // Whole pixel values reached the model: the Cast's output spans them.
-    const f = report.ranges.find((r) => r.tensor === "f")!;
-    assert.ok(f.min >= 0 && f.max <= 255 && f.max > 200, JSON.stringify(f));
-    await assert.rejects(
-      async () => runPipeline(await config({}), { quiet: true, analyze: false }),
-      (e: unknown) =>
-        e instanceof ConfigError && /input\.scale/.test(e.message) &&
-        /uint8 pixels/.test(e.message),
-    );
-  } finally {
-    ws.cleanup();
-  }
-});
-
-Deno.test("runPipeline() feeds int32 pixels to a model that takes them (MoveNet)", async () => {
-  const { darknetPhotos } = await import("../../tools/assets.ts");
-  const { emptyGraph, node, tensor } = await import("@clipq/onnx");
-  const inner = smallDetector();
-  const g = emptyGraph({
-    ...inner,
-    inputs: [{ name: "pixels", dtype: "int32", shape: [1, 3, 32, 32] }],
-    initializers: new Map([...inner.initializers, ["inv255", tensor("float32", [], [1 / 255])]]),
-    nodes: [
-      node({
-        name: "cast",
-        op: "Cast",
-        inputs: ["pixels"],
-        outputs: ["f"],
-        attributes: { to: { type: "int", value: 1 } },
-      }),
-      node({ name: "scale", op: "Mul", inputs: ["f", "inv255"], outputs: ["images"] }),
-      ...inner.nodes,
-    ],
-  });
-  const ws = workspace(g);
-  try {
-    const dir = join(ws.dir, "photos");
-    Deno.mkdirSync(dir);
-    for (const p of (await darknetPhotos()).slice(0, 2)) {
-      Deno.copyFileSync(p, join(dir, p.split("/").pop()!));
+    const ws = workspace(g);
+    try {
+      const dir = join(ws.dir, "photos");
+      Deno.mkdirSync(dir);
+      for (const p of (await darknetPhotos()).slice(0, 2)) {
+        Deno.copyFileSync(p, join(dir, p.split("/").pop()!));
+      }
+      const config = (input: Record<string, unknown>) =>
+        loadConfig(ws.write({
+          model: "model.onnx",
+          output: "out/m.onnx",
+          input: { size: [32, 32], ...input },
+          data: { calibration: { images: "photos" } },
+          steps: [{ use: "calibrate", method: "minmax" }, { use: "quantize" }],
+        }));
+      const { report, saved } = await runPipeline(await config({ scale: 1 }), {
+        quiet: true,
+        analyze: false,
+      });
+      assert.ok(saved);
+      // Whole pixel values reached the model: the Cast's output spans them.
+      const f = report.ranges.find((r) => r.tensor === "f")!;
+      assert.ok(f.min >= 0 && f.max <= 255 && f.max > 200, JSON.stringify(f));
+      await assert.rejects(
+        async () => runPipeline(await config({}), { quiet: true, analyze: false }),
+        (e: unknown) =>
+          e instanceof ConfigError && /input\.scale/.test(e.message) &&
+          new RegExp(`${dtype} pixels`).test(e.message),
+      );
+    } finally {
+      ws.cleanup();
     }
-    const config = (input: Record<string, unknown>) =>
-      loadConfig(ws.write({
-        model: "model.onnx",
-        output: "out/m.onnx",
-        input: { size: [32, 32], ...input },
-        data: { calibration: { images: "photos" } },
-        steps: [{ use: "calibrate", method: "minmax" }, { use: "quantize" }],
-      }));
-    const { report, saved } = await runPipeline(await config({ scale: 1 }), {
-      quiet: true,
-      analyze: false,
-    });
-    assert.ok(saved);
-    // Whole pixel values reached the model: the Cast's output spans them.
-    const f = report.ranges.find((r) => r.tensor === "f")!;
-    assert.ok(f.min >= 0 && f.max <= 255 && f.max > 200, JSON.stringify(f));
-    await assert.rejects(
-      async () => runPipeline(await config({}), { quiet: true, analyze: false }),
-      (e: unknown) =>
-        e instanceof ConfigError && /input\.scale/.test(e.message) &&
-        /int32 pixels/.test(e.message),
-    );
-  } finally {
-    ws.cleanup();
-  }
-});
+  });
+}
