@@ -13,18 +13,10 @@ import { decodeOutputs, type Detection, fidelity, iou, resolveHead } from "@clip
 import { createSession } from "@clipq/runtime";
 import { parseConfig } from "@clipq/pipeline/config";
 import { runPipeline } from "../packages/pipeline/runner.ts";
-import { darknetPhotoDir, darknetPhotos, humanModel } from "../tools/assets.ts";
+import { darknetPhotoDir, darknetPhotos, humanModel, pixelsNhwc } from "../tools/assets.ts";
 
 // RGB in [0, 255], NHWC, stretched to 512², as @vladmandic/human feeds it.
-const spec: PreprocessSpec = {
-  size: [512, 512],
-  resize: "stretch",
-  layout: "NHWC",
-  color: "RGB",
-  scale: 1,
-  mean: [0, 0, 0],
-  std: [1, 1, 1],
-};
+const spec: PreprocessSpec = pixelsNhwc([512, 512]);
 const INPUT = "tower_0/images";
 const head = {
   type: "detections",

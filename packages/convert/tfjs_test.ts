@@ -8,7 +8,7 @@ import { loadGraphModel } from "@tensorflow/tfjs-converter";
 import { dirname, join } from "node:path";
 import { convertTfjs, fromTfjs } from "./tfjs.ts";
 import { readTfjsModel } from "./tfjs_format.ts";
-import { darknetPhotos, humanModel, nanodetPreprocessing } from "../../tools/assets.ts";
+import { darknetPhotos, humanModel, nanodetPreprocessing, pixelsNhwc } from "../../tools/assets.ts";
 
 /** The tfjs graph model itself (one weight shard), run by tfjs's CPU backend. */
 async function tfjsModel(path: string) {
@@ -104,15 +104,7 @@ Deno.test("fromTfjs() converts CenterNet with its in-graph decode (TopK, FloorDi
   assert.equal(graph.nodes.filter((n) => n.op === "Clip").length, 28);
   const image = await readImage((await darknetPhotos())[0]!);
   // RGB in [0, 255], NHWC, as @vladmandic/human feeds it.
-  const { tensor } = preprocess(image, {
-    size: [512, 512],
-    resize: "stretch",
-    layout: "NHWC",
-    color: "RGB",
-    scale: 1,
-    mean: [0, 0, 0],
-    std: [1, 1, 1],
-  });
+  const { tensor } = preprocess(image, pixelsNhwc([512, 512]));
   const input = tensor.data as Float32Array;
   const session = await ort.InferenceSession.create(encode(graph));
   const outs = await session.run({

@@ -70,6 +70,7 @@ import {
   humanModel,
   nanodetHead,
   nanodetPreprocessing,
+  pixelsNhwc,
   ppocrDetPreprocessing,
   ppocrModel,
   skimagePhoto,
@@ -776,16 +777,7 @@ async function centernet(): Promise<Case> {
   ];
   return await normalized({
     key: "centernet",
-    input: {
-      name: "tower_0/images",
-      size: [512, 512],
-      resize: "stretch",
-      layout: "NHWC",
-      color: "RGB",
-      scale: 1,
-      mean: [0, 0, 0],
-      std: [1, 1, 1],
-    },
+    input: { name: "tower_0/images", ...pixelsNhwc([512, 512]) },
     head: {
       type: "detections",
       outputs: ["tower_0/detections"],
@@ -851,16 +843,7 @@ async function movenetMultipose(): Promise<Case> {
   ];
   return await normalized({
     key: "movenet-multipose",
-    input: {
-      name: "input",
-      size: [256, 256],
-      resize: "stretch",
-      layout: "NHWC",
-      color: "RGB",
-      scale: 1,
-      mean: [0, 0, 0],
-      std: [1, 1, 1],
-    },
+    input: { name: "input", ...pixelsNhwc([256, 256]) },
     head: {
       type: "detections",
       outputs: ["Identity"],
