@@ -13,20 +13,18 @@ import { decodeOutputs, type Detection, fidelity, iou, resolveHead } from "@clip
 import { createSession } from "@clipq/runtime";
 import { parseConfig } from "@clipq/pipeline/config";
 import { runPipeline } from "../packages/pipeline/runner.ts";
-import { darknetPhotos, humanModel, pixelsNhwc, skimagePhoto } from "../tools/assets.ts";
+import {
+  darknetPhotos,
+  humanModel,
+  movenetHead,
+  pixelsNhwc,
+  skimagePhoto,
+} from "../tools/assets.ts";
 
 // RGB pixels, NHWC, stretched to 256², as @vladmandic/human feeds it.
 const spec: PreprocessSpec = pixelsNhwc([256, 256]);
 // Columns 51–55 of a row; no class column: every row is a person (class 0).
-const head = {
-  type: "detections",
-  outputs: ["Identity"],
-  columns: ["y1", "x1", "y2", "x2", "score"],
-  columnOffset: 51,
-  normalized: true,
-  classes: 1,
-  nms: { score: 0.1 },
-};
+const head = movenetHead();
 const ROW = 56;
 
 interface Photo {

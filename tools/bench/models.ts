@@ -68,6 +68,7 @@ import {
   darknetCfg,
   darknetPhotos,
   humanModel,
+  movenetHead,
   nanodetHead,
   nanodetPreprocessing,
   pixelsNhwc,
@@ -844,15 +845,7 @@ async function movenetMultipose(): Promise<Case> {
   return await normalized({
     key: "movenet-multipose",
     input: { name: "input", ...pixelsNhwc([256, 256]) },
-    head: {
-      type: "detections",
-      outputs: ["Identity"],
-      columns: ["y1", "x1", "y2", "x2", "score"],
-      columnOffset: 51,
-      normalized: true,
-      classes: 1,
-      nms: { score: 0.1 },
-    },
+    head: movenetHead(),
     files,
   }, graph);
 }
