@@ -57,8 +57,8 @@ export interface SampledTensor {
   name: string;
   /**
    * Output holding its min (one value), absent when the sample is the whole tensor (`sampled` =
-   * `population`): min and max are then the sample's own ({@linkcode extremes}), and the graph has
-   * no reductions for it.
+   * `population`), or when the plan takes extremes from the sample (`extremes: "sample"`): min and
+   * max are then the sample's own ({@linkcode extremes}), and the graph has no reductions for it.
    */
   min?: string;
   /** Output holding its max (one value), absent with `min`. */
@@ -210,6 +210,12 @@ export function samplingPlan(
     samples: number;
     seed: number;
     inputDims: Readonly<Record<string, readonly number[]>>;
+    /**
+     * `"exact"` (default): each sampled tensor's min and max over every value, by ReduceMin and
+     * ReduceMax; `"sample"`: the sample's, for methods that read only the histogram's counts (the
+     * two passes over every value cost PP-OCRv4 det 640 10 ms a run, 16 % of plain inference).
+     */
+    extremes?: "exact" | "sample";
   },
 ): SamplingPlan {
   const inputShapes: Record<string, (number | string)[]> = {};
@@ -385,8 +391,9 @@ export function samplingPlan(
       });
       continue;
     }
-    const lo = fresh(`${p.name}.calibration.min`);
-    const hi = fresh(`${p.name}.calibration.max`);
+    const exact = options.extremes !== "sample";
+    const lo = exact ? fresh(`${p.name}.calibration.min`) : undefined;
+    const hi = exact ? fresh(`${p.name}.calibration.max`) : undefined;
     // [batch, P] is read as it is; higher ranks as [1, batch · P] (the same positions per item),
     // and only the Flatten reads the model's tensor (see the module doc).
     let x = p.name;
@@ -401,7 +408,7 @@ export function samplingPlan(
         attributes: { axis: { type: "int", value: 0 } },
       }));
     }
-    group.push(reduce("ReduceMin", x, lo), reduce("ReduceMax", x, hi));
+    if (lo && hi) group.push(reduce("ReduceMin", x, lo), reduce("ReduceMax", x, hi));
     const sample = fresh(`${p.name}.calibration.sample`);
     const start = sampleOffset(p.population, p.step, options.seed);
     group.push(node({
@@ -419,8 +426,7 @@ export function samplingPlan(
     groups.push(group);
     sampled.push({
       name: p.name,
-      min: lo,
-      max: hi,
+      ...(lo && hi ? { min: lo, max: hi } : {}),
       sample,
       population: p.population,
       sampled: p.population / p.step,
@@ -462,9 +468,13 @@ export function histogramSamples(
   o: { stats: Statistics; scratch: Map<string, Float32Array>; model: string },
 ): void {
   // What each sampled or derived tensor gave, for the tensors derived from it.
-  const read = new Map<string, { sample: Float32Array; min: number; max: number }>();
+  const read = new Map<
+    string,
+    { sample: Float32Array; min: number; max: number; exact: boolean }
+  >();
   for (const t of plan.tensors) {
-    // Taken whole, a tensor has no reductions in the graph: its min and max are the sample's.
+    // Taken whole, a tensor has no reductions in the graph: its min and max are the sample's
+    // (every value's, or with `extremes: "sample"` a sample's).
     const reduced = t.min !== undefined && t.max !== undefined;
     const sample = values[t.sample];
     const lo = reduced ? values[t.min!] : sample, hi = reduced ? values[t.max!] : sample;
@@ -481,16 +491,20 @@ export function histogramSamples(
         }]; calibrate with samples: "all" to avoid inferred shapes`,
       );
     }
+    const exact = reduced || t.sampled === t.population;
     const got = reduced
       ? {
         sample: sample.data as Float32Array,
         min: lo.data[0] as number,
         max: hi.data[0] as number,
+        exact,
       }
-      : { sample: sample.data as Float32Array, ...extremes(sample.data as Float32Array) };
+      : { sample: sample.data as Float32Array, ...extremes(sample.data as Float32Array), exact };
     read.set(t.name, got);
     if (t.internal) continue;
-    o.stats.get(t.name)!.addSample(got.sample, { ...got, population: items * t.population });
+    const h = o.stats.get(t.name)!;
+    h.addSample(got.sample, { ...got, population: items * t.population });
+    if (!exact) h.extremesExact = false;
   }
   for (const d of plan.derived) {
     const src = read.get(d.from)!;
@@ -500,9 +514,11 @@ export function histogramSamples(
     }
     d.apply(src.sample, sample);
     const a = d.f(src.min), b = d.f(src.max);
-    const got = { sample, min: d.decreasing ? b : a, max: d.decreasing ? a : b };
+    const got = { sample, min: d.decreasing ? b : a, max: d.decreasing ? a : b, exact: src.exact };
     read.set(d.name, got);
     const items = sample.length / d.sampled;
-    o.stats.get(d.name)!.addSample(sample, { ...got, population: items * d.population });
+    const h = o.stats.get(d.name)!;
+    h.addSample(sample, { ...got, population: items * d.population });
+    if (!got.exact) h.extremesExact = false;
   }
 }

@@ -65,6 +65,13 @@ export interface CollectOptions {
   samples?: number | "all";
   /** Seed of the sample positions (mixed with each tensor's name). */
   seed?: number;
+  /**
+   * With samples: each sampled tensor's min and max over every value (`"exact"`, two more passes
+   * over it in onnxruntime), or the sample's (`"sample"`): enough for methods that read only the
+   * counts (percentile, mse, entropy, aciq), and marked on the histogram
+   * ({@linkcode Histogram.extremesExact}) so that minmax refuses it.
+   */
+  extremes?: "exact" | "sample";
 }
 
 /** Defaults of {@linkcode CollectOptions}. */
@@ -75,6 +82,7 @@ export const defaults = {
   threads: 0,
   samples: 8192,
   seed: 0,
+  extremes: "exact",
 } satisfies CollectOptions;
 
 /** Largest accepted `samples` (per tensor per image). */
@@ -126,6 +134,12 @@ export async function collectStatistics(
     throw new ConfigError(
       "samples",
       `expected "all" or an integer in [1, ${MAX_SAMPLES}] but found ${JSON.stringify(o.samples)}`,
+    );
+  }
+  if (o.extremes !== "exact" && o.extremes !== "sample") {
+    throw new ConfigError(
+      "extremes",
+      `expected "exact" or "sample" but found ${JSON.stringify(o.extremes)}`,
     );
   }
   if (!Number.isInteger(o.seed)) {
@@ -309,7 +323,7 @@ function wholeRunner(graph: Graph, fetched: readonly string[], o: SessionSetting
 function sampledRunner(
   graph: Graph,
   fetched: readonly string[],
-  o: SessionSettings & { samples: number; seed: number },
+  o: SessionSettings & { samples: number; seed: number; extremes: "exact" | "sample" },
 ): Runner {
   const sessions = new Map<string, Promise<{ session: Session; plan: SamplingPlan }>>();
   // Derived samples are computed into buffers kept across batches: no garbage per batch.
@@ -332,6 +346,7 @@ function sampledRunner(
         samples: o.samples,
         seed: o.seed,
         inputDims,
+        extremes: o.extremes,
       });
       entry = createSession(plan.graph, {
         optimizationLevel: o.optimizationLevel,

@@ -8,6 +8,8 @@ import { measureBiasShifts } from "./bias_shifts.ts";
 import { Histogram } from "./histogram.ts";
 import { clipBounds } from "./clip_bounds.ts";
 import { mergeStatistics } from "./statistics.ts";
+import { rangesFromStatistics } from "./range_methods.ts";
+import { DataError } from "@clipq/onnx/errors";
 
 function model(): { graph: Graph; tensors: string[]; batches: Record<string, Tensor>[] } {
   const b = new ModelBuilder({ seed: 7 });
@@ -322,4 +324,49 @@ Deno.test("collectStatistics() takes whole a tensor whose length follows NonMaxS
   const sampled = await collectStatistics(traced, batches, { tensors: ["y"], samples: 4 });
   assert.equal(exact.get("y")!.count, 4 * 4 + 8 * 4);
   assert.deepEqual(sampled.get("y")!.toJSON(), exact.get("y")!.toJSON());
+});
+
+Deno.test('collectStatistics() with extremes "sample" takes min and max from the sample, marks them, and minmax refuses them', async () => {
+  const b = new ModelBuilder({ seed: 13 });
+  const x = b.input("x", ["n", 3, 32, 32]);
+  const c = b.conv(x, { outChannels: 8, kernel: 3, pad: 1 });
+  const r = b.leakyRelu(c, 0.1);
+  b.output(b.conv(r, { outChannels: 2, kernel: 1 }), "y");
+  const graph = b.build();
+  const batches = [2, 1].map((n) => ({
+    x: float32([n, 3, 32, 32], b.random.normals(n * 3 * 1024, 2)),
+  }));
+  const tensors = ["x", c, r, "y"];
+  const exact = await collectStatistics(graph, batches, { tensors, samples: 500 });
+  const sampled = await collectStatistics(graph, batches, {
+    tensors,
+    samples: 500,
+    extremes: "sample",
+  });
+  for (const t of tensors) {
+    const e = exact.get(t)!, s = sampled.get(t)!;
+    // The same positions, so the same counts; the extremes lie within the exact ones.
+    assert.deepEqual([s.count, s.population, s.sum], [e.count, e.population, e.sum], t);
+    assert.ok(s.min >= e.min && s.max <= e.max, t);
+    // The graph input is sampled in JavaScript, over every value for its extremes: still exact.
+    assert.equal(s.extremesExact, t === "x", t);
+    assert.equal(e.extremesExact, true, t);
+  }
+  // The sample missed the largest values here, so its extremes are strictly inside.
+  assert.ok(sampled.get(c)!.max < exact.get(c)!.max);
+  // Percentile reads the counts; minmax refuses the sample's extremes, naming the tensor.
+  assert.ok(rangesFromStatistics(sampled, { method: "percentile" }).has(c));
+  assert.throws(
+    () => rangesFromStatistics(sampled, { method: "minmax" }),
+    (e: Error) => e instanceof DataError && e.message.includes(`tensor "${c}"`),
+  );
+  // The mark survives JSON and a merge with exact statistics.
+  const json = Histogram.fromJSON(JSON.parse(JSON.stringify(sampled.get(c)!.toJSON())));
+  assert.equal(json.extremesExact, false);
+  assert.equal(exact.get(c)!.clone().merge(json).extremesExact, false);
+  assert.equal(exact.get(c)!.toJSON().extremesExact, undefined);
+  await assert.rejects(
+    collectStatistics(graph, batches, { tensors, extremes: "none" as "exact" }),
+    /extremes: expected "exact" or "sample"/,
+  );
 });

@@ -66,6 +66,11 @@ export interface HistogramJSON {
   sum: number;
   /** Sum of their squares. */
   sumSquares: number;
+  /**
+   * False when `min` and `max` are a sample's, not every value's (see
+   * {@linkcode Histogram.extremesExact}); absent when they are exact.
+   */
+  extremesExact?: false;
 }
 
 /**
@@ -105,6 +110,13 @@ export class Histogram {
   max: number = -Infinity;
   /** Number of values exactly 0 (they are exactly representable, so they carry no rounding error). */
   zeros = 0;
+  /**
+   * Whether `min` and `max` are those of every value summarized. A calibration for a method that
+   * reads only the counts (percentile, mse, entropy, aciq) may take them from the sample, which
+   * spares onnxruntime two passes over every value of every tapped tensor; `minmax` refuses such a
+   * histogram. A merge is exact when both sides are.
+   */
+  extremesExact = true;
   /** Sum of finite values. */
   sum = 0;
   /** Sum of squares of finite values. */
@@ -312,6 +324,7 @@ export class Histogram {
     }
     this.nonFinite += other.nonFinite;
     this.population += other.population;
+    this.extremesExact &&= other.extremesExact;
     if (other.count === 0) return this;
     this.fit(Math.min(this.min, other.min), Math.max(this.max, other.max), other.exponent);
     const shift = this.exponent - other.exponent;
@@ -398,6 +411,7 @@ export class Histogram {
       max: empty ? 0 : this.max,
       sum: this.sum,
       sumSquares: this.sumSquares,
+      ...(this.extremesExact ? {} : { extremesExact: false as const }),
     };
   }
 
@@ -429,6 +443,7 @@ export class Histogram {
     h.zeros = num("zeros");
     h.sum = num("sum");
     h.sumSquares = num("sumSquares");
+    h.extremesExact = j.extremesExact !== false;
     if (count > 0) {
       if (j.counts.length > h.bins || j.counts.length === 0) {
         throw new DataError(

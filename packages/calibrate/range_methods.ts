@@ -25,7 +25,7 @@
  * @module
  */
 import type { TensorRange } from "@clipq/onnx/metadata";
-import { ConfigError } from "@clipq/onnx/errors";
+import { ConfigError, DataError } from "@clipq/onnx/errors";
 import type { Histogram } from "./histogram.ts";
 
 /** Range methods over histograms. */
@@ -64,6 +64,15 @@ export const defaults = {
 } satisfies RangeOptions;
 
 type Checked = Required<RangeOptions>;
+
+/** minmax reads the extremes: a histogram that holds a sample's instead is refused, by name. */
+function checkExtremes(h: Histogram, method: RangeMethod, what: string): void {
+  if (method === "minmax" && !h.extremesExact) {
+    throw new DataError(
+      `${what}: expected exact extremes for minmax but the statistics hold a sample's (collected for a histogram method); collect them again with method "minmax"`,
+    );
+  }
+}
 
 function check(options: RangeOptions): Checked {
   const o = { ...defaults, ...options } as Checked;
@@ -294,6 +303,7 @@ function lossAwareClip(t: Tail, steps: number, cap: number, lambda: number, ener
  * @returns The range; `source` is the method name (with "+loss-aware" when the penalty applied).
  * @throws {ConfigError} When an option is not one of the allowed values.
  * @throws {RangeError} When the histogram is empty.
+ * @throws {DataError} When the method is minmax and the histogram's extremes are a sample's.
  *
  * @example The 90th percentile of 0..99 is 89 within one bin
  * ```ts
@@ -310,6 +320,7 @@ export function rangeFromHistogram(hist: Histogram, options: RangeOptions = {}):
   if (hist.count === 0) {
     throw new RangeError("Expected a histogram with at least one finite value but found none");
   }
+  checkExtremes(hist, o.method, "a histogram");
   const { pos, neg } = tails(hist);
   const energy = hist.sumSquares > 0 ? hist.sumSquares : 1;
   const source = o.lossAware ? `${o.method}+loss-aware` : o.method;
@@ -398,6 +409,7 @@ function aciqSymmetric(h: Histogram, distribution: string, oneSided: boolean): n
  * @param stats Histograms by tensor name.
  * @param options As for {@linkcode rangeFromHistogram}.
  * @returns Ranges by tensor name (empty histograms are skipped).
+ * @throws {DataError} When the method is minmax and a histogram's extremes are a sample's (named).
  * @throws {ConfigError} When an option is not one of the allowed values.
  *
  * @example Minmax is exact
@@ -417,7 +429,9 @@ export function rangesFromStatistics(
   check(options);
   const out = new Map<string, TensorRange>();
   for (const [name, h] of stats) {
-    if (h.count > 0) out.set(name, rangeFromHistogram(h, options));
+    if (h.count === 0) continue;
+    checkExtremes(h, options.method ?? defaults.method, `tensor "${name}"`);
+    out.set(name, rangeFromHistogram(h, options));
   }
   return out;
 }
