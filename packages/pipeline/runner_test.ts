@@ -145,7 +145,7 @@ Deno.test("runPipeline() reuses saved statistics without running the model and g
       )
     ));
     const steps = (statistics: Record<string, string>) => [
-      { use: "calibrate", method: "clip-bounds", fallback: "mse", statistics },
+      { use: "calibrate", method: "clip-bounds", fallback: "mse", samples: 512, statistics },
       { use: "quantize" },
     ];
     const first = await loadConfig(ws.write({
@@ -166,6 +166,25 @@ Deno.test("runPipeline() reuses saved statistics without running the model and g
     const { graph } = await runPipeline(second, { quiet: true });
     const a = decode(Deno.readFileSync(join(ws.dir, "a.onnx")));
     assert.deepEqual({ ...graph, metadata: new Map() }, { ...a, metadata: new Map() });
+    // Saved by an mse run, the histograms still hold every value's extremes (mse alone would have
+    // taken its sample's, and some tensors here are sampled): minmax reads them.
+    const tensors = Object.values(stats.tensors) as { count: number; population: number }[];
+    assert.ok(tensors.some((h) => h.count < h.population), "some tensor is sampled");
+    assert.ok(tensors.every((h) => !("extremesExact" in h)));
+    const third = await loadConfig(ws.write({
+      model: "model.onnx",
+      output: "c.onnx",
+      steps: [
+        {
+          use: "calibrate",
+          method: "clip-bounds",
+          fallback: "minmax",
+          statistics: { load: "stats.json" },
+        },
+        { use: "quantize" },
+      ],
+    }));
+    assert.ok((await runPipeline(third, { quiet: true })).saved);
   } finally {
     ws.cleanup();
   }

@@ -245,6 +245,13 @@ export function calibrateStep(options: CalibrateStepOptions = {}): Step {
           collectStatistics(graph, feeds(ctx, seen), {
             tensors,
             samples: o.samples,
+            // Only minmax reads the extremes; the histogram methods read the counts, so their
+            // extremes come from the sample (two passes fewer over every tapped value). Saved
+            // statistics (and shards) keep exact ones: any method may read them later.
+            extremes: (o.method === "clip-bounds" ? o.fallback : o.method) === "minmax" ||
+                o.statistics.save || ctx.calibration?.statsOut
+              ? "exact"
+              : "sample",
             // Fetching every tapped tensor whole runs best without layout changes (each tap of an
             // NCHWc tensor costs a reorder); reduced in the graph, the full optimizations win.
             optimizationLevel: o.samples === "all" ? "basic" : "all",
