@@ -287,7 +287,7 @@ async function perModel(reps: number): Promise<Record<string, number>> {
     const input = graph.inputs[0]!.name;
     const feeds = images.map((im) => ({ [input]: preprocess(im, pre).tensor }));
     const tensors = planQuantization(graph).activations;
-    let float = Infinity, calibration = Infinity;
+    let float = Infinity, calibration = Infinity, sampleExtremes = Infinity;
     for (let r = 0; r < reps; r++) {
       let t = performance.now();
       await plainInference(graph, feeds);
@@ -295,11 +295,16 @@ async function perModel(reps: number): Promise<Record<string, number>> {
       t = performance.now();
       await collectStatistics(graph, feeds, { tensors });
       calibration = Math.min(calibration, performance.now() - t);
+      t = performance.now();
+      await collectStatistics(graph, feeds, { tensors, extremes: "sample" });
+      sampleExtremes = Math.min(sampleExtremes, performance.now() - t);
     }
     out[`${key}FloatMs`] = Math.round(float);
     out[`${key}CalibrationMs`] = Math.round(calibration);
     out[`${key}Tensors`] = tensors.length;
     out[`${key}Ratio`] = Number((calibration / float).toFixed(2));
+    out[`${key}SampleExtremesMs`] = Math.round(sampleExtremes);
+    out[`${key}SampleExtremesRatio`] = Number((sampleExtremes / float).toFixed(2));
   }
   return out;
 }
@@ -503,7 +508,10 @@ export async function run(options: BenchOptions): Promise<BenchResult[]> {
           "to hide the reductions and the histograms; NanoDet and YOLOv3-tiny at 416 and " +
           "PP-OCRv4 det at 320 (the row above) do not. A LeakyRelu's input is read off its " +
           "output (see @clipq/calibrate's _derive.ts), so tapping it no longer splits the conv " +
-          "from its LeakyRelu.",
+          "from its LeakyRelu. *Ratio: exact extremes (ReduceMin and ReduceMax over every " +
+          "value, as minmax needs); *SampleExtremesRatio: the sample's extremes, as the " +
+          "pipeline collects for the histogram methods (percentile, mse, entropy, aciq; its " +
+          "default is clip-bounds with a percentile fallback), which read only the counts.",
       }]
       : []),
     {
