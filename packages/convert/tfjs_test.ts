@@ -8,7 +8,14 @@ import { loadGraphModel } from "@tensorflow/tfjs-converter";
 import { dirname, join } from "node:path";
 import { convertTfjs, fromTfjs } from "./tfjs.ts";
 import { readTfjsModel } from "./tfjs_format.ts";
-import { darknetPhotos, humanModel, nanodetPreprocessing, pixelsNhwc } from "../../tools/assets.ts";
+import {
+  darknetPhotos,
+  HANDTRACK,
+  handtrackPreprocessing,
+  humanModel,
+  nanodetPreprocessing,
+  pixelsNhwc,
+} from "../../tools/assets.ts";
 
 /** The tfjs graph model itself (one weight shard), run by tfjs's CPU backend. */
 async function tfjsModel(path: string) {
@@ -136,7 +143,7 @@ Deno.test("fromTfjs() starts and ends a TF Object Detection API SSD (handtrack) 
   // The export resizes each image of the batch in a while loop before the feature extractor and
   // maps NMS over the batch in another: start after the first, end at the raw box encodings
   // and class logits.
-  const start = "StatefulPartitionedCall/map/TensorArrayV2Stack/TensorListStack";
+  const start = HANDTRACK.input;
   const ends = ["StatefulPartitionedCall/concat", "StatefulPartitionedCall/concat_1"];
   await assert.rejects(
     () => fromTfjs(path, { outputs: ends }),
@@ -148,15 +155,7 @@ Deno.test("fromTfjs() starts and ends a TF Object Detection API SSD (handtrack) 
   assert.equal(graph.nodes.filter((n) => n.op === "Clip").length, 59, "its ReLU6s");
   // The preprocessed image, as the loop leaves it: RGB scaled to [−1, 1].
   const image = await readImage((await darknetPhotos())[5]!);
-  const { tensor } = preprocess(image, {
-    size: [320, 320],
-    resize: "stretch",
-    layout: "NHWC",
-    color: "RGB",
-    scale: 2 / 255,
-    mean: [1, 1, 1],
-    std: [1, 1, 1],
-  });
+  const { tensor } = preprocess(image, handtrackPreprocessing([320, 320]));
   const input = tensor.data as Float32Array;
   const session = await ort.InferenceSession.create(encode(graph));
   const outs = await session.run({ [start]: new ort.Tensor("float32", input, [1, 320, 320, 3]) });

@@ -67,6 +67,9 @@ import type { InputConfig } from "@clipq/pipeline/step";
 import {
   darknetCfg,
   darknetPhotos,
+  HANDTRACK,
+  handtrackHead,
+  handtrackPreprocessing,
   humanModel,
   movenetHead,
   nanodetHead,
@@ -795,14 +798,9 @@ async function centernet(): Promise<Case> {
  * decode and sigmoid scores, before the NMS loop, read by a `boxes-scores` head.
  */
 async function handtrack(): Promise<Case> {
-  const start = "StatefulPartitionedCall/map/TensorArrayV2Stack/TensorListStack";
-  const outputs = [
-    "StatefulPartitionedCall/Postprocessor/Decode/transpose_1",
-    "StatefulPartitionedCall/Postprocessor/convert_scores",
-  ];
   const graph = await fromTfjs(await humanModel("handtrack"), {
-    inputs: { [start]: [1, 320, 320, 3] },
-    outputs,
+    inputs: { [HANDTRACK.input]: [1, 320, 320, 3] },
+    outputs: [HANDTRACK.boxes, HANDTRACK.scores],
   });
   const files = [
     ...await darknetPhotos(),
@@ -810,23 +808,8 @@ async function handtrack(): Promise<Case> {
   ];
   return await normalized({
     key: "handtrack",
-    input: {
-      name: start,
-      size: [320, 320],
-      resize: "stretch",
-      layout: "NHWC",
-      color: "RGB",
-      scale: 2 / 255,
-      mean: [1, 1, 1],
-      std: [1, 1, 1],
-    },
-    head: {
-      type: "boxes-scores",
-      outputs,
-      columns: ["y1", "x1", "y2", "x2"],
-      normalized: true,
-      background: 0,
-    },
+    input: { name: HANDTRACK.input, ...handtrackPreprocessing([320, 320]) },
+    head: handtrackHead(),
     files,
   }, graph);
 }
