@@ -466,6 +466,15 @@ function foldIntoLayers(
   return { ...graph, nodes: nodes.filter((n): n is Node => n !== undefined), initializers };
 }
 
+/** The graph's inferred shapes, or undefined where shape inference cannot read it. */
+function shapesOrUndefined(graph: Graph): ReturnType<typeof inferShapes> | undefined {
+  try {
+    return inferShapes(graph);
+  } catch {
+    return undefined;
+  }
+}
+
 /**
  * ReduceMean(x, axes = 2…rank−1, keepdims = 1) → GlobalAveragePool(x), same node and output names.
  * The axes come from the attribute (opset < 18) or a constant second input (opset 18); the rank
@@ -483,12 +492,8 @@ function globalPools(graph: Graph, report: Mutable<NormalizeReport>): Graph {
     (axesOf(n)?.length ?? 0) > 0
   );
   if (candidates.length === 0) return graph;
-  let shapes: ReturnType<typeof inferShapes>;
-  try {
-    shapes = inferShapes(graph);
-  } catch {
-    return graph; // a graph shape inference cannot read keeps its ReduceMeans
-  }
+  const shapes = shapesOrUndefined(graph);
+  if (!shapes) return graph; // a graph shape inference cannot read keeps its ReduceMeans
   const rewritten = new Map<Node, Node>();
   for (const n of candidates) {
     const info = shapes.get(n.inputs[0]!);
@@ -606,12 +611,8 @@ function uniformConstants(graph: Graph, report: Mutable<NormalizeReport>): Graph
     n.inputs.some((x) => repeatedValue(graph.initializers.get(x)) !== undefined)
   );
   if (candidates.length === 0) return graph;
-  let shapes: ReturnType<typeof inferShapes>;
-  try {
-    shapes = inferShapes(graph);
-  } catch {
-    return graph; // a graph shape inference cannot read keeps its constants
-  }
+  const shapes = shapesOrUndefined(graph);
+  if (!shapes) return graph; // a graph shape inference cannot read keeps its constants
   const pinned = new Set([...graph.outputs.map((o) => o.name), ...subgraphUses(graph)]);
   const initializers = new Map(graph.initializers);
   const taken = new Set<string>();
