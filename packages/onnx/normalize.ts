@@ -600,11 +600,16 @@ function repeatedValue(t: Tensor | undefined): number | undefined {
 /**
  * Add/Sub/Mul/Div with one constant operand of one repeated value → the op with a rank-0 constant
  * (onnxruntime's fast scalar path), or, where the op is the identity (x + 0, x − 0, x · 1, x / 1,
- * the constant second where the op is not commutative), its consumers read x. Only where the
+ * the constant second where the op is not commutative) and `identities` is set, an Identity that
+ * removeIdentities takes out (its readers then read x; a graph output keeps the scalar op). Only where the
  * constant does not widen x's shape (every one of its dims is 1 or x's dim there, its rank at most
  * x's), so the output's shape is x's either way.
  */
-function uniformConstants(graph: Graph, report: Mutable<NormalizeReport>): Graph {
+function uniformConstants(
+  graph: Graph,
+  report: Mutable<NormalizeReport>,
+  o: { identities: boolean },
+): Graph {
   const ops = new Set(["Add", "Sub", "Mul", "Div"]);
   const candidates = graph.nodes.filter((n) =>
     ops.has(n.op) && (n.domain ?? "") === "" && n.inputs.length === 2 &&
@@ -616,8 +621,9 @@ function uniformConstants(graph: Graph, report: Mutable<NormalizeReport>): Graph
   const pinned = new Set([...graph.outputs.map((o) => o.name), ...subgraphUses(graph)]);
   const initializers = new Map(graph.initializers);
   const taken = new Set<string>();
-  const rewritten = new Map<Node, Node | null>();
-  const alias = new Map<string, string>();
+  // One scalar per constant, however many nodes read it.
+  const scalars = new Map<string, string>();
+  const rewritten = new Map<Node, Node>();
   for (const n of candidates) {
     const side = repeatedValue(graph.initializers.get(n.inputs[1]!)) !== undefined ? 1 : 0;
     const x = n.inputs[1 - side]!, c = graph.initializers.get(n.inputs[side]!)!;
@@ -631,35 +637,25 @@ function uniformConstants(graph: Graph, report: Mutable<NormalizeReport>): Graph
     const commutes = n.op === "Add" || n.op === "Mul";
     const identity = (commutes || side === 1) &&
       (n.op === "Add" || n.op === "Sub" ? value === 0 : value === 1);
-    const y = n.outputs[0]!;
-    if (identity && !pinned.has(y)) {
-      alias.set(y, x);
-      rewritten.set(n, null);
+    if (identity && o.identities && !pinned.has(n.outputs[0]!)) {
+      // An Identity, which removeIdentities (the next pass) takes out, rewiring its readers.
+      rewritten.set(n, { ...n, op: "Identity", inputs: [x], attributes: {} });
       continue;
     }
-    const scalarName = freshName(graph, `${n.inputs[side]}_scalar`, taken);
-    initializers.set(scalarName, float32([], [value]));
+    const constant = n.inputs[side]!;
+    let scalar = scalars.get(constant);
+    if (!scalar) {
+      scalar = freshName(graph, `${constant}_scalar`, taken);
+      initializers.set(scalar, float32([], [value]));
+      scalars.set(constant, scalar);
+    }
     const inputs = [...n.inputs];
-    inputs[side] = scalarName;
+    inputs[side] = scalar;
     rewritten.set(n, { ...n, inputs });
   }
   if (rewritten.size === 0) return graph;
   report.uniformConstants += rewritten.size;
-  const resolve = (t: string): string => {
-    let r = t;
-    while (alias.has(r)) r = alias.get(r)!;
-    return r;
-  };
-  const nodes = graph.nodes.flatMap((n) => {
-    const r = rewritten.has(n) ? rewritten.get(n) : n;
-    return r ? [{ ...r, inputs: r.inputs.map((t) => (t ? resolve(t) : t)) }] : [];
-  });
-  return {
-    ...graph,
-    nodes,
-    initializers,
-    valueInfo: graph.valueInfo.filter((v) => !alias.has(v.name)),
-  };
+  return { ...graph, nodes: graph.nodes.map((n) => rewritten.get(n) ?? n), initializers };
 }
 
 function prune(graph: Graph, report: Mutable<NormalizeReport>, top: boolean): Graph {
@@ -761,13 +757,16 @@ function normalizeGraph(
   // Subgraphs first: what they still read from this scope decides what may change here.
   let g = normalizeSubgraphs(graph, o, report);
   if (o.constants) g = constantsToInitializers(g, report);
+  // Before removeIdentities, which takes out the identities it finds (x − 0, x · 1).
+  if (o.uniformConstants) {
+    g = uniformConstants(g, report, { identities: o.removeIdentity });
+  }
   if (o.removeIdentity) g = removeIdentities(g, report);
   if (o.foldBatchNorm || o.foldAffine) {
     g = foldIntoLayers(g, report, { bn: o.foldBatchNorm, affine: o.foldAffine });
   }
   if (o.globalPools) g = globalPools(g, report);
   if (o.clips) g = minMaxToClips(g, report);
-  if (o.uniformConstants) g = uniformConstants(g, report);
   if (o.prune) g = prune(g, report, top);
   if (o.sort) g = toposort(g);
   return tidyValueInfo(g);
