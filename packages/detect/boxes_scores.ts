@@ -61,22 +61,19 @@ export function decodeBoxesScores(
   const st = output(outputs, sn, "boxes-scores head");
   const b = options.batch ?? 0;
   const bd = bt.dims;
-  // One score per box, `[N, K]` (or `[K]`) beside boxes `[N, K, 4]` (or `[K, 4]`): a single class
-  // (FaceBoxes' face probability), read as one score column.
-  const sd = st.dims.length === bd.length - 1 && bd.length >= 2 &&
-      st.dims.every((d, i) =>
-        d === bd[i >= bd.length - 2 && head.layout === "channels-first" ? i + 1 : i]
-      )
-    ? head.layout === "channels-first"
-      ? [...st.dims.slice(0, -1), 1, st.dims.at(-1)!]
-      : [...st.dims, 1]
-    : st.dims;
   // A `[K, ·]` tensor has no batch axis: it holds image 0 only.
   const batchedOk = (d: readonly number[]) =>
     (d.length === 3 && b < d[0]!) || (d.length === 2 && b === 0);
   const first = head.layout === "channels-first";
   // The axis of the four box values (or of the score columns) and the one of the K boxes.
   const [valueAxis, boxAxis] = first ? [-2, -1] : [-1, -2];
+  // One score per box, the boxes' dims without their value axis (FaceBoxes' face probability,
+  // [N, K] beside [N, K, 4]): a single class, read as one score column.
+  const valueAt = bd.length + valueAxis;
+  const perBox = bd.filter((_, i) => i !== valueAt);
+  const sd = st.dims.length === perBox.length && st.dims.every((d, i) => d === perBox[i])
+    ? [...st.dims.slice(0, valueAt), 1, ...st.dims.slice(valueAt)]
+    : st.dims;
   const at = (d: readonly number[], axis: number) => d[d.length + axis]!;
   const form = (per: string) => {
     const dims = first ? `${per}, K` : `K, ${per}`;
