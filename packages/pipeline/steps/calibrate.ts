@@ -241,6 +241,10 @@ export function calibrateStep(options: CalibrateStepOptions = {}): Step {
         );
       } else ctx.methods.push(`calibrate:${o.method}`);
       if (dataTensors.length > 0) {
+        // The range method of the tensors calibrated from data (dataTensors is empty for "float").
+        const method = o.method === "clip-bounds"
+          ? o.fallback as Exclude<typeof o.fallback, "float">
+          : o.method;
         const collect = (tensors: string[], seen: { images: number }) =>
           collectStatistics(graph, feeds(ctx, seen), {
             tensors,
@@ -248,8 +252,7 @@ export function calibrateStep(options: CalibrateStepOptions = {}): Step {
             // Only minmax reads the extremes; the histogram methods read the counts, so their
             // extremes come from the sample (two passes fewer over every tapped value). Saved
             // statistics (and shards) keep exact ones: any method may read them later.
-            extremes: (o.method === "clip-bounds" ? o.fallback : o.method) === "minmax" ||
-                o.statistics.save || ctx.calibration?.statsOut
+            extremes: method === "minmax" || o.statistics.save || ctx.calibration?.statsOut
               ? "exact"
               : "sample",
             // Fetching every tapped tensor whole runs best without layout changes (each tap of an
@@ -300,9 +303,6 @@ export function calibrateStep(options: CalibrateStepOptions = {}): Step {
           valuesBinned: values,
           valuesSeen: population,
         };
-        const method = o.method === "clip-bounds"
-          ? o.fallback as Exclude<typeof o.fallback, "float">
-          : o.method;
         const found = rangesFromStatistics(wanted, {
           method,
           percentile: o.percentile,
