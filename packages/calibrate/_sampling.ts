@@ -47,6 +47,7 @@
  */
 import { type Graph, ModelError, type Node, node, opsetOf, type Tensor, tensor } from "@clipq/onnx";
 import type { Statistics } from "./statistics.ts";
+import type { Histogram } from "./histogram.ts";
 import { inferShapes, type ShapeInfo, valueShaped } from "@clipq/onnx/shapes";
 import { compose, type Derivation, derivation, inverseDerivation } from "./_derive.ts";
 import { mulberry32 } from "@clipq/onnx/random";
@@ -468,10 +469,7 @@ export function histogramSamples(
   o: { stats: Statistics; scratch: Map<string, Float32Array>; model: string },
 ): void {
   // What each sampled or derived tensor gave, for the tensors derived from it.
-  const read = new Map<
-    string,
-    { sample: Float32Array; min: number; max: number; exact: boolean }
-  >();
+  const read = new Map<string, Read>();
   for (const t of plan.tensors) {
     // Taken whole, a tensor has no reductions in the graph: its min and max are the sample's
     // (every value's, or with `extremes: "sample"` a sample's).
@@ -492,19 +490,13 @@ export function histogramSamples(
       );
     }
     const exact = reduced || t.sampled === t.population;
+    const data = sample.data as Float32Array;
     const got = reduced
-      ? {
-        sample: sample.data as Float32Array,
-        min: lo.data[0] as number,
-        max: hi.data[0] as number,
-        exact,
-      }
-      : { sample: sample.data as Float32Array, ...extremes(sample.data as Float32Array), exact };
+      ? { sample: data, min: lo.data[0] as number, max: hi.data[0] as number, exact }
+      : { sample: data, exact };
     read.set(t.name, got);
     if (t.internal) continue;
-    const h = o.stats.get(t.name)!;
-    h.addSample(got.sample, { ...got, population: items * t.population });
-    if (!exact) h.extremesExact = false;
+    addTo(o.stats.get(t.name)!, got, items * t.population);
   }
   for (const d of plan.derived) {
     const src = read.get(d.from)!;
@@ -513,12 +505,35 @@ export function histogramSamples(
       o.scratch.set(d.name, sample = new Float32Array(src.sample.length));
     }
     d.apply(src.sample, sample);
-    const a = d.f(src.min), b = d.f(src.max);
-    const got = { sample, min: d.decreasing ? b : a, max: d.decreasing ? a : b, exact: src.exact };
+    let got: Read = { sample, exact: src.exact };
+    if (src.min !== undefined && src.max !== undefined) {
+      const a = d.f(src.min), b = d.f(src.max);
+      got = { ...got, min: d.decreasing ? b : a, max: d.decreasing ? a : b };
+    }
     read.set(d.name, got);
-    const items = sample.length / d.sampled;
-    const h = o.stats.get(d.name)!;
-    h.addSample(sample, { ...got, population: items * d.population });
-    if (!got.exact) h.extremesExact = false;
+    addTo(o.stats.get(d.name)!, got, (sample.length / d.sampled) * d.population);
   }
+}
+
+/** A run's sample of one tensor, with its min and max when onnxruntime reduced them. */
+interface Read {
+  sample: Float32Array;
+  min?: number;
+  max?: number;
+  exact: boolean;
+}
+
+/**
+ * A sample into its histogram. Without reduced extremes the sample's own are tracked while it is
+ * binned ({@linkcode Histogram.add}): one pass instead of a pass for min and max before binning
+ * (NanoDet: 4.6 M values a 9-image calibration, about 5 ms).
+ */
+function addTo(h: Histogram, got: Read, population: number): void {
+  if (got.min !== undefined && got.max !== undefined) {
+    h.addSample(got.sample, { min: got.min, max: got.max, population });
+  } else {
+    h.add(got.sample);
+    h.population += population - got.sample.length;
+  }
+  if (!got.exact) h.extremesExact = false;
 }

@@ -168,26 +168,47 @@ export class Histogram {
     if (this.count > 0) {
       const counts = this.counts, n = this.bins, off = this.offset;
       const inv = 2 ** -this.exponent;
-      let lo = this.min, hi = this.max, s = 0, s2 = 0, z = 0;
-      for (; i < len; i++) {
-        const v = values[i]!;
-        const k = Math.floor(v * inv) - off;
-        // NaN fails both comparisons, so non-finite values also leave the fast path.
-        if (!(k >= 0 && k < n)) break;
-        counts[k]!++;
+      // Two values per step, each with its own sums and extremes, and the bin truncated rather
+      // than floored once it is known to be ≥ 0, as in addSample (NanoDet's calibration samples:
+      // 13 of 47 ms CPU).
+      let lo = this.min, hi = this.max, lo2 = lo, hi2 = hi;
+      let s = 0, s2 = 0, t = 0, t2 = 0, z = 0;
+      const pairs = len & ~1;
+      for (; i < pairs; i += 2) {
+        const v = values[i]!, u = values[i + 1]!;
+        const a = v * inv - off, b = u * inv - off;
+        // NaN fails every comparison, so non-finite values also leave the fast path.
+        if (!(a >= 0 && a < n && b >= 0 && b < n)) break;
+        counts[a | 0]!++;
+        counts[b | 0]!++;
         if (v < lo) lo = v;
         if (v > hi) hi = v;
+        if (u < lo2) lo2 = u;
+        if (u > hi2) hi2 = u;
         // Branch-free: post-ReLU data is half zeros, and a branch on it mispredicts (3× slower).
+        z += +(v === 0) + +(u === 0);
+        s += v;
+        t += u;
+        s2 += v * v;
+        t2 += u * u;
+      }
+      for (; i < len; i++) {
+        const v = values[i]!;
+        const a = v * inv - off;
+        if (!(a >= 0 && a < n)) break;
+        counts[a | 0]!++;
+        if (v < lo) lo = v;
+        if (v > hi) hi = v;
         z += +(v === 0);
         s += v;
         s2 += v * v;
       }
       this.count += i;
       this.zeros += z;
-      this.sum += s;
-      this.sumSquares += s2;
-      this.min = lo;
-      this.max = hi;
+      this.sum += s + t;
+      this.sumSquares += s2 + t2;
+      this.min = Math.min(lo, lo2);
+      this.max = Math.max(hi, hi2);
     }
     if (i < len) this.addWidening(values, i);
     return this;
