@@ -53,11 +53,11 @@ export interface CollectOptions {
   /** Statistics to continue (e.g. loaded from a previous shard); updated in place. */
   into?: Statistics;
   /**
-   * Values per tensor per image to histogram (default 8192): every k-th value from a seeded offset,
-   * k the largest divisor of the tensor's values per image that keeps at least this many, so every
-   * image is sampled at the same positions and shards still merge exactly; min and max are computed
-   * over every value inside onnxruntime, so minmax ranges and the histogram grid stay exact. A
-   * tensor with at most this many values per image is taken whole. `"all"` histograms every value
+   * Values per tensor per image to histogram (default 8192): every k-th value of each image from a
+   * seeded offset, k the largest step that keeps at least this many, so every image is sampled at
+   * the same positions and shards still merge exactly; min and max are computed over every value
+   * inside onnxruntime, so minmax ranges and the histogram grid stay exact. A tensor with fewer
+   * than twice this many values per image is taken whole. `"all"` histograms every value
    * (the exact histograms, at several times the cost: each tensor leaves onnxruntime whole). Graph
    * inputs (already in memory) are sampled the same way in JavaScript, min and max over every
    * value unless `extremes` is `"sample"`.
@@ -253,6 +253,7 @@ function histogramInput(
     return;
   }
   const sample = strided(values, {
+    population,
     step,
     offset: sampleOffset(population, step, o.seed),
     into: o.scratch.get(o.name),

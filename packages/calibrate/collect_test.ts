@@ -254,9 +254,34 @@ Deno.test("collectStatistics() samples a graph input at the positions the graph 
   }));
   const stats = await collectStatistics(graph, batches, { tensors: ["x", "y"], samples: 100 });
   const x = stats.get("x")!.toJSON(), y = stats.get("y")!.toJSON();
-  // Every 6th of 768 values per item (the largest divisor of 768 keeping ≥ 100): 128 values.
-  assert.deepEqual([x.count, x.population], [3 * 128, 3 * 768]);
+  // Every 7th of 768 values per item (the largest step keeping ≥ 100) from offset 6: 109 values.
+  assert.deepEqual([x.count, x.population], [3 * 109, 3 * 768]);
   assert.deepEqual(x, y);
+  // The step does not divide 768, yet each image is sampled at the same positions whatever the
+  // batch: shards of one image each merge into the two-image batch's statistics.
+  const shards = await Promise.all(
+    [0, 1].map((i) =>
+      collectStatistics(graph, [{
+        x: float32(
+          [1, 3, 16, 16],
+          (batches[0]!.x!.data as Float32Array).slice(i * 768, (i + 1) * 768),
+        ),
+      }], {
+        tensors: ["y"],
+        samples: 100,
+      })
+    ),
+  );
+  const first = await collectStatistics(graph, batches.slice(0, 1), {
+    tensors: ["y"],
+    samples: 100,
+  });
+  const merged = mergeStatistics(shards).get("y")!.toJSON();
+  assert.deepEqual({ ...merged, sum: 0, sumSquares: 0 }, {
+    ...first.get("y")!.toJSON(),
+    sum: 0,
+    sumSquares: 0,
+  });
   const all = await collectStatistics(graph, batches, { tensors: ["x"], samples: "all" });
   assert.deepEqual([stats.get("x")!.min, stats.get("x")!.max], [
     all.get("x")!.min,
