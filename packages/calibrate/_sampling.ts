@@ -12,7 +12,7 @@
  * layout reorders per layer (runs over plain inference: YOLOv3-tiny 1.14 → 1.10×, NanoDet
  * 1.14 → 1.13×, same process, medians of 12).
  *
- * Per tapped tensor t of shape [batch, …] (P values per item, S wanted), when P > S:
+ * Per tapped tensor t of shape [batch, …] (P values per item, S wanted), when P ≥ 2S:
  *   flat = Flatten(t, axis 1)                        [batch, P] (rank 2: t itself)
  *   lo = ReduceMin(flat), hi = ReduceMax(flat)        [1, 1] each: exact, over every value
  *   sample = Slice(flat, axis 1, start o, step k)     [batch, ⌈(P − o)/k⌉]
@@ -20,7 +20,7 @@
  * themselves: a copy of every sample and a slow many-input kernel; one Concat of the minima and one
  * of the maxima broke the execution order below). The step k is the largest that keeps at least S
  * values per item, and every item is sampled at the same positions o, o + k, … whatever the batch
- * size or the item's place in it: shards merge exactly. When P ≤ S the tensor
+ * size or the item's place in it: shards merge exactly. When P < 2S (k would be 1) the tensor
  * itself is the sample and its min and max are read off it in JavaScript (one ReduceMax node still
  * reads it, only to keep the order below). Whole-tensor reductions and a strided Slice are the
  * cheapest forms onnxruntime offers (a Gather of scattered positions cost about three times as
