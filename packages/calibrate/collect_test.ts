@@ -84,7 +84,7 @@ Deno.test("collectStatistics() samples large tensors, keeping min, max and the g
     const e = exact.get(t)!, s = sampled.get(t)!;
     const perImage = t === "y" ? 2048 : 8192;
     assert.deepEqual([s.min, s.max, s.exponent], [e.min, e.max, e.exponent], t);
-    // Every 16th (of 8192) or 4th (of 2048) value: the largest divisor keeping at least 500.
+    // Every 16th (of 8192) or 4th (of 2048) value: the largest step keeping at least 500.
     assert.deepEqual([s.count, s.population, e.population], [5 * 512, 5 * perImage, 5 * perImage]);
     // A regular sample of 512 values per image: the mean is close to the exact one.
     assert.ok(Math.abs(s.mean - e.mean) < 0.1 * Math.sqrt(e.sumSquares / e.count), t);
