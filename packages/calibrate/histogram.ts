@@ -155,62 +155,15 @@ export class Histogram {
 
   /**
    * Adds values. Once the grid covers the data seen (after the first batch, typically), this is a
-   * single pass with no allocation; values outside the grid make the rest go through a second,
-   * widening path.
+   * single pass with no allocation; a value off the grid widens it once to the finite extremes of
+   * the values left (one more pass over them) and binning goes on in the same loop.
    *
    * @param values The values.
    * @returns this.
    */
   add(values: ArrayLike<number>): this {
-    const len = values.length;
-    this.population += len;
-    let i = 0;
-    if (this.count > 0) {
-      const counts = this.counts, n = this.bins, off = this.offset;
-      const inv = 2 ** -this.exponent;
-      // Two values per step, each with its own sums and extremes, and the bin truncated rather
-      // than floored once it is known to be ≥ 0, as in addSample (NanoDet's calibration samples:
-      // 13 of 47 ms CPU).
-      let lo = this.min, hi = this.max, lo2 = lo, hi2 = hi;
-      let s = 0, s2 = 0, t = 0, t2 = 0, z = 0;
-      const pairs = len & ~1;
-      for (; i < pairs; i += 2) {
-        const v = values[i]!, u = values[i + 1]!;
-        const a = v * inv - off, b = u * inv - off;
-        // NaN fails every comparison, so non-finite values also leave the fast path.
-        if (!(a >= 0 && a < n && b >= 0 && b < n)) break;
-        counts[a | 0]!++;
-        counts[b | 0]!++;
-        if (v < lo) lo = v;
-        if (v > hi) hi = v;
-        if (u < lo2) lo2 = u;
-        if (u > hi2) hi2 = u;
-        // Branch-free: post-ReLU data is half zeros, and a branch on it mispredicts (3× slower).
-        z += +(v === 0) + +(u === 0);
-        s += v;
-        t += u;
-        s2 += v * v;
-        t2 += u * u;
-      }
-      for (; i < len; i++) {
-        const v = values[i]!;
-        const a = v * inv - off;
-        if (!(a >= 0 && a < n)) break;
-        counts[a | 0]!++;
-        if (v < lo) lo = v;
-        if (v > hi) hi = v;
-        z += +(v === 0);
-        s += v;
-        s2 += v * v;
-      }
-      this.count += i;
-      this.zeros += z;
-      this.sum += s + t;
-      this.sumSquares += s2 + t2;
-      this.min = Math.min(lo, lo2);
-      this.max = Math.max(hi, hi2);
-    }
-    if (i < len) this.addWidening(values, i);
+    this.population += values.length;
+    this.addFrom(values, 0);
     return this;
   }
 
@@ -291,43 +244,123 @@ export class Histogram {
     this.zeros += z;
     this.sum += s + t;
     this.sumSquares += s2 + t2;
-    if (i < len) this.addWidening(sample, i);
+    if (i < len) this.addFrom(sample, i);
     this.population += population;
     return this;
   }
 
-  /** Adds values[start…]: one pass for min/max, then widening the grid, then binning. */
-  private addWidening(values: ArrayLike<number>, start: number): void {
-    let lo = Infinity, hi = -Infinity, s = 0, s2 = 0, n = 0, z = 0;
+  /**
+   * Bins values[start…]. The grid comes first from all of them when the histogram is empty (so it
+   * depends on the data's extremes only); later, a finite value off the grid widens it to the
+   * finite extremes of the values left, once, and the fast loop resumes: only the stretch after
+   * such a value costs a second pass (it was two slow passes over all of it, with the bins floored
+   * one by one: a tenth of PP-OCRv4 det 320²'s histogramming). NaN and ±Infinity are counted and
+   * skipped.
+   */
+  private addFrom(values: ArrayLike<number>, start: number): void {
     const len = values.length;
-    for (let i = start; i < len; i++) {
+    let i = start;
+    if (this.count === 0 && i < len) this.widenFor(values, i);
+    for (;;) {
+      i = this.binOnGrid(values, i);
+      if (i >= len) return;
       const v = values[i]!;
-      // v - v is 0 only for finite v: one comparison rejects NaN and ±Infinity.
-      if (v - v !== 0) continue;
+      i++;
+      // v − v is 0 only for finite v: one comparison rejects NaN and ±Infinity.
+      if (v - v !== 0) {
+        this.nonFinite++;
+        continue;
+      }
+      let k = Math.floor(v * 2 ** -this.exponent) - this.offset;
+      if (!(k >= 0 && k < this.bins)) {
+        this.widenFor(values, i - 1);
+        k = Math.floor(v * 2 ** -this.exponent) - this.offset;
+      }
+      this.counts[k]!++;
+      this.count++;
+      this.zeros += +(v === 0);
+      this.sum += v;
+      this.sumSquares += v * v;
+      if (v < this.min) this.min = v;
+      if (v > this.max) this.max = v;
+    }
+  }
+
+  /** Widens the grid to cover what it holds and the finite values of values[start…]. */
+  private widenFor(values: ArrayLike<number>, start: number): void {
+    let lo = Infinity, hi = -Infinity;
+    for (let i = start; i < values.length; i++) {
+      const v = values[i]!;
       if (v < lo) lo = v;
       if (v > hi) hi = v;
-      z += +(v === 0);
-      s += v;
-      s2 += v * v;
-      n++;
     }
-    this.nonFinite += len - start - n;
-    if (n === 0) return;
+    // ±Infinity would stretch the grid without end; such values are skipped when binned.
+    if (lo === -Infinity || hi === Infinity) {
+      lo = Infinity;
+      hi = -Infinity;
+      for (let i = start; i < values.length; i++) {
+        const v = values[i]!;
+        if (v - v !== 0) continue;
+        if (v < lo) lo = v;
+        if (v > hi) hi = v;
+      }
+    }
+    if (lo > hi) return;
     this.fit(Math.min(lo, this.min), Math.max(hi, this.max));
-    const counts = this.counts;
+  }
+
+  /**
+   * Bins values[start…] while they lie on the grid, two per step, each with its own sums and
+   * extremes (one running sum is a chain of dependent additions that sets the pace), the bin
+   * truncated rather than floored once it is known to be ≥ 0, as in addSample.
+   *
+   * @returns Where it stopped: the first of the pair that left the grid, or the end.
+   */
+  private binOnGrid(values: ArrayLike<number>, start: number): number {
+    const len = values.length;
+    const counts = this.counts, n = this.bins, off = this.offset;
     const inv = 2 ** -this.exponent;
-    const off = this.offset;
-    for (let i = start; i < len; i++) {
-      const v = values[i]!;
-      if (v - v !== 0) continue;
-      counts[Math.floor(v * inv) - off]!++;
+    let lo = this.min, hi = this.max, lo2 = lo, hi2 = hi;
+    let s = 0, s2 = 0, t = 0, t2 = 0, z = 0;
+    let i = start;
+    for (const pairs = start + ((len - start) & ~1); i < pairs; i += 2) {
+      const v = values[i]!, u = values[i + 1]!;
+      const a = v * inv - off, b = u * inv - off;
+      // NaN fails every comparison, so non-finite values also leave the fast path.
+      if (!(a >= 0 && a < n && b >= 0 && b < n)) break;
+      counts[a | 0]!++;
+      counts[b | 0]!++;
+      if (v < lo) lo = v;
+      if (v > hi) hi = v;
+      if (u < lo2) lo2 = u;
+      if (u > hi2) hi2 = u;
+      // Branch-free: post-ReLU data is half zeros, and a branch on it mispredicts (3× slower).
+      z += +(v === 0) + +(u === 0);
+      s += v;
+      t += u;
+      s2 += v * v;
+      t2 += u * u;
     }
-    this.count += n;
+    if (i === len - 1) {
+      const v = values[i]!;
+      const a = v * inv - off;
+      if (a >= 0 && a < n) {
+        counts[a | 0]!++;
+        if (v < lo) lo = v;
+        if (v > hi) hi = v;
+        z += +(v === 0);
+        s += v;
+        s2 += v * v;
+        i++;
+      }
+    }
+    this.count += i - start;
     this.zeros += z;
-    this.sum += s;
-    this.sumSquares += s2;
-    if (lo < this.min) this.min = lo;
-    if (hi > this.max) this.max = hi;
+    this.sum += s + t;
+    this.sumSquares += s2 + t2;
+    this.min = Math.min(lo, lo2);
+    this.max = Math.max(hi, hi2);
+    return i;
   }
 
   /**

@@ -87,6 +87,35 @@ Deno.test("a batch that leaves the grid midway gives the same histogram as one p
   assert.equal(a.zeros, 1);
 });
 
+Deno.test("a long batch that leaves the grid twice, with NaN and ±Infinity on either side of a pair, bins every finite value where a direct count puts it", () => {
+  const h = new Histogram({ bins: 64 }).add(sample(101, 8, 2));
+  // An odd length, non-finite values at even and odd positions, two widenings (×40, then ×-900).
+  const data = Float32Array.from(
+    sample(1001, 9, 2),
+    (v, i) =>
+      i === 10
+        ? NaN
+        : i === 11
+        ? Infinity
+        : i === 500
+        ? 80
+        : i === 501
+        ? -Infinity
+        : i === 777
+        ? -900
+        : v,
+  );
+  h.add(data);
+  const all = [...sample(101, 8, 2), ...data].filter((v) => Number.isFinite(v));
+  const w = h.width;
+  const direct = new Map<number, number>();
+  for (const v of all) direct.set(Math.floor(v / w), (direct.get(Math.floor(v / w)) ?? 0) + 1);
+  for (const [a, c] of direct) assert.equal(h.counts[a - h.offset], c);
+  assert.deepEqual([h.count, h.nonFinite, h.population], [all.length, 3, 1102]);
+  assert.deepEqual([h.min, h.max], [-900, 80]);
+  assert.ok(Math.abs(h.sum - all.reduce((a, b) => a + b, 0)) < 1e-9 * all.length * 900);
+});
+
 Deno.test("addSample() takes min, max and grid from the whole set and counts from the sample", () => {
   const all = sample(10000, 11, 2);
   const picked = all.filter((_, i) => i % 50 === 7);
