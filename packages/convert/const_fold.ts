@@ -16,6 +16,25 @@ export function stridesOf(dims: readonly number[]): number[] {
 }
 
 /**
+ * Visits every multi-index of a shape in row-major order (the last axis fastest), with the flat
+ * position it has; the folds below differ only in what they read or write at each one.
+ */
+function forEachIndex(
+  dims: readonly number[],
+  visit: (idx: readonly number[], i: number) => void,
+): void {
+  const n = sizeOf(dims);
+  const idx = new Array<number>(dims.length).fill(0);
+  for (let i = 0; i < n; i++) {
+    visit(idx, i);
+    for (let k = dims.length - 1; k >= 0; k--) {
+      if (++idx[k]! < dims[k]!) break;
+      idx[k] = 0;
+    }
+  }
+}
+
+/**
  * Builds a tensor of a dtype from float64 values (integers rounded toward zero for int types).
  *
  * @param dtype Element type.
@@ -139,10 +158,8 @@ export function broadcastBinary(a: Tensor, b: Tensor, f: (x: number, y: number) 
   const bv = toFloat64(b);
   const as = stridesOf(ad).map((s, i) => (ad[i] === 1 ? 0 : s));
   const bs = stridesOf(bd).map((s, i) => (bd[i] === 1 ? 0 : s));
-  const n = sizeOf(dims);
-  const out = new Float64Array(n);
-  const idx = new Array<number>(rank).fill(0);
-  for (let i = 0; i < n; i++) {
+  const out = new Float64Array(sizeOf(dims));
+  forEachIndex(dims, (idx, i) => {
     let ao = 0;
     let bo = 0;
     for (let k = 0; k < rank; k++) {
@@ -150,11 +167,7 @@ export function broadcastBinary(a: Tensor, b: Tensor, f: (x: number, y: number) 
       bo += idx[k]! * bs[k]!;
     }
     out[i] = f(av[ao]!, bv[bo]!);
-    for (let k = rank - 1; k >= 0; k--) {
-      if (++idx[k]! < dims[k]!) break;
-      idx[k] = 0;
-    }
-  }
+  });
   return fromNumbers(a.dtype, dims, out);
 }
 
@@ -210,18 +223,12 @@ export function repeatConst(t: Tensor, shape: readonly number[]): Tensor {
   const own = [...new Array(shape.length - t.dims.length).fill(1), ...t.dims];
   const inStrides = stridesOf(own);
   const v = toFloat64(t);
-  const n = sizeOf(shape);
-  const values = new Float64Array(n);
-  const idx = new Array<number>(shape.length).fill(0);
-  for (let i = 0; i < n; i++) {
+  const values = new Float64Array(sizeOf(shape));
+  forEachIndex(shape, (idx, i) => {
     let at = 0;
     for (let k = 0; k < shape.length; k++) at += (idx[k]! % own[k]!) * inStrides[k]!;
     values[i] = v[at]!;
-    for (let k = shape.length - 1; k >= 0; k--) {
-      if (++idx[k]! < shape[k]!) break;
-      idx[k] = 0;
-    }
-  }
+  });
   return fromNumbers(t.dtype, shape, values);
 }
 
@@ -338,18 +345,12 @@ export function sliceConst(
 ): Tensor {
   const inStrides = stridesOf(t.dims);
   const v = toFloat64(t);
-  const n = sizeOf(lens);
-  const values = new Float64Array(n);
-  const idx = new Array<number>(lens.length).fill(0);
-  for (let i = 0; i < n; i++) {
+  const values = new Float64Array(sizeOf(lens));
+  forEachIndex(lens, (idx, i) => {
     let at = 0;
     for (let k = 0; k < lens.length; k++) at += (begin[k]! + idx[k]! * strides[k]!) * inStrides[k]!;
     values[i] = v[at]!;
-    for (let k = lens.length - 1; k >= 0; k--) {
-      if (++idx[k]! < lens[k]!) break;
-      idx[k] = 0;
-    }
-  }
+  });
   return fromNumbers(t.dtype, lens, values);
 }
 
@@ -383,16 +384,11 @@ export function reduceConst(
   const groups: number[][] = Array.from({ length: sizeOf(kept) }, () => []);
   const outStrides = stridesOf(kept);
   const v = toFloat64(t);
-  const idx = new Array<number>(t.dims.length).fill(0);
-  for (let i = 0; i < v.length; i++) {
+  forEachIndex(t.dims, (idx, i) => {
     let at = 0;
     for (let k = 0; k < idx.length; k++) if (kept[k] !== 1) at += idx[k]! * outStrides[k]!;
     groups[at]!.push(v[i]!);
-    for (let k = idx.length - 1; k >= 0; k--) {
-      if (++idx[k]! < t.dims[k]!) break;
-      idx[k] = 0;
-    }
-  }
+  });
   const dims = options.keepDims ? kept : t.dims.filter((_, i) => !axes.includes(i));
   return fromNumbers(options.dtype ?? t.dtype, dims, groups.map(options.reducer));
 }
