@@ -487,7 +487,7 @@ export function histogramSamples(
   o: { stats: Statistics; scratch: Map<string, Float32Array>; model: string },
 ): void {
   // What each sampled or derived tensor gave, for the tensors derived from it.
-  const read = new Map<string, Read>();
+  const read = new Map<string, SampleRead>();
   for (const t of plan.tensors) {
     // Taken whole, a tensor has no reductions in the graph: its min and max are the sample's
     // (every value's, or with `extremes: "sample"` a sample's).
@@ -514,7 +514,7 @@ export function histogramSamples(
       : { sample: data, exact };
     read.set(t.name, got);
     if (t.internal) continue;
-    addTo(o.stats.get(t.name)!, got, items * t.population);
+    addSampleTo(o.stats.get(t.name)!, got, items * t.population);
   }
   for (const d of plan.derived) {
     const src = read.get(d.from)!;
@@ -523,18 +523,18 @@ export function histogramSamples(
       o.scratch.set(d.name, sample = new Float32Array(src.sample.length));
     }
     d.apply(src.sample, sample);
-    let got: Read = { sample, exact: src.exact };
+    let got: SampleRead = { sample, exact: src.exact };
     if (src.min !== undefined && src.max !== undefined) {
       const a = d.f(src.min), b = d.f(src.max);
       got = { ...got, min: d.decreasing ? b : a, max: d.decreasing ? a : b };
     }
     read.set(d.name, got);
-    addTo(o.stats.get(d.name)!, got, (sample.length / d.sampled) * d.population);
+    addSampleTo(o.stats.get(d.name)!, got, (sample.length / d.sampled) * d.population);
   }
 }
 
-/** A run's sample of one tensor, with its min and max when onnxruntime reduced them. */
-interface Read {
+/** A sample of one tensor, with the min and max of every value when they were reduced apart. */
+export interface SampleRead {
   sample: Float32Array;
   min?: number;
   max?: number;
@@ -542,11 +542,16 @@ interface Read {
 }
 
 /**
- * A sample into its histogram. Without reduced extremes the sample's own are tracked while it is
- * binned ({@linkcode Histogram.add}): one pass instead of a pass for min and max before binning
- * (NanoDet: 4.6 M values a 9-image calibration, about 5 ms).
+ * A sample into its histogram (a tapped tensor's here, a graph input's in collect.ts). Without
+ * reduced extremes the sample's own are tracked while it is binned ({@linkcode Histogram.add}):
+ * one pass instead of a pass for min and max before binning (NanoDet: 4.6 M values a 9-image
+ * calibration, about 5 ms).
+ *
+ * @param h The histogram.
+ * @param got The sample, its extremes if known, and whether they are every value's.
+ * @param population How many values the sample stands for.
  */
-function addTo(h: Histogram, got: Read, population: number): void {
+export function addSampleTo(h: Histogram, got: SampleRead, population: number): void {
   if (got.min !== undefined && got.max !== undefined) {
     h.addSample(got.sample, { min: got.min, max: got.max, population });
   } else {

@@ -21,6 +21,7 @@ import {
 import { Histogram } from "./histogram.ts";
 import type { Statistics } from "./statistics.ts";
 import {
+  addSampleTo,
   extremes,
   histogramSamples,
   sampleOffset,
@@ -259,12 +260,13 @@ function histogramInput(
     into: o.scratch.get(o.name),
   });
   o.scratch.set(o.name, sample);
-  const exact = o.extremes === "exact";
-  histogram.addSample(sample, {
-    ...extremes(exact ? values : sample),
-    population: values.length,
-  });
-  if (!exact) histogram.extremesExact = false;
+  addSampleTo(
+    histogram,
+    o.extremes === "exact"
+      ? { sample, ...extremes(values), exact: true }
+      : { sample, exact: false },
+    values.length,
+  );
 }
 
 /** What one batch's run gave, tagged with how to read it. */
