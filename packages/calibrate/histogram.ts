@@ -291,19 +291,10 @@ export class Histogram {
     let lo = Infinity, hi = -Infinity;
     for (let i = start; i < values.length; i++) {
       const v = values[i]!;
+      // NaN and ±Infinity are skipped when binned: ±Infinity would stretch the grid without end.
+      if (v - v !== 0) continue;
       if (v < lo) lo = v;
       if (v > hi) hi = v;
-    }
-    // ±Infinity would stretch the grid without end; such values are skipped when binned.
-    if (lo === -Infinity || hi === Infinity) {
-      lo = Infinity;
-      hi = -Infinity;
-      for (let i = start; i < values.length; i++) {
-        const v = values[i]!;
-        if (v - v !== 0) continue;
-        if (v < lo) lo = v;
-        if (v > hi) hi = v;
-      }
     }
     if (lo > hi) return;
     this.fit(Math.min(lo, this.min), Math.max(hi, this.max));
