@@ -316,11 +316,15 @@ function lossAwareClip(t: Tail, steps: number, cap: number, lambda: number, ener
  * ```
  */
 export function rangeFromHistogram(hist: Histogram, options: RangeOptions = {}): TensorRange {
-  const o = check(options);
+  return rangeOf(hist, check(options), "a histogram");
+}
+
+/** rangeFromHistogram on checked options; `what` names the histogram in a refusal. */
+function rangeOf(hist: Histogram, o: Checked, what: string): TensorRange {
   if (hist.count === 0) {
     throw new RangeError("Expected a histogram with at least one finite value but found none");
   }
-  checkExtremes(hist, o.method, "a histogram");
+  checkExtremes(hist, o.method, what);
   const { pos, neg } = tails(hist);
   const energy = hist.sumSquares > 0 ? hist.sumSquares : 1;
   const source = o.lossAware ? `${o.method}+loss-aware` : o.method;
@@ -426,12 +430,10 @@ export function rangesFromStatistics(
   stats: ReadonlyMap<string, Histogram>,
   options: RangeOptions = {},
 ): Map<string, TensorRange> {
-  check(options);
+  const o = check(options);
   const out = new Map<string, TensorRange>();
   for (const [name, h] of stats) {
-    if (h.count === 0) continue;
-    checkExtremes(h, options.method ?? defaults.method, `tensor "${name}"`);
-    out.set(name, rangeFromHistogram(h, options));
+    if (h.count > 0) out.set(name, rangeOf(h, o, `tensor "${name}"`));
   }
   return out;
 }
