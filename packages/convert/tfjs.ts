@@ -351,6 +351,12 @@ export function convertTfjs(model: TfjsModel, options: TfjsOptions = {}): Graph 
     v: Val,
     base: string,
   ): string => (v.kind === "const" ? constName(v.t, base) : v.name);
+  // As nameOf, a constant first converted to `dtype` where its own differs (a computed value keeps
+  // its dtype: converting it takes a Cast node).
+  const nameAs = (v: Val, dtype: DType, base: string): string =>
+    v.kind === "const" && v.t.dtype !== dtype
+      ? constName(fromNumbers(dtype, v.t.dims, toFloat64(v.t)), base)
+      : nameOf(v, base);
   const emit = (
     op: string,
     ins: string[],
@@ -480,11 +486,12 @@ export function convertTfjs(model: TfjsModel, options: TfjsOptions = {}): Graph 
         );
       }
       const dtype = a.kind === "tensor" ? a.dtype : dtypeOf(b);
-      const cast = (v: Val): string =>
-        v.kind === "const" && v.t.dtype !== dtype
-          ? constName(fromNumbers(dtype, v.t.dims, toFloat64(v.t)), `${n.name}/c`)
-          : nameOf(v, `${n.name}/c`);
-      return { x: cast(a), y: cast(b), dtype, shape };
+      return {
+        x: nameAs(a, dtype, `${n.name}/c`),
+        y: nameAs(b, dtype, `${n.name}/c`),
+        dtype,
+        shape,
+      };
     };
 
     const binary = (onnxOp: string, f: (a: number, b: number) => number) => {
@@ -1742,13 +1749,8 @@ export function convertTfjs(model: TfjsModel, options: TfjsOptions = {}): Graph 
           break;
         }
         // ONNX GatherND takes int64 indices only.
-        const idx = indices.kind === "const"
-          ? constName(
-            fromNumbers("int64", indices.t.dims, toFloat64(indices.t)),
-            `${n.name}/indices`,
-          )
-          : indices.dtype === "int64"
-          ? indices.name
+        const idx = indices.kind === "const" || indices.dtype === "int64"
+          ? nameAs(indices, "int64", `${n.name}/indices`)
           : emit(
             "Cast",
             [indices.name],
@@ -1817,16 +1819,12 @@ export function convertTfjs(model: TfjsModel, options: TfjsOptions = {}): Graph 
         }
         // A constant branch takes the computed one's dtype (a float zeros_like beside int32).
         const dtype = a.kind === "tensor" ? a.dtype : b.kind === "tensor" ? b.dtype : dtypeOf(a);
-        const branch = (v: Val, i: number) =>
-          v.kind === "const" && v.t.dtype !== dtype
-            ? constName(fromNumbers(dtype, v.t.dims, toFloat64(v.t)), `${n.name}/${i}`)
-            : nameOf(v, `${n.name}/${i}`);
-        const condName = cond.kind === "const"
-          ? constName(fromNumbers("bool", cond.t.dims, toFloat64(cond.t)), `${n.name}/cond`)
-          : cond.name;
-        set(
-          out(emit("Where", [condName, branch(a, 1), branch(b, 2)], {}, n.name)[0]!, dtype, shape),
-        );
+        const ins = [
+          nameAs(cond, "bool", `${n.name}/cond`),
+          nameAs(a, dtype, `${n.name}/1`),
+          nameAs(b, dtype, `${n.name}/2`),
+        ];
+        set(out(emit("Where", ins, {}, n.name)[0]!, dtype, shape));
         break;
       }
       default:
