@@ -601,9 +601,9 @@ function repeatedValue(t: Tensor | undefined): number | undefined {
  * Add/Sub/Mul/Div with one constant operand of one repeated value → the op with a rank-0 constant
  * (onnxruntime's fast scalar path), or, where the op is the identity (x + 0, x − 0, x · 1, x / 1,
  * the constant second where the op is not commutative) and `identities` is set, an Identity that
- * removeIdentities takes out (its readers then read x; a graph output keeps the scalar op). Only where the
- * constant does not widen x's shape (every one of its dims is 1 or x's dim there, its rank at most
- * x's), so the output's shape is x's either way.
+ * removeIdentities takes out (its readers then read x; a graph output keeps the scalar op). Only
+ * where the constant does not widen x's shape (every one of its dims is 1 or x's dim there, its
+ * rank at most x's), so the output's shape is x's either way.
  */
 function uniformConstants(
   graph: Graph,
