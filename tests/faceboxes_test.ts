@@ -5,9 +5,8 @@
 // by a Neg too was put on the Concat's grid from 0: layer SQNR −4 dB, the scores' 6.5 dB).
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { tensor } from "@clipq/onnx";
 import { fromTfjs } from "@clipq/convert";
-import { preprocess, readImage } from "@clipq/data";
+import { asPixels, preprocess, readImage } from "@clipq/data";
 import { iou } from "@clipq/detect";
 import { createSession } from "@clipq/runtime";
 import { parseConfig } from "@clipq/pipeline/config";
@@ -39,7 +38,7 @@ Deno.test("FaceBoxes (tfjs) imports before its NMS loop, finds the astronaut's f
   }
   const astronaut = await skimagePhoto("astronaut.png");
   const { tensor: t } = preprocess(await readImage(astronaut), pixelsNhwc([320, 320]));
-  const pixels = tensor("uint8", t.dims, Uint8Array.from(t.data as Float32Array, Math.round));
+  const pixels = asPixels(t, "uint8");
   const float = await createSession(graph);
   const f = best(await float.run({ image_tensor: pixels }));
   await float.release();

@@ -6,9 +6,15 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import type { Graph } from "@clipq/onnx/graph";
-import { type Tensor, tensor } from "@clipq/onnx/tensor";
+import type { Tensor } from "@clipq/onnx/tensor";
 import { fromTfjs } from "@clipq/convert";
-import { type BoxTransform, preprocess, type PreprocessSpec, readImage } from "@clipq/data";
+import {
+  asPixels,
+  type BoxTransform,
+  preprocess,
+  type PreprocessSpec,
+  readImage,
+} from "@clipq/data";
 import { decodeOutputs, type Detection, fidelity, iou, resolveHead } from "@clipq/detect";
 import { createSession } from "@clipq/runtime";
 import { parseConfig } from "@clipq/pipeline/config";
@@ -42,9 +48,8 @@ async function photos(): Promise<Photo[]> {
   const out: Photo[] = [];
   for (const file of files) {
     const { tensor: t, transform } = preprocess(await readImage(file), spec);
-    // The pipeline feeds int32 inputs the same rounded pixels.
-    const pixels = Int32Array.from(t.data as Float32Array, (v) => Math.round(v));
-    out.push({ file, feeds: { input: tensor("int32", t.dims, pixels) }, transform });
+    // The pixels the pipeline feeds an int32 input.
+    out.push({ file, feeds: { input: asPixels(t, "int32") }, transform });
   }
   return out;
 }

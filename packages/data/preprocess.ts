@@ -10,7 +10,7 @@
  * @module
  */
 import { ConfigError } from "@clipq/onnx/errors";
-import type { Tensor } from "@clipq/onnx/tensor";
+import { type Tensor, tensor } from "@clipq/onnx/tensor";
 import type { RgbImage } from "./image.ts";
 
 /** How an image becomes a model input. Pixel `v ∈ [0, 255]` → `x = (v · scale − mean[c]) / std[c]`. */
@@ -390,4 +390,28 @@ export function toModelBox(box: Box, transform: BoxTransform): [number, number, 
     box[2] * t.scaleX + t.offsetX,
     box[3] * t.scaleY + t.offsetY,
   ];
+}
+
+/**
+ * Preprocessed float pixels as the uint8 or int32 pixels a model input takes (TensorFlow Object
+ * Detection API exports, MoveNet): rounded, since resizing interpolates, and held to [0, 255].
+ *
+ * @param t A preprocessed image of raw pixels (scale 1, mean 0, std 1).
+ * @param dtype The input's pixel type.
+ * @returns The pixels, of t's dims.
+ *
+ * @example Interpolated values round to whole pixels
+ * ```ts
+ * import { asPixels } from "@clipq/data/preprocess";
+ * import { float32 } from "@clipq/onnx/tensor";
+ * import assert from "node:assert/strict";
+ * const p = asPixels(float32([1, 3], [0.4, 127.5, 300]), "int32");
+ * assert.deepEqual([p.dtype, [...p.data]], ["int32", [0, 128, 255]]);
+ * ```
+ */
+export function asPixels(t: Tensor, dtype: "uint8" | "int32"): Tensor {
+  const from = t.data as Float32Array;
+  const data = dtype === "uint8" ? new Uint8Array(from.length) : new Int32Array(from.length);
+  for (let i = 0; i < from.length; i++) data[i] = Math.min(255, Math.max(0, Math.round(from[i]!)));
+  return tensor(dtype, t.dims, data);
 }

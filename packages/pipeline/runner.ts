@@ -11,7 +11,7 @@ import { loadModel, type SavedModel, saveModel } from "@clipq/onnx/io";
 import { ConfigError, DataError, ModelError } from "@clipq/onnx/errors";
 import { tensor } from "@clipq/onnx/tensor";
 import { imageBatches, listImages, type PreprocessSpec } from "@clipq/data";
-import { resolveSpec } from "@clipq/data/preprocess";
+import { asPixels, resolveSpec } from "@clipq/data/preprocess";
 import { npyBatches } from "@clipq/data/npy";
 import { fromTfjs, loadDarknet } from "@clipq/convert";
 import { type HeadConfig, resolveHead } from "@clipq/detect";
@@ -214,14 +214,6 @@ export function imageInput(
     );
   }
   return { name, spec, dtype };
-}
-
-/** Preprocessed float pixels as the uint8/int32 a model input takes (rounded; resizing interpolates). */
-function asPixels(t: Tensor, dtype: "uint8" | "int32"): Tensor {
-  const from = t.data as Float32Array;
-  const data = dtype === "uint8" ? new Uint8Array(from.length) : new Int32Array(from.length);
-  for (let i = 0; i < from.length; i++) data[i] = Math.min(255, Math.max(0, Math.round(from[i]!)));
-  return tensor(dtype, t.dims, data);
 }
 
 function extraFeeds(graph: Graph, input: InputConfig): Record<string, Tensor> {

@@ -37,7 +37,7 @@ import { loadModel } from "@clipq/onnx/io";
 import { toFloat64 } from "@clipq/onnx/tensor";
 import { mulberry32 } from "@clipq/onnx/random";
 import { fromDarknet, fromTfjs } from "@clipq/convert";
-import { imageBatches, preprocess, type PreprocessSpec, readImage } from "@clipq/data";
+import { asPixels, imageBatches, preprocess, type PreprocessSpec, readImage } from "@clipq/data";
 import type { BoxTransform } from "@clipq/data/preprocess";
 import {
   binarizedOverlap,
@@ -151,14 +151,10 @@ async function quantizeCase(
   return { graph, calibrateMs, quantizeMs: performance.now() - t0, ctx };
 }
 
-/** A preprocessed image as the case's input takes it: int32 inputs (MoveNet) the rounded pixels, as the pipeline feeds them. */
+/** A preprocessed image as the case's input takes it: int32 inputs (MoveNet) its pixels, as the pipeline feeds them. */
 function fed(c: Case, t: Tensor): Tensor {
   if (c.graph.inputs.find((i) => i.name === c.input.name)?.dtype !== "int32") return t;
-  return {
-    dtype: "int32",
-    dims: t.dims,
-    data: Int32Array.from(t.data as Float32Array, (v) => Math.round(v)),
-  };
+  return asPixels(t, "int32");
 }
 
 async function evalSet(c: Case, limit = Infinity): Promise<EvalSet> {
