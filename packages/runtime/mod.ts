@@ -30,5 +30,11 @@ export {
   summarize,
 } from "./latency.ts";
 export * from "./infer.ts";
-export { type ProfileEntry, type ProfileSummary, summarizeProfile } from "./profile.ts";
+export {
+  type ProfileEntry,
+  type ProfileSummary,
+  summarizeProfile,
+  type WeightedShare,
+  weightedShare,
+} from "./profile.ts";
 export { ortMatMul, type OrtMatMulBackend, type OrtMatMulOptions } from "./matmul.ts";

@@ -95,3 +95,77 @@ export function summarizeProfile(events: unknown): ProfileSummary {
       .sort(slowest),
   };
 }
+
+/**
+ * Op types that run a layer's weights, as ORT's optimizer leaves them in a float or an int8 model:
+ * convolutions (NCHWc and fused forms report as Conv and FusedConv), matmuls and gemms.
+ */
+const WEIGHTED = new Set([
+  "Conv",
+  "FusedConv",
+  "ConvTranspose",
+  "QLinearConv",
+  "ConvInteger",
+  "MatMul",
+  "FusedMatMul",
+  "MatMulInteger",
+  "MatMulIntegerToFloat",
+  "QLinearMatMul",
+  "DynamicQuantizeMatMul",
+  "Gemm",
+  "FusedGemm",
+  "QGemm",
+]);
+
+/** Kernel time of the weighted layers against the rest, from {@linkcode weightedShare}. */
+export interface WeightedShare {
+  /** Per-run ms of convolutions, matmuls and gemms in any of their float or int8 kernels. */
+  readonly weightedMs: number;
+  /** Per-run ms of every other kernel. */
+  readonly otherMs: number;
+  /** The other op types, slowest first. */
+  readonly others: readonly ProfileEntry[];
+}
+
+/**
+ * Splits a profile's kernel time into the weighted layers (Conv, MatMul, Gemm in any float or int8
+ * kernel: QLinearConv, MatMulIntegerToFloat …) and everything else. Comparing a float and an int8
+ * profile this way tells a slow int8 kernel from int8 overhead around fast ones: the float model
+ * runs activations inside its convs, the int8 one often apart (QLinearLeakyRelu), and moves
+ * tensors between float and the integers (QuantizeLinear, DequantizeLinear).
+ *
+ * @param summary A profile summary ({@linkcode summarizeProfile}).
+ * @returns Weighted-layer and other kernel ms per run, and the other op types.
+ *
+ * @example
+ * ```ts
+ * import { weightedShare } from "@clipq/runtime/profile";
+ * import assert from "node:assert/strict";
+ * const entry = (op: string, ms: number) => ({ name: op, op, ms, count: 1 });
+ * const s = weightedShare({
+ *   runs: 1,
+ *   totalMs: 3,
+ *   ops: [entry("QLinearConv", 2), entry("QLinearLeakyRelu", 0.75), entry("Concat", 0.25)],
+ *   nodes: [],
+ * });
+ * assert.deepEqual([s.weightedMs, s.otherMs], [2, 1]);
+ * assert.deepEqual(s.others.map((o) => o.op), ["QLinearLeakyRelu", "Concat"]);
+ * ```
+ */
+export function weightedShare(summary: ProfileSummary): WeightedShare {
+  let weightedMs = 0, otherMs = 0;
+  const others: ProfileEntry[] = [];
+  for (const o of summary.ops) {
+    if (WEIGHTED.has(o.op)) weightedMs += o.ms;
+    else {
+      otherMs += o.ms;
+      others.push(o);
+    }
+  }
+  const round = (ms: number) => Number(ms.toFixed(4));
+  return {
+    weightedMs: round(weightedMs),
+    otherMs: round(otherMs),
+    others: others.sort((a, b) => b.ms - a.ms),
+  };
+}

@@ -3,7 +3,7 @@ import { ConfigError, DataError } from "@clipq/onnx/errors";
 import { ModelBuilder } from "@clipq/onnx/builder";
 import { float32 } from "@clipq/onnx/tensor";
 import { createSession } from "./session.ts";
-import { summarizeProfile } from "./profile.ts";
+import { summarizeProfile, weightedShare } from "./profile.ts";
 
 Deno.test("createSession() profile: endProfiling() sums onnxruntime's kernel times per op and node", async () => {
   const b = new ModelBuilder({ seed: 1 });
@@ -28,4 +28,21 @@ Deno.test("endProfiling() needs profile: true; summarizeProfile() refuses what i
   await assert.rejects(() => s.endProfiling(), ConfigError);
   await s.release();
   assert.throws(() => summarizeProfile({ events: [] }), DataError);
+});
+
+Deno.test("weightedShare() counts the conv ORT fused with its Relu at level all as a weighted layer", async () => {
+  const b = new ModelBuilder({ seed: 1 });
+  const x = b.input("x", [1, 8, 32, 32]);
+  const h = b.relu(b.conv(x, { outChannels: 16, kernel: 3, pad: 1 }));
+  b.output(b.sigmoid(b.conv(h, { outChannels: 16, kernel: 3, pad: 1 })), "y");
+  const s = await createSession(b.build(), { profile: true, optimizationLevel: "all" });
+  const feeds = { x: float32([1, 8, 32, 32], new Float32Array(8192).fill(0.5)) };
+  for (let i = 0; i < 3; i++) await s.run(feeds);
+  const p = await s.endProfiling();
+  await s.release();
+  const share = weightedShare(p);
+  // The fused and NCHWc kernels report under other op names than the model's Conv and Relu.
+  assert.ok(share.weightedMs > 0);
+  assert.ok(!share.others.some((o) => /Conv|Relu/.test(o.op)), JSON.stringify(p.ops));
+  assert.ok(Math.abs(share.weightedMs + share.otherMs - p.totalMs) < 1e-3);
 });

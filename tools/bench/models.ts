@@ -16,7 +16,9 @@
  * For each: size ratio, ORT latency ratio (same process, warm-up, alternating float/int8, median
  * of ≥ 20 runs, optimization level all; the op census of ORT's optimized int8 model says what
  * stayed float, and ORT's profiler what each op type costs in the float and the int8 model —
- * floatProfileMs / int8ProfileMs, kernel ms per run), quantize time, calibration time against plain
+ * floatProfileMs / int8ProfileMs, kernel ms per run, and the weighted layers' share of it:
+ * float/int8WeightedMs against float/int8OtherMs, which tells a slow int8 conv kernel from int8
+ * overhead around fast ones), quantize time, calibration time against plain
  * float inference over the same
  * images, per-output SQNR. NanoDet and PP-OCR det also run every calibration method side by side;
  * PP-OCR det once more on seeded synthetic text scenes (tools/bench/text_scenes.ts: ~300 words),
@@ -47,7 +49,7 @@ import {
   resolveHead,
   sqnr,
 } from "@clipq/detect";
-import { compareLatency, createSession, ortMatMul } from "@clipq/runtime";
+import { compareLatency, createSession, ortMatMul, weightedShare } from "@clipq/runtime";
 import { svdCompress } from "@clipq/svd";
 import {
   analyze,
@@ -252,7 +254,9 @@ async function latency(
   int8: Graph,
   feeds: Record<string, Tensor>,
   runs: number,
-): Promise<{ metrics: Record<string, number | string>; floatOps: Record<string, string> }> {
+): Promise<
+  { metrics: Record<string, number | string>; floatOps: Record<string, string>; kernels: string }
+> {
   const dir = await Deno.makeTempDir({ prefix: "clipq_bench_models_" });
   try {
     const optimized = join(dir, "int8.opt.onnx");
@@ -303,6 +307,8 @@ async function latency(
       }
     }
     const profileMs = new Map(int8Profile.ops.map((o) => [o.op, o.ms]));
+    // Slow int8 kernels or int8 overhead around fast ones: weighted layers' kernel time apart.
+    const fw = weightedShare(floatProfile), iw = weightedShare(int8Profile);
     return {
       metrics: {
         floatMedianMs: cmp.a.median,
@@ -319,7 +325,18 @@ async function latency(
         optimizedOps: JSON.stringify(ops),
         floatProfileMs: opMs(floatProfile),
         int8ProfileMs: opMs(int8Profile),
+        floatWeightedMs: fw.weightedMs,
+        int8WeightedMs: iw.weightedMs,
+        floatOtherMs: fw.otherMs,
+        int8OtherMs: iw.otherMs,
       },
+      kernels: `kernel time a run (ORT's profiler): weighted layers (Conv, MatMul, Gemm) ${
+        fw.weightedMs.toFixed(2)
+      } → ${iw.weightedMs.toFixed(2)} ms (${
+        (fw.weightedMs / iw.weightedMs).toFixed(2)
+      }×), other kernels ${fw.otherMs.toFixed(2)} → ${iw.otherMs.toFixed(2)} ms (int8's largest: ${
+        iw.others.slice(0, 4).map((o) => `${o.op} ×${o.count} ${o.ms.toFixed(2)}`).join(", ")
+      }), all kernels ${((fw.weightedMs + fw.otherMs) / (iw.weightedMs + iw.otherMs)).toFixed(2)}×`,
       floatOps: Object.fromEntries(
         Object.entries(floatOps).map((
           [k, n],
@@ -483,7 +500,7 @@ async function profile(
         speedup.toFixed(2)
       }× is below the ${options.goals.speedup}× goal; ops ORT still runs in float: ${
         JSON.stringify(lat.floatOps)
-      }`,
+      }; ${lat.kernels}`,
     );
   }
   if (sizeRatio > options.goals.size) {
