@@ -140,7 +140,8 @@ export async function analyze(
   let images = 0;
   let first: FeedBatch | undefined;
   try {
-    for await (const batch of ctx.batches(set)) {
+    const batches = ctx.batches(set, { label: "report: float vs int8", limit: o.maxImages });
+    for await (const batch of batches) {
       first ??= batch;
       await compare.add(batch.feeds, acc);
       images += batch.files.length;

@@ -456,7 +456,7 @@ export async function stepFallback(
   }
   const batches: FeedBatch[] = [];
   let images = 0;
-  for await (const b of ctx.batches(set)) {
+  for await (const b of ctx.batches(set, { label: "fallback: images", limit: o.maxImages })) {
     batches.push(b);
     images += b.files.length;
     if (images >= o.maxImages) break;

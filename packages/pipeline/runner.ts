@@ -309,6 +309,9 @@ export function createContext(
           );
         }
         const extra = extraFeeds(graph, input);
+        const label = options.label ?? set;
+        const limited = (files: string[]) =>
+          options.limit !== undefined ? files.slice(0, options.limit) : files;
         const shardOf = (files: string[]) => {
           if (!options.shard) return files;
           const [k, n] = options.shard;
@@ -335,8 +338,8 @@ export function createContext(
           if (all.length === 0) {
             throw new DataError(`${d.npy}: expected .npy files (data.${set}.npy); found none`);
           }
-          const files = shardOf(d.limit !== undefined ? all.slice(0, d.limit) : all);
-          const progress = reporter.progress(set, files.length);
+          const files = limited(shardOf(d.limit !== undefined ? all.slice(0, d.limit) : all));
+          const progress = reporter.progress(label, files.length);
           for await (
             const b of npyBatches(files, { batchSize: config.data.calibration?.batchSize ?? 1 })
           ) {
@@ -348,8 +351,8 @@ export function createContext(
           return;
         }
         const { name, spec, dtype } = imageInput(graph, input);
-        const files = shardOf(await filesOf(d));
-        const progress = reporter.progress(set, files.length);
+        const files = limited(shardOf(await filesOf(d)));
+        const progress = reporter.progress(label, files.length);
         for await (
           const b of imageBatches(files, spec, {
             batchSize: set === "calibration" ? config.data.calibration?.batchSize ?? 1 : 1,

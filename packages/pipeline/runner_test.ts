@@ -4,9 +4,10 @@ import { float32 } from "@clipq/onnx";
 import { decode } from "@clipq/onnx/proto";
 import { ConfigError } from "@clipq/onnx/errors";
 import { loadConfig } from "./config.ts";
-import { runPipeline } from "./runner.ts";
+import { createContext, runPipeline } from "./runner.ts";
+import { createReporter } from "./progress.ts";
 import { renderHtml } from "./report_html.ts";
-import { smallDetector, workspace } from "./_fixtures_test.ts";
+import { smallDetector, workspace, writePng } from "./_fixtures_test.ts";
 
 Deno.test("runPipeline() calibrates from .npy tensors and leaves no file behind when a step fails", async () => {
   const ws = workspace(smallDetector());
@@ -718,3 +719,41 @@ for (const dtype of ["uint8", "int32"] as const) {
     }
   });
 }
+
+Deno.test("a step's batches name what they are for on the progress line and stop at the limit asked", async () => {
+  const ws = workspace();
+  try {
+    const images = join(ws.dir, "images");
+    Deno.mkdirSync(images);
+    for (const k of [1, 2, 3]) writePng(join(images, `${k}.png`), k);
+    const config = await loadConfig(ws.write({
+      model: "model.onnx",
+      output: "out.onnx",
+      input: { size: [32, 32] },
+      data: { calibration: { images: "images" } },
+      steps: [{ use: "normalize" }],
+    }));
+    const lines: string[] = [];
+    const ctx = createContext(
+      smallDetector(),
+      config,
+      createReporter({ write: (t) => lines.push(t) }),
+    );
+    const count = async (batches: AsyncIterable<{ files: readonly string[] }>) => {
+      let n = 0;
+      for await (const b of batches) n += b.files.length;
+      return n;
+    };
+    assert.equal(await count(ctx.batches("calibration", { label: "report: x", limit: 2 })), 2);
+    assert.equal(await count(ctx.batches("calibration")), 3);
+    assert.deepEqual(lines, [
+      "report: x 1/2\n",
+      "report: x 2/2\n",
+      "calibration 1/3\n",
+      "calibration 2/3\n",
+      "calibration 3/3\n",
+    ]);
+  } finally {
+    ws.cleanup();
+  }
+});

@@ -63,10 +63,14 @@ export interface Logger {
 export interface StepContext {
   /** Input preprocessing from the config. */
   readonly input: InputConfig;
-  /** Model feeds from the calibration or evaluation set, batch by batch. */
+  /**
+   * Model feeds from the calibration or evaluation set, batch by batch. The progress line names
+   * `label` (default: the set) and counts to `limit` images when given (then only the first
+   * `limit` are read).
+   */
   batches(
     set: "calibration" | "evaluation",
-    options?: { shard?: [number, number] },
+    options?: { shard?: [number, number]; label?: string; limit?: number },
   ): AsyncIterable<FeedBatch>;
   /** Whether a data set is configured. */
   hasData(set: "calibration" | "evaluation"): boolean;

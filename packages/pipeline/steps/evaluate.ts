@@ -204,7 +204,7 @@ export function evaluateStep(options: EvaluateStepOptions = {}): Step {
       let mapped = true;
       try {
         const size = ctx.input.size;
-        for await (const b of ctx.batches(set)) {
+        for await (const b of ctx.batches(set, { label: "evaluation" })) {
           const [fo, qo] = [await floatSession.run(b.feeds), await int8Session.run(b.feeds)];
           for (const name of head.outputs) {
             if (!fo[name] || !qo[name]) continue;

@@ -27,7 +27,7 @@ import { QUANTIZE_OPTIONS } from "./options.ts";
 import { stepFallback } from "../fallback.ts";
 
 async function* feedsOf(ctx: StepContext): AsyncGenerator<Record<string, Tensor>> {
-  for await (const b of ctx.batches("calibration")) yield b.feeds;
+  for await (const b of ctx.batches("calibration", { label: "bias correction" })) yield b.feeds;
 }
 
 /** Options of {@linkcode quantizeStep}. */
