@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
 import { float32 } from "@clipq/onnx/tensor";
 import { seededRandom } from "@clipq/onnx/builder";
+import { mulberry32 } from "@clipq/onnx/random";
+import { roundHalfEven } from "./linear.ts";
 import { quantizeBias, quantizeWeight } from "./weights.ts";
 
 function sqErr(w: Float32Array, q: ArrayLike<number>, scales: Float32Array, inner: number): number {
@@ -63,4 +65,41 @@ Deno.test("quantizeBias() uses scale s_in·s_w per channel and repeats scales by
   assert.deepEqual([...b.values.data], [4, 8, 4, 8]);
   assert.equal(b.values.dtype, "int32");
   assert.throws(() => quantizeBias(float32([3], [1, 1, 1]), 1, Float32Array.of(1, 1)), /multiple/);
+});
+
+Deno.test("quantizeWeight() mse picks the clip an exhaustive search by QuantizeLinear's rounding picks", () => {
+  // The reference: every clip's whole error, each value rounded half to even.
+  const reference = (w: Float32Array, qmax: number) => {
+    let maxAbs = 0;
+    for (const v of w) maxAbs = Math.max(maxAbs, Math.abs(v));
+    let best = Infinity, ratio = 1;
+    for (let k = 0; k < 26; k++) {
+      const r = 1 - k * 0.02;
+      const s = Math.fround((maxAbs * r) / qmax);
+      let err = 0;
+      for (const v of w) {
+        const q = Math.max(-qmax, Math.min(qmax, roundHalfEven(Math.fround(v / s))));
+        err += (v - q * s) ** 2;
+      }
+      if (err < best) [best, ratio] = [err, r];
+    }
+    return Math.fround(ratio);
+  };
+  const random = mulberry32(5);
+  for (let c = 0; c < 400; c++) {
+    const n = 1 + Math.floor(random() * 300);
+    const kind = c % 4;
+    const w = Float32Array.from({ length: n }, () => {
+      const u = random() - 0.5;
+      if (kind === 0) return u;
+      if (kind === 1) return (random() + random() + random() - 1.5) * 0.1;
+      // Values on the grid of max/127 and halfway between: rounding ties at the max clip.
+      if (kind === 2) return Math.round(u * 508) / 508;
+      return (random() < 0.02 ? 10 : 1) * u;
+    });
+    for (const qmax of [127, 63]) {
+      const got = quantizeWeight(float32([1, n], w), { axis: 0, clip: "mse", qmax }).clipRatios[0];
+      assert.equal(got, reference(w, qmax), `channel ${c}, qmax ${qmax}`);
+    }
+  }
 });
