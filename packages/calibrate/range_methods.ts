@@ -27,6 +27,7 @@
 import type { TensorRange } from "@clipq/onnx/metadata";
 import { ConfigError, DataError } from "@clipq/onnx/errors";
 import type { Histogram } from "./histogram.ts";
+import { entropyCut } from "./_entropy.ts";
 
 /** Range methods over histograms. */
 export type RangeMethod = "minmax" | "percentile" | "mse" | "entropy" | "aciq";
@@ -209,57 +210,10 @@ function mseClip(t: Tail, steps: number): number {
   return clips[best]!;
 }
 
-const ENTROPY_EPS = 1e-4;
-
 /** TensorRT-style entropy calibration of one tail with `levels` quantization levels. */
 function entropyClip(t: Tail, levels: number): number {
-  const bins = t.m;
-  const nbins = bins.length;
-  if (nbins <= levels || levels < 2) return t.maxMag;
-  const total = t.count;
-  let tail = 0;
-  for (let j = levels; j < nbins; j++) tail += bins[j]!;
-  const qCounts = new Float64Array(levels);
-  const qNonzero = new Float64Array(levels);
-  let bestKl = Infinity, bestI = nbins;
-  for (let i = levels; i <= nbins; i++) {
-    if (i > levels) tail -= bins[i - 1]!;
-    // P: the first i bins with the tail folded into bin i−1; Q: the first i bins merged into
-    // `levels` levels and spread back evenly over the non-empty bins of each level.
-    qCounts.fill(0);
-    qNonzero.fill(0);
-    let inside = 0;
-    for (let k = 0; k < i; k++) {
-      const c = bins[k]!;
-      if (c === 0) continue;
-      const l = Math.floor((k * levels) / i);
-      qCounts[l]! += c;
-      qNonzero[l]!++;
-      inside += c;
-    }
-    if (inside === 0) continue;
-    // Empty bins of Q get a small probability taken from the others (as onnxruntime's calibrator
-    // smooths), so folding the tail into an empty bin costs a finite, large divergence.
-    let nonzero = 0;
-    for (let l = 0; l < levels; l++) nonzero += qNonzero[l]!;
-    const eps1 = (ENTROPY_EPS * (i - nonzero)) / nonzero;
-    let kl = 0;
-    for (let k = 0; k < i; k++) {
-      let p = bins[k]!;
-      if (k === i - 1) p += tail;
-      if (p === 0) continue;
-      p /= total;
-      const c = bins[k]!;
-      const l = Math.floor((k * levels) / i);
-      const q = c === 0 ? ENTROPY_EPS : qCounts[l]! / qNonzero[l]! / inside - eps1;
-      kl += p * Math.log(p / Math.max(q, ENTROPY_EPS * 1e-3));
-    }
-    if (kl < bestKl) {
-      bestKl = kl;
-      bestI = i;
-    }
-  }
-  return Math.min(bestI * t.w, t.maxMag);
+  if (t.m.length <= levels || levels < 2) return t.maxMag;
+  return Math.min(entropyCut(t.m, { total: t.count, levels }) * t.w, t.maxMag);
 }
 
 function meanAbsDeviation(h: Histogram, about: number): number {
