@@ -20,6 +20,7 @@ import {
   validate,
 } from "./spec.ts";
 import type { InputConfig, Step, StepFactory, StepRegistry } from "./step.ts";
+import { ExpressionsNotLoaded, loadExpressions } from "./expression.ts";
 
 const path = (description: string): Spec => ({ type: "string", path: true, description });
 const num = (minimum: number, maximum: number, description?: string, integer = false): Spec => ({
@@ -601,28 +602,39 @@ export async function parseConfig(raw: unknown, options: LoadOptions = {}): Prom
     }
     // Built-in options are validated here with the config's folder so their paths resolve; the
     // factory validates again (it also serves code that calls it directly).
-    const opts = def
-      ? validate(def.options, rest, { path: key, baseDir }) as Record<string, unknown>
-      : rest;
-    let step: Step;
-    try {
-      step = checkStep(factory(opts), key);
-    } catch (e) {
-      if (e instanceof ConfigError && !e.keyPath.startsWith("steps[")) {
-        const detail = e.keyPath ? e.message.slice(e.keyPath.length + 2) : e.message;
-        // Built-in factories name their keys after the step ("quantize.format"); custom ones name
-        // their own option ("factor"). Both land under the entry's key path.
-        const k = e.keyPath;
-        const name = def?.name;
-        const sub = name && (k === name || k.startsWith(`${name}.`) || k.startsWith(`${name}[`))
-          ? k.slice(name.length)
-          : k
-          ? `.${k}`
-          : "";
-        throw new ConfigError(`${key}${sub}`, detail, { cause: e });
+    const build = (): { opts: Record<string, unknown>; step: Step } => {
+      const opts = def
+        ? validate(def.options, rest, { path: key, baseDir }) as Record<string, unknown>
+        : rest;
+      try {
+        return { opts, step: checkStep(factory(opts), key) };
+      } catch (e) {
+        if (e instanceof ConfigError && !e.keyPath.startsWith("steps[")) {
+          const detail = e.keyPath ? e.message.slice(e.keyPath.length + 2) : e.message;
+          // Built-in factories name their keys after the step ("quantize.format"); custom ones
+          // name their own option ("factor"). Both land under the entry's key path.
+          const k = e.keyPath;
+          const name = def?.name;
+          const sub = name && (k === name || k.startsWith(`${name}.`) || k.startsWith(`${name}[`))
+            ? k.slice(name.length)
+            : k
+            ? `.${k}`
+            : "";
+          throw new ConfigError(`${key}${sub}`, detail, { cause: e });
+        }
+        throw e;
       }
-      throw e;
+    };
+    let built: ReturnType<typeof build>;
+    try {
+      built = build();
+    } catch (e) {
+      // The expression engine loads only for a config that holds an expression (expression.ts).
+      if (!(e instanceof ExpressionsNotLoaded)) throw e;
+      await loadExpressions();
+      built = build();
     }
+    const { opts, step } = built;
     steps.push(step);
     entries.push({ use, options: opts });
   }

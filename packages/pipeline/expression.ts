@@ -3,9 +3,12 @@
  * restricted mathjs instance, checked at load and compiled to plain functions, so steps receive
  * `(vars) => number` and never see mathjs.
  *
+ * mathjs loads on demand ({@linkcode loadExpressions}; the config loader calls it when a config
+ * holds an expression): importing it took 0.55–0.77 s, most of `deno task quantize`'s start-up and
+ * of every import of @clipq/pipeline, for the one option (svd-fc's rank) that takes expressions.
+ *
  * @module
  */
-import { all, create } from "mathjs";
 import { ConfigError } from "@clipq/onnx/errors";
 
 /** A compiled expression: variables in, a finite number out. */
@@ -64,31 +67,68 @@ function roundHalfEven(x: number): number {
   return Math.abs(x % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
 }
 
-// The mathjs security guide's recipe: keep a private handle on parse, then disable the functions that
-// alter the instance or parse further input. Our own AST walk below is the main barrier (only
-// numbers, listed symbols, listed functions and arithmetic operators compile); this is the second.
-const math = create(all!);
-const parse = math.parse;
-const disabled = (name: string) => () => {
-  throw new Error(`function ${name} is disabled`);
-};
-math.import(
-  Object.fromEntries(
-    [
-      "import",
-      "createUnit",
-      "evaluate",
-      "parse",
-      "simplify",
-      "derivative",
-      "resolve",
-      "reviver",
-      "compile",
-    ]
-      .map((n) => [n, disabled(n)]),
-  ),
-  { override: true },
-);
+/** Thrown by {@linkcode compileExpression} before {@linkcode loadExpressions} has run. */
+export class ExpressionsNotLoaded extends Error {
+  /**
+   * @param source The expression that could not be compiled yet.
+   * @param key Its config key path.
+   */
+  constructor(source: string, key: string) {
+    super(
+      `${key ? `${key}: ` : ""}expression ${
+        JSON.stringify(source)
+      } needs the expression engine: await loadExpressions() from @clipq/pipeline first (loadConfig does)`,
+    );
+    this.name = "ExpressionsNotLoaded";
+  }
+}
+
+let parse: ((source: string) => unknown) | undefined;
+
+/**
+ * Loads the expression engine (mathjs) once; {@linkcode compileExpression} needs it. The config
+ * loader calls it when a config holds an expression; code that passes expression strings to a
+ * step factory calls it first.
+ *
+ * @example
+ * ```ts
+ * import { compileExpression, loadExpressions } from "@clipq/pipeline/expression";
+ * import assert from "node:assert/strict";
+ * await loadExpressions();
+ * assert.equal(compileExpression("2 ^ 3")({}), 8);
+ * ```
+ */
+export async function loadExpressions(): Promise<void> {
+  if (parse) return;
+  const { all, create } = await import("mathjs");
+  // The mathjs security guide's recipe: keep a private handle on parse, then disable the functions
+  // that alter the instance or parse further input. Our own AST walk below is the main barrier
+  // (only numbers, listed symbols, listed functions and arithmetic operators compile); this is the
+  // second.
+  const math = create(all!);
+  const own = math.parse;
+  const disabled = (name: string) => () => {
+    throw new Error(`function ${name} is disabled`);
+  };
+  math.import(
+    Object.fromEntries(
+      [
+        "import",
+        "createUnit",
+        "evaluate",
+        "parse",
+        "simplify",
+        "derivative",
+        "resolve",
+        "reviver",
+        "compile",
+      ]
+        .map((n) => [n, disabled(n)]),
+    ),
+    { override: true },
+  );
+  parse = (source) => own(source);
+}
 
 interface MathNode {
   type: string;
@@ -111,11 +151,13 @@ type Compiled = (vars: Readonly<Record<string, number>>) => number;
  * @param source The expression text.
  * @param options Key path and allowed variables.
  * @returns A function of the variables that returns a finite number (throws ConfigError otherwise).
+ * @throws {ExpressionsNotLoaded} Before {@linkcode loadExpressions} has run.
  *
  * @example Compile a rank rule
  * ```ts
- * import { compileExpression } from "@clipq/pipeline/expression";
+ * import { compileExpression, loadExpressions } from "@clipq/pipeline/expression";
  * import assert from "node:assert/strict";
+ * await loadExpressions();
  * const rank = compileExpression("ceil(0.25 * min(rows, cols))", { variables: ["rows", "cols"] });
  * assert.equal(rank({ rows: 4096, cols: 25088 }), 1024);
  * ```
@@ -133,6 +175,7 @@ export function compileExpression(
   if (typeof source !== "string" || source.length > 1000) {
     fail(`expected an expression string of at most 1000 characters`);
   }
+  if (!parse) throw new ExpressionsNotLoaded(source, key);
   let root: MathNode;
   try {
     root = parse(source) as unknown as MathNode;

@@ -1,6 +1,9 @@
 import assert from "node:assert/strict";
 import { ConfigError } from "@clipq/onnx/errors";
-import { compileExpression } from "./expression.ts";
+import { compileExpression, loadExpressions } from "./expression.ts";
+
+// Each test file runs in its own isolate; the engine loads once here for the tests below.
+await loadExpressions();
 
 const vars = ["rows", "cols", "channels"];
 
@@ -52,5 +55,24 @@ Deno.test("compileExpression() functions reject non-finite results at evaluation
   assert.throws(
     () => compileExpression("0 / 0", { key: "k", variables: vars }),
     /k: expected "0 \/ 0" to give a finite number; found NaN$/,
+  );
+});
+
+Deno.test("compileExpression() before loadExpressions() says how to load the engine; loading is what the config loader does", async () => {
+  // A fresh process: this file's isolate has the engine loaded already.
+  const module = new URL("./expression.ts", import.meta.url).href;
+  const { stdout } = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "eval",
+      `import { compileExpression } from ${JSON.stringify(module)};
+       try { compileExpression("1 + 1", { key: "steps[2].rank" }); console.log("compiled"); }
+       catch (e) { console.log(e.name + ": " + e.message); }`,
+    ],
+    stdout: "piped",
+    stderr: "inherit",
+  }).output();
+  assert.match(
+    new TextDecoder().decode(stdout),
+    /^ExpressionsNotLoaded: steps\[2\]\.rank: expression "1 \+ 1" needs the expression engine: await loadExpressions\(\)/,
   );
 });

@@ -13,7 +13,13 @@
  */
 export * from "./config.ts";
 export * from "./step.ts";
-export { compileExpression, type ExpressionOptions, type NumericFunction } from "./expression.ts";
+export {
+  compileExpression,
+  type ExpressionOptions,
+  ExpressionsNotLoaded,
+  loadExpressions,
+  type NumericFunction,
+} from "./expression.ts";
 export {
   type AnyOfSpec,
   type ArraySpec,

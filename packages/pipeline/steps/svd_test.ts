@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { emptyGraph, float32, node } from "@clipq/onnx";
 import type { StepContext } from "../step.ts";
 import { svdStep, type SvdStepOptions } from "./svd.ts";
+import { loadExpressions } from "../expression.ts";
 
 function fcModel() {
   const w = Float32Array.from(
@@ -32,6 +33,7 @@ function context(): StepContext {
 
 Deno.test("svdStep() compiles a rank expression and reports every layer", async () => {
   const ctx = context();
+  await loadExpressions();
   const step = svdStep({ rank: "ceil(0.25 * min(rows, cols))" as unknown as number });
   const out = await step.run(fcModel(), ctx);
   assert.deepEqual(out.nodes.map((n) => n.name), ["fc_svd_a", "fc_svd_b"]);
