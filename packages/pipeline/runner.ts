@@ -6,7 +6,7 @@
  * @module
  */
 import { basename, dirname, join } from "node:path";
-import { encode, type Graph, METADATA_KEYS, type Tensor, validate } from "@clipq/onnx";
+import { encodedSize, type Graph, METADATA_KEYS, type Tensor, validate } from "@clipq/onnx";
 import { loadModel, type SavedModel, saveModel } from "@clipq/onnx/io";
 import { ConfigError, DataError, ModelError } from "@clipq/onnx/errors";
 import { tensor } from "@clipq/onnx/tensor";
@@ -644,7 +644,7 @@ export async function runPipeline(config: Config, options: RunOptions = {}): Pro
   }
   const floatBytes = typeof config.model === "string"
     ? (await Deno.stat(config.model)).size
-    : encode(source).length;
+    : encodedSize(source);
 
   // A step's warnings name its options after itself too ("quantize.exclude.ops: …"); while it runs
   // they are keyed by its entry, as its errors are.
