@@ -230,3 +230,30 @@ Deno.test("saved models pass the onnx checker: normalized PP-OCR cls, a builder 
     assert.equal(text.trim().split("\n").length, 3, text);
   });
 });
+
+Deno.test("encode() into given memory writes the bytes it returns otherwise, long names and all, and falls back when the memory is short", () => {
+  const b = new ModelBuilder({ seed: 3 });
+  const x = b.input("an input whose name is longer than forty characters, as utf-8: é", [
+    1,
+    3,
+    8,
+    8,
+  ]);
+  b.output(b.conv(x, { outChannels: 4, kernel: 3 }), "y");
+  const g = b.build();
+  // Plain views: encode() returns a Node Buffer, which deepEqual tells from a Uint8Array.
+  const view = (u: Uint8Array) => new Uint8Array(u.buffer, u.byteOffset, u.byteLength);
+  const plain = view(encode(g));
+  const memory = new ArrayBuffer(plain.byteLength + 100);
+  new Uint8Array(memory).fill(7);
+  const into = encode(g, { into: memory });
+  assert.equal(into.buffer, memory);
+  assert.deepEqual(view(into), plain);
+  let asked = 0;
+  const given = encode(g, { into: (n) => (asked = n, new ArrayBuffer(n)) });
+  assert.equal(asked, plain.byteLength);
+  assert.deepEqual(view(given), plain);
+  const short = encode(g, { into: new ArrayBuffer(10) });
+  assert.notEqual(short.buffer.byteLength, 10);
+  assert.deepEqual(view(short), plain);
+});

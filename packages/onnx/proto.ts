@@ -5,6 +5,7 @@
  * @module
  */
 import onnxProto from "onnx-proto";
+import { Buffer } from "node:buffer";
 import { ModelError } from "./errors.ts";
 import type { Attribute, Dim, Graph, Node, OpsetImport, ValueInfo } from "./graph.ts";
 import {
@@ -499,6 +500,7 @@ function encodeModelMessage(graph: Graph, state: EncodeState): Msg {
  * Encodes a Graph as ONNX model bytes (all tensor data inline as raw_data).
  *
  * @param graph A top-level graph.
+ * @param options Memory to reuse.
  * @returns The serialized ModelProto.
  *
  * @example Usage
@@ -509,8 +511,40 @@ function encodeModelMessage(graph: Graph, state: EncodeState): Msg {
  * assert.ok(encode(emptyGraph()).byteLength > 0);
  * ```
  */
-export function encode(graph: Graph): Uint8Array {
-  return onnx.ModelProto.encode(encodeModelMessage(graph, {})).finish();
+export function encode(graph: Graph, options: EncodeOptions = {}): Uint8Array {
+  const writer = onnx.ModelProto.encode(encodeModelMessage(graph, {}));
+  const into = typeof options.into === "function" ? options.into(writer.len) : options.into;
+  if (!into || into.byteLength < writer.len) return writer.finish();
+  // The writer's own last step, into the given memory (a Node Buffer view: string ops call its
+  // utf8Write).
+  const bytes = Buffer.from(into, 0, writer.len);
+  const w = writer as unknown as { head: WriterOp };
+  let pos = 0;
+  for (let op = w.head.next; op; op = op.next) {
+    op.fn(op.val, bytes, pos);
+    pos += op.len;
+  }
+  return new Uint8Array(into, 0, writer.len);
+}
+
+/** Options of {@linkcode encode}. */
+export interface EncodeOptions {
+  /**
+   * Memory to write the bytes into when it is large enough (the result is then a view of it), or
+   * a function that gives it for the length needed: a
+   * caller encoding model after model (onnxruntime sessions) reuses one buffer instead of writing
+   * fresh memory each time, which cost about 4 ns a byte here (page faults; 0.14 s for a 35 MB
+   * model, since allocations that large always come fresh from the system).
+   */
+  into?: ArrayBuffer | ((length: number) => ArrayBuffer | undefined);
+}
+
+/** One step of a protobufjs writer's list (what its finish() runs). */
+interface WriterOp {
+  fn: (val: unknown, buf: Uint8Array, pos: number) => void;
+  val: unknown;
+  len: number;
+  next: WriterOp | undefined;
 }
 
 /**

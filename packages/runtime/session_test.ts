@@ -233,3 +233,23 @@ Deno.test("createSession() with spinning: false leaves no worker spinning after 
     `expected spinning workers to use CPU while idle but found ${spinning} ms`,
   );
 });
+
+Deno.test("sessions created at once, and one after another, each run their own model", async () => {
+  const scaled = (k: number) =>
+    emptyGraph({
+      nodes: [node({ name: "m", op: "Mul", inputs: ["x", "k"], outputs: ["y"] })],
+      initializers: new Map([["k", float32([1], [k])]]),
+      inputs: [{ name: "x", dtype: "float32", shape: [1] }],
+      outputs: [{ name: "y", dtype: "float32", shape: [1] }],
+    });
+  // At once: one session's bytes must not be written over by the other's (a shared buffer).
+  const together = await Promise.all([2, 3, 5].map((k) => createSession(scaled(k))));
+  const after = [];
+  for (const k of [7, 11]) after.push(await createSession(scaled(k)));
+  const got = [];
+  for (const s of [...together, ...after]) {
+    got.push((await s.run({ x: float32([1], [1]) })).y!.data[0]);
+    await s.release();
+  }
+  assert.deepEqual(got, [2, 3, 5, 7, 11]);
+});
