@@ -171,7 +171,12 @@ export async function measureBiasShifts(
   }
   const out = new Map<string, Float32Array>();
   if (o.layers.length === 0) return out;
-  const sessionOptions = { optimizationLevel: o.optimizationLevel, threads: o.threads };
+  // A few runs: no memory plan, whose second run allocates afresh (see createSession).
+  const sessionOptions = {
+    optimizationLevel: o.optimizationLevel,
+    threads: o.threads,
+    memoryPattern: false,
+  };
   // Each run yields, per layer, [reference output, quantized output].
   let runPairs: (
     feeds: Readonly<Record<string, Tensor>>,

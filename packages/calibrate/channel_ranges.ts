@@ -99,7 +99,11 @@ export async function measureChannelRanges(
   }
   const outputs = new Set(graph.outputs.map((v) => v.name));
   const taps = o.tensors.filter((t) => !outputs.has(t));
-  const session = await createSession(graph, { optimizationLevel: o.optimizationLevel, taps });
+  const session = await createSession(graph, {
+    optimizationLevel: o.optimizationLevel,
+    taps,
+    memoryPattern: false,
+  });
   const ranges = new Map<string, ChannelRange>();
   let seen = 0;
   try {

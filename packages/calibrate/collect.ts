@@ -303,6 +303,8 @@ function wholeRunner(graph: Graph, fetched: readonly string[], o: SessionSetting
     session ??= createSession(graph, {
       optimizationLevel: o.optimizationLevel,
       threads: o.threads,
+      // A few runs: no memory plan, whose second run allocates afresh (see createSession).
+      memoryPattern: false,
       taps: fetched,
       label: `model "${graph.name}" (calibration)`,
     });
@@ -363,6 +365,7 @@ function sampledRunner(
       entry = createSession(plan.graph, {
         optimizationLevel: o.optimizationLevel,
         threads: o.threads,
+        memoryPattern: false,
         label: `model "${graph.name}" (calibration)`,
       }).then((session) => ({ session, plan }));
       entry.catch(() => {});

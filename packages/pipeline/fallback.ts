@@ -106,8 +106,9 @@ export async function layerSensitivity(
   const taps = [...new Set(layers.flatMap((n) => [n.outputs[0]!, ...inputsOf(n)]))];
   const outputNames = new Set(graphs.float.outputs.map((o) => o.name));
   const tapped = taps.filter((t) => !outputNames.has(t));
-  const a = await createSession(graphs.float, { taps: tapped, optimizationLevel: "basic" });
-  const b = await createSession(graphs.int8, { taps: tapped, optimizationLevel: "basic" });
+  const few = { taps: tapped, optimizationLevel: "basic", memoryPattern: false } as const;
+  const a = await createSession(graphs.float, few);
+  const b = await createSession(graphs.int8, few);
   // Per channel (axis 1 of 4-D tensors): a u8 range set by a few large channels flattens the small
   // ones, which the tensor-wide ratio hides until a depthwise conv amplifies them.
   const acc = new Map<string, { signal: Float64Array; noise: Float64Array }>();
@@ -472,7 +473,7 @@ export async function stepFallback(
   // Q/DQ pairs ran in float around float kernels, which scored near-ties differently from
   // evaluate), and 3–5× faster per trial (NanoDet 9 images: 88 vs 406–442 ms).
   const runAll = async (g: Graph) => {
-    const s = await createSession(g, { optimizationLevel: "all" });
+    const s = await createSession(g, { optimizationLevel: "all", memoryPattern: false });
     try {
       const out: Record<string, Tensor>[] = [];
       for (const b of batches) out.push(await s.run(b.feeds));

@@ -48,7 +48,11 @@ export async function inferShapesByRunning(
 ): Promise<Map<string, ObservedShape>> {
   const names = graph.nodes.flatMap((n) => n.outputs.filter((o) => o !== ""));
   // Optimizations would fold or fuse away some of the tapped tensors' producers.
-  const session = await createSession(graph, { optimizationLevel: "disabled", taps: names });
+  const session = await createSession(graph, {
+    optimizationLevel: "disabled",
+    taps: names,
+    memoryPattern: false,
+  });
   try {
     const out = await session.run(feeds);
     const result = new Map<string, ObservedShape>();

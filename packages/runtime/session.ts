@@ -36,6 +36,15 @@ export interface SessionOptions {
    * turns: 27 → 14 and 13–17 → 7 ms per image).
    */
   spinning?: boolean;
+  /**
+   * Whether onnxruntime plans one memory block per run from the first run's allocations (its
+   * default, true). The plan takes effect in the second run, which allocates the block afresh, so
+   * a session's first two runs both pay for fresh memory: about 4 ns a byte on these machines
+   * (page faults). PP-OCRv4 det 640 ran 250, 240, then 60 ms a run with the plan, 260 then 61
+   * without, and the same once warm. Off for a session that runs only a few images (calibration,
+   * evaluation, the report's comparison); latency is measured with onnxruntime's default.
+   */
+  memoryPattern?: boolean;
 }
 
 /** Defaults of {@linkcode SessionOptions}. */
@@ -302,6 +311,7 @@ export async function createSession(
       ? { extra: { session: { intra_op: { allow_spinning: "0" } } } }
       : {}),
     ...(options.optimizedModelPath ? { optimizedModelFilePath: options.optimizedModelPath } : {}),
+    ...(options.memoryPattern === false ? { enableMemPattern: false } : {}),
   };
   // onnxruntime writes the profile as <prefix>_<date>.json; a fresh folder makes it findable.
   const profileDir = options.profile ? await Deno.makeTempDir({ prefix: "clipq_profile_" }) : "";

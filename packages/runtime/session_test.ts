@@ -10,6 +10,7 @@ import {
   node,
   numberToFloat16,
 } from "@clipq/onnx";
+import { ModelBuilder } from "@clipq/onnx/builder";
 import { createSession, fromOrt, releaseOutputs, toOrt } from "./session.ts";
 
 const addGraph = emptyGraph({
@@ -252,4 +253,19 @@ Deno.test("sessions created at once, and one after another, each run their own m
     await s.release();
   }
   assert.deepEqual(got, [2, 3, 5, 7, 11]);
+});
+
+Deno.test("createSession() without onnxruntime's memory plan runs the same model to the same outputs", async () => {
+  const b = new ModelBuilder({ seed: 4 });
+  b.output(b.relu(b.conv(b.input("x", [1, 3, 16, 16]), { outChannels: 8, kernel: 3 })), "y");
+  const g = b.build();
+  const x = float32([1, 3, 16, 16], Float32Array.from({ length: 768 }, (_, i) => Math.sin(i)));
+  const outputs = [];
+  for (const memoryPattern of [true, false]) {
+    const s = await createSession(g, { memoryPattern });
+    // Several runs: the plan, when on, takes effect from the second.
+    for (let i = 0; i < 3; i++) outputs.push((await s.run({ x })).y!.data);
+    await s.release();
+  }
+  for (const o of outputs.slice(1)) assert.deepEqual(o, outputs[0]);
 });

@@ -188,7 +188,9 @@ async function runAll(graph: Graph, set: EvalSet): Promise<Record<string, Tensor
  */
 async function plainInferenceMs(c: Case): Promise<number> {
   const t0 = performance.now();
-  const s = await createSession(c.graph, { optimizationLevel: "all" });
+  // Calibration's own settings (no memory plan: see createSession's memoryPattern), so the ratio
+  // compares the work calibration adds.
+  const s = await createSession(c.graph, { optimizationLevel: "all", memoryPattern: false });
   for await (const b of imageBatches(c.files, specOf(c.input))) {
     await s.run({ [c.input.name]: fed(c, b.tensor) });
   }

@@ -196,8 +196,10 @@ export function evaluateStep(options: EvaluateStepOptions = {}): Step {
         );
       }
       const t0 = performance.now();
-      const floatSession = await createSession(floatGraph, { label: "float model" });
-      const int8Session = await createSession(graph, { label: "int8 model" });
+      // One run an image: no memory plan, whose second run allocates afresh (see createSession).
+      const few = { memoryPattern: false } as const;
+      const floatSession = await createSession(floatGraph, { ...few, label: "float model" });
+      const int8Session = await createSession(graph, { ...few, label: "int8 model" });
       const float: Detection[][] = [], int8: Detection[][] = [];
       const files: string[] = [];
       const sums = new Map<string, [number, number]>();
