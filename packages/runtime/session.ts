@@ -299,6 +299,26 @@ export async function createSession(
     const g = o.taps.length > 0 ? addTaps(model, o.taps) : model;
     bytes = scratchInUse ? encode(g) : encode(g, { into: sessionScratch });
   }
+  // Taken from here until onnxruntime has copied the bytes (create() has returned): a session
+  // created meanwhile encodes into memory of its own.
+  const holdsScratch = bytes.buffer === scratch?.deref();
+  if (holdsScratch) scratchInUse = true;
+  try {
+    return await openSession(bytes, { label, o, options });
+  } finally {
+    if (holdsScratch) scratchInUse = false;
+  }
+}
+
+/** createSession once the bytes are ready. */
+async function openSession(
+  bytes: Uint8Array,
+  { label, o, options }: {
+    label: string;
+    o: ReturnType<typeof checkOptions>;
+    options: SessionOptions;
+  },
+): Promise<Session> {
   const sessionOptions: ort.InferenceSession.SessionOptions = {
     graphOptimizationLevel: o.optimizationLevel,
     executionProviders: ["cpu"],
@@ -320,15 +340,10 @@ export async function createSession(
     sessionOptions.profileFilePrefix = `${profileDir}/ort`;
   }
   let session: ort.InferenceSession;
-  // onnxruntime has copied the bytes once create() returns; until then the scratch is taken.
-  const holdsScratch = bytes.buffer === scratch?.deref();
-  if (holdsScratch) scratchInUse = true;
   try {
     session = await ort.InferenceSession.create(bytes, sessionOptions);
   } catch (e) {
     throw wrap(e, `onnxruntime could not load ${label}`);
-  } finally {
-    if (holdsScratch) scratchInUse = false;
   }
   const inputNames = [...session.inputNames];
   const outputNames = [...session.outputNames];
