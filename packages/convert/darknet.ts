@@ -13,6 +13,7 @@
  *
  * @module
  */
+import { basename } from "node:path";
 import type { Graph, Node, ValueInfo } from "@clipq/onnx/graph";
 import { emptyGraph } from "@clipq/onnx/graph";
 import { ModelError } from "@clipq/onnx/errors";
@@ -309,7 +310,9 @@ export function fromDarknet(cfgText: string, options: DarknetOptions = {}): Grap
     }),
   );
   return emptyGraph({
-    name: cfgName.replace(/\.cfg$/, ""),
+    // The file's name, not its path: the path (kept for errors) made the int8 file depend on the
+    // folder the cfg was read from.
+    name: basename(cfgName).replace(/\.cfg$/, ""),
     nodes,
     initializers,
     inputs: [info(inputName, [C, H, W])],

@@ -55,8 +55,10 @@ Deno.test("fromDarknet() imports yolov3-tiny: ORT runs it, 13×13 and 26×26 hea
   const cfg = await cfgText("yolov3-tiny");
   const g = fromDarknet(cfg, {
     weights: randomDarknetWeights(cfg, { seed: 1 }),
-    cfgName: "yolov3-tiny.cfg",
+    cfgName: "/some/folder/yolov3-tiny.cfg",
   });
+  // The graph takes the file's name, not the folder it was read from.
+  assert.equal(g.name, "yolov3-tiny");
   assert.deepEqual(g.outputs.map((o) => o.name), ["yolo_0", "yolo_1"]);
   const out = await run(g, seededRandom(2).uniforms(3 * 416 * 416, 0, 1));
   assert.deepEqual(out.yolo_0!.dims, [1, 255, 13, 13]);
