@@ -145,7 +145,6 @@ export async function analyze(
       first ??= batch;
       await compare.add(batch.feeds, acc);
       images += batch.files.length;
-      if (images >= o.maxImages) break;
     }
   } finally {
     await compare.release();

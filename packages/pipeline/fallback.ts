@@ -460,7 +460,6 @@ export async function stepFallback(
   for await (const b of ctx.batches(set, { label: "fallback: images", limit: o.maxImages })) {
     batches.push(b);
     images += b.files.length;
-    if (images >= o.maxImages) break;
   }
   let head: HeadConfig | undefined;
   try {

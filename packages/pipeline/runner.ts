@@ -310,8 +310,13 @@ export function createContext(
         }
         const extra = extraFeeds(graph, input);
         const label = options.label ?? set;
-        const limited = (files: string[]) =>
-          options.limit !== undefined ? files.slice(0, options.limit) : files;
+        // With a limit the pass ends once that many images have come out (the last batch may go
+        // past it; an unreadable file skipped does not count), and its progress counts those.
+        const limit = options.limit;
+        const totalOf = (files: readonly string[]) =>
+          limit === undefined ? files.length : Math.min(limit, files.length);
+        let given = 0;
+        const enough = (n: number) => limit !== undefined && (given += n) >= limit;
         const shardOf = (files: string[]) => {
           if (!options.shard) return files;
           const [k, n] = options.shard;
@@ -338,21 +343,22 @@ export function createContext(
           if (all.length === 0) {
             throw new DataError(`${d.npy}: expected .npy files (data.${set}.npy); found none`);
           }
-          const files = limited(shardOf(d.limit !== undefined ? all.slice(0, d.limit) : all));
-          const progress = reporter.progress(label, files.length);
+          const files = shardOf(d.limit !== undefined ? all.slice(0, d.limit) : all);
+          const progress = reporter.progress(label, totalOf(files));
           for await (
             const b of npyBatches(files, { batchSize: config.data.calibration?.batchSize ?? 1 })
           ) {
             checkNpyFeed(graph, name, b.tensor, b.files);
             progress.tick(b.files.length);
             yield { feeds: { [name]: b.tensor, ...extra }, files: b.files };
+            if (enough(b.files.length)) break;
           }
           progress.done();
           return;
         }
         const { name, spec, dtype } = imageInput(graph, input);
-        const files = limited(shardOf(await filesOf(d)));
-        const progress = reporter.progress(label, files.length);
+        const files = shardOf(await filesOf(d));
+        const progress = reporter.progress(label, totalOf(files));
         for await (
           const b of imageBatches(files, spec, {
             batchSize: set === "calibration" ? config.data.calibration?.batchSize ?? 1 : 1,
@@ -360,9 +366,10 @@ export function createContext(
             onWarning: (m) => reporter.log.warn(m),
           })
         ) {
-          progress.tick(b.files.length + b.skipped);
+          progress.tick(limit === undefined ? b.files.length + b.skipped : b.files.length);
           const image = dtype === "float32" ? b.tensor : asPixels(b.tensor, dtype);
           yield { feeds: { [name]: image, ...extra }, files: b.files, transforms: b.transforms };
+          if (enough(b.files.length)) break;
         }
         progress.done();
       })();

@@ -726,11 +726,13 @@ Deno.test("a step's batches name what they are for on the progress line and stop
     const images = join(ws.dir, "images");
     Deno.mkdirSync(images);
     for (const k of [1, 2, 3]) writePng(join(images, `${k}.png`), k);
+    // Unreadable, and first: skipped, it does not count toward the limit.
+    Deno.writeTextFileSync(join(images, "0.png"), "not a png");
     const config = await loadConfig(ws.write({
       model: "model.onnx",
       output: "out.onnx",
       input: { size: [32, 32] },
-      data: { calibration: { images: "images" } },
+      data: { calibration: { images: "images", onBadImage: "skip" } },
       steps: [{ use: "normalize" }],
     }));
     const lines: string[] = [];
@@ -746,13 +748,18 @@ Deno.test("a step's batches name what they are for on the progress line and stop
     };
     assert.equal(await count(ctx.batches("calibration", { label: "report: x", limit: 2 })), 2);
     assert.equal(await count(ctx.batches("calibration")), 3);
-    assert.deepEqual(lines, [
+    // The limited pass counts the images it gave; the whole pass counts every file, skipped too.
+    assert.deepEqual(lines.filter((l) => !l.startsWith("warning: ")), [
       "report: x 1/2\n",
       "report: x 2/2\n",
-      "calibration 1/3\n",
-      "calibration 2/3\n",
-      "calibration 3/3\n",
+      "calibration 2/4\n",
+      "calibration 3/4\n",
+      "calibration 4/4\n",
     ]);
+    assert.equal(
+      lines.filter((l) => /^warning: skipped unreadable image: .*0\.png/.test(l)).length,
+      2,
+    );
   } finally {
     ws.cleanup();
   }

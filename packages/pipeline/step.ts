@@ -65,8 +65,8 @@ export interface StepContext {
   readonly input: InputConfig;
   /**
    * Model feeds from the calibration or evaluation set, batch by batch. The progress line names
-   * `label` (default: the set) and counts to `limit` images when given (then only the first
-   * `limit` are read).
+   * `label` (default: the set); with `limit`, the pass ends once that many images have come out
+   * (unreadable files skipped do not count) and the progress counts to it.
    */
   batches(
     set: "calibration" | "evaluation",
