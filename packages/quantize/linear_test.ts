@@ -28,6 +28,36 @@ Deno.test("roundHalfEven() agrees with Math.round away from ties", () => {
   assert.equal(roundHalfEven(3.5), 4);
 });
 
+Deno.test("roundHalfEven() gives what floor-and-compare rounding gives, ties, signs, zeros and all", () => {
+  const halfEven = (x: number) => {
+    const f = Math.floor(x), d = x - f;
+    return d > 0.5 ? f + 1 : d < 0.5 ? f : f % 2 === 0 ? f : f + 1;
+  };
+  const xs = [
+    -0,
+    0,
+    -0.5,
+    0.5,
+    -0.2,
+    -1.5,
+    1.5,
+    2.5,
+    -2.5,
+    126.5,
+    -127.5,
+    2 ** 31 + 0.5,
+    -(2 ** 40) - 0.5,
+  ];
+  for (let k = -600; k <= 600; k++) xs.push(k / 4, k / 3, k * 0.1, Math.fround(k / 7) * 127);
+  xs.push(Infinity, -Infinity, NaN, 2 ** 53, -(2 ** 60));
+  for (const x of xs) {
+    assert.ok(
+      Object.is(roundHalfEven(x), halfEven(x)),
+      `${x}: ${roundHalfEven(x)} vs ${halfEven(x)}`,
+    );
+  }
+});
+
 Deno.test("activationParams() widens u8 ranges to include zero, which stays exact", () => {
   const p = activationParams({ min: 2, max: 10 }, "u8");
   assert.equal(p.zeroPoint, 0);

@@ -2,7 +2,6 @@ import assert from "node:assert/strict";
 import { float32 } from "@clipq/onnx/tensor";
 import { seededRandom } from "@clipq/onnx/builder";
 import { mulberry32 } from "@clipq/onnx/random";
-import { roundHalfEven } from "./linear.ts";
 import { quantizeBias, quantizeWeight } from "./weights.ts";
 
 function sqErr(w: Float32Array, q: ArrayLike<number>, scales: Float32Array, inner: number): number {
@@ -68,7 +67,11 @@ Deno.test("quantizeBias() uses scale s_in·s_w per channel and repeats scales by
 });
 
 Deno.test("quantizeWeight() mse picks the clip an exhaustive search by QuantizeLinear's rounding picks", () => {
-  // The reference: every clip's whole error, each value rounded half to even.
+  // The reference: every clip's whole error, each value rounded half to even by floor and compare.
+  const halfEven = (x: number) => {
+    const f = Math.floor(x), d = x - f;
+    return d > 0.5 ? f + 1 : d < 0.5 ? f : f % 2 === 0 ? f : f + 1;
+  };
   const reference = (w: Float32Array, qmax: number) => {
     let maxAbs = 0;
     for (const v of w) maxAbs = Math.max(maxAbs, Math.abs(v));
@@ -78,7 +81,7 @@ Deno.test("quantizeWeight() mse picks the clip an exhaustive search by QuantizeL
       const s = Math.fround((maxAbs * r) / qmax);
       let err = 0;
       for (const v of w) {
-        const q = Math.max(-qmax, Math.min(qmax, roundHalfEven(Math.fround(v / s))));
+        const q = Math.max(-qmax, Math.min(qmax, halfEven(Math.fround(v / s))));
         err += (v - q * s) ** 2;
       }
       if (err < best) [best, ratio] = [err, r];
