@@ -52,7 +52,8 @@ export function entropyCut(
     const eps1 = (ENTROPY_EPS * (i - nonzero)) / nonzero;
     const last = i - 1;
     let kl = 0;
-    // Level l holds the bins k with floor(k·levels / i) = l: [ceil(l·i / levels), ceil((l+1)·i / levels)).
+    // Level l holds the bins k with floor(k·levels / i) = l:
+    // [ceil(l·i / levels), ceil((l+1)·i / levels)).
     let start = 0;
     for (let l = 0; l < levels; l++) {
       const end = Math.ceil(((l + 1) * i) / levels);

@@ -531,10 +531,10 @@ export function encode(graph: Graph, options: EncodeOptions = {}): Uint8Array {
 export interface EncodeOptions {
   /**
    * Memory to write the bytes into when it is large enough (the result is then a view of it), or
-   * a function that gives it for the length needed: a
-   * caller encoding model after model (onnxruntime sessions) reuses one buffer instead of writing
-   * fresh memory each time, which cost about 4 ns a byte here (page faults; 0.14 s for a 35 MB
-   * model, since allocations that large always come fresh from the system).
+   * a function that gives it for the length needed: a caller encoding model after model
+   * (onnxruntime sessions) reuses one buffer instead of writing fresh memory each time, which cost
+   * about 4 ns a byte here (page faults; 0.14 s for a 35 MB model, since allocations that large
+   * always come fresh from the system).
    */
   into?: ArrayBuffer | ((length: number) => ArrayBuffer | undefined);
 }
