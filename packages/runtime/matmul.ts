@@ -6,7 +6,7 @@
  * @module
  */
 import * as ort from "onnxruntime-node";
-import { emptyGraph, encode, node } from "@clipq/onnx";
+import { emptyGraph, encode, type Graph, node } from "@clipq/onnx";
 
 /** Row-major C = A·B with A m×k and B k×n; the shape `MatMulBackend` of @clipq/svd has. */
 export type OrtMatMulBackend = (
@@ -26,6 +26,25 @@ export interface OrtMatMulOptions {
 /** Defaults of {@linkcode OrtMatMulOptions}. */
 export const defaults = { threads: 0 } satisfies OrtMatMulOptions;
 
+function checkThreads(options: OrtMatMulOptions): Required<OrtMatMulOptions> {
+  const opts = { ...defaults, ...options };
+  if (!Number.isInteger(opts.threads) || opts.threads < 0) {
+    throw new RangeError(
+      `Expected threads to be an integer ≥ 0 but found ${opts.threads}`,
+    );
+  }
+  return opts;
+}
+
+/** A one-node session on CPU. */
+function openOne(graph: Graph, threads: number): Promise<ort.InferenceSession> {
+  return ort.InferenceSession.create(encode(graph), {
+    intraOpNumThreads: threads,
+    interOpNumThreads: 1,
+    graphOptimizationLevel: "all",
+  });
+}
+
 /**
  * A float32 matrix-multiply backend running one MatMul node with dynamic dims in onnxruntime. The
  * session is created on first use and shared by every later call of the returned function.
@@ -43,29 +62,21 @@ export const defaults = { threads: 0 } satisfies OrtMatMulOptions;
  * ```
  */
 export function ortMatMul(options: OrtMatMulOptions = {}): OrtMatMulBackend {
-  const opts = { ...defaults, ...options };
-  if (!Number.isInteger(opts.threads) || opts.threads < 0) {
-    throw new RangeError(
-      `Expected threads to be an integer ≥ 0 but found ${opts.threads}`,
-    );
-  }
+  const opts = checkThreads(options);
   let session: Promise<ort.InferenceSession> | undefined;
-  const open = () => {
-    const g = emptyGraph({
-      name: "matmul",
-      nodes: [node({ name: "mm", op: "MatMul", inputs: ["A", "B"], outputs: ["C"] })],
-      inputs: [
-        { name: "A", dtype: "float32", shape: ["m", "k"] },
-        { name: "B", dtype: "float32", shape: ["k", "n"] },
-      ],
-      outputs: [{ name: "C", dtype: "float32", shape: ["m", "n"] }],
-    });
-    return ort.InferenceSession.create(encode(g), {
-      intraOpNumThreads: opts.threads,
-      interOpNumThreads: 1,
-      graphOptimizationLevel: "all",
-    });
-  };
+  const open = () =>
+    openOne(
+      emptyGraph({
+        name: "matmul",
+        nodes: [node({ name: "mm", op: "MatMul", inputs: ["A", "B"], outputs: ["C"] })],
+        inputs: [
+          { name: "A", dtype: "float32", shape: ["m", "k"] },
+          { name: "B", dtype: "float32", shape: ["k", "n"] },
+        ],
+        outputs: [{ name: "C", dtype: "float32", shape: ["m", "n"] }],
+      }),
+      opts.threads,
+    );
   return async (a, b, m, k, n) => {
     if (a.length !== m * k || b.length !== k * n) {
       throw new RangeError(
@@ -86,5 +97,65 @@ export function ortMatMul(options: OrtMatMulOptions = {}): OrtMatMulBackend {
     if (!c) throw new Error("onnxruntime returned no output C");
     const data = c.data as Float32Array;
     return data;
+  };
+}
+
+/**
+ * G[b] = A[b]ᵀ·A[b] for each of `batch` row-major m×n float32 matrices stored one after another
+ * (G holds `batch` n×n matrices).
+ */
+export type OrtGramBackend = (
+  a: Float32Array,
+  dims: { batch: number; m: number; n: number },
+) => Promise<Float32Array>;
+
+/**
+ * A Gram-matrix backend: Aᵀ·A of a batch of row-major float32 matrices in onnxruntime (a
+ * Transpose and a batched MatMul), so sums of outer products of sampled vectors — many small ones
+ * (a depthwise conv's channels) or one large one — run in its kernels instead of JavaScript loops.
+ *
+ * @param options Thread count.
+ * @returns `(a, {batch, m, n}) => Promise<G>`, G row-major batch×n×n.
+ *
+ * @example The Gram matrices of two 2×2 matrices
+ * ```ts
+ * import { ortGram } from "@clipq/runtime/matmul";
+ * import assert from "node:assert/strict";
+ * const gram = ortGram({ threads: 1 });
+ * const g = await gram(new Float32Array([1, 2, 3, 4, 1, 0, 0, 1]), { batch: 2, m: 2, n: 2 });
+ * assert.deepEqual([...g], [10, 14, 14, 20, 1, 0, 0, 1]);
+ * ```
+ */
+export function ortGram(options: OrtMatMulOptions = {}): OrtGramBackend {
+  const opts = checkThreads(options);
+  let session: Promise<ort.InferenceSession> | undefined;
+  return async (a, { batch, m, n }) => {
+    if (a.length !== batch * m * n) {
+      throw new RangeError(
+        `Expected A of ${batch}×${m}×${n} = ${batch * m * n} elements but found ${a.length}`,
+      );
+    }
+    if (batch === 0 || m === 0 || n === 0) return new Float32Array(batch * n * n);
+    session ??= openOne(
+      emptyGraph({
+        name: "gram",
+        nodes: [
+          node({
+            name: "t",
+            op: "Transpose",
+            inputs: ["A"],
+            outputs: ["At"],
+            attributes: { perm: { type: "ints", value: [0, 2, 1] } },
+          }),
+          node({ name: "gram", op: "MatMul", inputs: ["At", "A"], outputs: ["G"] }),
+        ],
+        inputs: [{ name: "A", dtype: "float32", shape: ["b", "m", "n"] }],
+        outputs: [{ name: "G", dtype: "float32", shape: ["b", "n", "n"] }],
+      }),
+      opts.threads,
+    );
+    const out = await (await session).run({ A: new ort.Tensor("float32", a, [batch, m, n]) });
+    if (!out.G) throw new Error("onnxruntime returned no output G");
+    return out.G.data as Float32Array;
   };
 }

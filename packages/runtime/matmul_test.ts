@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { ortMatMul } from "./matmul.ts";
+import { ortGram, ortMatMul } from "./matmul.ts";
 
 Deno.test("ortMatMul() matches a triple loop on non-square shapes and reuses its session", async () => {
   const mm = ortMatMul({ threads: 1 });
@@ -24,4 +24,25 @@ Deno.test("ortMatMul() rejects mismatched lengths and bad thread counts", async 
     /Expected A of 2×3 = 6 and B of 3×2 = 6 elements but found 5 and 6/,
   );
   assert.throws(() => ortMatMul({ threads: -1 }), /threads/);
+});
+
+Deno.test("ortGram() gives each matrix of a batch its AᵀA, and rejects a wrong length", async () => {
+  const gram = ortGram({ threads: 1 });
+  for (const [batch, m, n] of [[1, 7, 3], [5, 11, 4]] as const) {
+    const a = Float32Array.from({ length: batch * m * n }, (_, i) => Math.sin(i * 0.7));
+    const g = await gram(a, { batch, m, n });
+    assert.equal(g.length, batch * n * n);
+    for (let b = 0; b < batch; b++) {
+      for (let i = 0; i < n; i++) {
+        for (let j = 0; j < n; j++) {
+          let s = 0;
+          for (let r = 0; r < m; r++) s += a[(b * m + r) * n + i]! * a[(b * m + r) * n + j]!;
+          const got = g[(b * n + i) * n + j]!;
+          assert.ok(Math.abs(got - s) < 1e-4, `G[${b}][${i}][${j}] = ${got} vs ${s}`);
+        }
+      }
+    }
+  }
+  await assert.rejects(() => gram(new Float32Array(5), { batch: 1, m: 2, n: 3 }), /2×3 = 6/);
+  assert.throws(() => ortGram({ threads: 1.5 }), /threads/);
 });

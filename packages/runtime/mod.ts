@@ -37,4 +37,10 @@ export {
   type WeightedShare,
   weightedShare,
 } from "./profile.ts";
-export { ortMatMul, type OrtMatMulBackend, type OrtMatMulOptions } from "./matmul.ts";
+export {
+  ortGram,
+  type OrtGramBackend,
+  ortMatMul,
+  type OrtMatMulBackend,
+  type OrtMatMulOptions,
+} from "./matmul.ts";
