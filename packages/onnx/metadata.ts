@@ -42,6 +42,32 @@ export interface TensorRange {
 export type Ranges = ReadonlyMap<string, TensorRange>;
 
 /**
+ * The second moment E[x·xᵀ] of the vectors a weighted layer's rows read (a Conv's input patches, a
+ * MatMul's or Gemm's input rows), measured over calibration data — what error-compensating weight
+ * rounding (GPTQ) weighs each rounding error with. Calibrate measures it; quantize reads it.
+ *
+ * A row's input vector has `dim` values, in the order of the weight's row (Conv: input channel of
+ * the group, then kernel positions; Gemm/MatMul: K). Large vectors are cut into diagonal blocks at
+ * `blocks` (boundaries from 0 to `dim`, whole input channels each), and only the second moment
+ * inside each block is kept.
+ */
+export interface InputCovariance {
+  /** The layer's groups (a Conv's `group`, else 1); group g's rows read their own vectors. */
+  readonly groups: number;
+  /** Values in one row's input vector. */
+  readonly dim: number;
+  /** Block boundaries: [0, …, dim]. */
+  readonly blocks: readonly number[];
+  /** Group g, block b at index g·(blocks.length − 1) + b: a row-major n_b×n_b matrix. */
+  readonly matrices: readonly Float64Array[];
+  /** Vectors averaged. */
+  readonly samples: number;
+}
+
+/** Input second moments by layer (node) name — from calibrate to quantize, as ranges are. */
+export type InputCovariances = ReadonlyMap<string, InputCovariance>;
+
+/**
  * Reads the head metadata of a model, if any.
  *
  * @param metadata The graph's metadata map.
