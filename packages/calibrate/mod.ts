@@ -33,6 +33,11 @@ export {
 } from "./clip_bounds.ts";
 export { type CollectOptions, type CollectProgress, collectStatistics } from "./collect.ts";
 export { type BiasLayer, type BiasShiftOptions, measureBiasShifts } from "./bias_shifts.ts";
+export {
+  type InputCovarianceOptions,
+  type InputCovarianceResult,
+  measureInputCovariances,
+} from "./input_covariance.ts";
 export { applyOverrides } from "./overrides.ts";
 export {
   type ChannelRange,
