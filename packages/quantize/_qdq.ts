@@ -27,7 +27,9 @@
 import { ModelError } from "@clipq/onnx/errors";
 import { attrString, type Graph, type Node, opsetOf } from "@clipq/onnx/graph";
 import { type Tensor, tensor, toFloat32 } from "@clipq/onnx/tensor";
+import type { InputCovariances } from "@clipq/onnx/metadata";
 import { activationParams, quantizeLinear, type QuantParams } from "./linear.ts";
+import { roundWithCovariance } from "./gptq.ts";
 import { quantizeBias, quantizeWeight } from "./weights.ts";
 import type { Marks } from "./_analyze.ts";
 
@@ -60,6 +62,8 @@ export interface WriteInput {
   kind: "u8" | "s8";
   /** Write Conv weights' zero points (QLinearConv, the QOperator form, requires them). */
   convZeroPoints: boolean;
+  /** Input second moments by layer label: those layers' weights get GPTQ rounding. */
+  covariances: InputCovariances;
 }
 
 /** One quantized weight in the report. */
@@ -73,6 +77,10 @@ export interface WeightReport {
   clip: "max" | "mse";
   /** Smallest clip chosen, as a fraction of the channel's max |w|. */
   minClipRatio: number;
+  /** "nearest", or "gptq" with the layer's output error on the calibration data both ways. */
+  rounding: "nearest" | "gptq";
+  /** With GPTQ: Σ eᵀ·E[x·xᵀ]·e over rows with nearest rounding, and with GPTQ. */
+  outputError?: { nearest: number; gptq: number };
 }
 
 /**
@@ -156,6 +164,11 @@ export function writeQdq(graph: Graph, w: WriteInput): { graph: Graph; weights: 
   const constData = new Map<string, string>(); // dtype, dims, values → quantized initializer
   const constOut = new Map<string, string>(); // initializer, scale, zero point → DQ output
 
+  // GPTQ rounds a weight for the inputs of one layer: a weight two layers read keeps nearest rounding.
+  const readers = new Map<string, number>();
+  for (const m of w.marks.values()) {
+    for (const mw of m.weights) readers.set(mw.name, (readers.get(mw.name) ?? 0) + 1);
+  }
   // Weights, once per (initializer, axis).
   const weightOut = new Map<string, { out: string; scales: Float32Array; scale: string }>();
   const nodeInputs = new Map<number, Map<string, string>>();
@@ -179,6 +192,20 @@ export function writeQdq(graph: Graph, w: WriteInput): { graph: Graph; weights: 
               cause: e,
             },
           );
+        }
+        const cov = w.covariances.get(w.labels[i]!);
+        let outputError: { nearest: number; gptq: number } | undefined;
+        if (cov && mw.axis !== undefined && readers.get(mw.name) === 1) {
+          try {
+            const r = roundWithCovariance(init, q.scales, cov, { axis: mw.axis, qmax: w.qmax });
+            q = { ...q, values: tensor("int8", init.dims, r.values) };
+            outputError = { nearest: r.nearestError, gptq: r.error };
+          } catch (e) {
+            throw new ModelError(
+              `node "${w.labels[i]}", weight "${mw.name}": ${(e as Error).message}`,
+              { cause: e },
+            );
+          }
         }
         const qName = short("w");
         inits.set(qName, q.values);
@@ -206,6 +233,8 @@ export function writeQdq(graph: Graph, w: WriteInput): { graph: Graph; weights: 
           axis,
           clip: w.weightClip,
           minClipRatio: minRatio,
+          rounding: outputError ? "gptq" : "nearest",
+          ...(outputError ? { outputError } : {}),
         });
       }
       rewrite.set(mw.name, hit.out);

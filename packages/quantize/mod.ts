@@ -40,6 +40,7 @@
  */
 export * from "./linear.ts";
 export * from "./weights.ts";
+export * from "./gptq.ts";
 export * from "./registry.ts";
 export * from "./default_registry.ts";
 export * from "./options.ts";

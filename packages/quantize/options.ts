@@ -5,7 +5,7 @@
  * @module
  */
 import { ConfigError } from "@clipq/onnx/errors";
-import type { Ranges } from "@clipq/onnx/metadata";
+import type { InputCovariances, Ranges } from "@clipq/onnx/metadata";
 import type { Registry } from "./registry.ts";
 import { defaultRegistry } from "./default_registry.ts";
 
@@ -55,6 +55,12 @@ export interface QuantizeOptions extends PlanOptions {
    * without a bias get one; a MatMul's bias Add is corrected, or inserted.
    */
   biasShifts?: ReadonlyMap<string, Float32Array>;
+  /**
+   * Second moments of weighted layers' inputs by node name (from @clipq/calibrate's
+   * `measureInputCovariances`, measured on the layers as `floatTwin()` gives them): those layers'
+   * weights are rounded by GPTQ, compensating rounding errors on the data, instead of to nearest.
+   */
+  inputCovariances?: InputCovariances;
   /** Throw a ModelError when a tensor needs a range and has none (default: keep its node float). */
   strict?: boolean;
 }
@@ -69,6 +75,7 @@ export const defaults: Readonly<Required<Omit<QuantizeOptions, "headOutputs">>> 
   reduceRange: false,
   exclude: { names: [], ops: [], head: "auto" },
   biasShifts: new Map(),
+  inputCovariances: new Map(),
   strict: false,
   registry: defaultRegistry,
 } satisfies QuantizeOptions;
@@ -89,6 +96,7 @@ export interface CheckedOptions {
   };
   headOutputs?: readonly string[];
   biasShifts: ReadonlyMap<string, Float32Array>;
+  inputCovariances: InputCovariances;
   strict: boolean;
   registry: Registry;
 }
@@ -103,6 +111,7 @@ const KEYS = [
   "exclude",
   "headOutputs",
   "biasShifts",
+  "inputCovariances",
   "strict",
   "registry",
 ];
@@ -183,6 +192,9 @@ export function checkOptions(options: QuantizeOptions): CheckedOptions {
       throw new ConfigError(`biasShifts.${k}`, "expected a Float32Array of per-channel shifts");
     }
   }
+  if (!(o.inputCovariances instanceof Map)) {
+    throw new ConfigError("inputCovariances", "expected a Map from node name to InputCovariance");
+  }
   if (!(o.registry instanceof Map)) throw new ConfigError("registry", "expected a Registry map");
   const ex = (o.exclude ?? {}) as ExcludeOptions;
   if (typeof ex !== "object") throw new ConfigError("exclude", "expected an object");
@@ -233,6 +245,7 @@ export function checkOptions(options: QuantizeOptions): CheckedOptions {
       ...(pattern ? { pattern } : {}),
     },
     biasShifts: o.biasShifts,
+    inputCovariances: o.inputCovariances,
     strict: o.strict,
     registry: o.registry,
   };

@@ -314,6 +314,14 @@ export function quantize(graph: Graph, options: QuantizeOptions = {}): QuantizeR
     };
   };
   const a = analyze(g, o);
+  const labels = new Set(a.labels);
+  for (const name of o.inputCovariances.keys()) {
+    if (!labels.has(name)) {
+      throw new ModelError(
+        `inputCovariances: expected a node named "${name}" in the model as quantize rewrites it (floatTwin) but found none`,
+      );
+    }
+  }
   // A Concat's inputs on its output's grid: it then copies integers instead of requantizing.
   for (const [t, r] of concatGrids(g, a, ranges)) ranges.set(t, r);
 
@@ -367,6 +375,7 @@ export function quantize(graph: Graph, options: QuantizeOptions = {}): QuantizeR
     qmax: o.reduceRange ? 63 : 127,
     kind: o.activations,
     convZeroPoints: o.format === "qoperator",
+    covariances: o.inputCovariances,
   });
   // A Mul by a positive scalar whose output grid is its input's scaled is a change of scale in
   // int8: it moves into the DQ (no QLinearMul).
