@@ -606,12 +606,13 @@ async function methods(
   const rows: {
     name: string;
     options: CalibrateStepOptions;
+    quantizeOptions: QuantizeStepOptions;
     score: number;
     map: number;
     text: string;
   }[] = [];
   const load = { statistics: { load: stats } };
-  const candidates: [string, CalibrateStepOptions][] = [
+  const candidates: [string, CalibrateStepOptions, QuantizeStepOptions?][] = [
     ["minmax", { method: "minmax", ...load }],
     ["percentile-99.99", { method: "percentile", ...load }],
     ["entropy", { method: "entropy", ...load }],
@@ -625,6 +626,10 @@ async function methods(
       lossAware: LOSS_AWARE,
       biasCorrection: true,
       ...load,
+    }],
+    // GPTQ rounding on the best weight-agnostic calibration: what compensated rounding adds.
+    ["clip-bounds+mse+gptq", { method: "clip-bounds", fallback: "mse", ...load }, {
+      weightRounding: "gptq",
     }],
   ];
   const evaluate = async (
@@ -641,6 +646,7 @@ async function methods(
     const row = {
       name,
       options,
+      quantizeOptions,
       score: scoreOf(a),
       map: a.mAP!,
       text: `mAP50 ${a.mAP50!.toFixed(4)}` +
@@ -657,8 +663,8 @@ async function methods(
   let fallbackText = "";
   try {
     const chosen = quick ? [candidates[0]!, candidates[5]!] : candidates;
-    for (const [name, opts] of chosen) {
-      rows.push((await evaluate(name, opts)).row);
+    for (const [name, opts, quantizeOpts] of chosen) {
+      rows.push((await evaluate(name, opts, quantizeOpts)).row);
     }
     const better = (a: typeof rows[number], b: typeof rows[number]) =>
       b.score > a.score || (b.score === a.score && b.map > a.map) ? b : a;
@@ -666,6 +672,7 @@ async function methods(
     if (!quick) {
       // The accuracy-aware fallback on top of the best method: layers reverted and their cost.
       const { row, ctx } = await evaluate(`${best.name}+fallback(maxDrop 0.01)`, best.options, {
+        ...best.quantizeOptions,
         maxDrop: 0.01,
       });
       rows.push(row);

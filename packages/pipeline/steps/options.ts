@@ -116,6 +116,12 @@ export const QUANTIZE_OPTIONS: ObjectSpec = {
     activations: { type: "string", enum: ["u8", "s8"] },
     weights: { type: "string", enum: ["per-channel", "per-tensor"] },
     weightClip: { type: "string", enum: ["max", "mse"] },
+    weightRounding: {
+      type: "string",
+      enum: ["nearest", "gptq"],
+      description:
+        "nearest, or gptq: each rounding error compensated on the layer's other inputs, weighed by their second moment over the calibration images (needs calibration data).",
+    },
     reduceRange: { type: "boolean", description: "7-bit weights for CPUs without VNNI." },
     exclude: {
       type: "object",

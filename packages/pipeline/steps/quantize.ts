@@ -14,7 +14,7 @@ import {
   quantize,
   type QuantizeOptions,
 } from "@clipq/quantize";
-import { measureBiasShifts } from "@clipq/calibrate";
+import { measureBiasShifts, measureInputCovariances } from "@clipq/calibrate";
 import { ConfigError } from "@clipq/onnx/errors";
 import {
   checkOptions,
@@ -26,8 +26,11 @@ import {
 import { QUANTIZE_OPTIONS } from "./options.ts";
 import { stepFallback } from "../fallback.ts";
 
-async function* feedsOf(ctx: StepContext): AsyncGenerator<Record<string, Tensor>> {
-  for await (const b of ctx.batches("calibration", { label: "bias correction" })) yield b.feeds;
+async function* feedsOf(
+  ctx: StepContext,
+  label: string,
+): AsyncGenerator<Record<string, Tensor>> {
+  for await (const b of ctx.batches("calibration", { label })) yield b.feeds;
 }
 
 /** Options of {@linkcode quantizeStep}. */
@@ -36,6 +39,8 @@ export interface QuantizeStepOptions {
   activations?: "u8" | "s8";
   weights?: "per-channel" | "per-tensor";
   weightClip?: "max" | "mse";
+  /** "nearest", or "gptq": errors compensated on the layer's inputs over the calibration data. */
+  weightRounding?: "nearest" | "gptq";
   reduceRange?: boolean;
   exclude?: { names?: string[]; ops?: string[]; pattern?: string; head?: "auto" | false };
   overrides?: Record<string, { min: number; max: number }>;
@@ -51,28 +56,32 @@ export const defaults = {
   activations: "u8",
   weights: "per-channel",
   weightClip: "max",
+  weightRounding: "nearest",
   reduceRange: false,
   exclude: { head: "auto" },
   overrides: {},
 } satisfies QuantizeStepOptions;
 
 /**
- * The bias shifts that still hold once more layers are kept float: none for a float layer (it has
- * no quantization error to correct), none for a layer the ORT rewrites now leave in another form
- * (a ConvTranspose no longer a 1×1 Conv, a conv no longer folding its neighbour's scalar chain:
- * the shift was measured on the other form).
+ * The per-layer measurements (bias shifts, GPTQ input moments) that still hold once more layers
+ * are kept float: none for a float layer (it has no quantization error to correct), none for a
+ * layer the ORT rewrites now leave in another form (a ConvTranspose no longer a 1×1 Conv, a conv
+ * no longer folding its neighbour's scalar chain: it was measured on the other form).
  */
-function shiftsStillValid(
-  shifts: ReadonlyMap<string, Float32Array>,
+function stillValid<T>(
+  measured: ReadonlyMap<string, T>,
   o: { measuredOn: Graph; quantizing: Graph; float: readonly string[] },
-): Map<string, Float32Array> {
+): Map<string, T> {
   const before = new Map(o.measuredOn.nodes.map((n) => [n.name, n]));
   const now = new Map(o.quantizing.nodes.map((n) => [n.name, n]));
+  const dims = (g: Graph, n: Node) =>
+    n.inputs.map((t) => g.initializers.get(t)?.dims.join("x") ?? "").join("\n");
   const same = (a?: Node, b?: Node) =>
     !!a && !!b && a.op === b.op && a.inputs.join("\n") === b.inputs.join("\n") &&
-    a.outputs.join("\n") === b.outputs.join("\n");
+    a.outputs.join("\n") === b.outputs.join("\n") &&
+    dims(o.measuredOn, a) === dims(o.quantizing, b);
   return new Map(
-    [...shifts].filter(([name]) =>
+    [...measured].filter(([name]) =>
       !o.float.includes(name) && same(before.get(name), now.get(name))
     ),
   );
@@ -220,8 +229,41 @@ export function quantizeStep(options: QuantizeStepOptions = {}): Step {
       let result = quantize(graph, opts);
       let biasShifts: Map<string, Float32Array> | undefined;
       // Layers are measured as quantize writes them: against the float graph after its rewrites.
-      const twin = ctx.biasCorrection ? floatTwin(graph, opts) : undefined;
-      if (twin) {
+      const twin = ctx.biasCorrection || o.weightRounding === "gptq"
+        ? floatTwin(graph, opts)
+        : undefined;
+      if (twin && o.weightRounding === "gptq") {
+        if (!ctx.hasData("calibration")) {
+          throw new ConfigError(
+            "quantize.weightRounding",
+            'expected calibration images to measure the layers\' inputs on ("gptq"); found none',
+          );
+        }
+        ctx.log.info("  weight rounding (gptq): measuring the second moment of each layer's input");
+        const layers = planQuantization(graph, opts).weightedLayers
+          .map((l) => l.node)
+          .filter((n) => result.report.quantizedNodes.includes(n));
+        const measured = await measureInputCovariances(
+          twin,
+          feedsOf(ctx, "weight rounding (gptq)"),
+          { layers },
+        );
+        opts.inputCovariances = measured.covariances;
+        result = quantize(graph, opts);
+        let nearest = 0, gptq = 0;
+        for (const w of result.report.weights) {
+          nearest += w.outputError?.nearest ?? 0;
+          gptq += w.outputError?.gptq ?? 0;
+        }
+        ctx.report.weightRounding = {
+          method: "gptq",
+          layers: result.report.weights.filter((w) => w.rounding === "gptq").length,
+          skipped: measured.skipped,
+          // Σ over layers of the output error E[‖(W − Ŵ)·x‖²] on the calibration images.
+          outputError: { nearest, gptq },
+        };
+      }
+      if (twin && ctx.biasCorrection) {
         ctx.log.info("  bias correction: measuring per-channel output shifts");
         const producers = new Map(
           twin.nodes.flatMap((n) => n.outputs.map((t) => [t, n.op] as const)),
@@ -241,7 +283,7 @@ export function quantizeStep(options: QuantizeStepOptions = {}): Step {
         const measured = o.format === "qdq"
           ? result.graph
           : quantize(graph, { ...opts, format: "qdq" }).graph;
-        const shifts = await measureBiasShifts(twin, measured, feedsOf(ctx), {
+        const shifts = await measureBiasShifts(twin, measured, feedsOf(ctx, "bias correction"), {
           layers,
           optimizationLevel: "basic",
         });
@@ -253,13 +295,20 @@ export function quantizeStep(options: QuantizeStepOptions = {}): Step {
         // Re-quantizes with the most sensitive layers excluded (fallback.ts) until the drop holds.
         const without = (names: readonly string[]) => {
           const exclude = { ...opts.exclude, names: [...(opts.exclude?.names ?? []), ...names] };
-          const shifts = biasShifts && twin &&
-            shiftsStillValid(biasShifts, {
-              measuredOn: twin,
-              quantizing: floatTwin(graph, { ...opts, exclude }),
-              float: names,
-            });
-          return quantize(graph, { ...opts, ...(shifts ? { biasShifts: shifts } : {}), exclude });
+          const valid = twin && {
+            measuredOn: twin,
+            quantizing: floatTwin(graph, { ...opts, exclude }),
+            float: names,
+          };
+          const shifts = biasShifts && valid && stillValid(biasShifts, valid);
+          const covariances = opts.inputCovariances && valid &&
+            stillValid(opts.inputCovariances, valid);
+          return quantize(graph, {
+            ...opts,
+            ...(shifts ? { biasShifts: shifts } : {}),
+            ...(covariances ? { inputCovariances: covariances } : {}),
+            exclude,
+          });
         };
         const fb = await stepFallback(graph, ctx, {
           quantize: (names) => without(names).graph,
@@ -272,8 +321,8 @@ export function quantizeStep(options: QuantizeStepOptions = {}): Step {
       }
       ctx.methods.push(
         `quantize:${o.format}-${o.activations}-${o.weights}-${o.weightClip}${
-          o.reduceRange ? "-reduce-range" : ""
-        }`,
+          o.weightRounding === "gptq" ? "-gptq" : ""
+        }${o.reduceRange ? "-reduce-range" : ""}`,
       );
       warnUnmatched(o.exclude, result.report.floatNodes, graph, ctx);
       ctx.report.excluded = result.report.floatNodes;
