@@ -237,6 +237,20 @@ Deno.test("quantize() with input covariances rounds by GPTQ: a MatMul on correla
   assert.equal(report.rounding, "gptq");
   assert.ok(report.outputError!.gptq < report.outputError!.nearest);
   assert.equal(nearest.report.weights[0]!.rounding, "nearest");
+  // Per-tensor scales and the QOperator form round the same way.
+  const inputCovariances = new Map([["fc", covariance(48, [c])]]);
+  for (const options of [{ weights: "per-tensor" }, { format: "qoperator" }] as const) {
+    const [n, q] = [
+      quantize(g, { ranges, reduceRange: true, ...options }),
+      quantize(g, { ranges, reduceRange: true, inputCovariances, ...options }),
+    ];
+    const [dbN, dbQ] = [
+      sqnr(ref, (await runGraph(n.graph, held)).y!),
+      sqnr(ref, (await runGraph(q.graph, held)).y!),
+    ];
+    assert.ok(dbQ > dbN + 2, `${JSON.stringify(options)}: GPTQ ${dbQ} dB vs nearest ${dbN} dB`);
+    assert.equal(q.report.weights[0]!.rounding, "gptq");
+  }
   assert.throws(
     () => quantize(g, { ranges, inputCovariances: new Map([["nope", covariance(48, [c])]]) }),
     /inputCovariances: expected a node named "nope"/,

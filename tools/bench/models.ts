@@ -631,6 +631,13 @@ async function methods(
     ["clip-bounds+mse+gptq", { method: "clip-bounds", fallback: "mse", ...load }, {
       weightRounding: "gptq",
     }],
+    ["clip-bounds+loss-aware-mse+bias-correction+gptq", {
+      method: "clip-bounds",
+      fallback: "mse",
+      lossAware: LOSS_AWARE,
+      biasCorrection: true,
+      ...load,
+    }, { weightRounding: "gptq" }],
   ];
   const evaluate = async (
     name: string,
