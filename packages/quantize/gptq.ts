@@ -94,18 +94,6 @@ function lowerFactor(h: Float64Array, n: number): Float64Array | undefined {
   return m;
 }
 
-/** ‖M·e‖² for M lower triangular n×n. */
-function normOfProduct(m: Float64Array, e: Float64Array, n: number): number {
-  let total = 0;
-  for (let j = 0; j < n; j++) {
-    const mj = j * n;
-    let r = 0;
-    for (let k = 0; k <= j; k++) r += m[mj + k]! * e[k]!;
-    total += r * r;
-  }
-  return total;
-}
-
 /** A rounding already computed for one covariance: what it was computed from, and the result. */
 interface Remembered {
   weight: Float32Array;
@@ -273,13 +261,19 @@ function roundOnce(
           qNear[i] = q;
           eNear[i] = v - q * s;
         }
-        const near = measured(eNear, normOfProduct(m, eNear, n));
-        let total = 0;
+        // One pass over M's rows gives both ‖M·e‖²: nearest rounding's and this rounding's.
+        let total = 0, totalNear = 0;
         for (let j = 0; j < n; j++) {
           const mj = j * n;
-          let acc = 0;
-          for (let k = 0; k < j; k++) acc += m[mj + k]! * eComp[k]!;
+          let acc = 0, accNear = 0;
+          for (let k = 0; k < j; k++) {
+            const mk = m[mj + k]!;
+            acc += mk * eComp[k]!;
+            accNear += mk * eNear[k]!;
+          }
           const mjj = m[mj + j]!;
+          const resNear = accNear + mjj * eNear[j]!;
+          totalNear += resNear * resNear;
           let q = roundHalfEven(Math.fround((row[j]! + acc / mjj) / s));
           q = q > o.qmax ? o.qmax : q < -o.qmax ? -o.qmax : q;
           qComp[j] = q;
@@ -288,6 +282,7 @@ function roundOnce(
           total += res * res;
         }
         const comp = measured(eComp, total);
+        const near = measured(eNear, totalNear);
         const keep = comp < near ? qComp : qNear;
         if (comp >= near) nearestRows++;
         nearestError += near;
