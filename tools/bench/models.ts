@@ -677,25 +677,36 @@ async function methods(
       b.score > a.score || (b.score === a.score && b.map > a.map) ? b : a;
     const best = rows.reduce(better);
     if (!quick) {
-      // The accuracy-aware fallback on top of the best method: layers reverted and their cost.
-      const { row, ctx } = await evaluate(`${best.name}+fallback(maxDrop 0.01)`, best.options, {
-        ...best.quantizeOptions,
-        maxDrop: 0.01,
-      });
-      rows.push(row);
-      const fb = ctx.report.fallback as {
-        reverted: string[];
-        initialScore: number;
-        score: number;
-        latency?: { slowdown: number };
-      };
-      table.fallbackReverted = fb.reverted.length;
-      table.fallbackSlowdown = fb.latency ? Number(fb.latency.slowdown.toFixed(3)) : 1;
-      fallbackText = ` Fallback (maxDrop 0.01 on DB/detection mAP50 over the calibration images): ${
-        fb.initialScore.toFixed(4)
-      } → ${fb.score.toFixed(4)} with ${fb.reverted.length} layer(s) float (${
-        fb.reverted.join(", ") || "none"
-      })${fb.latency ? `, ${fb.latency.slowdown.toFixed(2)}× the int8 latency` : ""}.`;
+      // The accuracy-aware fallback on top of the best method, with nearest and with GPTQ
+      // rounding: layers reverted and their cost.
+      const variants: [string, QuantizeStepOptions][] = [["", best.quantizeOptions]];
+      if (best.quantizeOptions.weightRounding !== "gptq") {
+        variants.push(["+gptq", { ...best.quantizeOptions, weightRounding: "gptq" }]);
+      }
+      for (const [suffix, quantizeOptions] of variants) {
+        const { row, ctx } = await evaluate(
+          `${best.name}${suffix}+fallback(maxDrop 0.01)`,
+          best.options,
+          { ...quantizeOptions, maxDrop: 0.01 },
+        );
+        rows.push(row);
+        const fb = ctx.report.fallback as {
+          reverted: string[];
+          initialScore: number;
+          score: number;
+          latency?: { slowdown: number };
+        };
+        const key = suffix === "" ? "fallback" : "gptqFallback";
+        table[`${key}Reverted`] = fb.reverted.length;
+        table[`${key}Slowdown`] = fb.latency ? Number(fb.latency.slowdown.toFixed(3)) : 1;
+        fallbackText += ` Fallback${
+          suffix ? " with GPTQ rounding" : ""
+        } (maxDrop 0.01 on DB/detection mAP50 over the calibration images): ${
+          fb.initialScore.toFixed(4)
+        } → ${fb.score.toFixed(4)} with ${fb.reverted.length} layer(s) float (${
+          fb.reverted.join(", ") || "none"
+        })${fb.latency ? `, ${fb.latency.slowdown.toFixed(2)}× the int8 latency` : ""}.`;
+      }
     }
     // Not a method: the float model on inputs moved by less than one pixel level, scored the same
     // way — how far the figures move with no quantization at all.
