@@ -355,9 +355,18 @@ function unreadDropped(original: Graph, next: Graph): Graph {
  * Ops that only move or select values: on the integers they give what DQ → op → Q gives (MaxPool
  * too: DQ is increasing, so the largest integer dequantizes to the largest value; its padding is
  * never picked). Transpose: the head lowering's channels-last view of each head conv's input.
- * Resize in mode nearest moves too (see viewsOnIntegers).
+ * Expand copies values (the lowering's channels-last nearest upsampling). Resize in mode nearest
+ * moves too (see viewsOnIntegers).
  */
-const VIEWS = new Set(["Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "MaxPool"]);
+const VIEWS = new Set([
+  "Reshape",
+  "Flatten",
+  "Squeeze",
+  "Unsqueeze",
+  "Transpose",
+  "MaxPool",
+  "Expand",
+]);
 
 /**
  * A zero Pad of a float tensor whose only reader is a per-tensor QuantizeLinear pads the integers

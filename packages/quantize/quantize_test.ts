@@ -662,7 +662,8 @@ Deno.test("quantize() runs MaxPool, nearest Resize and the head lowering's Trans
   const feeds = randomFeeds(g, 3);
   const { graph: q } = quantize(g, { ranges: await minmaxRanges(g, [feeds]) });
   await assertSameAsExpanded(q, feeds, ["MaxPool", "Transpose"]);
-  // A nearest Resize only picks values: it moves too (the lowering views it as one channel).
+  // A nearest upsampling only copies values: it moves too (the lowering makes it a channels-last
+  // Expand; lower_test.ts has the one-channel view of an unknown size).
   const r = new ModelBuilder({ seed: 16 });
   let y = r.relu(r.conv(r.input("x", [1, 3, 8, 8]), { outChannels: 8, kernel: 3, pad: 1 }));
   y = r.resize(y, 2);
@@ -670,7 +671,13 @@ Deno.test("quantize() runs MaxPool, nearest Resize and the head lowering's Trans
   const up = r.build();
   const upFeeds = randomFeeds(up, 4);
   const upQ = quantize(up, { ranges: await minmaxRanges(up, [upFeeds]) }).graph;
-  await assertSameAsExpanded(upQ, upFeeds, ["Reshape", "Resize", "Reshape"]);
+  await assertSameAsExpanded(upQ, upFeeds, [
+    "Transpose",
+    "Unsqueeze",
+    "Expand",
+    "Reshape",
+    "Transpose",
+  ]);
   // Below opset 12 MaxPool takes no 8-bit integers: per-tensor weights keep such a model at 10.
   const old = { ...g, opsetImports: [{ domain: "", version: 10 }] };
   const p = quantize(old, { ranges: await minmaxRanges(g, [feeds]), weights: "per-tensor" }).graph;
@@ -688,6 +695,9 @@ Deno.test("quantize() writes what its file needs: no name on added nodes, no unu
     b.op("Resize", [x, "", scales], {
       attributes: {
         mode: { type: "string", value: mode },
+        // (asymmetric with round_prefer_ceil: not whole-pixel copies, so the nearest one stays a
+        // Resize rather than the lowering's Expand.)
+        coordinate_transformation_mode: { type: "string", value: "asymmetric" },
         // Read only in mode nearest; cubic_coeff_a only in mode cubic.
         nearest_mode: { type: "string", value: "round_prefer_ceil" },
         cubic_coeff_a: { type: "float", value: -0.5 },
@@ -707,8 +717,12 @@ Deno.test("quantize() writes what its file needs: no name on added nodes, no unu
     exclude: { head: false },
   });
   const [lin, near] = q.nodes.filter((n) => n.op === "Resize");
-  assert.deepEqual(Object.keys(lin!.attributes), ["mode"]);
-  assert.deepEqual(Object.keys(near!.attributes), ["nearest_mode"]); // (mode nearest: the default)
+  assert.deepEqual(Object.keys(lin!.attributes).sort(), ["coordinate_transformation_mode", "mode"]);
+  // (mode nearest: the default)
+  assert.deepEqual(Object.keys(near!.attributes).sort(), [
+    "coordinate_transformation_mode",
+    "nearest_mode",
+  ]);
   const reshape = q.nodes.findLast((n) => n.op === "Reshape")!;
   assert.match(reshape.inputs[1]!, /^[a-zA-Z][0-9a-zA-Z]?$/);
   assert.deepEqual([...q.initializers.get(reshape.inputs[1]!)!.data], [1n, 8n, 256n]);

@@ -63,13 +63,23 @@
  *   element out of data bounds"); the float model and level basic run. A Resize with an `axes`
  *   attribute (opset ≥ 18) fails the same way (its scales or sizes are permuted as if they had
  *   one entry per axis of the input): it gets scales of 1, or the input's sizes, on the other axes.
- * - A nearest Resize that scales only H and W of a 4-D [N, C, H, W] tensor resizes a
- *   [N·C, 1, H, W] view of it (Reshape → Resize → Reshape). ORT moves a u8 Resize to channels-last
- *   among its NHWC int8 convs, where its nearest kernel is slow (×2 on u8 [1, 96, 80, 80]: 11.4 ms
- *   vs 0.43 ms channels-first); with one channel the NHWC kernel is fast, and the transposes
- *   around it become reshapes. PP-OCR det 640 (six neck Resizes): Resize 8.1 → 1.8 ms, Transpose
- *   0.6 → 1.8 ms where the view meets the NHWC convs, int8 model 8–9 % faster, outputs
- *   bit-identical; the extra Reshapes and their Q/DQ pairs add about 2 KB to the file.
+ * - A nearest Resize that scales only H and W of a 4-D [N, C, H, W] tensor by whole factors, each
+ *   output pixel a copy of one input pixel (upsampling; `nearestCopies`), with H and W static,
+ *   becomes a channels-last Expand: Transpose to [N, H, W, C] → Unsqueeze → Expand
+ *   [1, 1, fh, 1, fw, 1] → Reshape to [N, H·fh, W·fw, C] → Transpose back. ORT runs its int8
+ *   convs channels-last; the two explicit Transposes meet and cancel the ones it puts around
+ *   them, and the Adds and Muls of an FPN between stay channels-last too. ORT's own
+ *   channels-last u8 nearest Resize is slow (×2 on u8 [1, 96, 80, 80]: 11.4 ms vs 0.43 ms
+ *   channels-first). PP-OCRv4 det 640 with its input made static (six neck Resizes): int8 run
+ *   alone 14.0–14.7 → 11.1–11.5 ms, kernel time: Transpose 2.5 → 0.6 ms, the Resizes' 1.4 ms →
+ *   Expand 0.5 ms; outputs bit-identical. YOLOv3-416 (two upsamplings before a Concat): the same
+ *   time. A Reshape whose shape came from a Shape at run time (for H and W unknown) kept ORT from
+ *   cancelling the transposes and was slower than the view below.
+ * - Any other nearest Resize of H and W only (a downscale, a fractional factor, a mode whose
+ *   pixels are not plain copies, or H and W unknown) resizes a [N·C, 1, H, W] view of it
+ *   (Reshape → Resize → Reshape), where ORT's kernel is fast and the transposes around it become
+ *   reshapes (PP-OCR det 640 that way: Resize 8.1 → 1.8 ms, Transpose 0.6 → 1.8 ms, int8 8–9 %
+ *   faster than the plain Resize).
  *
  * @module
  */
@@ -600,14 +610,79 @@ function resizeChannelView(s: State, graph: Graph, ex: LowerOptions["exclude"]):
   if (!shapes) return;
   // Short names, one shape tensor per channel count: each new tensor gets a Q/DQ pair, and the
   // names are a measurable part of an int8 file (PP-OCR det: six Resizes).
-  const toView = fresh(s, "resize_view");
-  s.inits.set(toView, int64([4], [-1, 1, 0, 0]));
+  let toView: string | undefined;
   const backs = new Map<number, string>();
+  const constant = (name: string, values: number[]): string => {
+    const t = fresh(s, name);
+    s.inits.set(t, int64([values.length], values));
+    return t;
+  };
   s.nodes = s.nodes.flatMap((n, i) => {
     const x = n.inputs[0]!, y = n.outputs[0];
     const shape = shapes.get(x)?.shape;
     const c = shape?.length === 4 ? shape[1] : undefined;
     if (!candidate(n, i) || !y || typeof c !== "number") return [n];
+    const scales = s.inits.get(n.inputs[2]!)!.data as Float32Array;
+    const [h, w] = [shape![2], shape![3]];
+    // The output shape is a constant: a Shape read at run time (for H and W unknown until then)
+    // kept onnxruntime from cancelling the transposes, and the Expand form was then slower than the
+    // view (PP-OCRv4 det 640, alternating with float: 23–28 → 29–35 ms).
+    if (
+      typeof h === "number" && typeof w === "number" &&
+      nearestCopies(n, { length: h, scale: scales[2]! }) &&
+      nearestCopies(n, { length: w, scale: scales[3]! })
+    ) {
+      const [fh, fw] = [scales[2]!, scales[3]!];
+      const [nhwc, unsqueezed, copies, up] = ["nhwc", "cells", "copies", "nhwc_up"]
+        .map((k) => fresh(s, `${y}_${k}`)) as [string, string, string, string];
+      for (const t of [nhwc, unsqueezed, copies]) s.aliases.set(t, x);
+      s.aliases.set(up, y);
+      s.notes.push(
+        `${
+          n.name || `Resize#${i}`
+        }: ×${fh}×${fw} nearest upsampling as a channels-last Expand (ORT's own channels-last u8 Resize is slow)`,
+      );
+      const perm = (value: number[]) => ({ perm: { type: "ints" as const, value } });
+      return [
+        node({
+          name: "",
+          op: "Transpose",
+          inputs: [x],
+          outputs: [nhwc],
+          attributes: perm([0, 2, 3, 1]),
+        }),
+        // Unsqueeze takes its axes as an input from opset 13 on, as an attribute before.
+        (opset ?? 0) >= 13
+          ? node({
+            name: "",
+            op: "Unsqueeze",
+            inputs: [nhwc, constant("axes", [2, 4])],
+            outputs: [unsqueezed],
+          })
+          : node({
+            name: "",
+            op: "Unsqueeze",
+            inputs: [nhwc],
+            outputs: [unsqueezed],
+            attributes: { axes: { type: "ints", value: [2, 4] } },
+          }),
+        node({
+          name: n.name,
+          op: "Expand",
+          inputs: [unsqueezed, constant("copies", [1, 1, fh, 1, fw, 1])],
+          outputs: [copies],
+        }),
+        reshape(copies, constant("upsampled", [-1, h * fh, w * fw, c]), up),
+        node({
+          name: "",
+          op: "Transpose",
+          inputs: [up],
+          outputs: [y],
+          attributes: perm([0, 3, 1, 2]),
+        }),
+      ];
+    }
+    toView ??= constant("resize_view", [-1, 1, 0, 0]);
     let back = backs.get(c);
     if (!back) {
       back = fresh(s, `resize_view_c${c}`);
@@ -629,6 +704,42 @@ function resizeChannelView(s: State, graph: Graph, ex: LowerOptions["exclude"]):
       reshape(yv, back, y),
     ];
   });
+}
+
+/**
+ * Whether a nearest Resize by this whole factor along an axis of this length gives each output
+ * index o the input index ⌊o / scale⌋ (every input pixel copied scale times), under the node's
+ * coordinate_transformation_mode and nearest_mode as the ONNX spec computes them. A mode whose
+ * source coordinate falls within 10⁻⁶ of a rounding boundary is not trusted (onnxruntime computes
+ * it in float32).
+ */
+function nearestCopies(n: Node, axis: { length: number; scale: number }): boolean {
+  const { length, scale } = axis;
+  if (!Number.isInteger(scale) || scale < 1 || length < 1) return false;
+  const mode = attrString(n, "coordinate_transformation_mode", "half_pixel");
+  const rounding = attrString(n, "nearest_mode", "round_prefer_floor");
+  const out = length * scale;
+  for (let o = 0; o < out; o++) {
+    let x: number;
+    if (mode === "half_pixel" || (mode === "pytorch_half_pixel" && out > 1)) {
+      x = (o + 0.5) / scale - 0.5;
+    } else if (mode === "asymmetric") x = o / scale;
+    else if (mode === "tf_half_pixel_for_nn") x = (o + 0.5) / scale;
+    else return false;
+    const frac = x - Math.floor(x);
+    let k: number;
+    if (rounding === "floor" || rounding === "ceil") {
+      if (frac !== 0 && (frac < 1e-6 || frac > 1 - 1e-6)) return false;
+      k = rounding === "floor" ? Math.floor(x) : Math.ceil(x);
+    } else if (rounding === "round_prefer_floor" || rounding === "round_prefer_ceil") {
+      if (Math.abs(frac - 0.5) < 1e-6) {
+        if (frac !== 0.5) return false;
+        k = rounding === "round_prefer_floor" ? Math.floor(x) : Math.ceil(x);
+      } else k = Math.round(x);
+    } else return false;
+    if (Math.min(Math.max(k, 0), length - 1) !== Math.floor(o / scale)) return false;
+  }
+  return true;
 }
 
 /** ConvTranspose(kernel = stride, no pads) → 1×1 Conv (DCR channel order) + DepthToSpace. */

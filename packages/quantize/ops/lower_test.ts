@@ -106,12 +106,47 @@ function upsampler(opset: number, batch: number): Graph {
   return b.build();
 }
 
-Deno.test("lowerForOrt() resizes a one-channel view of a nearest Resize, bit-identical outputs", async () => {
+/** The same graph with the input's height and width unknown until it runs. */
+function dynamicSize(g: Graph): Graph {
+  return {
+    ...g,
+    inputs: g.inputs.map((v) => ({ ...v, shape: [v.shape![0]!, v.shape![1]!, "h", "w"] })),
+  };
+}
+
+/** Runs a graph whose input size is dynamic at the size of the static one it came from. */
+function runAs(g: Graph, sized: Graph, feeds: Record<string, Float32Array>) {
+  return runGraph({ ...g, inputs: sized.inputs }, feeds);
+}
+
+Deno.test("lowerForOrt() upsamples by a channels-last Expand when H and W are known, else resizes a one-channel view; bit-identical outputs", async () => {
   for (const [opset, batch] of [[11, 2], [13, 1]] as const) {
     const g = upsampler(opset, batch);
+    const feeds = randomFeeds(g, 4);
+    const a = (await runGraph(g, feeds)).y!;
+    assert.equal(a.length, batch * 8 * 12 * 10);
+    // Static: Transpose → Unsqueeze → Expand → Reshape → Transpose.
     const { graph, aliases, notes } = lowerForOrt(g);
     assert.equal(notes.length, 1, notes.join("\n"));
+    assert.match(notes[0]!, /×2×2 nearest upsampling as a channels-last Expand/);
     assert.deepEqual(graph.nodes.map((n) => n.op), [
+      "Conv",
+      "Relu",
+      "Transpose",
+      "Unsqueeze",
+      "Expand",
+      "Reshape",
+      "Transpose",
+      "Conv",
+    ]);
+    const original = g.nodes.find((n) => n.op === "Resize")!;
+    const expand = graph.nodes.find((n) => n.op === "Expand")!;
+    assert.equal(expand.name, original.name);
+    assert.equal(aliases.get(expand.outputs[0]!), original.inputs[0]);
+    assert.deepEqual((await runGraph(graph, feeds)).y!, a);
+    // H and W unknown: the one-channel view.
+    const dynamic = lowerForOrt(dynamicSize(g));
+    assert.deepEqual(dynamic.graph.nodes.map((n) => n.op), [
       "Conv",
       "Relu",
       "Reshape",
@@ -119,18 +154,51 @@ Deno.test("lowerForOrt() resizes a one-channel view of a nearest Resize, bit-ide
       "Reshape",
       "Conv",
     ]);
-    const resize = graph.nodes.find((n) => n.op === "Resize")!;
-    const original = g.nodes.find((n) => n.op === "Resize")!;
-    assert.equal(aliases.get(resize.inputs[0]!), original.inputs[0]);
-    assert.equal(aliases.get(resize.outputs[0]!), original.outputs[0]);
-    const feeds = randomFeeds(g, 4);
-    const [a, b] = [(await runGraph(g, feeds)).y!, (await runGraph(graph, feeds)).y!];
-    assert.equal(a.length, batch * 8 * 12 * 10);
-    assert.deepEqual(b, a);
+    const resize = dynamic.graph.nodes.find((n) => n.op === "Resize")!;
+    assert.equal(dynamic.aliases.get(resize.inputs[0]!), original.inputs[0]);
+    assert.equal(dynamic.aliases.get(resize.outputs[0]!), original.outputs[0]);
+    assert.deepEqual((await runAs(dynamic.graph, g, feeds)).y!, a);
   }
 });
 
-Deno.test("quantize() gives onnxruntime a one-channel u8 Resize with the same int8 outputs", async () => {
+Deno.test("lowerForOrt() takes the Expand form exactly where onnxruntime's nearest Resize copies whole pixels", async () => {
+  const cases: [string, string, number, boolean][] = [
+    ["half_pixel", "round_prefer_floor", 2, true],
+    ["half_pixel", "round_prefer_floor", 3, true],
+    ["half_pixel", "round_prefer_ceil", 4, true],
+    ["pytorch_half_pixel", "round_prefer_floor", 8, true],
+    ["asymmetric", "floor", 3, true],
+    ["asymmetric", "round_prefer_floor", 2, true],
+    ["tf_half_pixel_for_nn", "floor", 2, true],
+    ["asymmetric", "round_prefer_floor", 4, false],
+    ["asymmetric", "round_prefer_ceil", 2, false],
+    ["half_pixel", "floor", 2, false],
+    ["align_corners", "round_prefer_floor", 2, false],
+    ["half_pixel", "round_prefer_floor", 1.5, false],
+    ["asymmetric", "floor", 0.5, false],
+  ];
+  for (const [mode, rounding, scale, copies] of cases) {
+    const b = new ModelBuilder({ seed: 5, opset: 13 });
+    const x = b.relu(b.conv(b.input("x", [1, 3, 6, 4]), { outChannels: 4, kernel: 3, pad: 1 }));
+    const up = b.op("Resize", [x, "", b.initializer(float32([4], [1, 1, scale, scale]))], {
+      attributes: {
+        mode: { type: "string", value: "nearest" },
+        coordinate_transformation_mode: { type: "string", value: mode },
+        nearest_mode: { type: "string", value: rounding },
+      },
+      shape: [1, 4, Math.floor(6 * scale), Math.floor(4 * scale)],
+    });
+    b.output(b.conv(up, { outChannels: 2, kernel: 1 }), "y");
+    const g = b.build();
+    const { graph } = lowerForOrt(g);
+    const what = `${mode}, ${rounding}, ×${scale}`;
+    assert.equal(graph.nodes.some((n) => n.op === "Expand"), copies, what);
+    const feeds = randomFeeds(g, 6);
+    assert.deepEqual((await runGraph(graph, feeds)).y!, (await runGraph(g, feeds)).y!, what);
+  }
+});
+
+Deno.test("quantize() gives onnxruntime the upsampling on u8 with the same int8 outputs, as an Expand or a one-channel Resize", async () => {
   const g = upsampler(13, 1);
   // The same upsampling stated by `sizes` is not rewritten: the int8 reference.
   const resize = g.nodes.find((n) => n.op === "Resize")!;
@@ -142,24 +210,36 @@ Deno.test("quantize() gives onnxruntime a one-channel u8 Resize with the same in
   };
   const feeds = [randomFeeds(g, 1), randomFeeds(g, 2)];
   const ranges = await minmaxRanges(g, feeds);
-  const q = quantize(g, { ranges }).graph;
   const ref = quantize(bySizes, { ranges }).graph;
-  const [opt, refOpt] = [await optimized(q, feeds[0]!), await optimized(ref, feeds[0]!)];
-  const [ops, refOps] = [countOps(opt), countOps(refOpt)];
-  // Both Resizes run u8 (no float Resize between a DequantizeLinear and a QuantizeLinear) …
-  assert.equal(ops["Resize"], 1, JSON.stringify(ops));
-  assert.equal(ops["DequantizeLinear"], refOps["DequantizeLinear"], JSON.stringify(ops));
-  // … the reference right on the NHWC conv's output, the rewritten one on the [C, 1, H, W] view.
+  const refOpt = await optimized(ref, feeds[0]!);
+  const refOps = countOps(refOpt);
+  const yRef = (await runGraph(ref, feeds[1]!)).y!;
+  // The reference's Resize runs u8 right on the NHWC conv's output.
   const feeder = (g: Graph) => {
     const r = g.nodes.find((n) => n.op === "Resize")!;
     return g.nodes.find((n) => n.outputs.includes(r.inputs[0]!))!.op;
   };
   assert.equal(feeder(refOpt), "QLinearConv");
-  assert.ok(["Transpose", "Reshape"].includes(feeder(opt)), feeder(opt));
   assert.equal(refOps["Reshape"] ?? 0, 0, JSON.stringify(refOps));
-  assert.equal(ops["Reshape"], 1, JSON.stringify(ops));
-  const [y, yRef] = [(await runGraph(q, feeds[1]!)).y!, (await runGraph(ref, feeds[1]!)).y!];
-  assert.deepEqual(y, yRef);
+
+  // Static: the Expand runs on the u8 tensor, between the NHWC convs with no transpose left.
+  const q = quantize(g, { ranges }).graph;
+  const ops = countOps(await optimized(q, feeds[0]!));
+  assert.equal(ops["Expand"], 1, JSON.stringify(ops));
+  assert.equal(ops["Resize"] ?? 0, 0, JSON.stringify(ops));
+  assert.equal(ops["Transpose"] ?? 0, refOps["Transpose"] ?? 0, JSON.stringify(ops));
+  assert.equal(ops["DequantizeLinear"], refOps["DequantizeLinear"], JSON.stringify(ops));
+  assert.deepEqual((await runGraph(q, feeds[1]!)).y!, yRef);
+
+  // H and W unknown: a u8 Resize of the [C, 1, H, W] view.
+  const qd = quantize(dynamicSize(g), { ranges }).graph;
+  const dOpt = await optimized({ ...qd, inputs: g.inputs }, feeds[0]!);
+  const dOps = countOps(dOpt);
+  assert.equal(dOps["Resize"], 1, JSON.stringify(dOps));
+  assert.equal(dOps["DequantizeLinear"], refOps["DequantizeLinear"], JSON.stringify(dOps));
+  assert.ok(["Transpose", "Reshape"].includes(feeder(dOpt)), feeder(dOpt));
+  assert.equal(dOps["Reshape"], 1, JSON.stringify(dOps));
+  assert.deepEqual((await runAs(qd, g, feeds[1]!)).y!, yRef);
 });
 
 /**
@@ -562,7 +642,11 @@ Deno.test("lowerForOrt() writes a Resize's axes attribute (opset 18) as scales o
     const x = b.relu(b.conv(b.input("x", [1, 4, 8, 8]), { outChannels: 8, kernel: 3 }));
     const up = form === "scales"
       ? b.op("Resize", [x, "", b.initializer(float32([2], [2, 3]))], {
-        attributes: { axes: { type: "ints", value: [-1, 2] } },
+        // align_corners: the pixels are not plain copies, so the Resize stays (as a view).
+        attributes: {
+          axes: { type: "ints", value: [-1, 2] },
+          coordinate_transformation_mode: { type: "string", value: "align_corners" },
+        },
         shape: [1, 8, 24, 16],
       })
       : b.op("Resize", [x, "", "", b.initializer(int64([2], [24, 16]))], {

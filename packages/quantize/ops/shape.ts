@@ -1,6 +1,6 @@
 /**
  * Ops that only move or select values — Reshape, Transpose, Flatten, Squeeze, Unsqueeze, Split,
- * Slice, Pad, MaxPool, Resize: the output shares the input's scale and zero point, so ORT drops
+ * Slice, Pad, MaxPool, Resize, Expand: the output shares the input's scale and zero point, so ORT drops
  * the DQ→op→Q around them and runs them on uint8 directly.
  *
  * @module
@@ -56,6 +56,7 @@ export const shapeOps: Readonly<Record<string, OpQuantizer>> = Object.fromEntrie
     "Pad",
     "MaxPool",
     "Resize",
+    "Expand",
   ]
     .map((op) => [op, passThrough]),
 );
