@@ -102,6 +102,11 @@ export const INPUT_SPEC: ObjectSpec = {
       description: 'Fixed values of other model inputs, e.g. {"image_shape": [416, 416]}.',
       values: { type: "array", items: num(-1e12, 1e12), maxItems: 65536 },
     },
+    static: {
+      type: "boolean",
+      description:
+        "Write size into the image input's dims: the output model takes only that size, and static shapes let quantize run nearest upsampling as a channels-last Expand.",
+    },
   },
 };
 

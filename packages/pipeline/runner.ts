@@ -6,7 +6,14 @@
  * @module
  */
 import { basename, dirname, join } from "node:path";
-import { encodedSize, type Graph, METADATA_KEYS, type Tensor, validate } from "@clipq/onnx";
+import {
+  encodedSize,
+  type Graph,
+  METADATA_KEYS,
+  type Tensor,
+  validate,
+  type ValueInfo,
+} from "@clipq/onnx";
 import { loadModel, type SavedModel, saveModel } from "@clipq/onnx/io";
 import { ConfigError, DataError, ModelError } from "@clipq/onnx/errors";
 import { tensor } from "@clipq/onnx/tensor";
@@ -116,6 +123,56 @@ export async function writeAtomic(path: string, data: Uint8Array | string): Prom
     await Deno.remove(tmp).catch(() => {});
     throw e;
   }
+}
+
+/**
+ * The graph with `input.size` (and 3 channels) written into the image input's dims, and the
+ * value_info that still has a dim unknown dropped (it described the dynamic model): `input.static`.
+ * The batch axis stays as it is.
+ *
+ * @param graph The model.
+ * @param input The input config; `size` is required.
+ * @returns The graph with a static image size.
+ * @throws {ConfigError} Without `input.size`, or as {@linkcode imageInput} does.
+ *
+ * @example
+ * ```ts
+ * import { withStaticImageInput } from "@clipq/pipeline/runner";
+ * import { emptyGraph, node } from "@clipq/onnx";
+ * import assert from "node:assert/strict";
+ * const g = emptyGraph({
+ *   nodes: [node({ name: "r", op: "Relu", inputs: ["x"], outputs: ["y"] })],
+ *   inputs: [{ name: "x", dtype: "float32", shape: ["n", 3, "h", "w"] }],
+ *   outputs: [{ name: "y", dtype: "float32", shape: ["n", 3, "h", "w"] }],
+ * });
+ * const s = withStaticImageInput(g, { size: [64, 48], static: true });
+ * assert.deepEqual(s.inputs[0]!.shape, ["n", 3, 64, 48]);
+ * assert.throws(() => withStaticImageInput(g, { static: true }), /input\.static: expected input\.size/);
+ * ```
+ */
+export function withStaticImageInput(graph: Graph, input: InputConfig): Graph {
+  if (!input.size) {
+    throw new ConfigError(
+      "input.static",
+      "expected input.size, the [height, width] to write into the model's input; found none",
+    );
+  }
+  const { name, spec } = imageInput(graph, input);
+  const [h, w] = input.size;
+  const fixed = (shape: ValueInfo["shape"]) => {
+    const s = [...(shape ?? [])];
+    if (spec.layout === "NHWC") [s[1], s[2], s[3]] = [h, w, 3];
+    else if (spec.layout === "CHW") [s[0], s[1], s[2]] = [3, h, w];
+    else [s[1], s[2], s[3]] = [3, h, w];
+    if (spec.layout !== "CHW" && s[0] === undefined) s[0] = "batch";
+    return s;
+  };
+  const known = (v: ValueInfo) => (v.shape ?? []).every((d) => typeof d === "number");
+  return {
+    ...graph,
+    inputs: graph.inputs.map((v) => v.name === name ? { ...v, shape: fixed(v.shape) } : v),
+    valueInfo: graph.valueInfo.filter(known),
+  };
 }
 
 /** The image input and the preprocessing spec for it. */
@@ -628,12 +685,13 @@ export async function runPipeline(config: Config, options: RunOptions = {}): Pro
   ].filter((d): d is string => d !== undefined);
   const timings: { name: string; ms: number }[] = [];
   let t = performance.now();
-  const source = await loadSource(
+  let source = await loadSource(
     config.model,
     config.input.size ? { inputSize: config.input.size } : {},
   );
   timings.push({ name: "load", ms: performance.now() - t });
   checkAgainstModel(source, config);
+  if (config.input.static) source = withStaticImageInput(source, config.input);
   // Evaluation images are read by evaluate, the quantize fallback and the report's analysis; with
   // none of them they would be accepted and never opened.
   const evaluation = config.data.evaluation;

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { float32 } from "@clipq/onnx";
+import { float32, ModelBuilder } from "@clipq/onnx";
 import { decode } from "@clipq/onnx/proto";
 import { ConfigError } from "@clipq/onnx/errors";
 import { loadConfig } from "./config.ts";
@@ -759,6 +759,48 @@ Deno.test("a step's batches name what they are for on the progress line and stop
     assert.equal(
       lines.filter((l) => /^warning: skipped unreadable image: .*0\.png/.test(l)).length,
       2,
+    );
+  } finally {
+    ws.cleanup();
+  }
+});
+
+Deno.test("runPipeline() with input.static writes input.size into a dynamic model's input, so quantize sees static shapes", async () => {
+  const b = new ModelBuilder({ seed: 5 });
+  const x = b.input("images", [1, 3, "h", "w"]);
+  const h = b.relu(b.conv(x, { outChannels: 4, kernel: 3, pad: 1 }));
+  b.output(b.conv(b.resize(h, 2), { outChannels: 2, kernel: 3, pad: 1 }), "out");
+  const ws = workspace(b.build());
+  try {
+    ws.npy([0, 1].map((k) =>
+      float32(
+        [1, 3, 16, 12],
+        Float32Array.from({ length: 3 * 16 * 12 }, (_, i) => ((i * (k + 3)) % 17) / 16),
+      )
+    ));
+    const run = async (input: Record<string, unknown>, output: string) =>
+      await runPipeline(
+        await loadConfig(ws.write({
+          model: "model.onnx",
+          output,
+          input: { name: "images", ...input },
+          data: { calibration: { npy: "npy" } },
+          steps: [{ use: "calibrate", method: "minmax" }, { use: "quantize" }],
+        })),
+        { quiet: true, analyze: false },
+      );
+    const fixed = await run({ size: [16, 12], static: true }, "out/static.onnx");
+    assert.deepEqual(fixed.graph.inputs[0]!.shape, [1, 3, 16, 12]);
+    const rewrites = (fixed.report.details.quantize as { rewrites: string[] }).rewrites;
+    assert.ok(rewrites.some((r) => /channels-last Expand/.test(r)), rewrites.join("\n"));
+    // Without it the model keeps its dynamic size, and the upsampling its one-channel view.
+    const dynamic = await run({ size: [16, 12] }, "out/dynamic.onnx");
+    assert.deepEqual(dynamic.graph.inputs[0]!.shape, [1, 3, "h", "w"]);
+    const kept = (dynamic.report.details.quantize as { rewrites: string[] }).rewrites;
+    assert.ok(kept.some((r) => /one-channel|\[N·4, 1, H, W\] view/.test(r)), kept.join("\n"));
+    await assert.rejects(
+      () => run({ static: true }, "out/none.onnx"),
+      /input\.static: expected input\.size/,
     );
   } finally {
     ws.cleanup();

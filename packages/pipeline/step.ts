@@ -31,6 +31,11 @@ export interface InputConfig {
   std?: number[];
   /** Fixed values of the model's other inputs. */
   extra?: Record<string, number[]>;
+  /**
+   * Write `size` (and 3 channels) into the image input's dims before the steps, so the output
+   * model takes only that size and onnxruntime sees static shapes (the batch axis stays as it is).
+   */
+  static?: boolean;
 }
 
 /** A batch of model feeds and the files it came from. */

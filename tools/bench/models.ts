@@ -66,6 +66,7 @@ import {
 import type { CalibrateStepOptions } from "@clipq/pipeline/steps/calibrate";
 import type { QuantizeStepOptions } from "@clipq/pipeline/steps/quantize";
 import type { InputConfig } from "@clipq/pipeline/step";
+import { withStaticImageInput } from "@clipq/pipeline/runner";
 import {
   darknetCfg,
   darknetPhotos,
@@ -1188,6 +1189,22 @@ async function suite(
       quick,
     });
     log(p.result);
+    if (!quick) {
+      // input.static: the size written into the model's input, so quantize sees static shapes
+      // (its nearest upsamplings become channels-last Expands; ops/lower.ts).
+      const fixed = {
+        ...det,
+        key: "ppocr-det-static",
+        graph: withStaticImageInput(det.graph, { ...det.input, static: true }),
+      };
+      const s = await profile(fixed, { method: "mse", statistics: { load: stats } }, {
+        runs,
+        goals: { speedup: 2, size: 0.27 },
+        label: "PP-OCRv4 det 640 with input.static (the size fixed) int8 vs float",
+        quick,
+      });
+      log(s.result);
+    }
     log(
       await methods(det, p.set, p.floatOut, `PP-OCRv4 det ${quick ? 320 : 640}`, { quick, stats }),
     );
