@@ -238,16 +238,24 @@ Deno.test("floatRegion() of several layers is the union of their regions, whatev
   assert.ok(floatRegion(g, ["c2", "c1"]).includes(sideNode));
 });
 
-Deno.test('quantizeStep({ weightRounding: "gptq" }) rounds every quantized layer by GPTQ, lowers their output error, and keeps it through bias correction and the fallback', async () => {
-  // As below: "c2" is measured as a 1×1 Conv (its ConvTranspose rewritten) and is a ConvTranspose
-  // again in a trial that keeps it float; a moment measured on the other form must not be used.
+/**
+ * conv → ConvTranspose (kernel = stride: quantized as a 1×1 Conv + DepthToSpace, and a
+ * ConvTranspose again in a trial that keeps it float) → conv → head conv.
+ */
+function withUpsampling(): Graph {
   const b = new ModelBuilder({ seed: 3 });
   let x = b.input("x", [1, 3, 16, 16]);
   x = b.relu(b.conv(x, { outChannels: 8, kernel: 3, pad: 1, stride: 2, name: "c1" }));
   x = b.relu(b.convTranspose(x, { outChannels: 8, kernel: 2, stride: 2, name: "c2" }));
   x = b.relu(b.conv(x, { outChannels: 8, kernel: 3, pad: 1, name: "c3" }));
   b.output(b.conv(x, { outChannels: 4, kernel: 1, name: "c4" }), "y");
-  const graph = b.build();
+  return b.build();
+}
+
+Deno.test('quantizeStep({ weightRounding: "gptq" }) rounds every quantized layer by GPTQ, lowers their output error, and keeps it through bias correction and the fallback', async () => {
+  // As below: "c2" is measured as a 1×1 Conv (its ConvTranspose rewritten) and is a ConvTranspose
+  // again in a trial that keeps it float; a moment measured on the other form must not be used.
+  const graph = withUpsampling();
   const ctx = context(graph);
   ctx.ranges = await badRanges(graph);
   ctx.biasCorrection = true;
@@ -273,13 +281,7 @@ Deno.test('quantizeStep({ weightRounding: "gptq" }) rounds every quantized layer
 Deno.test("quantizeStep({ maxDrop }) with bias correction gives no shift to a layer kept float or rewritten otherwise", async () => {
   // "up" (kernel = stride) is quantized as a 1×1 Conv + DepthToSpace, and its shift measured on
   // that form (4·8 channels); each trial that keeps it float has it as a ConvTranspose (8).
-  const b = new ModelBuilder({ seed: 3 });
-  let x = b.input("x", [1, 3, 16, 16]);
-  x = b.relu(b.conv(x, { outChannels: 8, kernel: 3, pad: 1, stride: 2, name: "c1" }));
-  x = b.relu(b.convTranspose(x, { outChannels: 8, kernel: 2, stride: 2, name: "c2" }));
-  x = b.relu(b.conv(x, { outChannels: 8, kernel: 3, pad: 1, name: "c3" }));
-  b.output(b.conv(x, { outChannels: 4, kernel: 1, name: "c4" }), "y");
-  const graph = b.build();
+  const graph = withUpsampling();
   const ctx = context(graph);
   ctx.ranges = await badRanges(graph);
   ctx.biasCorrection = true;
