@@ -11,10 +11,11 @@
  * and those errors dominate. GPTQ cut the summed output error of its 64 layers 7.6× there, and
  * NanoDet's 8.3×.
  *
- * The rounding is computed as Babai's nearest-plane step (Chen et al., 2025 show GPTQ is exactly
- * that): with H = Mᵀ·M, M lower triangular, input j is rounded to cancel row j of M·e given the
- * errors e already made. That needs one Cholesky factorization and no inverse; on random cases it
- * gave the same integers as GPTQ's update with the Cholesky factor of H⁻¹.
+ * The rounding is computed as Babai's nearest-plane step, which GPTQ run back to front is exactly
+ * (Chen et al., 2025, arXiv 2507.18553): with H = Mᵀ·M, M lower triangular, input j is rounded to
+ * cancel row j of M·e given the errors e already made. That needs one Cholesky factorization and
+ * no inverse; on random cases it gave the same integers as GPTQ's update with the Cholesky factor
+ * of H⁻¹.
  *
  * @module
  */
