@@ -276,6 +276,20 @@ Deno.test('quantizeStep({ weightRounding: "gptq" }) rounds every quantized layer
     /quantize\.weightRounding: expected calibration images/,
   );
   assert.throws(() => quantizeStep({ weightRounding: "exact" as "gptq" }), /weightRounding/);
+  // The object form sets the measurement: blocks of one input channel (9 values) compensate less.
+  const blocked = { ...context(graph), ranges: ctx.ranges };
+  await quantizeStep({ weightRounding: { method: "gptq", maxBlock: 9, positions: 64 } })
+    .run(graph, blocked);
+  const wb = blocked.report.weightRounding as typeof wr;
+  assert.equal(wb.layers, 4);
+  assert.ok(
+    wb.outputError.gptq > wr.outputError.gptq,
+    `${JSON.stringify(wb)} vs ${JSON.stringify(wr)}`,
+  );
+  assert.throws(
+    () => quantizeStep({ weightRounding: { method: "gptq", blocks: 4 } as never }),
+    /weightRounding/,
+  );
 });
 
 Deno.test("quantizeStep({ maxDrop }) with bias correction gives no shift to a layer kept float or rewritten otherwise", async () => {

@@ -117,10 +117,21 @@ export const QUANTIZE_OPTIONS: ObjectSpec = {
     weights: { type: "string", enum: ["per-channel", "per-tensor"] },
     weightClip: { type: "string", enum: ["max", "mse"] },
     weightRounding: {
-      type: "string",
-      enum: ["nearest", "gptq"],
+      type: "anyOf",
       description:
-        "nearest, or gptq: each rounding error compensated on the layer's other inputs, weighed by their second moment over the calibration images (needs calibration data).",
+        "nearest, or gptq: each rounding error compensated on the layer's other inputs, weighed by their second moment over the calibration images (needs calibration data); {method: gptq, positions, maxBlock} sets the measurement.",
+      options: [
+        { type: "string", enum: ["nearest", "gptq"] },
+        {
+          type: "object",
+          required: ["method"],
+          properties: {
+            method: { type: "const", value: "gptq" },
+            positions: { type: "number", integer: true, minimum: 1, maximum: 1_000_000 },
+            maxBlock: { type: "number", integer: true, minimum: 1, maximum: 16384 },
+          },
+        },
+      ],
     },
     reduceRange: { type: "boolean", description: "7-bit weights for CPUs without VNNI." },
     exclude: {

@@ -39,8 +39,11 @@ export interface QuantizeStepOptions {
   activations?: "u8" | "s8";
   weights?: "per-channel" | "per-tensor";
   weightClip?: "max" | "mse";
-  /** "nearest", or "gptq": errors compensated on the layer's inputs over the calibration data. */
-  weightRounding?: "nearest" | "gptq";
+  /**
+   * "nearest", or "gptq": errors compensated on the layer's inputs over the calibration data; the
+   * object form sets the measurement (input vectors sampled per image, longest block kept whole).
+   */
+  weightRounding?: "nearest" | "gptq" | { method: "gptq"; positions?: number; maxBlock?: number };
   reduceRange?: boolean;
   exclude?: { names?: string[]; ops?: string[]; pattern?: string; head?: "auto" | false };
   overrides?: Record<string, { min: number; max: number }>;
@@ -229,10 +232,14 @@ export function quantizeStep(options: QuantizeStepOptions = {}): Step {
       let result = quantize(graph, opts);
       let biasShifts: Map<string, Float32Array> | undefined;
       // Layers are measured as quantize writes them: against the float graph after its rewrites.
-      const twin = ctx.biasCorrection || o.weightRounding === "gptq"
-        ? floatTwin(graph, opts)
-        : undefined;
-      if (twin && o.weightRounding === "gptq") {
+      const gptqOptions: { positions?: number; maxBlock?: number } | undefined =
+        o.weightRounding === "gptq"
+          ? {}
+          : typeof o.weightRounding === "object"
+          ? o.weightRounding
+          : undefined;
+      const twin = ctx.biasCorrection || gptqOptions ? floatTwin(graph, opts) : undefined;
+      if (twin && gptqOptions) {
         if (!ctx.hasData("calibration")) {
           throw new ConfigError(
             "quantize.weightRounding",
@@ -246,7 +253,11 @@ export function quantizeStep(options: QuantizeStepOptions = {}): Step {
         const measured = await measureInputCovariances(
           twin,
           feedsOf(ctx, "weight rounding (gptq)"),
-          { layers },
+          {
+            layers,
+            ...(gptqOptions.positions ? { positions: gptqOptions.positions } : {}),
+            ...(gptqOptions.maxBlock ? { maxBlock: gptqOptions.maxBlock } : {}),
+          },
         );
         opts.inputCovariances = measured.covariances;
         result = quantize(graph, opts);
@@ -321,7 +332,7 @@ export function quantizeStep(options: QuantizeStepOptions = {}): Step {
       }
       ctx.methods.push(
         `quantize:${o.format}-${o.activations}-${o.weights}-${o.weightClip}${
-          o.weightRounding === "gptq" ? "-gptq" : ""
+          gptqOptions ? "-gptq" : ""
         }${o.reduceRange ? "-reduce-range" : ""}`,
       );
       warnUnmatched(o.exclude, result.report.floatNodes, graph, ctx);
