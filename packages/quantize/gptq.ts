@@ -51,8 +51,6 @@ export interface CovarianceRounding {
   nearestError: number;
   /** The same for the rounding returned. */
   error: number;
-  /** Rows where compensation did not beat nearest rounding and nearest was kept. */
-  nearestRows: number;
 }
 
 /** Lower Cholesky factor L of a symmetric positive definite n×n matrix (A = L·Lᵀ), or undefined. */
@@ -212,7 +210,7 @@ function roundOnce(
   };
   const values = new Int8Array(w.length);
   const rowsPerGroup = channels / groups;
-  let nearestError = 0, error = 0, nearestRows = 0;
+  let nearestError = 0, error = 0;
   for (let g = 0; g < groups; g++) {
     for (let b = 0; b < nBlocks; b++) {
       const start = blocks[b]!, n = blocks[b + 1]! - start;
@@ -285,12 +283,11 @@ function roundOnce(
         const comp = measured(eComp, total);
         const near = measured(eNear, totalNear);
         const keep = comp < near ? qComp : qNear;
-        if (comp >= near) nearestRows++;
         nearestError += near;
         error += Math.min(comp, near);
         for (let i = 0; i < n; i++) values[where[i]! + rowAt] = keep[i]!;
       }
     }
   }
-  return { values, nearestError, error, nearestRows };
+  return { values, nearestError, error };
 }

@@ -239,6 +239,12 @@ export function quantizeStep(options: QuantizeStepOptions = {}): Step {
           ? o.weightRounding
           : undefined;
       const twin = ctx.biasCorrection || gptqOptions ? floatTwin(graph, opts) : undefined;
+      // The weighted layers quantize wrote quantized, as both measurements below name them (GPTQ
+      // rounding leaves the same layers quantized).
+      const quantizedLayers = twin
+        ? planQuantization(graph, opts).weightedLayers
+          .filter((l) => result.report.quantizedNodes.includes(l.node))
+        : [];
       if (twin && gptqOptions) {
         if (!ctx.hasData("calibration")) {
           throw new ConfigError(
@@ -247,14 +253,11 @@ export function quantizeStep(options: QuantizeStepOptions = {}): Step {
           );
         }
         ctx.log.info("  weight rounding (gptq): measuring the second moment of each layer's input");
-        const layers = planQuantization(graph, opts).weightedLayers
-          .map((l) => l.node)
-          .filter((n) => result.report.quantizedNodes.includes(n));
         const measured = await measureInputCovariances(
           twin,
           feedsOf(ctx, "weight rounding (gptq)"),
           {
-            layers,
+            layers: quantizedLayers.map((l) => l.node),
             ...(gptqOptions.positions ? { positions: gptqOptions.positions } : {}),
             ...(gptqOptions.maxBlock ? { maxBlock: gptqOptions.maxBlock } : {}),
           },
@@ -279,16 +282,14 @@ export function quantizeStep(options: QuantizeStepOptions = {}): Step {
         const producers = new Map(
           twin.nodes.flatMap((n) => n.outputs.map((t) => [t, n.op] as const)),
         );
-        const layers = planQuantization(graph, opts).weightedLayers
-          .filter((l) => result.report.quantizedNodes.includes(l.node))
-          .map((l) => ({
-            node: l.node,
-            output: l.output,
-            channelAxis:
-              producers.get(l.output) === "Conv" || producers.get(l.output) === "ConvTranspose"
-                ? 1
-                : -1,
-          }));
+        const layers = quantizedLayers.map((l) => ({
+          node: l.node,
+          output: l.output,
+          channelAxis:
+            producers.get(l.output) === "Conv" || producers.get(l.output) === "ConvTranspose"
+              ? 1
+              : -1,
+        }));
         // In QOperator form a layer reads integers (QLinearConv, MatMulInteger…) that its float
         // reference copy cannot; the QDQ form has the same integers, read through DequantizeLinear.
         const measured = o.format === "qdq"

@@ -593,8 +593,11 @@ function resizeAxesToFullRank(s: State, graph: Graph): void {
   });
 }
 
-/** Nearest Resize of [N, C, H, W] scaling H, W only → Reshape [N·C, 1, H, W], Resize, Reshape. */
-function resizeChannelView(s: State, graph: Graph, ex: LowerOptions["exclude"]): void {
+/**
+ * Nearest Resize of [N, C, H, W] scaling H, W only → a channels-last Expand (whole-pixel copies,
+ * H and W static), else Reshape [N·C, 1, H, W], Resize, Reshape.
+ */
+function resizeNearest(s: State, graph: Graph, ex: LowerOptions["exclude"]): void {
   const opset = graph.opsetImports.find((o) => o.domain === "" || o.domain === "ai.onnx")?.version;
   const candidate = (n: Node, i: number): boolean => {
     const scales = n.inputs[2] ? s.inits.get(n.inputs[2]) : undefined;
@@ -1419,7 +1422,7 @@ export function lowerForOrt(graph: Graph, options: LowerOptions = {}): Lowered {
   padInputChannels(s, graph, ex);
   padAxesToFullRank(s, graph);
   resizeAxesToFullRank(s, graph);
-  resizeChannelView(s, graph, ex);
+  resizeNearest(s, graph, ex);
   convTransposeToConv(s, ex);
   if (s.nodes.some(isDcr)) sinkDepthToSpace(s, graph, ex);
   if (options.head === "auto") {
