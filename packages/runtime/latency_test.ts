@@ -30,20 +30,38 @@ Deno.test("measureLatency() runs warm-up plus timed runs", async () => {
   await s.release();
 });
 
-Deno.test("compareLatency() alternates the two sessions in one loop", async () => {
+Deno.test("compareLatency() takes turns: a warm-up run, then a block of timed runs each", async () => {
   const a = await createSession(relu);
   const b = await createSession(relu);
   const log: string[] = [];
   const c = await compareLatency(
     { a: counting(a, "a", log), b: counting(b, "b", log) },
     feeds,
-    { warmup: 1, runs: 4 },
+    { warmup: 1, runs: 5, block: 2, pauseMs: 0 },
   );
-  assert.deepEqual(log.join(""), "ab" + "abbaabba");
-  assert.equal(c.a.samples.length, 4);
+  // Warm-up "ab"; rounds of turns (one untimed run + up to 2 timed), the order swapped each round.
+  assert.equal(log.join(""), "ab" + "aaa" + "bbb" + "bbb" + "aaa" + "aa" + "bb");
+  assert.equal(c.a.samples.length, 5);
+  assert.equal(c.b.samples.length, 5);
   assert.equal(c.ratio, c.b.median / c.a.median);
   await a.release();
   await b.release();
+});
+
+Deno.test("compareLatency() pauses before each turn", async () => {
+  const s = await createSession(relu);
+  const t0 = performance.now();
+  await compareLatency({ a: s, b: s }, feeds, { warmup: 0, runs: 2, block: 1, pauseMs: 30 });
+  // Four turns (two rounds of two), each after a 30 ms pause.
+  assert.ok(performance.now() - t0 >= 4 * 30 - 4);
+  await s.release();
+});
+
+Deno.test("compareLatency() rejects a bad block or pause with ConfigError", async () => {
+  const s = await createSession(relu);
+  await assert.rejects(() => compareLatency({ a: s, b: s }, feeds, { block: 0 }), ConfigError);
+  await assert.rejects(() => compareLatency({ a: s, b: s }, feeds, { pauseMs: -1 }), ConfigError);
+  await s.release();
 });
 
 Deno.test("measureLatency() rejects zero runs with ConfigError", async () => {

@@ -22,7 +22,9 @@
 export * from "./session.ts";
 export * from "./taps.ts";
 export {
+  compareDefaults,
   compareLatency,
+  type CompareLatencyOptions,
   type Latency,
   type LatencyComparison,
   type LatencyOptions,
