@@ -13,8 +13,8 @@
  * - A VGG16-Faster-R-CNN-shaped model from the builder (fc6 25088×4096, fc7 4096×4096; full mode
  *   only): SVD + int8 size.
  *
- * For each: size ratio, ORT latency ratio (same process, warm-up, alternating float/int8, median
- * of ≥ 20 runs, optimization level all; the op census of ORT's optimized int8 model says what
+ * For each: size ratio, ORT latency ratio (same process, warm-up, float and int8 taking turns of
+ * five runs after a pause, median of ≥ 20 runs (compareLatency), optimization level all; the op census of ORT's optimized int8 model says what
  * stayed float, and ORT's profiler what each op type costs in the float and the int8 model —
  * floatProfileMs / int8ProfileMs, kernel ms per run, and the weighted layers' share of it:
  * float/int8WeightedMs against float/int8OtherMs, which tells a slow int8 conv kernel from int8
@@ -251,7 +251,7 @@ function agreement(
   return m;
 }
 
-/** Latency (alternating runs at level all) and the op census of ORT's optimized int8 model. */
+/** Latency (turns of runs at level all) and the op census of ORT's optimized int8 model. */
 async function latency(
   float: Graph,
   int8: Graph,

@@ -1,8 +1,8 @@
 /**
  * Benchmark of @clipq/quantize on a YOLOv3-sized builder model (darknet-53-like backbone of
  * Conv+BN+LeakyRelu, residual Adds, three heads; ~62 M parameters at 416×416; quick: a small one):
- * onnxruntime latency int8 (QDQ, optimization level all) vs float, alternating runs, medians of
- * ≥ 20 (goal ≥ 3.0×); file size int8/float (goal ≤ 25.3 %); the quantize pass (no calibration)
+ * onnxruntime latency int8 (QDQ, optimization level all) vs float, taking turns (compareLatency),
+ * medians of ≥ 20 (goal ≥ 3.0×); file size int8/float (goal ≤ 25.3 %); the quantize pass (no calibration)
  * against load + save of the float model (goal ≤ 2×). Ranges: min/max over two seeded inputs.
  * It also inspects onnxruntime's optimized int8 model: how many convs fused into QLinearConv and
  * whether DQ→Q pairs are left, which is where a latency shortfall would come from.
@@ -89,7 +89,7 @@ export async function run(options: BenchOptions): Promise<BenchResult[]> {
     const floatBytes = encode(graph);
     const intBytes = encode(q.graph);
 
-    // Latency at optimization level all, alternating float and int8 runs.
+    // Latency at optimization level all, float and int8 taking turns.
     const optimizedPath = join(dir, "int8.opt.onnx");
     const fs = await createSession(floatBytes, { optimizationLevel: "all" });
     const is = await createSession(intBytes, {
@@ -155,7 +155,7 @@ export async function run(options: BenchOptions): Promise<BenchResult[]> {
       },
       notes: notes.length > 0
         ? notes.join("; ")
-        : "ORT optimization level all; alternating runs (A,B,B,A…), medians; threads: ORT default",
+        : "ORT optimization level all; float and int8 take turns (a 20 ms pause, one untimed run, five timed; A B, B A …), medians; threads: ORT default",
     }];
   } finally {
     await Deno.remove(dir, { recursive: true });
