@@ -40,6 +40,13 @@ export {
 } from "./input_covariance.ts";
 export { applyOverrides } from "./overrides.ts";
 export {
+  type Grid,
+  type RangeChange,
+  type RefinedRanges,
+  refineRanges,
+  type RefineRangesOptions,
+} from "./refine_ranges.ts";
+export {
   type ChannelRange,
   type ChannelRangeOptions,
   measureChannelRanges,

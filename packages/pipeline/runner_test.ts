@@ -136,6 +136,85 @@ Deno.test("runPipeline() feeds input.extra to other model inputs and applies bia
   }
 });
 
+Deno.test("runPipeline() refines ranges by the model's output error (calibrate.refine) and needs data for it", async () => {
+  const { createSession } = await import("@clipq/runtime");
+  const ws = workspace(smallDetector());
+  try {
+    const inputs = [0, 1, 2].map((k) =>
+      float32(
+        [1, 3, 32, 32],
+        Float32Array.from({ length: 3 * 32 * 32 }, (_, i) => ((i * (k + 3)) % 97) / 96),
+      )
+    );
+    ws.npy(inputs);
+    // A median "percentile" clips half of every data range: the refinement has to widen them.
+    const config = (name: string, refine: unknown) =>
+      ws.write({
+        model: "model.onnx",
+        output: `${name}.onnx`,
+        data: { calibration: { npy: "npy" } },
+        steps: [
+          { use: "calibrate", method: "percentile", percentile: 50, refine },
+          { use: "quantize" },
+        ],
+      }, `${name}.json`);
+    const plain = await runPipeline(await loadConfig(config("plain", false)), {
+      quiet: true,
+      analyze: false,
+    });
+    const refined = await runPipeline(await loadConfig(config("refined", { images: 2 })), {
+      quiet: true,
+      analyze: false,
+    });
+    assert.ok(refined.report.methods.includes("refine"));
+    const details = refined.report.details.rangeRefinement as {
+      images: number;
+      tensors: number;
+      refined: number;
+      changes: { tensor: string; from: number[]; to: number[]; gainDb: number }[];
+    };
+    assert.equal(details.images, 2);
+    assert.ok(details.refined >= 1 && details.refined <= details.tensors, JSON.stringify(details));
+    for (const c of details.changes) assert.ok(c.to[1]! > c.from[1]! && c.gainDb > 0, c.tensor);
+    const moved = refined.report.ranges.find((r) => r.tensor === details.changes[0]!.tensor)!;
+    assert.match(moved.source, /refined by output error/);
+    // Closer to the float model on every calibration input.
+    const run = async (g: Parameters<typeof createSession>[0]) => {
+      const s = await createSession(g);
+      const out = [];
+      for (const x of inputs) {
+        out.push(Object.values(await s.run({ images: x }))[0]!.data as Float32Array);
+      }
+      await s.release();
+      return out;
+    };
+    const [f, a, b] = [
+      await run(smallDetector()),
+      await run(plain.graph),
+      await run(refined.graph),
+    ];
+    const error = (q: Float32Array[]) =>
+      q.reduce((e, y, k) => e + y.reduce((s, v, i) => s + (v - f[k]![i]!) ** 2, 0), 0);
+    assert.ok(error(b) < error(a), `output error ${error(a)} → ${error(b)}`);
+
+    const noData = await loadConfig(ws.write({
+      model: "model.onnx",
+      output: "none.onnx",
+      steps: [{ use: "calibrate", method: "clip-bounds", fallback: "float", refine: true }, {
+        use: "quantize",
+      }],
+    }, "none.json"));
+    await assert.rejects(
+      runPipeline(noData, { quiet: true }),
+      (e) =>
+        e instanceof ConfigError &&
+        /steps\[0\]\.refine: expected calibration images to judge the ranges on/.test(e.message),
+    );
+  } finally {
+    ws.cleanup();
+  }
+});
+
 Deno.test("runPipeline() reuses saved statistics without running the model and gets the same model", async () => {
   const ws = workspace(smallDetector());
   try {

@@ -106,6 +106,20 @@ export interface StepContext {
   quantizePlan?: PlanOptions;
   /** Set by calibrate when bias correction is wanted; quantize measures and applies it. */
   biasCorrection?: boolean;
+  /**
+   * Set by calibrate when range refinement is wanted (`calibrate.refine`); quantize runs it on the
+   * graph as it rewrites it, with its own int8 grid.
+   */
+  refineRanges?: RangeRefinementSettings;
+}
+
+/** Range refinement as `calibrate.refine` sets it (see `refineRanges` in @clipq/calibrate). */
+export interface RangeRefinementSettings {
+  /** Calibration images judged on (the first ones). */
+  images: number;
+  factors?: number[];
+  minGain?: number;
+  screen?: number;
 }
 
 /** How calibration statistics are produced when calibration is split over processes. */

@@ -683,6 +683,13 @@ async function methods(
       biasCorrection: true,
       ...load,
     }, { weightRounding: "gptq" }],
+    // Each range judged by the model's outputs on the first 4 calibration images (refineRanges).
+    ["clip-bounds+percentile+refine", {
+      method: "clip-bounds",
+      fallback: "percentile",
+      refine: true,
+      ...load,
+    }],
   ];
   const evaluate = async (
     name: string,

@@ -38,6 +38,12 @@ export interface CalibrateStepOptions {
   percentile?: number;
   lossAware?: { lambda: number } | false;
   biasCorrection?: boolean;
+  /**
+   * Range refinement (`refineRanges` in @clipq/calibrate): each quantized tensor's range judged by
+   * the model's outputs with that tensor alone on its int8 grid, over the first `images` (4)
+   * calibration images; `true` for the defaults.
+   */
+  refine?: boolean | { images?: number; factors?: number[]; minGain?: number; screen?: number };
   /** Values per tensor per image to histogram, or "all" (see collectStatistics). */
   samples?: number | "all";
   statistics?: { save?: string; load?: string };
@@ -51,6 +57,9 @@ export interface CalibrateStepOptions {
   splitChannels?: { groups?: number; minGainDb?: number } | false;
 }
 
+/** Calibration images range refinement judges on unless `refine.images` says otherwise. */
+export const REFINE_IMAGES = 4;
+
 /** Defaults of {@linkcode calibrateStep}. */
 export const defaults = {
   method: "clip-bounds",
@@ -58,6 +67,7 @@ export const defaults = {
   percentile: 99.99,
   lossAware: false,
   biasCorrection: false,
+  refine: false,
   samples: collectDefaults.samples,
   statistics: {},
   overrides: {},
@@ -326,6 +336,17 @@ export function calibrateStep(options: CalibrateStepOptions = {}): Step {
       if (o.biasCorrection) {
         ctx.biasCorrection = true;
         ctx.methods.push("bias-correction");
+      }
+      if (o.refine) {
+        if (!ctx.hasData("calibration")) {
+          throw new ConfigError(
+            "calibrate.refine",
+            "expected calibration images to judge the ranges on; found none",
+          );
+        }
+        const given = o.refine === true ? {} : o.refine;
+        ctx.refineRanges = { images: REFINE_IMAGES, ...given };
+        ctx.methods.push("refine");
       }
       return graph;
     },

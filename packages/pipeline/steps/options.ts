@@ -69,6 +69,27 @@ export const CALIBRATE_OPTIONS: ObjectSpec = {
       type: "boolean",
       description: "Fold measured per-channel output shifts into biases.",
     },
+    refine: {
+      type: "anyOf",
+      description:
+        "Refine each quantized tensor's range by its effect on the model's outputs: the float model run with that tensor alone on its int8 grid, at the calibrated range and scaled ones, on the first calibration images (needs calibration data); false to disable.",
+      options: [
+        { type: "boolean" },
+        {
+          type: "object",
+          properties: {
+            images: { type: "number", integer: true, minimum: 1, maximum: 64 },
+            factors: {
+              type: "array",
+              items: { type: "number", minimum: 0.01, maximum: 100 },
+              maxItems: 16,
+            },
+            minGain: { type: "number", minimum: 0, maximum: 0.99 },
+            screen: { type: "number", minimum: 0, maximum: 0.99 },
+          },
+        },
+      ],
+    },
     samples: {
       type: "anyOf",
       description:

@@ -14,7 +14,8 @@ import {
   quantize,
   type QuantizeOptions,
 } from "@clipq/quantize";
-import { measureBiasShifts, measureInputCovariances } from "@clipq/calibrate";
+import { measureBiasShifts, measureInputCovariances, refineRanges } from "@clipq/calibrate";
+import { activationParams } from "@clipq/quantize/linear";
 import { ConfigError } from "@clipq/onnx/errors";
 import {
   checkOptions,
@@ -88,6 +89,75 @@ function stillValid<T>(
       !o.float.includes(name) && same(before.get(name), now.get(name))
     ),
   );
+}
+
+/**
+ * Range refinement (`calibrate.refine`): every tensor the first quantization put on an int8 grid,
+ * but the user's overrides, judged on the float graph as quantize rewrites it (`floatTwin`, whose
+ * tensor names the quantizer's report uses) with the quantizer's own grid; the moved ranges go into
+ * `ranges` and the graph is quantized again with them.
+ */
+async function refined(
+  graph: Graph,
+  s: {
+    ctx: StepContext;
+    opts: QuantizeOptions;
+    result: ReturnType<typeof quantize>;
+    ranges: Map<string, TensorRange>;
+    overrides: Record<string, unknown>;
+  },
+): Promise<ReturnType<typeof quantize>> {
+  const { ctx, opts } = s;
+  const settings = ctx.refineRanges!;
+  const twin = floatTwin(graph, opts);
+  const made = new Set(twin.nodes.flatMap((n) => n.outputs));
+  // Ranges the user set stay as set.
+  const judged = s.result.report.tensors.filter((t) =>
+    made.has(t.name) && !(t.name in s.overrides) && t.source !== "override"
+  );
+  const feeds: Record<string, Tensor>[] = [];
+  for await (
+    const b of ctx.batches("calibration", { label: "range refinement", limit: settings.images })
+  ) feeds.push(b.feeds);
+  ctx.log.info(
+    `  range refinement: ${judged.length} tensors, each alone on its int8 grid, over ${feeds.length} image(s)`,
+  );
+  const t0 = performance.now();
+  const bar = ctx.progress("range refinement", 2 * judged.length);
+  // The ranges as the quantizer resolved them (aliases of rewritten tensors, Concat grids).
+  const resolved = new Map(s.ranges);
+  for (const t of judged) resolved.set(t.name, { min: t.min, max: t.max, source: t.source });
+  const activations = opts.activations ?? "u8";
+  const r = await refineRanges(twin, feeds, {
+    tensors: judged.map((t) => t.name),
+    ranges: resolved,
+    grid: (range, tensor) => {
+      const p = activationParams(range, activations, tensor);
+      return { scale: p.scale, zeroPoint: p.zeroPoint, dtype: p.dtype as "uint8" | "int8" };
+    },
+    ...(settings.factors ? { factors: settings.factors } : {}),
+    ...(settings.minGain !== undefined ? { minGain: settings.minGain } : {}),
+    ...(settings.screen !== undefined ? { screen: settings.screen } : {}),
+    onProgress: () => bar.tick(),
+  });
+  bar.done();
+  for (const c of r.changes) s.ranges.set(c.tensor, c.to);
+  const db = (a: number, b: number) => Number((10 * Math.log10(a / b)).toFixed(2));
+  ctx.report.rangeRefinement = {
+    images: feeds.length,
+    tensors: judged.length,
+    refined: r.changes.length,
+    runs: r.runs,
+    seconds: Number(((performance.now() - t0) / 1000).toFixed(1)),
+    // Each moved range, and how much closer to the float outputs the tensor alone got (dB).
+    changes: r.changes.map((c) => ({
+      tensor: c.tensor,
+      from: [c.from.min, c.from.max],
+      to: [c.to.min, c.to.max],
+      gainDb: db(c.error.before, c.error.after),
+    })),
+  };
+  return quantize(graph, { ...opts, ranges: s.ranges });
 }
 
 /**
@@ -230,6 +300,9 @@ export function quantizeStep(options: QuantizeStepOptions = {}): Step {
         ...quantizePlanOptions(o, ctx.head),
       };
       let result = quantize(graph, opts);
+      if (ctx.refineRanges) {
+        result = await refined(graph, { ctx, opts, result, ranges, overrides: o.overrides });
+      }
       let biasShifts: Map<string, Float32Array> | undefined;
       // Layers are measured as quantize writes them: against the float graph after its rewrites.
       const gptqOptions: { positions?: number; maxBlock?: number } | undefined =
