@@ -1,8 +1,9 @@
 /**
  * @clipq/calibrate — activation ranges for int8 quantization: clip bounds read from the graph (zero
  * data, the paper's idea), streaming mergeable histograms over calibration data, the
- * minmax/percentile/mse/entropy/aciq range methods (optionally loss-aware), range overrides, and the
- * measurement half of bias correction.
+ * minmax/percentile/mse/entropy/aciq range methods (optionally loss-aware), range overrides, range
+ * refinement by the model's output error (`refineRanges`), and the measurement halves of bias
+ * correction and GPTQ weight rounding.
  *
  * @example Ranges from a histogram
  * ```ts
