@@ -297,6 +297,29 @@ export function renderHtml(report: Report): string {
       }</ul></section>`,
     );
   }
+  const refinement = report.details.rangeRefinement as
+    | {
+      images: number;
+      tensors: number;
+      seconds: number;
+      changes: { tensor: string; from: number[]; to: number[]; gainDb: number }[];
+    }
+    | undefined;
+  if (refinement) {
+    sections.push(
+      `<section><h2>Ranges refined by output error (${refinement.changes.length} of ${refinement.tensors} tensors, ${refinement.images} image(s), ${refinement.seconds} s)</h2>${
+        table(
+          ["tensor", "from", "to", "gain (dB, tensor alone)"],
+          refinement.changes.map((c) => [
+            c.tensor,
+            `[${fmt(c.from[0]!, 4)}, ${fmt(c.from[1]!, 4)}]`,
+            `[${fmt(c.to[0]!, 4)}, ${fmt(c.to[1]!, 4)}]`,
+            c.gainDb.toFixed(2),
+          ]),
+        )
+      }</section>`,
+    );
+  }
   sections.push(
     `<section><h2>Ranges (${report.ranges.length} tensors)</h2>${
       table(

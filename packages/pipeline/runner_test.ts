@@ -178,6 +178,9 @@ Deno.test("runPipeline() refines ranges by the model's output error (calibrate.r
     for (const c of details.changes) assert.ok(c.to[1]! > c.from[1]! && c.gainDb > 0, c.tensor);
     const moved = refined.report.ranges.find((r) => r.tensor === details.changes[0]!.tensor)!;
     assert.match(moved.source, /refined by output error/);
+    const html = renderHtml(refined.report);
+    assert.match(html, /Ranges refined by output error \(\d+ of \d+ tensors, 2 image\(s\)/);
+    assert.ok(html.includes(`<td>${details.changes[0]!.tensor}</td>`));
     // Closer to the float model on every calibration input.
     const run = async (g: Parameters<typeof createSession>[0]) => {
       const s = await createSession(g);
