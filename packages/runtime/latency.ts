@@ -128,12 +128,21 @@ export async function measureLatency(
   const o = check(options);
   for (let i = 0; i < o.warmup; i++) await session.run(feeds);
   const samples: number[] = [];
-  for (let i = 0; i < o.runs; i++) {
+  await timedRuns(session, feeds, { count: o.runs, into: samples });
+  return summarize(samples);
+}
+
+/** Runs a session `count` times, each run's milliseconds appended to `into`. */
+async function timedRuns(
+  session: Session,
+  feeds: Readonly<Record<string, Tensor>>,
+  o: { count: number; into: number[] },
+): Promise<void> {
+  for (let i = 0; i < o.count; i++) {
     const t0 = performance.now();
     await session.run(feeds);
-    samples.push(performance.now() - t0);
+    o.into.push(performance.now() - t0);
   }
-  return summarize(samples);
 }
 
 /** Result of {@linkcode compareLatency}. */
@@ -205,12 +214,7 @@ export async function compareLatency(
   const turn = async (s: Session, into: number[]) => {
     if (o.pauseMs > 0) await new Promise((done) => setTimeout(done, o.pauseMs));
     await s.run(feeds);
-    const n = Math.min(o.block, o.runs - into.length);
-    for (let i = 0; i < n; i++) {
-      const t0 = performance.now();
-      await s.run(feeds);
-      into.push(performance.now() - t0);
-    }
+    await timedRuns(s, feeds, { count: Math.min(o.block, o.runs - into.length), into });
   };
   for (let round = 0; sa.length < o.runs || sb.length < o.runs; round++) {
     // Swapping the order every round removes any first-turn advantage.
