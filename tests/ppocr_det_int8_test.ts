@@ -262,7 +262,10 @@ Deno.test({
       await feed(photos[1]!, 640),
     ];
     const refined = await refineRanges(floatTwin(graph, { ranges }), judgedOn, {
-      tensors: plain.report.tensors.map((t) => t.name),
+      // As the pipeline judges them: the tensors on a grid of their own (a MaxPool's output, say,
+      // shares its input's).
+      tensors: plain.report.tensors.filter((t) => !t.source.startsWith("shared with"))
+        .map((t) => t.name),
       ranges: new Map([
         ...ranges,
         ...plain.report.tensors.map((t) => [t.name, { ...t }] as const),
@@ -272,8 +275,11 @@ Deno.test({
         return { scale: p.scale, zeroPoint: p.zeroPoint, dtype: "uint8" };
       },
     });
-    // Measured: 69 of 179 ranges moved.
+    // Measured: 57 of 160 ranges moved.
     assert.ok(refined.changes.length >= 20, `${refined.changes.length} ranges moved`);
+    console.log(
+      `${refined.changes.length} of ${refined.errors.size} ranges moved, ${refined.runs} runs`,
+    );
     const int8 = quantize(graph, { ranges: refined.ranges });
     const f = await createSession(graph);
     const a = await createSession(plain.graph);

@@ -176,6 +176,13 @@ Deno.test("runPipeline() refines ranges by the model's output error (calibrate.r
     assert.equal(details.images, 2);
     assert.ok(details.refined >= 1 && details.refined <= details.tensors, JSON.stringify(details));
     for (const c of details.changes) assert.ok(c.to[1]! > c.from[1]! && c.gainDb > 0, c.tensor);
+    // Only tensors on a grid of their own are judged: a MaxPool's output shares its input's.
+    const sources = new Map(
+      (refined.report.details.quantize as { tensors: { name: string; source: string }[] }).tensors
+        .map((t) => [t.name, t.source]),
+    );
+    assert.equal(sources.get("maxpool_0"), "shared with clip_0");
+    assert.ok(!details.changes.some((c) => sources.get(c.tensor)?.startsWith("shared with")));
     const moved = refined.report.ranges.find((r) => r.tensor === details.changes[0]!.tensor)!;
     assert.match(moved.source, /refined by output error/);
     const html = renderHtml(refined.report);
@@ -199,6 +206,25 @@ Deno.test("runPipeline() refines ranges by the model's output error (calibrate.r
     const error = (q: Float32Array[]) =>
       q.reduce((e, y, k) => e + y.reduce((s, v, i) => s + (v - f[k]![i]!) ** 2, 0), 0);
     assert.ok(error(b) < error(a), `output error ${error(a)} → ${error(b)}`);
+
+    // A range the user set is never moved (one the refinement moved above, made by a model node).
+    const made = new Set(smallDetector().nodes.flatMap((n) => n.outputs));
+    const pinned = details.changes.find((c) => made.has(c.tensor))!.tensor;
+    const overridden = await runPipeline(
+      await loadConfig(ws.write({
+        model: "model.onnx",
+        output: "pinned.onnx",
+        data: { calibration: { npy: "npy" } },
+        steps: [
+          { use: "calibrate", method: "percentile", percentile: 50, refine: { images: 2 } },
+          { use: "quantize", overrides: { [pinned]: { min: -1, max: 1 } } },
+        ],
+      }, "pinned.json")),
+      { quiet: true, analyze: false },
+    );
+    const kept = overridden.report.details.rangeRefinement as typeof details;
+    assert.ok(!kept.changes.some((c) => c.tensor === pinned), JSON.stringify(kept.changes));
+    assert.equal(overridden.report.ranges.find((r) => r.tensor === pinned)?.source, "override");
 
     const noData = await loadConfig(ws.write({
       model: "model.onnx",

@@ -92,10 +92,13 @@ function stillValid<T>(
 }
 
 /**
- * Range refinement (`calibrate.refine`): every tensor the first quantization put on an int8 grid,
- * but the user's overrides, judged on the float graph as quantize rewrites it (`floatTwin`, whose
- * tensor names the quantizer's report uses) with the quantizer's own grid; the moved ranges go into
- * `ranges` and the graph is quantized again with them.
+ * Range refinement (`calibrate.refine`): every tensor the first quantization put on a grid of its
+ * own, judged on the float graph as quantize rewrites it (`floatTwin`, whose tensor names the
+ * quantizer's report uses) with the quantizer's own grid; the moved ranges go into `ranges` and the
+ * graph is quantized again with them. Not judged: a range the user set (its source starts with
+ * "override", also when the quantizer clamped it to a fused activation), and a tensor on another
+ * one's grid ("shared with …": the output of a MaxPool, Reshape … on the integers), whose own range
+ * quantize never reads.
  */
 async function refined(
   graph: Graph,
@@ -104,16 +107,14 @@ async function refined(
     opts: QuantizeOptions;
     result: ReturnType<typeof quantize>;
     ranges: Map<string, TensorRange>;
-    overrides: Record<string, unknown>;
   },
 ): Promise<ReturnType<typeof quantize>> {
   const { ctx, opts } = s;
   const settings = ctx.refineRanges!;
   const twin = floatTwin(graph, opts);
   const made = new Set(twin.nodes.flatMap((n) => n.outputs));
-  // Ranges the user set stay as set.
   const judged = s.result.report.tensors.filter((t) =>
-    made.has(t.name) && !(t.name in s.overrides) && t.source !== "override"
+    made.has(t.name) && !t.source.startsWith("override") && !t.source.startsWith("shared with")
   );
   const feeds: Record<string, Tensor>[] = [];
   for await (
@@ -301,7 +302,7 @@ export function quantizeStep(options: QuantizeStepOptions = {}): Step {
       };
       let result = quantize(graph, opts);
       if (ctx.refineRanges) {
-        result = await refined(graph, { ctx, opts, result, ranges, overrides: o.overrides });
+        result = await refined(graph, { ctx, opts, result, ranges });
       }
       let biasShifts: Map<string, Float32Array> | undefined;
       // Layers are measured as quantize writes them: against the float graph after its rewrites.
