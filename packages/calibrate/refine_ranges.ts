@@ -68,6 +68,12 @@ export interface RefineRangesOptions {
    * keep their range unjudged: what they could gain is below what the others already cost.
    */
   screen?: number;
+  /**
+   * Bounds a tensor's range cannot leave, by tensor (the quantizer clamps the range of a Relu or
+   * Clip folded into its producer to the activation's bounds; `max` absent when unbounded above):
+   * candidates are clamped to them, so none is judged on a grid the quantizer would not write.
+   */
+  bounds?: ReadonlyMap<string, { min: number; max?: number }>;
   /** onnxruntime graph optimization level. */
   optimizationLevel?: OptimizationLevel;
   /** Called after each tensor with how many are done and how many there are. */
@@ -313,13 +319,19 @@ export async function refineRanges(
     if (before > o.screen * largest) {
       const best = await judge(t, async (error) => {
         let best = { range: from, error: before };
+        const bound = o.bounds?.get(t);
+        const clamp = (v: number) =>
+          bound ? Math.min(bound.max ?? Infinity, Math.max(bound.min, v)) : v;
         for (const move of moves(from)) {
           for (const side of [below, above]) {
             // Outward from 1 while each step lowers the error.
-            let last = before;
+            let last = before, previous = from;
             for (const f of side) {
-              const r = move(f);
-              if (!(r.max > r.min)) break;
+              const m = move(f);
+              const r = { ...m, min: clamp(m.min), max: clamp(m.max) };
+              // Past a bound every further factor gives the same grid.
+              if (!(r.max > r.min) || (r.min === previous.min && r.max === previous.max)) break;
+              previous = r;
               const e = await error(r);
               if (e < best.error) best = { range: r, error: e };
               if (!(e < last)) break;

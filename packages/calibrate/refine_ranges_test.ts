@@ -45,6 +45,27 @@ Deno.test("refineRanges() widens a range that clips the values the output weighs
   assert.deepEqual([...r.errors.keys()], ["h"]);
 });
 
+Deno.test("refineRanges() clamps candidates to a tensor's bounds and stops there", async () => {
+  // h is a Clip(0, 1.5) folded into its producer: the quantizer would write no wider grid.
+  const r = await refineRanges(square(), feeds, {
+    tensors: ["h"],
+    ranges: new Map([["h", { min: 0, max: 1, source: "percentile" }]]),
+    grid: u8,
+    bounds: new Map([["h", { min: 0, max: 1.5 }]]),
+  });
+  assert.deepEqual([r.changes[0]!.to.min, r.changes[0]!.to.max], [0, 1.5]);
+  // The ranking, 0.7, 1.4, then 1.5 (2 clamped); nothing past it.
+  assert.equal(r.runs, 4);
+  const atBound = await refineRanges(square(), feeds, {
+    tensors: ["h"],
+    ranges: new Map([["h", { min: 0, max: 1, source: "percentile" }]]),
+    grid: u8,
+    bounds: new Map([["h", { min: 0, max: 1 }]]),
+  });
+  // Already at its bound: only narrower candidates (0.7) are judged.
+  assert.deepEqual([atBound.changes.length, atBound.runs], [0, 2]);
+});
+
 Deno.test("refineRanges() narrows a range far wider than the values", async () => {
   const r = await refineRanges(square(), feeds, {
     tensors: ["h"],

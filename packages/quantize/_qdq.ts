@@ -48,6 +48,8 @@ export interface ActivationEntry {
   min: number;
   max: number;
   source: string;
+  /** A folded Relu/Clip's bounds (see `TensorReport.bounds`). */
+  bounds?: { min: number; max?: number } | undefined;
 }
 
 export interface WriteInput {

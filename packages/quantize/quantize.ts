@@ -32,6 +32,11 @@ export interface TensorReport {
   max: number;
   /** Where the range came from (`clip-bound`, `percentile`, `shared with x` …). */
   source: string;
+  /**
+   * The bounds of a Relu or Clip folded into the tensor's producer, which every range for it is
+   * clamped to (`max` absent for a Relu): a wider range would not change its grid.
+   */
+  bounds?: { min: number; max?: number };
 }
 
 /** What `quantize` did. */
@@ -202,6 +207,32 @@ function applyBiasShifts(
   return { ...graph, nodes: all, initializers: inits };
 }
 
+/** The interval of a folded activation's output: [0, ∞) for Relu, a Clip's constant bounds. */
+interface Bounds {
+  min: number;
+  /** Absent when unbounded above (a Relu). */
+  max?: number;
+}
+
+/**
+ * The bounds of the Relu/Clip folded into a producer, read from the node that makes
+ * `activationOutput`; undefined when a Clip's bounds are not constants.
+ */
+function foldedBounds(graph: Graph, activationOutput: string): Bounds | undefined {
+  const act = graph.nodes.find((n) => n.outputs[0] === activationOutput);
+  if (!act) return undefined;
+  if (act.op !== "Clip") return { min: 0 };
+  const constant = (name: string | undefined) => {
+    const t = name ? graph.initializers.get(name) : undefined;
+    return t ? toFloat32(t)[0] : undefined;
+  };
+  const [, mn, mx] = act.inputs;
+  if ((mn && constant(mn) === undefined) || (mx && constant(mx) === undefined)) return undefined;
+  const min = mn ? constant(mn)! : attrFloat(act, "min", -Infinity);
+  const max = mx ? constant(mx)! : attrFloat(act, "max", Infinity);
+  return Number.isFinite(max) ? { min, max } : { min };
+}
+
 /**
  * The range of a folded Relu/Clip output, clamped to the activation's bounds: a Relu range that
  * dips below 0 would give u8 a non-zero zero point, and onnxruntime then cannot drop the Relu and
@@ -217,19 +248,9 @@ function foldedRange(
   const act = graph.nodes.find((n) => n.outputs[0] === activationOutput);
   const own = ranges.get(activationOutput);
   const r = own ?? (pre === undefined ? undefined : ranges.get(pre));
-  if (!r || !act || pre === undefined) return own;
-  const constant = (name: string | undefined) => {
-    const t = name ? graph.initializers.get(name) : undefined;
-    return t ? toFloat32(t)[0] : undefined;
-  };
-  let lo = 0, hi = Infinity;
-  if (act.op === "Clip") {
-    const [, mn, mx] = act.inputs;
-    if ((mn && constant(mn) === undefined) || (mx && constant(mx) === undefined)) return own;
-    lo = mn ? constant(mn)! : attrFloat(act, "min", -Infinity);
-    hi = mx ? constant(mx)! : attrFloat(act, "max", Infinity);
-  }
-  const clamp = (v: number) => Math.min(hi, Math.max(lo, v));
+  const bounds = foldedBounds(graph, activationOutput);
+  if (!r || !act || pre === undefined || !bounds) return own;
+  const clamp = (v: number) => Math.min(bounds.max ?? Infinity, Math.max(bounds.min, v));
   const [min, max] = [clamp(r.min), clamp(r.max)];
   if (own && min === own.min && max === own.max) return own;
   const source = own ? `${r.source}, clamped to ${act.op}` : `${r.source} through ${act.op}`;
@@ -342,11 +363,13 @@ export function quantize(graph: Graph, options: QuantizeOptions = {}): QuantizeR
         missing = t;
         break;
       }
+      const bounds = foldedOutputs.has(t) ? foldedBounds(g, t) : undefined;
       pending.set(t, {
         params: activationParams(r, o.activations, t),
         min: r.min,
         max: r.max,
         source: r.source,
+        ...(bounds ? { bounds } : {}),
       });
     }
     if (missing !== undefined) {
@@ -360,7 +383,7 @@ export function quantize(graph: Graph, options: QuantizeOptions = {}): QuantizeR
     }
     for (const [out, inp] of m.shares) {
       const src = pending.get(inp) ?? activations.get(inp);
-      if (src) pending.set(out, { ...src, source: `shared with ${inp}` });
+      if (src) pending.set(out, { ...src, source: `shared with ${inp}`, bounds: undefined });
     }
     for (const [t, e] of pending) activations.set(t, e);
     quantized.set(i, m);
@@ -414,6 +437,7 @@ export function quantize(graph: Graph, options: QuantizeOptions = {}): QuantizeR
       min: e.min,
       max: e.max,
       source: e.source,
+      ...(e.bounds ? { bounds: e.bounds } : {}),
     })),
     weights: written.weights,
     sizes: {

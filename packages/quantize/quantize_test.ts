@@ -427,9 +427,31 @@ Deno.test("quantize() clamps a folded Relu's range at 0 so onnxruntime can fuse 
     ["x", { min: -1, max: 1, source: "test" }],
     ["r", { min: -0.5, max: 2, source: "override" }],
   ]);
-  const r = quantize(withRelu, { ranges, exclude: { head: false } }).report.tensors
-    .find((t) => t.name === "r")!;
+  const tensors = quantize(withRelu, { ranges, exclude: { head: false } }).report.tensors;
+  const r = tensors.find((t) => t.name === "r")!;
   assert.deepEqual([r.min, r.max, r.zeroPoint, r.source], [0, 2, 0, "override, clamped to Relu"]);
+  // The report states the bounds, so a range search (calibrate.refine) stays inside them.
+  assert.deepEqual(r.bounds, { min: 0 });
+  const clip = {
+    ...g,
+    outputs: [{ name: "c", dtype: "float32" as const }],
+    nodes: [
+      ...g.nodes,
+      node({ name: "relu6", op: "Clip", inputs: ["y", "lo", "hi"], outputs: ["c"] }),
+    ],
+    initializers: new Map([
+      ...g.initializers,
+      ["lo", float32([], [0])],
+      ["hi", float32([], [6])],
+    ]),
+  };
+  const c = quantize(clip, {
+    ranges: new Map([["x", ranges.get("x")!], ["c", { min: 0, max: 9, source: "minmax" }]]),
+    exclude: { head: false },
+  }).report.tensors.find((t) => t.name === "c")!;
+  assert.deepEqual([c.max, c.source, c.bounds], [6, "minmax, clamped to Clip", { min: 0, max: 6 }]);
+  // A tensor no folded activation bounds has none.
+  assert.equal(tensors.find((t) => t.name === "x")!.bounds, undefined);
 });
 
 Deno.test("quantize() Gemm and MatMul fuse into QGemm and QLinearMatMul at onnxruntime level all", async () => {

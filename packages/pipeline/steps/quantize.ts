@@ -139,6 +139,7 @@ async function refined(
     ...(settings.factors ? { factors: settings.factors } : {}),
     ...(settings.minGain !== undefined ? { minGain: settings.minGain } : {}),
     ...(settings.screen !== undefined ? { screen: settings.screen } : {}),
+    bounds: new Map(judged.flatMap((t) => (t.bounds ? [[t.name, t.bounds]] : []))),
     onProgress: () => bar.tick(),
   });
   bar.done();
