@@ -40,14 +40,14 @@ interface Photo {
 }
 
 /** The 7 darknet photos, then skimage's astronaut, cameraman and coffee cup. */
-async function photos(): Promise<Photo[]> {
+async function photos(pre: PreprocessSpec = spec): Promise<Photo[]> {
   const files = [
     ...await darknetPhotos(),
     ...await Promise.all(["astronaut.png", "camera.png", "coffee.png"].map(skimagePhoto)),
   ];
   const out: Photo[] = [];
   for (const file of files) {
-    const { tensor: t, transform } = preprocess(await readImage(file), spec);
+    const { tensor: t, transform } = preprocess(await readImage(file), pre);
     // The pixels the pipeline feeds an int32 input.
     out.push({ file, feeds: { input: asPixels(t, "int32") }, transform });
   }
@@ -178,6 +178,75 @@ Deno.test("MoveNet MultiPose all-int8 (clip-bounds + minmax) finds the same peop
     // Measured: 26.7 % of the float file.
     const sizes = report.sizes as { ratio: number };
     assert.ok(sizes.ratio <= 0.3, `size ${sizes.ratio}`);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("MoveNet Lightning all-int8 (clip-bounds + minmax) keeps the keypoints its ArgMax picks", async () => {
+  // Single-person MoveNet (192², int32 pixels, out [1, 1, 17, 3]: y, x, score): each keypoint is
+  // the ArgMax of a sigmoid heatmap from a 1×1 head conv. No float path leads back from the output
+  // to that heatmap, only an index: head auto keeps it float all the same (the ArgMax selects), and
+  // calibration asked for a tensor only the lowered graph has before it did.
+  const dir = await Deno.makeTempDir({ prefix: "clipq_movenet_lightning_" });
+  try {
+    const model = await humanModel("movenet-lightning");
+    const pre = pixelsNhwc([192, 192]);
+    const images = await photos(pre);
+    const keypoints = async (graph: Graph) => {
+      const s = await createSession(graph, { optimizationLevel: "all" });
+      try {
+        const rows: Float32Array[] = [];
+        for (const p of images) {
+          rows.push(Float32Array.from((await s.run(p.feeds)).Identity!.data as Float32Array));
+        }
+        return rows;
+      } finally {
+        await s.release();
+      }
+    };
+    const reference = await keypoints(await fromTfjs(model));
+    const config = await parseConfig({
+      model: { tfjs: model },
+      output: join(dir, "movenet-lightning.int8.onnx"),
+      input: { name: "input", ...pre },
+      data: { calibration: { images: images.slice(0, 9).map((p) => p.file) } },
+      steps: [
+        { use: "normalize" },
+        { use: "calibrate", method: "clip-bounds", fallback: "minmax" },
+        { use: "quantize" },
+      ],
+    });
+    const { graph, report } = await runPipeline(config, { quiet: true, analyze: false });
+    const int8 = await keypoints(graph);
+    // The keypoints float scores ≥ 0.3, and how far int8 puts them (pixels of the 192² input).
+    // Measured: 64 keypoints on 6 photos, 1.8 px on average, at most 2.3 px on a photo.
+    let shift = 0, count = 0;
+    reference.forEach((r, i) => {
+      let d = 0, k = 0;
+      for (let j = 0; j < 17; j++) {
+        if (r[3 * j + 2]! < 0.3) continue;
+        const q = int8[i]!;
+        d += Math.hypot((r[3 * j]! - q[3 * j]!) * 192, (r[3 * j + 1]! - q[3 * j + 1]!) * 192);
+        k++;
+      }
+      assert.ok(k === 0 || d / k <= 4, `${images[i]!.file}: keypoints ${d / k} px from float's`);
+      shift += d;
+      count += k;
+    });
+    assert.ok(count >= 50, `${count} confident keypoints`);
+    assert.ok(shift / count <= 3, `mean keypoint shift ${shift / count} px`);
+    const excluded = report.excluded as { node: string; op: string; reason: string }[];
+    assert.ok(
+      excluded.some((e) => e.op === "ArgMax" && /selects detections/.test(e.reason)),
+      "ArgMax kept float by head auto",
+    );
+    const producer = new Map(graph.nodes.flatMap((n) => n.outputs.map((t) => [t, n] as const)));
+    const convs = graph.nodes.filter((n) => n.op === "Conv");
+    assert.ok(convs.length > 20);
+    for (const n of convs) {
+      assert.equal(producer.get(n.inputs[0]!)?.op, "DequantizeLinear", `${n.name}: float input`);
+    }
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

@@ -40,6 +40,9 @@ const FILTER_OPS: Readonly<Record<string, readonly number[]>> = {
   RoiAlign: [1],
   RoiPool: [1],
   MaxRoiPool: [1],
+  // A peak's index (MoveNet's keypoint heatmaps): its input decodes, like TopK's.
+  ArgMax: [0],
+  ArgMin: [0],
   Gather: [0],
   GatherElements: [0],
   GatherND: [0],
@@ -57,9 +60,18 @@ export function label(node: Node, index: number): string {
   return node.name || `${node.op}#${index}`;
 }
 
+/**
+ * Marks a (lowered) graph: what stays float and why, what each quantized node needs.
+ *
+ * @param graph The graph as lowered for onnxruntime.
+ * @param o Exclusions, head outputs, registry.
+ * @param rawHeads Tensors the lowering already made raw head outputs (its head MatMuls' float
+ *   outputs): head tensors whatever the walk back from the outputs finds.
+ */
 export function analyze(
   graph: Graph,
   o: Pick<CheckedOptions, "exclude" | "headOutputs" | "registry">,
+  rawHeads: ReadonlySet<string> = new Set(),
 ): Analysis {
   const labels = graph.nodes.map(label);
   const dtypes = inferDtypes(graph);
@@ -92,7 +104,7 @@ export function analyze(
   // Head analysis: walk back from head outputs and from what filter ops filter, through float
   // tensors and the bool ones comparisons give (CenterNet's peak test Equal(h, MaxPool(h))), to
   // the last weighted layers. Everything passed on the way decodes detections.
-  const headTensors = new Set<string>();
+  const headTensors = new Set<string>(rawHeads);
   if (o.exclude.head === "auto") {
     // A DFL expectation (Softmax → 1×1 Conv 0..15) decodes boxes: the walk goes through it.
     const expectations = softmaxExpectations(graph.nodes, graph.initializers);

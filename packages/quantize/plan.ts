@@ -76,7 +76,7 @@ export function planQuantization(graph: Graph, options: PlanOptions = {}): Quant
   const o = checkOptions(options);
   const lowered = lowerGraph(graph, o);
   const g = lowered.graph;
-  const a = analyze(g, o);
+  const a = analyze(g, o, lowered.rawHeads);
   // Tensors the lowering added are calibrated as the original tensors they re-express.
   const orig = (t: string) => lowered.aliases.get(t) ?? t;
   const shared = new Set<string>();

@@ -76,6 +76,60 @@ Deno.test("planQuantization() keeps filter ops float and walks back from what th
   assert.deepEqual(plan.activations, ["x", "r"]);
 });
 
+Deno.test("planQuantization() keeps a head conv's output raw when only an index of it reaches the output", () => {
+  // conv 3×3 → relu → 1×1 head conv → sigmoid heatmap → ArgMax (MoveNet's keypoint peaks) or a
+  // Cast to int32: no float path leads back from the output, but the 1×1 conv is lowered to a
+  // MatMul with a float output all the same, whose channels-last output has no original tensor.
+  const graph = (reader: "ArgMax" | "Cast") =>
+    emptyGraph({
+      inputs: [{ name: "x", dtype: "float32", shape: [1, 4, 8, 8] }],
+      outputs: [{ name: "y", dtype: reader === "ArgMax" ? "int64" : "int32" }],
+      initializers: new Map([
+        ["w", float32([4, 4, 3, 3], new Float32Array(144).fill(0.05))],
+        ["w1", float32([2, 4, 1, 1], new Float32Array(8).fill(0.2))],
+        ["b1", float32([2], [0.1, -0.1])],
+      ]),
+      nodes: [
+        node({
+          name: "conv",
+          op: "Conv",
+          inputs: ["x", "w"],
+          outputs: ["c"],
+          attributes: { pads: { type: "ints", value: [1, 1, 1, 1] } },
+        }),
+        node({ name: "relu", op: "Relu", inputs: ["c"], outputs: ["r"] }),
+        node({ name: "head", op: "Conv", inputs: ["r", "w1", "b1"], outputs: ["h"] }),
+        node({ name: "sig", op: "Sigmoid", inputs: ["h"], outputs: ["p"] }),
+        reader === "ArgMax"
+          ? node({
+            name: "peak",
+            op: "ArgMax",
+            inputs: ["p"],
+            outputs: ["y"],
+            attributes: { axis: { type: "int", value: 1 } },
+          })
+          : node({
+            name: "peak",
+            op: "Cast",
+            inputs: ["p"],
+            outputs: ["y"],
+            attributes: { to: { type: "int", value: 6 } },
+          }),
+      ],
+    });
+  for (const reader of ["ArgMax", "Cast"] as const) {
+    const g = graph(reader);
+    const plan = planQuantization(g);
+    const made = new Set([...g.inputs.map((v) => v.name), ...g.nodes.flatMap((n) => n.outputs)]);
+    // Every tensor asked for is one calibration can tap in the graph as given.
+    assert.deepEqual(plan.activations, ["x", "r"], reader);
+    assert.ok(plan.activations.every((t) => made.has(t)), reader);
+    const why = Object.fromEntries(plan.excluded.map((e) => [e.node, e.reason]));
+    if (reader === "ArgMax") assert.match(why["peak"]!, /filters or selects detections/);
+    assert.ok(!plan.excluded.some((e) => e.node === "head"), JSON.stringify(plan.excluded));
+  }
+});
+
 Deno.test("planQuantization() reports ops without a quantizer and non-float inputs", () => {
   const g = emptyGraph({
     inputs: [{ name: "x", dtype: "float32", shape: [2] }, {

@@ -334,7 +334,7 @@ export function quantize(graph: Graph, options: QuantizeOptions = {}): QuantizeR
       source: `${r.source} before bias correction`,
     };
   };
-  const a = analyze(g, o);
+  const a = analyze(g, o, lowered.rawHeads);
   const labels = new Set(a.labels);
   for (const name of o.inputCovariances.keys()) {
     if (!labels.has(name)) {

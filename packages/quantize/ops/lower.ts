@@ -110,6 +110,12 @@ export interface Lowered {
   affine: Map<string, Affine>;
   /** What was rewritten, one line per rewrite. */
   notes: string[];
+  /**
+   * The float outputs of the head 1×1 convs made MatMuls (head "auto"), channels-last, transposed
+   * back and with the bias added: raw head outputs, which nothing may quantize (the layer runs
+   * int8 with a float output, and the first two have no original tensor to calibrate).
+   */
+  rawHeads: Set<string>;
 }
 
 /** `x·scale + offset`. */
@@ -141,6 +147,7 @@ interface State {
   affine: Map<string, Affine>;
   notes: string[];
   used: Set<string>;
+  rawHeads: Set<string>;
 }
 
 function fresh(s: State, base: string): string {
@@ -1065,6 +1072,8 @@ function headConvsToMatMul(
     s.notes.push(
       `${base}: head 1×1 Conv → MatMul (ORT runs it int8 with a float output: MatMulIntegerToFloat)`,
     );
+    // The MatMul's output, the transpose back and the conv's own output (after the bias Add).
+    for (const t of [yLast, yFirst, y]) s.rawHeads.add(t);
     heads.push({ last: yLast, first: yFirst, y, channels: co, ...(bName ? { bias: bName } : {}) });
   });
   s.nodes = out;
@@ -1408,6 +1417,7 @@ export function lowerForOrt(graph: Graph, options: LowerOptions = {}): Lowered {
     affine: new Map(),
     notes: [],
     used: new Set(),
+    rawHeads: new Set(),
   };
   for (const n of graph.nodes) {
     s.used.add(n.name);
@@ -1429,7 +1439,9 @@ export function lowerForOrt(graph: Graph, options: LowerOptions = {}): Lowered {
     const heads = headConvsToMatMul(s, graph, ex);
     if (heads.length > 0) headChannelsLast(s, graph, ex, heads);
   }
-  if (s.notes.length === 0) return { graph, aliases: s.aliases, affine: s.affine, notes: [] };
+  if (s.notes.length === 0) {
+    return { graph, aliases: s.aliases, affine: s.affine, notes: [], rawHeads: s.rawHeads };
+  }
   // Rewrites stack (a sunk activation's output aliases a lowered conv's): resolve to originals,
   // composing the affine maps met on the way.
   for (const [t, from] of s.aliases) {
@@ -1461,5 +1473,6 @@ export function lowerForOrt(graph: Graph, options: LowerOptions = {}): Lowered {
     aliases: s.aliases,
     affine: s.affine,
     notes: s.notes,
+    rawHeads: s.rawHeads,
   };
 }
