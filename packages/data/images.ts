@@ -11,6 +11,7 @@ import { type DecodeOptions, readImage, type RgbImage } from "./image.ts";
 import { randomCropFlip } from "./augment.ts";
 import {
   type BoxTransform,
+  channelCount,
   preprocessInto,
   type PreprocessSpec,
   resolveSpec,
@@ -265,7 +266,7 @@ async function* assemble(
   if (opts.onBadImage !== "skip" && opts.onBadImage !== "fail") {
     throw new ConfigError("onBadImage", `expected "skip" or "fail", found ${opts.onBadImage}`);
   }
-  const per = 3 * s.size[0] * s.size[1];
+  const per = channelCount(s) * s.size[0] * s.size[1];
   let data = new Float32Array(per * batchSize);
   let batchFiles: string[] = [];
   let transforms: BoxTransform[] = [];

@@ -25,8 +25,12 @@ export interface PreprocessSpec {
   readonly resize: "stretch" | "letterbox" | "center-crop";
   /** `NCHW`/`NHWC` have a batch axis; `CHW` is a single image without one. */
   readonly layout: "NCHW" | "NHWC" | "CHW";
-  /** Channel order of the tensor. `mean`/`std` are given in this order. */
-  readonly color: "RGB" | "BGR";
+  /**
+   * Channel order of the tensor (`mean`/`std` are given in this order), or `gray`: one channel,
+   * the BT.601 luma `0.299·R + 0.587·G + 0.114·B` rounded to a whole pixel value, as OpenCV's and
+   * Pillow's grayscale conversions give it (up to their fixed-point arithmetic).
+   */
+  readonly color: "RGB" | "BGR" | "gray";
   /** Multiplies the 0..255 pixel value before `mean` is subtracted. */
   readonly scale: number;
   /** Per-channel mean, 1 or 3 values (in the tensor's channel order). */
@@ -77,7 +81,7 @@ export type Box = readonly [number, number, number, number];
 
 const RESIZES = ["stretch", "letterbox", "center-crop"];
 const LAYOUTS = ["NCHW", "NHWC", "CHW"];
-const COLORS = ["RGB", "BGR"];
+const COLORS = ["RGB", "BGR", "gray"];
 
 /**
  * Merges a partial spec with {@linkcode defaults} and checks every field.
@@ -125,7 +129,7 @@ export function resolveSpec(
     );
   }
   if (!COLORS.includes(s.color)) {
-    throw new ConfigError(key("color"), `expected one of RGB, BGR, found ${show(s.color)}`);
+    throw new ConfigError(key("color"), `expected one of RGB, BGR, gray, found ${show(s.color)}`);
   }
   // A scale ≤ 0 flips or flattens every pixel: the config refuses it, so does the library.
   if (typeof s.scale !== "number" || !Number.isFinite(s.scale) || s.scale <= 0) {
@@ -141,6 +145,17 @@ export function resolveSpec(
         key(k),
         `expected 1 or 3 finite numbers${k === "std" ? " > 0" : ""}, found ${show(v)}`,
       );
+    }
+  }
+  if (s.color === "gray") {
+    // One channel: one mean and one std (three equal values, as the defaults are, say the same).
+    for (const k of ["mean", "std"] as const) {
+      if (!s[k].every((x) => x === s[k][0])) {
+        throw new ConfigError(
+          key(k),
+          `expected 1 value for a gray (one-channel) input, found ${show(s[k])}`,
+        );
+      }
     }
   }
   const pad = s.padValue ?? 114;
@@ -211,8 +226,26 @@ export function boxTransform(
  */
 export function tensorDims(spec: PreprocessSpec, batch = 1): number[] {
   const [h, w] = spec.size;
-  if (spec.layout === "CHW") return [3, h, w];
-  return spec.layout === "NCHW" ? [batch, 3, h, w] : [batch, h, w, 3];
+  const c = channelCount(spec);
+  if (spec.layout === "CHW") return [c, h, w];
+  return spec.layout === "NCHW" ? [batch, c, h, w] : [batch, h, w, c];
+}
+
+/**
+ * How many channels a spec's tensor has: 1 for `gray`, else 3.
+ *
+ * @param spec A spec.
+ * @returns 1 or 3.
+ *
+ * @example Usage
+ * ```ts
+ * import { channelCount } from "@clipq/data/preprocess";
+ * import assert from "node:assert/strict";
+ * assert.deepEqual([channelCount({ color: "gray" }), channelCount({ color: "BGR" })], [1, 3]);
+ * ```
+ */
+export function channelCount(spec: Pick<PreprocessSpec, "color">): 1 | 3 {
+  return spec.color === "gray" ? 1 : 3;
 }
 
 /**
@@ -221,7 +254,8 @@ export function tensorDims(spec: PreprocessSpec, batch = 1): number[] {
  *
  * @param image The decoded image.
  * @param spec A resolved spec (see {@linkcode resolveSpec}).
- * @param out Destination; `3 · h · w` elements from `offset` are written.
+ * @param out Destination; `channels · h · w` elements from `offset` are written (3 channels, or 1
+ *   for `gray`).
  * @param offset First element to write.
  * @returns The box transform applied.
  *
@@ -249,14 +283,18 @@ export function preprocessInto(
     );
   }
   const [h, w] = spec.size;
+  const channels = channelCount(spec);
   const mean = spec.mean.length === 1 ? [spec.mean[0]!, spec.mean[0]!, spec.mean[0]!] : spec.mean;
   const std = spec.std.length === 1 ? [spec.std[0]!, spec.std[0]!, spec.std[0]!] : spec.std;
+  // The pixels sampled: the RGB bytes (3 a pixel), or for gray each pixel's luma (1 a pixel).
+  const stride = channels;
+  const pixels = channels === 3 ? data : luma(data);
   // Output channel c reads source channel src[c]; x = v·a[c] + b[c]; padding gives p[c]. Typed
   // arrays and a loop whose value is always a double: with plain arrays and a value that was
   // either the padding (an integer) or a float, every value was boxed in a heap number (1.2 MB of
   // garbage and 0.7–0.8 ms per 160 × 160 image; now none and 0.45–0.5 ms), and a calibration's
   // stream of that garbage grew V8's young generation with the number of images.
-  const src = Int32Array.from(spec.color === "RGB" ? [0, 1, 2] : [2, 1, 0]);
+  const src = Int32Array.from(spec.color === "BGR" ? [2, 1, 0] : [0, 1, 2]);
   const a = Float64Array.from([0, 1, 2], (c) => spec.scale / std[c]!);
   const b = Float64Array.from([0, 1, 2], (c) => -mean[c]! / std[c]!);
   const pad = spec.padValue ?? 114;
@@ -279,10 +317,11 @@ export function preprocessInto(
   const contentH = Math.round(H * t.scaleY);
   // Channel c of pixel (y, x) goes to out[offset + c · planeStep + y · rowStep + x · pixelStep].
   const planar = spec.layout !== "NHWC";
-  const planeStep = planar ? h * w : 1, rowStep = planar ? w : w * 3, pixelStep = planar ? 1 : 3;
+  const planeStep = planar ? h * w : 1;
+  const rowStep = planar ? w : w * channels, pixelStep = planar ? 1 : channels;
   // One channel at a time: the innermost loop has no per-channel lookups or branches (a channel
   // loop inside it took 0.7 ms).
-  for (let c = 0; c < 3; c++) {
+  for (let c = 0; c < channels; c++) {
     const sc = src[c]!, ac = a[c]!, bc = b[c]!, padded = p[c]!;
     for (let y = 0; y < h; y++) {
       const row = offset + c * planeStep + y * rowStep;
@@ -292,14 +331,14 @@ export function preprocessInto(
       }
       const sy = Math.min(Math.max((y - t.offsetY + 0.5) / t.scaleY - 0.5, 0), H - 1);
       const y0 = Math.floor(sy), fy = sy - y0;
-      const r0 = y0 * W * 3 + sc, r1 = Math.min(y0 + 1, H - 1) * W * 3 + sc;
+      const r0 = y0 * W * stride + sc, r1 = Math.min(y0 + 1, H - 1) * W * stride + sc;
       for (let x = 0; x < w; x++) {
         const x0 = x0s[x]!;
         let v = padded;
         if (x0 >= 0) {
-          const i0 = x0 * 3, i1 = x1s[x]! * 3, fx = fxs[x]!;
-          const top = data[r0 + i0]! + (data[r0 + i1]! - data[r0 + i0]!) * fx;
-          const bot = data[r1 + i0]! + (data[r1 + i1]! - data[r1 + i0]!) * fx;
+          const i0 = x0 * stride, i1 = x1s[x]! * stride, fx = fxs[x]!;
+          const top = pixels[r0 + i0]! + (pixels[r0 + i1]! - pixels[r0 + i0]!) * fx;
+          const bot = pixels[r1 + i0]! + (pixels[r1 + i1]! - pixels[r1 + i0]!) * fx;
           v = (top + (bot - top) * fy) * ac + bc;
         }
         out[row + x * pixelStep] = v;
@@ -332,9 +371,21 @@ export function preprocess(
 ): { tensor: Tensor; transform: BoxTransform } {
   const s = resolveSpec(spec);
   const dims = tensorDims(s);
-  const data = new Float32Array(3 * s.size[0] * s.size[1]);
+  const data = new Float32Array(channelCount(s) * s.size[0] * s.size[1]);
   const transform = preprocessInto(image, s, data, 0);
   return { tensor: { dtype: "float32", dims, data }, transform };
+}
+
+/**
+ * Each RGB pixel's BT.601 luma, rounded to a whole value (OpenCV's RGB2GRAY and Pillow's "L"
+ * conversion round the same weighted sum; a gray image read as RGB keeps its values exactly).
+ */
+function luma(rgb: Uint8Array): Uint8Array {
+  const out = new Uint8Array(rgb.length / 3);
+  for (let i = 0, j = 0; i < out.length; i++, j += 3) {
+    out[i] = Math.round(0.299 * rgb[j]! + 0.587 * rgb[j + 1]! + 0.114 * rgb[j + 2]!);
+  }
+  return out;
 }
 
 function clamp(v: number, hi: number): number {

@@ -60,6 +60,39 @@ Deno.test("preprocess() writes NHWC, CHW and BGR orders", () => {
   assert.deepEqual([...chw.data], [20, 60, 100, 140, 10, 50, 90, 130, 0, 40, 80, 120]);
 });
 
+Deno.test("preprocess() writes one channel of BT.601 luma for gray", () => {
+  const base = {
+    size: [2, 2] as const,
+    resize: "stretch" as const,
+    scale: 1,
+    color: "gray" as const,
+  };
+  // round(0.299·R + 0.587·G + 0.114·B): 8.15 → 8, 48.15 → 48, 88.15 → 88, 128.15 → 128.
+  const nhwc = preprocess(img2x2, { ...base, layout: "NHWC" }).tensor;
+  assert.deepEqual([nhwc.dims, [...nhwc.data]], [[1, 2, 2, 1], [8, 48, 88, 128]]);
+  assert.deepEqual(preprocess(img2x2, { ...base, layout: "NCHW" }).tensor.dims, [1, 1, 2, 2]);
+  assert.deepEqual(preprocess(img2x2, { ...base, layout: "CHW" }).tensor.dims, [1, 2, 2]);
+  // A gray image read as RGB keeps its values; one mean and std; the letterbox pads with padValue.
+  const gray = { width: 2, height: 1, data: new Uint8Array([7, 7, 7, 250, 250, 250]) };
+  const boxed = preprocess(gray, {
+    size: [2, 2],
+    resize: "letterbox",
+    layout: "NHWC",
+    color: "gray",
+    scale: 1,
+    mean: [2],
+    std: [5],
+    padValue: 102,
+  }).tensor;
+  assert.deepEqual([...boxed.data], [1, 49.6, 20, 20].map(Math.fround));
+  // Three different means are three channels' worth.
+  assert.throws(
+    () => resolveSpec({ color: "gray", mean: [0.4, 0.5, 0.6] }),
+    /input\.mean: expected 1 value for a gray \(one-channel\) input/,
+  );
+  assert.equal(resolveSpec({ color: "gray", std: [0.2, 0.2, 0.2] }).std.length, 3);
+});
+
 Deno.test("preprocess() resizes bilinearly with half-pixel centers, as cv2 does", () => {
   // cv2.resize(np.array([[0, 100]]), (4, 1)) → [0, 25, 75, 100]; 2 → 3 gives [0, 50, 100].
   const row = { width: 2, height: 1, data: new Uint8Array([0, 0, 0, 100, 100, 100]) };

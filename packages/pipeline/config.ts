@@ -93,7 +93,7 @@ export const INPUT_SPEC: ObjectSpec = {
     },
     resize: { type: "string", enum: ["stretch", "letterbox", "center-crop"] },
     layout: { type: "string", enum: ["NCHW", "NHWC", "CHW"] },
-    color: { type: "string", enum: ["RGB", "BGR"] },
+    color: { type: "string", enum: ["RGB", "BGR", "gray"] },
     scale: num(1e-9, 1e6, "Multiplier of pixel values (default 1/255)."),
     mean: { type: "array", items: num(-1e6, 1e6), minItems: 1, maxItems: 4 },
     std: { type: "array", items: num(1e-9, 1e6), minItems: 1, maxItems: 4 },

@@ -18,7 +18,7 @@ import { loadModel, type SavedModel, saveModel } from "@clipq/onnx/io";
 import { ConfigError, DataError, ModelError } from "@clipq/onnx/errors";
 import { tensor } from "@clipq/onnx/tensor";
 import { imageBatches, listImages, type PreprocessSpec } from "@clipq/data";
-import { asPixels, resolveSpec } from "@clipq/data/preprocess";
+import { asPixels, channelCount, resolveSpec } from "@clipq/data/preprocess";
 import { npyBatches } from "@clipq/data/npy";
 import { fromTfjs, loadDarknet } from "@clipq/convert";
 import { type HeadConfig, resolveHead } from "@clipq/detect";
@@ -126,7 +126,7 @@ export async function writeAtomic(path: string, data: Uint8Array | string): Prom
 }
 
 /**
- * The graph with `input.size` (and 3 channels) written into the image input's dims, and the
+ * The graph with `input.size` (and the channels: 3, or 1 for `gray`) written into the image input's dims, and the
  * value_info that still has a dim unknown dropped (it described the dynamic model): `input.static`.
  * The batch axis stays as it is.
  *
@@ -159,11 +159,12 @@ export function withStaticImageInput(graph: Graph, input: InputConfig): Graph {
   }
   const { name, spec } = imageInput(graph, input);
   const [h, w] = input.size;
+  const c = channelCount(spec);
   const fixed = (shape: ValueInfo["shape"]) => {
     const s = [...(shape ?? [])];
-    if (spec.layout === "NHWC") [s[1], s[2], s[3]] = [h, w, 3];
-    else if (spec.layout === "CHW") [s[0], s[1], s[2]] = [3, h, w];
-    else [s[1], s[2], s[3]] = [3, h, w];
+    if (spec.layout === "NHWC") [s[1], s[2], s[3]] = [h, w, c];
+    else if (spec.layout === "CHW") [s[0], s[1], s[2]] = [c, h, w];
+    else [s[1], s[2], s[3]] = [c, h, w];
     if (spec.layout !== "CHW" && s[0] === undefined) s[0] = "batch";
     return s;
   };
@@ -234,12 +235,17 @@ export function imageInput(
       : layout === "CHW"
       ? [s[0], s[1], s[2]]
       : [s[1], s[2], s[3]]).map(fixed);
-  if (c !== undefined && c !== 3) {
+  const channels = channelCount({ color: input.color ?? "RGB" });
+  if (c !== undefined && c !== channels) {
+    // A one-channel model read as RGB (or the other way round) is a color setting, not a layout.
+    const key = c === 1 || channels === 1 ? "input.color" : "input.layout";
     throw new ConfigError(
-      "input.layout",
-      `expected a layout with 3 channels on the channel axis of input ${name} [${
+      key,
+      `expected ${channels} channel(s) on the channel axis of input ${name} [${
         s.join(", ")
-      }]; found ${layout}, whose channel axis holds ${c}`,
+      }] (${layout}, color ${input.color ?? "RGB"}); found ${c}${
+        c === 1 ? ': set input.color to "gray"' : ""
+      }`,
     );
   }
   if ((h !== undefined && h !== size[0]) || (w !== undefined && w !== size[1])) {

@@ -1,10 +1,10 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { float32, ModelBuilder } from "@clipq/onnx";
+import { emptyGraph, float32, ModelBuilder, node } from "@clipq/onnx";
 import { decode } from "@clipq/onnx/proto";
 import { ConfigError } from "@clipq/onnx/errors";
 import { loadConfig } from "./config.ts";
-import { createContext, runPipeline } from "./runner.ts";
+import { createContext, runPipeline, withStaticImageInput } from "./runner.ts";
 import { createReporter } from "./progress.ts";
 import { renderHtml } from "./report_html.ts";
 import { smallDetector, workspace, writePng } from "./_fixtures_test.ts";
@@ -871,6 +871,19 @@ Deno.test("a step's batches name what they are for on the progress line and stop
   } finally {
     ws.cleanup();
   }
+});
+
+Deno.test("withStaticImageInput() writes one channel for a gray input, three otherwise", () => {
+  const g = emptyGraph({
+    inputs: [{ name: "x", dtype: "float32", shape: ["n", "c", "h", "w"] }],
+    outputs: [{ name: "y", dtype: "float32" }],
+    nodes: [node({ name: "id", op: "Identity", inputs: ["x"], outputs: ["y"] })],
+  });
+  const shape = (input: Record<string, unknown>) =>
+    withStaticImageInput(g, { size: [16, 12], static: true, ...input }).inputs[0]!.shape;
+  assert.deepEqual(shape({ color: "gray" }), ["n", 1, 16, 12]);
+  assert.deepEqual(shape({ color: "gray", layout: "NHWC" }), ["n", 16, 12, 1]);
+  assert.deepEqual(shape({}), ["n", 3, 16, 12]);
 });
 
 Deno.test("runPipeline() with input.static writes input.size into a dynamic model's input, so quantize sees static shapes", async () => {

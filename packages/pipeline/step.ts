@@ -22,7 +22,7 @@ export interface InputConfig {
   /** Tensor layout; CHW has no batch axis. */
   layout?: "NCHW" | "NHWC" | "CHW";
   /** Channel order. */
-  color?: "RGB" | "BGR";
+  color?: "RGB" | "BGR" | "gray";
   /** Multiplier of 0..255 pixel values. */
   scale?: number;
   /** Per-channel mean subtracted after scaling. */
