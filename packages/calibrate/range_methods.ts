@@ -118,11 +118,25 @@ interface Tail {
   zeros: number;
 }
 
+/**
+ * The histogram as magnitude histograms of its two tails, from 0 out. A narrow band of values far
+ * from 0 (a tensor near 100 that moves by 10⁻³) would need millions of magnitude bins at the
+ * histogram's width; the tails then take a width 2^k times the histogram's (exact: each bin lands
+ * whole in one), at most 4 × its bin count from 0 to the largest magnitude. That is still far
+ * finer than the int8 grid, which spans 0 to the clip in 255 steps.
+ */
 function tails(h: Histogram): { pos: Tail; neg: Tail } {
-  const w = h.width;
-  const posLen = h.max >= 0 ? Math.floor(h.max / w) + 1 : 0;
-  const negLen = h.min < 0 ? -Math.floor(h.min / w) : 0;
-  const pos = new Float64Array(posLen), neg = new Float64Array(negLen);
+  let w = h.width, shift = 1;
+  const lengths = () => [
+    h.max >= 0 ? Math.floor(h.max / w) + 1 : 0,
+    h.min < 0 ? -Math.floor(h.min / w) : 0,
+  ];
+  while (Math.max(...lengths()) > 4 * h.bins) {
+    w *= 2;
+    shift *= 2;
+  }
+  const [posLen, negLen] = lengths();
+  const pos = new Float64Array(posLen!), neg = new Float64Array(negLen!);
   let pc = 0, nc = 0;
   const [first, last] = h.occupied();
   for (let i = first; i <= last; i++) {
@@ -130,10 +144,10 @@ function tails(h: Histogram): { pos: Tail; neg: Tail } {
     if (c === 0) continue;
     const a = h.offset + i;
     if (a >= 0) {
-      pos[a]! += c;
+      pos[Math.floor(a / shift)]! += c;
       pc += c;
     } else {
-      neg[-a - 1]! += c;
+      neg[Math.floor((-a - 1) / shift)]! += c;
       nc += c;
     }
   }
@@ -338,10 +352,12 @@ function rangeOf(hist: Histogram, o: Checked, what: string): TensorRange {
   const lo = neg.count > 0 && hist.min < 0
     ? -refine(neg, stepsOf(neg), clipOf(neg, stepsOf(neg), oneSided))
     : hist.min;
-  // A tail with no data beyond 0 keeps its exact bound (e.g. min > 0 for all-positive data).
+  // A tail with no data beyond 0 keeps its exact bound (e.g. min > 0 for all-positive data), and
+  // a clip never cuts below all the data of a side: a band far from 0 (π everywhere) sits in one
+  // magnitude bin, whose representative can fall short of the band.
   return {
-    min: hist.min >= 0 ? hist.min : lo,
-    max: hist.max <= 0 ? hist.max : hi,
+    min: hist.min >= 0 ? hist.min : Math.min(lo, hist.max),
+    max: hist.max <= 0 ? hist.max : Math.max(hi, hist.min),
     source,
   };
 }

@@ -109,6 +109,31 @@ Deno.test("loss-aware clipping tightens the clip as λ grows and λ = 0 matches 
   assert.ok(capped.max <= p90.max + 1e-9);
 });
 
+Deno.test("a narrow band far from zero takes a coarser magnitude grid, not millions of bins", () => {
+  // 10⁶ moved by at most 1: the histogram's bins are 2⁻¹¹ wide, so magnitudes from 0 at that width
+  // would take 2·10⁹ bins (an allocation that failed on a real face-mesh model's coordinates).
+  const rnd = mulberry32(3);
+  const values = Array.from({ length: 4000 }, () => 1e6 + rnd());
+  const h = new Histogram().add(values);
+  const max = Math.max(...values);
+  for (const method of ["minmax", "percentile", "mse", "entropy", "aciq"] as const) {
+    const r = rangeFromHistogram(h, { method, percentile: 99.99 });
+    // Within 1/8192 of the largest magnitude (the coarser grid) and never past it.
+    assert.ok(r.max <= max && r.max >= max * (1 - 1 / 4096), `${method}: ${r.max}`);
+    assert.equal(r.min, Math.min(...values), method);
+  }
+  // A constant far from 0 (a face mesh's half turn, π everywhere): [π, π], every method.
+  const pi = new Histogram().add(new Float32Array(64).fill(Math.PI));
+  for (const method of ["percentile", "mse", "entropy", "aciq"] as const) {
+    const r = rangeFromHistogram(pi, { method });
+    assert.deepEqual([r.min, r.max], [pi.min, pi.min], method);
+  }
+  // Below 10⁶·2⁻¹¹·4·2048 the grid is the histogram's own: the percentile stays one bin exact.
+  const near = new Histogram().add(Array.from({ length: 100 }, (_, i) => 1 + i / 100));
+  const p = rangeFromHistogram(near, { method: "percentile", percentile: 90 });
+  assert.ok(Math.abs(p.max - 1.89) <= near.width, String(p.max));
+});
+
 Deno.test("all-positive data keeps its exact lower bound", () => {
   const h = new Histogram().add([0.5, 1, 2, 3]);
   for (const method of ["percentile", "mse", "entropy", "aciq"] as const) {
