@@ -3,7 +3,7 @@ import { ConfigError, ModelError } from "@clipq/onnx/errors";
 import { emptyGraph, type Graph, node, opsetOf } from "@clipq/onnx/graph";
 import { decode, encode } from "@clipq/onnx/proto";
 import { float32, int64, toFloat32 } from "@clipq/onnx/tensor";
-import { ModelBuilder } from "@clipq/onnx/builder";
+import { ModelBuilder, seededRandom } from "@clipq/onnx/builder";
 import { quantize } from "./quantize.ts";
 import { planQuantization } from "./plan.ts";
 import { countOps, type Feeds, minmaxRanges, randomFeeds, runGraph, sqnr } from "./testdata/ort.ts";
@@ -473,6 +473,32 @@ Deno.test("quantize() Gemm and MatMul fuse into QGemm and QLinearMatMul at onnxr
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("quantize() writes a batched MatMul weight per tensor, which onnxruntime's QLinearMatMul runs", async () => {
+  // x [2, 3, 8] × constant [2, 8, 5] → relu → another MatMul: per-column scales of a batched B
+  // would have to be [1, 5] per batch in QLinearMatMul, which a DequantizeLinear axis cannot say.
+  const r = seededRandom(4);
+  const g = emptyGraph({
+    inputs: [{ name: "x", dtype: "float32", shape: [2, 3, 8] }],
+    outputs: [{ name: "y", dtype: "float32" }],
+    initializers: new Map([
+      ["w", float32([2, 8, 5], r.uniforms(80, -0.5, 0.5))],
+      ["w2", float32([5, 4], r.uniforms(20, -0.5, 0.5))],
+    ]),
+    nodes: [
+      node({ name: "mm", op: "MatMul", inputs: ["x", "w"], outputs: ["h"] }),
+      node({ name: "relu", op: "Relu", inputs: ["h"], outputs: ["r"] }),
+      node({ name: "mm2", op: "MatMul", inputs: ["r", "w2"], outputs: ["y"] }),
+    ],
+  });
+  const ranges = await minmaxRanges(g, [randomFeeds(g, 1), randomFeeds(g, 2)]);
+  const { graph, report } = quantize(g, { ranges, exclude: { head: false } });
+  const perChannel = Object.fromEntries(report.weights.map((w) => [w.node, w.perChannel]));
+  assert.deepEqual(perChannel, { mm: false, mm2: true });
+  const feeds = randomFeeds(g, 3);
+  const [ref, got] = [await runGraph(g, feeds), await runGraph(graph, feeds)];
+  assert.ok(sqnr(ref.y!, got.y!) > 30, `SQNR ${sqnr(ref.y!, got.y!)}`);
 });
 
 Deno.test("quantize() leaves onnxruntime one Q at the input and one DQ at the output of smallNet", async () => {

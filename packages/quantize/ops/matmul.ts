@@ -1,6 +1,6 @@
 /**
  * Gemm and MatMul. A constant B is a per-channel int8 weight (Gemm: axis 0 when transB, else 1;
- * MatMul: the last axis); Gemm's C becomes an int32 bias when it has one value per output and
+ * MatMul: axis 1 of a [K, N] weight, a batched one per tensor); Gemm's C becomes an int32 bias when it has one value per output and
  * alpha = beta = 1. MatMul of two activations quantizes both per tensor.
  *
  * @module
@@ -41,14 +41,22 @@ const gemm: OpQuantizer = {
   },
 };
 
+/**
+ * A MatMul weight's per-channel axis: its columns for a [K, N] weight. A batched weight
+ * ([…, K, N]) is per-tensor: onnxruntime's QLinearMatMul takes per-column scales of a batched B
+ * only shaped [1, N] per batch, which DequantizeLinear's one-dimensional axis scale cannot state
+ * (a face mesh's spatial transformer failed at run time with one).
+ */
+function weightAxis(rank: number): number | undefined {
+  return rank === 2 ? 1 : undefined;
+}
+
 const matmul: OpQuantizer = {
   fusesActivation: true,
   weight(node: Node, graph: Graph) {
     const b = node.inputs[1];
     const t = b ? graph.initializers.get(b) : undefined;
-    return b && t
-      ? { name: b, axis: t.dims.length >= 2 ? t.dims.length - 1 : undefined }
-      : undefined;
+    return b && t ? { name: b, axis: weightAxis(t.dims.length) } : undefined;
   },
   mark(node: Node, ctx: MarkContext) {
     const [a, b] = node.inputs;
@@ -59,7 +67,7 @@ const matmul: OpQuantizer = {
       if (bt.dtype !== "float32") return `weight "${b}" is ${bt.dtype}, not float32`;
       if (!ctx.isFloat(a)) return `input "${a}" is not a float32 tensor`;
       ctx.activation(a);
-      ctx.weight(b, bt.dims.length >= 2 ? bt.dims.length - 1 : undefined);
+      ctx.weight(b, weightAxis(bt.dims.length));
     } else {
       const why = operand(ctx, a) ?? operand(ctx, b);
       if (why) return why;
