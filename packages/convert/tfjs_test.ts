@@ -15,6 +15,7 @@ import {
   humanModel,
   nanodetPreprocessing,
   pixelsNhwc,
+  skimagePhoto,
 } from "../../tools/assets.ts";
 
 /** The tfjs graph model itself (one weight shard), run by tfjs's CPU backend. */
@@ -320,5 +321,29 @@ Deno.test("fromTfjs() converts MoveNet MultiPose and Lightning (int32 pixels in,
     const largest = ref.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
     const diff = maxAbsDiff(got, ref);
     assert.ok(diff <= 2e-6 * largest, `${name}: max abs difference ${diff} (largest ${largest})`);
+  }
+});
+
+Deno.test("fromTfjs() converts MediaPipe's attention face mesh (BatchMatMulV2, Atan2, Sin, Cos, ZerosLike, Min, Prod, an ellipsis slice) and ORT matches tfjs on a real photo", async () => {
+  const astronaut = await readImage(await skimagePhoto("astronaut.png"));
+  const { tensor } = preprocess(astronaut, { size: [192, 192], resize: "stretch", layout: "NHWC" });
+  const x = tensor.data as Float32Array;
+  for (const name of ["facemesh-attention", "facemesh-attention-pinto"] as const) {
+    const path = await humanModel(name);
+    const graph = await fromTfjs(path);
+    const input = graph.inputs[0]!;
+    assert.deepEqual(input.shape, [1, 192, 192, 3]);
+    const outputs = graph.outputs.map((o) => o.name);
+    // 478 landmarks (x, y, z) in seven outputs (mesh, lips, eyes, irises) and a face flag.
+    assert.equal(outputs.length, 7);
+    const session = await ort.InferenceSession.create(encode(graph));
+    const got = await session.run({ [input.name]: new ort.Tensor("float32", x, tensor.dims) });
+    const ref = await tfjsReference(path, x, [...tensor.dims], outputs);
+    outputs.forEach((o, i) => {
+      const largest = ref[i]!.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
+      const diff = maxAbsDiff(got[o]!.data as Float32Array, ref[i]!);
+      // Measured: below 1·10⁻⁶ of the largest value of each landmark output.
+      assert.ok(diff <= 2e-6 * Math.max(largest, 1), `${name} ${o}: ${diff} (largest ${largest})`);
+    });
   }
 });
