@@ -10,6 +10,7 @@ import { preprocess, type PreprocessSpec, readImage, type RgbImage } from "@clip
 import { createSession } from "@clipq/runtime";
 import { parseConfig } from "@clipq/pipeline/config";
 import { runPipeline } from "../packages/pipeline/runner.ts";
+import { crop } from "./_crop.ts";
 import { darknetPhotos, humanModel, skimagePhoto } from "../tools/assets.ts";
 
 const LABELS = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"];
@@ -23,16 +24,6 @@ const spec: PreprocessSpec = {
   mean: [1],
   std: [1],
 };
-
-/** The part of an image inside [x1, y1, x2, y2). */
-function crop(image: RgbImage, [x1, y1, x2, y2]: readonly number[]): RgbImage {
-  const w = x2! - x1!, h = y2! - y1!, data = new Uint8Array(w * h * 3);
-  for (let y = 0; y < h; y++) {
-    const row = ((y1! + y) * image.width + x1!) * 3;
-    data.set(image.data.subarray(row, row + w * 3), y * w * 3);
-  }
-  return { width: w, height: h, data };
-}
 
 async function probabilities(graph: Graph, images: readonly RgbImage[]): Promise<Float32Array[]> {
   const s = await createSession(graph, { optimizationLevel: "all" });

@@ -6,10 +6,11 @@ import { join } from "node:path";
 import type { Graph } from "@clipq/onnx/graph";
 import type { Tensor } from "@clipq/onnx/tensor";
 import { fromTfjs } from "@clipq/convert";
-import { preprocess, type PreprocessSpec, readImage, type RgbImage } from "@clipq/data";
+import { preprocess, type PreprocessSpec, readImage } from "@clipq/data";
 import { createSession } from "@clipq/runtime";
 import { parseConfig } from "@clipq/pipeline/config";
 import { runPipeline } from "../packages/pipeline/runner.ts";
+import { crop } from "./_crop.ts";
 import { darknetPhotos, humanModel, skimagePhoto } from "../tools/assets.ts";
 
 const spec: PreprocessSpec = {
@@ -24,16 +25,6 @@ const spec: PreprocessSpec = {
 // The mesh output: 468 points (x, y, z) in the 192² input.
 const MESH = "Identity_4";
 const FACE_FLAG = "Identity";
-
-/** The part of an image inside [x1, y1, x2, y2). */
-function crop(image: RgbImage, [x1, y1, x2, y2]: readonly number[]): RgbImage {
-  const w = x2! - x1!, h = y2! - y1!, data = new Uint8Array(w * h * 3);
-  for (let y = 0; y < h; y++) {
-    const row = ((y1! + y) * image.width + x1!) * 3;
-    data.set(image.data.subarray(row, row + w * 3), y * w * 3);
-  }
-  return { width: w, height: h, data };
-}
 
 async function run(graph: Graph, x: Tensor): Promise<Record<string, Float32Array>> {
   const s = await createSession(graph, { optimizationLevel: "all" });

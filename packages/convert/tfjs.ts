@@ -1775,22 +1775,24 @@ export function convertTfjs(model: TfjsModel, options: TfjsOptions = {}): Graph 
         });
         break;
       }
-      case "Prod": {
+      case "Prod":
+      case "Sum": {
+        // Shape arithmetic on constants (the number of elements of a shape, say) folds.
+        const fold = n.op === "Sum"
+          ? (v: number[]) => v.reduce((a, b) => a + b, 0)
+          : (v: number[]) => v.reduce((a, b) => a * b, 1);
         const x = inp(0);
         const xs = shapeOf(x);
         const axes = [
-          ...new Set(
-            [...toFloat64(constIn(1, "reduction_indices"))].map((a) => normAxis(a, xs.length)),
-          ),
+          ...new Set([...toFloat64(constIn(1, "axes"))].map((a) => normAxis(a, xs.length))),
         ];
         const keep = attrB("keep_dims");
         if (x.kind === "const") {
-          // Shape arithmetic: the number of elements of a shape, say.
-          const product = (v: number[]) => v.reduce((a, b) => a * b, 1);
-          set({ kind: "const", t: reduceConst(x.t, axes, { reducer: product, keepDims: keep }) });
+          set({ kind: "const", t: reduceConst(x.t, axes, { reducer: fold, keepDims: keep }) });
           break;
         }
-        // No axes: TensorFlow multiplies nothing (ONNX's ReduceProd would reduce every axis).
+        // No axes: TensorFlow reduces nothing, where ONNX's ReduceSum/ReduceProd would reduce
+        // every axis.
         if (axes.length === 0) {
           set(x);
           break;
@@ -1798,16 +1800,19 @@ export function convertTfjs(model: TfjsModel, options: TfjsOptions = {}): Graph 
         const shape = keep
           ? xs.map((d, i) => (axes.includes(i) ? 1 : d))
           : xs.filter((_, i) => !axes.includes(i));
-        set(out(
-          emit(
-            "ReduceProd",
-            [x.name],
-            { axes: ints(axes), keepdims: int(keep ? 1 : 0) },
+        // Axes are ReduceSum's second input from opset 13, the importer's lowest; ReduceProd
+        // keeps them an attribute until opset 18.
+        const y = n.op === "Sum"
+          ? emit(
+            "ReduceSum",
+            [x.name, constName(i64(axes), `${n.name}/axes`)],
+            { keepdims: int(keep ? 1 : 0) },
             n.name,
-          )[0]!,
-          x.dtype,
-          shape,
-        ));
+          )[0]!
+          : emit("ReduceProd", [x.name], { axes: ints(axes), keepdims: int(keep ? 1 : 0) }, n.name)[
+            0
+          ]!;
+        set(out(y, x.dtype, shape));
         break;
       }
       case "ArgMax": {
@@ -1831,39 +1836,6 @@ export function convertTfjs(model: TfjsModel, options: TfjsOptions = {}): Graph 
         )[0]!;
         if (to !== "int64") y = emit("Cast", [y], { to: int(ONNX_DTYPE_CODES[to]) }, n.name)[0]!;
         set(out(y, to, shape));
-        break;
-      }
-      case "Sum": {
-        const x = inp(0);
-        const xs = shapeOf(x);
-        const axes = [
-          ...new Set([...toFloat64(constIn(1, "axes"))].map((a) => normAxis(a, xs.length))),
-        ];
-        const keep = attrB("keep_dims");
-        if (x.kind === "const") {
-          const sum = (v: number[]) => v.reduce((a, b) => a + b, 0);
-          set({ kind: "const", t: reduceConst(x.t, axes, { reducer: sum, keepDims: keep }) });
-          break;
-        }
-        // No axes: TensorFlow sums nothing, where ONNX ReduceSum would sum everything.
-        if (axes.length === 0) {
-          set(x);
-          break;
-        }
-        const shape = keep
-          ? xs.map((d, i) => (axes.includes(i) ? 1 : d))
-          : xs.filter((_, i) => !axes.includes(i));
-        // Axes are ReduceSum's second input from opset 13, the importer's lowest.
-        set(out(
-          emit(
-            "ReduceSum",
-            [x.name, constName(i64(axes), `${n.name}/axes`)],
-            { keepdims: int(keep ? 1 : 0) },
-            n.name,
-          )[0]!,
-          x.dtype,
-          shape,
-        ));
         break;
       }
       case "SquaredDifference": {
