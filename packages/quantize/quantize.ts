@@ -215,12 +215,10 @@ interface Bounds {
 }
 
 /**
- * The bounds of the Relu/Clip folded into a producer, read from the node that makes
- * `activationOutput`; undefined when a Clip's bounds are not constants.
+ * The bounds of a Relu/Clip node folded into its producer; undefined when a Clip's bounds are not
+ * constants.
  */
-function foldedBounds(graph: Graph, activationOutput: string): Bounds | undefined {
-  const act = graph.nodes.find((n) => n.outputs[0] === activationOutput);
-  if (!act) return undefined;
+function foldedBounds(graph: Graph, act: Node): Bounds | undefined {
   if (act.op !== "Clip") return { min: 0 };
   const constant = (name: string | undefined) => {
     const t = name ? graph.initializers.get(name) : undefined;
@@ -236,25 +234,23 @@ function foldedBounds(graph: Graph, activationOutput: string): Bounds | undefine
 /**
  * The range of a folded Relu/Clip output, clamped to the activation's bounds: a Relu range that
  * dips below 0 would give u8 a non-zero zero point, and onnxruntime then cannot drop the Relu and
- * fuse the layer. When calibration gave only the producer's range, the activation clamps that one.
+ * fuse the layer. When calibration gave only the producer's range (`pre`'s), the activation clamps
+ * that one. Also gives the bounds, which the report states.
  */
 function foldedRange(
   graph: Graph,
-  fused: ReadonlyMap<string, string>,
-  ranges: Ranges,
-  activationOutput: string,
-): TensorRange | undefined {
-  const pre = [...fused].find(([, act]) => act === activationOutput)?.[0];
-  const act = graph.nodes.find((n) => n.outputs[0] === activationOutput);
-  const own = ranges.get(activationOutput);
+  o: { act: Node; pre: string | undefined; ranges: Ranges },
+): { range: TensorRange | undefined; bounds: Bounds | undefined } {
+  const { act, pre, ranges } = o;
+  const own = ranges.get(act.outputs[0]!);
   const r = own ?? (pre === undefined ? undefined : ranges.get(pre));
-  const bounds = foldedBounds(graph, activationOutput);
-  if (!r || !act || pre === undefined || !bounds) return own;
+  const bounds = foldedBounds(graph, act);
+  if (!r || pre === undefined || !bounds) return { range: own, bounds };
   const clamp = (v: number) => Math.min(bounds.max ?? Infinity, Math.max(bounds.min, v));
   const [min, max] = [clamp(r.min), clamp(r.max)];
-  if (own && min === own.min && max === own.max) return own;
+  if (own && min === own.min && max === own.max) return { range: own, bounds };
   const source = own ? `${r.source}, clamped to ${act.op}` : `${r.source} through ${act.op}`;
-  return { min, max, source };
+  return { range: { min, max, source }, bounds };
 }
 
 /**
@@ -346,7 +342,11 @@ export function quantize(graph: Graph, options: QuantizeOptions = {}): QuantizeR
   // A Concat's inputs on its output's grid: it then copies integers instead of requantizing.
   for (const [t, r] of concatGrids(g, a, ranges)) ranges.set(t, r);
 
-  const foldedOutputs = new Set(a.fused.values());
+  // Each folded Relu/Clip output → its node and the producer output it folds into.
+  const producerOf = new Map(g.nodes.map((n) => [n.outputs[0], n]));
+  const folded = new Map(
+    [...a.fused].map(([pre, act]) => [act, { act: producerOf.get(act), pre }] as const),
+  );
   // Resolve ranges node by node (topological order): a node whose tensors lack ranges stays float.
   const activations = new Map<string, ActivationEntry>();
   const quantized = new Map<number, Marks>();
@@ -357,13 +357,15 @@ export function quantize(graph: Graph, options: QuantizeOptions = {}): QuantizeR
     let missing: string | undefined;
     for (const t of m.activations) {
       if (activations.has(t) || pending.has(t)) continue;
-      const r = (foldedOutputs.has(t) ? foldedRange(g, a.fused, ranges, t) : ranges.get(t)) ??
-        shiftedRange(t);
+      const f = folded.get(t);
+      const { range, bounds } = f?.act
+        ? foldedRange(g, { act: f.act, pre: f.pre, ranges })
+        : { range: ranges.get(t), bounds: undefined };
+      const r = range ?? shiftedRange(t);
       if (!r) {
         missing = t;
         break;
       }
-      const bounds = foldedOutputs.has(t) ? foldedBounds(g, t) : undefined;
       pending.set(t, {
         params: activationParams(r, o.activations, t),
         min: r.min,
