@@ -105,13 +105,13 @@ async function refined(
   s: {
     ctx: StepContext;
     opts: QuantizeOptions;
+    twin: Graph;
     result: ReturnType<typeof quantize>;
     ranges: Map<string, TensorRange>;
   },
 ): Promise<ReturnType<typeof quantize>> {
-  const { ctx, opts } = s;
+  const { ctx, opts, twin } = s;
   const settings = ctx.refineRanges!;
-  const twin = floatTwin(graph, opts);
   const made = new Set(twin.nodes.flatMap((n) => n.outputs));
   const judged = s.result.report.tensors.filter((t) =>
     made.has(t.name) && !t.source.startsWith("override") && !t.source.startsWith("shared with")
@@ -301,22 +301,24 @@ export function quantizeStep(options: QuantizeStepOptions = {}): Step {
         reduceRange: o.reduceRange,
         ...quantizePlanOptions(o, ctx.head),
       };
-      let result = quantize(graph, opts);
-      if (ctx.refineRanges) {
-        result = await refined(graph, { ctx, opts, result, ranges });
-      }
-      let biasShifts: Map<string, Float32Array> | undefined;
-      // Layers are measured as quantize writes them: against the float graph after its rewrites.
       const gptqOptions: { positions?: number; maxBlock?: number } | undefined =
         o.weightRounding === "gptq"
           ? {}
           : typeof o.weightRounding === "object"
           ? o.weightRounding
           : undefined;
-      const twin = ctx.biasCorrection || gptqOptions ? floatTwin(graph, opts) : undefined;
+      const measures = ctx.biasCorrection || gptqOptions !== undefined;
+      // Ranges are refined and layers measured as quantize writes them: on the float graph after
+      // its rewrites (which do not depend on the ranges, so one twin serves all three).
+      const twin = measures || ctx.refineRanges ? floatTwin(graph, opts) : undefined;
+      let result = quantize(graph, opts);
+      if (twin && ctx.refineRanges) {
+        result = await refined(graph, { ctx, opts, twin, result, ranges });
+      }
+      let biasShifts: Map<string, Float32Array> | undefined;
       // The weighted layers quantize wrote quantized, as both measurements below name them (GPTQ
       // rounding leaves the same layers quantized).
-      const quantizedLayers = twin
+      const quantizedLayers = measures
         ? planQuantization(graph, opts).weightedLayers
           .filter((l) => result.report.quantizedNodes.includes(l.node))
         : [];
@@ -382,7 +384,8 @@ export function quantizeStep(options: QuantizeStepOptions = {}): Step {
         // Re-quantizes with the most sensitive layers excluded (fallback.ts) until the drop holds.
         const without = (names: readonly string[]) => {
           const exclude = { ...opts.exclude, names: [...(opts.exclude?.names ?? []), ...names] };
-          const valid = twin && {
+          // Only the measurements need checking against the graph each trial quantizes.
+          const valid = measures && twin && {
             measuredOn: twin,
             quantizing: floatTwin(graph, { ...opts, exclude }),
             float: names,
