@@ -177,6 +177,15 @@ const FOLDED_UNARY: Readonly<Record<string, (v: number) => number>> = {
   Sigmoid: (v) => 1 / (1 + Math.exp(-v)),
 };
 
+/** TensorFlow's reductions: the ONNX op, and the fold of the values it reduces on constants. */
+const REDUCTIONS: Readonly<Record<string, { onnxOp: string; fold: (v: number[]) => number }>> = {
+  Sum: { onnxOp: "ReduceSum", fold: (v) => v.reduce((a, b) => a + b, 0) },
+  Prod: { onnxOp: "ReduceProd", fold: (v) => v.reduce((a, b) => a * b, 1) },
+  Mean: { onnxOp: "ReduceMean", fold: (v) => v.reduce((a, b) => a + b, 0) / v.length },
+  Max: { onnxOp: "ReduceMax", fold: (v) => v.reduce((a, b) => Math.max(a, b), -Infinity) },
+  Min: { onnxOp: "ReduceMin", fold: (v) => v.reduce((a, b) => Math.min(a, b), Infinity) },
+};
+
 type Val =
   | { kind: "const"; t: Tensor }
   | { kind: "tensor"; name: string; dtype: DType; shape: number[] };
@@ -1147,31 +1156,6 @@ export function convertTfjs(model: TfjsModel, options: TfjsOptions = {}): Graph 
         set(fromNchw(y));
         break;
       }
-      case "Mean":
-      case "Max":
-      case "Min": {
-        const x = inp(0) as Extract<Val, { kind: "tensor" }>;
-        const rank = x.shape.length;
-        const axes = [...toFloat64(constIn(1, "axes"))].map((a) => normAxis(a, rank));
-        const keep = attrB("keep_dims");
-        const shape = keep
-          ? x.shape.map((d, i) => (axes.includes(i) ? 1 : d))
-          : x.shape.filter((_, i) => !axes.includes(i));
-        set(out(
-          emit(
-            ({ Mean: "ReduceMean", Max: "ReduceMax", Min: "ReduceMin" } as const)[n.op as "Max"],
-            [x.name],
-            {
-              axes: ints(axes),
-              keepdims: int(keep ? 1 : 0),
-            },
-            n.name,
-          )[0]!,
-          x.dtype,
-          shape,
-        ));
-        break;
-      }
       case "Pad":
       case "PadV2":
       case "MirrorPad": {
@@ -1775,12 +1759,12 @@ export function convertTfjs(model: TfjsModel, options: TfjsOptions = {}): Graph 
         });
         break;
       }
-      case "Prod":
-      case "Sum": {
-        // Shape arithmetic on constants (the number of elements of a shape, say) folds.
-        const fold = n.op === "Sum"
-          ? (v: number[]) => v.reduce((a, b) => a + b, 0)
-          : (v: number[]) => v.reduce((a, b) => a * b, 1);
+      case "Mean":
+      case "Max":
+      case "Min":
+      case "Sum":
+      case "Prod": {
+        const { onnxOp, fold } = REDUCTIONS[n.op]!;
         const x = inp(0);
         const xs = shapeOf(x);
         const axes = [
@@ -1788,11 +1772,11 @@ export function convertTfjs(model: TfjsModel, options: TfjsOptions = {}): Graph 
         ];
         const keep = attrB("keep_dims");
         if (x.kind === "const") {
+          // Shape arithmetic on constants (the number of elements of a shape, say) folds.
           set({ kind: "const", t: reduceConst(x.t, axes, { reducer: fold, keepDims: keep }) });
           break;
         }
-        // No axes: TensorFlow reduces nothing, where ONNX's ReduceSum/ReduceProd would reduce
-        // every axis.
+        // No axes: TensorFlow reduces nothing, where an ONNX reduction would reduce every axis.
         if (axes.length === 0) {
           set(x);
           break;
@@ -1800,19 +1784,13 @@ export function convertTfjs(model: TfjsModel, options: TfjsOptions = {}): Graph 
         const shape = keep
           ? xs.map((d, i) => (axes.includes(i) ? 1 : d))
           : xs.filter((_, i) => !axes.includes(i));
-        // Axes are ReduceSum's second input from opset 13, the importer's lowest; ReduceProd
-        // keeps them an attribute until opset 18.
-        const y = n.op === "Sum"
-          ? emit(
-            "ReduceSum",
-            [x.name, constName(i64(axes), `${n.name}/axes`)],
-            { keepdims: int(keep ? 1 : 0) },
-            n.name,
-          )[0]!
-          : emit("ReduceProd", [x.name], { axes: ints(axes), keepdims: int(keep ? 1 : 0) }, n.name)[
-            0
-          ]!;
-        set(out(y, x.dtype, shape));
+        const keepdims = int(keep ? 1 : 0);
+        // Axes are ReduceSum's second input from opset 13, the importer's lowest; the other
+        // reductions keep them an attribute until opset 18.
+        const y = onnxOp === "ReduceSum"
+          ? emit(onnxOp, [x.name, constName(i64(axes), `${n.name}/axes`)], { keepdims }, n.name)
+          : emit(onnxOp, [x.name], { axes: ints(axes), keepdims }, n.name);
+        set(out(y[0]!, x.dtype, shape));
         break;
       }
       case "ArgMax": {
