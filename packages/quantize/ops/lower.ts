@@ -662,20 +662,14 @@ function resizeNearest(s: State, graph: Graph, ex: LowerOptions["exclude"]): voi
           attributes: perm([0, 2, 3, 1]),
         }),
         // Unsqueeze takes its axes as an input from opset 13 on, as an attribute before.
-        (opset ?? 0) >= 13
-          ? node({
-            name: "",
-            op: "Unsqueeze",
-            inputs: [nhwc, constant("axes", [2, 4])],
-            outputs: [unsqueezed],
-          })
-          : node({
-            name: "",
-            op: "Unsqueeze",
-            inputs: [nhwc],
-            outputs: [unsqueezed],
-            attributes: { axes: { type: "ints", value: [2, 4] } },
-          }),
+        node({
+          name: "",
+          op: "Unsqueeze",
+          outputs: [unsqueezed],
+          ...((opset ?? 0) >= 13
+            ? { inputs: [nhwc, constant("axes", [2, 4])] }
+            : { inputs: [nhwc], attributes: { axes: { type: "ints", value: [2, 4] } } }),
+        }),
         node({
           name: n.name,
           op: "Expand",

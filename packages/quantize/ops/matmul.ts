@@ -1,7 +1,8 @@
 /**
  * Gemm and MatMul. A constant B is a per-channel int8 weight (Gemm: axis 0 when transB, else 1;
- * MatMul: axis 1 of a [K, N] weight, a batched one per tensor); Gemm's C becomes an int32 bias when it has one value per output and
- * alpha = beta = 1. MatMul of two activations quantizes both per tensor.
+ * MatMul: axis 1 of a [K, N] weight, a batched one per tensor); Gemm's C becomes an int32 bias when
+ * it has one value per output and alpha = beta = 1. MatMul of two activations quantizes both per
+ * tensor.
  *
  * @module
  */

@@ -1,7 +1,7 @@
 /**
  * Ops that only move or select values — Reshape, Transpose, Flatten, Squeeze, Unsqueeze, Split,
- * Slice, Pad, MaxPool, Resize, Expand: the output shares the input's scale and zero point, so ORT drops
- * the DQ→op→Q around them and runs them on uint8 directly.
+ * Slice, Pad, MaxPool, Resize, Expand: the output shares the input's scale and zero point, so ORT
+ * drops the DQ→op→Q around them and runs them on uint8 directly.
  *
  * @module
  */
