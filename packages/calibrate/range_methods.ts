@@ -13,10 +13,10 @@
  * rounding error since 0 is always representable.
  *
  * Loss-aware clipping is our reading of the paper's added loss term (its formula is not available):
- * each tail's clip c minimizes E(c)/Σx² + λ·(c/c_max)², where E is the expected error above relative
- * to the tensor's energy (1/SQNR), c_max the tail's largest magnitude, and the search is limited to
- * clips not above the chosen method's clip — so λ = 0 gives the mse clip (capped by the method) and
- * larger λ prefers tighter clips.
+ * each tail's clip c minimizes E(c)/E_min + λ·(c/c_max)², where E is the expected error above, E_min
+ * the least E of the clips searched, c_max the tail's largest magnitude, and the search is limited to
+ * clips not above the chosen method's clip — so λ = 0 gives the mse clip (capped by the method),
+ * larger λ prefers tighter clips, and the error of the clip chosen is at most (1 + λ)·E_min.
  *
  * ACIQ estimates the Laplace b as the mean |x − μ| over bin centres (one pass over the bins rather
  * than a second pass over the data; the error is at most half a bin), and the Gaussian σ exactly from
@@ -246,21 +246,33 @@ function meanAbsDeviation(h: Histogram, about: number): number {
   return s / h.count;
 }
 
-function lossAwareClip(t: Tail, steps: number, cap: number, lambda: number, energy: number) {
+/**
+ * The clip minimizing e(α)/e_min + λ·(α/α_max)², over the clips up to `cap` (the method's own clip):
+ * e is the tail's expected quantization error and e_min the least any of those clips reaches. Measured
+ * against e_min rather than the tensor's energy, λ means the same on every tensor and at every bit
+ * width, and it bounds what tightening may cost: the chosen clip's error is at most (1 + λ)·e_min.
+ * (Against the energy, where 8-bit errors are ~10⁻⁴, any λ ≥ 10⁻³ outweighed the error term and
+ * clipped PP-OCRv4 det's output to 0.2 dB SQNR.)
+ */
+function lossAwareClip(t: Tail, steps: number, cap: number, lambda: number) {
   if (t.m.length === 0 || t.maxMag === 0) return Math.min(cap, t.maxMag);
   const { clips, errors } = expectedErrors(t, steps);
-  let best = -1, bestObj = Infinity;
-  for (let j = 0; j < clips.length; j++) {
-    const c = clips[j]!;
-    if (c > cap && j > 0) break;
-    const rel = c / t.maxMag;
-    const obj = errors[j]! / energy + lambda * rel * rel;
+  let last = 0;
+  while (last + 1 < clips.length && clips[last + 1]! <= cap) last++;
+  let least = Infinity;
+  for (let j = 0; j <= last; j++) least = Math.min(least, errors[j]!);
+  // A clip with no error at all (every value on the grid) leaves only the zero-error clips in play.
+  const unit = least > 0 ? least : Number.MIN_VALUE;
+  let best = 0, bestObj = Infinity;
+  for (let j = 0; j <= last; j++) {
+    const rel = clips[j]! / t.maxMag;
+    const obj = errors[j]! / unit + lambda * rel * rel;
     if (obj < bestObj) {
       bestObj = obj;
       best = j;
     }
   }
-  return best < 0 ? cap : Math.min(clips[best]!, cap);
+  return Math.min(clips[best]!, cap);
 }
 
 /**
@@ -294,7 +306,6 @@ function rangeOf(hist: Histogram, o: Checked, what: string): TensorRange {
   }
   checkExtremes(hist, o.method, what);
   const { pos, neg } = tails(hist);
-  const energy = hist.sumSquares > 0 ? hist.sumSquares : 1;
   const source = o.lossAware ? `${o.method}+loss-aware` : o.method;
 
   const clipOf = (t: Tail, steps: number, oneSided: boolean): number => {
@@ -329,7 +340,7 @@ function rangeOf(hist: Histogram, o: Checked, what: string): TensorRange {
     return Math.min(Math.max(centreShift + alpha, 0), t.maxMag);
   };
   const refine = (t: Tail, steps: number, clip: number): number =>
-    o.lossAware ? lossAwareClip(t, steps, clip, o.lossAware.lambda, energy) : clip;
+    o.lossAware ? lossAwareClip(t, steps, clip, o.lossAware.lambda) : clip;
 
   if (o.method === "minmax" && !o.lossAware) {
     if (!o.symmetric) return { min: hist.min, max: hist.max, source };

@@ -109,6 +109,28 @@ Deno.test("loss-aware clipping tightens the clip as λ grows and λ = 0 matches 
   assert.ok(capped.max <= p90.max + 1e-9);
 });
 
+Deno.test("loss-aware λ bounds the error it costs: at most (1 + λ)× the mse clip's, on any scale", () => {
+  // Against the tensor's energy (8-bit errors ~1e-4 of it), λ = 0.01 once outweighed the error
+  // term and clipped most of a tensor away; λ now weighs the error relative to the least reachable.
+  for (const scale of [1e-3, 1, 1e4]) {
+    const data = laplace(20000, scale, 7);
+    const h = new Histogram().add(data);
+    const mse = rangeFromHistogram(h, { method: "mse" });
+    const floor = fakeQuantMse(data, mse.min, mse.max);
+    let previous = mse;
+    for (const lambda of [0.01, 0.1, 1]) {
+      const r = rangeFromHistogram(h, { method: "mse", lossAware: { lambda } });
+      assert.ok(r.max <= previous.max && -r.min <= -previous.min, `λ ${lambda} tightens`);
+      // The histogram's estimate of the error is within a few % of the data's.
+      const ratio = fakeQuantMse(data, r.min, r.max) / floor;
+      assert.ok(ratio <= 1 + lambda + 0.05, `scale ${scale} λ ${lambda}: ${ratio}`);
+      previous = r;
+    }
+    // λ = 1 does tighten (the error curve is flat near its optimum).
+    assert.ok(previous.max < mse.max && previous.min > mse.min, `${previous.max} vs ${mse.max}`);
+  }
+});
+
 Deno.test("a narrow band far from zero takes a coarser magnitude grid, not millions of bins", () => {
   // 10⁶ moved by at most 1: the histogram's bins are 2⁻¹¹ wide, so magnitudes from 0 at that width
   // would take 2·10⁹ bins (an allocation that failed on a real face-mesh model's coordinates).

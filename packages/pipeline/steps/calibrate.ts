@@ -52,9 +52,9 @@ export interface CalibrateStepOptions {
    * Channel splitting before calibration (see `splitChannels` in @clipq/quantize): where a conv
    * feeds a depthwise conv through channel-wise ops and a few channels of the depthwise input
    * stretch its range, split the channels into up to `groups` groups with their own int8 scales
-   * (exact in float); `false` to leave the graph as it is.
+   * (exact in float); `true` for the defaults, `false` to leave the graph as it is.
    */
-  splitChannels?: { groups?: number; minGainDb?: number } | false;
+  splitChannels?: { groups?: number; minGainDb?: number } | boolean;
 }
 
 /** Calibration images range refinement judges on unless `refine.images` says otherwise. */
@@ -223,7 +223,9 @@ export function calibrateStep(options: CalibrateStepOptions = {}): Step {
     name: "calibrate",
     async run(graph, ctx) {
       checkOverrides(graph, o.overrides, "calibrate.overrides");
-      if (o.splitChannels) graph = await split(graph, ctx, o.splitChannels);
+      if (o.splitChannels) {
+        graph = await split(graph, ctx, o.splitChannels === true ? {} : o.splitChannels);
+      }
       const plan = planQuantization(graph, ctx.quantizePlan ?? {});
       const needed = plan.activations;
       const ranges = new Map<string, TensorRange>();

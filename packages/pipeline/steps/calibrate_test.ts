@@ -51,7 +51,7 @@ Deno.test("calibrate splitChannels: the wide channel gets its own group, the int
     );
     inputs.forEach((t, k) => Deno.writeFileSync(join(ws.dir, "npy", `${k}.npy`), writeNpy(t)));
     const run = async (
-      splitChannels: false | { minGainDb: number },
+      splitChannels: boolean | { minGainDb: number },
       statistics: { save?: string; load?: string } = {},
     ) => {
       const name = `${splitChannels ? "split" : "plain"}${statistics.load ? "-loaded" : ""}`;
@@ -75,6 +75,9 @@ Deno.test("calibrate splitChannels: the wide channel gets its own group, the int
     assert.equal(details.regions, 1);
     assert.deepEqual(details.splits.map((s) => s.groups), [[7, 1]]);
     assert.ok(split.report.methods.includes("split-channels"));
+    // `true` takes the defaults (minGainDb 6), which this region's gain also clears.
+    const byDefault = await run(true);
+    assert.deepEqual(byDefault.report.details.splitChannels, split.report.details.splitChannels);
     const q = decode(Deno.readFileSync(split.saved!.path));
     assert.equal(q.nodes.filter((n) => n.op === "Concat").length, 1);
     // Each group's hard-swish product (the depthwise input, its /6 folded into the conv) has its own range.

@@ -55,7 +55,7 @@ export const CALIBRATE_OPTIONS: ObjectSpec = {
     lossAware: {
       type: "anyOf",
       description:
-        "Loss-aware clipping: minimize quantization error + lambda·(α/α_max)²; false to disable.",
+        "Loss-aware clipping: minimize E(α)/E_min + lambda·(α/α_max)², the expected quantization error over the least reachable plus a penalty on wide clips, so a clip costs at most (1 + lambda)·E_min; false to disable.",
       options: [
         { type: "const", value: false },
         {
@@ -114,9 +114,9 @@ export const CALIBRATE_OPTIONS: ObjectSpec = {
     splitChannels: {
       type: "anyOf",
       description:
-        "Split the channels of a conv → depthwise conv region into groups with their own int8 scales where a few channels stretch the depthwise input's range (exact in float); false to disable.",
+        "Split the channels of a conv → depthwise conv region into groups with their own int8 scales where a few channels stretch the depthwise input's range (exact in float); true for the defaults, false to disable.",
       options: [
-        { type: "const", value: false },
+        { type: "boolean" },
         {
           type: "object",
           properties: {
