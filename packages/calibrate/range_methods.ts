@@ -340,7 +340,7 @@ function rangeOf(hist: Histogram, o: Checked, what: string): TensorRange {
     }
   };
   const aciqClip = (t: Tail, oneSided: boolean): number => {
-    const alpha = aciqAlpha(hist, o.distribution, oneSided);
+    const alpha = aciqAlpha(hist, o.distribution, { oneSided, steps: 255 });
     // The clip is about the mean for two-sided data; its magnitude on this tail is |μ ± α|.
     const centreShift = oneSided ? 0 : (t === neg ? -hist.mean : hist.mean);
     return Math.min(Math.max(centreShift + alpha, 0), t.maxMag);
@@ -381,7 +381,8 @@ function rangeOf(hist: Histogram, o: Checked, what: string): TensorRange {
 
 function aciqSymmetric(h: Histogram, distribution: string, oneSided: boolean): number {
   const maxMag = Math.max(Math.abs(h.min), Math.abs(h.max));
-  const alpha = aciqAlpha(h, distribution, oneSided);
+  // One-sided data has 127 steps of the s8 grid, as much as two-sided data has per side.
+  const alpha = aciqAlpha(h, distribution, { oneSided, steps: 127 });
   return Math.min(oneSided ? alpha : Math.abs(h.mean) + alpha, maxMag);
 }
 
@@ -390,20 +391,28 @@ function aciqSymmetric(h: Histogram, distribution: string, oneSided: boolean): n
  * (post-ReLU) data is the positive half of a distribution about 0: its exact zeros stand for the
  * half the ReLU cut, so b = E[x | x > 0] and σ² = E[x² | x > 0] come from the nonzero values.
  * Counting the zeros halved b on a ReLU output with half its values 0, clipped it at half ACIQ's
- * optimum and took BlazeFace's lowest output SQNR to 1.6 dB.
+ * optimum and took BlazeFace's lowest output SQNR to 1.6 dB. Its optimum depends on the steps that
+ * cover [0, α]: 255 (u8, one-sided data) minimize 2b²·e^(−α/b) + α²/(12·255²) at 11.16·b (4.2·σ);
+ * 127 (s8, or either side of two-sided data) at 9.89·b (3.92·σ).
  */
-function aciqAlpha(h: Histogram, distribution: string, oneSided: boolean): number {
-  if (oneSided) {
+function aciqAlpha(
+  h: Histogram,
+  distribution: string,
+  options: { oneSided: boolean; steps: 127 | 255 },
+): number {
+  const whole = options.oneSided && options.steps === 255;
+  const [laplace, gaussian] = whole ? [11.16, 4.2] : [9.89, 3.92];
+  if (options.oneSided) {
     const nonzero = h.count - h.zeros;
     if (!(nonzero > 0)) return 0;
     return distribution === "laplace"
-      ? 11.16 * meanAbsDeviation(h, 0) * h.count / nonzero
-      : 4.2 * Math.sqrt(h.sumSquares / nonzero);
+      ? laplace * meanAbsDeviation(h, 0) * h.count / nonzero
+      : gaussian * Math.sqrt(h.sumSquares / nonzero);
   }
   const mu = h.mean;
   return distribution === "laplace"
-    ? 9.89 * meanAbsDeviation(h, mu)
-    : 3.92 * Math.sqrt(Math.max(h.sumSquares / h.count - mu * mu, 0));
+    ? laplace * meanAbsDeviation(h, mu)
+    : gaussian * Math.sqrt(Math.max(h.sumSquares / h.count - mu * mu, 0));
 }
 
 /**

@@ -111,6 +111,9 @@ Deno.test("a ReLU's exact zeros move neither aciq's fit nor the entropy clip", (
   }
   const laplaceClip = rangeFromHistogram(relu, { method: "aciq" }).max;
   assert.ok(Math.abs(laplaceClip - Math.min(11.16 * 0.5, relu.max)) < 0.15, `${laplaceClip}`);
+  // On the s8 grid one-sided data has 127 steps, as each side of two-sided data: 9.89·b.
+  const s8Clip = rangeFromHistogram(relu, { method: "aciq", symmetric: true }).max;
+  assert.ok(Math.abs(s8Clip - 9.89 * 0.5) < 0.15, `${s8Clip}`);
   const e = rangeFromHistogram(positive, { method: "entropy" });
   const z = rangeFromHistogram(relu, { method: "entropy" });
   assert.ok(Math.abs(e.max - z.max) < 0.02 * e.max, `${z.max} vs ${e.max}`);
