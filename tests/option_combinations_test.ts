@@ -1,10 +1,10 @@
 // Calibrate and quantize options in combination, on a real detector (BlazeFace, MediaPipe's face
-// detector, tfjs import; small enough for 21 runs in under a minute): a pairwise covering set, every
-// pair of values of any two options in at least one run, so that an option which breaks only next
-// to another one, or which another one silently switches off, fails here. Each option must show in
-// what the run writes, and no run may collapse: a seeded sweep of such combinations found loss-aware
-// clipping at λ 0.01 taking PP-OCRv4 det's output to 0.2 dB SQNR, and this test found entropy at
-// 0.1 dB on BlazeFace.
+// detector, tfjs import; small enough for 21 runs in under a minute): a pairwise covering set,
+// every pair of values of any two options in at least one run, so that an option which breaks only
+// next to another one, or which another one silently switches off, fails here. Each option must
+// show in what the run writes, and no run may collapse: a seeded sweep of such combinations found
+// loss-aware clipping at λ 0.01 taking PP-OCRv4 det's output to 0.2 dB SQNR, and this test found
+// entropy at 0.1 dB on BlazeFace.
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { loadModel } from "@clipq/onnx/io";
@@ -69,7 +69,8 @@ function steps(row: string): [Record<string, unknown>, Record<string, unknown>] 
 // BlazeFace's lowest output SQNR over these rows measured 4.8–15.3 dB with minmax, percentile, mse
 // and clip-bounds (lowest with per-tensor weights and reduceRange together), 1.7–7.5 dB with aciq
 // and entropy, which clip its heavy tails hard. The collapses this test was written against gave
-// 0.1–0.3 dB: loss-aware λ 0.01 weighed against the tensor's energy, and entropy over a ReLU's zeros.
+// 0.1–0.3 dB: loss-aware λ 0.01 weighed against the tensor's energy, and entropy over a ReLU's
+// zeros.
 const floorDb = (row: string) => /^(aciq|entropy) /.test(row) ? 1 : 4;
 
 // BlazeFace's own preprocessing: 256² RGB scaled to [−1, 1].

@@ -16,14 +16,16 @@
  * rounding error since 0 is always representable.
  *
  * Loss-aware clipping is our reading of the paper's added loss term (its formula is not available):
- * each tail's clip c minimizes E(c)/E_min + λ·(c/c_max)², where E is the expected error above, E_min
- * the least E of the clips searched, c_max the tail's largest magnitude, and the search is limited to
- * clips not above the chosen method's clip — so λ = 0 gives the mse clip (capped by the method),
- * larger λ prefers tighter clips, and the error of the clip chosen is at most (1 + λ)·E_min.
+ * each tail's clip c minimizes E(c)/E_min + λ·(c/c_max)², where E is the expected error above,
+ * E_min the least E of the clips searched, c_max the tail's largest magnitude, and the search is
+ * limited to clips not above the chosen method's clip — so λ = 0 gives the mse clip (capped by the
+ * method), larger λ prefers tighter clips, and the error of the clip chosen is at most
+ * (1 + λ)·E_min.
  *
  * ACIQ estimates the Laplace b as the mean |x − μ| over bin centres (one pass over the bins rather
- * than a second pass over the data; the error is at most half a bin), and the Gaussian σ exactly from
- * the running sums.
+ * than a second pass over the data; the error is at most half a bin), and the Gaussian σ exactly
+ * from the running sums; for one-sided (post-ReLU) data both come from the nonzero values, its
+ * zeros being the half the ReLU cut.
  *
  * @module
  */
@@ -264,12 +266,12 @@ function meanAbsDeviation(h: Histogram, about: number): number {
 }
 
 /**
- * The clip minimizing e(α)/e_min + λ·(α/α_max)², over the clips up to `cap` (the method's own clip):
- * e is the tail's expected quantization error and e_min the least any of those clips reaches. Measured
- * against e_min rather than the tensor's energy, λ means the same on every tensor and at every bit
- * width, and it bounds what tightening may cost: the chosen clip's error is at most (1 + λ)·e_min.
- * (Against the energy, where 8-bit errors are ~10⁻⁴, any λ ≥ 10⁻³ outweighed the error term and
- * clipped PP-OCRv4 det's output to 0.2 dB SQNR.)
+ * The clip minimizing e(α)/e_min + λ·(α/α_max)², over the clips up to `cap` (the method's own
+ * clip): e is the tail's expected quantization error and e_min the least any of those clips
+ * reaches. Measured against e_min rather than the tensor's energy, λ means the same on every tensor
+ * and at every bit width, and it bounds what tightening may cost: the chosen clip's error is at
+ * most (1 + λ)·e_min. (Against the energy, where 8-bit errors are ~10⁻⁴, any λ ≥ 10⁻³ outweighed
+ * the error term and clipped PP-OCRv4 det's output to 0.2 dB SQNR.)
  */
 function lossAwareClip(t: Tail, steps: number, cap: number, lambda: number) {
   if (t.m.length === 0 || t.maxMag === 0) return Math.min(cap, t.maxMag);
