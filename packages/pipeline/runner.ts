@@ -209,6 +209,23 @@ export function imageInput(
     );
   }
   const layout = input.layout ?? (vi.shape?.length === 3 ? "CHW" : "NCHW");
+  // A layout of the wrong rank read the channel count off the wrong axis and blamed input.color or
+  // input.size (CHW on [1, 3, 416, 416]: "expected 3 channels … found 1: set input.color to gray").
+  const rank = vi.shape?.length;
+  const layoutRank = layout === "CHW" ? 3 : 4;
+  if (rank !== undefined && rank !== layoutRank) {
+    const fits = rank === 4 ? '"NCHW" or "NHWC"' : rank === 3 ? '"CHW"' : undefined;
+    throw new ConfigError(
+      fits ? "input.layout" : "input.name",
+      fits
+        ? `expected ${fits} for input ${name} [${
+          vi.shape!.join(", ")
+        }] of rank ${rank}; found "${layout}", a layout of rank ${layoutRank}`
+        : `expected an image input of rank 3 (CHW) or 4 (NCHW, NHWC); found ${name} [${
+          vi.shape!.join(", ")
+        }] of rank ${rank}`,
+    );
+  }
   let size = input.size;
   if (!size) {
     const s = vi.shape ?? [];
@@ -244,7 +261,11 @@ export function imageInput(
       `expected ${channels} channel(s) on the channel axis of input ${name} [${
         s.join(", ")
       }] (${layout}, color ${input.color ?? "RGB"}); found ${c}${
-        c === 1 ? ': set input.color to "gray"' : ""
+        c === 1
+          ? ': set input.color to "gray"'
+          : channels === 1
+          ? ': set input.color to "RGB" or "BGR"'
+          : ""
       }`,
     );
   }

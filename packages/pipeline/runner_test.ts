@@ -520,6 +520,17 @@ Deno.test("runPipeline() checks data, batch size and head outputs against the mo
         /^input\.mean: expected 1 or 3 finite numbers, found \[0\.5,0\.5\]/,
         ConfigError,
       ],
+      // A layout of the wrong rank used to blame input.color ("found 1: set input.color to gray").
+      [
+        { data: { calibration: { images: "photos" } }, input: { layout: "CHW" } },
+        /^input\.layout: expected "NCHW" or "NHWC" for input images \[1, 3, 32, 32\] of rank 4; found "CHW", a layout of rank 3/,
+        ConfigError,
+      ],
+      [
+        { data: { calibration: { images: "photos" } }, input: { color: "gray" } },
+        /^input\.color: expected 1 channel\(s\) .* found 3: set input\.color to "RGB" or "BGR"/,
+        ConfigError,
+      ],
       // Used to surface as "headOutputs: …" from inside the quantizer.
       [
         { data: { calibration: { images: "photos" } }, head: { type: "db", outputs: ["map"] } },
@@ -537,6 +548,10 @@ Deno.test("runPipeline() checks data, batch size and head outputs against the mo
     try {
       Deno.mkdirSync(join(chw.dir, "photos"));
       Deno.copyFileSync(join(ws.dir, "photos", "a.png"), join(chw.dir, "photos", "a.png"));
+      await assert.rejects(
+        run({ data: { calibration: { images: "photos" } }, input: { layout: "NHWC" } }, chw),
+        /^ConfigError: input\.layout: expected "CHW" for input img \[3, 32, 32\] of rank 3; found "NHWC", a layout of rank 4/,
+      );
       // Used to name the key "batchSize" alone.
       await assert.rejects(
         run({ data: { calibration: { images: "photos", batchSize: 2 } } }, chw),
