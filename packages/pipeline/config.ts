@@ -95,8 +95,21 @@ export const INPUT_SPEC: ObjectSpec = {
     layout: { type: "string", enum: ["NCHW", "NHWC", "CHW"] },
     color: { type: "string", enum: ["RGB", "BGR", "gray"] },
     scale: num(1e-9, 1e6, "Multiplier of pixel values (default 1/255)."),
-    mean: { type: "array", items: num(-1e6, 1e6), minItems: 1, maxItems: 4 },
-    std: { type: "array", items: num(1e-9, 1e6), minItems: 1, maxItems: 4 },
+    // One value for every channel, or one per channel (3, or 1 for gray; alpha is dropped).
+    mean: {
+      type: "array",
+      items: num(-1e6, 1e6),
+      minItems: 1,
+      maxItems: 3,
+      description: "Per-channel mean: one value for all channels, or one per channel.",
+    },
+    std: {
+      type: "array",
+      items: num(1e-9, 1e6),
+      minItems: 1,
+      maxItems: 3,
+      description: "Per-channel standard deviation (positive): one value, or one per channel.",
+    },
     extra: {
       type: "map",
       description: 'Fixed values of other model inputs, e.g. {"image_shape": [416, 416]}.',

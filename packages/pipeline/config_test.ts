@@ -96,6 +96,12 @@ Deno.test("parseConfig() names the key path and what was expected in every error
         "steps[0].percentile",
         /expected a finite number; found NaN/,
       ],
+      // Four values passed the schema and were refused only with the model (alpha is dropped).
+      [
+        { ...base, input: { mean: [0.1, 0.2, 0.3, 0.4] } },
+        "input.mean",
+        /at most 3/,
+      ],
       [{ model: "model.onnx", steps: [] }, "output", /required/],
       [{ ...base, model: "missing.onnx" }, "model", /expected an existing file; found nothing at/],
       [{ ...base, output: "model.onnx" }, "output", /expected a path other than the input model/],
