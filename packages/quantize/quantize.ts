@@ -13,6 +13,7 @@ import { activationParams } from "./linear.ts";
 import { analyze, label, type Marks } from "./_analyze.ts";
 import { concatGrids } from "./_concat.ts";
 import { type ActivationEntry, viewsOnIntegers, type WeightReport, writeQdq } from "./_qdq.ts";
+import { keepFloatLayersFloat } from "./_float_layers.ts";
 import { foldQOperator } from "./_qoperator.ts";
 import { compactGraph, minifyNames } from "./_rewrite.ts";
 import { lowerGraph } from "./_lowered.ts";
@@ -410,6 +411,7 @@ export function quantize(graph: Graph, options: QuantizeOptions = {}): QuantizeR
   // After the folding, which needs each Mul's quantized output read by DequantizeLinear nodes.
   out = viewsOnIntegers(out);
   if (o.format === "qoperator") out = foldQOperator(out);
+  out = keepFloatLayersFloat(out);
   out = compactGraph(out);
   // What the quantizer added gets short names; the model's tensors and the reported ones keep
   // theirs — except its int64 constants (shapes, axes, sizes, pads, indices): nothing reports or

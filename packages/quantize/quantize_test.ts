@@ -171,6 +171,47 @@ Deno.test("quantize() QDQ graphs fuse into QLinearConv at onnxruntime level all"
   }
 });
 
+Deno.test("quantize() keeps an excluded conv between quantized ones float in onnxruntime, which would quantize it", async () => {
+  // DQ → Conv (float weights) → Relu → Q is what onnxruntime's WeightBiasQuantization quantizes
+  // itself (per-tensor int8 weights) and fuses: the exclusion gave 3 QLinearConv, not 2.
+  const g = convHeavy();
+  const ranges = await minmaxRanges(g, [randomFeeds(g, 1)]);
+  const middle = g.nodes.filter((n) => n.op === "Conv")[1]!.name;
+  for (const format of ["qdq", "qoperator"] as const) {
+    const { graph, report } = quantize(g, {
+      ranges,
+      format,
+      exclude: { names: [middle], head: false },
+    });
+    assert.ok(report.floatNodes.some((f) => f.node === middle));
+    // Its input DequantizeLinear repeats the activation's scale per channel: the same numbers.
+    const conv = graph.nodes.find((n) => n.name === middle)!;
+    const dq = graph.nodes.find((n) => n.outputs.includes(conv.inputs[0]!))!;
+    assert.equal(dq.op, "DequantizeLinear");
+    // Axis 1, DequantizeLinear's default (the writer leaves it out).
+    assert.equal(dq.attributes.axis?.value ?? 1, 1);
+    const scales = graph.initializers.get(dq.inputs[1]!)!;
+    assert.deepEqual(scales.dims, [256]);
+    assert.equal(new Set(toFloat32(scales)).size, 1);
+    const dir = await Deno.makeTempDir();
+    try {
+      const feeds = randomFeeds(g, 2);
+      const path = `${dir}/opt.onnx`;
+      const int8 = await runGraph(graph, feeds, { level: "all", optimizedPath: path });
+      const optimized = decode(await Deno.readFile(path));
+      const qconv = optimized.nodes.filter((n) => n.op === "QLinearConv").map((n) => n.name);
+      assert.equal(qconv.length, 2, `${format}: ${JSON.stringify(countOps(optimized))}`);
+      assert.ok(!qconv.some((n) => n.startsWith(middle)), `${middle} fused: ${qconv}`);
+      assert.ok(optimized.nodes.some((n) => n.op === "Conv" && n.name.startsWith(middle)));
+      // Same numbers as the graph evaluated without onnxruntime's fusions.
+      const plain = await runGraph(graph, feeds, { level: "disabled" });
+      assert.ok(sqnr(plain.y!, int8.y!) > 40, `${sqnr(plain.y!, int8.y!)}`);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  }
+});
+
 Deno.test("quantize() head auto keeps head conv outputs and the decode float, weights int8", async () => {
   const g = yoloLike();
   const ranges = await minmaxRanges(g, [randomFeeds(g, 1, 0, 1)]);
