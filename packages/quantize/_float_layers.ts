@@ -10,7 +10,7 @@
 // now reads its input through a DequantizeLinear of its own whose scale and zero point repeat the
 // same value for every channel (axis 1): the same numbers, in a per-channel form that neither that
 // transformer nor the QLinearConv fusion takes.
-import { attrInt, type Graph, type Node } from "@clipq/onnx/graph";
+import { attrInt, consumers, type Graph, type Node, producers } from "@clipq/onnx/graph";
 import { tensor, toFloat64 } from "@clipq/onnx/tensor";
 
 const LAYERS = new Set(["Conv", "ConvTranspose", "Gemm"]);
@@ -47,12 +47,8 @@ function inputChannels(node: Node, weightDims: readonly number[]): number | unde
  * @returns The graph, with those layers reading their own DequantizeLinear (unchanged if none).
  */
 export function keepFloatLayersFloat(graph: Graph): Graph {
-  const producer = new Map<string, Node>();
-  const readers = new Map<string, Node[]>();
-  for (const n of graph.nodes) {
-    for (const o of n.outputs) if (o) producer.set(o, n);
-    for (const x of n.inputs) if (x) readers.set(x, [...(readers.get(x) ?? []), n]);
-  }
+  const producer = producers(graph);
+  const readers = consumers(graph);
   const outputs = new Set(graph.outputs.map((v) => v.name));
   const names = new Set([...graph.initializers.keys()]);
   for (const n of graph.nodes) for (const t of [...n.inputs, ...n.outputs]) names.add(t);
