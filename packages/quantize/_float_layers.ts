@@ -1,6 +1,6 @@
 // Float layers between quantized neighbours stay float in onnxruntime.
 //
-// onnxruntime (level "extended" and above) quantizes a float Conv, ConvTranspose or Gemm itself
+// onnxruntime (from level "basic" on) quantizes a float Conv, ConvTranspose or Gemm itself
 // when it reads a DequantizeLinear with a scalar scale and its output goes, without branching
 // (Relu or Clip between allowed), to a QuantizeLinear: its WeightBiasQuantization transformer gives
 // the layer symmetric per-tensor int8 weights, and the layer is fused into a QLinearConv like any
