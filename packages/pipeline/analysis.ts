@@ -14,7 +14,7 @@ import { freshName, type Graph, type Node, node, opsetOf, type Tensor } from "@c
 import { toFloat64 } from "@clipq/onnx/tensor";
 import { inferShapes } from "@clipq/onnx/shapes";
 import { upgradeOpset } from "@clipq/onnx/upgrade";
-import { createSession, measureLatency } from "@clipq/runtime";
+import { compareLatency, createSession } from "@clipq/runtime";
 import type { FeedBatch, Logger, StepContext } from "./step.ts";
 
 /** SQNR of one tensor, float vs int8, over the analysed images. */
@@ -54,7 +54,7 @@ export interface Analysis {
 export interface AnalyzeOptions {
   /** Images to measure SQNR on. */
   maxImages?: number;
-  /** Timed latency runs per model. */
+  /** Timed latency runs per model, at least (more for a fast model, see {@linkcode latencyPlan}). */
   runs?: number;
   /** Untimed runs first. */
   warmup?: number;
@@ -63,6 +63,32 @@ export interface AnalyzeOptions {
 
 /** Default analysis options. */
 export const defaults = { maxImages: 3, runs: 8, warmup: 2 } satisfies AnalyzeOptions;
+
+/**
+ * How the report times the two models: in turns, blocks of at least 50 ms, until each has at least
+ * `runs` runs and 300 ms of them (at most 400 runs). Each model timed 8 runs in a row, one after
+ * the other, put BlazeFace (a 3 ms model) anywhere from 0.35 to 1.12× float's speed over five
+ * repeats, where blocks of 50 in turn gave 0.71–0.80× every time; a slow model keeps `runs`.
+ *
+ * @param msPerRun The slower model's time per run, from its warm-up.
+ * @param runs The least number of timed runs per model.
+ * @returns Timed runs per model and runs per turn.
+ *
+ * @example A 3 ms model gets 100 runs in blocks of 17; a 40 ms one keeps 8, in blocks of 5
+ * ```ts
+ * import { latencyPlan } from "@clipq/pipeline/analysis";
+ * import assert from "node:assert/strict";
+ * assert.deepEqual(latencyPlan(3, 8), { runs: 100, block: 17 });
+ * assert.deepEqual(latencyPlan(40, 8), { runs: 8, block: 5 });
+ * ```
+ */
+export function latencyPlan(msPerRun: number, runs: number): { runs: number; block: number } {
+  const ms = Math.max(msPerRun, 0.01);
+  return {
+    runs: Math.min(Math.max(runs, Math.ceil(300 / ms)), 400),
+    block: Math.max(5, Math.ceil(50 / ms)),
+  };
+}
 
 /** How one batch's SQNR sums are computed: the side-by-side graph or two sessions. */
 interface Comparer {
@@ -161,11 +187,25 @@ export async function analyze(
     const fs = await createSession(floatGraph, { optimizationLevel: "all", label: "float model" });
     const is = await createSession(int8Graph, { optimizationLevel: "all", label: "int8 model" });
     try {
-      o.log?.info(`  measuring latency (${o.runs} runs each)`);
-      const lf = await measureLatency(fs, first.feeds, { runs: o.runs, warmup: o.warmup });
-      const li = await measureLatency(is, first.feeds, { runs: o.runs, warmup: o.warmup });
+      // Warm-up, timed: the slower model's last run sizes the measure.
+      let slowest = 0;
+      for (let i = 0; i < Math.max(o.warmup, 1); i++) {
+        for (const session of [fs, is]) {
+          const t0 = performance.now();
+          await session.run(first.feeds);
+          if (i === Math.max(o.warmup, 1) - 1) slowest = Math.max(slowest, performance.now() - t0);
+        }
+      }
+      const plan = latencyPlan(slowest, o.runs);
+      o.log?.info(`  measuring latency (${plan.runs} runs each, in turns of ${plan.block})`);
+      const c = await compareLatency({ a: fs, b: is }, first.feeds, {
+        warmup: 0,
+        runs: plan.runs,
+        block: plan.block,
+        pauseMs: 0,
+      });
       const pick = (l: LatencySummary) => ({ median: l.median, min: l.min, mean: l.mean });
-      latency = { float: pick(lf), int8: pick(li), speedup: lf.median / li.median };
+      latency = { float: pick(c.a), int8: pick(c.b), speedup: c.a.median / c.b.median };
     } finally {
       fs.release();
       is.release();
