@@ -10,7 +10,7 @@
 // now reads its input through a DequantizeLinear of its own whose scale and zero point repeat the
 // same value for every channel (axis 1): the same numbers, in a per-channel form that neither that
 // transformer nor the QLinearConv fusion takes.
-import { attrInt, consumers, type Graph, type Node, producers } from "@clipq/onnx/graph";
+import { attrInt, consumers, freshName, type Graph, type Node, producers } from "@clipq/onnx/graph";
 import { tensor, toFloat64 } from "@clipq/onnx/tensor";
 
 const LAYERS = new Set(["Conv", "ConvTranspose", "Gemm"]);
@@ -50,14 +50,8 @@ export function keepFloatLayersFloat(graph: Graph): Graph {
   const producer = producers(graph);
   const readers = consumers(graph);
   const outputs = new Set(graph.outputs.map((v) => v.name));
-  const names = new Set([...graph.initializers.keys()]);
-  for (const n of graph.nodes) for (const t of [...n.inputs, ...n.outputs]) names.add(t);
-  const fresh = (base: string): string => {
-    let name = base;
-    for (let k = 1; names.has(name); k++) name = `${base}_${k}`;
-    names.add(name);
-    return name;
-  };
+  const taken = new Set<string>();
+  const fresh = (base: string) => freshName(graph, base, taken);
   const inits = new Map(graph.initializers);
   const vectors = new Map<string, string>(); // scale or zero point, length → its per-channel copy
   const perChannel = (name: string, length: number): string => {
