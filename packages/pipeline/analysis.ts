@@ -14,7 +14,7 @@ import { freshName, type Graph, type Node, node, opsetOf, type Tensor } from "@c
 import { toFloat64 } from "@clipq/onnx/tensor";
 import { inferShapes } from "@clipq/onnx/shapes";
 import { upgradeOpset } from "@clipq/onnx/upgrade";
-import { compareLatency, createSession } from "@clipq/runtime";
+import { compareLatency, createSession, measureLatency } from "@clipq/runtime";
 import type { FeedBatch, Logger, StepContext } from "./step.ts";
 
 /** SQNR of one tensor, float vs int8, over the analysed images. */
@@ -187,16 +187,10 @@ export async function analyze(
     const fs = await createSession(floatGraph, { optimizationLevel: "all", label: "float model" });
     const is = await createSession(int8Graph, { optimizationLevel: "all", label: "int8 model" });
     try {
-      // Warm-up, timed: the slower model's last run sizes the measure.
-      let slowest = 0;
-      for (let i = 0; i < Math.max(o.warmup, 1); i++) {
-        for (const session of [fs, is]) {
-          const t0 = performance.now();
-          await session.run(first.feeds);
-          if (i === Math.max(o.warmup, 1) - 1) slowest = Math.max(slowest, performance.now() - t0);
-        }
-      }
-      const plan = latencyPlan(slowest, o.runs);
+      // After the warm-up, one timed run of each: the slower model's sizes the measure.
+      const once = async (s: typeof fs) =>
+        (await measureLatency(s, first.feeds, { warmup: o.warmup, runs: 1 })).median;
+      const plan = latencyPlan(Math.max(await once(fs), await once(is)), o.runs);
       o.log?.info(`  measuring latency (${plan.runs} runs each, in turns of ${plan.block})`);
       const c = await compareLatency({ a: fs, b: is }, first.feeds, {
         warmup: 0,
