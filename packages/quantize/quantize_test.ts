@@ -863,7 +863,7 @@ Deno.test("quantize() puts a Concat's inputs on its output's grid and runs it on
   }
 });
 
-Deno.test("quantize() keeps a Concat input's own grid when another op reads it too (CReLU: Concat(x, −x), then Relu)", async () => {
+Deno.test("quantize() keeps a Concat input's own grid when another op reads it and the grid does not cover it (CReLU: Concat(x, −x), then Relu)", async () => {
   const b = new ModelBuilder({ seed: 15 });
   const x = b.input("x", [1, 3, 8, 8]);
   const c = b.conv(x, { outChannels: 4, kernel: 3, pad: 1 });
@@ -876,16 +876,60 @@ Deno.test("quantize() keeps a Concat input's own grid when another op reads it t
   b.output(b.conv(crelu, { outChannels: 4, kernel: 1 }), "y");
   const g = b.build();
   const feeds = randomFeeds(g, 6);
-  const { graph: q, report } = quantize(g, {
-    ranges: await minmaxRanges(g, [feeds]),
-    exclude: { head: false },
-  });
+  const ranges = new Map(await minmaxRanges(g, [feeds]));
+  // FaceBoxes' Concat took its grid from the Relu after it, from 0: it does not cover x.
+  const cat = g.nodes.find((n) => n.op === "Concat")!.outputs[0]!;
+  ranges.set(cat, { ...ranges.get(cat)!, min: 0 });
+  const { graph: q, report } = quantize(g, { ranges, exclude: { head: false } });
   // The conv's output keeps its negative half (the Neg needs it): its grid is its own.
   const own = report.tensors.find((r) => r.name === c)!;
   assert.ok(own.min < 0, JSON.stringify(own));
   assert.ok(!own.source.includes("the grid of Concat"), own.source);
   const [want, got] = [(await runGraph(g, feeds)).y!, (await runGraph(q, feeds)).y!];
   assert.ok(sqnr(want, got) > 30, `SQNR ${sqnr(want, got).toFixed(1)} dB`);
+});
+
+Deno.test("quantize() puts a Concat input that a conv reads too on the Concat's grid where that grid covers it (NanoDet's ShuffleNet blocks)", async () => {
+  const b = new ModelBuilder({ seed: 16 });
+  const x = b.input("x", [1, 3, 8, 8]);
+  const l = b.relu(b.conv(x, { outChannels: 4, kernel: 3, pad: 1 }));
+  const r = b.relu(b.conv(x, { outChannels: 4, kernel: 3, pad: 1 }));
+  const cat = b.concat([l, r]);
+  b.output(b.conv(cat, { outChannels: 4, kernel: 3, pad: 1 }), "y");
+  b.output(b.conv(r, { outChannels: 4, kernel: 1 }), "z");
+  const g = b.build();
+  const feeds = randomFeeds(g, 7);
+  const ranges = new Map(await minmaxRanges(g, [feeds]));
+  const withRight = (max: number) => {
+    ranges.set(l, { min: 0, max: 2, source: "minmax" });
+    ranges.set(r, { min: 0, max, source: "minmax" });
+    ranges.set(cat, { min: 0, max: 2, source: "minmax" });
+    return quantize(g, { ranges, exclude: { head: false } });
+  };
+  const grid = (q: ReturnType<typeof quantize>, t: string) =>
+    q.report.tensors.find((e) => e.name === t)!;
+  // Inside the grid, or past it by under 2 % of its width: both readers read it on the grid.
+  for (const max of [1.5, 2.03]) {
+    const q = withRight(max);
+    assert.equal(grid(q, r).source, `minmax, the grid of Concat "${cat}"`);
+    assert.equal(grid(q, r).scale, grid(q, cat).scale);
+    await assertSameAsExpanded(q.graph, feeds, ["Concat"]);
+  }
+  const dir = await Deno.makeTempDir();
+  try {
+    await runGraph(withRight(1.5).graph, feeds, { optimizedPath: `${dir}/o.onnx` });
+    const ops = countOps(decode(await Deno.readFile(`${dir}/o.onnx`)));
+    assert.equal(ops["QLinearConcat"], undefined, JSON.stringify(ops));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+  // Further past it, the conv reading it would lose values it was calibrated with: its own grid.
+  const past = withRight(2.2);
+  assert.equal(grid(past, r).max, 2.2);
+  assert.ok(
+    past.graph.nodes.some((n) => n.op === "QuantizeLinear" && n.inputs[0] === cat),
+    "the Concat stays between DequantizeLinear and QuantizeLinear (a QLinearConcat)",
+  );
 });
 
 Deno.test("quantize() keeps a Concat input's own grid when it is under half the output's range or feeds another Concat", async () => {
