@@ -37,7 +37,7 @@ import {
   tensor,
   toFloat32,
 } from "@clipq/onnx";
-import type { TensorRange } from "@clipq/onnx/metadata";
+import type { ActivationBounds, TensorRange } from "@clipq/onnx/metadata";
 import { ConfigError } from "@clipq/onnx/errors";
 import { createSession, type OptimizationLevel, releaseOutputs } from "@clipq/runtime";
 
@@ -73,7 +73,7 @@ export interface RefineRangesOptions {
    * Clip folded into its producer to the activation's bounds; `max` absent when unbounded above):
    * candidates are clamped to them, so none is judged on a grid the quantizer would not write.
    */
-  bounds?: ReadonlyMap<string, { min: number; max?: number }>;
+  bounds?: ReadonlyMap<string, ActivationBounds>;
   /** onnxruntime graph optimization level. */
   optimizationLevel?: OptimizationLevel;
   /** Called after each tensor with how many are done and how many there are. */

@@ -42,6 +42,15 @@ export interface TensorRange {
 export type Ranges = ReadonlyMap<string, TensorRange>;
 
 /**
+ * The bounds a Relu (`max` absent) or Clip folded into a tensor's producer puts on every value it
+ * can take: any range for the tensor is clamped to them.
+ */
+export interface ActivationBounds {
+  readonly min: number;
+  readonly max?: number;
+}
+
+/**
  * The second moment E[x·xᵀ] of the vectors a weighted layer's rows read (a Conv's input patches, a
  * MatMul's or Gemm's input rows), measured over calibration data — what error-compensating weight
  * rounding (GPTQ) weighs each rounding error with. Calibrate measures it; quantize reads it.

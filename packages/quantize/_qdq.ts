@@ -27,7 +27,7 @@
 import { ModelError } from "@clipq/onnx/errors";
 import { attrString, type Graph, type Node, opsetOf } from "@clipq/onnx/graph";
 import { type Tensor, tensor, toFloat32 } from "@clipq/onnx/tensor";
-import type { InputCovariances } from "@clipq/onnx/metadata";
+import type { ActivationBounds, InputCovariances } from "@clipq/onnx/metadata";
 import { activationParams, quantizeLinear, type QuantParams } from "./linear.ts";
 import { roundWithCovariance } from "./gptq.ts";
 import { quantizeBias, quantizeWeight } from "./weights.ts";
@@ -49,7 +49,7 @@ export interface ActivationEntry {
   max: number;
   source: string;
   /** A folded Relu/Clip's bounds (see `TensorReport.bounds`). */
-  bounds?: { min: number; max?: number } | undefined;
+  bounds?: ActivationBounds | undefined;
 }
 
 export interface WriteInput {

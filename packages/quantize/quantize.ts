@@ -7,7 +7,7 @@
  */
 import { ModelError } from "@clipq/onnx/errors";
 import { attrFloat, attrInt, type Graph, type Node } from "@clipq/onnx/graph";
-import type { Ranges, TensorRange } from "@clipq/onnx/metadata";
+import type { ActivationBounds, Ranges, TensorRange } from "@clipq/onnx/metadata";
 import { float32, toFloat32 } from "@clipq/onnx/tensor";
 import { activationParams } from "./linear.ts";
 import { analyze, label, type Marks } from "./_analyze.ts";
@@ -37,7 +37,7 @@ export interface TensorReport {
    * The bounds of a Relu or Clip folded into the tensor's producer, which every range for it is
    * clamped to (`max` absent for a Relu): a wider range would not change its grid.
    */
-  bounds?: { min: number; max?: number };
+  bounds?: ActivationBounds;
 }
 
 /** What `quantize` did. */
