@@ -14,7 +14,14 @@ import { freshName, type Graph, type Node, node, opsetOf, type Tensor } from "@c
 import { toFloat64 } from "@clipq/onnx/tensor";
 import { inferShapes } from "@clipq/onnx/shapes";
 import { upgradeOpset } from "@clipq/onnx/upgrade";
-import { compareLatency, createSession, measureLatency } from "@clipq/runtime";
+import {
+  compareLatency,
+  createSession,
+  measureLatency,
+  type ProfileSummary,
+  type Session,
+  weightedShare,
+} from "@clipq/runtime";
 import type { FeedBatch, Logger, StepContext } from "./step.ts";
 
 /** SQNR of one tensor, float vs int8, over the analysed images. */
@@ -34,6 +41,26 @@ export interface LatencySummary {
   readonly mean: number;
 }
 
+/** Kernel time a run of one model, from onnxruntime's profiler (ms). */
+export interface KernelTime {
+  /** Convolutions, matmuls and gemms, in any of their float or int8 kernels. */
+  readonly weightedMs: number;
+  /** Every other kernel: activations apart from their convs, Q/DQ, concats, resizes … */
+  readonly otherMs: number;
+  /** The slowest op types (at most 8), as onnxruntime names its kernels. */
+  readonly ops: readonly { readonly op: string; readonly ms: number; readonly count: number }[];
+}
+
+/** ORT latency of both models, and where each spends it. */
+export interface LatencyAnalysis {
+  readonly float: LatencySummary;
+  readonly int8: LatencySummary;
+  /** Float median over int8 median. */
+  readonly speedup: number;
+  /** Kernel time by op type, each model profiled in a session of its own after the timing. */
+  readonly kernels?: { readonly float: KernelTime; readonly int8: KernelTime };
+}
+
 /** Result of {@linkcode analyze}. */
 export interface Analysis {
   /** Images the SQNR was measured on, and from which set. */
@@ -45,7 +72,7 @@ export interface Analysis {
   /** SQNR of each graph output. */
   readonly outputs: LayerSqnr[];
   /** ORT latency at optimization level "all", one image. */
-  readonly latency?: { float: LatencySummary; int8: LatencySummary; speedup: number };
+  readonly latency?: LatencyAnalysis;
   /** Why a measurement was skipped. */
   readonly notes: string[];
 }
@@ -204,8 +231,88 @@ export async function analyze(
       fs.release();
       is.release();
     }
+    // Profiling slows runs down, so each model is profiled apart from the timing above.
+    const profiled = async (g: Graph, label: string) => {
+      const s = await createSession(g, { optimizationLevel: "all", profile: true, label });
+      try {
+        await runTimes(s, first.feeds, PROFILED_RUNS);
+        return kernelTime(await s.endProfiling());
+      } finally {
+        await s.release();
+      }
+    };
+    const kernels = {
+      float: await profiled(floatGraph, "float model"),
+      int8: await profiled(int8Graph, "int8 model"),
+    };
+    latency = { ...latency, kernels };
+    if (latency.speedup < 1) {
+      const why = slowerInt8Note(latency.speedup, kernels);
+      notes.push(why);
+      o.log?.warn(why);
+    }
   } else notes.push(`no images in the ${set} set: latency not measured`);
   return { images, dataSet: set, layers, outputs: outs, ...(latency ? { latency } : {}), notes };
+}
+
+/** Runs each model profiles for the report's kernel times (the first one included). */
+const PROFILED_RUNS = 10;
+
+async function runTimes(s: Session, feeds: FeedBatch["feeds"], times: number): Promise<void> {
+  for (let i = 0; i < times; i++) await s.run(feeds);
+}
+
+/** A profile's kernel time, weighted layers apart from the rest, and its slowest op types. */
+function kernelTime(p: ProfileSummary): KernelTime {
+  const w = weightedShare(p);
+  const round = (ms: number) => Number(ms.toFixed(4));
+  return {
+    weightedMs: round(w.weightedMs),
+    otherMs: round(w.otherMs),
+    ops: p.ops.slice(0, 8).map((o) => ({ op: o.op, ms: o.ms, count: o.count })),
+  };
+}
+
+/**
+ * Why the int8 model is no faster than the float one, from the two models' kernel times: its int8
+ * convolutions themselves (few channels, depthwise: BlazeFace's int8 depthwise convs run 3.2×
+ * slower than float's), or the kernels around them that float fuses into its convs. The report
+ * notes it and the run warns, once the timing found int8 slower.
+ *
+ * @param speedup Float median over int8 median.
+ * @param kernels Both models' kernel times.
+ * @returns One line: how fast, where the time goes, what to do.
+ *
+ * @example Convs that gain, and kernels around them that lose it
+ * ```ts
+ * import { slowerInt8Note } from "@clipq/pipeline/analysis";
+ * import assert from "node:assert/strict";
+ * const note = slowerInt8Note(0.9, {
+ *   float: { weightedMs: 3, otherMs: 0.5, ops: [{ op: "FusedConv", ms: 3, count: 9 }] },
+ *   int8: { weightedMs: 1, otherMs: 2.3, ops: [{ op: "QLinearSigmoid", ms: 1.5, count: 9 }] },
+ * });
+ * assert.match(note, /^int8 runs at 0\.90× float's speed/);
+ * assert.match(note, /gain 3\.00× \(3\.00 → 1\.00 ms a run\), but the other kernels take 0\.50 → 2\.30 ms/);
+ * assert.match(note, /int8's largest kernels: QLinearSigmoid ×9 1\.50 ms/);
+ * ```
+ */
+export function slowerInt8Note(
+  speedup: number,
+  k: { float: KernelTime; int8: KernelTime },
+): string {
+  const ms = (x: number) => x.toFixed(2);
+  const largest = k.int8.ops.slice(0, 3).map((o) => `${o.op} ×${o.count} ${ms(o.ms)}`).join(", ");
+  const convs = `${ms(k.float.weightedMs)} → ${ms(k.int8.weightedMs)} ms a run`;
+  const where = k.int8.weightedMs > k.float.weightedMs
+    ? `its int8 convolutions and matmuls run slower than float's (${convs}; small and depthwise convs gain nothing from int8)`
+    : k.int8.weightedMs >= 0.9 * k.float.weightedMs
+    ? `its int8 convolutions and matmuls are no faster than float's (${convs}; small and depthwise convs gain nothing from int8)`
+    : `its int8 convolutions and matmuls gain ${
+      ms(k.float.weightedMs / k.int8.weightedMs)
+    }× (${convs}), but the other kernels take ${ms(k.float.otherMs)} → ${ms(k.int8.otherMs)} ms`;
+  return `int8 runs at ${
+    ms(speedup)
+  }× float's speed on this machine: ${where}; int8's largest kernels: ${largest} ms; keep this model float, or keep its slowest layers float (quantize.exclude)`;
 }
 
 /** Each model in its own session, every compared tensor fetched whole from both. */

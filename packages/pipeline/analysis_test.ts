@@ -3,7 +3,7 @@ import { type Graph, ModelBuilder, node, tensor } from "@clipq/onnx";
 import { planQuantization, quantize } from "@clipq/quantize";
 import { collectStatistics, rangesFromStatistics } from "@clipq/calibrate";
 import { createSession } from "@clipq/runtime";
-import { analyze, sideBySideGraph } from "./analysis.ts";
+import { analyze, sideBySideGraph, slowerInt8Note } from "./analysis.ts";
 import type { FeedBatch, StepContext } from "./step.ts";
 
 /** A conv net (opset 11, raised to 13 by the quantizer) with a head conv as its output. */
@@ -87,6 +87,39 @@ Deno.test("analyze() measures each layer's SQNR inside one graph holding both mo
     assert.ok(Math.abs(l.sqnr - want) < 1e-3, `${l.tensor}: ${l.sqnr} vs ${want} dB`);
   }
   assert.ok(a.latency && a.latency.speedup > 0);
+  // Where each model spends its time, from onnxruntime's profiler.
+  const k = a.latency.kernels!;
+  assert.ok(k.float.weightedMs > 0 && k.int8.weightedMs > 0, JSON.stringify(k));
+  assert.ok(k.int8.ops.some((o) => o.op === "QLinearConv"), JSON.stringify(k.int8.ops));
+  assert.ok(!k.float.ops.some((o) => /QLinear|QuantizeLinear/.test(o.op)), JSON.stringify(k.float));
+});
+
+Deno.test("slowerInt8Note() tells slow int8 convolutions from slow kernels around fast ones", () => {
+  const kernels = (int8WeightedMs: number) => ({
+    float: { weightedMs: 1.67, otherMs: 0.91, ops: [{ op: "Conv", ms: 1.67, count: 69 }] },
+    int8: {
+      weightedMs: int8WeightedMs,
+      otherMs: 0.51,
+      ops: [{ op: "QLinearConv", ms: int8WeightedMs, count: 65 }, {
+        op: "QLinearAdd",
+        ms: 0.38,
+        count: 31,
+      }],
+    },
+  });
+  // BlazeFace: 65 depthwise and narrow convs.
+  assert.equal(
+    slowerInt8Note(0.78, kernels(2.6)),
+    "int8 runs at 0.78× float's speed on this machine: its int8 convolutions and matmuls run " +
+      "slower than float's (1.67 → 2.60 ms a run; small and depthwise convs gain nothing from " +
+      "int8); int8's largest kernels: QLinearConv ×65 2.60, QLinearAdd ×31 0.38 ms; keep this " +
+      "model float, or keep its slowest layers float (quantize.exclude)",
+  );
+  assert.match(slowerInt8Note(0.95, kernels(1.6)), /convolutions and matmuls are no faster/);
+  assert.match(
+    slowerInt8Note(0.95, kernels(0.8)),
+    /gain 2\.09× .* other kernels take 0\.91 → 0\.51/,
+  );
 });
 
 Deno.test("analyze() compares models with subgraphs in two sessions, with the same figures", async () => {

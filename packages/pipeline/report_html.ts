@@ -150,6 +150,19 @@ function table(head: string[], rows: string[][], limit = 400): string {
     `</tbody></table>${more}`;
 }
 
+/** Kernel time a run by op type, float beside int8, from onnxruntime's profiler. */
+function kernelTable(k: NonNullable<NonNullable<Report["latency"]>["kernels"]>): string {
+  const row = (what: string, f: number, q: number) => [what, fmt(f), fmt(q)];
+  const ops = (t: typeof k.float) =>
+    t.ops.map((o) => `${o.op} ×${o.count} ${fmt(o.ms)}`).join(", ");
+  return `<h3>Kernel time a run (onnxruntime's profiler, ms)</h3>${
+    table(["", "float", "int8"], [
+      row("convolutions, matmuls, gemms", k.float.weightedMs, k.int8.weightedMs),
+      row("other kernels", k.float.otherMs, k.int8.otherMs),
+    ])
+  }${table(["model", "slowest op types"], [["float", ops(k.float)], ["int8", ops(k.int8)]])}`;
+}
+
 /**
  * Renders the report as one self-contained HTML page (inline CSS and SVG, no script, no network).
  *
@@ -200,7 +213,7 @@ export function renderHtml(report: Report): string {
           text: `${fmt(l.int8.median)} ms (${fmt(l.speedup)}×)`,
         },
       ], "latency")
-    }</section>`);
+    }${l.kernels ? kernelTable(l.kernels) : ""}</section>`);
   }
   if (report.sqnr.layers.length) {
     sections.push(
