@@ -8,6 +8,7 @@
  */
 import { basename, dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import { createHash } from "node:crypto";
 import {
   ClipqError,
   ConfigError,
@@ -199,6 +200,7 @@ function parseArgs(argv: string[]): Args {
           }
         }
         a.mergeStats = files.map((f) => resolve(f));
+        checkDistinctShards(a.mergeStats);
         break;
       }
       default:
@@ -270,8 +272,33 @@ function plan(config: Config): string {
   return lines.join("\n");
 }
 
+/**
+ * The same shard given twice (a glob and its file, a copy) counted its images twice in the merged
+ * histograms, and the run went on.
+ */
+function checkDistinctShards(files: readonly string[]): void {
+  const seen = new Map<string, string>();
+  for (const f of files) {
+    const real = Deno.realPathSync(f);
+    const bytes = createHash("sha256").update(Deno.readFileSync(f)).digest("hex");
+    for (const [key, what] of [[real, "file"], [bytes, "statistics"]] as const) {
+      const first = seen.get(key);
+      if (first !== undefined) {
+        throw new ConfigError(
+          "--merge-stats",
+          `expected each shard's statistics once; found the same ${what} in ${first} and ${f}`,
+        );
+      }
+      seen.set(key, f);
+    }
+  }
+}
+
 function hint(e: ClipqError): string {
   if (e instanceof ConfigError) {
+    if (/expected a writable folder/.test(e.message)) {
+      return "hint: write to a folder this user may create files in";
+    }
     if (e.keyPath.startsWith("-")) return "hint: the flags are listed by --help";
     if (e.keyPath === "") {
       return "hint: the config must be a JSON object; see packages/pipeline/config.schema.json";
@@ -376,7 +403,10 @@ export async function main(argv: string[]): Promise<number> {
       console.error(hint(e));
       return 1;
     }
-    if (e instanceof Deno.errors.PermissionDenied || e instanceof Deno.errors.NotFound) {
+    if (
+      e instanceof Deno.errors.PermissionDenied || e instanceof Deno.errors.NotFound ||
+      e instanceof Deno.errors.NotCapable
+    ) {
       console.error(`error: ${oneLine((e as Error).message)}`);
       console.error("hint: check the file paths and permissions");
       return 1;

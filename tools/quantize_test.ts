@@ -313,6 +313,31 @@ Deno.test("clipq never writes over the model, the config or its own output (--st
       await cli(cfg, "--quiet", "--calibrate-only", "--stats", ws.dir),
       /^error: --stats: expected a file path; found a folder at /,
     );
+    // One shard twice (by name, or a copy) counted its images twice, and the run went on.
+    Deno.writeTextFileSync(join(ws.dir, "a.json"), "{}");
+    Deno.writeTextFileSync(join(ws.dir, "b.json"), "{}");
+    assertBadInput(
+      await cli(cfg, "--quiet", "--merge-stats", join(ws.dir, "a.json"), join(ws.dir, "a.json")),
+      /^error: --merge-stats: expected each shard's statistics once; found the same file in .*a\.json and .*a\.json$/,
+    );
+    assertBadInput(
+      await cli(cfg, "--quiet", "--merge-stats", join(ws.dir, "a.json"), join(ws.dir, "b.json")),
+      /^error: --merge-stats: expected each shard's statistics once; found the same statistics in .*a\.json and .*b\.json$/,
+    );
+    // An image the calibration folder lists, as the output: the photo was replaced by the model.
+    const photo = join(ws.dir, "photos", [...Deno.readDirSync(join(ws.dir, "photos"))][0]!.name);
+    const photoBefore = sha(photo);
+    const overPhoto = ws.write({
+      model: "model.onnx",
+      output: photo,
+      data: { calibration: { images: "photos" } },
+      steps: [{ use: "calibrate", method: "minmax" }, { use: "quantize" }],
+    }, "over-photo.json");
+    assertBadInput(
+      await cli(overPhoto, "--quiet"),
+      /^error: output: expected a path outside the files data\.calibration\.images\[0\] reads; found /,
+    );
+    assert.equal(sha(photo), photoBefore, "the photo is untouched");
     const saving = ws.write({
       model: "model.onnx",
       output: "out/o.onnx",

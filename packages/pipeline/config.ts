@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { dirname, resolve } from "node:path";
+import { basename, dirname, join, resolve } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { createHash } from "node:crypto";
 import { DETECTION_COLUMNS, HEAD_TYPES } from "@clipq/detect/head";
@@ -540,6 +540,53 @@ function checkStepOrder(entries: readonly StepEntry[], registry: StepRegistry): 
   }
 }
 
+/**
+ * A path with the symlinks of its existing part resolved, so that two names of one file compare
+ * equal; `followFile` resolves the last component too (a file read through a link is its target).
+ */
+async function realPath(p: string, followFile: boolean): Promise<string> {
+  const abs = resolve(p);
+  if (followFile) {
+    try {
+      return await Deno.realPath(abs);
+    } catch { /* not there: resolve its folders */ }
+  }
+  const rest = [basename(abs)];
+  for (let dir = dirname(abs);; dir = dirname(dir)) {
+    try {
+      return join(await Deno.realPath(dir), ...rest);
+    } catch {
+      if (dir === dirname(dir)) return abs;
+      rest.unshift(basename(dir));
+    }
+  }
+}
+
+/** Folders whose files a run reads by extension, each with the key that names it. */
+function readFolders(
+  data: Config["data"],
+  inputs: readonly string[],
+  model: Config["model"],
+): [string, string, readonly string[]][] {
+  const out: [string, string, readonly string[]][] = [];
+  for (const set of ["calibration", "evaluation"] as const) {
+    const d = data[set];
+    const images = d?.images === undefined ? [] : [d.images].flat();
+    images.forEach((p, i) => {
+      // A folder lists its images; a file named on its own is among the read files already.
+      if (!/\.(jpe?g|png)$/i.test(p)) {
+        out.push([`data.${set}.images[${i}]`, p, [".jpg", ".jpeg", ".png"]]);
+      }
+    });
+    if (d?.npy) out.push([`data.${set}.npy`, d.npy, [".npy"]]);
+  }
+  // A tfjs model reads the weight shards beside its model.json.
+  if (typeof model !== "string" && "tfjs" in model) {
+    out.push(["model.tfjs", dirname(inputs[0]!), [".bin"]]);
+  }
+  return out;
+}
+
 async function exists(p: string): Promise<"file" | "dir" | undefined> {
   try {
     const st = await Deno.stat(p);
@@ -586,9 +633,12 @@ export async function parseConfig(raw: unknown, options: LoadOptions = {}): Prom
   const mustExist = async (p: string, key: string, kind?: "file" | "dir") => {
     const k = await exists(p);
     if (!k || (kind && k !== kind)) {
+      const there = k === "dir" ? "a folder" : k === "file" ? "a file" : "nothing";
       throw new ConfigError(
         key,
-        `expected an existing ${kind ?? "file or folder"}; found nothing at ${p}`,
+        `expected an existing ${
+          kind === "dir" ? "folder" : kind ?? "file or folder"
+        }; found ${there} at ${p}`,
       );
     }
   };
@@ -735,19 +785,40 @@ export async function parseConfig(raw: unknown, options: LoadOptions = {}): Prom
     ...dataInputs(data, entries),
   ];
   const written = writtenPaths({ output, ...(report ? { report } : {}), entries });
+  // Compared by their real paths: a folder reached through a symlink is the same folder (an output
+  // through a linked folder overwrote the model). A written path that is itself a symlink is
+  // replaced by the write, not followed, so only its folder is resolved.
+  const readReal = await Promise.all(read.map(async ([k, p]) => [k, await realPath(p, true)]));
+  const folders = await Promise.all(
+    readFolders(data, inputs, model).map(async ([k, dir, exts]) =>
+      [k, await realPath(dir, true), exts] as const
+    ),
+  );
   const seen = new Map<string, string>();
   for (const [key, p] of written) {
     const abs = resolve(p);
-    const input = read.find(([, i]) => resolve(i) === abs);
+    const real = await realPath(abs, false);
+    const input = readReal.find(([, i]) => i === real);
     if (input) {
       const what = input[0] === "the input model" ? input[0] : `the input ${input[0]}`;
       throw new ConfigError(key, `expected a path other than ${what}; found the input ${abs}`);
     }
-    const other = seen.get(abs);
+    // A file a folder input would read: an image in the calibration folder, a tfjs weight shard.
+    const lower = real.toLowerCase();
+    const within = folders.find(([, dir, exts]) =>
+      dirname(real) === dir && exts.some((x) => lower.endsWith(x))
+    );
+    if (within) {
+      throw new ConfigError(
+        key,
+        `expected a path outside the files ${within[0]} reads; found ${abs}, one of them`,
+      );
+    }
+    const other = seen.get(real);
     if (other !== undefined) {
       throw new ConfigError(key, `expected a path other than ${other}; found the same file ${abs}`);
     }
-    seen.set(abs, key);
+    seen.set(real, key);
     if ((await exists(abs)) === "dir") {
       throw new ConfigError(key, `expected a file path; found a folder at ${abs}`);
     }

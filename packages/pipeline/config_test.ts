@@ -237,7 +237,7 @@ Deno.test("the README's custom step works and its factory's errors land under th
   }
 });
 
-Deno.test("parseConfig() refuses a written file that is an input, another written file or below a file, and a non-image file as images", async () => {
+Deno.test("parseConfig() refuses a written file that is an input (by any name), a file an input folder reads, another written file or below a file, and a non-image file as images", async () => {
   const ws = workspace();
   const base = { model: "model.onnx", output: "out/o.onnx", steps: [] as unknown[] };
   const save = (p: string) => [{ use: "calibrate", method: "minmax", statistics: { save: p } }];
@@ -310,8 +310,45 @@ Deno.test("parseConfig() refuses a written file that is an input, another writte
         "output",
         /expected .*o\.onnx to be in a folder; found a file at .*model\.onnx$/,
       ],
+      // An image of a calibration folder: the model, report or statistics replaced the photo.
+      [
+        { ...base, output: "photos/dog.jpg", data: { calibration: { images: "photos" } } },
+        "output",
+        /expected a path outside the files data\.calibration\.images\[0\] reads; found .*photos\/dog\.jpg, one of them$/,
+      ],
+      [
+        { ...base, report: "photos/dog.jpg", data: { calibration: { images: ["photos"] } } },
+        "report",
+        /expected a path outside the files data\.calibration\.images\[0\] reads/,
+      ],
+      [
+        { ...base, steps: save("photos/new.PNG"), data: { calibration: { images: "photos" } } },
+        "steps[0].statistics.save",
+        /expected a path outside the files data\.calibration\.images\[0\] reads; found .*new\.PNG/,
+      ],
+      // A tfjs model's weight shard.
+      [
+        { ...base, model: { tfjs: "model.json" }, output: "group1-shard1of1.bin" },
+        "output",
+        /expected a path outside the files model\.tfjs reads/,
+      ],
+      // The model reached through a linked folder: it was overwritten.
+      [
+        { ...base, output: "linked/model.onnx" },
+        "output",
+        /expected a path other than the input model; found the input .*linked\/model\.onnx/,
+      ],
+      // A folder given as the model: "found nothing at" it.
+      [
+        { ...base, model: "photos" },
+        "model",
+        /expected an existing file; found a folder at .*photos$/,
+      ],
     ];
     Deno.writeTextFileSync(join(ws.dir, "model.json"), "{}");
+    Deno.mkdirSync(join(ws.dir, "photos"));
+    Deno.writeFileSync(join(ws.dir, "photos", "dog.jpg"), new Uint8Array([0xff, 0xd8, 0xff]));
+    Deno.symlinkSync(ws.dir, join(ws.dir, "linked"));
     for (const [raw, key, re] of cases) {
       const e = await configError(raw, ws.dir);
       assert.equal(e.keyPath, key, e.message);

@@ -571,7 +571,10 @@ export function firstMissing(path: string): string | undefined {
     try {
       Deno.statSync(dir);
       return missing;
-    } catch {
+    } catch (e) {
+      // A folder that is there but may not be looked at (Deno refuses /proc without --allow-all)
+      // is no missing one: taken for missing, the probe went up to "/" and passed.
+      if (!(e instanceof Deno.errors.NotFound)) return missing;
       missing = dir;
     }
   }
