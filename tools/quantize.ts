@@ -19,6 +19,7 @@ import {
 import { type Config, loadConfig, writtenPaths } from "@clipq/pipeline/config";
 import {
   checkAgainstModel,
+  checkImageFiles,
   firstMissing,
   loadSource,
   runPipeline,
@@ -42,7 +43,7 @@ With no config, runs examples/default.json (PP-OCRv4 det, clip-bounds + percenti
 
 Flags:
   --help                 this text
-  --dry-run              validate the config (against the model too) and print the plan;
+  --dry-run              validate the config (against the model and the images too) and print the plan;
                          writes nothing
   --quiet                only warnings and errors
   --calibrate-only       run the steps up to calibrate and write its statistics (--stats)
@@ -382,6 +383,7 @@ export async function main(argv: string[]): Promise<number> {
         config.input.size ? { inputSize: config.input.size } : {},
       );
       checkAgainstModel(source, config);
+      await checkImageFiles(config);
       console.log(plan(config));
       return 0;
     }

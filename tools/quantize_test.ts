@@ -538,6 +538,25 @@ Deno.test("clipq --dry-run prints the plan, checks the config against the model 
       /^error: input\.size: expected \[32, 32\], the fixed size of input images/,
     );
     assert.ok(!exists(join(ws.dir, "out")));
+    // The images too, by their first bytes: an empty folder and a text file named .png passed
+    // --dry-run and failed the run.
+    Deno.mkdirSync(join(ws.dir, "empty"));
+    Deno.mkdirSync(join(ws.dir, "fake"));
+    Deno.writeTextFileSync(join(ws.dir, "fake", "a.png"), "hello");
+    for (
+      const [folder, error] of [
+        ["empty", /^error: .*empty: expected image files \(\.jpg, \.jpeg, \.png\), found none$/],
+        ["fake", /^error: .*a\.png: expected a JPEG or PNG image, found 5 bytes of text/],
+      ] as const
+    ) {
+      const images = ws.write({
+        model: "model.onnx",
+        output: "out/o.onnx",
+        data: { calibration: { images: folder } },
+        steps: [{ use: "calibrate", method: "minmax" }, { use: "quantize" }],
+      }, `${folder}.json`);
+      assertBadInput(await cli(images, "--dry-run"), error);
+    }
     const bad = await cli("--shard", "3/2");
     assert.equal(bad.code, 1);
     assert.match(bad.stderr, /^error: --shard: expected K\/N/);

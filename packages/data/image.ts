@@ -80,12 +80,54 @@ export function sniffFormat(bytes: Uint8Array): "jpeg" | "png" | undefined {
   return undefined;
 }
 
-function describe(bytes: Uint8Array): string {
-  if (bytes.length === 0) return "an empty file";
+/**
+ * Checks that a file starts as a JPEG or PNG does, reading only its first bytes: what a dry run
+ * can afford over a whole folder. The error is the one decoding would give.
+ *
+ * @param path The image file.
+ * @throws {DataError} When the file cannot be read or is neither, naming it.
+ *
+ * @example A text file named .png
+ * ```ts
+ * import { checkImageHead } from "@clipq/data/image";
+ * import assert from "node:assert/strict";
+ * const f = Deno.makeTempFileSync({ suffix: ".png" });
+ * Deno.writeTextFileSync(f, "not a picture");
+ * await assert.rejects(checkImageHead(f), /\.png: expected a JPEG or PNG image, found 13 bytes of text/);
+ * Deno.removeSync(f);
+ * ```
+ */
+export async function checkImageHead(path: string): Promise<void> {
+  let head: Uint8Array;
+  try {
+    using file = await Deno.open(path);
+    const buf = new Uint8Array(512);
+    let n = 0;
+    while (n < buf.length) {
+      const read = await file.read(buf.subarray(n));
+      if (read === null) break;
+      n += read;
+    }
+    head = buf.subarray(0, n);
+  } catch (e) {
+    throw new DataError(`${path}: expected a readable image file, found ${(e as Error).message}`, {
+      cause: e,
+    });
+  }
+  if (!sniffFormat(head)) {
+    const size = (await Deno.stat(path)).size;
+    throw new DataError(
+      `${path}: expected a JPEG or PNG image, found ${describe(head, size)}`,
+    );
+  }
+}
+
+function describe(bytes: Uint8Array, size = bytes.length): string {
+  if (size === 0) return "an empty file";
   const head = bytes.subarray(0, Math.min(bytes.length, 512));
   const printable = head.every((b) => b === 9 || b === 10 || b === 13 || (b >= 32 && b < 127));
   const hex = [...bytes.subarray(0, 4)].map((b) => b.toString(16).padStart(2, "0")).join(" ");
-  return `${bytes.length} bytes of ${printable ? "text" : "binary data"} starting ${hex}`;
+  return `${size} bytes of ${printable ? "text" : "binary data"} starting ${hex}`;
 }
 
 /** Width and height from a JPEG's SOF marker, or undefined when there is none before the data ends. */

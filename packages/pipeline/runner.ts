@@ -17,7 +17,7 @@ import {
 import { loadModel, type SavedModel, saveModel } from "@clipq/onnx/io";
 import { ConfigError, DataError, ModelError } from "@clipq/onnx/errors";
 import { tensor } from "@clipq/onnx/tensor";
-import { imageBatches, listImages, type PreprocessSpec } from "@clipq/data";
+import { checkImageHead, imageBatches, listImages, type PreprocessSpec } from "@clipq/data";
 import { asPixels, channelCount, resolveSpec } from "@clipq/data/preprocess";
 import { npyBatches } from "@clipq/data/npy";
 import { fromTfjs, loadDarknet } from "@clipq/convert";
@@ -347,6 +347,24 @@ function extraFeeds(graph: Graph, input: InputConfig): Record<string, Tensor> {
 }
 
 const IMAGE_EXT = /\.(jpe?g|png)$/i;
+
+/**
+ * Every image file the data sets would read, listed as a run lists them and checked by its first
+ * bytes: what a dry run can afford without decoding. An empty folder and a text file named .png
+ * passed `--dry-run` and failed the run. Sets that skip bad images are only listed.
+ *
+ * @param config The data sets.
+ * @throws {DataError} For a folder without images or a file that is no JPEG or PNG, naming it.
+ */
+export async function checkImageFiles(config: Pick<Config, "data">): Promise<void> {
+  for (const set of ["calibration", "evaluation"] as const) {
+    const d = config.data[set];
+    if (!d?.images) continue;
+    const files = await filesOf(d);
+    if (d.onBadImage === "skip") continue;
+    for (const f of files) await checkImageHead(f);
+  }
+}
 
 async function filesOf(set: DataSetConfig): Promise<string[]> {
   const list = Array.isArray(set.images) ? set.images : set.images ? [set.images] : [];
