@@ -315,6 +315,9 @@ function hint(e: ClipqError): string {
   if (e instanceof ModelError && /does the input shape/.test(e.message)) {
     return "hint: give the input size the model was exported for (input.size, or the shapes in model.inputs)";
   }
+  if (e instanceof ModelError && /found \d+ NaN of its/.test(e.message)) {
+    return "hint: the weights named above are broken; export the model again from its checkpoint";
+  }
   if (e instanceof ModelError) {
     // onnx.checker only helps with ONNX files: darknet and tfjs inputs name their own files.
     if (/\.(cfg|weights)\b/.test(e.message)) {

@@ -246,13 +246,28 @@ export function imageInput(
   // with a message that names neither the expected nor the found size.
   const s = vi.shape ?? [];
   const fixed = (d: unknown) => typeof d === "number" && d > 0 ? d : undefined;
-  const [c, h, w] =
-    (layout === "NHWC"
-      ? [s[3], s[1], s[2]]
-      : layout === "CHW"
-      ? [s[0], s[1], s[2]]
-      : [s[1], s[2], s[3]]).map(fixed);
+  const axesOf = (l: string) =>
+    (l === "NHWC" ? [s[3], s[1], s[2]] : l === "CHW" ? [s[0], s[1], s[2]] : [s[1], s[2], s[3]])
+      .map(fixed);
+  const [c, h, w] = axesOf(layout);
   const channels = channelCount({ color: input.color ?? "RGB" });
+  const fits = ([c, h, w]: (number | undefined)[]) =>
+    (c === undefined || c === channels) && (h === undefined || h === size[0]) &&
+    (w === undefined || w === size[1]);
+  // NHWC on an NCHW model read the channel count as the height and blamed input.size.
+  if (s.length === 4 && !fits([c, h, w])) {
+    const other = layout === "NHWC" ? "NCHW" : "NHWC";
+    const alt = axesOf(other);
+    // (Without input.size, the size itself was read through the wrong layout.)
+    if (alt[0] === channels && (!input.size || fits(alt))) {
+      throw new ConfigError(
+        "input.layout",
+        `expected "${other}" for input ${name} [${s.join(", ")}], whose ${
+          other === "NCHW" ? "second" : "last"
+        } axis holds its ${channels} channels; found "${layout}"`,
+      );
+    }
+  }
   if (c !== undefined && c !== channels) {
     // A one-channel model read as RGB (or the other way round) is a color setting, not a layout.
     const key = c === 1 || channels === 1 ? "input.color" : "input.layout";
@@ -652,6 +667,34 @@ function checkOtherInputs(graph: Graph, input: InputConfig): void {
   }
 }
 
+/**
+ * A float weight holding NaN makes every value it touches NaN: calibration then found no range
+ * for those tensors, the run kept their layers float and exited 0 with a model 99 % of float's
+ * size. (Infinities stay allowed: a Clip's max or an attention mask may be one.)
+ */
+function checkNoNaN(graph: Graph): void {
+  // Weights as initializers, or as Constant nodes (PP-OCR's) until normalize lifts them.
+  const weights: [string, Tensor][] = [...graph.initializers].map((
+    [n, t],
+  ) => [`initializer ${n}`, t]);
+  for (const n of graph.nodes) {
+    const a = n.attributes.value;
+    if (n.op === "Constant" && a?.type === "tensor") {
+      weights.push([`constant ${n.outputs[0]}${n.name ? ` (node "${n.name}")` : ""}`, a.value]);
+    }
+  }
+  for (const [what, t] of weights) {
+    if (!(t.data instanceof Float32Array || t.data instanceof Float64Array)) continue;
+    let nan = 0;
+    for (const v of t.data) if (v !== v) nan++;
+    if (nan > 0) {
+      throw new ModelError(
+        `${what}: expected numbers; found ${nan} NaN of its ${t.data.length} values`,
+      );
+    }
+  }
+}
+
 /** Validates a graph between steps, naming what it is. */
 function checkGraph(graph: Graph, what: string): void {
   try {
@@ -686,6 +729,7 @@ export function checkAgainstModel(
   config: Pick<Config, "input" | "data" | "head">,
 ): void {
   checkGraph(source, "the input model");
+  checkNoNaN(source);
   // The image input against the model before any step: a step may never feed images (e.g. when
   // nothing needs a range), and a mismatch would then go unnoticed into the output.
   if (config.data.calibration?.images || config.data.evaluation?.images) {

@@ -531,6 +531,12 @@ Deno.test("runPipeline() checks data, batch size and head outputs against the mo
         /^input\.color: expected 1 channel\(s\) .* found 3: set input\.color to "RGB" or "BGR"/,
         ConfigError,
       ],
+      // NHWC on an NCHW input read its 3 channels as the height and blamed input.size.
+      [
+        { data: { calibration: { images: "photos" } }, input: { layout: "NHWC" } },
+        /^input\.layout: expected "NCHW" for input images \[1, 3, 32, 32\], whose second axis holds its 3 channels; found "NHWC"/,
+        ConfigError,
+      ],
       // Used to surface as "headOutputs: …" from inside the quantizer.
       [
         { data: { calibration: { images: "photos" } }, head: { type: "db", outputs: ["map"] } },
@@ -541,6 +547,27 @@ Deno.test("runPipeline() checks data, batch size and head outputs against the mo
     for (const [over, re, type] of cases) {
       await assert.rejects(run(over), (e) => e instanceof type && re.test(e.message));
       assert.throws(() => Deno.statSync(join(ws.dir, "out")), "nothing written");
+    }
+    // A NaN weight: every tensor after it had no range, its layers stayed float, and the run
+    // exited 0 with a model 99 % of float's size.
+    const g = smallDetector();
+    const [wName, w] = [...g.initializers].find(([, t]) => t.dims.length === 4)!;
+    const broken = workspace({
+      ...g,
+      initializers: new Map([...g.initializers, [wName, {
+        ...w,
+        data: new Float32Array(w.data.length).fill(NaN),
+      }]]),
+    });
+    try {
+      await assert.rejects(
+        run({ data: { calibration: { images: join(ws.dir, "photos") } } }, broken),
+        new RegExp(
+          `^ModelError: initializer ${wName}: expected numbers; found ${w.data.length} NaN of its ${w.data.length} values`,
+        ),
+      );
+    } finally {
+      broken.cleanup();
     }
     const b = new ModelBuilder({ seed: 1 });
     b.output(b.relu(b.input("img", [3, 32, 32])), "y");
