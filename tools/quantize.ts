@@ -20,6 +20,7 @@ import { type Config, loadConfig, writtenPaths } from "@clipq/pipeline/config";
 import {
   checkAgainstModel,
   checkImageFiles,
+  CustomStepError,
   firstMissing,
   loadSource,
   runPipeline,
@@ -415,6 +416,12 @@ export async function main(argv: string[]): Promise<number> {
       console.error(`error: ${oneLine((e as Error).message)}`);
       console.error("hint: check the file paths and permissions");
       return 1;
+    }
+    if (e instanceof CustomStepError) {
+      const stack = (e.cause as Error)?.stack?.split("\n").slice(1).join("\n");
+      console.error(`internal error in ${e.message}${stack ? `\n${stack}` : ""}`);
+      console.error("hint: the error comes from that step module's own code, not from clipq");
+      return 2;
     }
     console.error(`internal error: ${(e as Error)?.stack ?? String(e)}`);
     console.error("hint: this is a clipq bug; please report it with the config");

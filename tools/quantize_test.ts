@@ -240,15 +240,22 @@ Deno.test("clipq exits 1 on bad input (one-line error naming the key) and 2 on a
     const spawned = await spawnCli(ws.write(cases[2]![0]), "--quiet");
     assert.equal(spawned.code, 1);
     assert.match(spawned.stderr, /^error: steps\[0\]\.method/);
-    // A bug (an error that is not a ClipqError) inside a step: exit 2, nothing written.
+    // A bug (an error that is not a ClipqError) inside a custom step: exit 2, nothing written.
     Deno.writeTextFileSync(
       join(ws.dir, "buggy.ts"),
       `export default () => ({ name: "buggy", run: () => { throw new TypeError("x is undefined"); } });`,
     );
     const bug = await cli(ws.write({ ...ok, steps: [{ use: "./buggy.ts" }] }), "--quiet");
     assert.equal(bug.code, 2, bug.stderr);
-    assert.match(bug.stderr, /^internal error: TypeError: x is undefined/);
-    assert.match(bug.stderr, /hint: this is a clipq bug/);
+    // Named as the entry's and the module's, not as clipq's: it had said "this is a clipq bug".
+    assert.match(
+      bug.stderr,
+      /^internal error in steps\[0\] \(custom step \.\/buggy\.ts\): TypeError: x is undefined\n\s+at /,
+    );
+    assert.match(
+      bug.stderr,
+      /hint: the error comes from that step module's own code, not from clipq$/,
+    );
     assert.ok(!exists(join(ws.dir, "out")));
     // A model that is not ONNX: ModelError, exit 1, nothing written.
     Deno.writeTextFileSync(join(ws.dir, "bad.onnx"), "not a model");

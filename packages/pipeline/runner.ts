@@ -15,7 +15,7 @@ import {
   type ValueInfo,
 } from "@clipq/onnx";
 import { loadModel, type SavedModel, saveModel } from "@clipq/onnx/io";
-import { ConfigError, DataError, ModelError } from "@clipq/onnx/errors";
+import { ClipqError, ConfigError, DataError, ModelError } from "@clipq/onnx/errors";
 import { tensor } from "@clipq/onnx/tensor";
 import { checkImageHead, imageBatches, listImages, type PreprocessSpec } from "@clipq/data";
 import { asPixels, channelCount, resolveSpec } from "@clipq/data/preprocess";
@@ -631,6 +631,31 @@ async function checkWritable(key: string, path: string): Promise<void> {
 }
 
 /**
+ * An error thrown by a custom step's own code (not a ClipqError): a bug in that module, which the
+ * command reports as an internal error of that entry, with the module's stack.
+ *
+ * @example
+ * ```ts
+ * import { CustomStepError } from "@clipq/pipeline/runner";
+ * import assert from "node:assert/strict";
+ * const e = new CustomStepError(2, "./mine.ts", new TypeError("x is undefined"));
+ * assert.equal(e.message, "steps[2] (custom step ./mine.ts): TypeError: x is undefined");
+ * ```
+ */
+export class CustomStepError extends Error {
+  /**
+   * @param index The entry's index in `steps`.
+   * @param use The entry's module specifier.
+   * @param cause What the step threw.
+   */
+  constructor(index: number, use: string, cause: unknown) {
+    const what = cause instanceof Error ? `${cause.name}: ${cause.message}` : String(cause);
+    super(`steps[${index}] (custom step ${use}): ${what}`, { cause });
+    this.name = "CustomStepError";
+  }
+}
+
+/**
  * A step names its options after itself ("quantize.exclude.names"); the config file knows them as
  * the entry's keys ("steps[1].exclude.names"), which is how load-time errors already read.
  */
@@ -836,6 +861,10 @@ export async function runPipeline(config: Config, options: RunOptions = {}): Pro
     try {
       graph = await step.run(graph, ctx);
     } catch (e) {
+      // A custom step's own failure is no clipq bug: it came out as clipq's internal error,
+      // naming neither the entry nor the module.
+      const use = config.entries[i]?.use ?? step.name;
+      if (!(e instanceof ClipqError) && /[./\\]/.test(use)) throw new CustomStepError(i, use, e);
       throw entryKeyed(e, step.name, i);
     }
     const ms = performance.now() - t;
