@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { createHash } from "node:crypto";
-import { decode, float32, METADATA_KEYS } from "@clipq/onnx";
+import { decode, float32, METADATA_KEYS, ModelBuilder, saveModel } from "@clipq/onnx";
 import { writeNpy } from "@clipq/data/npy";
 import { createSession } from "@clipq/runtime";
 import { smallDetector, workspace } from "../packages/pipeline/_fixtures_test.ts";
@@ -402,6 +402,31 @@ Deno.test("clipq's hint fits the file at fault: darknet weights, annotations, tf
       /^error: .*bad\.json: images\[0\]/,
       /^hint: fix or replace the file or folder named above/,
     );
+    // A model that runs at 32² but not 33²: onnxruntime printed its own error line in colour before
+    // the message, quoted its C++ source, and the hint sent the user to onnx.checker.
+    const b = new ModelBuilder({ seed: 3 });
+    const x = b.input("x", [1, 3, "h", "w"]);
+    const sum = b.add(
+      b.conv(x, { outChannels: 3, kernel: 3, stride: 2, pad: 1 }),
+      b.maxPool(x, { kernel: 2, stride: 2 }),
+    );
+    b.output(b.conv(b.relu(sum), { outChannels: 2, kernel: 1 }), "y");
+    await saveModel(join(ws.dir, "odd.onnx"), b.build());
+    const odd = await cli(
+      ws.write({
+        ...base,
+        model: "odd.onnx",
+        input: { size: [33, 33] },
+        steps: [{ use: "calibrate", method: "minmax" }, { use: "quantize" }],
+      }, "odd.json"),
+      "--quiet",
+    );
+    assertBadInput(
+      odd,
+      /^error: onnxruntime failed to run .*Attempting to broadcast an axis by a dimension other than 1\. 16 by 17$/,
+      /^hint: the model cannot run on this input; check input\.size and input\.layout/,
+    );
+    assert.ok(!odd.stderr.includes("onnxruntime_src"), odd.stderr);
     Deno.writeTextFileSync(join(ws.dir, "list.json"), "[]");
     assertBadInput(
       await cli(join(ws.dir, "list.json"), "--quiet"),

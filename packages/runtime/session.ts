@@ -251,7 +251,26 @@ function checkOptions(
 /** Makes onnxruntime's messages name the model, and keeps the original as the cause. */
 function wrap(error: unknown, what: string): ModelError {
   const msg = error instanceof Error ? error.message : String(error);
-  return new ModelError(`${what}: ${msg}`, { cause: error });
+  return new ModelError(`${what}: ${plainOrtMessage(msg)}`, { cause: error });
+}
+
+/**
+ * onnxruntime's message without the C++ location of the check that failed ("/onnxruntime_src/…
+ * element_wise_ops.h:563 void onnxruntime::BroadcastIterator::Init(…) axis == 1 || … was false."),
+ * which tells a user nothing; what it says after that stays.
+ *
+ * @example
+ * ```ts
+ * import { plainOrtMessage } from "@clipq/runtime/session";
+ * import assert from "node:assert/strict";
+ * assert.equal(
+ *   plainOrtMessage("Add node. Status Message: /onnxruntime_src/onnxruntime/core/providers/cpu/math/element_wise_ops.h:563 void onnxruntime::BroadcastIterator::Init(ptrdiff_t, ptrdiff_t) axis == 1 || axis == largest was false. Attempting to broadcast an axis by a dimension other than 1. 21 by 22"),
+ *   "Add node. Status Message: Attempting to broadcast an axis by a dimension other than 1. 21 by 22",
+ * );
+ * ```
+ */
+export function plainOrtMessage(message: string): string {
+  return message.replace(/\/onnxruntime_src\/\S+:\d+ (?:[^\n]*? was false\. )?/g, "");
 }
 
 /**
@@ -322,9 +341,9 @@ async function openSession(
   const sessionOptions: ort.InferenceSession.SessionOptions = {
     graphOptimizationLevel: o.optimizationLevel,
     executionProviders: ["cpu"],
-    // Errors reach the caller as ModelError; ORT's own warning lines would only clutter the CLI's
-    // one-line error output.
-    logSeverityLevel: 3,
+    // Errors reach the caller as ModelError; ORT's own log lines (a failed run's error too, in
+    // colour, before the exception) would only clutter the CLI's one-line error output.
+    logSeverityLevel: 4,
     ...(o.threads > 0 ? { intraOpNumThreads: o.threads } : {}),
     // onnxruntime-node flattens `extra` into session config entries.
     ...(options.spinning === false
