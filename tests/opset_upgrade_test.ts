@@ -244,6 +244,14 @@ Deno.test("upgradeOpset() refuses ops it cannot carry across, naming op and opse
     float32([4], [1, 1, 2, 0.5]),
   ]]);
   assert.throws(() => upgradeOpset(mixed), UnsupportedOpError);
+  // An op that is no ONNX op: one short line (it used to list all 146 ops it knows, ~1 KB).
+  assert.throws(
+    () => upgradeOpset(one(11, "FrobnicateX", [1], {})),
+    (e: unknown) =>
+      e instanceof UnsupportedOpError && e.message.length < 200 &&
+      /cannot upgrade to opset 13: unsupported op FrobnicateX \(opset 11\); supported: the \d+ standard ONNX ops$/
+        .test(e.message),
+  );
   assert.throws(() => upgradeOpset(one(9, "Relu", [1], {}), { target: 22 }), /7\.\.21/);
   assert.throws(() => upgradeOpset(one(13, "Relu", [1], {}), { target: 11 }), /downgrades/);
 });

@@ -335,6 +335,10 @@ function hint(e: ClipqError): string {
     return "hint: the model file is malformed or inconsistent; check it with onnx.checker";
   }
   if (e instanceof UnsupportedOpError) {
+    // Raising the opset happens before any exclusion is read, so excluding the node cannot help.
+    if (/cannot upgrade to opset/.test(e.message)) {
+      return "hint: export the model at opset 13 or later (QDQ's), or fix the node named above: onnxruntime would not load it either";
+    }
     if (/a while loop/.test(e.message)) {
       return "hint: start the graph after the loop (model.inputs) or end it before (model.outputs)";
     }
