@@ -326,7 +326,7 @@ function hint(e: ClipqError): string {
   }
   if (e instanceof ModelError) {
     // onnx.checker only helps with ONNX files: darknet and tfjs inputs name their own files.
-    if (/\.(cfg|weights)\b/.test(e.message)) {
+    if (/\.(cfg|weights)\b|darknet/.test(e.message)) {
       return "hint: the darknet .cfg or .weights file is malformed or they do not match; check the file named above";
     }
     if (/model\.json|\.bin\b|tfjs|\.json: /.test(e.message)) {
@@ -365,7 +365,11 @@ function hint(e: ClipqError): string {
  * following indices⏎ index: 2 Got: 16 Expected: 32"), which cutting at the first line lost.
  */
 function oneLine(message: string): string {
-  const line = message.trim().replace(/\s*\n\s*/g, " ");
+  // Control bytes a message quotes from a binary file (NUL, ESC …) would garble the terminal.
+  const line = [...message.trim().replace(/\s*\n\s*/g, " ")].map((c) => {
+    const code = c.charCodeAt(0);
+    return code < 32 || code === 127 ? `\\x${code.toString(16).padStart(2, "0")}` : c;
+  }).join("");
   return line.length > 1000 ? `${line.slice(0, 999)}…` : line;
 }
 

@@ -386,6 +386,22 @@ Deno.test("clipq's hint fits the file at fault: darknet weights, annotations, tf
       /^error: .*t\.weights: expected \d+ floats/,
       /^hint: the darknet \.cfg or \.weights file/,
     );
+    // A photo given as the cfg, an ONNX file as model.json: their bytes (NULs included) went into
+    // the error line, and the hint sent the user to onnx.checker.
+    const photo = join(photos, [...Deno.readDirSync(photos)][0]!.name);
+    assertBadInput(
+      await cli(
+        ws.write({ ...base, model: { darknet: { cfg: photo } } }, "photo-cfg.json"),
+        "--quiet",
+      ),
+      /^error: .*\.jpg: expected a darknet \.cfg text file; found binary data starting ff d8 ff e[01]$/,
+      /^hint: the darknet \.cfg or \.weights file/,
+    );
+    assertBadInput(
+      await cli(ws.write({ ...base, model: { tfjs: "model.onnx" } }, "onnx-tfjs.json"), "--quiet"),
+      /^error: .*model\.onnx: expected a tfjs model\.json \(JSON text\); found binary data$/,
+      /^hint: the tfjs model\.json or its weight shards/,
+    );
     Deno.writeTextFileSync(join(ws.dir, "bad.json"), JSON.stringify({ images: [{ id: 1 }] }));
     const evaluation = { images: photos, annotations: "bad.json" };
     assertBadInput(
@@ -430,7 +446,7 @@ Deno.test("clipq's hint fits the file at fault: darknet weights, annotations, tf
     Deno.writeTextFileSync(join(ws.dir, "list.json"), "[]");
     assertBadInput(
       await cli(join(ws.dir, "list.json"), "--quiet"),
-      /^error: .*list\.json: expected an object; found an array of 0/,
+      /^error: .*list\.json: expected an object with model, output and steps; found an array of 0/,
       /^hint: the config must be a JSON object/,
     );
     // A message with its detail on later lines (as onnxruntime's are) stays whole, on one line.

@@ -366,7 +366,15 @@ export async function loadDarknet(
       );
     }
   };
-  const cfgText = new TextDecoder().decode(await read(cfgPath, ".cfg"));
+  const cfgBytes = await read(cfgPath, ".cfg");
+  // A binary file (a photo, the .weights) put its bytes, NULs and all, into the parse error.
+  if (cfgBytes.includes(0)) {
+    const head = [...cfgBytes.subarray(0, 4)].map((b) => b.toString(16).padStart(2, "0"));
+    throw new ModelError(
+      `${cfgPath}: expected a darknet .cfg text file; found binary data starting ${head.join(" ")}`,
+    );
+  }
+  const cfgText = new TextDecoder().decode(cfgBytes);
   const { weights: weightsPath, ...rest } = options;
   return fromDarknet(cfgText, {
     ...rest,

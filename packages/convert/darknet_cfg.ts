@@ -57,7 +57,7 @@ export function parseCfg(text: string, name: string): CfgSection[] {
     const current = sections[sections.length - 1];
     if (!current) {
       throw new ModelError(
-        `${name}:${line}: expected a [section] header first, found "${raw.trim()}"`,
+        `${name}:${line}: expected a darknet cfg [section] header first, found "${raw.trim()}"`,
       );
     }
     const eq = s.indexOf("=");

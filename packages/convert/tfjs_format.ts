@@ -250,7 +250,9 @@ export async function readTfjsModel(path: string): Promise<TfjsModel> {
   try {
     parsed = JSON.parse(text);
   } catch (e) {
-    throw new ModelError(`${path}: expected JSON but parsing failed: ${(e as Error).message}`);
+    // An .onnx or .bin given as model.json: the parser's message quoted its bytes.
+    const found = text.includes("\0") ? "binary data" : `a syntax error (${(e as Error).message})`;
+    throw new ModelError(`${path}: expected a tfjs model.json (JSON text); found ${found}`);
   }
   const json = parseModelJson(parsed, path);
   const shards: Uint8Array[] = [];

@@ -49,6 +49,12 @@ Deno.test("parseConfig() names the key path and what was expected in every error
         /unknown key; expected one of name, size/,
       ],
       [{ ...base, input: { size: [640] } }, "input.size", /expected at least 2 item/],
+      // "expected a string or an object or an object" did not say which objects.
+      [
+        { ...base, model: 42 },
+        "model",
+        /^model: expected a string or an object with darknet or an object with tfjs; found 42$/,
+      ],
       [
         { ...base, input: { size: ["640", 640] } },
         "input.size[0]",
@@ -432,7 +438,7 @@ Deno.test("loadConfig() reads a config saved with a byte-order mark and names th
     assert.equal((await loadConfig(bom)).model, ws.model);
     const list = join(ws.dir, "list.json");
     Deno.writeTextFileSync(list, "[1, 2]");
-    await assert.rejects(loadConfig(list), /list\.json: expected an object; found an array of 2$/);
+    await assert.rejects(loadConfig(list), /list\.json: expected an object with model, output and steps; found an array of 2$/);
     // A missing value reads "nothing", not "undefined undefined".
     await assert.rejects(
       loadConfig(ws.write({ ...config, steps: [{ method: "minmax" }] })),

@@ -123,6 +123,10 @@ export function found(value: unknown): string {
   return `${typeof value} ${String(value)}`;
 }
 
+/** "a", "a and b", "a, b and c". */
+const listed = (xs: readonly string[]): string =>
+  xs.length < 2 ? xs.join("") : `${xs.slice(0, -1).join(", ")} and ${xs[xs.length - 1]}`;
+
 function expectedOf(spec: Spec): string {
   switch (spec.type) {
     case "number": {
@@ -138,10 +142,13 @@ function expectedOf(spec: Spec): string {
     case "array":
       return "an array";
     case "object":
+      // Alternatives of objects tell apart by their required keys ("an object or an object" did
+      // not say which ones the model key takes).
+      return spec.required?.length ? `an object with ${listed(spec.required)}` : "an object";
     case "map":
       return "an object";
     case "anyOf":
-      return spec.options.map(expectedOf).join(" or ");
+      return [...new Set(spec.options.map(expectedOf))].join(" or ");
     case "any":
       return "a value";
   }
