@@ -301,6 +301,11 @@ function hint(e: ClipqError): string {
     if (/expected a writable folder/.test(e.message)) {
       return "hint: write to a folder this user may create files in";
     }
+    if (
+      e.keyPath === "--merge-stats" && /shards? of (one|the) split|each shard once/.test(e.message)
+    ) {
+      return "hint: merge the statistics of every shard of one --shard K/N split, each once";
+    }
     if (e.keyPath.startsWith("-")) return "hint: the flags are listed by --help";
     if (e.keyPath === "") {
       return "hint: the config must be a JSON object; see packages/pipeline/config.schema.json";

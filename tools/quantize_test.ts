@@ -186,6 +186,38 @@ Deno.test("clipq gives the same bytes for the same config, and sharded calibrati
       return { ...g, metadata: new Map() };
     };
     assert.deepEqual(strip(join(ws.dir, "b.onnx")), strip(join(ws.dir, "a.onnx")));
+    // Each shard records its place in the split: one left out, or one of another split, used to
+    // merge into a model without a word.
+    const shard3 = await cli(
+      a,
+      "--quiet",
+      "--calibrate-only",
+      "--shard",
+      "1/3",
+      "--stats",
+      join(ws.dir, "other.1.json"),
+    );
+    assert.equal(shard3.code, 0, shard3.stderr);
+    const c = ws.write({ ...base, output: "c.onnx" }, "c.json");
+    for (
+      const [files, error] of [
+        [
+          ["stats.1.json"],
+          /^error: --merge-stats: expected all 2 shards of the split; found no shard 2\/2$/,
+        ],
+        [
+          ["stats.1.json", "other.1.json"],
+          /^error: --merge-stats: expected shards of one split; found .*stats\.1\.json \(shard 1\/2\) and .*other\.1\.json \(shard 1\/3\)$/,
+        ],
+      ] as const
+    ) {
+      assertBadInput(
+        await cli(c, "--quiet", "--merge-stats", ...files.map((f) => join(ws.dir, f))),
+        error,
+        /^hint: merge the statistics of every shard of one --shard K\/N split/,
+      );
+      assert.ok(!exists(join(ws.dir, "c.onnx")));
+    }
   } finally {
     ws.cleanup();
   }

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { DataError } from "@clipq/onnx/errors";
+import { ConfigError, DataError } from "@clipq/onnx/errors";
 import { Histogram, type HistogramJSON } from "./histogram.ts";
 
 /** Histograms by tensor name. */
@@ -18,6 +18,14 @@ export interface StatisticsJSON {
   version: 1;
   /** Histograms by tensor name. */
   tensors: Record<string, HistogramJSON>;
+  /** Which shard [k, n] (1-based k) of the calibration images these are, when they are one. */
+  shard?: [number, number];
+}
+
+/** Options of {@linkcode saveStatistics}. */
+export interface SaveStatisticsOptions {
+  /** The shard [k, n] (1-based k) the statistics were measured on, recorded for the merge. */
+  shard?: readonly [number, number];
 }
 
 /**
@@ -93,9 +101,12 @@ export function statisticsFromJSON(json: unknown, what = "statistics"): Statisti
 export async function saveStatistics(
   path: string,
   stats: ReadonlyMap<string, Histogram>,
+  options: SaveStatisticsOptions = {},
 ): Promise<void> {
   const tmp = `${path}.${crypto.randomUUID()}.tmp`;
-  await Deno.writeTextFile(tmp, JSON.stringify(statisticsToJSON(stats)));
+  const json = statisticsToJSON(stats);
+  if (options.shard) json.shard = [options.shard[0], options.shard[1]];
+  await Deno.writeTextFile(tmp, JSON.stringify(json));
   await Deno.rename(tmp, path);
 }
 
@@ -114,6 +125,19 @@ export async function saveStatistics(
  * ```
  */
 export async function loadStatistics(path: string): Promise<Statistics> {
+  return (await loadStatisticsFile(path)).stats;
+}
+
+/**
+ * Reads statistics written by {@linkcode saveStatistics}, with the shard they record (if any).
+ *
+ * @param path The file.
+ * @returns The statistics and their shard.
+ * @throws {DataError} When the file cannot be read or is not clipq statistics (names the file).
+ */
+export async function loadStatisticsFile(
+  path: string,
+): Promise<{ stats: Statistics; shard?: [number, number] }> {
   let text: string;
   try {
     text = await Deno.readTextFile(path);
@@ -128,7 +152,70 @@ export async function loadStatistics(path: string): Promise<Statistics> {
   } catch (e) {
     throw new DataError(`${path}: expected JSON (${String(e)})`, { cause: e });
   }
-  return statisticsFromJSON(json, path);
+  const stats = statisticsFromJSON(json, path);
+  const shard = (json as { shard?: unknown }).shard;
+  const valid = Array.isArray(shard) && shard.length === 2 &&
+    shard.every((v) => Number.isInteger(v) && v >= 1) && shard[0] <= shard[1];
+  return valid ? { stats, shard: shard as [number, number] } : { stats };
+}
+
+/**
+ * Checks that statistics files to merge are one whole split: the same shard count, each shard
+ * once, none missing. Files that record no shard (saved whole, or by an older clipq) pass.
+ *
+ * @param files Each file with the shard it records.
+ * @throws {ConfigError} Keyed `--merge-stats`, naming the files and shards at fault.
+ *
+ * @example A shard missing
+ * ```ts
+ * import { checkShardSet } from "@clipq/calibrate/statistics";
+ * import assert from "node:assert/strict";
+ * assert.throws(
+ *   () => checkShardSet([{ file: "s.1.json", shard: [1, 3] }, { file: "s.3.json", shard: [3, 3] }]),
+ *   /expected all 3 shards of the split; found no shard 2\/3/,
+ * );
+ * ```
+ */
+export function checkShardSet(
+  files: readonly { file: string; shard?: readonly [number, number] }[],
+): void {
+  const sharded = files.filter((f) => f.shard);
+  if (sharded.length === 0) return;
+  const key = "--merge-stats";
+  const [first] = sharded;
+  const n = first!.shard![1];
+  const other = sharded.find((f) => f.shard![1] !== n);
+  if (other) {
+    throw new ConfigError(
+      key,
+      `expected shards of one split; found ${first!.file} (shard ${
+        first!.shard!.join("/")
+      }) and ${other.file} (shard ${other.shard!.join("/")})`,
+    );
+  }
+  const byIndex = new Map<number, string>();
+  for (const f of sharded) {
+    const k = f.shard![0];
+    const seen = byIndex.get(k);
+    if (seen) {
+      throw new ConfigError(
+        key,
+        `expected each shard once; found shard ${k}/${n} in ${seen} and ${f.file}`,
+      );
+    }
+    byIndex.set(k, f.file);
+  }
+  if (sharded.length === files.length) {
+    const missing = Array.from({ length: n }, (_, i) => i + 1).filter((k) => !byIndex.has(k));
+    if (missing.length > 0) {
+      throw new ConfigError(
+        key,
+        `expected all ${n} shards of the split; found no shard ${
+          missing.map((k) => `${k}/${n}`).join(", ")
+        }`,
+      );
+    }
+  }
 }
 
 /**

@@ -9,9 +9,11 @@ import { dirname } from "node:path";
 import type { Graph, Tensor, TensorRange } from "@clipq/onnx";
 import { ConfigError } from "@clipq/onnx/errors";
 import {
+  checkShardSet,
   clipBounds,
   collectStatistics,
   loadStatistics,
+  loadStatisticsFile,
   measureChannelRanges,
   mergeStatistics,
   rangesFromStatistics,
@@ -130,9 +132,13 @@ async function split(
 }
 
 /** Saves statistics, creating their folder as the output's is (a missing one failed naming a temp file). */
-async function save(path: string, stats: Statistics): Promise<void> {
+async function save(
+  path: string,
+  stats: Statistics,
+  shard?: readonly [number, number],
+): Promise<void> {
   await Deno.mkdir(dirname(path), { recursive: true });
-  await saveStatistics(path, stats);
+  await saveStatistics(path, stats, shard ? { shard } : {});
 }
 
 /**
@@ -274,7 +280,12 @@ export function calibrateStep(options: CalibrateStepOptions = {}): Step {
         const mode = ctx.calibration;
         let stats: Statistics;
         if (mode?.mergeFrom) {
-          stats = mergeStatistics(await Promise.all(mode.mergeFrom.map((f) => loadStatistics(f))));
+          const files = await Promise.all(
+            mode.mergeFrom.map(async (file) => ({ file, ...await loadStatisticsFile(file) })),
+          );
+          // A shard left out or one from another split merged silently into the wrong ranges.
+          checkShardSet(files);
+          stats = mergeStatistics(files.map((f) => f.stats));
           checkCoverage(stats, dataTensors, "--merge-stats", mode.mergeFrom.join(", "));
         } else if (o.statistics.load) {
           stats = await loadStatistics(o.statistics.load);
@@ -295,7 +306,7 @@ export function calibrateStep(options: CalibrateStepOptions = {}): Step {
             );
           }
         }
-        if (mode?.statsOut) await save(mode.statsOut, stats);
+        if (mode?.statsOut) await save(mode.statsOut, stats, mode.shard);
         if (o.statistics.save && !mode?.shard) await save(o.statistics.save, stats);
         const wanted: Statistics = new Map();
         for (const t of dataTensors) {
@@ -328,7 +339,7 @@ export function calibrateStep(options: CalibrateStepOptions = {}): Step {
       } else if (ctx.calibration?.statsOut) {
         // Nothing needs data (clip bounds cover it all): the shard's statistics are empty, so a later
         // --merge-stats still finds every file it expects.
-        await save(ctx.calibration.statsOut, new Map());
+        await save(ctx.calibration.statsOut, new Map(), ctx.calibration.shard);
       }
       for (const [t, r] of Object.entries(o.overrides)) {
         ranges.set(t, { min: r.min, max: r.max, source: "override" });
