@@ -25,9 +25,15 @@ Deno.test("hostile configs are one-line ConfigErrors naming the key, exit 1, not
   await withWorkspace(async (dir) => {
     const cases: [string | unknown, RegExp][] = [
       // Not a config object at all.
-      ["[1, 2, 3]", /^error: .*c\.json: expected an object with model, output and steps; found an array/],
+      [
+        "[1, 2, 3]",
+        /^error: .*c\.json: expected an object with model, output and steps; found an array/,
+      ],
       ["null", /^error: .*c\.json: expected an object with model, output and steps; found null/],
-      ['"model.onnx"', /^error: .*c\.json: expected an object with model, output and steps; found "model\.onnx"/],
+      [
+        '"model.onnx"',
+        /^error: .*c\.json: expected an object with model, output and steps; found "model\.onnx"/,
+      ],
       ['{"model": "model.onnx", "output": ', /^error: .*c\.json.*JSON/i],
       ["", /^error: .*c\.json/],
       // Wrong types and shapes.

@@ -237,7 +237,11 @@ Deno.test("fromDarknet() errors name the cfg line", () => {
       /yolov3\.cfg:15: expected layer 1 to have the shape of layer 2, \[4, 4, 4\], found \[4, 8, 8\]/,
       ModelError,
     ],
-    ["width=3\n[net]", /yolov3\.cfg:1: expected a darknet cfg \[section\] header first/, ModelError],
+    [
+      "width=3\n[net]",
+      /yolov3\.cfg:1: expected a darknet cfg \[section\] header first/,
+      ModelError,
+    ],
     [
       base + "size=5",
       /yolov3\.cfg:9: expected each key once per section, found "size" again \(first on line 7\)/,

@@ -438,7 +438,10 @@ Deno.test("loadConfig() reads a config saved with a byte-order mark and names th
     assert.equal((await loadConfig(bom)).model, ws.model);
     const list = join(ws.dir, "list.json");
     Deno.writeTextFileSync(list, "[1, 2]");
-    await assert.rejects(loadConfig(list), /list\.json: expected an object with model, output and steps; found an array of 2$/);
+    await assert.rejects(
+      loadConfig(list),
+      /list\.json: expected an object with model, output and steps; found an array of 2$/,
+    );
     // A missing value reads "nothing", not "undefined undefined".
     await assert.rejects(
       loadConfig(ws.write({ ...config, steps: [{ method: "minmax" }] })),
