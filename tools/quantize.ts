@@ -16,16 +16,16 @@ import {
   ModelError,
   UnsupportedOpError,
 } from "@clipq/onnx/errors";
-import { type Config, loadConfig, writtenPaths } from "@clipq/pipeline/config";
+import { checkWrittenFiles, type Config, loadConfig, writtenPaths } from "@clipq/pipeline/config";
 import {
   checkAgainstModel,
   checkImageFiles,
-  CustomStepError,
   firstMissing,
   loadSource,
   runPipeline,
   VERSION,
 } from "@clipq/pipeline/runner";
+import { CustomStepError } from "@clipq/pipeline/step";
 import { darknetCfg, darknetPhotoDir, humanModel, ppocrModel, skimagePhoto } from "./assets.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
@@ -228,27 +228,15 @@ function parseArgs(argv: string[]): Args {
 }
 
 /** --stats must not overwrite the config, an input of the model or another file the run writes. */
-function checkStatsOut(stats: string, config: Config): void {
-  const m = config.model;
-  const inputs = typeof m === "string"
-    ? [m]
-    : "darknet" in m
-    ? [m.darknet.cfg, ...(m.darknet.weights ? [m.darknet.weights] : [])]
-    : [m.tfjs];
-  const taken: [string, string][] = [
-    ["the config file", config.file],
-    ...inputs.map((p): [string, string] => ["the input model", p]),
-    ...writtenPaths(config),
-  ];
-  const clash = taken.find(([, p]) => resolve(p) === stats);
-  if (clash) {
-    throw new ConfigError("--stats", `expected a path other than ${clash[0]}; found ${stats}`);
+async function checkStatsOut(stats: string, config: Config): Promise<void> {
+  if (resolve(config.file) === stats) {
+    throw new ConfigError("--stats", `expected a path other than the config file; found ${stats}`);
   }
-  let folder = false;
-  try {
-    folder = Deno.statSync(stats).isDirectory;
-  } catch { /* a new file */ }
-  if (folder) throw new ConfigError("--stats", `expected a file path; found a folder at ${stats}`);
+  // What the run reads and writes, as the config's own written files are checked: a calibration
+  // image given as --stats was replaced by the statistics.
+  await checkWrittenFiles(config, [...writtenPaths(config), ["--stats", stats]], {
+    baseDir: dirname(config.file),
+  });
 }
 
 function plan(config: Config): string {
@@ -392,7 +380,7 @@ export async function main(argv: string[]): Promise<number> {
       return 0;
     }
     const config = await loadConfig(args.config, { resolveAsset });
-    if (args.stats) checkStatsOut(args.stats, config);
+    if (args.stats) await checkStatsOut(args.stats, config);
     targets.files = [
       ...writtenPaths(config).map(([, p]) => resolve(p)),
       ...(args.stats ? [args.stats] : []),

@@ -218,6 +218,38 @@ Deno.test("clipq gives the same bytes for the same config, and sharded calibrati
       );
       assert.ok(!exists(join(ws.dir, "c.onnx")));
     }
+    // One shard loaded as if whole, beside --merge-stats, or with its shard field edited.
+    const loading = ws.write({
+      ...base,
+      output: "c.onnx",
+      steps: [{ use: "calibrate", method: "percentile", statistics: { load: "stats.1.json" } }, {
+        use: "quantize",
+      }],
+    }, "load.json");
+    assertBadInput(
+      await cli(loading, "--quiet"),
+      /^error: steps\[0\]\.statistics\.load: expected whole statistics; found shard 1\/2 of a split in .*stats\.1\.json \(merge all 2 with --merge-stats\)$/,
+    );
+    assertBadInput(
+      await cli(loading, "--quiet", "--merge-stats", join(ws.dir, "stats.*.json")),
+      /^error: --merge-stats: expected either --merge-stats or calibrate\.statistics\.load; found both/,
+    );
+    const edited = JSON.parse(Deno.readTextFileSync(join(ws.dir, "stats.2.json")));
+    Deno.writeTextFileSync(
+      join(ws.dir, "edited.json"),
+      JSON.stringify({ ...edited, shard: [3, 2] }),
+    );
+    assertBadInput(
+      await cli(
+        c,
+        "--quiet",
+        "--merge-stats",
+        join(ws.dir, "stats.1.json"),
+        join(ws.dir, "edited.json"),
+      ),
+      /^error: .*edited\.json: expected "shard" as \[k, n\] with 1 ≤ k ≤ n; found \[3,2\]$/,
+    );
+    assert.ok(!exists(join(ws.dir, "c.onnx")));
   } finally {
     ws.cleanup();
   }
@@ -289,6 +321,31 @@ Deno.test("clipq exits 1 on bad input (one-line error naming the key) and 2 on a
       /hint: the error comes from that step module's own code, not from clipq$/,
     );
     assert.ok(!exists(join(ws.dir, "out")));
+    // Its factory throwing, or its run returning no graph: the same, where they read as clipq's
+    // bugs ("graph.inputs is not iterable").
+    for (
+      const [name, code, error] of [
+        ["factory.ts", `export default () => { throw new Error("bad opts"); };`, /Error: bad opts/],
+        [
+          "nothing.ts",
+          `export default () => ({ name: "nothing", run: () => {} });`,
+          /TypeError: run\(\) returned undefined, not a Graph/,
+        ],
+      ] as const
+    ) {
+      Deno.writeTextFileSync(join(ws.dir, name), code);
+      const r = await cli(ws.write({ ...ok, steps: [{ use: `./${name}` }] }), "--quiet");
+      assert.equal(r.code, 2, r.stderr);
+      assert.match(
+        r.stderr,
+        new RegExp(
+          `^internal error in steps\\[0\\] \\(custom step \\./${name.replace(".", "\\.")}\\): `,
+        ),
+      );
+      assert.match(r.stderr, error);
+      assert.ok(!r.stderr.includes("clipq bug"), r.stderr);
+      assert.ok(!exists(join(ws.dir, "out")));
+    }
     // A model that is not ONNX: ModelError, exit 1, nothing written.
     Deno.writeTextFileSync(join(ws.dir, "bad.onnx"), "not a model");
     const r = await cli(
@@ -376,7 +433,43 @@ Deno.test("clipq never writes over the model, the config or its own output (--st
       await cli(overPhoto, "--quiet"),
       /^error: output: expected a path outside the files data\.calibration\.images\[0\] reads; found /,
     );
+    // The same photo as --stats, or reached through a symlink the folder lists.
+    assertBadInput(
+      await cli(cfg, "--quiet", "--calibrate-only", "--stats", photo),
+      /^error: --stats: expected a path outside the files data\.calibration\.images\[0\] reads; found /,
+    );
+    Deno.mkdirSync(join(ws.dir, "linked"));
+    Deno.symlinkSync(photo, join(ws.dir, "linked", "l.jpg"));
+    assertBadInput(
+      await cli(
+        ws.write({
+          model: "model.onnx",
+          output: photo,
+          data: { calibration: { images: "linked" } },
+          steps: [{ use: "calibrate", method: "minmax" }, { use: "quantize" }],
+        }, "over-link.json"),
+        "--quiet",
+      ),
+      /^error: output: expected a path other than the input data\.calibration\.images\[0\]; found the input /,
+    );
     assert.equal(sha(photo), photoBefore, "the photo is untouched");
+    // A custom step's module as the output: it was replaced by the model.
+    const stepFile = join(ws.dir, "mine.ts");
+    Deno.writeTextFileSync(stepFile, `export default () => ({ name: "mine", run: (g) => g });`);
+    assertBadInput(
+      await cli(
+        ws.write({
+          model: "model.onnx",
+          output: "mine.ts",
+          data: { calibration: { images: "photos" } },
+          steps: [{ use: "./mine.ts" }, { use: "calibrate", method: "minmax" }, {
+            use: "quantize",
+          }],
+        }, "over-step.json"),
+        "--quiet",
+      ),
+      /^error: output: expected a path other than the input steps\[0\]\.use; found the input .*mine\.ts$/,
+    );
     const saving = ws.write({
       model: "model.onnx",
       output: "out/o.onnx",

@@ -154,14 +154,21 @@ export async function loadStatisticsFile(
   }
   const stats = statisticsFromJSON(json, path);
   const shard = (json as { shard?: unknown }).shard;
+  if (shard === undefined) return { stats };
   const valid = Array.isArray(shard) && shard.length === 2 &&
     shard.every((v) => Number.isInteger(v) && v >= 1) && shard[0] <= shard[1];
-  return valid ? { stats, shard: shard as [number, number] } : { stats };
+  if (!valid) {
+    throw new DataError(
+      `${path}: expected "shard" as [k, n] with 1 ≤ k ≤ n; found ${JSON.stringify(shard)}`,
+    );
+  }
+  return { stats, shard: shard as [number, number] };
 }
 
 /**
  * Checks that statistics files to merge are one whole split: the same shard count, each shard
- * once, none missing. Files that record no shard (saved whole, or by an older clipq) pass.
+ * once, none missing, no whole statistics among them. Files that all record no shard (saved by an
+ * older clipq, or merged by hand) pass.
  *
  * @param files Each file with the shard it records.
  * @throws {ConfigError} Keyed `--merge-stats`, naming the files and shards at fault.
@@ -182,6 +189,15 @@ export function checkShardSet(
   const sharded = files.filter((f) => f.shard);
   if (sharded.length === 0) return;
   const key = "--merge-stats";
+  const whole = files.find((f) => !f.shard);
+  if (whole) {
+    throw new ConfigError(
+      key,
+      `expected the shards of one split; found ${whole.file}, which is no shard, beside ${
+        sharded[0]!.file
+      } (shard ${sharded[0]!.shard!.join("/")})`,
+    );
+  }
   const [first] = sharded;
   const n = first!.shard![1];
   const other = sharded.find((f) => f.shard![1] !== n);
@@ -205,7 +221,7 @@ export function checkShardSet(
     }
     byIndex.set(k, f.file);
   }
-  if (sharded.length === files.length) {
+  {
     const missing = Array.from({ length: n }, (_, i) => i + 1).filter((k) => !byIndex.has(k));
     if (missing.length > 0) {
       throw new ConfigError(

@@ -9,7 +9,7 @@ import { basename, dirname, join, resolve } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { createHash } from "node:crypto";
 import { DETECTION_COLUMNS, HEAD_TYPES } from "@clipq/detect/head";
-import { ConfigError } from "@clipq/onnx/errors";
+import { ClipqError, ConfigError } from "@clipq/onnx/errors";
 import {
   found,
   type JsonSchema,
@@ -19,7 +19,13 @@ import {
   toJsonSchema,
   validate,
 } from "./spec.ts";
-import type { InputConfig, Step, StepFactory, StepRegistry } from "./step.ts";
+import {
+  CustomStepError,
+  type InputConfig,
+  type Step,
+  type StepFactory,
+  type StepRegistry,
+} from "./step.ts";
 import { ExpressionsNotLoaded, loadExpressions } from "./expression.ts";
 
 const path = (description: string): Spec => ({ type: "string", path: true, description });
@@ -596,6 +602,102 @@ async function exists(p: string): Promise<"file" | "dir" | undefined> {
   }
 }
 
+/** The model's files: the ONNX file, the darknet cfg and weights, or the tfjs model.json. */
+function modelFiles(model: Config["model"]): string[] {
+  return typeof model === "string"
+    ? [model]
+    : "darknet" in model
+    ? [model.darknet.cfg, ...(model.darknet.weights ? [model.darknet.weights] : [])]
+    : [model.tfjs];
+}
+
+/** Local module files of custom steps (`./mine.ts`, `file:` URLs), each with its key. */
+function stepModules(entries: readonly StepEntry[], baseDir: string): [string, string][] {
+  const out: [string, string][] = [];
+  entries.forEach((e, i) => {
+    if (e.use.startsWith("file:")) out.push([`steps[${i}].use`, fileURLToPath(e.use)]);
+    else if (/^\.{0,2}\//.test(e.use)) out.push([`steps[${i}].use`, resolve(baseDir, e.use)]);
+  });
+  return out;
+}
+
+/**
+ * Checks the files a run writes against what it reads, before anything runs: none may be an input
+ * by any name (a statistics file saved over the model destroyed it; an output through a linked
+ * folder overwrote the model), nor a file an input folder reads (an image of the calibration
+ * folder, a tfjs weight shard), nor a custom step's module; two may not be the same file
+ * (report.html over the model just written); none may be a folder or sit below a file (mkdir
+ * would fail after the whole run).
+ *
+ * @param config The model, data sets and step entries (what the run reads).
+ * @param written `[key, path]` of every file the run writes (see {@linkcode writtenPaths}).
+ * @param options The folder custom step paths resolve against.
+ * @throws {ConfigError} Naming the written key at fault.
+ */
+export async function checkWrittenFiles(
+  config: Pick<Config, "model" | "data" | "entries">,
+  written: readonly (readonly [string, string])[],
+  options: { baseDir: string },
+): Promise<void> {
+  const { model, data, entries } = config;
+  const read: [string, string][] = [
+    ...modelFiles(model).map((p): [string, string] => ["the input model", p]),
+    ...dataInputs(data, entries),
+    ...stepModules(entries, options.baseDir),
+  ];
+  // Compared by their real paths: a folder reached through a symlink is the same folder. A written
+  // path that is itself a symlink is replaced by the write, not followed, so only its folder is
+  // resolved; a folder's own symlinked images are followed to what they name.
+  const readReal = await Promise.all(read.map(async ([k, p]) => [k, await realPath(p, true)]));
+  const folders = await Promise.all(
+    readFolders(data, modelFiles(model), model).map(async ([k, dir, exts]) =>
+      [k, await realPath(dir, true), exts] as const
+    ),
+  );
+  for (const [k, dir, exts] of folders) {
+    try {
+      for (const e of Deno.readDirSync(dir)) {
+        if (e.isSymlink && exts.some((x) => e.name.toLowerCase().endsWith(x))) {
+          readReal.push([k, await realPath(join(dir, e.name), true)]);
+        }
+      }
+    } catch { /* an unreadable folder is reported where it is read */ }
+  }
+  const seen = new Map<string, string>();
+  for (const [key, p] of written) {
+    const abs = resolve(p);
+    const real = await realPath(abs, false);
+    const input = readReal.find(([, i]) => i === real);
+    if (input) {
+      const what = input[0] === "the input model" ? input[0] : `the input ${input[0]}`;
+      throw new ConfigError(key, `expected a path other than ${what}; found the input ${abs}`);
+    }
+    // A file a folder input would read: an image in the calibration folder, a tfjs weight shard.
+    const lower = real.toLowerCase();
+    const within = folders.find(([, dir, exts]) =>
+      dirname(real) === dir && exts.some((x) => lower.endsWith(x))
+    );
+    if (within) {
+      throw new ConfigError(
+        key,
+        `expected a path outside the files ${within[0]} reads; found ${abs}, one of them`,
+      );
+    }
+    const other = seen.get(real);
+    if (other !== undefined) {
+      throw new ConfigError(key, `expected a path other than ${other}; found the same file ${abs}`);
+    }
+    seen.set(real, key);
+    if ((await exists(abs)) === "dir") {
+      throw new ConfigError(key, `expected a file path; found a folder at ${abs}`);
+    }
+    const blocker = await fileAncestor(abs);
+    if (blocker) {
+      throw new ConfigError(key, `expected ${abs} to be in a folder; found a file at ${blocker}`);
+    }
+  }
+}
+
 /**
  * Validates a parsed config object: every key, every step's options (through the step factories),
  * `asset:` names, that input files exist and that the output is not the input.
@@ -677,6 +779,8 @@ export async function parseConfig(raw: unknown, options: LoadOptions = {}): Prom
       try {
         return { opts, step: checkStep(factory(opts), key) };
       } catch (e) {
+        // A custom factory's own exception is a bug in that module, not clipq's.
+        if (!def && !(e instanceof ClipqError)) throw new CustomStepError(key, use, e);
         if (e instanceof ConfigError && !e.keyPath.startsWith("steps[")) {
           const detail = e.keyPath ? e.message.slice(e.keyPath.length + 2) : e.message;
           // Built-in factories name their keys after the step ("quantize.format"); custom ones
@@ -736,11 +840,6 @@ export async function parseConfig(raw: unknown, options: LoadOptions = {}): Prom
   }
   const output = v.output as string;
   const report = v.report as string | undefined;
-  const inputs = typeof model === "string"
-    ? [model]
-    : "darknet" in model
-    ? [model.darknet.cfg, ...(model.darknet.weights ? [model.darknet.weights] : [])]
-    : [model.tfjs];
   const data = (v.data ?? {}) as Config["data"];
   for (const set of ["calibration", "evaluation"] as const) {
     const d = data[set];
@@ -777,56 +876,11 @@ export async function parseConfig(raw: unknown, options: LoadOptions = {}): Prom
     }
   }
 
-  // Every file the run writes, checked before anything runs: none may be an input (a statistics
-  // file saved over the model destroyed it), two may not be the same file (report.html over the
-  // model just written), and none may sit below a file (mkdir would fail after the whole run).
-  const read: [string, string][] = [
-    ...inputs.map((p): [string, string] => ["the input model", p]),
-    ...dataInputs(data, entries),
-  ];
-  const written = writtenPaths({ output, ...(report ? { report } : {}), entries });
-  // Compared by their real paths: a folder reached through a symlink is the same folder (an output
-  // through a linked folder overwrote the model). A written path that is itself a symlink is
-  // replaced by the write, not followed, so only its folder is resolved.
-  const readReal = await Promise.all(read.map(async ([k, p]) => [k, await realPath(p, true)]));
-  const folders = await Promise.all(
-    readFolders(data, inputs, model).map(async ([k, dir, exts]) =>
-      [k, await realPath(dir, true), exts] as const
-    ),
+  await checkWrittenFiles(
+    { model, data, entries },
+    writtenPaths({ output, ...(report ? { report } : {}), entries }),
+    { baseDir },
   );
-  const seen = new Map<string, string>();
-  for (const [key, p] of written) {
-    const abs = resolve(p);
-    const real = await realPath(abs, false);
-    const input = readReal.find(([, i]) => i === real);
-    if (input) {
-      const what = input[0] === "the input model" ? input[0] : `the input ${input[0]}`;
-      throw new ConfigError(key, `expected a path other than ${what}; found the input ${abs}`);
-    }
-    // A file a folder input would read: an image in the calibration folder, a tfjs weight shard.
-    const lower = real.toLowerCase();
-    const within = folders.find(([, dir, exts]) =>
-      dirname(real) === dir && exts.some((x) => lower.endsWith(x))
-    );
-    if (within) {
-      throw new ConfigError(
-        key,
-        `expected a path outside the files ${within[0]} reads; found ${abs}, one of them`,
-      );
-    }
-    const other = seen.get(real);
-    if (other !== undefined) {
-      throw new ConfigError(key, `expected a path other than ${other}; found the same file ${abs}`);
-    }
-    seen.set(real, key);
-    if ((await exists(abs)) === "dir") {
-      throw new ConfigError(key, `expected a file path; found a folder at ${abs}`);
-    }
-    const blocker = await fileAncestor(abs);
-    if (blocker) {
-      throw new ConfigError(key, `expected ${abs} to be in a folder; found a file at ${blocker}`);
-    }
-  }
 
   // evaluate's scoring options only act on annotations; without any they were accepted and unused.
   for (const [i, e] of entries.entries()) {

@@ -23,7 +23,14 @@ import { npyBatches } from "@clipq/data/npy";
 import { fromTfjs, loadDarknet } from "@clipq/convert";
 import { type HeadConfig, resolveHead } from "@clipq/detect";
 import { type Config, type DataSetConfig, reportHtmlPath, writtenPaths } from "./config.ts";
-import type { FeedBatch, InputConfig, Logger, Progress, StepContext } from "./step.ts";
+import {
+  CustomStepError,
+  type FeedBatch,
+  type InputConfig,
+  type Logger,
+  type Progress,
+  type StepContext,
+} from "./step.ts";
 import { createReporter } from "./progress.ts";
 import { type Analysis, analyze } from "./analysis.ts";
 import { buildReport, type Report } from "./report.ts";
@@ -631,31 +638,6 @@ async function checkWritable(key: string, path: string): Promise<void> {
 }
 
 /**
- * An error thrown by a custom step's own code (not a ClipqError): a bug in that module, which the
- * command reports as an internal error of that entry, with the module's stack.
- *
- * @example
- * ```ts
- * import { CustomStepError } from "@clipq/pipeline/runner";
- * import assert from "node:assert/strict";
- * const e = new CustomStepError(2, "./mine.ts", new TypeError("x is undefined"));
- * assert.equal(e.message, "steps[2] (custom step ./mine.ts): TypeError: x is undefined");
- * ```
- */
-export class CustomStepError extends Error {
-  /**
-   * @param index The entry's index in `steps`.
-   * @param use The entry's module specifier.
-   * @param cause What the step threw.
-   */
-  constructor(index: number, use: string, cause: unknown) {
-    const what = cause instanceof Error ? `${cause.name}: ${cause.message}` : String(cause);
-    super(`steps[${index}] (custom step ${use}): ${what}`, { cause });
-    this.name = "CustomStepError";
-  }
-}
-
-/**
  * A step names its options after itself ("quantize.exclude.names"); the config file knows them as
  * the entry's keys ("steps[1].exclude.names"), which is how load-time errors already read.
  */
@@ -864,8 +846,21 @@ export async function runPipeline(config: Config, options: RunOptions = {}): Pro
       // A custom step's own failure is no clipq bug: it came out as clipq's internal error,
       // naming neither the entry nor the module.
       const use = config.entries[i]?.use ?? step.name;
-      if (!(e instanceof ClipqError) && /[./\\]/.test(use)) throw new CustomStepError(i, use, e);
+      if (!(e instanceof ClipqError) && /[./\\]/.test(use)) {
+        throw new CustomStepError(`steps[${i}]`, use, e);
+      }
       throw entryKeyed(e, step.name, i);
+    }
+    // A custom step that returns no graph failed later, inside clipq, as "graph.inputs is not
+    // iterable".
+    const use = config.entries[i]?.use ?? step.name;
+    const g = graph as Partial<Graph> | undefined;
+    if (/[./\\]/.test(use) && !(Array.isArray(g?.nodes) && g?.initializers instanceof Map)) {
+      throw new CustomStepError(
+        `steps[${i}]`,
+        use,
+        new TypeError(`run() returned ${g === undefined ? "undefined" : typeof g}, not a Graph`),
+      );
     }
     const ms = performance.now() - t;
     timings.push({ name: step.name, ms });

@@ -268,3 +268,28 @@ export function checkOverrides(
     );
   }
 }
+
+/**
+ * An error thrown by a custom step's own code (not a ClipqError), in its factory or its run: a bug in that module, which the
+ * command reports as an internal error of that entry, with the module's stack.
+ *
+ * @example
+ * ```ts
+ * import { CustomStepError } from "@clipq/pipeline/step";
+ * import assert from "node:assert/strict";
+ * const e = new CustomStepError("steps[2]", "./mine.ts", new TypeError("x is undefined"));
+ * assert.equal(e.message, "steps[2] (custom step ./mine.ts): TypeError: x is undefined");
+ * ```
+ */
+export class CustomStepError extends Error {
+  /**
+   * @param entry The entry's key, `steps[2]`.
+   * @param use The entry's module specifier.
+   * @param cause What the step (or its factory) threw.
+   */
+  constructor(entry: string, use: string, cause: unknown) {
+    const what = cause instanceof Error ? `${cause.name}: ${cause.message}` : String(cause);
+    super(`${entry} (custom step ${use}): ${what}`, { cause });
+    this.name = "CustomStepError";
+  }
+}

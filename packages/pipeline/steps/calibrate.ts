@@ -12,7 +12,6 @@ import {
   checkShardSet,
   clipBounds,
   collectStatistics,
-  loadStatistics,
   loadStatisticsFile,
   measureChannelRanges,
   mergeStatistics,
@@ -279,6 +278,12 @@ export function calibrateStep(options: CalibrateStepOptions = {}): Step {
           });
         const mode = ctx.calibration;
         let stats: Statistics;
+        if (mode?.mergeFrom && o.statistics.load) {
+          throw new ConfigError(
+            "--merge-stats",
+            `expected either --merge-stats or calibrate.statistics.load; found both (${o.statistics.load})`,
+          );
+        }
         if (mode?.mergeFrom) {
           const files = await Promise.all(
             mode.mergeFrom.map(async (file) => ({ file, ...await loadStatisticsFile(file) })),
@@ -288,7 +293,16 @@ export function calibrateStep(options: CalibrateStepOptions = {}): Step {
           stats = mergeStatistics(files.map((f) => f.stats));
           checkCoverage(stats, dataTensors, "--merge-stats", mode.mergeFrom.join(", "));
         } else if (o.statistics.load) {
-          stats = await loadStatistics(o.statistics.load);
+          const loaded = await loadStatisticsFile(o.statistics.load);
+          // One shard's statistics hold only its images: loaded alone, they quietly stood for all.
+          if (loaded.shard) {
+            const [k, n] = loaded.shard;
+            throw new ConfigError(
+              "calibrate.statistics.load",
+              `expected whole statistics; found shard ${k}/${n} of a split in ${o.statistics.load} (merge all ${n} with --merge-stats)`,
+            );
+          }
+          stats = loaded.stats;
           // Statistics saved before channel splitting lack the split tensors: collect those.
           const missing = dataTensors.filter((t) => !stats.has(t));
           if (o.splitChannels && missing.length > 0) {
