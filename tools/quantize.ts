@@ -314,7 +314,9 @@ function hint(e: ClipqError): string {
   if (e instanceof ModelError && /onnxruntime failed to run/.test(e.message)) {
     return "hint: the model cannot run on this input; check input.size and input.layout (or the .npy shapes) against what it was exported for (detectors often need sides that are multiples of 32)";
   }
-  if (e instanceof ModelError && /found \d+ NaN of its/.test(e.message)) {
+  if (
+    e instanceof ModelError && /found \d+ NaN of its|[Ee]xpected finite weights/.test(e.message)
+  ) {
     return "hint: the weights named above are broken; export the model again from its checkpoint";
   }
   if (e instanceof ModelError) {

@@ -508,7 +508,7 @@ Deno.test("clipq's hint fits the file at fault: darknet weights, annotations, tf
         ws.write({ ...base, model: { darknet: { cfg: "t.cfg", weights: "t.weights" } } }),
         "--quiet",
       ),
-      /^error: .*t\.weights: expected \d+ floats/,
+      /^error: .*t\.weights: expected darknet weights, \d+ floats/,
       /^hint: the darknet \.cfg or \.weights file/,
     );
     // A photo given as the cfg, an ONNX file as model.json: their bytes (NULs included) went into

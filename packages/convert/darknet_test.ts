@@ -283,7 +283,7 @@ Deno.test("fromDarknet() says how many floats a wrong-sized weights file has", (
     (e) =>
       e instanceof ModelError &&
       e.message ===
-        `a.weights: expected ${need} floats after the 20-byte header (version 0.2.0), found ${
+        `a.weights: expected darknet weights, ${need} floats after the 20-byte header (version 0.2.0), found ${
           need - 2
         } (file too short)`,
   );

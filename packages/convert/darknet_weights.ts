@@ -64,7 +64,7 @@ export function readDarknetWeights(
   const found = (bytes.length - start) / 4;
   if (found !== plan.weightCount) {
     throw new ModelError(
-      `${name}: expected ${plan.weightCount} floats after the ${start}-byte header (version ${major}.${minor}.${revision}), found ${
+      `${name}: expected darknet weights, ${plan.weightCount} floats after the ${start}-byte header (version ${major}.${minor}.${revision}), found ${
         Number.isInteger(found)
           ? found
           : `${Math.floor(found)} and ${(bytes.length - start) % 4} stray bytes`

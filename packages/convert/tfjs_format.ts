@@ -112,7 +112,7 @@ export function parseModelJson(value: unknown, source: string): TfjsModelJson {
   return value as unknown as TfjsModelJson;
 }
 
-function bytesOf(spec: TfWeightSpec): number {
+function bytesOf(spec: TfWeightSpec, source: string): number {
   const n = sizeOf(spec.shape);
   const q = spec.quantization?.dtype;
   if (q === "uint8") return n;
@@ -128,7 +128,9 @@ function bytesOf(spec: TfWeightSpec): number {
     case "complex64":
       return 8 * n;
     default:
-      throw new ModelError(`weight "${spec.name}": unsupported weight dtype ${spec.dtype}`);
+      throw new ModelError(
+        `${source}: weight "${spec.name}": expected a tfjs weight dtype (float32, int32, float16, bool, complex64); found ${spec.dtype}`,
+      );
   }
 }
 
@@ -166,7 +168,7 @@ export function decodeWeights(
           throw new ModelError(`${source}: weight "${spec.name}": invalid shape [${spec.shape}]`);
         }
       }
-      const size = bytesOf(spec);
+      const size = bytesOf(spec, source);
       if (at + size > bytes.byteLength) {
         throw new ModelError(
           `${source}: weight "${spec.name}" needs bytes ${at}..${at + size} of group ${gi} (${

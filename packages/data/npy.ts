@@ -187,6 +187,21 @@ export interface NpyBatchOptions {
 }
 
 /**
+ * Calibration data holding NaN or ±Infinity poisons every range after it: the run kept those
+ * layers float and exited 0 with a model near float's size.
+ */
+function checkFinite(t: Tensor, file: string): void {
+  if (!(t.data instanceof Float32Array || t.data instanceof Float64Array)) return;
+  let bad = 0;
+  for (const v of t.data) if (!Number.isFinite(v)) bad++;
+  if (bad > 0) {
+    throw new DataError(
+      `${file}: expected finite numbers; found ${bad} NaN or infinite of its ${t.data.length} values`,
+    );
+  }
+}
+
+/**
  * Reads `.npy` files one batch at a time.
  *
  * @param files The files, each holding one tensor (with a leading batch axis when `batchSize > 1`).
@@ -227,7 +242,9 @@ export async function* npyBatches(
           cause: e,
         });
       }
-      tensors.push(readNpy(bytes, f));
+      const t = readNpy(bytes, f);
+      checkFinite(t, f);
+      tensors.push(t);
     }
     if (tensors.length === 1) {
       yield { tensor: tensors[0]!, files: group };

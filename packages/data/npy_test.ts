@@ -109,3 +109,25 @@ Deno.test("writeNpy() refuses data that does not fill its shape", () => {
     /writeNpy: expected 6 values for shape \[2, 3\], found 5/,
   );
 });
+
+Deno.test("npyBatches() refuses calibration data holding NaN or infinities, naming the file", async () => {
+  const dir = Deno.makeTempDirSync();
+  try {
+    const ok = `${dir}/ok.npy`, bad = `${dir}/bad.npy`;
+    Deno.writeFileSync(ok, writeNpy(float32([1, 4], [0, 1, 2, 3])));
+    Deno.writeFileSync(bad, writeNpy(float32([1, 4], [0, NaN, Infinity, 3])));
+    // All-NaN inputs used to calibrate to no range at all, leave those layers float, and exit 0.
+    await assert.rejects(
+      async () => {
+        for await (const _ of npyBatches([ok, bad])) { /* read them all */ }
+      },
+      (e) =>
+        e instanceof DataError &&
+        /bad\.npy: expected finite numbers; found 2 NaN or infinite of its 4 values$/.test(
+          e.message,
+        ),
+    );
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+});
