@@ -736,6 +736,10 @@ export function checkAgainstModel(
   config: Pick<Config, "input" | "data" | "head">,
 ): void {
   checkGraph(source, "the input model");
+  // onnxruntime refused such a model with "OrtValue indexes should have been populated".
+  if (source.outputs.length === 0) {
+    throw new ModelError("the input model: expected at least one graph output; found none");
+  }
   checkNoNaN(source);
   // The image input against the model before any step: a step may never feed images (e.g. when
   // nothing needs a range), and a mismatch would then go unnoticed into the output.

@@ -548,6 +548,16 @@ Deno.test("runPipeline() checks data, batch size and head outputs against the mo
       await assert.rejects(run(over), (e) => e instanceof type && re.test(e.message));
       assert.throws(() => Deno.statSync(join(ws.dir, "out")), "nothing written");
     }
+    // No graph output: onnxruntime's "OrtValue indexes should have been populated".
+    const silent = workspace({ ...smallDetector(), outputs: [] });
+    try {
+      await assert.rejects(
+        run({}, silent),
+        /^ModelError: the input model: expected at least one graph output; found none$/,
+      );
+    } finally {
+      silent.cleanup();
+    }
     // A NaN weight: every tensor after it had no range, its layers stayed float, and the run
     // exited 0 with a model 99 % of float's size.
     const g = smallDetector();

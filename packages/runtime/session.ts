@@ -267,10 +267,17 @@ function wrap(error: unknown, what: string): ModelError {
  *   plainOrtMessage("Add node. Status Message: /onnxruntime_src/onnxruntime/core/providers/cpu/math/element_wise_ops.h:563 void onnxruntime::BroadcastIterator::Init(ptrdiff_t, ptrdiff_t) axis == 1 || axis == largest was false. Attempting to broadcast an axis by a dimension other than 1. 21 by 22"),
  *   "Add node. Status Message: Attempting to broadcast an axis by a dimension other than 1. 21 by 22",
  * );
+ * assert.equal(
+ *   plainOrtMessage("void onnxruntime::model_load_utils::ValidateOpsetForDomain(const std::string&, int) Opset 99 is under development."),
+ *   "Opset 99 is under development.",
+ * );
  * ```
  */
 export function plainOrtMessage(message: string): string {
-  return message.replace(/\/onnxruntime_src\/\S+:\d+ (?:[^\n]*? was false\. )?/g, "");
+  return message.replace(/\/onnxruntime_src\/\S+:\d+ (?:[^\n]*? was false\. )?/g, "")
+    // A load check's C++ signature ("void onnxruntime::model_load_utils::ValidateOpsetForDomain(…)").
+    .replace(/(?:^|\s)(?:void|bool|int|[\w:]*Status) onnxruntime::[\w:]+\([^()]*\) ?/g, " ")
+    .trim();
 }
 
 /**
