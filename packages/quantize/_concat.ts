@@ -10,7 +10,7 @@
 // Measured on NanoDet (11 real images, 11 of its 12 Concats on one grid): detection agreement
 // mAP50 1.0 with minmax, percentile and mse as before, output SQNR within ±0.8 dB.
 //
-// An input that another op reads too (NanoDet's ShuffleNet blocks: a branch's output feeds the
+// An input that another op reads too (NanoDet's blocks: one conv's output feeds the
 // Concat and the next block's conv) takes the grid only where that grid covers the input's own
 // range: the other reader then gets a coarser step, bounded as above, and never a clip it was not
 // calibrated with. A CReLU's Concat(x, −x) followed by a Relu has a grid from 0, which does not

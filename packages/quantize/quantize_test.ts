@@ -889,7 +889,7 @@ Deno.test("quantize() keeps a Concat input's own grid when another op reads it a
   assert.ok(sqnr(want, got) > 30, `SQNR ${sqnr(want, got).toFixed(1)} dB`);
 });
 
-Deno.test("quantize() puts a Concat input that a conv reads too on the Concat's grid where that grid covers it (NanoDet's ShuffleNet blocks)", async () => {
+Deno.test("quantize() puts a Concat input that a conv reads too on the Concat's grid where that grid covers it (NanoDet's blocks)", async () => {
   const b = new ModelBuilder({ seed: 16 });
   const x = b.input("x", [1, 3, 8, 8]);
   const l = b.relu(b.conv(x, { outChannels: 4, kernel: 3, pad: 1 }));
