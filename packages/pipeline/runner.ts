@@ -17,6 +17,7 @@ import {
 import { loadModel, type SavedModel, saveModel } from "@clipq/onnx/io";
 import { ClipqError, ConfigError, DataError, ModelError } from "@clipq/onnx/errors";
 import { tensor } from "@clipq/onnx/tensor";
+import { inferShapes, type ShapeInfo } from "@clipq/onnx/shapes";
 import { checkImageHead, imageBatches, listImages, type PreprocessSpec } from "@clipq/data";
 import { asPixels, channelCount, resolveSpec } from "@clipq/data/preprocess";
 import { npyBatches } from "@clipq/data/npy";
@@ -543,7 +544,11 @@ function checkHeadOutputs(graph: Graph, head: Record<string, unknown> | undefine
  * decoded, after calibration and quantization had run. Zero-filled outputs of the declared shapes
  * go through the decoder with a score threshold nothing reaches, so only the shape checks run.
  */
-function checkHeadShapes(graph: Graph, head: Record<string, unknown> | undefined): void {
+function checkHeadShapes(
+  graph: Graph,
+  head: Record<string, unknown> | undefined,
+  input: InputConfig,
+): void {
   if (!head) return;
   let resolved: HeadConfig;
   try {
@@ -552,9 +557,15 @@ function checkHeadShapes(graph: Graph, head: Record<string, unknown> | undefined
     return; // the steps that read the head report its keys
   }
   const outputs: Record<string, Tensor> = {};
+  let inferred: Map<string, ShapeInfo> | undefined;
   for (const name of resolved.outputs) {
-    const dims = graph.outputs.find((o) => o.name === name)?.shape;
-    if (!dims?.every((d): d is number => typeof d === "number" && d > 0)) return;
+    let dims = graph.outputs.find((o) => o.name === name)?.shape as readonly unknown[] | undefined;
+    // A dynamic output (PP-OCR's [?, 1, ?, ?]) let any head pass: its shape at input.size says.
+    if (!isStatic(dims) && input.size) {
+      inferred ??= staticShapes(graph, input);
+      dims = inferred?.get(name)?.shape ?? undefined;
+    }
+    if (!isStatic(dims)) return;
     outputs[name] = tensor("float32", dims, new Float32Array(dims.reduce((a, b) => a * b, 1)));
   }
   try {
@@ -562,6 +573,26 @@ function checkHeadShapes(graph: Graph, head: Record<string, unknown> | undefined
   } catch (e) {
     // Only the shape errors (which decodeHead reports under head) are this check's to raise.
     if (e instanceof ConfigError) throw e;
+  }
+}
+
+const isStatic = (dims: readonly unknown[] | undefined): dims is number[] =>
+  !!dims?.every((d) => typeof d === "number" && d > 0);
+
+/** Every tensor's shape with the image input at input.size and batch 1; undefined if unknown. */
+function staticShapes(
+  graph: Graph,
+  input: InputConfig,
+): Map<string, ShapeInfo> | undefined {
+  try {
+    const s = withStaticImageInput(graph, input);
+    const { name } = imageInput(graph, input);
+    const dims = s.inputs.find((v) => v.name === name)!.shape!.map((d) =>
+      typeof d === "number" ? d : 1
+    );
+    return inferShapes(s, { inputShapes: { [name]: dims } });
+  } catch {
+    return undefined; // best effort: the run itself reports what does not fit
   }
 }
 
@@ -631,8 +662,10 @@ async function checkWritable(key: string, path: string): Promise<void> {
     throw new ConfigError(
       key,
       `expected a writable folder for ${path}; found ${dir} not writable (${
-        (e as Error).message.split(":")[0]
-      })`,
+        // Deno's own advice ("run again with the --allow-all flag") is not the user's to follow.
+        e instanceof Deno.errors.NotCapable
+          ? "a system folder"
+          : (e as Error).message.split(":")[0]})`,
     );
   }
 }
@@ -749,7 +782,7 @@ export function checkAgainstModel(
   }
   if (hasAnyData(config)) checkOtherInputs(source, config.input);
   checkHeadOutputs(source, config.head);
-  checkHeadShapes(source, config.head);
+  checkHeadShapes(source, config.head, config.input);
 }
 
 /**

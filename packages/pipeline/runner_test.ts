@@ -821,6 +821,43 @@ Deno.test("runPipeline() refuses a head that does not fit the model's outputs be
   } finally {
     ws.cleanup();
   }
+  // The same with dynamic sizes ([1, 3, h, w] → [1, 6, ?, ?]): checked at input.size, where it
+  // used to pass unchecked.
+  const g = smallDetector();
+  const dynamic = workspace({
+    ...g,
+    inputs: g.inputs.map((v) => ({ ...v, shape: [1, 3, "h", "w"] })),
+    outputs: g.outputs.map((v) => ({ ...v, shape: [1, 6, "oh", "ow"] })),
+    valueInfo: [],
+  });
+  try {
+    Deno.mkdirSync(join(dynamic.dir, "photos"));
+    writePng(join(dynamic.dir, "photos", "a.png"), 1);
+    await assert.rejects(
+      runPipeline(
+        await loadConfig(dynamic.write({
+          model: "model.onnx",
+          output: "out/m.onnx",
+          input: { size: [32, 32] },
+          data: { calibration: { images: "photos" } },
+          head: {
+            type: "yolov3",
+            outputs: ["out"],
+            strides: [2],
+            classes: 1,
+            anchors: [[[4, 4], [8, 8]]],
+          },
+          steps: [{ use: "calibrate", method: "minmax" }, { use: "quantize" }],
+        })),
+        { quiet: true },
+      ),
+      (e) =>
+        e instanceof ConfigError && e.keyPath === "head" &&
+        /output "out": expected shape .* but found \[1, 6, 16, 16\]/.test(e.message),
+    );
+  } finally {
+    dynamic.cleanup();
+  }
 });
 
 for (const dtype of ["uint8", "int32"] as const) {
