@@ -80,12 +80,17 @@ export function sniffFormat(bytes: Uint8Array): "jpeg" | "png" | undefined {
   return undefined;
 }
 
+/** How much of a file {@linkcode checkImageHead} reads: a JPEG's EXIF segment is at most 64 KiB. */
+const HEAD_BYTES = 256 * 1024;
+
 /**
- * Checks that a file starts as a JPEG or PNG does, reading only its first bytes: what a dry run
- * can afford over a whole folder. The error is the one decoding would give.
+ * Checks that a file starts as a JPEG or PNG does and that its header states a size decoding
+ * accepts (positive, at most {@linkcode MAX_MEGAPIXELS}), reading only its first 256 KiB: what a
+ * dry run can afford over a whole folder. The errors are the ones decoding would give.
  *
  * @param path The image file.
- * @throws {DataError} When the file cannot be read or is neither, naming it.
+ * @throws {DataError} When the file cannot be read, is neither format, or states a size decoding
+ * refuses, naming it.
  *
  * @example A text file named .png
  * ```ts
@@ -99,9 +104,11 @@ export function sniffFormat(bytes: Uint8Array): "jpeg" | "png" | undefined {
  */
 export async function checkImageHead(path: string): Promise<void> {
   let head: Uint8Array;
+  let size: number;
   try {
     using file = await Deno.open(path);
-    const buf = new Uint8Array(512);
+    size = (await file.stat()).size;
+    const buf = new Uint8Array(Math.min(HEAD_BYTES, Math.max(size, 1)));
     let n = 0;
     while (n < buf.length) {
       const read = await file.read(buf.subarray(n));
@@ -114,11 +121,14 @@ export async function checkImageHead(path: string): Promise<void> {
       cause: e,
     });
   }
-  if (!sniffFormat(head)) {
-    const size = (await Deno.stat(path)).size;
-    throw new DataError(
-      `${path}: expected a JPEG or PNG image, found ${describe(head, size)}`,
-    );
+  const format = sniffFormat(head);
+  if (!format) {
+    throw new DataError(`${path}: expected a JPEG or PNG image, found ${describe(head, size)}`);
+  }
+  // A JPEG's size marker past what was read (a huge EXIF block) is left to decoding.
+  const dims = format === "png" ? pngSize(head) : jpegSize(head);
+  if (dims || head.length === size) {
+    checkSize(dims, path, format === "png" ? "PNG" : "JPEG", MAX_MEGAPIXELS);
   }
 }
 

@@ -4,7 +4,7 @@ import pngjs from "pngjs";
 import jpeg from "jpeg-js";
 import { DataError } from "@clipq/onnx/errors";
 import { darknetPhotos, skimagePhoto } from "../../tools/assets.ts";
-import { decodeImage, readImage } from "./image.ts";
+import { checkImageHead, decodeImage, readImage } from "./image.ts";
 
 // deno-lint-ignore no-explicit-any
 function writePng(width: number, height: number, data: Uint8Array, options: any): Uint8Array {
@@ -187,4 +187,44 @@ Deno.test("decodeImage() refuses absurd header sizes before allocating", async (
     0,
   ]);
   await assert.rejects(decodeImage(jpg, "huge.jpg"), /huge\.jpg: expected at most 100 megapixels/);
+});
+
+Deno.test("checkImageHead() passes real photos and refuses what decoding would, from the header alone", async () => {
+  for (const p of (await darknetPhotos()).slice(0, 3)) await checkImageHead(p);
+  await checkImageHead(await skimagePhoto("astronaut.png"));
+  const dir = Deno.makeTempDirSync();
+  try {
+    // A PNG signature and IHDR stating the size, and nothing after: the dry run used to pass
+    // 0×0 and 20000×20000 images that the run then refused.
+    const png = (w: number, h: number) => {
+      const b = new Uint8Array(33);
+      b.set([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0, 0, 0, 13, 0x49, 0x48, 0x44, 0x52]);
+      new DataView(b.buffer).setUint32(16, w);
+      new DataView(b.buffer).setUint32(20, h);
+      return b;
+    };
+    const cases: [string, Uint8Array, RegExp][] = [
+      ["zero.png", png(0, 0), /zero\.png: expected a positive image size, found 0×0$/],
+      [
+        "huge.png",
+        png(20000, 20000),
+        /huge\.png: expected at most 100 megapixels, found 20000×20000/,
+      ],
+      // A JPEG start with no size marker in a file that ends there.
+      [
+        "bare.jpg",
+        new Uint8Array([0xff, 0xd8, 0xff, 0xe0, 0, 4, 0, 0]),
+        /bare\.jpg: expected a JPEG header with the image size, found none$/,
+      ],
+    ];
+    for (const [name, bytes, re] of cases) {
+      Deno.writeFileSync(`${dir}/${name}`, bytes);
+      await assert.rejects(
+        checkImageHead(`${dir}/${name}`),
+        (e) => e instanceof DataError && re.test(e.message),
+      );
+    }
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
 });
