@@ -19,6 +19,7 @@ import {
 import { checkWrittenFiles, type Config, loadConfig, writtenPaths } from "@clipq/pipeline/config";
 import {
   checkAgainstModel,
+  checkBeforeSteps,
   checkImageFiles,
   firstMissing,
   loadSource,
@@ -44,7 +45,7 @@ With no config, runs examples/default.json (PP-OCRv4 det, clip-bounds + percenti
 
 Flags:
   --help                 this text
-  --dry-run              validate the config (against the model and the images too) and print the plan;
+  --dry-run              validate the config (against the model, which onnxruntime opens, and the images) and print the plan;
                          writes nothing
   --quiet                only warnings and errors
   --calibrate-only       run the steps up to calibrate and write its statistics (--stats)
@@ -405,6 +406,7 @@ export async function main(argv: string[]): Promise<number> {
       );
       checkAgainstModel(source, config);
       await checkImageFiles(config);
+      await checkBeforeSteps(source, config);
       console.log(plan(config));
       return 0;
     }

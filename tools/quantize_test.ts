@@ -230,6 +230,11 @@ Deno.test("clipq gives the same bytes for the same config, and sharded calibrati
       await cli(loading, "--quiet"),
       /^error: steps\[0\]\.statistics\.load: expected whole statistics; found shard 1\/2 of a split in .*stats\.1\.json \(merge all 2 with --merge-stats\)$/,
     );
+    // The dry run sees it as well.
+    assertBadInput(
+      await cli(loading, "--dry-run"),
+      /^error: steps\[0\]\.statistics\.load: expected whole statistics; found shard 1\/2/,
+    );
     assertBadInput(
       await cli(loading, "--quiet", "--merge-stats", join(ws.dir, "stats.*.json")),
       /^error: --merge-stats: expected either --merge-stats or calibrate\.statistics\.load; found both/,
@@ -730,6 +735,24 @@ Deno.test("clipq --dry-run prints the plan, checks the config against the model 
       }, `${folder}.json`);
       assertBadInput(await cli(images, "--dry-run"), error);
     }
+    // The model opens in onnxruntime too: an op it does not have passed the dry run.
+    const b = new ModelBuilder({ seed: 5, opset: 13 });
+    b.output(
+      b.op("FrobnicateX", [b.relu(b.input("x", [1, 3, 8, 8]))], { shape: [1, 3, 8, 8] }),
+      "y",
+    );
+    await saveModel(join(ws.dir, "frob.onnx"), b.build());
+    assertBadInput(
+      await cli(
+        ws.write(
+          { model: "frob.onnx", output: "out/o.onnx", steps: [{ use: "normalize" }] },
+          "frob.json",
+        ),
+        "--dry-run",
+      ),
+      /^error: onnxruntime could not load the input model: .*No Op registered for FrobnicateX/,
+      /^hint: the node's op is not an operator onnxruntime has/,
+    );
     const bad = await cli("--shard", "3/2");
     assert.equal(bad.code, 1);
     assert.match(bad.stderr, /^error: --shard: expected K\/N/);

@@ -645,9 +645,8 @@ export async function checkWrittenFiles(
     ...dataInputs(data, entries),
     ...stepModules(entries, options.baseDir),
   ];
-  // Compared by their real paths: a folder reached through a symlink is the same folder. A written
-  // path that is itself a symlink is replaced by the write, not followed, so only its folder is
-  // resolved; a folder's own symlinked images are followed to what they name.
+  // Compared by their real paths: a folder reached through a symlink is the same folder, and a
+  // folder's own symlinked images are followed to what they name.
   const readReal = await Promise.all(read.map(async ([k, p]) => [k, await realPath(p, true)]));
   const folders = await Promise.all(
     readFolders(data, modelFiles(model), model).map(async ([k, dir, exts]) =>
@@ -667,7 +666,10 @@ export async function checkWrittenFiles(
   for (const [key, p] of written) {
     const abs = resolve(p);
     const real = await realPath(abs, false);
-    const input = readReal.find(([, i]) => i === real);
+    // A symlink to an input would be replaced by the write, the input kept; still, its name is
+    // the user's way to that input, so it is refused like the input itself.
+    const target = await realPath(abs, true);
+    const input = readReal.find(([, i]) => i === real || i === target);
     if (input) {
       const what = input[0] === "the input model" ? input[0] : `the input ${input[0]}`;
       throw new ConfigError(key, `expected a path other than ${what}; found the input ${abs}`);

@@ -344,6 +344,13 @@ Deno.test("parseConfig() refuses a written file that is an input (by any name), 
         "output",
         /expected a path other than the input model; found the input .*linked\/model\.onnx/,
       ],
+      // A symlink to the model as the output: the write would replace the link, not the model,
+      // but the name is the user's way to the model.
+      [
+        { ...base, output: "model-link.onnx" },
+        "output",
+        /expected a path other than the input model; found the input .*model-link\.onnx/,
+      ],
       // A folder given as the model: "found nothing at" it.
       [
         { ...base, model: "photos" },
@@ -355,6 +362,7 @@ Deno.test("parseConfig() refuses a written file that is an input (by any name), 
     Deno.mkdirSync(join(ws.dir, "photos"));
     Deno.writeFileSync(join(ws.dir, "photos", "dog.jpg"), new Uint8Array([0xff, 0xd8, 0xff]));
     Deno.symlinkSync(ws.dir, join(ws.dir, "linked"));
+    Deno.symlinkSync(join(ws.dir, "model.onnx"), join(ws.dir, "model-link.onnx"));
     for (const [raw, key, re] of cases) {
       const e = await configError(raw, ws.dir);
       assert.equal(e.keyPath, key, e.message);

@@ -37,7 +37,9 @@ import { type Analysis, analyze } from "./analysis.ts";
 import { buildReport, type Report } from "./report.ts";
 import { renderHtml } from "./report_html.ts";
 import { quantizePlanOptions, type QuantizeStepOptions } from "./steps/quantize.ts";
+import { createSession } from "@clipq/runtime";
 import { decodeHead } from "./steps/evaluate.ts";
+import { loadWholeStatistics } from "./steps/calibrate.ts";
 import pkg from "./deno.json" with { type: "json" };
 
 /** The clipq version recorded in provenance. */
@@ -594,6 +596,27 @@ function staticShapes(
   } catch {
     return undefined; // best effort: the run itself reports what does not fit
   }
+}
+
+/**
+ * What a dry run can check without running a step: the model opens in onnxruntime (an unreleased
+ * opset, an op it does not have, shapes that do not fit at `input.size` with `input.static`), and
+ * statistics to load are whole, not one shard's.
+ *
+ * @param source The loaded model.
+ * @param config The config.
+ * @throws {ModelError} When onnxruntime refuses the model; {@linkcode ConfigError} for a shard.
+ */
+export async function checkBeforeSteps(source: Graph, config: Config): Promise<void> {
+  for (const [i, e] of config.entries.entries()) {
+    const load = (e.options.statistics as { load?: string } | undefined)?.load;
+    if (e.use === "calibrate" && load) {
+      await loadWholeStatistics(load, `steps[${i}].statistics.load`);
+    }
+  }
+  const g = config.input.static ? withStaticImageInput(source, config.input) : source;
+  const s = await createSession(g, { optimizationLevel: "basic", label: "the input model" });
+  await s.release();
 }
 
 /**

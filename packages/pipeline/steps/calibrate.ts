@@ -131,6 +131,27 @@ async function split(
 }
 
 /** Saves statistics, creating their folder as the output's is (a missing one failed naming a temp file). */
+/**
+ * Statistics to load as a whole calibration: one shard's hold only its images, and loaded alone
+ * they quietly stood for all of them.
+ *
+ * @param path The statistics file.
+ * @param key The config key that names it.
+ * @returns The statistics.
+ * @throws {ConfigError} When the file records a shard of a split.
+ */
+export async function loadWholeStatistics(path: string, key: string): Promise<Statistics> {
+  const loaded = await loadStatisticsFile(path);
+  if (loaded.shard) {
+    const [k, n] = loaded.shard;
+    throw new ConfigError(
+      key,
+      `expected whole statistics; found shard ${k}/${n} of a split in ${path} (merge all ${n} with --merge-stats)`,
+    );
+  }
+  return loaded.stats;
+}
+
 async function save(
   path: string,
   stats: Statistics,
@@ -293,16 +314,7 @@ export function calibrateStep(options: CalibrateStepOptions = {}): Step {
           stats = mergeStatistics(files.map((f) => f.stats));
           checkCoverage(stats, dataTensors, "--merge-stats", mode.mergeFrom.join(", "));
         } else if (o.statistics.load) {
-          const loaded = await loadStatisticsFile(o.statistics.load);
-          // One shard's statistics hold only its images: loaded alone, they quietly stood for all.
-          if (loaded.shard) {
-            const [k, n] = loaded.shard;
-            throw new ConfigError(
-              "calibrate.statistics.load",
-              `expected whole statistics; found shard ${k}/${n} of a split in ${o.statistics.load} (merge all ${n} with --merge-stats)`,
-            );
-          }
-          stats = loaded.stats;
+          stats = await loadWholeStatistics(o.statistics.load, "calibrate.statistics.load");
           // Statistics saved before channel splitting lack the split tensors: collect those.
           const missing = dataTensors.filter((t) => !stats.has(t));
           if (o.splitChannels && missing.length > 0) {
