@@ -8,7 +8,6 @@
  */
 import { basename, dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { createHash } from "node:crypto";
 import {
   ClipqError,
   ConfigError,
@@ -230,13 +229,11 @@ function parseArgs(argv: string[]): Args {
 
 /** --stats must not overwrite the config, an input of the model or another file the run writes. */
 async function checkStatsOut(stats: string, config: Config): Promise<void> {
-  if (resolve(config.file) === stats) {
-    throw new ConfigError("--stats", `expected a path other than the config file; found ${stats}`);
-  }
   // What the run reads and writes, as the config's own written files are checked: a calibration
   // image given as --stats was replaced by the statistics.
   await checkWrittenFiles(config, [...writtenPaths(config), ["--stats", stats]], {
     baseDir: dirname(config.file),
+    configFile: config.file,
   });
 }
 
@@ -264,24 +261,21 @@ function plan(config: Config): string {
 }
 
 /**
- * The same shard given twice (a glob and its file, a copy) counted its images twice in the merged
- * histograms, and the run went on.
+ * The same shard given twice (a glob and its file, a path through a link) counted its images twice
+ * in the merged histograms, and the run went on. (Copies are caught by the shard each records.)
  */
 function checkDistinctShards(files: readonly string[]): void {
   const seen = new Map<string, string>();
   for (const f of files) {
     const real = Deno.realPathSync(f);
-    const bytes = createHash("sha256").update(Deno.readFileSync(f)).digest("hex");
-    for (const [key, what] of [[real, "file"], [bytes, "statistics"]] as const) {
-      const first = seen.get(key);
-      if (first !== undefined) {
-        throw new ConfigError(
-          "--merge-stats",
-          `expected each shard's statistics once; found the same ${what} in ${first} and ${f}`,
-        );
-      }
-      seen.set(key, f);
+    const first = seen.get(real);
+    if (first !== undefined) {
+      throw new ConfigError(
+        "--merge-stats",
+        `expected each shard's statistics once; found the same file in ${first} and ${f}`,
+      );
     }
+    seen.set(real, f);
   }
 }
 
@@ -291,7 +285,8 @@ function hint(e: ClipqError): string {
       return "hint: write to a folder this user may create files in";
     }
     if (
-      e.keyPath === "--merge-stats" && /shards? of (one|the) split|each shard once/.test(e.message)
+      e.keyPath === "--merge-stats" &&
+      /shards? of (one|the) split|each shard('s statistics)? once/.test(e.message)
     ) {
       return "hint: merge the statistics of every shard of one --shard K/N split, each once";
     }
@@ -373,7 +368,10 @@ function oneLine(message: string): string {
   // Control bytes a message quotes from a binary file (NUL, ESC …) would garble the terminal.
   const line = [...message.trim().replace(/\s*\n\s*/g, " ")].map((c) => {
     const code = c.charCodeAt(0);
-    return code < 32 || code === 127 ? `\\x${code.toString(16).padStart(2, "0")}` : c;
+    if (code === 9) return " ";
+    return code < 32 || (code >= 127 && code < 160)
+      ? `\\x${code.toString(16).padStart(2, "0")}`
+      : c;
   }).join("");
   return line.length > 1000 ? `${line.slice(0, 999)}…` : line;
 }

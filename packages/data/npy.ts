@@ -191,9 +191,10 @@ export interface NpyBatchOptions {
  * layers float and exited 0 with a model near float's size.
  */
 function checkFinite(t: Tensor, file: string): void {
-  if (!(t.data instanceof Float32Array || t.data instanceof Float64Array)) return;
+  const data = t.data;
+  if (!(data instanceof Float32Array || data instanceof Float64Array)) return;
   let bad = 0;
-  for (const v of t.data) if (!Number.isFinite(v)) bad++;
+  for (let i = 0; i < data.length; i++) if (!Number.isFinite(data[i]!)) bad++;
   if (bad > 0) {
     throw new DataError(
       `${file}: expected finite numbers; found ${bad} NaN or infinite of its ${t.data.length} values`,

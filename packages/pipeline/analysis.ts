@@ -241,15 +241,21 @@ export async function analyze(
         await s.release();
       }
     };
-    const kernels = {
-      float: await profiled(floatGraph, "float model"),
-      int8: await profiled(int8Graph, "int8 model"),
-    };
-    latency = { ...latency, kernels };
-    if (latency.speedup < 1) {
-      const why = slowerInt8Note(latency.speedup, kernels);
-      notes.push(why);
-      o.log?.warn(why);
+    try {
+      const kernels = {
+        float: await profiled(floatGraph, "float model"),
+        int8: await profiled(int8Graph, "int8 model"),
+      };
+      latency = { ...latency, kernels };
+      // Under 0.95: the timing's run-to-run spread on a busy machine stays within 5 %.
+      if (latency.speedup < 0.95) {
+        const why = slowerInt8Note(latency.speedup, kernels);
+        notes.push(why);
+        o.log?.warn(why);
+      }
+    } catch (e) {
+      // The kernel times explain the latency; without them the report still stands.
+      notes.push(`kernel times not measured: ${(e as Error).message}`);
     }
   } else notes.push(`no images in the ${set} set: latency not measured`);
   return { images, dataSet: set, layers, outputs: outs, ...(latency ? { latency } : {}), notes };
@@ -303,7 +309,7 @@ export function slowerInt8Note(
   const ms = (x: number) => x.toFixed(2);
   const largest = k.int8.ops.slice(0, 3).map((o) => `${o.op} ×${o.count} ${ms(o.ms)}`).join(", ");
   const convs = `${ms(k.float.weightedMs)} → ${ms(k.int8.weightedMs)} ms a run`;
-  const where = k.int8.weightedMs > k.float.weightedMs
+  const where = k.int8.weightedMs > k.float.weightedMs || k.int8.weightedMs <= 0
     ? `its int8 convolutions and matmuls run slower than float's (${convs}; small and depthwise convs gain nothing from int8)`
     : k.int8.weightedMs >= 0.9 * k.float.weightedMs
     ? `its int8 convolutions and matmuls are no faster than float's (${convs}; small and depthwise convs gain nothing from int8)`

@@ -317,6 +317,8 @@ export interface LoadOptions {
   resolveAsset?: (name: string, key: string) => Promise<string>;
   /** Folder that relative paths resolve against (the config's folder when loaded from a file). */
   baseDir?: string;
+  /** The config's own file, which no written path may be (set by {@linkcode loadConfig}). */
+  configFile?: string;
 }
 
 /** Top-level keys other than steps. */
@@ -391,6 +393,21 @@ export function configSchema(registry: StepRegistry): JsonSchema {
 }
 
 const CUSTOM_STEP = /^(\.{0,2}\/|npm:|jsr:|file:)/;
+
+/**
+ * Whether a step entry's `use` names a custom step module (a path, `npm:`, `jsr:` or `file:`)
+ * rather than a built-in step.
+ *
+ * @example
+ * ```ts
+ * import { isCustomStep } from "@clipq/pipeline/config";
+ * import assert from "node:assert/strict";
+ * assert.deepEqual(["./mine.ts", "npm:mystep", "quantize"].map(isCustomStep), [true, true, false]);
+ * ```
+ */
+export function isCustomStep(use: string): boolean {
+  return CUSTOM_STEP.test(use);
+}
 
 async function customFactory(use: string, baseDir: string, key: string): Promise<StepFactory> {
   const specifier = use.startsWith("npm:") || use.startsWith("jsr:") || use.startsWith("file:")
@@ -637,17 +654,20 @@ function stepModules(entries: readonly StepEntry[], baseDir: string): [string, s
 export async function checkWrittenFiles(
   config: Pick<Config, "model" | "data" | "entries">,
   written: readonly (readonly [string, string])[],
-  options: { baseDir: string },
+  options: { baseDir: string; configFile?: string },
 ): Promise<void> {
   const { model, data, entries } = config;
   const read: [string, string][] = [
+    ...(options.configFile ? [["the config file", options.configFile] as [string, string]] : []),
     ...modelFiles(model).map((p): [string, string] => ["the input model", p]),
     ...dataInputs(data, entries),
     ...stepModules(entries, options.baseDir),
   ];
   // Compared by their real paths: a folder reached through a symlink is the same folder, and a
   // folder's own symlinked images are followed to what they name.
-  const readReal = await Promise.all(read.map(async ([k, p]) => [k, await realPath(p, true)]));
+  const readReal = await Promise.all(
+    read.map(async ([k, p]): Promise<[string, string]> => [k, await realPath(p, true)]),
+  );
   const folders = await Promise.all(
     readFolders(data, modelFiles(model), model).map(async ([k, dir, exts]) =>
       [k, await realPath(dir, true), exts] as const
@@ -671,7 +691,7 @@ export async function checkWrittenFiles(
     const target = await realPath(abs, true);
     const input = readReal.find(([, i]) => i === real || i === target);
     if (input) {
-      const what = input[0] === "the input model" ? input[0] : `the input ${input[0]}`;
+      const what = input[0].startsWith("the ") ? input[0] : `the input ${input[0]}`;
       throw new ConfigError(key, `expected a path other than ${what}; found the input ${abs}`);
     }
     // A file a folder input would read: an image in the calibration folder, a tfjs weight shard.
@@ -782,7 +802,10 @@ export async function parseConfig(raw: unknown, options: LoadOptions = {}): Prom
         return { opts, step: checkStep(factory(opts), key) };
       } catch (e) {
         // A custom factory's own exception is a bug in that module, not clipq's.
-        if (!def && !(e instanceof ClipqError)) throw new CustomStepError(key, use, e);
+        // (The expression engine's not-loaded signal is retried below, not a failure.)
+        if (!def && !(e instanceof ClipqError) && !(e instanceof ExpressionsNotLoaded)) {
+          throw new CustomStepError(key, use, e);
+        }
         if (e instanceof ConfigError && !e.keyPath.startsWith("steps[")) {
           const detail = e.keyPath ? e.message.slice(e.keyPath.length + 2) : e.message;
           // Built-in factories name their keys after the step ("quantize.format"); custom ones
@@ -881,7 +904,7 @@ export async function parseConfig(raw: unknown, options: LoadOptions = {}): Prom
   await checkWrittenFiles(
     { model, data, entries },
     writtenPaths({ output, ...(report ? { report } : {}), entries }),
-    { baseDir },
+    { baseDir, ...(options.configFile ? { configFile: options.configFile } : {}) },
   );
 
   // evaluate's scoring options only act on annotations; without any they were accepted and unused.
@@ -947,17 +970,17 @@ export async function loadConfig(file: string, options: LoadOptions = {}): Promi
   }
   let config: Config;
   try {
-    config = await parseConfig(raw, { ...options, baseDir: options.baseDir ?? dirname(abs) });
+    config = await parseConfig(raw, {
+      ...options,
+      baseDir: options.baseDir ?? dirname(abs),
+      configFile: abs,
+    });
   } catch (e) {
     // An error about the whole document ("expected an object") has no key to name: name the file.
     if (e instanceof ConfigError && e.keyPath === "") {
       throw new ConfigError("", `${abs}: ${e.message}`, { cause: e });
     }
     throw e;
-  }
-  const clash = writtenPaths(config).find(([, p]) => resolve(p) === abs);
-  if (clash) {
-    throw new ConfigError(clash[0], `expected a path other than the config file; found ${abs}`);
   }
   return { ...config, file: abs, hash: createHash("sha256").update(text).digest("hex") };
 }

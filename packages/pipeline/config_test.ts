@@ -459,3 +459,41 @@ Deno.test("loadConfig() reads a config saved with a byte-order mark and names th
     ws.cleanup();
   }
 });
+
+Deno.test("loadConfig() keeps what worked before the custom-step and real-path checks: expressions through a custom step; the config refused through a link", async () => {
+  const ws = workspace();
+  try {
+    // A custom module handing an expression to a built-in step: the expression engine loads on
+    // demand (its signal is no failure of the module).
+    Deno.writeTextFileSync(
+      join(ws.dir, "wrap.ts"),
+      `import { svdStep } from ${
+        JSON.stringify(new URL("./steps/svd.ts", import.meta.url).href)
+      };\nexport default (o: Record<string, unknown>) => svdStep(o as never);`,
+    );
+    const c = await loadConfig(ws.write({
+      model: "model.onnx",
+      output: "o.onnx",
+      steps: [{ use: "./wrap.ts", rank: "ceil(rows/2)" }],
+    }, "wrap.json"));
+    assert.deepEqual(c.steps.map((s) => s.name), ["svd-fc"]);
+    // The config file reached through a linked folder is the config file.
+    Deno.symlinkSync(ws.dir, join(ws.dir, "link"));
+    const cfg = ws.write({
+      model: "model.onnx",
+      output: "o.onnx",
+      report: "link/self.json",
+      steps: [],
+    }, "self.json");
+    await assert.rejects(
+      loadConfig(cfg),
+      (e) =>
+        e instanceof ConfigError && e.keyPath === "report" &&
+        /expected a path other than the config file; found the input .*link\/self\.json$/.test(
+          e.message,
+        ),
+    );
+  } finally {
+    ws.cleanup();
+  }
+});

@@ -23,7 +23,14 @@ import { asPixels, channelCount, resolveSpec } from "@clipq/data/preprocess";
 import { npyBatches } from "@clipq/data/npy";
 import { fromTfjs, loadDarknet } from "@clipq/convert";
 import { type HeadConfig, resolveHead } from "@clipq/detect";
-import { type Config, type DataSetConfig, reportHtmlPath, writtenPaths } from "./config.ts";
+import {
+  type Config,
+  type DataSetConfig,
+  isCustomStep,
+  reportHtmlPath,
+  writtenPaths,
+} from "./config.ts";
+import { normalizeWithReport } from "@clipq/onnx/normalize";
 import {
   CustomStepError,
   type FeedBatch,
@@ -614,7 +621,13 @@ export async function checkBeforeSteps(source: Graph, config: Config): Promise<v
       await loadWholeStatistics(load, `steps[${i}].statistics.load`);
     }
   }
-  const g = config.input.static ? withStaticImageInput(source, config.input) : source;
+  // A custom step may rewrite the model into one onnxruntime opens; normalize prunes dead nodes
+  // (and folds, refusing infinite weights as the run would): what the run hands onnxruntime.
+  if (config.entries.some((e) => isCustomStep(e.use))) return;
+  const normalized = config.entries.some((e) => e.use === "normalize")
+    ? normalizeWithReport(source).graph
+    : source;
+  const g = config.input.static ? withStaticImageInput(normalized, config.input) : normalized;
   const s = await createSession(g, { optimizationLevel: "basic", label: "the input model" });
   await s.release();
 }
@@ -687,7 +700,7 @@ async function checkWritable(key: string, path: string): Promise<void> {
       `expected a writable folder for ${path}; found ${dir} not writable (${
         // Deno's own advice ("run again with the --allow-all flag") is not the user's to follow.
         e instanceof Deno.errors.NotCapable
-          ? "a system folder"
+          ? "not permitted"
           : (e as Error).message.split(":")[0]})`,
     );
   }
@@ -747,9 +760,13 @@ function checkNoNaN(graph: Graph): void {
     }
   }
   for (const [what, t] of weights) {
-    if (!(t.data instanceof Float32Array || t.data instanceof Float64Array)) continue;
+    const data = t.data;
+    // A lone NaN scalar may be meant (a masked fill through Where); a weight is never NaN.
+    if (!(data instanceof Float32Array || data instanceof Float64Array) || data.length < 2) {
+      continue;
+    }
     let nan = 0;
-    for (const v of t.data) if (v !== v) nan++;
+    for (let i = 0; i < data.length; i++) if (data[i] !== data[i]) nan++;
     if (nan > 0) {
       throw new ModelError(
         `${what}: expected numbers; found ${nan} NaN of its ${t.data.length} values`,
@@ -906,7 +923,7 @@ export async function runPipeline(config: Config, options: RunOptions = {}): Pro
       // A custom step's own failure is no clipq bug: it came out as clipq's internal error,
       // naming neither the entry nor the module.
       const use = config.entries[i]?.use ?? step.name;
-      if (!(e instanceof ClipqError) && /[./\\]/.test(use)) {
+      if (!(e instanceof ClipqError) && isCustomStep(use)) {
         throw new CustomStepError(`steps[${i}]`, use, e);
       }
       throw entryKeyed(e, step.name, i);
@@ -915,7 +932,7 @@ export async function runPipeline(config: Config, options: RunOptions = {}): Pro
     // iterable".
     const use = config.entries[i]?.use ?? step.name;
     const g = graph as Partial<Graph> | undefined;
-    if (/[./\\]/.test(use) && !(Array.isArray(g?.nodes) && g?.initializers instanceof Map)) {
+    if (isCustomStep(use) && !(Array.isArray(g?.nodes) && g?.initializers instanceof Map)) {
       throw new CustomStepError(
         `steps[${i}]`,
         use,

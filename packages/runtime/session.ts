@@ -271,10 +271,16 @@ function wrap(error: unknown, what: string): ModelError {
  *   plainOrtMessage("void onnxruntime::model_load_utils::ValidateOpsetForDomain(const std::string&, int) Opset 99 is under development."),
  *   "Opset 99 is under development.",
  * );
+ * // A failed condition with nothing after it is the message: it stays.
+ * assert.equal(
+ *   plainOrtMessage("/onnxruntime_src/x.cc:12 bool onnxruntime::Foo() x > 0 was false. "),
+ *   "x > 0 was false.",
+ * );
  * ```
  */
 export function plainOrtMessage(message: string): string {
-  return message.replace(/\/onnxruntime_src\/\S+:\d+ (?:[^\n]*? was false\. )?/g, "")
+  // (The failed condition goes only when a message follows it: alone, it is all there is.)
+  return message.replace(/\/onnxruntime_src\/\S+:\d+ (?:[^\n]*? was false\. (?=\S))?/g, "")
     // A load check's C++ signature ("void onnxruntime::model_load_utils::ValidateOpsetForDomain(…)").
     .replace(/(?:^|\s)(?:void|bool|int|[\w:]*Status) onnxruntime::[\w:]+\([^()]*\) ?/g, " ")
     .trim();
