@@ -199,6 +199,8 @@ Deno.test("clipq gives the same bytes for the same config, and sharded calibrati
     );
     assert.equal(shard3.code, 0, shard3.stderr);
     const c = ws.write({ ...base, output: "c.onnx" }, "c.json");
+    const merge = (...names: string[]) =>
+      cli(c, "--quiet", "--merge-stats", ...names.map((n) => join(ws.dir, n)));
     for (
       const [files, error] of [
         [
@@ -212,7 +214,7 @@ Deno.test("clipq gives the same bytes for the same config, and sharded calibrati
       ] as const
     ) {
       assertBadInput(
-        await cli(c, "--quiet", "--merge-stats", ...files.map((f) => join(ws.dir, f))),
+        await merge(...files),
         error,
         /^hint: merge the statistics of every shard of one --shard K\/N split/,
       );
@@ -221,13 +223,7 @@ Deno.test("clipq gives the same bytes for the same config, and sharded calibrati
     // A copy of one shard beside it: the shard it records is there twice.
     Deno.copyFileSync(join(ws.dir, "stats.1.json"), join(ws.dir, "copy.json"));
     assertBadInput(
-      await cli(
-        c,
-        "--quiet",
-        "--merge-stats",
-        join(ws.dir, "stats.1.json"),
-        join(ws.dir, "copy.json"),
-      ),
+      await merge("stats.1.json", "copy.json"),
       /^error: --merge-stats: expected each shard once; found shard 1\/2 in .*stats\.1\.json and .*copy\.json$/,
       /^hint: merge the statistics of every shard of one --shard K\/N split/,
     );
@@ -258,13 +254,7 @@ Deno.test("clipq gives the same bytes for the same config, and sharded calibrati
       JSON.stringify({ ...edited, shard: [3, 2] }),
     );
     assertBadInput(
-      await cli(
-        c,
-        "--quiet",
-        "--merge-stats",
-        join(ws.dir, "stats.1.json"),
-        join(ws.dir, "edited.json"),
-      ),
+      await merge("stats.1.json", "edited.json"),
       /^error: .*edited\.json: expected "shard" as \[k, n\] with 1 ≤ k ≤ n; found \[3,2\]$/,
     );
     assert.ok(!exists(join(ws.dir, "c.onnx")));
