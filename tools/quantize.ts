@@ -305,8 +305,6 @@ function hint(e: ClipqError): string {
   if (e instanceof ModelError && /does the input shape/.test(e.message)) {
     return "hint: give the input size the model was exported for (input.size, or the shapes in model.inputs)";
   }
-  // The model loaded but failed on the data: the input fits its declared shape, not what its ops
-  // need (PP-OCR at 330² fails in an Add of 21- and 22-wide feature maps).
   if (e instanceof ModelError && /Opset \d+ is under development/.test(e.message)) {
     return "hint: export the model at a released ONNX opset, one onnxruntime supports";
   }
@@ -316,6 +314,8 @@ function hint(e: ClipqError): string {
   if (e instanceof ModelError && /ShapeInferenceError/.test(e.message)) {
     return "hint: the model's shapes do not fit together at this input: check input.size (with input.static) against the sizes it was exported for";
   }
+  // The model loaded but failed on the data: the input fits its declared shape, not what its ops
+  // need (PP-OCR at 330² fails in an Add of 21- and 22-wide feature maps).
   if (e instanceof ModelError && /onnxruntime failed to run/.test(e.message)) {
     return "hint: the model cannot run on this input; check input.size and input.layout (or the .npy shapes) against what it was exported for (detectors often need sides that are multiples of 32)";
   }

@@ -186,31 +186,32 @@ export async function loadStatisticsFile(
 export function checkShardSet(
   files: readonly { file: string; shard?: readonly [number, number] }[],
 ): void {
-  const sharded = files.filter((f) => f.shard);
-  if (sharded.length === 0) return;
+  if (files.every((f) => !f.shard)) return;
   const key = "--merge-stats";
   const whole = files.find((f) => !f.shard);
   if (whole) {
+    const shard = files.find((f) => f.shard)!;
     throw new ConfigError(
       key,
-      `expected the shards of one split; found ${whole.file}, which is no shard, beside ${
-        sharded[0]!.file
-      } (shard ${sharded[0]!.shard!.join("/")})`,
+      `expected the shards of one split; found ${whole.file}, which is no shard, beside ${shard.file} (shard ${
+        shard.shard!.join("/")
+      })`,
     );
   }
-  const [first] = sharded;
-  const n = first!.shard![1];
-  const other = sharded.find((f) => f.shard![1] !== n);
+  // Every file records its shard from here on.
+  const first = files[0]!;
+  const n = first.shard![1];
+  const other = files.find((f) => f.shard![1] !== n);
   if (other) {
     throw new ConfigError(
       key,
-      `expected shards of one split; found ${first!.file} (shard ${
-        first!.shard!.join("/")
+      `expected shards of one split; found ${first.file} (shard ${
+        first.shard!.join("/")
       }) and ${other.file} (shard ${other.shard!.join("/")})`,
     );
   }
   const byIndex = new Map<number, string>();
-  for (const f of sharded) {
+  for (const f of files) {
     const k = f.shard![0];
     const seen = byIndex.get(k);
     if (seen) {
@@ -221,16 +222,14 @@ export function checkShardSet(
     }
     byIndex.set(k, f.file);
   }
-  {
-    const missing = Array.from({ length: n }, (_, i) => i + 1).filter((k) => !byIndex.has(k));
-    if (missing.length > 0) {
-      throw new ConfigError(
-        key,
-        `expected all ${n} shards of the split; found no shard ${
-          missing.map((k) => `${k}/${n}`).join(", ")
-        }`,
-      );
-    }
+  const missing = Array.from({ length: n }, (_, i) => i + 1).filter((k) => !byIndex.has(k));
+  if (missing.length > 0) {
+    throw new ConfigError(
+      key,
+      `expected all ${n} shards of the split; found no shard ${
+        missing.map((k) => `${k}/${n}`).join(", ")
+      }`,
+    );
   }
 }
 

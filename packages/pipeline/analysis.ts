@@ -18,8 +18,8 @@ import {
   compareLatency,
   createSession,
   measureLatency,
+  profileRuns,
   type ProfileSummary,
-  type Session,
   weightedShare,
 } from "@clipq/runtime";
 import type { FeedBatch, Logger, StepContext } from "./step.ts";
@@ -232,15 +232,8 @@ export async function analyze(
       is.release();
     }
     // Profiling slows runs down, so each model is profiled apart from the timing above.
-    const profiled = async (g: Graph, label: string) => {
-      const s = await createSession(g, { optimizationLevel: "all", profile: true, label });
-      try {
-        await runTimes(s, first.feeds, PROFILED_RUNS);
-        return kernelTime(await s.endProfiling());
-      } finally {
-        await s.release();
-      }
-    };
+    const profiled = async (g: Graph, label: string) =>
+      kernelTime(await profileRuns(g, first.feeds, { runs: PROFILED_RUNS, label }));
     try {
       const kernels = {
         float: await profiled(floatGraph, "float model"),
@@ -263,10 +256,6 @@ export async function analyze(
 
 /** Runs each model profiles for the report's kernel times (the first one included). */
 const PROFILED_RUNS = 10;
-
-async function runTimes(s: Session, feeds: FeedBatch["feeds"], times: number): Promise<void> {
-  for (let i = 0; i < times; i++) await s.run(feeds);
-}
 
 /** A profile's kernel time, weighted layers apart from the rest, and its slowest op types. */
 function kernelTime(p: ProfileSummary): KernelTime {
@@ -309,10 +298,11 @@ export function slowerInt8Note(
   const ms = (x: number) => x.toFixed(2);
   const largest = k.int8.ops.slice(0, 3).map((o) => `${o.op} ×${o.count} ${ms(o.ms)}`).join(", ");
   const convs = `${ms(k.float.weightedMs)} → ${ms(k.int8.weightedMs)} ms a run`;
+  const why = `(${convs}; small and depthwise convs gain nothing from int8)`;
   const where = k.int8.weightedMs > k.float.weightedMs || k.int8.weightedMs <= 0
-    ? `its int8 convolutions and matmuls run slower than float's (${convs}; small and depthwise convs gain nothing from int8)`
+    ? `its int8 convolutions and matmuls run slower than float's ${why}`
     : k.int8.weightedMs >= 0.9 * k.float.weightedMs
-    ? `its int8 convolutions and matmuls are no faster than float's (${convs}; small and depthwise convs gain nothing from int8)`
+    ? `its int8 convolutions and matmuls are no faster than float's ${why}`
     : `its int8 convolutions and matmuls gain ${
       ms(k.float.weightedMs / k.int8.weightedMs)
     }× (${convs}), but the other kernels take ${ms(k.float.otherMs)} → ${ms(k.int8.otherMs)} ms`;

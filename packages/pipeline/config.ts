@@ -9,6 +9,7 @@ import { basename, dirname, join, resolve } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { createHash } from "node:crypto";
 import { DETECTION_COLUMNS, HEAD_TYPES } from "@clipq/detect/head";
+import { listDefaults } from "@clipq/data/images";
 import { ClipqError, ConfigError } from "@clipq/onnx/errors";
 import {
   found,
@@ -588,7 +589,6 @@ async function realPath(p: string, followFile: boolean): Promise<string> {
 /** Folders whose files a run reads by extension, each with the key that names it. */
 function readFolders(
   data: Config["data"],
-  inputs: readonly string[],
   model: Config["model"],
 ): [string, string, readonly string[]][] {
   const out: [string, string, readonly string[]][] = [];
@@ -598,14 +598,14 @@ function readFolders(
     images.forEach((p, i) => {
       // A folder lists its images; a file named on its own is among the read files already.
       if (!/\.(jpe?g|png)$/i.test(p)) {
-        out.push([`data.${set}.images[${i}]`, p, [".jpg", ".jpeg", ".png"]]);
+        out.push([`data.${set}.images[${i}]`, p, listDefaults.extensions!]);
       }
     });
     if (d?.npy) out.push([`data.${set}.npy`, d.npy, [".npy"]]);
   }
   // A tfjs model reads the weight shards beside its model.json.
   if (typeof model !== "string" && "tfjs" in model) {
-    out.push(["model.tfjs", dirname(inputs[0]!), [".bin"]]);
+    out.push(["model.tfjs", dirname(model.tfjs), [".bin"]]);
   }
   return out;
 }
@@ -669,7 +669,7 @@ export async function checkWrittenFiles(
     read.map(async ([k, p]): Promise<[string, string]> => [k, await realPath(p, true)]),
   );
   const folders = await Promise.all(
-    readFolders(data, modelFiles(model), model).map(async ([k, dir, exts]) =>
+    readFolders(data, model).map(async ([k, dir, exts]) =>
       [k, await realPath(dir, true), exts] as const
     ),
   );

@@ -917,22 +917,20 @@ export async function runPipeline(config: Config, options: RunOptions = {}): Pro
     log.info(`step ${i + 1}/${config.steps.length}: ${step.name}`);
     t = performance.now();
     current = { name: step.name, index: i };
+    const use = config.entries[i]?.use ?? step.name;
+    const custom = isCustomStep(use);
     try {
       graph = await step.run(graph, ctx);
     } catch (e) {
       // A custom step's own failure is no clipq bug: it came out as clipq's internal error,
       // naming neither the entry nor the module.
-      const use = config.entries[i]?.use ?? step.name;
-      if (!(e instanceof ClipqError) && isCustomStep(use)) {
-        throw new CustomStepError(`steps[${i}]`, use, e);
-      }
+      if (!(e instanceof ClipqError) && custom) throw new CustomStepError(`steps[${i}]`, use, e);
       throw entryKeyed(e, step.name, i);
     }
     // A custom step that returns no graph failed later, inside clipq, as "graph.inputs is not
     // iterable".
-    const use = config.entries[i]?.use ?? step.name;
     const g = graph as Partial<Graph> | undefined;
-    if (isCustomStep(use) && !(Array.isArray(g?.nodes) && g?.initializers instanceof Map)) {
+    if (custom && !(Array.isArray(g?.nodes) && g?.initializers instanceof Map)) {
       throw new CustomStepError(
         `steps[${i}]`,
         use,

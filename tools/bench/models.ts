@@ -58,7 +58,13 @@ import {
   resolveHead,
   sqnr,
 } from "@clipq/detect";
-import { compareLatency, createSession, ortMatMul, weightedShare } from "@clipq/runtime";
+import {
+  compareLatency,
+  createSession,
+  ortMatMul,
+  profileRuns,
+  weightedShare,
+} from "@clipq/runtime";
 import { svdCompress } from "@clipq/svd";
 import {
   analyze,
@@ -300,14 +306,9 @@ async function latency(
     await ia.release();
     // Where the time goes: ORT's profiler, kernel ms per run per op type, in separate sessions
     // (profiling slows runs down, so the timed comparison above runs without it).
-    const profileOf = async (g: Graph) => {
-      const s = await createSession(g, { optimizationLevel: "all", profile: true });
-      for (let i = 0; i < Math.max(3, Math.ceil(runs / 2)); i++) await s.run(feeds);
-      const p = await s.endProfiling();
-      await s.release();
-      return p;
-    };
-    const [floatProfile, int8Profile] = [await profileOf(float), await profileOf(int8)];
+    const profiled = { runs: Math.max(3, Math.ceil(runs / 2)) };
+    const floatProfile = await profileRuns(float, feeds, profiled);
+    const int8Profile = await profileRuns(int8, feeds, profiled);
     const opMs = (p: typeof floatProfile) =>
       JSON.stringify(Object.fromEntries(p.ops.slice(0, 12).map((o) => [o.op, o.ms])));
     const ops: Record<string, number> = {};
