@@ -349,6 +349,9 @@ async function latency(
         int8WeightedMs: iw.weightedMs,
         floatOtherMs: fw.otherMs,
         int8OtherMs: iw.otherMs,
+        // The most int8 could gain with its convolutions as they are: every other int8 kernel
+        // taking no time. A goal above it cannot be met by work around the convolutions.
+        speedupCeiling: (fw.weightedMs + fw.otherMs) / iw.weightedMs,
       },
       kernels: `kernel time a run (ORT's profiler): weighted layers (Conv, MatMul, Gemm) ${
         fw.weightedMs.toFixed(2)
@@ -356,7 +359,11 @@ async function latency(
         (fw.weightedMs / iw.weightedMs).toFixed(2)
       }×), other kernels ${fw.otherMs.toFixed(2)} → ${iw.otherMs.toFixed(2)} ms (int8's largest: ${
         iw.others.slice(0, 4).map((o) => `${o.op} ×${o.count} ${o.ms.toFixed(2)}`).join(", ")
-      }), all kernels ${((fw.weightedMs + fw.otherMs) / (iw.weightedMs + iw.otherMs)).toFixed(2)}×`,
+      }), all kernels ${
+        ((fw.weightedMs + fw.otherMs) / (iw.weightedMs + iw.otherMs)).toFixed(2)
+      }×, ${
+        ((fw.weightedMs + fw.otherMs) / iw.weightedMs).toFixed(2)
+      }× with int8's other kernels free`,
       floatOps: Object.fromEntries(
         Object.entries(floatOps).map((
           [k, n],
@@ -520,7 +527,7 @@ async function profile(
         speedup.toFixed(2)
       }× is below the ${options.goals.speedup}× goal; ops ORT still runs in float: ${
         JSON.stringify(lat.floatOps)
-      }; ${lat.kernels}`,
+      }; ${lat.kernels}; ${otherKernelBudget(lat.metrics, options.goals.speedup)}`,
     );
   }
   if (sizeRatio > options.goals.size) {
@@ -569,6 +576,25 @@ async function profile(
     set,
     floatOut,
   };
+}
+
+/**
+ * What the speedup goal leaves int8's kernels besides its convolutions: float's kernel time over
+ * the goal, less int8's convolutions. Where that is below what the int8 graph needs around its
+ * convolutions (at least as much as float's, which fuses its activations into them), the goal is
+ * out of reach of the quantizer with these kernels.
+ */
+function otherKernelBudget(m: Record<string, number | string>, goal: number): string {
+  const [fw, fo, iw, io] = [m.floatWeightedMs, m.floatOtherMs, m.int8WeightedMs, m.int8OtherMs]
+    .map(Number) as [number, number, number, number];
+  const budget = (fw + fo) / goal - iw;
+  return budget <= 0
+    ? `int8's convolutions alone take ${iw.toFixed(2)} ms, more than float's ${
+      (fw + fo).toFixed(2)
+    } ms over ${goal}: no work around them reaches the goal`
+    : `for ${goal}× int8's other kernels would have to take ${budget.toFixed(2)} ms a run (now ${
+      io.toFixed(2)
+    }; float's ${fo.toFixed(2)})`;
 }
 
 /**
