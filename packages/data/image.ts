@@ -25,6 +25,7 @@
  */
 import { DataError } from "@clipq/onnx/errors";
 import { Buffer } from "node:buffer";
+import { constants as zlibConstants, inflateSync } from "node:zlib";
 import jpeg from "jpeg-js";
 import mozjpegFactory from "@jsquash/jpeg/codec/dec/mozjpeg_dec.js";
 // pngjs ships no type declarations; the small surface used here is typed by `PngSync` below.
@@ -169,6 +170,89 @@ function pngSize(bytes: Uint8Array): { width: number; height: number } | undefin
   if (bytes.length < 24) return undefined;
   const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   return { width: v.getUint32(16), height: v.getUint32(20) };
+}
+
+/** Samples per pixel of each PNG color type: gray, RGB, palette index, gray + alpha, RGBA. */
+const PNG_CHANNELS: Record<number, number> = { 0: 1, 2: 3, 3: 1, 4: 2, 6: 4 };
+
+/** Adam7's passes: first column and row, column and row steps. */
+const ADAM7 = [
+  [0, 0, 8, 8],
+  [4, 0, 8, 8],
+  [0, 4, 4, 8],
+  [2, 0, 4, 4],
+  [0, 2, 2, 4],
+  [1, 0, 2, 2],
+  [0, 1, 1, 2],
+] as const;
+
+/**
+ * Bytes a PNG's image data inflates to, as its header states them: each row of each (Adam7) pass
+ * is a filter byte and its packed samples. Undefined for a header outside the standard.
+ */
+function pngDataBytes(
+  ihdr: { width: number; height: number; bitDepth: number; colorType: number; interlace: number },
+): number | undefined {
+  const channels = PNG_CHANNELS[ihdr.colorType];
+  if (channels === undefined || ihdr.interlace > 1) return undefined;
+  const rowBytes = (w: number) => Math.ceil(w * channels * ihdr.bitDepth / 8);
+  if (ihdr.interlace === 0) return ihdr.height * (1 + rowBytes(ihdr.width));
+  let total = 0;
+  for (const [x0, y0, dx, dy] of ADAM7) {
+    const w = Math.max(0, Math.ceil((ihdr.width - x0) / dx));
+    const h = Math.max(0, Math.ceil((ihdr.height - y0) / dy));
+    if (w > 0 && h > 0) total += h * (1 + rowBytes(w));
+  }
+  return total;
+}
+
+/**
+ * Refuses a PNG whose image data inflates to fewer bytes than its header states: pngjs decodes
+ * such a file without an error, the missing rows as zeros (black, transparent), which would
+ * calibrate on an image that is not the file's. Run after pngjs accepted the file, so its
+ * structure (chunks, CRCs, the zlib stream) is known sound.
+ */
+function checkPngData(bytes: Uint8Array, name: string): void {
+  const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const idat: Uint8Array[] = [];
+  let ihdr: Parameters<typeof pngDataBytes>[0] | undefined;
+  for (let at = 8; at + 8 <= bytes.length;) {
+    const length = v.getUint32(at);
+    const type = String.fromCharCode(...bytes.subarray(at + 4, at + 8));
+    const data = bytes.subarray(at + 8, at + 8 + length);
+    if (type === "IHDR" && data.length >= 13) {
+      ihdr = {
+        width: v.getUint32(at + 8),
+        height: v.getUint32(at + 12),
+        bitDepth: data[8]!,
+        colorType: data[9]!,
+        interlace: data[12]!,
+      };
+    } else if (type === "IDAT") idat.push(data);
+    else if (type === "IEND") break;
+    at += 12 + length;
+  }
+  const expected = ihdr ? pngDataBytes(ihdr) : undefined;
+  if (expected === undefined) return;
+  let found: number;
+  try {
+    // As pngjs inflates: a stream cut short yields what it holds, which is what is counted.
+    found = inflateSync(Buffer.concat(idat), { finishFlush: zlibConstants.Z_SYNC_FLUSH }).length;
+  } catch (e) {
+    throw new DataError(
+      `${name}: expected image data that inflates, found a broken zlib stream: ${
+        (e as Error).message
+      }`,
+      { cause: e },
+    );
+  }
+  if (found < expected) {
+    throw new DataError(
+      `${name}: expected ${expected} bytes of image data for its ${ihdr!.width}×${
+        ihdr!.height
+      } header, found ${found}: the PNG holds fewer rows than it states`,
+    );
+  }
 }
 
 function checkSize(
@@ -352,6 +436,7 @@ export async function decodeImage(
         { cause: e },
       );
     }
+    checkPngData(bytes, name);
     const n = out.width * out.height;
     if (out.data.length !== n * 4) {
       throw new DataError(

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
+import { crc32, deflateSync } from "node:zlib";
 import pngjs from "pngjs";
 import jpeg from "jpeg-js";
 import { DataError } from "@clipq/onnx/errors";
@@ -227,4 +228,65 @@ Deno.test("checkImageHead() passes real photos and refuses what decoding would, 
   } finally {
     Deno.removeSync(dir, { recursive: true });
   }
+});
+
+/** A PNG written chunk by chunk, its image data given raw (filter bytes included) and deflated. */
+function pngOf(
+  header: { width: number; height: number; bitDepth: number; colorType: number; interlace: number },
+  raw: Uint8Array,
+): Uint8Array {
+  const chunk = (type: string, data: Uint8Array) => {
+    const out = new Uint8Array(12 + data.length);
+    const v = new DataView(out.buffer);
+    v.setUint32(0, data.length);
+    out.set(new TextEncoder().encode(type), 4);
+    out.set(data, 8);
+    v.setUint32(8 + data.length, crc32(out.subarray(4, 8 + data.length)) >>> 0);
+    return out;
+  };
+  const ihdr = new Uint8Array(13);
+  const v = new DataView(ihdr.buffer);
+  v.setUint32(0, header.width);
+  v.setUint32(4, header.height);
+  ihdr.set([header.bitDepth, header.colorType, 0, 0, header.interlace], 8);
+  return Buffer.concat([
+    Uint8Array.of(137, 80, 78, 71, 13, 10, 26, 10),
+    chunk("IHDR", ihdr),
+    chunk("IDAT", deflateSync(raw)),
+    chunk("IEND", new Uint8Array()),
+  ]);
+}
+
+Deno.test("decodeImage() refuses a PNG whose image data holds fewer rows than its header states", async () => {
+  // 16×16 RGB, 8-bit: 16 rows of a filter byte and 48 sample bytes.
+  const header = { width: 16, height: 16, bitDepth: 8, colorType: 2, interlace: 0 };
+  const rows = (n: number) => Uint8Array.from({ length: n * 49 }, (_, i) => i % 49 === 0 ? 0 : 200);
+  const whole = await decodeImage(pngOf(header, rows(16)), "whole.png");
+  assert.ok(whole.data.every((x) => x === 200));
+  for (const n of [15, 8, 0]) {
+    await assert.rejects(
+      () => decodeImage(pngOf(header, rows(n)), "short.png"),
+      (e) =>
+        e instanceof DataError &&
+        e.message ===
+          `short.png: expected 784 bytes of image data for its 16×16 header, found ${
+            n * 49
+          }: the PNG holds fewer rows than it states`,
+    );
+  }
+  // Adam7 interlacing, 4-bit gray 5×3: its seven passes hold 1×1, 1×1, none, 1×1, 3×1, 2×2 and
+  // 5×1 pixels, each row a filter byte and whole bytes: 2 + 2 + 0 + 2 + 3 + 2·2 + 4 = 17 bytes.
+  const gray = { width: 5, height: 3, bitDepth: 4, colorType: 0, interlace: 1 };
+  const rowBytes = [2, 2, 2, 3, 2, 2, 4];
+  const adam7 = Uint8Array.from(rowBytes.flatMap((n) => [0, ...Array(n - 1).fill(0xff)]));
+  assert.equal(adam7.length, 17);
+  const white = await decodeImage(pngOf(gray, adam7), "adam7.png");
+  assert.deepEqual([white.width, white.height], [5, 3]);
+  assert.ok(white.data.every((x) => x === 255), "every pixel of every pass came from the file");
+  await assert.rejects(
+    // pngjs itself refuses interlaced data cut short; the count above is what keeps a whole
+    // interlaced file from being refused.
+    () => decodeImage(pngOf(gray, adam7.subarray(0, 13)), "adam7.png"),
+    DataError,
+  );
 });
