@@ -15,7 +15,13 @@ import {
   ModelError,
   UnsupportedOpError,
 } from "@clipq/onnx/errors";
-import { checkWrittenFiles, type Config, loadConfig, writtenPaths } from "@clipq/pipeline/config";
+import {
+  checkWrittenFiles,
+  type Config,
+  isCustomStep,
+  loadConfig,
+  writtenPaths,
+} from "@clipq/pipeline/config";
 import {
   checkAgainstModel,
   checkBeforeSteps,
@@ -31,8 +37,15 @@ import { darknetCfg, darknetPhotoDir, humanModel, ppocrModel, skimagePhoto } fro
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const DEFAULT_CONFIG = join(ROOT, "examples", "default.json");
 
-/** Files this run writes and the folders it would create for them (for the interrupt clean-up). */
-const targets: { files: string[]; created: string[] } = { files: [], created: [] };
+/**
+ * Files this run writes and the folders it would create for them (for the interrupt clean-up),
+ * and the config's custom steps (named when an error escapes the run's own calls).
+ */
+const targets: { files: string[]; created: string[]; customSteps: string[] } = {
+  files: [],
+  created: [],
+  customSteps: [],
+};
 
 const HELP =
   `clipq ${VERSION} — clipping-based int8 quantization and SVD compression for ONNX detectors
@@ -396,6 +409,9 @@ export async function main(argv: string[]): Promise<number> {
       ...(args.stats ? [args.stats] : []),
     ];
     targets.created = targets.files.map(firstMissing).filter((d): d is string => d !== undefined);
+    targets.customSteps = config.entries.flatMap((step, i) =>
+      isCustomStep(step.use) ? [`steps[${i}] (${step.use})`] : []
+    );
     if (args.dryRun) {
       // The model is read (never written) so the config is checked against it as a run would.
       const source = await loadSource(
@@ -454,31 +470,7 @@ export async function main(argv: string[]): Promise<number> {
  */
 function cleanUpOnInterrupt(): void {
   const handler = () => {
-    const names = new Set(targets.files.map((f) => basename(f)));
-    for (const dir of new Set(targets.files.map((f) => dirname(f)))) {
-      try {
-        for (const e of Deno.readDirSync(dir)) {
-          const base = e.name.replace(/^\./, "").replace(/\.[^.]+\.tmp$/, "");
-          if (e.isFile && e.name.endsWith(".tmp") && names.has(base)) {
-            try {
-              Deno.removeSync(join(dir, e.name));
-            } catch { /* already renamed or removed */ }
-          }
-        }
-      } catch { /* the folder was never created */ }
-    }
-    // Deepest first; a folder that holds anything (saved statistics) is kept.
-    const made = targets.files.flatMap((f) => {
-      const top = targets.created.find((c) => f.startsWith(c + "/"));
-      const chain: string[] = [];
-      if (top) { for (let d = dirname(f); d.length >= top.length; d = dirname(d)) chain.push(d); }
-      return chain;
-    });
-    for (const d of [...new Set(made)].sort((a, b) => b.length - a.length)) {
-      try {
-        Deno.removeSync(d);
-      } catch { /* not empty, or never created */ }
-    }
+    removeTemporaries();
     console.error("interrupted: no model or report written");
     Deno.exit(130);
   };
@@ -486,7 +478,70 @@ function cleanUpOnInterrupt(): void {
   Deno.addSignalListener("SIGTERM", handler);
 }
 
+/**
+ * An error thrown where no call of the run's can catch it — a timer or callback a custom step
+ * left behind, throwing while the run goes on — would end the process as Deno's uncaught error
+ * (exit 1, the code of bad input) with the run's temporary files left behind. It ends it as an
+ * internal error (exit 2) naming the config's custom steps, with nothing written.
+ */
+function failOnUncaught(): void {
+  const fail = (error: unknown) => {
+    removeTemporaries();
+    const e = error instanceof Error ? error : new Error(String(error));
+    const steps = targets.customSteps;
+    console.error(
+      `internal error outside the run's own calls: ${e.stack ?? `${e.name}: ${e.message}`}`,
+    );
+    console.error(
+      steps.length > 0
+        ? `hint: a timer or callback of a custom step threw after its run returned (${
+          steps.join(", ")
+        }); no model or report written`
+        : "hint: this is a clipq bug; please report it with the config",
+    );
+    Deno.exit(2);
+  };
+  globalThis.addEventListener("error", (ev) => {
+    ev.preventDefault();
+    fail(ev.error);
+  });
+  globalThis.addEventListener("unhandledrejection", (ev) => {
+    ev.preventDefault();
+    fail(ev.reason);
+  });
+}
+
+/** Removes the run's temporary files and the folders it created that are left empty. */
+function removeTemporaries(): void {
+  const names = new Set(targets.files.map((f) => basename(f)));
+  for (const dir of new Set(targets.files.map((f) => dirname(f)))) {
+    try {
+      for (const e of Deno.readDirSync(dir)) {
+        const base = e.name.replace(/^\./, "").replace(/\.[^.]+\.tmp$/, "");
+        if (e.isFile && e.name.endsWith(".tmp") && names.has(base)) {
+          try {
+            Deno.removeSync(join(dir, e.name));
+          } catch { /* already renamed or removed */ }
+        }
+      }
+    } catch { /* the folder was never created */ }
+  }
+  // Deepest first; a folder that holds anything (saved statistics) is kept.
+  const made = targets.files.flatMap((f) => {
+    const top = targets.created.find((c) => f.startsWith(c + "/"));
+    const chain: string[] = [];
+    if (top) { for (let d = dirname(f); d.length >= top.length; d = dirname(d)) chain.push(d); }
+    return chain;
+  });
+  for (const d of [...new Set(made)].sort((a, b) => b.length - a.length)) {
+    try {
+      Deno.removeSync(d);
+    } catch { /* not empty, or never created */ }
+  }
+}
+
 if (import.meta.main) {
   cleanUpOnInterrupt();
+  failOnUncaught();
   Deno.exit(await main(Deno.args));
 }

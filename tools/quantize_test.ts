@@ -354,6 +354,42 @@ Deno.test("clipq exits 1 on bad input (one-line error naming the key) and 2 on a
       assert.ok(!r.stderr.includes("clipq bug"), r.stderr);
       assert.ok(!exists(join(ws.dir, "out")));
     }
+    // A timer or promise the step leaves behind throwing while the run goes on: no call of the
+    // run's can catch it, and Deno's own uncaught error had ended the process with exit 1 (bad
+    // input's code). A process of its own, where the CLI installs its handlers.
+    for (
+      const [name, leftover, error] of [
+        ["timer.ts", `setTimeout(() => { throw new RangeError("late"); }, 0);`, /RangeError: late/],
+        ["promise.ts", `Promise.reject(new SyntaxError("never awaited"));`, /never awaited/],
+      ] as const
+    ) {
+      Deno.writeTextFileSync(
+        join(ws.dir, name),
+        `export default () => ({ name: "leaky", run: (g) => { ${leftover} return g; } });`,
+      );
+      const r = await spawnCli(
+        ws.write({
+          ...ok,
+          steps: [{ use: `./${name}` }, { use: "calibrate", method: "minmax" }, {
+            use: "quantize",
+          }],
+        }),
+        "--quiet",
+      );
+      assert.equal(r.code, 2, r.stderr);
+      assert.match(r.stderr, /^internal error outside the run's own calls: /);
+      assert.match(r.stderr, error);
+      assert.match(
+        r.stderr,
+        new RegExp(
+          `hint: a timer or callback of a custom step threw after its run returned \\(steps\\[0\\] \\(\\./${
+            name.replace(".", "\\.")
+          }\\)\\); no model or report written\n$`,
+        ),
+      );
+      assert.ok(!exists(join(ws.dir, "out")), "nothing written, no folder left");
+      assert.equal(sha(ws.model), before, "input untouched");
+    }
     // A model that is not ONNX: ModelError, exit 1, nothing written.
     Deno.writeTextFileSync(join(ws.dir, "bad.onnx"), "not a model");
     const r = await cli(
