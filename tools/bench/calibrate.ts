@@ -402,6 +402,12 @@ export async function run(options: BenchOptions): Promise<BenchResult[]> {
     // Interleaved, best of runs: the machine is shared, and each figure gets the same chances.
     await time("float", () => plainInference(graph, feeds));
     await time("sampled", () => collectStatistics(graph, feeds, { tensors }));
+    // What the pipeline's default (clip-bounds with a percentile fallback) collects: the sample's
+    // extremes, the histogram methods reading only the counts.
+    await time(
+      "sampleExtremes",
+      () => collectStatistics(graph, feeds, { tensors, extremes: "sample" }),
+    );
     await time("sampledUnbounded", () => collectStatistics(graph, feeds, { tensors: unbounded }));
     await stages(graph, feeds, tensors, best);
     await time("filesFloat", () => plainInference(graph, fromFiles()));
@@ -450,6 +456,8 @@ export async function run(options: BenchOptions): Promise<BenchResult[]> {
         floatMs: Math.round(floatMs),
         calibrationMs: round("sampled"),
         ratio: ratio("sampled"),
+        sampleExtremesMs: round("sampleExtremes"),
+        sampleExtremesRatio: ratio("sampleExtremes"),
         tensors: tensors.length,
         calibrationUnboundedOnlyMs: round("sampledUnbounded"),
         ratioUnboundedOnly: ratio("sampledUnbounded"),
@@ -495,7 +503,10 @@ export async function run(options: BenchOptions): Promise<BenchResult[]> {
         "reduceMin/reduceMax/slice/flattenMsPerImage); the JavaScript histograms of the " +
         "samples (sampledHistogramMs) and of the input image (sampled in JavaScript the same " +
         "way) overlap the next run but share the cores with it. " +
-        "Exact min/max needs the two passes; onnxruntime has no single min-max op. The exact " +
+        "Exact min/max needs the two passes; onnxruntime has no single min-max op. " +
+        "sampleExtremes*: the sample's extremes instead, as the pipeline collects them for the " +
+        "histogram methods (its default, clip-bounds with a percentile fallback, among them). " +
+        "The exact " +
         'path (samples "all") ships every tapped value out (onnxruntime keeps them all alive ' +
         "to the end of the run) and histograms each; it is timed in a fresh process against that " +
         "process's own plain runs (exactFloatMs). files*: the same images read from their " +
