@@ -589,9 +589,11 @@ function otherKernelBudget(m: Record<string, number | string>, goal: number): st
     .map(Number) as [number, number, number, number];
   const budget = (fw + fo) / goal - iw;
   return budget <= 0
-    ? `int8's convolutions alone take ${iw.toFixed(2)} ms, more than float's ${
+    ? `int8's convolutions alone take ${iw.toFixed(2)} ms a run, more than the ${
+      ((fw + fo) / goal).toFixed(2)
+    } ms the goal allows all its kernels (float's ${
       (fw + fo).toFixed(2)
-    } ms over ${goal}: no work around them reaches the goal`
+    } / ${goal}): no work around them reaches the goal`
     : `for ${goal}× int8's other kernels would have to take ${budget.toFixed(2)} ms a run (now ${
       io.toFixed(2)
     }; float's ${fo.toFixed(2)})`;
