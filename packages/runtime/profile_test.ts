@@ -30,6 +30,37 @@ Deno.test("endProfiling() needs profile: true; summarizeProfile() refuses what i
   assert.throws(() => summarizeProfile({ events: [] }), DataError);
 });
 
+Deno.test("summarizeProfile() takes each node's median run, so one slow run does not move it; a node inside a loop gets its mean", () => {
+  const run = { cat: "Session", name: "model_run", dur: 1 };
+  const k = (name: string, op: string, dur: number) => ({
+    cat: "Node",
+    name: `${name}_kernel_time`,
+    dur,
+    args: { op_name: op },
+  });
+  const p = summarizeProfile([
+    // The first run allocates: its conv takes ten times as long.
+    run,
+    k("c", "Conv", 5000),
+    k("body", "Add", 30),
+    k("body", "Add", 30),
+    k("body", "Add", 30),
+    run,
+    k("c", "Conv", 400),
+    k("body", "Add", 30),
+    run,
+    k("c", "Conv", 600),
+    k("body", "Add", 30),
+    k("body", "Add", 30),
+  ]);
+  assert.equal(p.runs, 3);
+  // The mean had made it 2 ms.
+  assert.equal(p.nodes.find((n) => n.name === "c")!.ms, 0.6);
+  // Six runs of the loop's body in three of the model: 60 µs a model run.
+  assert.equal(p.nodes.find((n) => n.name === "body")!.ms, 0.06);
+  assert.equal(p.totalMs, 0.66);
+});
+
 Deno.test("weightedShare() counts the conv ORT fused with its Relu at level all as a weighted layer", async () => {
   const b = new ModelBuilder({ seed: 1 });
   const x = b.input("x", [1, 8, 32, 32]);
