@@ -19,13 +19,14 @@
  * - JPEG EXIF orientation is not applied (as `PIL.Image.open` without `exif_transpose`): pixels
  *   come in stored order.
  * - Truncated or damaged JPEG entropy data is an error (jpeg-js' `tolerantDecoding` is off), not a
- *   partly gray image.
+ *   partly gray image; so is PNG image data that holds fewer rows than the header states (pngjs
+ *   gives the missing rows as black).
  *
  * @module
  */
 import { DataError } from "@clipq/onnx/errors";
 import { Buffer } from "node:buffer";
-import { constants as zlibConstants, inflateSync } from "node:zlib";
+import { constants as zlibConstants, inflateRawSync } from "node:zlib";
 import jpeg from "jpeg-js";
 import mozjpegFactory from "@jsquash/jpeg/codec/dec/mozjpeg_dec.js";
 // pngjs ships no type declarations; the small surface used here is typed by `PngSync` below.
@@ -209,8 +210,8 @@ function pngDataBytes(
 /**
  * Refuses a PNG whose image data inflates to fewer bytes than its header states: pngjs decodes
  * such a file without an error, the missing rows as zeros (black, transparent), which would
- * calibrate on an image that is not the file's. Run after pngjs accepted the file, so its
- * structure (chunks, CRCs, the zlib stream) is known sound.
+ * calibrate on an image that is not the file's. Run after pngjs accepted the file, so its chunks
+ * and the zlib stream's header are known sound.
  */
 function checkPngData(bytes: Uint8Array, name: string): void {
   const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
@@ -236,8 +237,12 @@ function checkPngData(bytes: Uint8Array, name: string): void {
   if (expected === undefined) return;
   let found: number;
   try {
-    // As pngjs inflates: a stream cut short yields what it holds, which is what is counted.
-    found = inflateSync(Buffer.concat(idat), { finishFlush: zlibConstants.Z_SYNC_FLUSH }).length;
+    // As pngjs inflates: a stream cut short yields what it holds, which is what is counted, and
+    // the Adler-32 trailer goes unchecked (pngjs stops at the image's size and never reads it), so
+    // the deflate data after the zlib stream's 2-byte header is inflated raw.
+    found = inflateRawSync(Buffer.concat(idat).subarray(2), {
+      finishFlush: zlibConstants.Z_SYNC_FLUSH,
+    }).length;
   } catch (e) {
     throw new DataError(
       `${name}: expected image data that inflates, found a broken zlib stream: ${

@@ -230,10 +230,18 @@ Deno.test("checkImageHead() passes real photos and refuses what decoding would, 
   }
 });
 
+/** zlib data, its Adler-32 trailer's last byte flipped on request. */
+function deflated(raw: Uint8Array, corruptAdler: boolean): Uint8Array {
+  const z = new Uint8Array(deflateSync(raw));
+  if (corruptAdler) z[z.length - 1]! ^= 1;
+  return z;
+}
+
 /** A PNG written chunk by chunk, its image data given raw (filter bytes included) and deflated. */
 function pngOf(
   header: { width: number; height: number; bitDepth: number; colorType: number; interlace: number },
   raw: Uint8Array,
+  { corruptAdler = false } = {},
 ): Uint8Array {
   const chunk = (type: string, data: Uint8Array) => {
     const out = new Uint8Array(12 + data.length);
@@ -252,7 +260,7 @@ function pngOf(
   return Buffer.concat([
     Uint8Array.of(137, 80, 78, 71, 13, 10, 26, 10),
     chunk("IHDR", ihdr),
-    chunk("IDAT", deflateSync(raw)),
+    chunk("IDAT", deflated(raw, corruptAdler)),
     chunk("IEND", new Uint8Array()),
   ]);
 }
@@ -263,6 +271,10 @@ Deno.test("decodeImage() refuses a PNG whose image data holds fewer rows than it
   const rows = (n: number) => Uint8Array.from({ length: n * 49 }, (_, i) => i % 49 === 0 ? 0 : 200);
   const whole = await decodeImage(pngOf(header, rows(16)), "whole.png");
   assert.ok(whole.data.every((x) => x === 200));
+  // Every row there and a wrong Adler-32 after them: pngjs stops at the image's size and never
+  // reads the checksum, so neither does the row count (a full inflate had refused the file).
+  const badCheck = pngOf(header, rows(16), { corruptAdler: true });
+  assert.ok((await decodeImage(badCheck, "adler.png")).data.every((x) => x === 200));
   for (const n of [15, 8, 0]) {
     await assert.rejects(
       () => decodeImage(pngOf(header, rows(n)), "short.png"),
