@@ -41,10 +41,11 @@ const DEFAULT_CONFIG = join(ROOT, "examples", "default.json");
  * Files this run writes and the folders it would create for them (for the interrupt clean-up),
  * and the config's custom steps (named when an error escapes the run's own calls).
  */
-const targets: { files: string[]; created: string[]; customSteps: string[] } = {
+const targets: { files: string[]; created: string[]; customSteps: string[]; written: string[] } = {
   files: [],
   created: [],
   customSteps: [],
+  written: [],
 };
 
 const HELP =
@@ -433,6 +434,7 @@ export async function main(argv: string[]): Promise<number> {
       ...(args.shard ? { shard: args.shard } : {}),
       ...(args.stats ? { statsOut: args.stats } : {}),
       ...(args.mergeStats ? { mergeStats: args.mergeStats } : {}),
+      onWritten: (path) => targets.written.push(path),
     });
     if (!args.quiet) console.error(`done in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
     return 0;
@@ -479,22 +481,29 @@ function cleanUpOnInterrupt(): void {
 }
 
 /**
- * An error thrown where no call of the run's can catch it — a timer or callback a custom step
- * left behind, throwing while the run goes on — would end the process as Deno's uncaught error
- * (exit 1, the code of bad input) with the run's temporary files left behind. It ends it as an
- * internal error (exit 2) naming the config's custom steps, with nothing written.
+ * An error thrown where no call of the run's can catch it — a timer or promise a custom step left
+ * unawaited, throwing while the run goes on — would end the process as Deno's uncaught error (exit
+ * 1, the code of bad input) with the run's temporary files left behind, and a model already in
+ * place without its report. It ends it as an internal error (exit 2) naming the config's custom
+ * steps, with the run's model and report files removed: nothing written.
  */
 function failOnUncaught(): void {
   const fail = (error: unknown) => {
+    for (const path of targets.written) {
+      try {
+        Deno.removeSync(path);
+      } catch { /* never written, or already gone */ }
+    }
     removeTemporaries();
-    const e = error instanceof Error ? error : new Error(String(error));
+    // A thrown string or undefined has no stack of its own; the listener's would blame clipq.
+    const what = error instanceof Error
+      ? error.stack ?? `${error.name}: ${error.message}`
+      : String(error);
     const steps = targets.customSteps;
-    console.error(
-      `internal error outside the run's own calls: ${e.stack ?? `${e.name}: ${e.message}`}`,
-    );
+    console.error(`internal error outside the run's own calls: ${what}`);
     console.error(
       steps.length > 0
-        ? `hint: a timer or callback of a custom step threw after its run returned (${
+        ? `hint: no call of the run's could catch it; a timer or promise a custom step left unawaited is the likely source (${
           steps.join(", ")
         }); no model or report written`
         : "hint: this is a clipq bug; please report it with the config",

@@ -382,7 +382,7 @@ Deno.test("clipq exits 1 on bad input (one-line error naming the key) and 2 on a
       assert.match(
         r.stderr,
         new RegExp(
-          `hint: a timer or callback of a custom step threw after its run returned \\(steps\\[0\\] \\(\\./${
+          `hint: no call of the run's could catch it; a timer or promise a custom step left unawaited is the likely source \\(steps\\[0\\] \\(\\./${
             name.replace(".", "\\.")
           }\\)\\); no model or report written\n$`,
         ),
@@ -390,6 +390,34 @@ Deno.test("clipq exits 1 on bad input (one-line error naming the key) and 2 on a
       assert.ok(!exists(join(ws.dir, "out")), "nothing written, no folder left");
       assert.equal(sha(ws.model), before, "input untouched");
     }
+    // Thrown once the model is in place, before its report: the model goes too (it had stayed,
+    // with "no model or report written" on stderr). The step wraps Deno.rename, which puts the
+    // saved model in place, to reject a promise nobody awaits right after it. A thrown string
+    // has no stack to print.
+    Deno.writeTextFileSync(
+      join(ws.dir, "late.ts"),
+      `export default () => ({ name: "late", run: (g) => {
+        const rename = Deno.rename;
+        Deno.rename = async (from, to) => {
+          await rename(from, to);
+          if (String(to).endsWith("o.onnx")) Promise.reject("model in place");
+        };
+        return g;
+      } });`,
+    );
+    const late = await spawnCli(
+      ws.write({
+        ...ok,
+        steps: [{ use: "./late.ts" }, { use: "calibrate", method: "minmax" }, { use: "quantize" }],
+      }),
+      "--quiet",
+    );
+    assert.equal(late.code, 2, late.stderr);
+    assert.match(
+      late.stderr,
+      /^internal error outside the run's own calls: model in place\nhint: /m,
+    );
+    assert.ok(!exists(join(ws.dir, "out")), "the model removed, and its folder");
     // A model that is not ONNX: ModelError, exit 1, nothing written.
     Deno.writeTextFileSync(join(ws.dir, "bad.onnx"), "not a model");
     const r = await cli(

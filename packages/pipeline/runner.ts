@@ -70,6 +70,12 @@ export interface RunOptions {
   analyze?: boolean;
   /** Where text goes (stderr by default). */
   write?: (text: string) => void;
+  /**
+   * Told of each model or report file once it is in place, before the run has ended: a caller that
+   * must end the process before the run does (the CLI, on an error no call of the run's can catch)
+   * removes them, so that no output stands without the rest.
+   */
+  onWritten?: (path: string) => void;
 }
 
 /** Default run options. */
@@ -972,6 +978,8 @@ export async function runPipeline(config: Config, options: RunOptions = {}): Pro
   try {
     await Deno.mkdir(dirname(config.output), { recursive: true });
     saved = await saveModel(config.output, graph);
+    o.onWritten?.(saved.path);
+    if (saved.external) o.onWritten?.(saved.external.path);
   } catch (e) {
     await unmake();
     throw e;
@@ -989,7 +997,9 @@ export async function runPipeline(config: Config, options: RunOptions = {}): Pro
   if (config.report) {
     try {
       await writeAtomic(config.report, JSON.stringify(report, null, 2) + "\n");
+      o.onWritten?.(config.report);
       await writeAtomic(reportHtmlPath(config.report), renderHtml(report));
+      o.onWritten?.(reportHtmlPath(config.report));
     } catch (e) {
       // No partial output: without its report the run failed, so the model goes too.
       await Deno.remove(saved.path).catch(() => {});
