@@ -176,7 +176,7 @@ function ceiling(k: NonNullable<NonNullable<Report["latency"]>["kernels"]>): str
   const most = (k.float.weightedMs + k.float.otherMs) / k.int8.weightedMs;
   return `<p>With its other kernels taking no time, int8 would run at most ${
     most.toFixed(2)
-  }× faster than float: the kernels' sum over int8's convolutions, matmuls and gemms alone.</p>`;
+  }× as fast as float: float's kernel time over int8's convolutions, matmuls and gemms alone.</p>`;
 }
 
 /**

@@ -42,7 +42,7 @@ Deno.test("renderHtml() shows both models' kernel times and the most int8 can ga
   });
   assert.match(html, /<td>all kernels<\/td><td>10\.8<\/td><td>4\.57<\/td>/);
   // (9.85 + 0.93) / 3.14
-  assert.match(html, /int8 would run at most 3\.43× faster than float/);
+  assert.match(html, /int8 would run at most 3\.43× as fast as float: float's kernel time/);
   assert.match(html, /QLinearLeakyRelu ×28 0\.6</);
   // A profile without weighted kernels says nothing it cannot measure.
   const none = renderHtml({
