@@ -402,11 +402,16 @@ export async function run(options: BenchOptions): Promise<BenchResult[]> {
     // Interleaved, best of runs: the machine is shared, and each figure gets the same chances.
     await time("float", () => plainInference(graph, feeds));
     await time("sampled", () => collectStatistics(graph, feeds, { tensors }));
-    // What the pipeline's default (clip-bounds with a percentile fallback) collects: the sample's
-    // extremes, the histogram methods reading only the counts.
+    // The sample's extremes, as the histogram methods collect them (they read only the counts):
+    // over every tensor, and over the tensors clip-bounds leaves unbounded, which is what the
+    // pipeline's default (clip-bounds with a percentile fallback) collects.
     await time(
       "sampleExtremes",
       () => collectStatistics(graph, feeds, { tensors, extremes: "sample" }),
+    );
+    await time(
+      "sampleExtremesUnbounded",
+      () => collectStatistics(graph, feeds, { tensors: unbounded, extremes: "sample" }),
     );
     await time("sampledUnbounded", () => collectStatistics(graph, feeds, { tensors: unbounded }));
     await stages(graph, feeds, tensors, best);
@@ -458,6 +463,8 @@ export async function run(options: BenchOptions): Promise<BenchResult[]> {
         ratio: ratio("sampled"),
         sampleExtremesMs: round("sampleExtremes"),
         sampleExtremesRatio: ratio("sampleExtremes"),
+        sampleExtremesUnboundedOnlyMs: round("sampleExtremesUnbounded"),
+        sampleExtremesRatioUnboundedOnly: ratio("sampleExtremesUnbounded"),
         tensors: tensors.length,
         calibrationUnboundedOnlyMs: round("sampledUnbounded"),
         ratioUnboundedOnly: ratio("sampledUnbounded"),
@@ -504,8 +511,9 @@ export async function run(options: BenchOptions): Promise<BenchResult[]> {
         "samples (sampledHistogramMs) and of the input image (sampled in JavaScript the same " +
         "way) overlap the next run but share the cores with it. " +
         "Exact min/max needs the two passes; onnxruntime has no single min-max op. " +
-        "sampleExtremes*: the sample's extremes instead, as the pipeline collects them for the " +
-        "histogram methods (its default, clip-bounds with a percentile fallback, among them). " +
+        "sampleExtremes*: the sample's extremes instead, as the histogram methods collect them; " +
+        "*UnboundedOnly: only the tensors clip-bounds leaves unbounded, and with the sample's " +
+        "extremes what the pipeline's default (clip-bounds with a percentile fallback) collects. " +
         "The exact " +
         'path (samples "all") ships every tapped value out (onnxruntime keeps them all alive ' +
         "to the end of the run) and histograms each; it is timed in a fresh process against that " +
