@@ -467,12 +467,13 @@ export async function main(argv: string[]): Promise<number> {
 /**
  * On Ctrl-C, removes this process's temporary files (model and report writes go to
  * `.NAME.*.tmp`, statistics to `NAME.*.tmp`, beside their target and are renamed into place only
- * when complete) and the folders the run created that are left empty, so an interrupted run leaves
- * neither partial output nor litter. Statistics saved before the interrupt are complete and stay.
+ * when complete), the model already in place when the report is not yet, and the folders the run
+ * created that are left empty, so an interrupted run leaves neither partial output nor litter.
+ * Statistics saved before the interrupt are complete and stay.
  */
 function cleanUpOnInterrupt(): void {
   const handler = () => {
-    removeTemporaries();
+    removeUnfinished();
     console.error("interrupted: no model or report written");
     Deno.exit(130);
   };
@@ -489,12 +490,7 @@ function cleanUpOnInterrupt(): void {
  */
 function failOnUncaught(): void {
   const fail = (error: unknown) => {
-    for (const path of targets.written) {
-      try {
-        Deno.removeSync(path);
-      } catch { /* never written, or already gone */ }
-    }
-    removeTemporaries();
+    removeUnfinished();
     // A thrown string or undefined has no stack of its own; the listener's would blame clipq.
     const what = error instanceof Error
       ? error.stack ?? `${error.name}: ${error.message}`
@@ -520,8 +516,16 @@ function failOnUncaught(): void {
   });
 }
 
-/** Removes the run's temporary files and the folders it created that are left empty. */
-function removeTemporaries(): void {
+/**
+ * Removes what an unfinished run leaves: its model and report files already in place, its
+ * temporary files, and the folders it created that are left empty.
+ */
+function removeUnfinished(): void {
+  for (const path of targets.written) {
+    try {
+      Deno.removeSync(path);
+    } catch { /* already gone */ }
+  }
   const names = new Set(targets.files.map((f) => basename(f)));
   for (const dir of new Set(targets.files.map((f) => dirname(f)))) {
     try {

@@ -912,6 +912,52 @@ Deno.test("clipq interrupted mid-run removes its temporary files and the folders
     assert.ok(!exists(join(ws.dir, "out")), "the output folders the run made are gone");
     // Statistics saved before the interrupt are complete and stay; the temporary file goes.
     assert.deepEqual([...Deno.readDirSync(join(ws.dir, "stats"))].map((e) => e.name), ["s.json"]);
+
+    // Interrupted with the model in place and its report being written: the model goes too (it
+    // had stayed, without a report, under "no model or report written"). The step wraps
+    // Deno.writeTextFile to stall the report's write.
+    Deno.removeSync(ready);
+    Deno.writeTextFileSync(
+      join(ws.dir, "stall.ts"),
+      `export default () => ({ name: "stall", run: (g) => {
+  const write = Deno.writeTextFile;
+  Deno.writeTextFile = async (path, ...rest) => {
+    if (String(path).includes("r.json")) {
+      Deno.writeTextFileSync(${JSON.stringify(ready)}, "");
+      await new Promise((r) => setTimeout(r, 60000));
+    }
+    return write(path, ...rest);
+  };
+  return g;
+} });`,
+    );
+    const stalled = new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        CLI,
+        ws.write({
+          model: "model.onnx",
+          output: "out/deep/o.onnx",
+          report: "out/deep/r.json",
+          data: { calibration: { npy: "npy" } },
+          steps: [{ use: "./stall.ts" }, { use: "calibrate", method: "minmax" }, {
+            use: "quantize",
+          }],
+        }),
+        "--quiet",
+        "--no-analysis",
+      ],
+      cwd: ROOT,
+      stdout: "null",
+      stderr: "piped",
+    }).spawn();
+    for (let i = 0; i < 600 && !exists(ready); i++) await new Promise((r) => setTimeout(r, 50));
+    assert.ok(exists(join(ws.dir, "out", "deep", "o.onnx")), "the model is in place");
+    stalled.kill("SIGINT");
+    const second = await stalled.output();
+    assert.equal(second.code, 130);
+    assert.ok(!exists(join(ws.dir, "out")), "the model, its temporary report and the folders gone");
   } finally {
     ws.cleanup();
   }
