@@ -32,6 +32,30 @@ export const listDefaults: ListOptions = {
 } satisfies ListOptions;
 
 /**
+ * Whether a file name ends in one of the extensions (with the dot), matched case-insensitively as
+ * {@linkcode listImages} matches them: by default, whether it names a JPEG or PNG image.
+ *
+ * @param path The file name or path.
+ * @param extensions The extensions (default: {@linkcode listDefaults}' image extensions).
+ * @returns True when it ends in one of them.
+ *
+ * @example Usage
+ * ```ts
+ * import { hasExtension } from "@clipq/data/images";
+ * import assert from "node:assert/strict";
+ * assert.deepEqual(["a.JPG", "b.jpeg", "c.txt", "photos"].map((p) => hasExtension(p)), [true, true, false, false]);
+ * assert.equal(hasExtension("shard1.BIN", [".bin"]), true);
+ * ```
+ */
+export function hasExtension(
+  path: string,
+  extensions: readonly string[] = listDefaults.extensions!,
+): boolean {
+  const lower = path.toLowerCase();
+  return extensions.some((x) => lower.endsWith(x.toLowerCase()));
+}
+
+/**
  * Lists the image files of a folder (not recursive), sorted by name.
  *
  * @param dir The folder.
@@ -61,8 +85,7 @@ export async function listImages(dir: string, options: ListOptions = {}): Promis
   try {
     for await (const e of Deno.readDir(dir)) {
       if (!e.isFile && !e.isSymlink) continue;
-      const lower = e.name.toLowerCase();
-      if (exts.some((x) => lower.endsWith(x))) names.push(e.name);
+      if (hasExtension(e.name, exts)) names.push(e.name);
     }
   } catch (e) {
     throw new DataError(

@@ -9,7 +9,7 @@ import { basename, dirname, join, resolve } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { createHash } from "node:crypto";
 import { DETECTION_COLUMNS, HEAD_TYPES } from "@clipq/detect/head";
-import { listDefaults } from "@clipq/data/images";
+import { hasExtension, listDefaults } from "@clipq/data/images";
 import { ClipqError, ConfigError } from "@clipq/onnx/errors";
 import {
   found,
@@ -597,7 +597,7 @@ function readFolders(
     const images = d?.images === undefined ? [] : [d.images].flat();
     images.forEach((p, i) => {
       // A folder lists its images; a file named on its own is among the read files already.
-      if (!/\.(jpe?g|png)$/i.test(p)) {
+      if (!hasExtension(p)) {
         out.push([`data.${set}.images[${i}]`, p, listDefaults.extensions!]);
       }
     });
@@ -676,7 +676,7 @@ export async function checkWrittenFiles(
   for (const [k, dir, exts] of folders) {
     try {
       for (const e of Deno.readDirSync(dir)) {
-        if (e.isSymlink && exts.some((x) => e.name.toLowerCase().endsWith(x))) {
+        if (e.isSymlink && hasExtension(e.name, exts)) {
           readReal.push([k, await realPath(join(dir, e.name), true)]);
         }
       }
@@ -695,9 +695,8 @@ export async function checkWrittenFiles(
       throw new ConfigError(key, `expected a path other than ${what}; found the input ${abs}`);
     }
     // A file a folder input would read: an image in the calibration folder, a tfjs weight shard.
-    const lower = real.toLowerCase();
     const within = folders.find(([, dir, exts]) =>
-      dirname(real) === dir && exts.some((x) => lower.endsWith(x))
+      dirname(real) === dir && hasExtension(real, exts)
     );
     if (within) {
       throw new ConfigError(
@@ -877,7 +876,7 @@ export async function parseConfig(raw: unknown, options: LoadOptions = {}): Prom
         const r = await resolveAsset(p, key);
         await mustExist(r, key);
         // A folder's other files are passed over; a file named on its own was silently dropped.
-        if ((await exists(r)) === "file" && !/\.(jpe?g|png)$/i.test(r)) {
+        if ((await exists(r)) === "file" && !hasExtension(r)) {
           throw new ConfigError(key, `expected a folder or a .jpg, .jpeg or .png file; found ${r}`);
         }
         resolved.push(r);

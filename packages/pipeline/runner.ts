@@ -19,6 +19,7 @@ import { ClipqError, ConfigError, DataError, ModelError } from "@clipq/onnx/erro
 import { tensor } from "@clipq/onnx/tensor";
 import { inferShapes, type ShapeInfo } from "@clipq/onnx/shapes";
 import { checkImageHead, imageBatches, listImages, type PreprocessSpec } from "@clipq/data";
+import { hasExtension } from "@clipq/data/images";
 import { asPixels, channelCount, resolveSpec } from "@clipq/data/preprocess";
 import { npyBatches } from "@clipq/data/npy";
 import { fromTfjs, loadDarknet } from "@clipq/convert";
@@ -384,8 +385,6 @@ function extraFeeds(graph: Graph, input: InputConfig): Record<string, Tensor> {
   return feeds;
 }
 
-const IMAGE_EXT = /\.(jpe?g|png)$/i;
-
 /**
  * Every image file the data sets would read, listed as a run lists them and checked by its first
  * bytes: what a dry run can afford without decoding. An empty folder and a text file named .png
@@ -410,7 +409,7 @@ async function filesOf(set: DataSetConfig): Promise<string[]> {
   for (const p of list) {
     const st = await Deno.stat(p);
     if (st.isDirectory) files.push(...await listImages(p));
-    else if (IMAGE_EXT.test(p)) files.push(p);
+    else if (hasExtension(p)) files.push(p);
   }
   return set.limit !== undefined ? files.slice(0, set.limit) : files;
 }
