@@ -130,7 +130,6 @@ async function split(
   return result.graph;
 }
 
-/** Saves statistics, creating their folder as the output's is (a missing one failed naming a temp file). */
 /**
  * Statistics to load as a whole calibration: one shard's hold only its images, and loaded alone
  * they quietly stood for all of them.
@@ -152,6 +151,7 @@ export async function loadWholeStatistics(path: string, key: string): Promise<St
   return loaded.stats;
 }
 
+/** Saves statistics, creating their folder as the output's is (a missing one failed naming a temp file). */
 async function save(
   path: string,
   stats: Statistics,
