@@ -7,6 +7,7 @@
 // @ts-types="npm:@types/d3-scale@4.0.9"
 import { scaleBand, scaleLinear } from "d3-scale";
 import type { Report, ReportHistogram } from "./report.ts";
+import { speedupCeiling } from "@clipq/runtime/profile";
 
 /**
  * Escapes text for HTML content and attribute values.
@@ -166,14 +167,10 @@ function kernelTable(k: NonNullable<NonNullable<Report["latency"]>["kernels"]>):
   }`;
 }
 
-/**
- * The most int8 could gain with its convolutions as they are: if its other kernels took no time.
- * Float fuses activations into its convolutions where int8 runs them apart, so a speedup near it
- * is out of reach of anything but faster int8 convolutions.
- */
+/** The most int8 could gain with its convolutions as they are (@clipq/runtime's speedupCeiling). */
 function ceiling(k: NonNullable<NonNullable<Report["latency"]>["kernels"]>): string {
-  if (!(k.int8.weightedMs > 0)) return "";
-  const most = (k.float.weightedMs + k.float.otherMs) / k.int8.weightedMs;
+  const most = speedupCeiling(k.float, k.int8);
+  if (most === undefined) return "";
   return `<p>With its other kernels taking no time, int8 would run at most ${
     most.toFixed(2)
   }× as fast as float: float's kernel time over int8's convolutions, matmuls and gemms alone.</p>`;

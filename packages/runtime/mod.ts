@@ -35,6 +35,7 @@ export * from "./infer.ts";
 export {
   type ProfileEntry,
   type ProfileSummary,
+  speedupCeiling,
   summarizeProfile,
   type WeightedShare,
   weightedShare,

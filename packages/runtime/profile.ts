@@ -192,3 +192,29 @@ export function weightedShare(summary: ProfileSummary): WeightedShare {
     others: others.sort((a, b) => b.ms - a.ms),
   };
 }
+
+/**
+ * The most the int8 model could gain with its convolutions, matmuls and gemms as they are: all of
+ * float's kernel time over int8's weighted kernels alone, as if its other kernels took no time.
+ * Float runs activations inside its convs where int8 often runs them apart, so a speedup goal
+ * near or above it is out of reach of anything but faster int8 convolutions.
+ *
+ * @param float The float model's kernel time ({@linkcode weightedShare}, or any with its fields).
+ * @param int8 The int8 model's.
+ * @returns The ceiling, or undefined when the int8 profile has no weighted kernel.
+ *
+ * @example NanoDet's measured kernel times
+ * ```ts
+ * import { speedupCeiling } from "@clipq/runtime/profile";
+ * import assert from "node:assert/strict";
+ * const c = speedupCeiling({ weightedMs: 9.85, otherMs: 0.93 }, { weightedMs: 3.14, otherMs: 1.43 });
+ * assert.equal(c!.toFixed(2), "3.43");
+ * assert.equal(speedupCeiling({ weightedMs: 1, otherMs: 1 }, { weightedMs: 0, otherMs: 2 }), undefined);
+ * ```
+ */
+export function speedupCeiling(
+  float: { readonly weightedMs: number; readonly otherMs: number },
+  int8: { readonly weightedMs: number; readonly otherMs: number },
+): number | undefined {
+  return int8.weightedMs > 0 ? (float.weightedMs + float.otherMs) / int8.weightedMs : undefined;
+}
