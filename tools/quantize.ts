@@ -435,6 +435,10 @@ export async function main(argv: string[]): Promise<number> {
       ...(args.stats ? { statsOut: args.stats } : {}),
       ...(args.mergeStats ? { mergeStats: args.mergeStats } : {}),
       onWritten: (path) => targets.written.push(path),
+      // Once the process is ending on an error or interrupt, the run still going says no more.
+      write: (text) => {
+        if (!ending) Deno.stderr.writeSync(new TextEncoder().encode(text));
+      },
     });
     if (!args.quiet) console.error(`done in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
     return 0;
@@ -472,11 +476,7 @@ export async function main(argv: string[]): Promise<number> {
  * Statistics saved before the interrupt are complete and stay.
  */
 function cleanUpOnInterrupt(): void {
-  const handler = () => {
-    removeUnfinished();
-    console.error("interrupted: no model or report written");
-    Deno.exit(130);
-  };
+  const handler = () => void endUnfinished(130, ["interrupted: no model or report written"]);
   Deno.addSignalListener("SIGINT", handler);
   Deno.addSignalListener("SIGTERM", handler);
 }
@@ -490,21 +490,19 @@ function cleanUpOnInterrupt(): void {
  */
 function failOnUncaught(): void {
   const fail = (error: unknown) => {
-    removeUnfinished();
     // A thrown string or undefined has no stack of its own; the listener's would blame clipq.
     const what = error instanceof Error
       ? error.stack ?? `${error.name}: ${error.message}`
       : String(error);
     const steps = targets.customSteps;
-    console.error(`internal error outside the run's own calls: ${what}`);
-    console.error(
+    void endUnfinished(2, [
+      `internal error outside the run's own calls: ${what}`,
       steps.length > 0
         ? `hint: no call of the run's could catch it; a timer or promise a custom step left unawaited is the likely source (${
           steps.join(", ")
         }); no model or report written`
         : "hint: this is a clipq bug; please report it with the config",
-    );
-    Deno.exit(2);
+    ]);
   };
   globalThis.addEventListener("error", (ev) => {
     ev.preventDefault();
@@ -514,6 +512,31 @@ function failOnUncaught(): void {
     ev.preventDefault();
     fail(ev.reason);
   });
+}
+
+/** Set once the process is ending on an interrupt or an uncaught error; the first cause wins. */
+let ending: Promise<never> | undefined;
+
+/**
+ * Ends the process with `code` and `lines` on stderr, after removing what the run left unfinished
+ * (see {@linkcode removeUnfinished}). The run goes on meanwhile, so a write it had already started
+ * (the report's temporary file, say) lands a moment after the first clean-up and had left its file
+ * and folder behind on a busy machine: the clean-up runs again as such writes finish, and the run
+ * prints nothing more (a warning of its had followed the error).
+ */
+function endUnfinished(code: number, lines: readonly string[]): Promise<never> {
+  ending ??= (async () => {
+    const print = console.error;
+    for (const k of ["log", "info", "warn", "error"] as const) console[k] = () => {};
+    removeUnfinished();
+    for (const line of lines) print(line);
+    for (const ms of [25, 50, 100]) {
+      await new Promise((done) => setTimeout(done, ms));
+      removeUnfinished();
+    }
+    Deno.exit(code);
+  })();
+  return ending;
 }
 
 /**
@@ -556,5 +579,10 @@ function removeUnfinished(): void {
 if (import.meta.main) {
   cleanUpOnInterrupt();
   failOnUncaught();
-  Deno.exit(await main(Deno.args));
+  const code = await main(Deno.args);
+  // A promise the run rejected and nobody awaited reports it only once the event loop turns: a
+  // rejection right after the last write had ended the process with exit 0 and the model in place.
+  await new Promise((done) => setTimeout(done, 0));
+  if (ending) await ending;
+  Deno.exit(code);
 }

@@ -405,19 +405,27 @@ Deno.test("clipq exits 1 on bad input (one-line error naming the key) and 2 on a
         return g;
       } });`,
     );
-    const late = await spawnCli(
-      ws.write({
-        ...ok,
-        steps: [{ use: "./late.ts" }, { use: "calibrate", method: "minmax" }, { use: "quantize" }],
-      }),
-      "--quiet",
-    );
-    assert.equal(late.code, 2, late.stderr);
-    assert.match(
-      late.stderr,
-      /^internal error outside the run's own calls: model in place\nhint: /m,
-    );
-    assert.ok(!exists(join(ws.dir, "out")), "the model removed, and its folder");
+    // Without a report the model is the last write: the rejection then came after the run's last
+    // await, and the process had exited 0 with the model in place before it was reported.
+    for (const report of [ok.report, undefined]) {
+      const { report: _, ...rest } = ok;
+      const late = await spawnCli(
+        ws.write({
+          ...rest,
+          ...(report ? { report } : {}),
+          steps: [{ use: "./late.ts" }, { use: "calibrate", method: "minmax" }, {
+            use: "quantize",
+          }],
+        }),
+        "--quiet",
+      );
+      assert.equal(late.code, 2, `report ${report}: ${late.stderr}`);
+      assert.match(
+        late.stderr,
+        /^internal error outside the run's own calls: model in place\nhint: /m,
+      );
+      assert.ok(!exists(join(ws.dir, "out")), "the model removed, and its folder");
+    }
     // A model that is not ONNX: ModelError, exit 1, nothing written.
     Deno.writeTextFileSync(join(ws.dir, "bad.onnx"), "not a model");
     const r = await cli(
