@@ -3,10 +3,10 @@
  * histogram, batch by batch: memory is one batch of outputs plus `bins` numbers per tensor,
  * whatever the number of images.
  *
- * By default each tapped tensor is reduced inside onnxruntime to its exact min and max and a fixed,
- * seeded sample of `samples` values per image, and only the sample is histogrammed (on the grid the
- * exact range gives); `samples: "all"` fetches and histograms every value instead, at several times
- * the cost of plain inference.
+ * By default each tapped tensor is reduced inside onnxruntime to a fixed, seeded sample of `samples`
+ * values per image (and, for minmax, to its exact min and max, kept beside the histogram), and only
+ * the sample is histogrammed; `samples: "all"` fetches and histograms every value instead, at
+ * several times the cost of plain inference.
  *
  * @module
  */
@@ -57,7 +57,7 @@ export interface CollectOptions {
    * Values per tensor per image to histogram (default 8192): every k-th value of each image from a
    * seeded offset, k the largest step that keeps at least this many, so every image is sampled at
    * the same positions and shards still merge exactly; min and max are computed over every value
-   * inside onnxruntime, so minmax ranges and the histogram grid stay exact. A tensor with fewer
+   * inside onnxruntime (`extremes: "exact"`), so minmax ranges stay exact. A tensor with fewer
    * than twice this many values per image is taken whole. `"all"` histograms every value
    * (the exact histograms, at several times the cost: each tensor leaves onnxruntime whole). Graph
    * inputs (already in memory) are sampled the same way in JavaScript, min and max over every
@@ -67,10 +67,12 @@ export interface CollectOptions {
   /** Seed of the sample positions (mixed with each tensor's name). */
   seed?: number;
   /**
-   * With samples: each sampled tensor's min and max over every value (`"exact"`, two more passes
-   * over it in onnxruntime), or the sample's (`"sample"`): enough for methods that read only the
-   * counts (percentile, mse, entropy, aciq), and marked on the histogram
-   * ({@linkcode Histogram.extremesExact}) so that minmax refuses it.
+   * With samples: each sampled tensor's min and max over every value are measured too
+   * (`"exact"`, two more passes over it in onnxruntime; kept as the histogram's `populationMin`
+   * and `populationMax`), or not (`"sample"`): enough for methods that read only the counts
+   * (percentile, mse, entropy, aciq), and marked on the histogram
+   * ({@linkcode Histogram.extremesExact}) so that minmax refuses it. Either way the counts, grid
+   * and binned extremes are the sample's and the same: the histogram methods give the same ranges.
    */
   extremes?: "exact" | "sample";
 }

@@ -13,9 +13,13 @@
  *
  * Non-finite values (NaN, ±Infinity) are counted in `nonFinite` and otherwise ignored.
  *
- * A histogram can also be fed a sample of a larger set whose exact min and max are known
- * ({@linkcode Histogram.addSample}): min, max and the grid are then those of all the values, the
- * counts those of the sample, and `population` says how many values the sample stands for.
+ * A histogram can also be fed a sample of a larger set ({@linkcode Histogram.addSample}): the
+ * counts, `min`, `max` and the grid are then the sample's, `population` says how many values it
+ * stands for, and `populationMin`/`populationMax` hold the extremes of all of them when they were
+ * measured (exactly, inside onnxruntime). The grid depends on the binned values only, so a sample
+ * gives the same counts whether or not the extremes of its set were measured beside it: a
+ * calibration that measures them (to save statistics that minmax may read later) and one that
+ * does not give the histogram methods the same histogram.
  *
  * @module
  */
@@ -58,17 +62,24 @@ export interface HistogramJSON {
    * sample was (absent in files written before sampling existed: then `count + nonFinite`).
    */
   population?: number;
-  /** Smallest finite value (0 when empty). */
+  /** Smallest finite value binned (0 when empty). */
   min: number;
-  /** Largest finite value (0 when empty). */
+  /** Largest finite value binned (0 when empty). */
   max: number;
+  /**
+   * Smallest finite value of every value summarized, where a sample was binned and that is below
+   * `min`; absent: `min` (see {@linkcode Histogram.populationMin}).
+   */
+  populationMin?: number;
+  /** Largest finite value of every value summarized, where above `max`; absent: `max`. */
+  populationMax?: number;
   /** Sum of the finite values. */
   sum: number;
   /** Sum of their squares. */
   sumSquares: number;
   /**
-   * False when `min` and `max` are a sample's, not every value's (see
-   * {@linkcode Histogram.extremesExact}); absent when they are exact.
+   * False when the extremes of every value were not measured, only a sample's (see
+   * {@linkcode Histogram.extremesExact}); absent when they were.
    */
   extremesExact?: false;
 }
@@ -104,17 +115,25 @@ export class Histogram {
   nonFinite = 0;
   /** Number of values summarized (binned or not): above `count + nonFinite` when sampled. */
   population = 0;
-  /** Smallest finite value (Infinity when empty). */
+  /** Smallest finite value binned (Infinity when empty). */
   min: number = Infinity;
-  /** Largest finite value (-Infinity when empty). */
+  /** Largest finite value binned (-Infinity when empty). */
   max: number = -Infinity;
+  /**
+   * Smallest finite value of every value summarized: below `min` when only a sample was binned
+   * and the extremes of the whole set were measured beside it (what minmax reads), `min` when
+   * every value was binned. Meaningful only while {@linkcode Histogram.extremesExact} holds.
+   */
+  populationMin: number = Infinity;
+  /** Largest finite value of every value summarized (see `populationMin`). */
+  populationMax: number = -Infinity;
   /** Number of values exactly 0 (they are exactly representable, so they carry no rounding error). */
   zeros = 0;
   /**
-   * Whether `min` and `max` are those of every value summarized. A calibration for a method that
-   * reads only the counts (percentile, mse, entropy, aciq) may take them from the sample, which
-   * spares onnxruntime two passes over every value of every tapped tensor; `minmax` refuses such a
-   * histogram. A merge is exact when both sides are.
+   * Whether `populationMin` and `populationMax` are those of every value summarized. A calibration
+   * for a method that reads only the counts (percentile, mse, entropy, aciq) does not measure them
+   * where it samples, which spares onnxruntime two passes over every value of every tapped tensor;
+   * `minmax` refuses such a histogram. A merge is exact when both sides are.
    */
   extremesExact = true;
   /** Sum of finite values. */
@@ -164,28 +183,32 @@ export class Histogram {
   add(values: ArrayLike<number>): this {
     this.population += values.length;
     this.addFrom(values, 0);
+    // Every value binned is one of the population, so its extremes bound the population's too.
+    this.populationMin = Math.min(this.populationMin, this.min);
+    this.populationMax = Math.max(this.populationMax, this.max);
     return this;
   }
 
   /**
    * Adds a sample of a larger set of values whose exact min and max are known (computed over all of
-   * them elsewhere, e.g. inside onnxruntime): min, max and the grid cover [min, max] as if every
-   * value had been added, so minmax ranges stay exact and the grid is the one a full pass would
-   * build; the counts, sum and sum of squares are the sample's. Merging stays exact when each
-   * shard samples the same way. A non-finite min or max (the set held NaN or ±Infinity) is
-   * ignored: the sample's own finite extremes stand in.
+   * them elsewhere, e.g. inside onnxruntime): the counts, `min`, `max` and the grid are the sample's,
+   * exactly as {@linkcode Histogram.add} would make them, and `populationMin`/`populationMax` widen
+   * to the set's extremes (what minmax reads). Merging stays exact when each shard samples the same
+   * way. A non-finite min or max (the set held NaN or ±Infinity) is ignored: the sample's own
+   * finite extremes stand in.
    *
    * @param sample The sampled values.
    * @param all The exact min and max of the whole set, and its size.
    * @returns this.
    * @throws {RangeError} When min > max or the population is smaller than the sample.
    *
-   * @example The sample's counts on the whole set's range
+   * @example The sample's counts and grid; the whole set's extremes beside them
    * ```ts
    * import { Histogram } from "@clipq/calibrate/histogram";
    * import assert from "node:assert/strict";
    * const h = new Histogram().addSample([1, 2], { min: -8, max: 30, population: 1000 });
-   * assert.deepEqual([h.min, h.max, h.count, h.population], [-8, 30, 2, 1000]);
+   * assert.deepEqual([h.min, h.max, h.count, h.population], [1, 2, 2, 1000]);
+   * assert.deepEqual([h.populationMin, h.populationMax], [-8, 30]);
    * ```
    */
   addSample(
@@ -198,54 +221,14 @@ export class Histogram {
         `Expected a population of at least the sample's ${sample.length} values but found ${population}`,
       );
     }
-    if (!(Number.isFinite(min) && Number.isFinite(max))) {
-      this.add(sample);
-      this.population += population - sample.length;
-      return this;
+    const known = Number.isFinite(min) && Number.isFinite(max);
+    if (known && min > max) throw new RangeError(`Expected min ≤ max but found [${min}, ${max}]`);
+    this.add(sample);
+    this.population += population - sample.length;
+    if (known) {
+      this.populationMin = Math.min(this.populationMin, min);
+      this.populationMax = Math.max(this.populationMax, max);
     }
-    if (min > max) throw new RangeError(`Expected min ≤ max but found [${min}, ${max}]`);
-    const lo = Math.min(min, this.min), hi = Math.max(max, this.max);
-    this.fit(lo, hi);
-    this.min = lo;
-    this.max = hi;
-    // The sample lies within [min, max], which the grid now covers: binning needs no min/max
-    // tracking (a third faster). A value off the grid (NaN, or one outside the stated range)
-    // leaves for the general path. Two values per step, each with its own sums: one running sum
-    // is a chain of dependent additions that set the pace (4.2 → 2.2 ns per value on spread-out
-    // values; zero-heavy data is paced by its one busy bin either way). The bin is the truncation
-    // of v/w − offset rather than floor(v/w) − offset: the same once the difference is ≥ 0, and
-    // exact for float32 values (v/w has 24 significant bits, the difference is below `bins`).
-    const counts = this.counts, n = this.bins, off = this.offset;
-    const inv = 2 ** -this.exponent;
-    const len = sample.length, pairs = len & ~1;
-    let i = 0, s = 0, s2 = 0, t = 0, t2 = 0, z = 0;
-    for (; i < pairs; i += 2) {
-      const v = sample[i]!, u = sample[i + 1]!;
-      const a = v * inv - off, b = u * inv - off;
-      if (!(a >= 0 && a < n && b >= 0 && b < n)) break;
-      counts[a | 0]!++;
-      counts[b | 0]!++;
-      z += +(v === 0) + +(u === 0);
-      s += v;
-      t += u;
-      s2 += v * v;
-      t2 += u * u;
-    }
-    for (; i < len; i++) {
-      const v = sample[i]!;
-      const a = v * inv - off;
-      if (!(a >= 0 && a < n)) break;
-      counts[a | 0]!++;
-      z += +(v === 0);
-      s += v;
-      s2 += v * v;
-    }
-    this.count += i;
-    this.zeros += z;
-    this.sum += s + t;
-    this.sumSquares += s2 + t2;
-    if (i < len) this.addFrom(sample, i);
-    this.population += population;
     return this;
   }
 
@@ -370,6 +353,8 @@ export class Histogram {
     this.nonFinite += other.nonFinite;
     this.population += other.population;
     this.extremesExact &&= other.extremesExact;
+    this.populationMin = Math.min(this.populationMin, other.populationMin);
+    this.populationMax = Math.max(this.populationMax, other.populationMax);
     if (other.count === 0) return this;
     this.fit(Math.min(this.min, other.min), Math.max(this.max, other.max), other.exponent);
     const shift = this.exponent - other.exponent;
@@ -454,6 +439,12 @@ export class Histogram {
       population: this.population,
       min: empty ? 0 : this.min,
       max: empty ? 0 : this.max,
+      ...(!empty && this.extremesExact && this.populationMin < this.min
+        ? { populationMin: this.populationMin }
+        : {}),
+      ...(!empty && this.extremesExact && this.populationMax > this.max
+        ? { populationMax: this.populationMax }
+        : {}),
       sum: this.sum,
       sumSquares: this.sumSquares,
       ...(this.extremesExact ? {} : { extremesExact: false as const }),
@@ -498,6 +489,8 @@ export class Histogram {
       h.offset = num("offset");
       h.min = num("min");
       h.max = num("max");
+      h.populationMin = j.populationMin === undefined ? h.min : num("populationMin");
+      h.populationMax = j.populationMax === undefined ? h.max : num("populationMax");
       j.counts.forEach((c, i) => {
         if (typeof c !== "number" || !(c >= 0)) {
           throw new DataError(`${what}: expected counts[${i}] ≥ 0 but found ${String(c)}`);

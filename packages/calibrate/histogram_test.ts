@@ -116,16 +116,26 @@ Deno.test("a long batch that leaves the grid twice, with NaN and ±Infinity on e
   assert.ok(Math.abs(h.sum - all.reduce((a, b) => a + b, 0)) < 1e-9 * all.length * 900);
 });
 
-Deno.test("addSample() takes min, max and grid from the whole set and counts from the sample", () => {
+Deno.test("addSample() bins the sample as add() does and keeps the whole set's extremes beside it", () => {
   const all = sample(10000, 11, 2);
   const picked = all.filter((_, i) => i % 50 === 7);
   const min = Math.min(...all), max = Math.max(...all);
   const h = new Histogram().addSample(picked, { min, max, population: all.length });
   const full = new Histogram().add(all);
-  assert.deepEqual([h.min, h.max, h.exponent], [full.min, full.max, full.exponent]);
+  assert.deepEqual([h.populationMin, h.populationMax], [full.min, full.max]);
   assert.deepEqual([h.count, h.population], [picked.length, all.length]);
-  // The counts are the sample's, binned on the full set's grid.
-  assert.equal([...h.counts].reduce((a, c) => a + c, 0), picked.length);
+  // Counts, extremes and grid are the sample's, whether or not the set's extremes were measured:
+  // a calibration that measures them and one that does not give the same histogram methods' input.
+  const alone = new Histogram().add(picked);
+  alone.population = all.length;
+  assert.deepEqual(
+    { ...h.toJSON(), populationMin: 0, populationMax: 0 },
+    { ...alone.toJSON(), populationMin: 0, populationMax: 0 },
+  );
+  assert.ok(h.min >= min && h.max <= max && (h.min > min || h.max < max), "a narrower sample");
+  // The JSON keeps them and reads them back.
+  const back = Histogram.fromJSON(JSON.parse(JSON.stringify(h.toJSON())));
+  assert.deepEqual([back.populationMin, back.populationMax, back.min], [min, max, h.min]);
   assert.throws(() => h.addSample([1, 2], { min: 0, max: 1, population: 1 }), /population/);
   assert.throws(() => h.addSample([1], { min: 2, max: 1, population: 5 }), /min ≤ max/);
 });
@@ -164,9 +174,9 @@ Deno.test("population is count + nonFinite for full passes and for older JSON wi
 Deno.test("addSample() counts a NaN in the sample as non-finite and bins the rest", () => {
   const h = new Histogram().addSample([1, NaN, 2, 3], { min: 0, max: 5, population: 40 });
   const ref = new Histogram().add([1, 2, 3]);
-  assert.deepEqual([h.count, h.nonFinite, h.population, h.min, h.max], [3, 1, 40, 0, 5]);
-  // The grid is the one [0, 5] needs, whatever the sample spans.
-  const grid = new Histogram().add([0, 5]);
-  assert.deepEqual([h.sum, h.sumSquares, h.exponent], [ref.sum, ref.sumSquares, grid.exponent]);
+  assert.deepEqual([h.count, h.nonFinite, h.population, h.min, h.max], [3, 1, 40, 1, 3]);
+  assert.deepEqual([h.populationMin, h.populationMax], [0, 5]);
+  // The grid is the one the sample's finite values need.
+  assert.deepEqual([h.sum, h.sumSquares, h.exponent], [ref.sum, ref.sumSquares, ref.exponent]);
   assert.equal([...h.counts].reduce((a, c) => a + c, 0), 3);
 });

@@ -351,7 +351,11 @@ function rangeOf(hist: Histogram, o: Checked, what: string): TensorRange {
     o.lossAware ? lossAwareClip(t, steps, clip, o.lossAware.lambda) : clip;
 
   if (o.method === "minmax" && !o.lossAware) {
-    if (!o.symmetric) return { min: hist.min, max: hist.max, source };
+    // The extremes of every value: a sampled histogram bins only the sample's.
+    const [min, max] = [hist.populationMin, hist.populationMax];
+    if (!o.symmetric) return { min, max, source };
+    const c = Math.max(-min, max, 0);
+    return { min: -c, max: c, source };
   }
   if (o.symmetric) {
     const all = sumTails(pos, neg);

@@ -206,3 +206,20 @@ Deno.test("rangesFromStatistics names the method as the source", () => {
   assert.deepEqual([...r.keys()], ["a"]);
   assert.equal(r.get("a")!.source, "entropy");
 });
+
+Deno.test("minmax of a sampled histogram reads the whole set's extremes, not the sample's", () => {
+  const h = new Histogram().addSample([1, 2], { min: -8, max: 30, population: 1000 });
+  assert.deepEqual(rangeFromHistogram(h, { method: "minmax" }), {
+    min: -8,
+    max: 30,
+    source: "minmax",
+  });
+  assert.deepEqual(rangeFromHistogram(h, { method: "minmax", symmetric: true }), {
+    min: -30,
+    max: 30,
+    source: "minmax",
+  });
+  // The histogram methods read the sample: its 99.99th percentile lies within its values.
+  const p = rangeFromHistogram(h, { method: "percentile" });
+  assert.ok(p.min >= 0 && p.max <= 2 + h.width, JSON.stringify(p));
+});
