@@ -30,7 +30,7 @@ import { type Tensor, tensor, toFloat32 } from "@clipq/onnx/tensor";
 import type { ActivationBounds, InputCovariances } from "@clipq/onnx/metadata";
 import { activationParams, quantizeLinear, type QuantParams } from "./linear.ts";
 import { roundWithCovariance } from "./gptq.ts";
-import { quantizeBias, quantizeWeight } from "./weights.ts";
+import { biasScaleFloor, quantizeBias, quantizeWeight } from "./weights.ts";
 import type { Marks } from "./_analyze.ts";
 
 /**
@@ -83,6 +83,11 @@ export interface WeightReport {
   rounding: "nearest" | "gptq";
   /** With GPTQ: Σ eᵀ·E[x·xᵀ]·e over rows with nearest rounding, and with GPTQ. */
   outputError?: { nearest: number; gptq: number };
+  /**
+   * Channels whose scale was raised so that their int32 bias fits (weights tiny beside the bias,
+   * as a dead channel after BatchNorm folding has): absent when none.
+   */
+  raisedForBias?: number;
 }
 
 /**
@@ -171,6 +176,29 @@ export function writeQdq(graph: Graph, w: WriteInput): { graph: Graph; weights: 
   for (const m of w.marks.values()) {
     for (const mw of m.weights) readers.set(mw.name, (readers.get(mw.name) ?? 0) + 1);
   }
+  // The smallest scale each weight's channels may take so that the biases added at those scales
+  // fit int32 (a weight two layers read takes the larger floor): saturated, a bias had turned a
+  // dead channel's constant output into 0 without a word.
+  const biasFloors = new Map<string, Float64Array[]>();
+  for (const m of w.marks.values()) {
+    for (const b of m.biases) {
+      const sIn = w.activations.get(b.input)?.params.scale;
+      if (sIn === undefined) continue;
+      const floors = biasFloors.get(b.weight) ?? [];
+      floors.push(biasScaleFloor(graph.initializers.get(b.name)!, sIn));
+      biasFloors.set(b.weight, floors);
+    }
+  }
+  // Bias value c is added at weight scale c mod the scales' count (grouped ConvTranspose repeats).
+  const floorsOf = (weight: string, channels: number): Float64Array | undefined => {
+    const all = biasFloors.get(weight);
+    if (!all) return undefined;
+    const out = new Float64Array(channels);
+    for (const f of all) {
+      for (let c = 0; c < f.length; c++) out[c % channels] = Math.max(out[c % channels]!, f[c]!);
+    }
+    return out;
+  };
   // Weights, once per (initializer, axis).
   const weightOut = new Map<string, { out: string; scales: Float32Array; scale: string }>();
   const nodeInputs = new Map<number, Map<string, string>>();
@@ -186,7 +214,12 @@ export function writeQdq(graph: Graph, w: WriteInput): { graph: Graph; weights: 
       if (!hit) {
         let q: ReturnType<typeof quantizeWeight>;
         try {
-          q = quantizeWeight(init, { axis, clip: w.weightClip, qmax: w.qmax });
+          q = quantizeWeight(init, {
+            axis,
+            clip: w.weightClip,
+            qmax: w.qmax,
+            minScales: floorsOf(mw.name, axis === undefined ? 1 : init.dims[axis]!),
+          });
         } catch (e) {
           throw new ModelError(
             `node "${w.labels[i]}", weight "${mw.name}": ${(e as Error).message}`,
@@ -237,6 +270,7 @@ export function writeQdq(graph: Graph, w: WriteInput): { graph: Graph; weights: 
           minClipRatio: minRatio,
           rounding: outputError ? "gptq" : "nearest",
           ...(outputError ? { outputError } : {}),
+          ...(q.raisedScales > 0 ? { raisedForBias: q.raisedScales } : {}),
         });
       }
       rewrite.set(mw.name, hit.out);

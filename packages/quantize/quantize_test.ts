@@ -1052,3 +1052,32 @@ Deno.test("quantize() head auto walks through a peak test's bool Equal: the heat
     assert.deepEqual(positions(got), positions(want));
   }
 });
+
+Deno.test("quantize() keeps a dead channel's bias: its weight scale is raised so the int32 bias fits", async () => {
+  const b = new ModelBuilder({ seed: 1 });
+  const x = b.input("x", [1, 4, 6, 6]);
+  const wv = b.random.normals(4 * 4 * 9, 0.3);
+  for (let i = 0; i < 36; i++) wv[i] = wv[i]! * 1e-7; // output channel 0: dead, bias 1
+  const w = b.initializer(float32([4, 4, 3, 3], wv));
+  const bias = b.initializer(float32([4], [1, -1, 0.5, 0.1]));
+  const y = b.op("Conv", [x, w, bias], {
+    attributes: {
+      kernel_shape: { type: "ints", value: [3, 3] },
+      pads: { type: "ints", value: [1, 1, 1, 1] },
+    },
+    shape: [1, 4, 6, 6],
+  });
+  b.output(y, "y");
+  const g = b.build();
+  const ranges = new Map([
+    ["x", { min: -1, max: 1, source: "test" }],
+    ["y", { min: -3, max: 3, source: "test" }],
+  ]);
+  const feeds: Feeds = { x: new Float32Array(144).map((_, i) => Math.sin(i * 1.7)) };
+  const ref = (await runGraph(g, feeds)).y!;
+  const { graph, report } = quantize(g, { ranges, exclude: { head: false } });
+  const out = (await runGraph(graph, feeds)).y!;
+  // Saturated, the bias had made channel 0 output 0.04 instead of 1.
+  for (let i = 0; i < 36; i++) assert.ok(Math.abs(out[i]! - ref[i]!) < 0.05, `${out[i]}`);
+  assert.equal(report.weights[0]?.raisedForBias, 1);
+});

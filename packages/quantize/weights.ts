@@ -17,6 +17,12 @@ export interface WeightOptions {
   clip?: "max" | "mse";
   /** Largest quantized magnitude: 127 (8-bit) or 63 (7-bit, `reduceRange`). */
   qmax?: number;
+  /**
+   * Smallest scale per channel (one value, or one per channel): what the layer's int32 bias needs
+   * to stay in range (see {@linkcode biasScaleFloor}); a channel whose scale is raised to it is
+   * counted in `raisedScales`.
+   */
+  minScales?: ArrayLike<number> | undefined;
 }
 
 /** Defaults of {@linkcode WeightOptions}. */
@@ -24,6 +30,7 @@ export const weightDefaults = {
   axis: undefined,
   clip: "max",
   qmax: 127,
+  minScales: undefined,
 } satisfies WeightOptions;
 
 /** A quantized weight. */
@@ -36,6 +43,40 @@ export interface QuantizedWeight {
   readonly clipRatios: Float32Array;
   /** The channel axis, or undefined when per-tensor. */
   readonly axis: number | undefined;
+  /** Channels whose scale was raised to `minScales` (their bias would not fit int32 otherwise). */
+  readonly raisedScales: number;
+}
+
+/**
+ * Largest magnitude a quantized bias may take: half the int32 range, leaving the other half to the
+ * sum of the layer's int8 products it is added to (at most fan-in · 127 · 255, below 2^30 for a
+ * fan-in up to 33 000), so that the int32 accumulator cannot overflow either.
+ */
+export const BIAS_LIMIT = 2 ** 30;
+
+/**
+ * The smallest weight scale per bias value that keeps it within {@linkcode BIAS_LIMIT} at scale
+ * s_input · s_weight: |b| / (s_input · BIAS_LIMIT). A channel whose weights are tiny beside its
+ * bias (a dead channel after BatchNorm folding: weights ×10⁻⁷, bias 1) would otherwise get a scale
+ * at which its bias saturates int32, and output 0 instead of its bias.
+ *
+ * @param bias The float bias.
+ * @param inputScale The scale of the layer's input activation.
+ * @returns One floor per bias value.
+ *
+ * @example A bias of 1 at input scale 1/255 needs a weight scale of at least 255/2^30
+ * ```ts
+ * import { biasScaleFloor } from "@clipq/quantize/weights";
+ * import { float32 } from "@clipq/onnx/tensor";
+ * import assert from "node:assert/strict";
+ * assert.deepEqual([...biasScaleFloor(float32([2], [1, 0]), 1 / 255)], [255 / 2 ** 30, 0]);
+ * ```
+ */
+export function biasScaleFloor(bias: Tensor, inputScale: number): Float64Array {
+  const b = toFloat32(bias);
+  const floor = new Float64Array(b.length);
+  for (let c = 0; c < b.length; c++) floor[c] = Math.abs(b[c]!) / (inputScale * BIAS_LIMIT);
+  return floor;
 }
 
 /** Clip fractions the "mse" search tries (of the channel's max |w|). */
@@ -101,6 +142,13 @@ export function quantizeWeight(weight: Tensor, options: WeightOptions = {}): Qua
     inner = sizeOf(dims.slice(o.axis + 1));
   }
   const per = outer * inner;
+  const floors = o.minScales;
+  if (floors && floors.length !== 1 && floors.length !== channels) {
+    throw new ModelError(
+      `Expected minScales of 1 or ${channels} values but found ${floors.length}`,
+    );
+  }
+  let raised = 0;
   const scales = new Float32Array(channels);
   const ratios = new Float32Array(channels);
   const values = new Int8Array(w.length);
@@ -127,7 +175,14 @@ export function quantizeWeight(weight: Tensor, options: WeightOptions = {}): Qua
         if (e < best) [best, ratio] = [e, r];
       }
     }
-    const s = maxAbs > 0 ? Math.fround(maxAbs * ratio / o.qmax) : 1;
+    let s = maxAbs > 0 ? Math.fround(maxAbs * ratio / o.qmax) : 1;
+    const floor = floors ? floors[floors.length === 1 ? 0 : c]! : 0;
+    if (s < floor) {
+      // Rounded up so that the float32 scale is not below the floor either.
+      s = Math.fround(floor);
+      if (s < floor) s = Math.fround(floor * (1 + 2 ** -23));
+      raised++;
+    }
     scales[c] = s;
     ratios[c] = ratio;
     for (let a = 0; a < outer; a++) {
@@ -145,6 +200,7 @@ export function quantizeWeight(weight: Tensor, options: WeightOptions = {}): Qua
     scales,
     clipRatios: ratios,
     axis: o.axis,
+    raisedScales: raised,
   };
 }
 

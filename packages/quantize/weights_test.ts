@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { float32 } from "@clipq/onnx/tensor";
 import { seededRandom } from "@clipq/onnx/builder";
 import { mulberry32 } from "@clipq/onnx/random";
-import { quantizeBias, quantizeWeight } from "./weights.ts";
+import { BIAS_LIMIT, biasScaleFloor, quantizeBias, quantizeWeight } from "./weights.ts";
 
 function sqErr(w: Float32Array, q: ArrayLike<number>, scales: Float32Array, inner: number): number {
   let e = 0;
@@ -105,4 +105,31 @@ Deno.test("quantizeWeight() mse picks the clip an exhaustive search by QuantizeL
       assert.equal(got, reference(w, qmax), `channel ${c}, qmax ${qmax}`);
     }
   }
+});
+
+Deno.test("quantizeWeight() raises a channel's scale to its bias floor, so that the int32 bias fits", () => {
+  // Channel 0 is dead (weights ×1e-7, as BatchNorm folding leaves a channel of gamma ≈ 0) but has
+  // a bias of 1: at its own scale the bias would need ~5·10¹⁰, far beyond int32.
+  const w = float32([2, 3], [1e-7, -2e-7, 0.5e-7, 0.4, -0.2, 0.1]);
+  const bias = float32([2], [1, 0.5]);
+  const sIn = 2 / 255;
+  const plain = quantizeWeight(w, { axis: 0 });
+  assert.equal(plain.raisedScales, 0);
+  assert.equal(quantizeBias(bias, sIn, plain.scales).values.data[0], 2147483647, "saturates");
+  const floors = biasScaleFloor(bias, sIn);
+  const q = quantizeWeight(w, { axis: 0, minScales: floors });
+  assert.equal(q.raisedScales, 1);
+  assert.ok(q.scales[0]! >= floors[0]!, "not below the floor in float32");
+  assert.equal(q.scales[1], plain.scales[1], "a channel above its floor keeps its scale");
+  const b = quantizeBias(bias, sIn, q.scales);
+  const v = b.values.data as Int32Array;
+  assert.ok(Math.abs(v[0]!) <= BIAS_LIMIT);
+  // Dequantized, the bias is the float one again (to within a bias step).
+  assert.ok(Math.abs(v[0]! * b.scales[0]! - 1) <= b.scales[0]!);
+  // The tiny weights take a level or two at that scale, still within half a step.
+  const wq = q.values.data as Int8Array, wf = w.data as Float32Array;
+  for (let i = 0; i < 3; i++) {
+    assert.ok(Math.abs(wq[i]! * q.scales[0]! - wf[i]!) <= q.scales[0]! / 2);
+  }
+  assert.throws(() => quantizeWeight(w, { axis: 0, minScales: [1, 2, 3] }), /minScales of 1 or 2/);
 });
