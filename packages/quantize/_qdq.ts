@@ -360,11 +360,25 @@ export function writeQdq(graph: Graph, w: WriteInput): { graph: Graph; weights: 
   for (const [t, pair] of pairs) if (!produced.has(t)) nodes.push(...pair);
   graph.nodes.forEach((n, i) => {
     const rewrite = nodeInputs.get(i);
-    nodes.push({
-      ...n,
-      inputs: n.inputs.map((x) => rewrite?.get(x) ?? readAs.get(x) ?? x),
-      outputs: n.outputs.map((o) => renamedOutput.get(o) ?? o),
-    });
+    const inputs = n.inputs.map((x) => rewrite?.get(x) ?? readAs.get(x) ?? x);
+    const clip = foldedClip(n, w.activations);
+    if (clip === "drop") {
+      // Q∘Clip = Q: the Q after it reads the producer directly (see foldedClip).
+      const [q, dq] = pairs.get(n.outputs[0]!)!;
+      nodes.push({ ...q!, inputs: [inputs[0]!, ...q!.inputs.slice(1)] }, dq!);
+      return;
+    }
+    if (clip === "requantize") {
+      // The producer's output on the same grid first, then the Clip between DQ and Q.
+      const sz = paramInputs(w.activations.get(n.outputs[0]!)!.params);
+      const [qx, dqx] = [short("q"), short("d")];
+      nodes.push(
+        added("QuantizeLinear", [inputs[0]!, ...sz], qx),
+        added("DequantizeLinear", [qx, ...sz], dqx),
+      );
+      inputs[0] = dqx;
+    }
+    nodes.push({ ...n, inputs, outputs: n.outputs.map((o) => renamedOutput.get(o) ?? o) });
     for (const o of n.outputs) {
       const pair = pairs.get(o);
       if (pair) nodes.push(...pair);
@@ -375,6 +389,30 @@ export function writeQdq(graph: Graph, w: WriteInput): { graph: Graph; weights: 
     graph: unreadDropped(graph, { ...graph, nodes, initializers: inits }),
     weights: weightsReport,
   };
+}
+
+/**
+ * A Clip folded into its producer (no Q/DQ between them, one after the Clip) is left float between
+ * the producer and that QuantizeLinear. Where its bounds quantize to the grid's end levels, the Q
+ * alone gives exactly what Clip then Q give (both are monotone and saturate alike), and the Clip is
+ * dropped ("drop"). Otherwise (a u8 zero point that puts −0.5 a level inside the grid, a bound the
+ * grid's rounded ends overshoot) it must stay, and onnxruntime 1.30's optimizer at level all
+ * refused the model with the producer Conv/Gemm/MatMul between DequantizeLinear and the float
+ * Clip ("two nodes with same node name"): the producer's output is then quantized on the Clip's
+ * grid first ("requantize"), so that the producer fuses as usual and the Clip runs between its own
+ * DQ and Q; values differ from the plain fold by at most one level, at the bounds.
+ */
+function foldedClip(
+  n: Node,
+  activations: ReadonlyMap<string, ActivationEntry>,
+): "drop" | "requantize" | undefined {
+  if (n.op !== "Clip" || n.domain !== "") return undefined;
+  const e = activations.get(n.outputs[0]!);
+  if (!e?.bounds) return undefined;
+  const { min, max } = e.bounds;
+  const [lo, hi] = e.params.dtype === "uint8" ? [0, 255] : [-128, 127];
+  const ends = quantizeLinear([Number.isFinite(min) ? min : -Infinity, max ?? Infinity], e.params);
+  return ends[0] === lo && ends[1] === hi ? "drop" : "requantize";
 }
 
 /** `next` without the initializers nothing reads any more (and, in old models, their inputs). */

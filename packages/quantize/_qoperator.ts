@@ -3,7 +3,7 @@
 // become onnxruntime's com.microsoft QLinear* ops, DQ→op→Q around ops that only move values
 // runs the op on uint8, and Q(DQ(x)) with equal parameters is x. What remains is float between
 // DequantizeLinear and QuantizeLinear, which onnxruntime runs as it is.
-import { attrFloat, type Graph, type Node, opsetOf } from "@clipq/onnx/graph";
+import { attrFloat, attrString, type Graph, type Node, opsetOf } from "@clipq/onnx/graph";
 import { toFloat64 } from "@clipq/onnx/tensor";
 
 const PASS_THROUGH = new Set([
@@ -158,6 +158,9 @@ export function foldQOperator(graph: Graph): Graph {
   const u8MaxPool = (opsetOf(graph) ?? 0) >= 12;
   nodes.forEach((n, i) => {
     if (!n || !PASS_THROUGH.has(n.op) || (n.op === "MaxPool" && !u8MaxPool)) return;
+    // Nearest Resize only picks values; linear and cubic interpolate, which on the integers rounds
+    // otherwise than DQ → Resize → Q (and cubic on uint8 failed at onnxruntime's level disabled).
+    if (n.op === "Resize" && attrString(n, "mode", "nearest") !== "nearest") return;
     const x = dqOf(n.inputs[0]);
     const outs = n.outputs.filter(Boolean);
     if (!x || outs.length !== 1) return;

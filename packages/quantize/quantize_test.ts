@@ -1081,3 +1081,96 @@ Deno.test("quantize() keeps a dead channel's bias: its weight scale is raised so
   for (let i = 0; i < 36; i++) assert.ok(Math.abs(out[i]! - ref[i]!) < 0.05, `${out[i]}`);
   assert.equal(report.weights[0]?.raisedForBias, 1);
 });
+
+Deno.test("quantize() drops a folded Clip the grid saturates exactly, and gives the others their own Q/DQ", async () => {
+  // Clip(-0.5, 6) on u8: zero point 20 puts -0.5 in level 0 and 6 in level 255, so Q alone is Q∘Clip.
+  // Clip(-0.45, 6): -0.45 quantizes a level inside the grid, so the Clip must stay; left float
+  // between the Conv and its Q it had made onnxruntime 1.30 refuse the model at level all ("two
+  // nodes with same node name"), and Gemm and MatMul producers alike.
+  for (
+    const [lo, kind] of [[-0.5, "conv"], [-0.45, "conv"], [-0.45, "gemm"], [
+      -0.45,
+      "matmul",
+    ]] as const
+  ) {
+    const b = new ModelBuilder({ seed: 9 });
+    const conv = kind === "conv";
+    const x = b.input("x", conv ? [1, 4, 8, 8] : [2, 8]);
+    const h = conv
+      ? b.conv(x, { outChannels: 4, kernel: 3 })
+      : kind === "gemm"
+      ? b.gemm(x, { out: 8 })
+      : b.matmul(x, { out: 8 });
+    const c = b.op("Clip", [h, b.initializer(float32([], [lo])), b.initializer(float32([], [6]))], {
+      name: "clip",
+      shape: conv ? [1, 4, 6, 6] : [2, 8],
+    });
+    b.output(conv ? b.conv(c, { outChannels: 4, kernel: 1 }) : b.gemm(c, { out: 4 }), "y");
+    const g = b.build();
+    const r = (min: number, max: number) => ({ min, max, source: "test" });
+    const ranges = new Map([["x", r(-1, 1)], ["clip", r(lo, 6)], ["y", r(-3, 3)]]);
+    const feeds = randomFeeds(g, 3);
+    const ref = (await runGraph(g, feeds)).y!;
+    for (const activations of ["u8", "s8"] as const) {
+      const { graph } = quantize(g, { ranges, activations, exclude: { head: false } });
+      const clips = countOps(graph).Clip ?? 0;
+      if (activations === "u8") assert.equal(clips, 0, "dropped");
+      else {
+        // Kept, between a DequantizeLinear and a QuantizeLinear of its own.
+        assert.equal(clips, 1);
+        const clip = graph.nodes.find((n) => n.op === "Clip")!;
+        const from = graph.nodes.find((n) => n.outputs.includes(clip.inputs[0]!))!;
+        assert.equal(from.op, "DequantizeLinear", `${kind} ${activations}`);
+      }
+      for (const level of ["disabled", "all"] as const) {
+        const out = (await runGraph(graph, feeds, { level })).y!;
+        assert.ok(sqnr(ref, out) > 25, `${kind} Clip(${lo}) ${activations} ${level}`);
+      }
+    }
+  }
+});
+
+Deno.test("QOperator runs a nearest Resize on the integers and keeps linear and cubic ones float", async () => {
+  for (const mode of ["nearest", "linear", "cubic"]) {
+    const b = new ModelBuilder({ seed: 6 });
+    const x = b.input("x", [1, 4, 6, 6]);
+    const h = b.conv(x, { outChannels: 4, kernel: 3, pad: 1 });
+    const r = b.op("Resize", [h, "", b.initializer(float32([4], [1, 1, 2, 2]))], {
+      attributes: { mode: { type: "string", value: mode } },
+      shape: [1, 4, 12, 12],
+    });
+    b.output(b.conv(r, { outChannels: 4, kernel: 1 }), "y");
+    const g = b.build();
+    const rg = (min: number, max: number) => ({ min, max, source: "test" });
+    const ranges = new Map([["x", rg(-1, 1)], [h, rg(-3, 3)], [r, rg(-3, 3)], ["y", rg(-3, 3)]]);
+    const { graph } = quantize(g, { ranges, format: "qoperator", exclude: { head: false } });
+    // Interpolating on uint8 rounds otherwise than in float, and cubic did not run at level
+    // disabled ("Tensor type mismatch"). (A nearest ×2 is lowered to integer copies.)
+    const resize = graph.nodes.find((n) => n.op === "Resize");
+    const from = resize && graph.nodes.find((n) => n.outputs.includes(resize.inputs[0]!))!.op;
+    if (mode !== "nearest") assert.equal(from, "DequantizeLinear", mode);
+    else assert.ok(from === undefined || from === "QLinearConv", `${mode}: ${from}`);
+    const feeds = randomFeeds(g, 2);
+    const ref = (await runGraph(g, feeds)).y!;
+    for (const level of ["disabled", "all"] as const) {
+      // Ranges of ±3 for values within about ±1: 22 dB, the same as QDQ's.
+      assert.ok(sqnr(ref, (await runGraph(graph, feeds, { level })).y!) > 20, `${mode} ${level}`);
+    }
+  }
+});
+
+Deno.test("quantize() leaves an opset-10 model's RGB input unpadded (Pad takes its pads as an input from opset 11)", async () => {
+  const b = new ModelBuilder({ seed: 2, opset: 10 });
+  const x = b.input("x", [1, 3, 8, 8]);
+  b.output(b.relu(b.conv(x, { outChannels: 4, kernel: 3 })), "y");
+  const g = b.build();
+  const r = (min: number, max: number) => ({ min, max, source: "test" });
+  const ranges = new Map([["x", r(-1, 1)], ["y", r(0, 2)]]);
+  // Per-tensor weights keep the model at opset 10; the stem's channel pad had been written in the
+  // opset-11 form, which onnxruntime and onnx.checker refuse.
+  const { graph } = quantize(g, { ranges, weights: "per-tensor", exclude: { head: false } });
+  assert.equal(opsetOf(graph), 10);
+  assert.equal(countOps(graph).Pad ?? 0, 0);
+  const feeds = randomFeeds(g, 4);
+  assert.ok(sqnr((await runGraph(g, feeds)).y!, (await runGraph(graph, feeds)).y!) > 25);
+});

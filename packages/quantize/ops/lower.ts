@@ -442,6 +442,9 @@ function poolBeforeActivation(s: State, graph: Graph, ex: LowerOptions["exclude"
 
 /** Zero-pads 3-channel graph inputs read by group-1 Convs to 4 channels. */
 function padInputChannels(s: State, graph: Graph, ex: LowerOptions["exclude"]): void {
+  // Pad takes its pads as an input from opset 11 (a per-tensor model below it stays there).
+  const opset = graph.opsetImports.find((o) => o.domain === "" || o.domain === "ai.onnx")?.version;
+  if ((opset ?? 0) < 11) return;
   const inputs = new Map(graph.inputs.map((v) => [v.name, v]));
   const padded = new Map<string, { name: string; channels: number }>();
   const padNodes: Node[] = [];
