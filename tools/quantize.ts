@@ -26,6 +26,7 @@ import {
   checkAgainstModel,
   checkBeforeSteps,
   checkImageFiles,
+  checkTargets,
   firstMissing,
   loadSource,
   runPipeline,
@@ -422,6 +423,10 @@ export async function main(argv: string[]): Promise<number> {
       checkAgainstModel(source, config);
       await checkImageFiles(config);
       await checkBeforeSteps(source, config);
+      await checkTargets(config, {
+        calibrateOnly: args.calibrateOnly,
+        ...(args.stats ? { statsOut: args.stats } : {}),
+      });
       console.log(plan(config));
       return 0;
     }

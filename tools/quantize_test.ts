@@ -7,6 +7,7 @@ import { createHash } from "node:crypto";
 import { decode, float32, METADATA_KEYS, ModelBuilder, saveModel } from "@clipq/onnx";
 import { writeNpy } from "@clipq/data/npy";
 import { createSession } from "@clipq/runtime";
+import { Histogram, saveStatistics } from "@clipq/calibrate";
 import { smallDetector, workspace } from "../packages/pipeline/_fixtures_test.ts";
 import { darknetPhotos, ensureChromium } from "./assets.ts";
 import { runCli as cli } from "../tests/cli.ts";
@@ -827,6 +828,50 @@ Deno.test("clipq --dry-run prints the plan, checks the config against the model 
       /^error: onnxruntime could not load the input model: .*No Op registered for FrobnicateX/,
       /^hint: the node's op is not an operator onnxruntime has/,
     );
+    // Three that passed the dry run and failed the run (exclusions after calibrating):
+    // an exclusion no node has, statistics of another model, an output folder that takes no file.
+    const quantizeOnly = { model: "model.onnx", output: "out/o.onnx" };
+    assertBadInput(
+      await cli(
+        ws.write({
+          ...quantizeOnly,
+          steps: [
+            { use: "normalize" },
+            { use: "calibrate", method: "clip-bounds", fallback: "float" },
+            { use: "quantize", exclude: { names: ["nonexistent"] } },
+          ],
+        }, "names.json"),
+        "--dry-run",
+      ),
+      /^error: steps\[2\]\.exclude\.names: expected names of the model's nodes .*found "nonexistent", which no node has$/,
+    );
+    const other = new Histogram().add([1, 2]);
+    await saveStatistics(join(ws.dir, "other.json"), new Map([["no_such_tensor", other]]));
+    assertBadInput(
+      await cli(
+        ws.write({
+          ...quantizeOnly,
+          steps: [
+            { use: "calibrate", method: "minmax", statistics: { load: "other.json" } },
+            { use: "quantize" },
+          ],
+        }, "other.json.cfg.json"),
+        "--dry-run",
+      ),
+      /^error: steps\[0\]\.statistics\.load: expected statistics of this model's tensors; found none of them among the 1 in .*other\.json \(saved from another model\?\)$/,
+    );
+    // /proc takes no file, even from root.
+    assertBadInput(
+      await cli(
+        ws.write(
+          { ...quantizeOnly, output: "/proc/o.onnx", steps: [{ use: "normalize" }] },
+          "w.json",
+        ),
+        "--dry-run",
+      ),
+      /^error: output: expected a writable folder for \/proc\/o\.onnx; found \/proc not writable/,
+    );
+    assert.ok(!exists(join(ws.dir, "out")));
     const bad = await cli("--shard", "3/2");
     assert.equal(bad.code, 1);
     assert.match(bad.stderr, /^error: --shard: expected K\/N/);

@@ -44,10 +44,15 @@ import { createReporter } from "./progress.ts";
 import { type Analysis, analyze } from "./analysis.ts";
 import { buildReport, type Report } from "./report.ts";
 import { renderHtml } from "./report_html.ts";
-import { quantizePlanOptions, type QuantizeStepOptions } from "./steps/quantize.ts";
+import {
+  checkExcludeNames,
+  quantizePlanOptions,
+  type QuantizeStepOptions,
+} from "./steps/quantize.ts";
 import { createSession } from "@clipq/runtime";
 import { decodeHead } from "./steps/evaluate.ts";
 import { loadWholeStatistics } from "./steps/calibrate.ts";
+import type { Statistics } from "@clipq/calibrate";
 import pkg from "./deno.json" with { type: "json" };
 
 /** The clipq version recorded in provenance. */
@@ -620,10 +625,12 @@ function staticShapes(
  * @throws {ModelError} When onnxruntime refuses the model; {@linkcode ConfigError} for a shard.
  */
 export async function checkBeforeSteps(source: Graph, config: Config): Promise<void> {
+  const loaded: { key: string; file: string; stats: Statistics }[] = [];
   for (const [i, e] of config.entries.entries()) {
     const load = (e.options.statistics as { load?: string } | undefined)?.load;
     if (e.use === "calibrate" && load) {
-      await loadWholeStatistics(load, `steps[${i}].statistics.load`);
+      const key = `steps[${i}].statistics.load`;
+      loaded.push({ key, file: load, stats: await loadWholeStatistics(load, key) });
     }
   }
   // A custom step may rewrite the model into one onnxruntime opens; normalize prunes dead nodes
@@ -633,6 +640,24 @@ export async function checkBeforeSteps(source: Graph, config: Config): Promise<v
     ? normalizeWithReport(source).graph
     : source;
   const g = config.input.static ? withStaticImageInput(normalized, config.input) : normalized;
+  // Statistics of another model hold none of this one's tensors (the run refuses them at its
+  // calibrate step, by the first tensors they lack).
+  const tensors = new Set([...g.inputs.map((v) => v.name), ...g.nodes.flatMap((n) => n.outputs)]);
+  for (const { key, file, stats } of loaded) {
+    if (stats.size > 0 && ![...stats.keys()].some((t) => tensors.has(t))) {
+      throw new ConfigError(
+        key,
+        `expected statistics of this model's tensors; found none of them among the ${stats.size} in ${file} (saved from another model?)`,
+      );
+    }
+  }
+  // Names to keep float, against the model as the steps before quantize leave it (svd-fc and
+  // channel splitting make nodes of their own, which only the run can know).
+  for (const [i, e] of config.entries.entries()) {
+    if (e.use === "svd-fc" || (e.use === "calibrate" && e.options.splitChannels)) break;
+    const names = (e.options.exclude as { names?: string[] } | undefined)?.names;
+    if (e.use === "quantize" && names) checkExcludeNames(g, names, `steps[${i}].exclude.names`);
+  }
   const s = await createSession(g, { optimizationLevel: "basic", label: "the input model" });
   await s.release();
 }
@@ -691,6 +716,24 @@ export function firstMissing(path: string): string | undefined {
     }
   }
   return missing;
+}
+
+/**
+ * The folders of every file the run writes (model, report and its HTML, saved statistics; with
+ * `calibrateOnly` only `statsOut`) take a file: probed before anything runs, and by the dry run.
+ *
+ * @param config The config.
+ * @param options Whether only statistics are written, and where.
+ * @throws {ConfigError} Naming the key of a path whose folder is not writable.
+ */
+export async function checkTargets(
+  config: Config,
+  options: { calibrateOnly?: boolean; statsOut?: string } = {},
+): Promise<void> {
+  const targets: [string, string][] = options.calibrateOnly
+    ? (options.statsOut ? [["--stats", options.statsOut]] : [])
+    : writtenPaths(config);
+  for (const [key, path] of targets) await checkWritable(key, path);
 }
 
 /** Probes the nearest existing folder of a path with a temporary file (removed at once). */
@@ -853,10 +896,7 @@ export async function runPipeline(config: Config, options: RunOptions = {}): Pro
   }
   // Before anything runs: a folder that cannot take the files used to fail after the whole run,
   // with a message that named a temporary file and blamed the model.
-  const targets: [string, string][] = o.calibrateOnly
-    ? (o.statsOut ? [["--stats", o.statsOut]] : [])
-    : writtenPaths(config);
-  for (const [key, path] of targets) await checkWritable(key, path);
+  await checkTargets(config, o);
   // Folders missing now that the output or report would create go again if the run fails: no
   // partial output, empty folders included.
   const made = [

@@ -234,6 +234,33 @@ function warnUnmatched(
 }
 
 /**
+ * Names `quantize.exclude.names` gives must be nodes of the graph: a misspelt one would silently
+ * leave its node quantized. Unnamed nodes are labelled Op#index as the report lists them (indices
+ * after the quantizer's rewrites): any such label of an op the model has passes. The dry run
+ * checks the same against the model as the steps before quantize leave it.
+ *
+ * @param graph The graph quantize gets.
+ * @param names The names.
+ * @param key The config key to name.
+ * @throws {ConfigError} When a name is no node's.
+ */
+export function checkExcludeNames(graph: Graph, names: readonly string[], key: string): void {
+  const nodes = new Set(graph.nodes.map((n) => n.name));
+  const ops = new Set(graph.nodes.map((n) => n.op));
+  const unknown = names.filter((name) =>
+    !nodes.has(name) && !ops.has(/^(.+)#\d+$/.exec(name)?.[1] ?? "")
+  );
+  if (unknown.length > 0) {
+    throw new ConfigError(
+      key,
+      `expected names of the model's nodes (an unnamed one is Op#index); found ${
+        unknown.map((n) => JSON.stringify(n)).join(", ")
+      }, which no node has`,
+    );
+  }
+}
+
+/**
  * Creates the `quantize` step.
  *
  * @param options Format, activation/weight types, exclusions, range overrides.
@@ -270,22 +297,7 @@ export function quantizeStep(options: QuantizeStepOptions = {}): Step {
   return {
     name: "quantize",
     async run(graph, ctx) {
-      // A misspelt name would silently leave its node quantized. Unnamed nodes are labelled
-      // Op#index as the report lists them (indices after the quantizer's rewrites): any such
-      // label of an op the model has passes.
-      const names = new Set(graph.nodes.map((n) => n.name));
-      const ops = new Set(graph.nodes.map((n) => n.op));
-      const unknown = (o.exclude.names ?? []).filter((name) =>
-        !names.has(name) && !ops.has(/^(.+)#\d+$/.exec(name)?.[1] ?? "")
-      );
-      if (unknown.length > 0) {
-        throw new ConfigError(
-          "quantize.exclude.names",
-          `expected names of the model's nodes (an unnamed one is Op#index); found ${
-            unknown.map((n) => JSON.stringify(n)).join(", ")
-          }, which no node has`,
-        );
-      }
+      checkExcludeNames(graph, o.exclude.names ?? [], "quantize.exclude.names");
       checkOverrides(graph, o.overrides, "quantize.overrides");
       ctx.floatGraph = graph;
       const ranges = new Map<string, TensorRange>(ctx.ranges);
