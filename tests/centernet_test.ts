@@ -75,7 +75,7 @@ Deno.test("the imported CenterNet finds dog.jpg's bicycle, car and dog among its
   assert.ok(confident.length <= 6, `confident rows: ${JSON.stringify(confident)}`);
 });
 
-Deno.test("CenterNet int8: all-int8 loses the detections, the fallback keeps a few layers float and agrees again", async () => {
+Deno.test("CenterNet int8: all-int8 keeps most detections once dead channels keep their biases; the fallback reverts a layer and agrees", async () => {
   const dir = await Deno.makeTempDir({ prefix: "clipq_centernet_" });
   try {
     const model = await humanModel("centernet");
@@ -105,10 +105,14 @@ Deno.test("CenterNet int8: all-int8 loses the detections, the fallback keeps a f
       return { graph, report: report as unknown as Record<string, unknown>, agreement, seen };
     };
 
-    // Measured: AP50 0 (the float model's 30 confident rows on the seven photos, none found).
+    // Measured: AP50 0.82, mAP 0.71 against the float model's 30 confident rows on the seven
+    // photos. It was 0 until channels whose folded BatchNorm left weights tiny beside their bias
+    // got a weight scale at which the int32 bias fits: saturated, those biases had turned the
+    // first depthwise conv's output to noise (its input at 41 dB SQNR, its output at 15–18 dB).
     const all = await quantized("all", {});
     assert.ok(all.agreement.references >= 25, `float rows: ${all.agreement.references}`);
-    assert.ok(all.agreement.ap50 < 0.3, `all-int8 agreement AP50 ${all.agreement.ap50}`);
+    assert.ok(all.agreement.ap50 >= 0.75, `all-int8 agreement AP50 ${all.agreement.ap50}`);
+    assert.match(JSON.stringify(all.report), /"raisedForBias":\[\{"node":/);
 
     const fb = await quantized("fallback", { maxDrop: 0.05 });
     const report = (fb.report.details as { fallback: unknown }).fallback as {
@@ -120,16 +124,16 @@ Deno.test("CenterNet int8: all-int8 loses the detections, the fallback keeps a f
       floatNodes: string[];
     };
     assert.equal(report.weightedLayers, 89);
-    assert.ok(report.initialScore < 0.3, `fallback's all-int8 score ${report.initialScore}`);
+    // Measured: all-int8 scores 0.875 on the fallback's three photos; one layer reverted (a head
+    // upsample conv) brings it to 1, and AP50 0.99 (mAP 0.86) on all seven, four of them unseen
+    // by the fallback (before the bias fix: 3 layers reverted here, 0.90 and 0.81).
+    assert.ok(report.initialScore >= 0.75, `fallback's all-int8 score ${report.initialScore}`);
     assert.equal(report.met, true);
     assert.ok(report.score >= 0.95, `fallback score ${report.score}`);
-    assert.ok(report.reverted.length <= 6, `reverted ${report.reverted}`);
-    // Measured: 3 layers reverted (an SE gate conv, the first projection, a head upsample conv);
-    // AP50 1 on the fallback's three photos, 0.90 (mAP 0.81) on all seven — four of them unseen
-    // by the fallback, which on all seven also reverts the stem conv and reaches 0.98.
+    assert.ok(report.reverted.length <= 3, `reverted ${report.reverted}`);
     assert.ok(fb.seen.ap50 >= 0.95, `fallback agreement on its photos AP50 ${fb.seen.ap50}`);
-    assert.ok(fb.agreement.ap50 >= 0.85, `fallback agreement AP50 ${fb.agreement.ap50}`);
-    assert.ok(fb.agreement.map >= 0.7, `fallback agreement mAP ${fb.agreement.map}`);
+    assert.ok(fb.agreement.ap50 >= 0.95, `fallback agreement AP50 ${fb.agreement.ap50}`);
+    assert.ok(fb.agreement.map >= 0.8, `fallback agreement mAP ${fb.agreement.map}`);
 
     // Every weighted layer reads int8 weights through a DequantizeLinear but the reverted ones and
     // a conv whose output feeds straight into a reverted layer's float region (its fused

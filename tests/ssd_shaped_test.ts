@@ -123,17 +123,17 @@ Deno.test("SSD-MobileNetV2-shaped int8 from clip bounds alone: ReLU6 outputs [0,
     assert.equal(unbounded.length, 27);
     assert.equal(unbounded.filter((t) => producer.get(t)?.op === "Add").length, 10);
     assert.equal(unbounded.filter((t) => producer.get(t)?.op === "Conv").length, 17);
-    // One u8 scale per ReLU6 output, 6/255 with zero point 0: a Q/DQ after the Clip, none between
-    // the conv and its Clip (ReLU6 fuses into the conv).
+    // One u8 scale per ReLU6 output, 6/255 with zero point 0, and the Clip gone: on that grid 0 and
+    // 6 are the end levels, so the Q after the conv alone is exactly Clip then Q.
     for (const t of clips) {
-      const q = zero.graph.nodes.find((n) => n.op === "QuantizeLinear" && n.inputs[0] === t);
-      assert.ok(q, `expected ${t} quantized`);
+      const conv = producer.get(producer.get(t)!.inputs[0]!)!;
+      assert.ok(!zero.graph.nodes.some((n) => n.outputs.includes(t)), `${t}: Clip dropped`);
+      const q = zero.graph.nodes.find((n) =>
+        n.op === "QuantizeLinear" && n.inputs[0] === conv.outputs[0]
+      );
+      assert.ok(q, `expected ${conv.outputs[0]} quantized`);
       const scale = zero.graph.initializers.get(q.inputs[1]!)!.data as Float32Array;
       assert.ok(Math.abs(scale[0]! - 6 / 255) < 1e-7, `${t}: scale ${scale[0]}`);
-      const conv = producer.get(producer.get(t)!.inputs[0]!)!;
-      assert.ok(
-        !zero.graph.nodes.some((n) => n.op === "QuantizeLinear" && n.inputs[0] === conv.outputs[0]),
-      );
     }
     // onnxruntime at level all: every depthwise conv is a QLinearConv (input and output ReLU6),
     // and so are the stem and the eight extra-layer convs; the expand convs and the 1×1 conv after

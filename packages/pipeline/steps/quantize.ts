@@ -428,10 +428,23 @@ export function quantizeStep(options: QuantizeStepOptions = {}): Step {
       );
       warnUnmatched(o.exclude, result.report.floatNodes, graph, ctx);
       ctx.report.excluded = result.report.floatNodes;
+      // Channels whose weights are tiny beside their bias (dead after BatchNorm folding) and got a
+      // larger scale so that the int32 bias fits: CenterNet's MobileNetV3 has such channels.
+      const raised = result.report.weights.flatMap((w) =>
+        w.raisedForBias ? [{ node: w.node, channels: w.raisedForBias }] : []
+      );
+      if (raised.length > 0) {
+        ctx.log.info(
+          `  int32 biases: ${
+            raised.reduce((a, r) => a + r.channels, 0)
+          } channels of ${raised.length} layers get a weight scale their bias fits at`,
+        );
+      }
       ctx.report.quantize = {
         quantizedNodes: result.report.quantizedNodes.length,
         tensors: result.report.tensors,
         weights: result.report.weights.length,
+        ...(raised.length > 0 ? { raisedForBias: raised } : {}),
         initializerSizes: result.report.sizes,
         rewrites: result.report.rewrites,
       };
