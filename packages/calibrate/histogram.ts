@@ -471,12 +471,28 @@ export class Histogram {
     if (!j || typeof j !== "object" || !Array.isArray(j.counts)) {
       throw new DataError(`${what}: expected a histogram object with a counts array`);
     }
-    const h = new Histogram({ bins: num("bins"), minExponent: num("minExponent") });
-    const count = num("count");
-    h.exponent = num("exponent");
-    h.nonFinite = num("nonFinite");
-    h.population = j.population === undefined ? count + h.nonFinite : num("population");
-    h.zeros = num("zeros");
+    const int = (k: keyof HistogramJSON, lo: number, hi: number) => {
+      const v = num(k);
+      if (!Number.isInteger(v) || v < lo || v > hi) {
+        throw new DataError(
+          `${what}: expected an integer in [${lo}, ${hi}] at "${k}" but found ${v}`,
+        );
+      }
+      return v;
+    };
+    const h = new Histogram({
+      bins: int("bins", 16, 1 << 24),
+      minExponent: int("minExponent", -126, 126),
+    });
+    const count = int("count", 0, Number.MAX_SAFE_INTEGER);
+    // A width 2^exponent that float64 holds, and bin indices that stay exact integers: a
+    // hand-edited offset of 10^18 had sent the range methods into a loop no signal could stop.
+    h.exponent = int("exponent", h.minExponent, 960);
+    h.nonFinite = int("nonFinite", 0, Number.MAX_SAFE_INTEGER);
+    h.population = j.population === undefined
+      ? count + h.nonFinite
+      : int("population", count + h.nonFinite, Number.MAX_SAFE_INTEGER);
+    h.zeros = int("zeros", 0, count);
     h.sum = num("sum");
     h.sumSquares = num("sumSquares");
     h.extremesExact = j.extremesExact !== false;
@@ -486,17 +502,39 @@ export class Histogram {
           `${what}: expected 1..${h.bins} counts but found ${j.counts.length}`,
         );
       }
-      h.offset = num("offset");
+      h.offset = int("offset", -(2 ** 50), 2 ** 50);
       h.min = num("min");
       h.max = num("max");
+      // What toJSON writes: the first and last counts are the bins of min and max.
+      const w = h.width;
+      if (
+        !(h.min <= h.max) || Math.floor(h.min / w) !== h.offset ||
+        Math.floor(h.max / w) !== h.offset + j.counts.length - 1
+      ) {
+        throw new DataError(
+          `${what}: expected min and max in the first and last of the ${j.counts.length} counts from bin ${h.offset} (width 2^${h.exponent}) but found [${h.min}, ${h.max}]`,
+        );
+      }
       h.populationMin = j.populationMin === undefined ? h.min : num("populationMin");
       h.populationMax = j.populationMax === undefined ? h.max : num("populationMax");
+      if (!(h.populationMin <= h.min && h.populationMax >= h.max)) {
+        throw new DataError(
+          `${what}: expected populationMin ≤ min and populationMax ≥ max but found ${h.populationMin} and ${h.populationMax} around [${h.min}, ${h.max}]`,
+        );
+      }
+      let total = 0;
       j.counts.forEach((c, i) => {
-        if (typeof c !== "number" || !(c >= 0)) {
+        if (typeof c !== "number" || !(c >= 0) || !Number.isFinite(c)) {
           throw new DataError(`${what}: expected counts[${i}] ≥ 0 but found ${String(c)}`);
         }
         h.counts[i] = c;
+        total += c;
       });
+      if (total !== count) {
+        throw new DataError(
+          `${what}: expected counts summing to count ${count} but found ${total}`,
+        );
+      }
       h.count = count;
     }
     return h;

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { Histogram } from "./histogram.ts";
 import { mergeStatistics, statisticsFromJSON, statisticsToJSON } from "./statistics.ts";
 import { mulberry32 } from "@clipq/onnx/random";
+import { DataError } from "@clipq/onnx/errors";
 
 function sample(n: number, seed: number, scale: number, shift = 0): Float32Array {
   const r = mulberry32(seed);
@@ -179,4 +180,31 @@ Deno.test("addSample() counts a NaN in the sample as non-finite and bins the res
   // The grid is the one the sample's finite values need.
   assert.deepEqual([h.sum, h.sumSquares, h.exponent], [ref.sum, ref.sumSquares, ref.exponent]);
   assert.equal([...h.counts].reduce((a, c) => a + c, 0), 3);
+});
+
+Deno.test("fromJSON() refuses by name a histogram its fields contradict (a hand edit had looped forever)", () => {
+  const good = new Histogram().add([-3, 0.5, 0.5, 7]).toJSON();
+  assert.deepEqual(Histogram.fromJSON(good, "f").toJSON(), good);
+  const cases: [Partial<Record<keyof typeof good, unknown>>, RegExp][] = [
+    [
+      { offset: 1e18 },
+      /f: expected an integer in \[.*\] at "offset" but found 1000000000000000000/,
+    ],
+    [
+      { offset: good.offset + 1 },
+      /f: expected min and max in the first and last of the \d+ counts/,
+    ],
+    [{ bins: 0 }, /f: expected an integer in \[16, 16777216\] at "bins" but found 0/],
+    [{ exponent: 2000 }, /at "exponent"/],
+    [{ counts: good.counts.map(() => 0) }, /f: expected counts summing to count 4 but found 0/],
+    [{ zeros: 9 }, /at "zeros"/],
+    [{ populationMin: 0 }, /f: expected populationMin ≤ min/],
+  ];
+  for (const [edit, error] of cases) {
+    assert.throws(
+      () => Histogram.fromJSON({ ...good, ...edit }, "f"),
+      (e: Error) => e instanceof DataError && error.test(e.message),
+      JSON.stringify(edit),
+    );
+  }
 });
