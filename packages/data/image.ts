@@ -86,6 +86,31 @@ export function sniffFormat(bytes: Uint8Array): "jpeg" | "png" | undefined {
 const HEAD_BYTES = 256 * 1024;
 
 /**
+ * A path listed as data must be a regular file: reading a character device (/dev/zero) grew memory
+ * without end, and opening a FIFO waited for a writer that never came.
+ *
+ * @param path The path.
+ * @param what What the file should be, for the message.
+ * @throws {DataError} When the path is a folder or not a regular file (a missing one is left to the
+ *   read that follows, which names it).
+ */
+export async function checkRegularFile(path: string, what: string): Promise<void> {
+  let info: Deno.FileInfo;
+  try {
+    info = await Deno.stat(path);
+  } catch {
+    return; // a missing or unreadable file: the read says so
+  }
+  if (!info.isFile) {
+    throw new DataError(
+      `${path}: expected ${what}, found a ${
+        info.isDirectory ? "folder" : "non-file (a device or FIFO)"
+      }`,
+    );
+  }
+}
+
+/**
  * Checks that a file starts as a JPEG or PNG does and that its header states a size decoding
  * accepts (positive, at most {@linkcode MAX_MEGAPIXELS}), reading only its first 256 KiB: what a
  * dry run can afford over a whole folder. The errors are the ones decoding would give.
@@ -107,6 +132,7 @@ const HEAD_BYTES = 256 * 1024;
 export async function checkImageHead(path: string): Promise<void> {
   let head: Uint8Array;
   let size: number;
+  await checkRegularFile(path, "an image file");
   try {
     using file = await Deno.open(path);
     size = (await file.stat()).size;
@@ -477,6 +503,7 @@ export async function decodeImage(
  */
 export async function readImage(path: string, options: DecodeOptions = {}): Promise<RgbImage> {
   let bytes: Uint8Array;
+  await checkRegularFile(path, "an image file");
   try {
     bytes = await Deno.readFile(path);
   } catch (e) {

@@ -302,3 +302,26 @@ Deno.test("decodeImage() refuses a PNG whose image data holds fewer rows than it
     DataError,
   );
 });
+
+Deno.test("readImage() and checkImageHead() refuse a device or FIFO listed as an image, without reading it", async () => {
+  // /dev/zero had grown memory without end; opening a FIFO had waited for a writer forever.
+  const dir = await Deno.makeTempDir();
+  try {
+    const fifo = `${dir}/pipe.png`;
+    const made = await new Deno.Command("mkfifo", { args: [fifo] }).output();
+    assert.ok(made.success);
+    for (const path of ["/dev/zero", fifo]) {
+      for (const read of [() => readImage(path), () => checkImageHead(path)]) {
+        await assert.rejects(
+          read,
+          (e: Error) =>
+            e instanceof DataError &&
+            e.message === `${path}: expected an image file, found a non-file (a device or FIFO)`,
+        );
+      }
+    }
+    await assert.rejects(() => readImage(dir), /expected an image file, found a folder/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -5,6 +5,7 @@
  */
 import { ConfigError, DataError } from "@clipq/onnx/errors";
 import { allocate, BYTES_PER_ELEMENT, type DType, sizeOf, type Tensor } from "@clipq/onnx/tensor";
+import { checkRegularFile } from "./image.ts";
 
 const MAGIC = [0x93, 0x4e, 0x55, 0x4d, 0x50, 0x59]; // "\x93NUMPY"
 
@@ -236,6 +237,7 @@ export async function* npyBatches(
     const tensors: Tensor[] = [];
     for (const f of group) {
       let bytes: Uint8Array;
+      await checkRegularFile(f, "a .npy file");
       try {
         bytes = await Deno.readFile(f);
       } catch (e) {
@@ -244,6 +246,10 @@ export async function* npyBatches(
         });
       }
       const t = readNpy(bytes, f);
+      if (t.dims.some((d) => d === 0)) {
+        // An empty batch reached the model and failed there, blaming the model.
+        throw new DataError(`${f}: expected a non-empty array; found shape [${t.dims.join(", ")}]`);
+      }
       checkFinite(t, f);
       tensors.push(t);
     }

@@ -131,3 +131,25 @@ Deno.test("npyBatches() refuses calibration data holding NaN or infinities, nami
     Deno.removeSync(dir, { recursive: true });
   }
 });
+
+Deno.test("npyBatches() refuses an empty array and a device by name", async () => {
+  const dir = Deno.makeTempDirSync();
+  try {
+    const empty = `${dir}/empty.npy`;
+    Deno.writeFileSync(empty, writeNpy(float32([0, 3, 4, 4], [])));
+    // An empty batch had reached the model, whose error blamed the model and named no file.
+    await assert.rejects(
+      async () => {
+        for await (const _ of npyBatches([empty])) { /* consume */ }
+      },
+      (e) =>
+        e instanceof DataError &&
+        e.message === `${empty}: expected a non-empty array; found shape [0, 3, 4, 4]`,
+    );
+    await assert.rejects(async () => {
+      for await (const _ of npyBatches(["/dev/zero"])) { /* consume */ }
+    }, /\/dev\/zero: expected a \.npy file, found a non-file/);
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+});
