@@ -87,6 +87,45 @@ function tensorProblems(t: Tensor, what: string): string[] {
   return [];
 }
 
+/** Ops with a sliding window: its strides, dilations, kernel, pads and group must make sense. */
+const WINDOWED = new Set([
+  "Conv",
+  "ConvTranspose",
+  "ConvInteger",
+  "QLinearConv",
+  "MaxPool",
+  "AveragePool",
+  "LpPool",
+]);
+
+/**
+ * A stride, dilation, kernel size or group below 1, or a negative pad: shape inference divided by
+ * it (strides [0, 0] ended in "Infinity cannot be converted to a BigInt" and a stack trace).
+ */
+function windowProblems(n: Node, where: string): string[] {
+  const problems: string[] = [];
+  for (
+    const [key, least] of [["strides", 1], ["dilations", 1], ["kernel_shape", 1], [
+      "pads",
+      0,
+    ]] as const
+  ) {
+    const a = n.attributes[key];
+    if (a?.type !== "ints") continue;
+    const bad = a.value.find((v) => !(Number(v) >= least));
+    if (bad !== undefined) {
+      problems.push(
+        `${where}: expected ${key} of at least ${least} but found [${a.value.join(", ")}]`,
+      );
+    }
+  }
+  const group = n.attributes.group;
+  if (group?.type === "int" && !(Number(group.value) >= 1)) {
+    problems.push(`${where}: expected group of at least 1 but found ${group.value}`);
+  }
+  return problems;
+}
+
 function graphProblems(graph: Graph, outer: ReadonlySet<string>, where: string): string[] {
   const problems: string[] = [];
   const inGraph = where ? ` in ${where}` : "";
@@ -121,6 +160,7 @@ function graphProblems(graph: Graph, outer: ReadonlySet<string>, where: string):
         );
       }
     }
+    if (WINDOWED.has(n.op)) problems.push(...windowProblems(n, `${label(n, i)}${inGraph}`));
     for (const [key, a] of Object.entries(n.attributes)) {
       const what = `${label(n, i)}${inGraph} attribute "${key}"`;
       if (a.type === "tensor") problems.push(...tensorProblems(a.value, what));

@@ -160,3 +160,29 @@ Deno.test("validate() checks subgraphs with the outer scope visible", () => {
     /node "inner" \(Relu\) in node "branch" \(If\) attribute "then_branch": input "nowhere"/,
   );
 });
+
+Deno.test("validate() refuses a window op's stride, dilation, kernel or group below 1 and a negative pad", () => {
+  const ints = (value: number[]) => ({ type: "ints" as const, value });
+  for (
+    const [attributes, error] of [
+      [
+        { strides: ints([0, 0]) },
+        /node "c" \(Conv\): expected strides of at least 1 but found \[0, 0\]/,
+      ],
+      [{ dilations: ints([1, -1]) }, /expected dilations of at least 1/],
+      [{ pads: ints([0, -2, 0, 0]) }, /expected pads of at least 0 but found \[0, -2, 0, 0\]/],
+      [{ group: { type: "int" as const, value: 0 } }, /expected group of at least 1 but found 0/],
+    ] as const
+  ) {
+    const g = emptyGraph({
+      nodes: [node({ name: "c", op: "Conv", inputs: ["x", "w"], outputs: ["y"], attributes })],
+      inputs: [{ name: "x", dtype: "float32", shape: [1, 1, 4, 4] }],
+      initializers: new Map([["w", float32([1, 1, 1, 1], [1])]]),
+      outputs: [{ name: "y" }],
+    });
+    assert.throws(
+      () => validate(g),
+      (e: Error) => e instanceof ModelError && error.test(e.message),
+    );
+  }
+});
