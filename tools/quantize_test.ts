@@ -493,6 +493,28 @@ Deno.test("clipq never writes over the model, the config or its own output (--st
       await cli(cfg, "--quiet", "--calibrate-only", "--stats", ws.dir),
       /^error: --stats: expected a file path; found a folder at /,
     );
+    // A folder's path ("o/" had been written as a file o), and a device or FIFO (the rename that
+    // puts the model in place had replaced /dev/null's like).
+    const fifo = join(ws.dir, "fifo.onnx");
+    assert.ok((await new Deno.Command("mkfifo", { args: [fifo] }).output()).success);
+    for (
+      const [output, error] of [
+        ["o/", /^error: output: expected a file path; found "o\/", a folder's$/],
+        [
+          fifo,
+          /^error: output: expected a regular file path; found a device or FIFO at .*fifo\.onnx$/,
+        ],
+      ] as const
+    ) {
+      assertBadInput(
+        await cli(
+          ws.write({ model: "model.onnx", output, steps: [{ use: "normalize" }] }, "o.json"),
+          "--quiet",
+        ),
+        error,
+      );
+    }
+    assert.ok(!exists(join(ws.dir, "o")));
     // One shard twice counted its images twice, and the run went on (a copy: the sharded test).
     Deno.writeTextFileSync(join(ws.dir, "a.json"), "{}");
     Deno.writeTextFileSync(join(ws.dir, "b.json"), "{}");

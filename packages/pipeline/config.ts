@@ -610,10 +610,30 @@ function readFolders(
   return out;
 }
 
-async function exists(p: string): Promise<"file" | "dir" | undefined> {
+/**
+ * A written path that ends in a slash names a folder, which resolving it forgets: `"output": "o/"`
+ * had been written as a file `o`, and with a report in that folder the run failed at mkdir after
+ * all its work. Checked on the config as written, before paths resolve.
+ */
+function refuseFolderPaths(raw: Record<string, unknown>): void {
+  const check = (key: string, p: unknown) => {
+    if (typeof p === "string" && /[/\\]$/.test(p)) {
+      throw new ConfigError(key, `expected a file path; found ${JSON.stringify(p)}, a folder's`);
+    }
+  };
+  check("output", raw.output);
+  check("report", raw.report);
+  if (!Array.isArray(raw.steps)) return;
+  raw.steps.forEach((step, i) => {
+    const statistics = (step as { statistics?: { save?: unknown } } | null)?.statistics;
+    check(`steps[${i}].statistics.save`, statistics?.save);
+  });
+}
+
+async function exists(p: string): Promise<"file" | "dir" | "other" | undefined> {
   try {
     const st = await Deno.stat(p);
-    return st.isDirectory ? "dir" : "file";
+    return st.isDirectory ? "dir" : st.isFile ? "file" : "other";
   } catch {
     return undefined;
   }
@@ -709,8 +729,13 @@ export async function checkWrittenFiles(
       throw new ConfigError(key, `expected a path other than ${other}; found the same file ${abs}`);
     }
     seen.set(real, key);
-    if ((await exists(abs)) === "dir") {
+    const kind = await exists(abs);
+    if (kind === "dir") {
       throw new ConfigError(key, `expected a file path; found a folder at ${abs}`);
+    }
+    // The rename that puts the file in place would replace a device or FIFO (/dev/null as root).
+    if (kind === "other") {
+      throw new ConfigError(key, `expected a regular file path; found a device or FIFO at ${abs}`);
     }
     const blocker = await fileAncestor(abs);
     if (blocker) {
@@ -743,6 +768,7 @@ export async function parseConfig(raw: unknown, options: LoadOptions = {}): Prom
   const baseDir = options.baseDir ?? Deno.cwd();
   const registry = options.registry ?? (await import("./builtins.ts")).builtinSteps();
   const v = validate(topSpec(), raw, { baseDir }) as Record<string, unknown>;
+  refuseFolderPaths(raw as Record<string, unknown>);
   const resolveAsset = async (p: string, key: string): Promise<string> => {
     if (!p.startsWith("asset:")) return p;
     if (!options.resolveAsset) {
