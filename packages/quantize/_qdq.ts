@@ -280,7 +280,14 @@ export function writeQdq(graph: Graph, w: WriteInput): { graph: Graph; weights: 
       const sIn = w.activations.get(b.input)?.params.scale;
       const wq = weightScales.get(b.weight);
       if (sIn === undefined || !wq) continue;
-      const q = quantizeBias(graph.initializers.get(b.name)!, sIn, wq.scales);
+      let q: ReturnType<typeof quantizeBias>;
+      try {
+        q = quantizeBias(graph.initializers.get(b.name)!, sIn, wq.scales);
+      } catch (e) {
+        throw new ModelError(`node "${w.labels[i]}", bias "${b.name}": ${(e as Error).message}`, {
+          cause: e,
+        });
+      }
       const qName = short("b");
       inits.set(qName, q.values);
       const out = short("d");

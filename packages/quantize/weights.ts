@@ -213,7 +213,8 @@ export function quantizeWeight(weight: Tensor, options: WeightOptions = {}): Qua
  * @param inputScale The scale of the layer's input activation.
  * @param weightScales The weight's scales (one, or one per channel).
  * @returns int32 values and their per-channel float32 scales.
- * @throws {ModelError} When the bias length is not a multiple of the number of weight scales.
+ * @throws {ModelError} When the bias length is not a multiple of the number of weight scales, or
+ *   a bias value is NaN or infinite.
  *
  * @example Usage
  * ```ts
@@ -243,6 +244,10 @@ export function quantizeBias(
       inputScale * weightScales[weightScales.length === 1 ? 0 : c % weightScales.length]!,
     );
     scales[c] = s;
+    if (!Number.isFinite(b[c]!)) {
+      // Saturated to ±2^31, an infinite bias had been quantized without a word.
+      throw new ModelError(`Expected finite biases but found ${b[c]} in channel ${c}`);
+    }
     const v = roundHalfEven(b[c]! / s);
     q[c] = v > 2147483647 ? 2147483647 : v < -2147483648 ? -2147483648 : v;
   }

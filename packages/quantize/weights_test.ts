@@ -133,3 +133,10 @@ Deno.test("quantizeWeight() raises a channel's scale to its bias floor, so that 
   }
   assert.throws(() => quantizeWeight(w, { axis: 0, minScales: [1, 2, 3] }), /minScales of 1 or 2/);
 });
+
+Deno.test("quantizeBias() refuses an infinite bias (it had saturated to 2^31 without a word)", () => {
+  assert.throws(
+    () => quantizeBias(float32([2], [0.5, Infinity]), 0.5, Float32Array.of(0.25, 0.5)),
+    /Expected finite biases but found Infinity in channel 1/,
+  );
+});
