@@ -42,12 +42,30 @@ const DEFAULT_CONFIG = join(ROOT, "examples", "default.json");
  * Files this run writes and the folders it would create for them (for the interrupt clean-up),
  * and the config's custom steps (named when an error escapes the run's own calls).
  */
-const targets: { files: string[]; created: string[]; customSteps: string[]; written: string[] } = {
+const targets: {
+  files: string[];
+  created: string[];
+  customSteps: string[];
+  written: string[];
+  /** The model and report files as they were before the run (undefined: absent). */
+  before: Map<string, string | undefined>;
+} = {
   files: [],
   created: [],
   customSteps: [],
   written: [],
+  before: new Map(),
 };
+
+/** A file's identity: a rename into place gives it a new inode. Undefined when absent. */
+function fileIdentity(path: string): string | undefined {
+  try {
+    const st = Deno.statSync(path);
+    return `${st.ino}:${st.mtime?.getTime()}:${st.size}`;
+  } catch {
+    return undefined;
+  }
+}
 
 const HELP =
   `clipq ${VERSION} — clipping-based int8 quantization and SVD compression for ONNX detectors
@@ -411,6 +429,11 @@ export async function main(argv: string[]): Promise<number> {
       ...(args.stats ? [args.stats] : []),
     ];
     targets.created = targets.files.map(firstMissing).filter((d): d is string => d !== undefined);
+    for (const [key, path] of writtenPaths(config)) {
+      if (key === "output" || key === "report") {
+        targets.before.set(resolve(path), fileIdentity(resolve(path)));
+      }
+    }
     targets.customSteps = config.entries.flatMap((step, i) =>
       isCustomStep(step.use) ? [`steps[${i}] (${step.use})`] : []
     );
@@ -554,12 +577,29 @@ function removeUnfinished(): void {
       Deno.removeSync(path);
     } catch { /* already gone */ }
   }
+  // A model or report renamed into place a moment before the run could say so (onWritten): an
+  // interrupt in that window had left report.html behind. Whatever is not the file that was there
+  // before the run is this run's.
+  for (const [path, before] of targets.before) {
+    const now = fileIdentity(path);
+    if (now !== undefined && now !== before) {
+      try {
+        Deno.removeSync(path);
+      } catch { /* already gone */ }
+    }
+  }
+  // Only this process's temporary files (their names carry its pid): another run writing to the
+  // same folder keeps its own.
   const names = new Set(targets.files.map((f) => basename(f)));
+  const ours = (file: string) =>
+    file.endsWith(".tmp") &&
+    [...names].some((n) =>
+      file.startsWith(`.${n}.${Deno.pid}.`) || file.startsWith(`${n}.${Deno.pid}.`)
+    );
   for (const dir of new Set(targets.files.map((f) => dirname(f)))) {
     try {
       for (const e of Deno.readDirSync(dir)) {
-        const base = e.name.replace(/^\./, "").replace(/\.[^.]+\.tmp$/, "");
-        if (e.isFile && e.name.endsWith(".tmp") && names.has(base)) {
+        if (e.isFile && ours(e.name)) {
           try {
             Deno.removeSync(join(dir, e.name));
           } catch { /* already renamed or removed */ }

@@ -956,8 +956,14 @@ Deno.test("clipq interrupted mid-run removes its temporary files and the folders
       join(ws.dir, "hang.ts"),
       `export default () => ({ name: "hang", run: async () => {
   Deno.mkdirSync(${JSON.stringify(join(ws.dir, "out", "deep"))}, { recursive: true });
-  Deno.writeTextFileSync(${JSON.stringify(join(ws.dir, "out", "deep", ".o.onnx.1234.tmp"))}, "x");
-  Deno.writeTextFileSync(${JSON.stringify(join(ws.dir, "stats", "s.json.abcd.tmp"))}, "x");
+  Deno.writeTextFileSync(${
+        JSON.stringify(join(ws.dir, "out", "deep"))
+      } + "/.o.onnx." + Deno.pid + ".1234.tmp", "x");
+  Deno.writeTextFileSync(${
+        JSON.stringify(join(ws.dir, "stats"))
+      } + "/s.json." + Deno.pid + ".abcd.tmp", "x");
+  // Another process's, writing to the same folder: it had been removed too.
+  Deno.writeTextFileSync(${JSON.stringify(join(ws.dir, "stats", "s.json.1.abcd.tmp"))}, "x");
   Deno.writeTextFileSync(${JSON.stringify(ready)}, "");
   await new Promise((r) => setTimeout(r, 60000));
 } });`,
@@ -988,8 +994,12 @@ Deno.test("clipq interrupted mid-run removes its temporary files and the folders
     assert.equal(out.code, 130);
     assert.match(new TextDecoder().decode(out.stderr), /interrupted: no model or report written/);
     assert.ok(!exists(join(ws.dir, "out")), "the output folders the run made are gone");
-    // Statistics saved before the interrupt are complete and stay; the temporary file goes.
-    assert.deepEqual([...Deno.readDirSync(join(ws.dir, "stats"))].map((e) => e.name), ["s.json"]);
+    // Statistics saved before the interrupt are complete and stay; this run's temporary file goes,
+    // another process's stays.
+    assert.deepEqual(
+      [...Deno.readDirSync(join(ws.dir, "stats"))].map((e) => e.name).sort(),
+      ["s.json", "s.json.1.abcd.tmp"],
+    );
 
     // Interrupted with the model in place and its report being written: the model goes too (it
     // had stayed, without a report, under "no model or report written"). The step wraps

@@ -1,6 +1,11 @@
 import assert from "node:assert/strict";
 import { Histogram } from "./histogram.ts";
-import { mergeStatistics, statisticsFromJSON, statisticsToJSON } from "./statistics.ts";
+import {
+  mergeStatistics,
+  saveStatistics,
+  statisticsFromJSON,
+  statisticsToJSON,
+} from "./statistics.ts";
 import { mulberry32 } from "@clipq/onnx/random";
 import { DataError } from "@clipq/onnx/errors";
 
@@ -206,5 +211,18 @@ Deno.test("fromJSON() refuses by name a histogram its fields contradict (a hand 
       (e: Error) => e instanceof DataError && error.test(e.message),
       JSON.stringify(edit),
     );
+  }
+});
+
+Deno.test("saveStatistics() leaves no temporary file when the write fails", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    // A folder at the target: the temporary file is written, the rename fails.
+    const target = `${dir}/s.json`;
+    await Deno.mkdir(`${target}/inner`, { recursive: true });
+    await assert.rejects(saveStatistics(target, new Map([["x", new Histogram().add([1, 2])]])));
+    assert.deepEqual([...Deno.readDirSync(dir)].map((e) => e.name), ["s.json"]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
   }
 });

@@ -103,11 +103,18 @@ export async function saveStatistics(
   stats: ReadonlyMap<string, Histogram>,
   options: SaveStatisticsOptions = {},
 ): Promise<void> {
-  const tmp = `${path}.${crypto.randomUUID()}.tmp`;
+  // The pid in the name lets an interrupted run remove its own temporary file, and only that.
+  const tmp = `${path}.${Deno.pid}.${crypto.randomUUID()}.tmp`;
   const json = statisticsToJSON(stats);
   if (options.shard) json.shard = [options.shard[0], options.shard[1]];
-  await Deno.writeTextFile(tmp, JSON.stringify(json));
-  await Deno.rename(tmp, path);
+  try {
+    await Deno.writeTextFile(tmp, JSON.stringify(json));
+    await Deno.rename(tmp, path);
+  } catch (e) {
+    // A full disk had left the partial file behind.
+    await Deno.remove(tmp).catch(() => {});
+    throw e;
+  }
 }
 
 /**

@@ -141,7 +141,12 @@ export async function loadSource(
 export async function writeAtomic(path: string, data: Uint8Array | string): Promise<void> {
   const dir = dirname(path);
   await Deno.mkdir(dir, { recursive: true });
-  const tmp = await Deno.makeTempFile({ dir, prefix: `.${basename(path)}.`, suffix: ".tmp" });
+  // The pid in the name lets an interrupted run remove its own temporary files, and only those.
+  const tmp = await Deno.makeTempFile({
+    dir,
+    prefix: `.${basename(path)}.${Deno.pid}.`,
+    suffix: ".tmp",
+  });
   try {
     if (typeof data === "string") await Deno.writeTextFile(tmp, data);
     else await Deno.writeFile(tmp, data);
