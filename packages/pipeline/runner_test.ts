@@ -1016,3 +1016,34 @@ Deno.test("runPipeline() with input.static writes input.size into a dynamic mode
     ws.cleanup();
   }
 });
+
+Deno.test("runPipeline() warns when calibration leaves nodes float for want of a range, not when clip-bounds' fallback float does", async () => {
+  const ws = workspace(smallDetector());
+  try {
+    // Finite inputs so large that every conv output overflows: no tensor gets a finite value, and
+    // the model came out almost all float behind a plain "wrote …".
+    ws.npy([float32([1, 3, 32, 32], new Float32Array(3 * 32 * 32).fill(3e38))]);
+    const run = async (steps: unknown[]) => {
+      const lines: string[] = [];
+      const cfg = await loadConfig(ws.write({
+        model: "model.onnx",
+        output: "out/m.onnx",
+        data: { calibration: { npy: "npy" } },
+        steps,
+      }));
+      await runPipeline(cfg, { analyze: false, write: (t) => lines.push(t) });
+      return lines.filter((l) => l.startsWith("warning: ")).join("");
+    };
+    assert.match(
+      await run([{ use: "calibrate", method: "percentile" }, { use: "quantize" }]),
+      /warning: \d+ of \d+ nodes stay float for want of a range \(first: .*, no range for tensor ".*"\): the calibration data gave their tensors no finite values/,
+    );
+    const onPurpose = await run([
+      { use: "calibrate", method: "clip-bounds", fallback: "float" },
+      { use: "quantize" },
+    ]);
+    assert.ok(!/for want of a range/.test(onPurpose), onPurpose);
+  } finally {
+    ws.cleanup();
+  }
+});
