@@ -338,6 +338,9 @@ function hint(e: ClipqError): string {
   if (e instanceof ModelError && /does the input shape/.test(e.message)) {
     return "hint: give the input size the model was exported for (input.size, or the shapes in model.inputs)";
   }
+  if (/No space left on device|os error 28\b/.test(e.message)) {
+    return "hint: the disk is full: free space where the files are written, or write them elsewhere";
+  }
   if (e instanceof ModelError && /Opset \d+ is under development/.test(e.message)) {
     return "hint: export the model at a released ONNX opset, one onnxruntime supports";
   }
@@ -361,6 +364,10 @@ function hint(e: ClipqError): string {
     // onnx.checker only helps with ONNX files: darknet and tfjs inputs name their own files.
     if (/\.(cfg|weights)\b|darknet/.test(e.message)) {
       return "hint: the darknet .cfg or .weights file is malformed or they do not match; check the file named above";
+    }
+    // An ONNX file's external data (often a .bin) is the ONNX model's own.
+    if (/external data/.test(e.message)) {
+      return "hint: the model's external data file is missing or does not match the model; keep it beside the .onnx as it was saved";
     }
     if (/model\.json|\.bin\b|tfjs|\.json: /.test(e.message)) {
       return "hint: the tfjs model.json or its weight shards are malformed or incomplete; check the files named above";

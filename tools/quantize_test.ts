@@ -832,6 +832,24 @@ Deno.test("clipq --dry-run prints the plan, checks the config against the model 
       }, `${folder}.json`);
       assertBadInput(await cli(images, "--dry-run"), error);
     }
+    // An ONNX model whose external data file is missing: the hint had blamed tfjs weight shards.
+    const ext = new ModelBuilder({ seed: 5, opset: 13 });
+    ext.output(ext.conv(ext.input("x", [1, 8, 8, 8]), { outChannels: 8, kernel: 3 }), "y");
+    const saved = await saveModel(join(ws.dir, "ext.onnx"), ext.build(), {
+      externalDataThreshold: 100,
+    });
+    Deno.removeSync(saved.external!.path);
+    assertBadInput(
+      await cli(
+        ws.write(
+          { model: "ext.onnx", output: "out/o.onnx", steps: [{ use: "normalize" }] },
+          "ext.json",
+        ),
+        "--dry-run",
+      ),
+      /^error: .*ext\.onnx: cannot read external data file .*ext\.onnx\.data/,
+      /^hint: the model's external data file is missing or does not match the model/,
+    );
     // The model opens in onnxruntime too: an op it does not have passed the dry run.
     const b = new ModelBuilder({ seed: 5, opset: 13 });
     b.output(
@@ -1046,6 +1064,47 @@ Deno.test("clipq interrupted mid-run removes its temporary files and the folders
     const second = await stalled.output();
     assert.equal(second.code, 130);
     assert.ok(!exists(join(ws.dir, "out")), "the model, its temporary report and the folders gone");
+  } finally {
+    ws.cleanup();
+  }
+});
+
+Deno.test("clipq reports a full disk while writing the report as bad input (exit 1), naming the file, and writes nothing", async () => {
+  const ws = workspace();
+  try {
+    // The step makes the report's write fail as a full disk does.
+    Deno.writeTextFileSync(
+      join(ws.dir, "full.ts"),
+      `export default () => ({ name: "full", run: (g) => {
+  const write = Deno.writeTextFile;
+  Deno.writeTextFile = (path, ...rest) =>
+    String(path).includes("r.json") ? Promise.reject(new Error("No space left on device (os error 28)")) : write(path, ...rest);
+  return g;
+} });`,
+    );
+    Deno.mkdirSync(join(ws.dir, "npy"));
+    Deno.writeFileSync(
+      join(ws.dir, "npy", "0.npy"),
+      writeNpy(float32([1, 3, 32, 32], new Float32Array(3072).fill(0.5))),
+    );
+    const r = await spawnCli(
+      ws.write({
+        model: "model.onnx",
+        output: "out/o.onnx",
+        report: "out/r.json",
+        data: { calibration: { npy: "npy" } },
+        steps: [{ use: "./full.ts" }, { use: "calibrate", method: "minmax" }, { use: "quantize" }],
+      }),
+      "--quiet",
+      "--no-analysis",
+    );
+    // It had ended as an internal error (exit 2).
+    assertBadInput(
+      r,
+      /^error: .*r\.json: cannot write the report: No space left on device/,
+      /^hint: the disk is full/,
+    );
+    assert.ok(!exists(join(ws.dir, "out")));
   } finally {
     ws.cleanup();
   }

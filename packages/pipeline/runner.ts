@@ -1050,7 +1050,11 @@ export async function runPipeline(config: Config, options: RunOptions = {}): Pro
       if (saved.external) await Deno.remove(saved.external.path).catch(() => {});
       await Deno.remove(config.report).catch(() => {});
       await unmake();
-      throw e;
+      // A full disk is the environment's, not a bug of clipq's (it had ended as an internal error).
+      if (e instanceof ClipqError) throw e;
+      throw new DataError(`${config.report}: cannot write the report: ${(e as Error).message}`, {
+        cause: e,
+      });
     }
   }
   log.info(

@@ -7,7 +7,7 @@
  */
 import { dirname } from "node:path";
 import type { Graph, Tensor, TensorRange } from "@clipq/onnx";
-import { ConfigError } from "@clipq/onnx/errors";
+import { ClipqError, ConfigError, DataError } from "@clipq/onnx/errors";
 import {
   checkShardSet,
   clipBounds,
@@ -157,8 +157,16 @@ async function save(
   stats: Statistics,
   shard?: readonly [number, number],
 ): Promise<void> {
-  await Deno.mkdir(dirname(path), { recursive: true });
-  await saveStatistics(path, stats, shard ? { shard } : {});
+  try {
+    await Deno.mkdir(dirname(path), { recursive: true });
+    await saveStatistics(path, stats, shard ? { shard } : {});
+  } catch (e) {
+    // A full disk is the environment's, not a bug of clipq's (it had ended as an internal error).
+    if (e instanceof ClipqError) throw e;
+    throw new DataError(`${path}: cannot write the statistics: ${(e as Error).message}`, {
+      cause: e,
+    });
+  }
 }
 
 /**
