@@ -220,11 +220,19 @@ export function imageInput(
   const name = input.name ?? real.find((i) => !(input.extra && i.name in input.extra))?.name;
   const vi = real.find((i) => i.name === name);
   if (!name || !vi) {
+    // Every input also an initializer (a default value): no input is left for the images.
+    const why = real.length === 0
+      ? `; found none: every input has an initializer, a fixed value (${
+        graph.inputs.map((i) => i.name).join(", ")
+      })`
+      : `${real.map((i) => i.name).join(", ")}; found ${
+        name ?? "none (input.extra gives them all fixed values)"
+      }`;
     throw new ConfigError(
       "input.name",
-      `expected one of the model inputs ${real.map((i) => i.name).join(", ")}; found ${
-        name ?? "none (input.extra gives them all fixed values)"
-      }`,
+      real.length === 0
+        ? `expected a model input for the images${why}`
+        : `expected one of the model inputs ${why}`,
     );
   }
   // Fed twice (image batches and fixed values): onnxruntime saw the fixed values' shape.

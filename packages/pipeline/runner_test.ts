@@ -4,7 +4,7 @@ import { emptyGraph, float32, ModelBuilder, node } from "@clipq/onnx";
 import { decode } from "@clipq/onnx/proto";
 import { ConfigError } from "@clipq/onnx/errors";
 import { loadConfig } from "./config.ts";
-import { createContext, runPipeline, withStaticImageInput } from "./runner.ts";
+import { createContext, imageInput, runPipeline, withStaticImageInput } from "./runner.ts";
 import { createReporter } from "./progress.ts";
 import { renderHtml } from "./report_html.ts";
 import { smallDetector, workspace, writePng } from "./_fixtures_test.ts";
@@ -1046,4 +1046,21 @@ Deno.test("runPipeline() warns when calibration leaves nodes float for want of a
   } finally {
     ws.cleanup();
   }
+});
+
+Deno.test("imageInput() says so when every model input has an initializer", () => {
+  const g = emptyGraph({
+    nodes: [node({ name: "r", op: "Relu", inputs: ["x"], outputs: ["y"] })],
+    inputs: [{ name: "x", dtype: "float32", shape: [1, 3, 4, 4] }],
+    initializers: new Map([["x", float32([1, 3, 4, 4], new Float32Array(48))]]),
+    outputs: [{ name: "y" }],
+  });
+  // It had read "expected one of the model inputs ; found none (input.extra gives them all …)".
+  assert.throws(
+    () => imageInput(g, {}),
+    (e: Error) =>
+      e instanceof ConfigError &&
+      e.message ===
+        "input.name: expected a model input for the images; found none: every input has an initializer, a fixed value (x)",
+  );
 });
