@@ -47,25 +47,12 @@ const targets: {
   created: string[];
   customSteps: string[];
   written: string[];
-  /** The model and report files as they were before the run (undefined: absent). */
-  before: Map<string, string | undefined>;
 } = {
   files: [],
   created: [],
   customSteps: [],
   written: [],
-  before: new Map(),
 };
-
-/** A file's identity: a rename into place gives it a new inode. Undefined when absent. */
-function fileIdentity(path: string): string | undefined {
-  try {
-    const st = Deno.statSync(path);
-    return `${st.ino}:${st.mtime?.getTime()}:${st.size}`;
-  } catch {
-    return undefined;
-  }
-}
 
 const HELP =
   `clipq ${VERSION} — clipping-based int8 quantization and SVD compression for ONNX detectors
@@ -210,9 +197,18 @@ function parseArgs(argv: string[]): Args {
         a.shard = [k, n];
         break;
       }
-      case "--stats":
-        a.stats = resolve(value(arg));
+      case "--stats": {
+        const path = value(arg);
+        // A folder's path, which resolving forgets: "out/" had been written as a file out.
+        if (/[/\\]\.?$/.test(path)) {
+          throw new ConfigError(
+            "--stats",
+            `expected a file path; found ${JSON.stringify(path)}, a folder's`,
+          );
+        }
+        a.stats = resolve(path);
         break;
+      }
       case "--merge-stats": {
         const files: string[] = [];
         while (argv[i + 1] !== undefined && !argv[i + 1]!.startsWith("--")) {
@@ -313,6 +309,11 @@ function checkDistinctShards(files: readonly string[]): void {
 }
 
 function hint(e: ClipqError): string {
+  // First: the model's own write wraps it as "cannot write the file", which reads as a path
+  // problem further down.
+  if (/No space left on device|os error 28\b/.test(e.message)) {
+    return "hint: the disk is full: free space where the files are written, or write them elsewhere";
+  }
   if (e instanceof ConfigError) {
     if (/expected a writable folder/.test(e.message)) {
       return "hint: write to a folder this user may create files in";
@@ -337,9 +338,6 @@ function hint(e: ClipqError): string {
   }
   if (e instanceof ModelError && /does the input shape/.test(e.message)) {
     return "hint: give the input size the model was exported for (input.size, or the shapes in model.inputs)";
-  }
-  if (/No space left on device|os error 28\b/.test(e.message)) {
-    return "hint: the disk is full: free space where the files are written, or write them elsewhere";
   }
   if (e instanceof ModelError && /Opset \d+ is under development/.test(e.message)) {
     return "hint: export the model at a released ONNX opset, one onnxruntime supports";
@@ -436,11 +434,6 @@ export async function main(argv: string[]): Promise<number> {
       ...(args.stats ? [args.stats] : []),
     ];
     targets.created = targets.files.map(firstMissing).filter((d): d is string => d !== undefined);
-    for (const [key, path] of writtenPaths(config)) {
-      if (key === "output" || key === "report") {
-        targets.before.set(resolve(path), fileIdentity(resolve(path)));
-      }
-    }
     targets.customSteps = config.entries.flatMap((step, i) =>
       isCustomStep(step.use) ? [`steps[${i}] (${step.use})`] : []
     );
@@ -583,17 +576,6 @@ function removeUnfinished(): void {
     try {
       Deno.removeSync(path);
     } catch { /* already gone */ }
-  }
-  // A model or report renamed into place a moment before the run could say so (onWritten): an
-  // interrupt in that window had left report.html behind. Whatever is not the file that was there
-  // before the run is this run's.
-  for (const [path, before] of targets.before) {
-    const now = fileIdentity(path);
-    if (now !== undefined && now !== before) {
-      try {
-        Deno.removeSync(path);
-      } catch { /* already gone */ }
-    }
   }
   // Only this process's temporary files (their names carry its pid): another run writing to the
   // same folder keeps its own.

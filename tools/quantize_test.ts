@@ -395,15 +395,15 @@ Deno.test("clipq exits 1 on bad input (one-line error naming the key) and 2 on a
       assert.equal(sha(ws.model), before, "input untouched");
     }
     // Thrown once the model is in place, before its report: the model goes too (it had stayed,
-    // with "no model or report written" on stderr). The step wraps Deno.rename, which puts the
+    // with "no model or report written" on stderr). The step wraps Deno.renameSync, which puts the
     // saved model in place, to reject a promise nobody awaits right after it. A thrown string
     // has no stack to print.
     Deno.writeTextFileSync(
       join(ws.dir, "late.ts"),
       `export default () => ({ name: "late", run: (g) => {
-        const rename = Deno.rename;
-        Deno.rename = async (from, to) => {
-          await rename(from, to);
+        const rename = Deno.renameSync;
+        Deno.renameSync = (from, to) => {
+          rename(from, to);
           if (String(to).endsWith("o.onnx")) Promise.reject("model in place");
         };
         return g;
@@ -500,6 +500,7 @@ Deno.test("clipq never writes over the model, the config or its own output (--st
     for (
       const [output, error] of [
         ["o/", /^error: output: expected a file path; found "o\/", a folder's$/],
+        ["o/.", /^error: output: expected a file path; found "o\/\.", a folder's$/],
         [
           fifo,
           /^error: output: expected a regular file path; found a device or FIFO at .*fifo\.onnx$/,
@@ -515,6 +516,10 @@ Deno.test("clipq never writes over the model, the config or its own output (--st
       );
     }
     assert.ok(!exists(join(ws.dir, "o")));
+    assertBadInput(
+      await cli(cfg, "--quiet", "--calibrate-only", "--stats", "stats/"),
+      /^error: --stats: expected a file path; found "stats\/", a folder's$/,
+    );
     // One shard twice counted its images twice, and the run went on (a copy: the sharded test).
     Deno.writeTextFileSync(join(ws.dir, "a.json"), "{}");
     Deno.writeTextFileSync(join(ws.dir, "b.json"), "{}");
@@ -1069,42 +1074,50 @@ Deno.test("clipq interrupted mid-run removes its temporary files and the folders
   }
 });
 
-Deno.test("clipq reports a full disk while writing the report as bad input (exit 1), naming the file, and writes nothing", async () => {
+Deno.test("clipq reports a full disk while writing the model or the report as bad input (exit 1), naming the file, and writes nothing", async () => {
   const ws = workspace();
   try {
-    // The step makes the report's write fail as a full disk does.
-    Deno.writeTextFileSync(
-      join(ws.dir, "full.ts"),
-      `export default () => ({ name: "full", run: (g) => {
-  const write = Deno.writeTextFile;
-  Deno.writeTextFile = (path, ...rest) =>
-    String(path).includes("r.json") ? Promise.reject(new Error("No space left on device (os error 28)")) : write(path, ...rest);
+    // The step makes the report's write (or the model's) fail as a full disk does.
+    const full = (which: string) =>
+      Deno.writeTextFileSync(
+        join(ws.dir, "full.ts"),
+        `export default () => ({ name: "full", run: (g) => {
+  const enospc = () => Promise.reject(new Error("No space left on device (os error 28)"));
+  const [writeText, write] = [Deno.writeTextFile, Deno.writeFile];
+  Deno.writeTextFile = (path, ...rest) => String(path).includes("${which}") ? enospc() : writeText(path, ...rest);
+  Deno.writeFile = (path, ...rest) => String(path).includes("${which}") ? enospc() : write(path, ...rest);
   return g;
 } });`,
-    );
+      );
     Deno.mkdirSync(join(ws.dir, "npy"));
     Deno.writeFileSync(
       join(ws.dir, "npy", "0.npy"),
       writeNpy(float32([1, 3, 32, 32], new Float32Array(3072).fill(0.5))),
     );
-    const r = await spawnCli(
-      ws.write({
-        model: "model.onnx",
-        output: "out/o.onnx",
-        report: "out/r.json",
-        data: { calibration: { npy: "npy" } },
-        steps: [{ use: "./full.ts" }, { use: "calibrate", method: "minmax" }, { use: "quantize" }],
-      }),
-      "--quiet",
-      "--no-analysis",
-    );
-    // It had ended as an internal error (exit 2).
-    assertBadInput(
-      r,
-      /^error: .*r\.json: cannot write the report: No space left on device/,
-      /^hint: the disk is full/,
-    );
-    assert.ok(!exists(join(ws.dir, "out")));
+    // The report's had ended as an internal error (exit 2); the model's had the hint about paths.
+    for (
+      const [which, error] of [
+        ["r.json", /^error: .*r\.json: cannot write the report: No space left on device/],
+        ["o.onnx", /^error: .*o\.onnx: cannot write the file: No space left on device/],
+      ] as const
+    ) {
+      full(which);
+      const r = await spawnCli(
+        ws.write({
+          model: "model.onnx",
+          output: "out/o.onnx",
+          report: "out/r.json",
+          data: { calibration: { npy: "npy" } },
+          steps: [{ use: "./full.ts" }, { use: "calibrate", method: "minmax" }, {
+            use: "quantize",
+          }],
+        }),
+        "--quiet",
+        "--no-analysis",
+      );
+      assertBadInput(r, error, /^hint: the disk is full/);
+      assert.ok(!exists(join(ws.dir, "out")));
+    }
   } finally {
     ws.cleanup();
   }

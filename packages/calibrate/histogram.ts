@@ -244,8 +244,12 @@ export class Histogram {
     const len = values.length;
     let i = start;
     if (this.count === 0 && i < len) this.widenFor(values, i);
+    // The fast loop truncates v/w − offset, exact for float32 values only: a float64 value such as
+    // 999.9999999999999 rounded up to the next bin, past the one max names, and its count was
+    // lost from the JSON (which then failed to load). Other arrays take the per-value path.
+    const fast = values instanceof Float32Array;
     for (;;) {
-      i = this.binOnGrid(values, i);
+      if (fast) i = this.binOnGrid(values, i);
       if (i >= len) return;
       const v = values[i]!;
       i++;
@@ -485,9 +489,10 @@ export class Histogram {
       minExponent: int("minExponent", -126, 126),
     });
     const count = int("count", 0, Number.MAX_SAFE_INTEGER);
-    // A width 2^exponent that float64 holds, and bin indices that stay exact integers: a
-    // hand-edited offset of 10^18 had sent the range methods into a loop no signal could stop.
-    h.exponent = int("exponent", h.minExponent, 960);
+    // A width 2^exponent that float64 holds. (A hand-edited offset of 10^18, its min and max left
+    // as they were, had sent the range methods into a loop no signal could stop: the check of
+    // min and max against the offset and counts below refuses it.)
+    h.exponent = int("exponent", h.minExponent, 1023);
     h.nonFinite = int("nonFinite", 0, Number.MAX_SAFE_INTEGER);
     h.population = j.population === undefined
       ? count + h.nonFinite
@@ -502,7 +507,11 @@ export class Histogram {
           `${what}: expected 1..${h.bins} counts but found ${j.counts.length}`,
         );
       }
-      h.offset = int("offset", -(2 ** 50), 2 ** 50);
+      // Any integer: a constant tensor keeps the finest width, so its offset is value · 2^32.
+      h.offset = num("offset");
+      if (!Number.isInteger(h.offset)) {
+        throw new DataError(`${what}: expected an integer at "offset" but found ${h.offset}`);
+      }
       h.min = num("min");
       h.max = num("max");
       // What toJSON writes: the first and last counts are the bins of min and max.

@@ -71,9 +71,12 @@ export const defaults = {
 
 type Checked = Required<RangeOptions>;
 
-/** minmax reads the extremes: a histogram that holds a sample's instead is refused, by name. */
-function checkExtremes(h: Histogram, method: RangeMethod, what: string): void {
-  if (method === "minmax" && !h.extremesExact) {
+/**
+ * Plain minmax reads the extremes of every value: a histogram without them (a sample's only) is
+ * refused, by name. With loss-aware clipping minmax reads the histogram, as the other methods do.
+ */
+function checkExtremes(h: Histogram, o: Checked, what: string): void {
+  if (o.method === "minmax" && !o.lossAware && !h.extremesExact) {
     throw new DataError(
       `${what}: expected exact extremes for minmax but the statistics hold a sample's (collected for a histogram method); collect them again with method "minmax"`,
     );
@@ -323,7 +326,7 @@ function rangeOf(hist: Histogram, o: Checked, what: string): TensorRange {
   if (hist.count === 0) {
     throw new RangeError("Expected a histogram with at least one finite value but found none");
   }
-  checkExtremes(hist, o.method, what);
+  checkExtremes(hist, o, what);
   const { pos, neg } = tails(hist);
   const source = o.lossAware ? `${o.method}+loss-aware` : o.method;
 

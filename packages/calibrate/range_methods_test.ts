@@ -223,3 +223,15 @@ Deno.test("minmax of a sampled histogram reads the whole set's extremes, not the
   const p = rangeFromHistogram(h, { method: "percentile" });
   assert.ok(p.min >= 0 && p.max <= 2 + h.width, JSON.stringify(p));
 });
+
+Deno.test("minmax with loss-aware clipping reads the histogram, so a sample's serves", () => {
+  // Measured exact extremes or not, the histogram is the same; plain minmax alone needs them.
+  const values = Float32Array.from({ length: 2000 }, (_, i) => Math.sin(i) * 2);
+  const exact = new Histogram().addSample(values, { min: -8, max: 30, population: 40000 });
+  const sampled = new Histogram().add(values);
+  sampled.population = 40000;
+  sampled.extremesExact = false;
+  const o = { method: "minmax" as const, lossAware: { lambda: 0.1 } };
+  assert.deepEqual(rangeFromHistogram(sampled, o), rangeFromHistogram(exact, o));
+  assert.throws(() => rangeFromHistogram(sampled, { method: "minmax" }), /exact extremes/);
+});

@@ -120,6 +120,12 @@ export interface SaveOptions {
   externalDataMinTensorBytes?: number;
   /** File name of the external data, beside the model (default `<model file name>.data`). */
   externalDataLocation?: string;
+  /**
+   * Called with each file's path as soon as it is renamed into place, in the same synchronous
+   * stretch as the rename: an interrupt handler (which runs only between awaits) never sees a file
+   * in place that this has not reported.
+   */
+  onPlaced?: ((path: string) => void) | undefined;
 }
 
 /** Defaults of {@linkcode SaveOptions}. */
@@ -127,6 +133,7 @@ export const saveDefaults = {
   externalDataThreshold: PROTOBUF_LIMIT - MARGIN,
   externalDataMinTensorBytes: 1024,
   externalDataLocation: "",
+  onPlaced: undefined,
 } satisfies Required<SaveOptions>;
 
 /** What {@linkcode saveModel} wrote. */
@@ -143,7 +150,10 @@ export interface SavedModel {
  * Writes each file to a temporary name in its folder, and renames them into place only once all
  * are written: a failed write (disk full, no permission) leaves every old file as it was.
  */
-async function writeAtomic(files: readonly { path: string; bytes: Uint8Array }[]): Promise<void> {
+async function writeAtomic(
+  files: readonly { path: string; bytes: Uint8Array }[],
+  onPlaced?: (path: string) => void,
+): Promise<void> {
   const temps: string[] = [];
   let at = "";
   try {
@@ -156,13 +166,16 @@ async function writeAtomic(files: readonly { path: string; bytes: Uint8Array }[]
       temps.push(tmp);
       await Deno.writeFile(tmp, f.bytes);
     }
-    // The model goes last, so it never points at external data that is not in place yet.
+    // The model goes last, so it never points at external data that is not in place yet; each
+    // rename is reported before anything else can run (see SaveOptions.onPlaced).
     for (let i = 0; i < files.length; i++) {
       at = files[i]!.path;
-      await Deno.rename(temps[i]!, at);
+      Deno.renameSync(temps[i]!, at);
+      temps[i] = "";
+      onPlaced?.(at);
     }
   } catch (e) {
-    await Promise.all(temps.map((t) => Deno.remove(t).catch(() => {})));
+    await Promise.all(temps.filter(Boolean).map((t) => Deno.remove(t).catch(() => {})));
     throw new ModelError(`${at}: cannot write the file: ${describe(e)}`, { cause: e });
   }
 }
@@ -213,7 +226,7 @@ export async function saveModel(
   }
   if (initializerBytes(graph) <= o.externalDataThreshold) {
     const bytes = modelBytes(graph);
-    await writeAtomic([{ path, bytes }]);
+    await writeAtomic([{ path, bytes }], o.onPlaced);
     return { path, bytes: bytes.byteLength };
   }
   const encoded = encodeWithExternalData(graph, {
@@ -227,7 +240,7 @@ export async function saveModel(
     files.unshift({ path: externalPath, bytes: encoded.external.bytes });
     saved.external = { path: externalPath, bytes: encoded.external.bytes.byteLength };
   }
-  await writeAtomic(files);
+  await writeAtomic(files, o.onPlaced);
   return saved;
 }
 

@@ -520,7 +520,7 @@ function dataInputs(data: Config["data"], entries: readonly StepEntry[]): [strin
 async function fileAncestor(p: string): Promise<string | undefined> {
   for (let dir = dirname(p); dir !== dirname(dir); dir = dirname(dir)) {
     const k = await exists(dir);
-    if (k === "file") return dir;
+    if (k === "file" || k === "other") return dir;
     if (k === "dir") return undefined;
   }
   return undefined;
@@ -617,7 +617,7 @@ function readFolders(
  */
 function refuseFolderPaths(raw: Record<string, unknown>): void {
   const check = (key: string, p: unknown) => {
-    if (typeof p === "string" && /[/\\]$/.test(p)) {
+    if (typeof p === "string" && /[/\\]\.?$/.test(p)) {
       throw new ConfigError(key, `expected a file path; found ${JSON.stringify(p)}, a folder's`);
     }
   };
@@ -780,7 +780,10 @@ export async function parseConfig(raw: unknown, options: LoadOptions = {}): Prom
     return await options.resolveAsset(p.slice("asset:".length), key);
   };
   const mustExist = async (p: string, key: string, kind?: "file" | "dir") => {
-    const k = await exists(p);
+    const found = await exists(p);
+    // A device or FIFO reads as a file here (a model given as /dev/fd/63); the readers refuse
+    // what they cannot read, by name.
+    const k = found === "other" ? "file" : found;
     if (!k || (kind && k !== kind)) {
       const there = k === "dir" ? "a folder" : k === "file" ? "a file" : "nothing";
       throw new ConfigError(
@@ -902,7 +905,7 @@ export async function parseConfig(raw: unknown, options: LoadOptions = {}): Prom
         const r = await resolveAsset(p, key);
         await mustExist(r, key);
         // A folder's other files are passed over; a file named on its own was silently dropped.
-        if ((await exists(r)) === "file" && !hasExtension(r)) {
+        if ((await exists(r)) !== "dir" && !hasExtension(r)) {
           throw new ConfigError(key, `expected a folder or a .jpg, .jpeg or .png file; found ${r}`);
         }
         resolved.push(r);

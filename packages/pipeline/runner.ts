@@ -138,7 +138,11 @@ export async function loadSource(
  * @param path Target path.
  * @param data Bytes or text.
  */
-export async function writeAtomic(path: string, data: Uint8Array | string): Promise<void> {
+export async function writeAtomic(
+  path: string,
+  data: Uint8Array | string,
+  options: { onPlaced?: (path: string) => void } = {},
+): Promise<void> {
   const dir = dirname(path);
   await Deno.mkdir(dir, { recursive: true });
   // The pid in the name lets an interrupted run remove its own temporary files, and only those.
@@ -152,7 +156,10 @@ export async function writeAtomic(path: string, data: Uint8Array | string): Prom
     else await Deno.writeFile(tmp, data);
     // makeTempFile creates 0600; outputs are ordinary files others may read.
     await Deno.chmod(tmp, 0o644);
-    await Deno.rename(tmp, path);
+    // Renamed and reported in one synchronous stretch: an interrupt handler runs only between
+    // awaits, so it never finds the file in place unreported (report.html had been left behind).
+    Deno.renameSync(tmp, path);
+    options.onPlaced?.(path);
   } catch (e) {
     await Deno.remove(tmp).catch(() => {});
     throw e;
@@ -1029,9 +1036,7 @@ export async function runPipeline(config: Config, options: RunOptions = {}): Pro
   let saved: SavedModel;
   try {
     await Deno.mkdir(dirname(config.output), { recursive: true });
-    saved = await saveModel(config.output, graph);
-    o.onWritten?.(saved.path);
-    if (saved.external) o.onWritten?.(saved.external.path);
+    saved = await saveModel(config.output, graph, { onPlaced: (p) => o.onWritten?.(p) });
   } catch (e) {
     await unmake();
     throw e;
@@ -1048,10 +1053,9 @@ export async function runPipeline(config: Config, options: RunOptions = {}): Pro
   });
   if (config.report) {
     try {
-      await writeAtomic(config.report, JSON.stringify(report, null, 2) + "\n");
-      o.onWritten?.(config.report);
-      await writeAtomic(reportHtmlPath(config.report), renderHtml(report));
-      o.onWritten?.(reportHtmlPath(config.report));
+      const onPlaced = (p: string) => o.onWritten?.(p);
+      await writeAtomic(config.report, JSON.stringify(report, null, 2) + "\n", { onPlaced });
+      await writeAtomic(reportHtmlPath(config.report), renderHtml(report), { onPlaced });
     } catch (e) {
       // No partial output: without its report the run failed, so the model goes too.
       await Deno.remove(saved.path).catch(() => {});
@@ -1059,7 +1063,10 @@ export async function runPipeline(config: Config, options: RunOptions = {}): Pro
       await Deno.remove(config.report).catch(() => {});
       await unmake();
       // A full disk is the environment's, not a bug of clipq's (it had ended as an internal error).
-      if (e instanceof ClipqError) throw e;
+      // Only the system's own I/O errors (they carry its error number); a bug stays a bug.
+      if (e instanceof ClipqError || !/\(os error \d+\)/.test(String((e as Error)?.message))) {
+        throw e;
+      }
       throw new DataError(`${config.report}: cannot write the report: ${(e as Error).message}`, {
         cause: e,
       });

@@ -413,7 +413,7 @@ function foldedClip(
   n: Node,
   activations: ReadonlyMap<string, ActivationEntry>,
 ): "drop" | "requantize" | undefined {
-  if (n.op !== "Clip" || n.domain !== "") return undefined;
+  if (n.op !== "Clip" || (n.domain !== "" && n.domain !== "ai.onnx")) return undefined;
   const e = activations.get(n.outputs[0]!);
   if (!e?.bounds) return undefined;
   const { min, max } = e.bounds;

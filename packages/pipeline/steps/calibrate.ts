@@ -162,7 +162,8 @@ async function save(
     await saveStatistics(path, stats, shard ? { shard } : {});
   } catch (e) {
     // A full disk is the environment's, not a bug of clipq's (it had ended as an internal error).
-    if (e instanceof ClipqError) throw e;
+    // Only the system's own I/O errors (they carry its error number); a bug stays a bug.
+    if (e instanceof ClipqError || !/\(os error \d+\)/.test(String((e as Error)?.message))) throw e;
     throw new DataError(`${path}: cannot write the statistics: ${(e as Error).message}`, {
       cause: e,
     });
@@ -298,7 +299,8 @@ export function calibrateStep(options: CalibrateStepOptions = {}): Step {
             // Only minmax reads the extremes; the histogram methods read the counts, so their
             // extremes come from the sample (two passes fewer over every tapped value). Saved
             // statistics (and shards) keep exact ones: any method may read them later.
-            extremes: method === "minmax" || o.statistics.save || ctx.calibration?.statsOut
+            extremes: (method === "minmax" && o.lossAware === false) || o.statistics.save ||
+                ctx.calibration?.statsOut
               ? "exact"
               : "sample",
             // Fetching every tapped tensor whole runs best without layout changes (each tap of an
