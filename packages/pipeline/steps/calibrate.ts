@@ -371,6 +371,16 @@ export function calibrateStep(options: CalibrateStepOptions = {}): Step {
         // the data ranges of the tensors clip-bounds left to the fallback.
         const narrowed = bounds ? withClipBounds(bounds, found) : found;
         for (const t of found.keys()) ranges.set(t, narrowed.get(t)!);
+        // Data that gave tensors no finite value (a .npy of 3e38: every conv overflows) left their
+        // nodes float behind a plain "wrote …"; the reason was only in the report.
+        const empty = dataTensors.filter((t) => !found.has(t) && !o.overrides[t]);
+        if (empty.length > 0) {
+          ctx.log.warn(
+            `${empty.length} of ${dataTensors.length} tensors got no range from the data (first: ${
+              empty[0]
+            }): every value seen was NaN or infinite, or the statistics hold none; their nodes stay float`,
+          );
+        }
         if (o.lossAware) ctx.methods.push(`loss-aware:${o.lossAware.lambda}`);
       } else if (ctx.calibration?.statsOut) {
         // Nothing needs data (clip bounds cover it all): the shard's statistics are empty, so a later

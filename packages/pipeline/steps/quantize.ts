@@ -427,21 +427,6 @@ export function quantizeStep(options: QuantizeStepOptions = {}): Step {
         }${o.reduceRange ? "-reduce-range" : ""}`,
       );
       warnUnmatched(o.exclude, result.report.floatNodes, graph, ctx);
-      // Calibration that gave tensors no range (every value NaN or infinite, say) left their nodes
-      // float with nothing on stderr: a model 99 % float behind "wrote …".
-      // (Not where clip-bounds' fallback "float" leaves the unbounded tensors without one on purpose.)
-      const unranged = ctx.methods.includes("calibrate:clip-bounds+float")
-        ? []
-        : result.report.floatNodes.filter((f) => f.reason.startsWith("no range for tensor"));
-      if (unranged.length > 0) {
-        ctx.log.warn(
-          `${unranged.length} of ${graph.nodes.length} nodes stay float for want of a range (first: ${
-            unranged[0]!.node
-          }, ${
-            unranged[0]!.reason
-          }): the calibration data gave their tensors no finite values, or the statistics none`,
-        );
-      }
       ctx.report.excluded = result.report.floatNodes;
       // Channels whose weights are tiny beside their bias (dead after BatchNorm folding) and got a
       // larger scale so that the int32 bias fits: CenterNet's MobileNetV3 has such channels.
