@@ -345,6 +345,9 @@ function hint(e: ClipqError): string {
   if (e instanceof ModelError && /No Op registered for/.test(e.message)) {
     return "hint: the node's op is not an operator onnxruntime has at the model's opset: fix the exporter or cut the graph before it (model.outputs for tfjs)";
   }
+  if (e instanceof ModelError && /kernel is larger than its padded input/.test(e.message)) {
+    return "hint: input.size is too small for the model's kernels and strides (or the model is malformed)";
+  }
   if (e instanceof ModelError && /ShapeInferenceError/.test(e.message)) {
     return "hint: the model's shapes do not fit together at this input: check input.size (with input.static) against the sizes it was exported for";
   }

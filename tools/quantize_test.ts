@@ -855,6 +855,27 @@ Deno.test("clipq --dry-run prints the plan, checks the config against the model 
       /^error: .*ext\.onnx: cannot read external data file .*ext\.onnx\.data/,
       /^hint: the model's external data file is missing or does not match the model/,
     );
+    // A kernel larger than its padded input at input.size: onnxruntime's "Invalid dimension: -3"
+    // had named no node.
+    const big = new ModelBuilder({ seed: 5, opset: 13 });
+    big.output(
+      big.conv(big.input("x", [1, 3, "h", "w"]), { outChannels: 4, kernel: 7, pad: 0 }),
+      "y",
+    );
+    await saveModel(join(ws.dir, "big.onnx"), big.build());
+    assertBadInput(
+      await cli(
+        ws.write({
+          model: "big.onnx",
+          output: "out/o.onnx",
+          input: { size: [4, 4] },
+          steps: [{ use: "normalize" }],
+        }, "big.json"),
+        "--dry-run",
+      ),
+      /^error: node ".*" \(Conv\): expected positive output dims at input\.size \[4, 4\]; found \[1, 4, -2, -2\]/,
+      /^hint: input\.size is too small for the model's kernels and strides/,
+    );
     // The model opens in onnxruntime too: an op it does not have passed the dry run.
     const b = new ModelBuilder({ seed: 5, opset: 13 });
     b.output(

@@ -618,6 +618,34 @@ function checkHeadShapes(
 const isStatic = (dims: readonly unknown[] | undefined): dims is number[] =>
   !!dims?.every((d) => typeof d === "number" && d > 0);
 
+/**
+ * At `input.size`, no node may compute an empty or negative dimension: a kernel larger than its
+ * padded input ended in onnxruntime's "Invalid dimension: -7", which named no node.
+ */
+function checkNonEmptyShapes(graph: Graph, input: InputConfig): void {
+  if (!input.size) return;
+  const shapes = staticShapes(graph, input);
+  if (!shapes) return;
+  for (const [i, n] of graph.nodes.entries()) {
+    for (const o of n.outputs) {
+      const dims = o ? shapes.get(o)?.shape : undefined;
+      const bad = dims?.find((d) => typeof d === "number" && d <= 0 && dims.length > 0);
+      if (bad === undefined || (bad === 0 && !WINDOW_OPS.has(n.op))) continue;
+      throw new ModelError(
+        `node "${
+          n.name || `${n.op}#${i}`
+        }" (${n.op}): expected positive output dims at input.size [${
+          input.size.join(", ")
+        }]; found [${dims!.join(", ")}]${
+          WINDOW_OPS.has(n.op) ? " (its kernel is larger than its padded input)" : ""
+        }`,
+      );
+    }
+  }
+}
+
+const WINDOW_OPS = new Set(["Conv", "ConvTranspose", "MaxPool", "AveragePool", "LpPool"]);
+
 /** Every tensor's shape with the image input at input.size and batch 1; undefined if unknown. */
 function staticShapes(
   graph: Graph,
@@ -891,6 +919,7 @@ export function checkAgainstModel(
   if (hasAnyData(config)) checkOtherInputs(source, config.input);
   checkHeadOutputs(source, config.head);
   checkHeadShapes(source, config.head, config.input);
+  checkNonEmptyShapes(source, config.input);
 }
 
 /**
