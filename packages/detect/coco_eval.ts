@@ -11,6 +11,15 @@
 import type { GroundTruth, GroundTruthObject } from "./ground_truth.ts";
 import type { Detection } from "./types.ts";
 
+/**
+ * Higher scores first, a NaN score last, as pycocotools' argsort of −score ranks them (a NaN had
+ * made the order, and so the AP, depend on the input order).
+ */
+function scoreOrder(a: number, b: number): number {
+  const [na, nb] = [Number.isNaN(a), Number.isNaN(b)];
+  if (na || nb) return na === nb ? 0 : na ? 1 : -1;
+  return a === b ? 0 : b > a ? 1 : -1;
+}
 /** The twelve numbers pycocotools' `summarize()` prints, plus AP per class. */
 export interface CocoMetrics {
   /** AP averaged over IoU 0.50:0.05:0.95, all areas, maxDets 100. */
@@ -102,7 +111,7 @@ function pairImage(
 ): ImagePair | undefined {
   if (dts.length === 0 && gts.length === 0) return undefined;
   const d = [...dts].map((x, i) => [x, i] as const)
-    .sort((a, b) => b[0].score - a[0].score || a[1] - b[1])
+    .sort((a, b) => scoreOrder(a[0].score, b[0].score) || a[1] - b[1])
     .slice(0, maxDet).map((x) => x[0]);
   const G = gts.length, D = d.length;
   // pycocotools' bbox IoU; for a crowd region the "union" is the detection's own area.
@@ -182,7 +191,7 @@ function accumulate(
       srcDet.push(i);
     }
   });
-  const order = [...scores.keys()].sort((a, b) => scores[b]! - scores[a]! || a - b);
+  const order = [...scores.keys()].sort((a, b) => scoreOrder(scores[a]!, scores[b]!) || a - b);
   const n = order.length;
   const precision: number[] = [];
   const recall: number[] = [];

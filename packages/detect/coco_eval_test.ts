@@ -108,3 +108,12 @@ Deno.test("cocoMap() averages over classes and ignores classes without ground tr
 Deno.test("cocoMap() rejects detection and ground-truth lists of different lengths", () => {
   assert.throws(() => cocoMap([[]], [[], []]), /Expected detections for 2 images/);
 });
+
+Deno.test("cocoMap() ranks a NaN score last, whatever the input order (as pycocotools does)", () => {
+  const gt = [[{ box: [0, 0, 100, 100] as Box, label: 0 }]];
+  const hit = { box: [0, 0, 100, 100] as Box, score: NaN, label: 0 };
+  const fp = { box: [300, 300, 400, 400] as Box, score: 0.5, label: 0 };
+  // The comparator had returned NaN, so the order (and AP50: 1 or 0.5) followed the input's.
+  assert.equal(cocoMap([[hit, fp]], gt).ap50, 0.5);
+  assert.equal(cocoMap([[fp, hit]], gt).ap50, 0.5);
+});

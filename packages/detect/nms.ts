@@ -131,6 +131,13 @@ function gridNms(
   let sumW = 0, sumH = 0;
   for (let r = 0; r < n; r++) {
     const i = order[r]!;
+    // A NaN or infinite coordinate (an exp overflow in an int8 decode) made the cell sizes NaN
+    // and no kept box was filed anywhere: the lists, where a bad box affects only itself, take it.
+    if (
+      !Number.isFinite(boxes[4 * i]! + boxes[4 * i + 1]! + boxes[4 * i + 2]! + boxes[4 * i + 3]!)
+    ) {
+      return undefined;
+    }
     minX = Math.min(minX, boxes[4 * i]!);
     minY = Math.min(minY, boxes[4 * i + 1]!);
     maxX = Math.max(maxX, boxes[4 * i + 2]!);
@@ -255,7 +262,8 @@ export function rankByScore(scores: Float32Array, count: number, threshold: numb
   const scale = 2 ** bits;
   for (let k = 0; k < m; k++) {
     const i = idx[k]!;
-    f[0] = scores[i]!;
+    // −0 and 0 are equal scores: +0 for both keeps their input order.
+    f[0] = scores[i]! + 0;
     const v = u[0]!;
     const ordered = v & 0x80000000 ? ~v >>> 0 : (v | 0x80000000) >>> 0;
     keys[k] = (0xffffffff - ordered) * scale + i;

@@ -138,3 +138,37 @@ Deno.test("nms() stops at maxDetections on 10 000 candidates", () => {
     assert.ok(c.scores[kept[k - 1]!]! >= c.scores[kept[k]!]!);
   }
 });
+
+Deno.test("nms() suppresses on its grid path too when one box has a non-finite coordinate, and ranks -0 with 0", async () => {
+  const { toCandidates } = await import("./types.ts");
+  const dets = [];
+  // 200 separate objects, each with an exact duplicate, and one box with an infinite corner: the
+  // grid's cell sizes had become NaN and nothing was suppressed (401 kept of 401).
+  for (let i = 0; i < 200; i++) {
+    const x = (i % 20) * 50, y = Math.floor(i / 20) * 50;
+    dets.push({
+      box: [x, y, x + 20, y + 20] as [number, number, number, number],
+      score: 0.9,
+      label: 0,
+    });
+    dets.push({
+      box: [x, y, x + 20, y + 20] as [number, number, number, number],
+      score: 0.8,
+      label: 0,
+    });
+  }
+  dets.push({
+    box: [0, 0, Infinity, 10] as [number, number, number, number],
+    score: 0.7,
+    label: 0,
+  });
+  const c = toCandidates(dets);
+  assert.equal(nms(c, { iou: 0.5, maxDetections: 1000 }).length, 201);
+  assert.equal(nms(c, { iou: 0.5, maxDetections: 128 }).length, 128);
+  // Equal scores keep input order, -0 and 0 included.
+  const z = toCandidates([
+    { box: [0, 0, 1, 1], score: -0, label: 0 },
+    { box: [5, 5, 6, 6], score: 0, label: 0 },
+  ]);
+  assert.deepEqual([...nms(z, { score: -1 })], [0, 1]);
+});

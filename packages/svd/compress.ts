@@ -196,6 +196,21 @@ export async function svdCompress(
       );
       continue;
     }
+    // One NaN weight made both factors all NaN (every output NaN, not one column) and the report
+    // call it lossless; the randomized path failed in the eigensolver, naming no layer.
+    const bad = found.w.findIndex((v) => !Number.isFinite(v));
+    if (bad >= 0) {
+      layers.push(
+        skipped(
+          node,
+          name,
+          rows,
+          cols,
+          `its weight holds ${found.w[bad]} (at ${bad}): left as it is`,
+        ),
+      );
+      continue;
+    }
     const full = Math.min(rows, cols);
     // Largest k that still saves parameters: k·(rows + cols) < rows·cols.
     const breakEven = Math.ceil(params / (rows + cols)) - 1;
@@ -233,6 +248,19 @@ export async function svdCompress(
           : opts.rank !== undefined
           ? opts.rank
           : Math.floor(opts.ratio! * params / (rows + cols)));
+      // No rank fits a ratio this small: rank 1 had been taken, over the budget.
+      if (ruleRank === undefined && !opts.rankFn && opts.rank === undefined && raw < 1) {
+        layers.push(skipped(
+          node,
+          name,
+          rows,
+          cols,
+          `ratio ${opts.ratio} allows ${
+            (opts.ratio! * params).toFixed(1)
+          } weights, fewer than rank 1's ${rows + cols}`,
+        ));
+        continue;
+      }
       if (!Number.isFinite(raw) || raw < 0) {
         throw new ConfigError(
           rule?.rank !== undefined ? "overrides.rank" : "rank",
@@ -525,7 +553,13 @@ function rewrite(
   if (opset < 11) {
     // Before opset 11 Gemm's C is required: a zero bias.
     const zb = freshName({} as Graph, `${c.weightName}_svd_zero_bias`, taken);
-    inits.set(zb, { dtype: "float32", dims: [k], data: new Float32Array(k) });
+    // In the weight's own type: a float32 bias beside float64 factors was an invalid Gemm.
+    inits.set(
+      zb,
+      dtype === "float64"
+        ? { dtype, dims: [k], data: new Float64Array(k) }
+        : { dtype: "float32", dims: [k], data: new Float32Array(k) },
+    );
     firstInputs.push(zb);
   }
   const { beta: _beta, ...firstAttrs } = attrs as Record<string, Node["attributes"][string]>;

@@ -261,3 +261,48 @@ Deno.test("svdCompress() grows the randomized rank until it covers the energy", 
   assert.ok(Math.abs(layers[0]!.rank - want) <= 1, `rank ${layers[0]!.rank} vs ${want}`);
   assert.ok(layers[0]!.keptEnergy >= 0.95);
 });
+
+Deno.test("svdCompress() leaves a layer with a non-finite weight or a ratio below rank 1 as it is, and keeps a float64 Gemm's types", async () => {
+  const rows = 64, cols = 64;
+  const layer = (w: Float32Array) =>
+    emptyGraph({
+      nodes: [node({ name: "fc", op: "MatMul", inputs: ["x", "W"], outputs: ["y"] })],
+      initializers: new Map([["W", float32([rows, cols], w)]]),
+      inputs: [{ name: "x", dtype: "float32", shape: [1, rows] }],
+      outputs: [{ name: "y", dtype: "float32", shape: [1, cols] }],
+    });
+  // One NaN had made both factors all NaN and the report call the layer lossless.
+  const nan = gaussianArray(rows * cols, 3);
+  nan[5] = NaN;
+  const a = await svdCompress(layer(nan), { rank: 4, minParams: 0 });
+  assert.equal(a.graph.nodes.length, 1);
+  assert.match(a.layers[0]!.skipped ?? "", /its weight holds NaN \(at 5\)/);
+  // Rank 1 costs 128 weights; a ratio of 0.001 allows 4.1: it had taken rank 1 anyway.
+  const b = await svdCompress(layer(gaussianArray(rows * cols, 4)), { ratio: 0.001, minParams: 0 });
+  assert.equal(b.graph.nodes.length, 1);
+  assert.match(
+    b.layers[0]!.skipped ?? "",
+    /ratio 0\.001 allows 4\.1 weights, fewer than rank 1's 128/,
+  );
+  // Before opset 11 a Gemm's C is required: the zero bias takes the weight's float64.
+  const w = Float64Array.from(gaussianArray(40 * 36, 5));
+  const g: Graph = {
+    ...emptyGraph({
+      nodes: [node({ name: "gemm", op: "Gemm", inputs: ["x", "W", "C"], outputs: ["y"] })],
+      initializers: new Map<string, Tensor>([
+        ["W", { dtype: "float64", dims: [40, 36], data: w }],
+        ["C", { dtype: "float64", dims: [36], data: new Float64Array(36).fill(0.5) }],
+      ]),
+      inputs: [{ name: "x", dtype: "float64", shape: [2, 40] }],
+      outputs: [{ name: "y", dtype: "float64", shape: [2, 36] }],
+    }),
+    opsetImports: [{ domain: "", version: 9 }],
+  };
+  const { graph } = await svdCompress(g, { rank: 5, minParams: 0 });
+  const types = graph.nodes[0]!.inputs.slice(1).map((n) => graph.initializers.get(n)?.dtype);
+  assert.deepEqual(types, ["float64", "float64"]);
+  const x = new ort.Tensor("float64", Float64Array.from(gaussianArray(80, 9)), [2, 40]);
+  const s = await ort.InferenceSession.create(encode(graph));
+  await s.run({ x });
+  await s.release();
+});
