@@ -267,8 +267,20 @@ export function fromDarknet(cfgText: string, options: DarknetOptions = {}): Grap
         names.push(out);
         break;
       case "dropout":
+        // The identity at inference; in front of a [yolo] layer it must still produce that
+        // layer's output name (the graph had declared yolo_0 with nothing producing it).
+        if (finalName.has(l.index)) {
+          add({
+            name: `${base}_dropout`,
+            op: "Identity",
+            inputs: [tensorOf(l.input)],
+            outputs: [out],
+          });
+          names.push(out);
+        } else names.push(tensorOf(l.input));
+        break;
       case "yolo":
-        // Dropout is the identity at inference; a [yolo] layer's raw input is the graph output.
+        // A [yolo] layer's raw input is the graph output.
         names.push(tensorOf(l.input));
         break;
     }
@@ -292,6 +304,12 @@ export function fromDarknet(cfgText: string, options: DarknetOptions = {}): Grap
       anchors: yolos.map((l) => (l.type === "yolo" ? l.anchors.map((a) => [...a]) : [])),
       classes: yolos[0]!.type === "yolo" ? yolos[0]!.classes : 0,
     };
+    // YOLOv4's grid sensitivity, one value or one per output (its cfg gives each [yolo] its
+    // own); it had been dropped, and the head decoded with 1.
+    const scales = yolos.map((l) => (l.type === "yolo" ? l.scaleXY : 1));
+    if (scales.some((v) => v !== 1)) {
+      head.scaleXY = scales.every((v) => v === scales[0]) ? scales[0] : scales;
+    }
     metadata.set(METADATA_KEYS.head, JSON.stringify(head));
   }
   // darknet's own detector letterboxes RGB in [0, 1], padding with 0.5 gray.

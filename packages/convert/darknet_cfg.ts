@@ -28,7 +28,8 @@ export interface CfgSection {
  * @param text The cfg text.
  * @param name The file name for error messages.
  * @returns The sections in order.
- * @throws {ModelError} On a line outside any section, without `=`, or a repeated key.
+ * @throws {ModelError} On a line outside any section, without `=`, or a key repeated outside
+ *   `[net]` (where darknet reads the first).
  *
  * @example Usage
  * ```ts
@@ -66,6 +67,9 @@ export function parseCfg(text: string, name: string): CfgSection[] {
     }
     const key = s.slice(0, eq);
     const prev = current.options.get(key);
+    // darknet reads the first of a repeated key; its own yolov3-openimages.cfg and yolo9000.cfg
+    // repeat batch and subdivisions in [net] (training settings), which is not an error there.
+    if (prev && current.type === "net") return;
     if (prev) {
       throw new ModelError(
         `${name}:${line}: expected each key once per section, found "${key}" again (first on line ${prev.line})`,

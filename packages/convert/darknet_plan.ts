@@ -83,6 +83,8 @@ export type PlannedLayer =
       readonly mask: readonly number[];
       readonly anchors: readonly (readonly [number, number])[];
       readonly classes: number;
+      /** `scale_x_y` (YOLOv4's grid sensitivity), 1 by default. */
+      readonly scaleXY: number;
     }
     | { readonly type: "avgpool"; readonly input: number }
     | { readonly type: "dropout"; readonly input: number }
@@ -206,6 +208,14 @@ export function planDarknet(cfgText: string, options: PlanOptions = {}): Darknet
     switch (section.type) {
       case "convolutional":
       case "conv": {
+        refuseUnsupported(r, [
+          "stride_x",
+          "stride_y",
+          "dilation",
+          "antialiasing",
+          "binary",
+          "xnor",
+        ]);
         const [c, h, w] = prevShape();
         const filters = r.int("filters", 1, 1);
         const size = r.int("size", 1, 1);
@@ -262,6 +272,7 @@ export function planDarknet(cfgText: string, options: PlanOptions = {}): Darknet
         break;
       }
       case "shortcut": {
+        refuseUnsupported(r, ["weights_type", "weights_normalization"]);
         const a = prevShape();
         const from = ref("from", r.int("from"));
         const b = layers[from]!.shape;
@@ -341,6 +352,7 @@ export function planDarknet(cfgText: string, options: PlanOptions = {}): Darknet
         break;
       }
       case "maxpool": {
+        refuseUnsupported(r, ["stride_x", "stride_y", "maxpool_depth", "antialiasing"]);
         const [c, h, w] = prevShape();
         const stride = r.int("stride", 1, 1);
         const size = r.int("size", stride, 1);
@@ -357,6 +369,14 @@ export function planDarknet(cfgText: string, options: PlanOptions = {}): Darknet
         const begin = Math.floor(padding / 2);
         const endH = Math.max(0, (oh - 1) * stride + size - h - begin);
         const endW = Math.max(0, (ow - 1) * stride + size - w - begin);
+        // onnxruntime refuses a pad as large as the window ("Pad should be smaller than kernel"),
+        // which named no cfg line.
+        if (Math.max(begin, endH, endW) >= size) {
+          r.fail(
+            "padding",
+            `expected a padding whose sides stay below size ${size}, found ${padding}`,
+          );
+        }
         layer = {
           type: "maxpool",
           index,
@@ -399,7 +419,29 @@ export function planDarknet(cfgText: string, options: PlanOptions = {}): Darknet
           );
         }
         const anchors = mask.map((m) => [anchorsFlat[2 * m]!, anchorsFlat[2 * m + 1]!] as const);
-        layer = { type: "yolo", index, where, input: prev, mask, anchors, classes, shape: s };
+        // YOLOv4's grid sensitivity: the head decodes it (head.scaleXY); it had been dropped.
+        const scaleXY = r.float("scale_x_y", 1);
+        if (!(scaleXY >= 1 && scaleXY <= 4)) {
+          r.fail("scale_x_y", `expected scale_x_y in [1, 4], found ${scaleXY}`);
+        }
+        // Scaled-YOLOv4's decoding (no exp, squared sizes) is another formula than the head's.
+        if (r.int("new_coords", 0, 0) !== 0) {
+          r.fail(
+            "new_coords",
+            "expected new_coords=0: scaled-YOLOv4's box decoding is not supported",
+          );
+        }
+        layer = {
+          type: "yolo",
+          index,
+          where,
+          input: prev,
+          mask,
+          anchors,
+          classes,
+          scaleXY,
+          shape: s,
+        };
         break;
       }
       case "avgpool": {
@@ -435,4 +477,15 @@ export function planDarknet(cfgText: string, options: PlanOptions = {}): Darknet
     });
   }
   return { input: [channels, height, width], layers, weightCount };
+}
+
+/**
+ * Keys darknet reads that change what a layer computes and that this importer does not implement:
+ * ignored, they gave a model of another shape or other values without a word (`stride_x=2,
+ * stride_y=1` came out 16×16 where darknet gives 8×16).
+ */
+function refuseUnsupported(r: CfgReader, keys: readonly string[]): void {
+  for (const k of keys) {
+    if (r.has(k)) r.fail(k, `expected no ${k}= (not supported by this importer)`);
+  }
 }

@@ -464,3 +464,40 @@ Deno.test("loadDarknet() reads cfg and weights from disk and names them in error
     Deno.removeSync(dir, { recursive: true });
   }
 });
+
+Deno.test("fromDarknet(): a [yolo] after a [dropout], YOLOv4's scale_x_y, and keys it cannot honour", () => {
+  const net = "[net]\nwidth=32\nheight=32\nchannels=3\nbatch=64\nbatch=1\n";
+  const head = (extra: string) =>
+    `[convolutional]\nfilters=18\nsize=1\nstride=1\nactivation=linear\n${extra}[yolo]\nmask=0,1,2\nanchors=10,13,16,30,33,23\nclasses=1\nnum=3\n`;
+  // A repeated key in [net] is read as darknet reads it (its own yolo9000.cfg repeats batch).
+  const dropout = fromDarknet(`${net}${head("[dropout]\nprobability=0.5\n")}`, { seed: 1 });
+  // The graph had declared yolo_0 with nothing producing it.
+  assert.ok(dropout.nodes.some((n) => n.outputs.includes("yolo_0")));
+  validate(dropout);
+  const scaled = fromDarknet(`${net}${head("")}scale_x_y=1.2\n`, { seed: 1 });
+  assert.equal(readHeadMetadata(scaled.metadata)?.scaleXY, 1.2);
+  const two = fromDarknet(
+    `${net}${head("")}scale_x_y=1.2\n[route]\nlayers=-2\n${head("")}scale_x_y=1.05\n`,
+    { seed: 1 },
+  );
+  assert.deepEqual(readHeadMetadata(two.metadata)?.scaleXY, [1.2, 1.05]);
+  for (
+    const [cfg, error] of [
+      [`${head("")}new_coords=1\n`, /a\.cfg:\d+: expected new_coords=0/],
+      [
+        "[convolutional]\nfilters=8\nsize=3\nstride_x=2\nstride_y=1\nactivation=leaky\n",
+        /a\.cfg:\d+: expected no stride_x= \(not supported by this importer\)/,
+      ],
+      [
+        "[maxpool]\nsize=2\nstride=1\npadding=6\n",
+        /a\.cfg:\d+: expected a padding whose sides stay below size 2, found 6/,
+      ],
+    ] as const
+  ) {
+    assert.throws(
+      () => fromDarknet(`${net}${cfg}`, { seed: 1, cfgName: "a.cfg" }),
+      (e: Error) => e instanceof ModelError && error.test(e.message),
+      cfg,
+    );
+  }
+});

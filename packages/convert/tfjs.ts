@@ -6,6 +6,7 @@
  * @module
  */
 import {
+  ConfigError,
   type Graph,
   ModelError,
   type Node,
@@ -244,6 +245,50 @@ export function convertTfjs(model: TfjsModel, options: TfjsOptions = {}): Graph 
   const src = model.source;
   const byName = new Map<string, TfNode>();
   for (const n of model.json.modelTopology.node) byName.set(n.name, n);
+  // Checked up front: an opset outside 13..17 was stamped into a model onnxruntime then refused
+  // (op forms of another opset), and a bad input option failed deep in the graph, at some node.
+  if (!(Number.isInteger(opts.opset) && opts.opset >= 13 && opts.opset <= 17)) {
+    throw new ConfigError("opset", `expected an integer in 13..17 but found ${opts.opset}`);
+  }
+  if (
+    opts.inputSize !== undefined &&
+    !(opts.inputSize.length === 2 && opts.inputSize.every((d) => Number.isInteger(d) && d > 0))
+  ) {
+    throw new ConfigError(
+      "inputSize",
+      `expected [height, width] of positive integers but found ${JSON.stringify(opts.inputSize)}`,
+    );
+  }
+  for (const [name, shape] of Object.entries(opts.inputShapes ?? {})) {
+    if (byName.get(name)?.op !== "Placeholder") {
+      throw new ModelError(
+        `${src}: inputShapes names "${name}", which is no placeholder of the graph (placeholders: ${
+          model.json.modelTopology.node.filter((n) => n.op === "Placeholder").map((n) => n.name)
+            .join(", ")
+        })`,
+      );
+    }
+    if (!(Array.isArray(shape) && shape.every((d) => Number.isInteger(d) && d > 0))) {
+      throw new ModelError(
+        `${src}: inputShapes "${name}": expected positive integer dims but found ${
+          JSON.stringify(shape)
+        }`,
+      );
+    }
+    // The placeholder's declared rank, and its fixed dims, hold (they had failed at some node).
+    const dim = byName.get(name)!.attr?.shape?.shape?.dim;
+    const declared = dim?.map((d) => Number(d.size ?? -1));
+    if (
+      declared && declared.length > 0 &&
+      (declared.length !== shape.length || declared.some((d, k) => d > 0 && d !== shape[k]))
+    ) {
+      throw new ModelError(
+        `${src}: inputShapes "${name}": expected a shape that fits its declared [${
+          declared.map((d) => (d > 0 ? d : "?")).join(", ")
+        }] but found [${shape.join(", ")}]`,
+      );
+    }
+  }
   // Tensors the caller starts the graph at become placeholders of the given shape.
   for (const [ref, shape] of Object.entries(opts.inputs ?? {})) {
     const name = ref.replace(/:0$/, "");

@@ -347,3 +347,45 @@ Deno.test("fromTfjs() converts MediaPipe's attention face mesh (BatchMatMulV2, A
     });
   }
 });
+
+Deno.test("convertTfjs() checks opset and input options up front, by name", () => {
+  const json = {
+    modelTopology: {
+      node: [
+        {
+          name: "x",
+          op: "Placeholder",
+          attr: {
+            dtype: { type: "DT_FLOAT" },
+            shape: { shape: { dim: [{ size: "1" }, { size: "4" }] } },
+          },
+        },
+        { name: "y", op: "Relu6", input: ["x"] },
+      ],
+    },
+    weightsManifest: [],
+  };
+  const model = { json, weights: new Map(), source: "m.json" } as Parameters<typeof convertTfjs>[0];
+  // An opset outside 13..17 had been stamped into a model onnxruntime refused; a typo in
+  // inputShapes was ignored; a shape of another rank failed at some node inside.
+  for (
+    const [options, error] of [
+      [{ opset: 18 }, /opset: expected an integer in 13\.\.17 but found 18/],
+      [{ inputSize: [0, 256] }, /inputSize: expected \[height, width\] of positive integers/],
+      [
+        { inputShapes: { input: [1, 4] } },
+        /m\.json: inputShapes names "input", which is no placeholder of the graph \(placeholders: x\)/,
+      ],
+      [
+        { inputShapes: { x: [1, 4, 1] } },
+        /m\.json: inputShapes "x": expected a shape that fits its declared \[1, 4\] but found \[1, 4, 1\]/,
+      ],
+    ] as const
+  ) {
+    assert.throws(
+      () => convertTfjs(model, { outputs: ["y"], ...options } as Parameters<typeof convertTfjs>[1]),
+      error,
+    );
+  }
+  assert.equal(convertTfjs(model, { outputs: ["y"], opset: 17 }).opsetImports[0]?.version, 17);
+});

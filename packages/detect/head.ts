@@ -59,8 +59,11 @@ export interface Yolov3Head extends HeadBase {
    * `(2σ(t))² · anchor`).
    */
   decode: "darknet" | "ultralytics";
-  /** darknet's `scale_x_y` (YOLOv4 uses 1.05–1.2; YOLOv3 1). */
-  scaleXY: number;
+  /**
+   * darknet's `scale_x_y` (YOLOv4 uses 1.05–1.2; YOLOv3 1): one for every output, or one per
+   * output (YOLOv4's cfg gives each [yolo] layer its own).
+   */
+  scaleXY: number | number[];
 }
 
 /**
@@ -437,10 +440,15 @@ export function resolveHead(raw: unknown, options: ResolveHeadOptions = {}): Hea
       }
       oneOf(head.layout, at("layout"), ["channels-first", "channels-last"]);
       oneOf(head.decode, at("decode"), ["darknet", "ultralytics"]);
-      if (typeof head.scaleXY !== "number" || !(head.scaleXY >= 1 && head.scaleXY <= 4)) {
+      const inRange = (v: unknown) => typeof v === "number" && v >= 1 && v <= 4;
+      const perOutput = Array.isArray(head.scaleXY) &&
+        head.scaleXY.length === outputs.length && head.scaleXY.every(inRange);
+      if (!inRange(head.scaleXY) && !perOutput) {
         throw new ConfigError(
           at("scaleXY"),
-          `expected a number in [1, 4] but found ${describe(head.scaleXY)}`,
+          `expected a number in [1, 4], or one per output (${outputs.length}), but found ${
+            describe(head.scaleXY)
+          }`,
         );
       }
       head.strides = strides;

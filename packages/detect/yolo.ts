@@ -50,8 +50,9 @@ export function decodeYolov3(
   const buf = new CandidateBuffer();
   const cls = new Float64Array(1024);
   const ultralytics = head.decode === "ultralytics";
-  const sxy = head.scaleXY, shift = (head.scaleXY - 1) / 2;
   head.outputs.forEach((name, level) => {
+    const sxy = Array.isArray(head.scaleXY) ? head.scaleXY[level]! : head.scaleXY;
+    const shift = (sxy - 1) / 2;
     const t = output(outputs, name, "yolov3 head");
     const anchors = head.anchors[level]!;
     const stride = head.strides[level]!;

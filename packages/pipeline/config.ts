@@ -190,7 +190,11 @@ export const HEAD_SPEC: ObjectSpec = {
       enum: ["darknet", "ultralytics"],
       description: "yolov3 box formula: darknet or YOLOv5/v7 (2σ − 0.5, (2σ)²).",
     },
-    scaleXY: num(1, 4, "yolov3: darknet scale_x_y (YOLOv4)."),
+    scaleXY: {
+      type: "anyOf",
+      description: "yolov3: darknet scale_x_y (YOLOv4), one, or one per output.",
+      options: [num(1, 4), { type: "array", items: num(1, 4), minItems: 1, maxItems: 16 }],
+    },
     boxFormat: { type: "string", enum: ["cxcywh", "xyxy"], description: "yolo-decoded boxes." },
     objectness: {
       type: "boolean",
