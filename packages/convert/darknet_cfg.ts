@@ -69,7 +69,7 @@ export function parseCfg(text: string, name: string): CfgSection[] {
     const prev = current.options.get(key);
     // darknet reads the first of a repeated key; its own yolov3-openimages.cfg and yolo9000.cfg
     // repeat batch and subdivisions in [net] (training settings), which is not an error there.
-    if (prev && current.type === "net") return;
+    if (prev && (current.type === "net" || current.type === "network")) return;
     if (prev) {
       throw new ModelError(
         `${name}:${line}: expected each key once per section, found "${key}" again (first on line ${prev.line})`,

@@ -208,18 +208,15 @@ export function planDarknet(cfgText: string, options: PlanOptions = {}): Darknet
     switch (section.type) {
       case "convolutional":
       case "conv": {
-        refuseUnsupported(r, [
-          "stride_x",
-          "stride_y",
-          "dilation",
-          "antialiasing",
-          "binary",
-          "xnor",
-        ]);
         const [c, h, w] = prevShape();
         const filters = r.int("filters", 1, 1);
         const size = r.int("size", 1, 1);
         const stride = r.int("stride", 1, 1);
+        refuseUnsupported(r, {
+          stride_x: String(stride),
+          stride_y: String(stride),
+          antialiasing: "0",
+        });
         const padding = r.int("pad", 0, 0) ? Math.floor(size / 2) : r.int("padding", 0, 0);
         const groups = r.int("groups", 1, 1);
         for (const k of ["dilation", "binary", "xnor", "flipped"]) {
@@ -272,7 +269,7 @@ export function planDarknet(cfgText: string, options: PlanOptions = {}): Darknet
         break;
       }
       case "shortcut": {
-        refuseUnsupported(r, ["weights_type", "weights_normalization"]);
+        refuseUnsupported(r, { weights_type: "none", weights_normalization: "none" });
         const a = prevShape();
         const from = ref("from", r.int("from"));
         const b = layers[from]!.shape;
@@ -352,9 +349,14 @@ export function planDarknet(cfgText: string, options: PlanOptions = {}): Darknet
         break;
       }
       case "maxpool": {
-        refuseUnsupported(r, ["stride_x", "stride_y", "maxpool_depth", "antialiasing"]);
         const [c, h, w] = prevShape();
         const stride = r.int("stride", 1, 1);
+        refuseUnsupported(r, {
+          stride_x: String(stride),
+          stride_y: String(stride),
+          maxpool_depth: "0",
+          antialiasing: "0",
+        });
         const size = r.int("size", stride, 1);
         const padding = r.int("padding", size - 1, 0);
         // darknet: out = (in + padding − size)/stride + 1, windows start at −padding/2.
@@ -480,12 +482,18 @@ export function planDarknet(cfgText: string, options: PlanOptions = {}): Darknet
 }
 
 /**
- * Keys darknet reads that change what a layer computes and that this importer does not implement:
+ * Keys darknet reads that change what a layer computes and that this importer does not implement,
+ * each with the one value it computes the same with (a stride_x equal to stride, a depth of 0):
  * ignored, they gave a model of another shape or other values without a word (`stride_x=2,
  * stride_y=1` came out 16×16 where darknet gives 8×16).
  */
-function refuseUnsupported(r: CfgReader, keys: readonly string[]): void {
-  for (const k of keys) {
-    if (r.has(k)) r.fail(k, `expected no ${k}= (not supported by this importer)`);
+function refuseUnsupported(r: CfgReader, same: Readonly<Record<string, string>>): void {
+  for (const [k, value] of Object.entries(same)) {
+    if (r.has(k) && r.str(k, value) !== value) {
+      r.fail(
+        k,
+        `expected ${k}=${value} (other values are not supported), found ${r.str(k, value)}`,
+      );
+    }
   }
 }

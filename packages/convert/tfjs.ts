@@ -260,7 +260,9 @@ export function convertTfjs(model: TfjsModel, options: TfjsOptions = {}): Graph 
     );
   }
   for (const [name, shape] of Object.entries(opts.inputShapes ?? {})) {
-    if (byName.get(name)?.op !== "Placeholder") {
+    // A tensor opts.inputs cuts the graph at becomes a placeholder too.
+    const cut = Object.keys(opts.inputs ?? {}).some((ref) => ref.replace(/:0$/, "") === name);
+    if (byName.get(name)?.op !== "Placeholder" && !cut) {
       throw new ModelError(
         `${src}: inputShapes names "${name}", which is no placeholder of the graph (placeholders: ${
           model.json.modelTopology.node.filter((n) => n.op === "Placeholder").map((n) => n.name)
@@ -276,7 +278,7 @@ export function convertTfjs(model: TfjsModel, options: TfjsOptions = {}): Graph 
       );
     }
     // The placeholder's declared rank, and its fixed dims, hold (they had failed at some node).
-    const dim = byName.get(name)!.attr?.shape?.shape?.dim;
+    const dim = cut ? undefined : byName.get(name)!.attr?.shape?.shape?.dim;
     const declared = dim?.map((d) => Number(d.size ?? -1));
     if (
       declared && declared.length > 0 &&

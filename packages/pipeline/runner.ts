@@ -627,20 +627,20 @@ function checkNonEmptyShapes(graph: Graph, input: InputConfig): void {
   const shapes = staticShapes(graph, input);
   if (!shapes) return;
   for (const [i, n] of graph.nodes.entries()) {
-    for (const o of n.outputs) {
-      const dims = o ? shapes.get(o)?.shape : undefined;
-      const bad = dims?.find((d) => typeof d === "number" && d <= 0 && dims.length > 0);
-      if (bad === undefined || (bad === 0 && !WINDOW_OPS.has(n.op))) continue;
-      throw new ModelError(
-        `node "${
-          n.name || `${n.op}#${i}`
-        }" (${n.op}): expected positive output dims at input.size [${
-          input.size.join(", ")
-        }]; found [${dims!.join(", ")}]${
-          WINDOW_OPS.has(n.op) ? " (its kernel is larger than its padded input)" : ""
-        }`,
-      );
-    }
+    // Window ops only: their output sizes follow from the input's, and a bad one is the model's
+    // (or input.size's) fault; other ops are left to the run.
+    if (!WINDOW_OPS.has(n.op)) continue;
+    const dims = n.outputs[0] ? shapes.get(n.outputs[0])?.shape : undefined;
+    if (!dims?.some((d) => typeof d === "number" && d <= 0)) continue;
+    throw new ModelError(
+      `node "${n.name || `${n.op}#${i}`}" (${n.op}): expected positive output dims at input.size [${
+        input.size.join(", ")
+      }]; found [${dims.join(", ")}] (${
+        n.op === "ConvTranspose"
+          ? "its pads are larger than its output"
+          : "its kernel is larger than its padded input"
+      })`,
+    );
   }
 }
 

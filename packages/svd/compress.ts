@@ -198,7 +198,10 @@ export async function svdCompress(
     }
     // One NaN weight made both factors all NaN (every output NaN, not one column) and the report
     // call it lossless; the randomized path failed in the eigensolver, naming no layer.
-    const bad = found.w.findIndex((v) => !Number.isFinite(v));
+    // Read in the stored initializer (its own layout and type). A float64 beyond float32's range
+    // is refused too: the factors are computed in float32.
+    const stored = found.weight.data as Float32Array | Float64Array;
+    const bad = stored.findIndex((v: number) => !Number.isFinite(Math.fround(v)));
     if (bad >= 0) {
       layers.push(
         skipped(
@@ -206,7 +209,7 @@ export async function svdCompress(
           name,
           rows,
           cols,
-          `its weight holds ${found.w[bad]} (at ${bad}): left as it is`,
+          `its weight "${found.weightName}" holds ${stored[bad]} (at ${bad}): left as it is`,
         ),
       );
       continue;

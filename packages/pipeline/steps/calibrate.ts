@@ -378,7 +378,9 @@ export function calibrateStep(options: CalibrateStepOptions = {}): Step {
           ctx.log.warn(
             `${empty.length} of ${dataTensors.length} tensors got no range from the data (first: ${
               empty[0]
-            }): every value seen was NaN or infinite, or the statistics hold none; their nodes stay float`,
+            }): every value seen was NaN or infinite, or the statistics hold none${
+              ctx.calibration?.statsOut ? "" : "; their nodes stay float"
+            }`,
           );
         }
         if (o.lossAware) ctx.methods.push(`loss-aware:${o.lossAware.lambda}`);
