@@ -2,7 +2,10 @@
  * darknet cfg + weights → ONNX Graph (opset 13). Convolutions keep their BatchNormalization nodes
  * (epsilon 1e-5, as darknet's GPU/cuDNN path uses; `normalize` folds them); the graph outputs are
  * the raw convolutions in front of each `[yolo]` layer, named `yolo_0`, `yolo_1`, … in cfg order,
- * and the head metadata (strides, masked anchors, classes) is written for @clipq/detect.
+ * and the head metadata (strides, masked anchors, classes, and `scale_x_y` where it is not 1) is
+ * written for @clipq/detect. Keys that would change what a layer computes and that this importer
+ * does not implement (stride_x/stride_y other than stride, a weighted shortcut, scaled-YOLOv4's
+ * new_coords, …) are refused at their cfg line.
  *
  * Layer mapping: convolutional → Conv (+ BatchNormalization) + activation (leaky 0.1 → LeakyRelu,
  * relu, logistic → Sigmoid, mish → x·tanh(softplus x), swish → x·sigmoid x); shortcut → Add;
