@@ -234,6 +234,34 @@ function pngDataBytes(
 }
 
 /**
+ * A gray or RGB PNG without its `tRNS` chunk (the one color it keys out as transparent): pngjs
+ * turns keyed pixels into transparent black (all four bytes 0), so with alpha dropped a white
+ * background keyed out decoded black, where OpenCV and Pillow keep the stored color, as this
+ * module documents. Composited over a `background`, the key stays and works. Any other file (a
+ * palette's tRNS holds per-entry alpha) is returned as it is.
+ */
+function withoutColorKey(bytes: Uint8Array): Uint8Array {
+  const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  let colorType = -1;
+  for (let at = 8; at + 12 <= bytes.length;) {
+    const length = v.getUint32(at);
+    const type = String.fromCharCode(...bytes.subarray(at + 4, at + 8));
+    const end = at + 12 + length;
+    if (end > bytes.length) return bytes; // malformed: pngjs reports it
+    if (type === "IHDR" && length >= 13) colorType = bytes[at + 8 + 9]!;
+    if (type === "tRNS" && (colorType === 0 || colorType === 2)) {
+      const out = new Uint8Array(bytes.length - (end - at));
+      out.set(bytes.subarray(0, at));
+      out.set(bytes.subarray(end), at);
+      return out;
+    }
+    if (type === "IDAT" || type === "IEND") return bytes; // tRNS comes before the image data
+    at = end;
+  }
+  return bytes;
+}
+
+/**
  * Refuses a PNG whose image data inflates to fewer bytes than its header states: pngjs decodes
  * such a file without an error, the missing rows as zeros (black, transparent), which would
  * calibrate on an image that is not the file's. Run after pngjs accepted the file, so its chunks
@@ -460,7 +488,8 @@ export async function decodeImage(
     let out: { width: number; height: number; data: Uint8Array };
     try {
       // pngjs expands palette and grayscale to RGBA and scales 16-bit samples to 8 bit.
-      out = PNG.sync.read(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength));
+      const png = bg ? bytes : withoutColorKey(bytes);
+      out = PNG.sync.read(Buffer.from(png.buffer, png.byteOffset, png.byteLength));
     } catch (e) {
       throw new DataError(
         `${name}: expected a decodable PNG, found one pngjs rejects: ${(e as Error).message}`,

@@ -241,7 +241,7 @@ function deflated(raw: Uint8Array, corruptAdler: boolean): Uint8Array {
 function pngOf(
   header: { width: number; height: number; bitDepth: number; colorType: number; interlace: number },
   raw: Uint8Array,
-  { corruptAdler = false } = {},
+  { corruptAdler = false, trns }: { corruptAdler?: boolean; trns?: number[] } = {},
 ): Uint8Array {
   const chunk = (type: string, data: Uint8Array) => {
     const out = new Uint8Array(12 + data.length);
@@ -260,6 +260,7 @@ function pngOf(
   return Buffer.concat([
     Uint8Array.of(137, 80, 78, 71, 13, 10, 26, 10),
     chunk("IHDR", ihdr),
+    ...(trns ? [chunk("tRNS", Uint8Array.from(trns))] : []),
     chunk("IDAT", deflated(raw, corruptAdler)),
     chunk("IEND", new Uint8Array()),
   ]);
@@ -324,4 +325,26 @@ Deno.test("readImage() and checkImageHead() refuse a device or FIFO listed as an
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("decodeImage() keeps the stored color of a gray or RGB PNG's color-keyed pixels, and composites them over a background", async () => {
+  // White keyed out as transparent (tRNS): pngjs gives such pixels as transparent black, so with
+  // alpha dropped they had decoded black, where OpenCV and Pillow keep the stored white.
+  const gray = pngOf(
+    { width: 2, height: 1, bitDepth: 8, colorType: 0, interlace: 0 },
+    Uint8Array.of(0, 255, 40),
+    {
+      trns: [0, 255],
+    },
+  );
+  assert.deepEqual([...(await decodeImage(gray, "g.png")).data], [255, 255, 255, 40, 40, 40]);
+  const rgb = pngOf(
+    { width: 2, height: 1, bitDepth: 8, colorType: 2, interlace: 0 },
+    Uint8Array.of(0, 255, 255, 255, 10, 20, 30),
+    { trns: [0, 255, 0, 255, 0, 255] },
+  );
+  assert.deepEqual([...(await decodeImage(rgb, "c.png")).data], [255, 255, 255, 10, 20, 30]);
+  // Over a background the key still makes the pixel transparent.
+  const over = await decodeImage(rgb, "c.png", { background: [0, 128, 0] });
+  assert.deepEqual([...over.data], [0, 128, 0, 10, 20, 30]);
 });
