@@ -587,6 +587,7 @@ function checkHeadShapes(
   graph: Graph,
   head: Record<string, unknown> | undefined,
   input: InputConfig,
+  shapesAtSize: () => Map<string, ShapeInfo> | undefined,
 ): void {
   if (!head) return;
   let resolved: HeadConfig;
@@ -596,13 +597,11 @@ function checkHeadShapes(
     return; // the steps that read the head report its keys
   }
   const outputs: Record<string, Tensor> = {};
-  let inferred: Map<string, ShapeInfo> | undefined;
   for (const name of resolved.outputs) {
     let dims = graph.outputs.find((o) => o.name === name)?.shape as readonly unknown[] | undefined;
     // A dynamic output (PP-OCR's [?, 1, ?, ?]) let any head pass: its shape at input.size says.
     if (!isStatic(dims) && input.size) {
-      inferred ??= staticShapes(graph, input);
-      dims = inferred?.get(name)?.shape ?? undefined;
+      dims = shapesAtSize()?.get(name)?.shape ?? undefined;
     }
     if (!isStatic(dims)) return;
     outputs[name] = tensor("float32", dims, new Float32Array(dims.reduce((a, b) => a * b, 1)));
@@ -622,9 +621,13 @@ const isStatic = (dims: readonly unknown[] | undefined): dims is number[] =>
  * At `input.size`, no node may compute an empty or negative dimension: a kernel larger than its
  * padded input ended in onnxruntime's "Invalid dimension: -7", which named no node.
  */
-function checkNonEmptyShapes(graph: Graph, input: InputConfig): void {
+function checkNonEmptyShapes(
+  graph: Graph,
+  input: InputConfig,
+  shapesAtSize: () => Map<string, ShapeInfo> | undefined,
+): void {
   if (!input.size) return;
-  const shapes = staticShapes(graph, input);
+  const shapes = shapesAtSize();
   if (!shapes) return;
   for (const [i, n] of graph.nodes.entries()) {
     // Window ops only: their output sizes follow from the input's, and a bad one is the model's
@@ -918,8 +921,11 @@ export function checkAgainstModel(
   }
   if (hasAnyData(config)) checkOtherInputs(source, config.input);
   checkHeadOutputs(source, config.head);
-  checkHeadShapes(source, config.head, config.input);
-  checkNonEmptyShapes(source, config.input);
+  // Shape inference over the whole model at input.size, once for both checks that read it.
+  let shapes: { at: Map<string, ShapeInfo> | undefined } | undefined;
+  const shapesAtSize = () => (shapes ??= { at: staticShapes(source, config.input) }).at;
+  checkHeadShapes(source, config.head, config.input, shapesAtSize);
+  checkNonEmptyShapes(source, config.input, shapesAtSize);
 }
 
 /**
