@@ -241,24 +241,36 @@ function pngDataBytes(
  * palette's tRNS holds per-entry alpha) is returned as it is.
  */
 function withoutColorKey(bytes: Uint8Array): Uint8Array {
-  const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   let colorType = -1;
-  for (let at = 8; at + 12 <= bytes.length;) {
-    const length = v.getUint32(at);
-    const type = String.fromCharCode(...bytes.subarray(at + 4, at + 8));
-    const end = at + 12 + length;
-    if (end > bytes.length) return bytes; // malformed: pngjs reports it
-    if (type === "IHDR" && length >= 13) colorType = bytes[at + 8 + 9]!;
+  for (const { type, at, end, data } of pngChunks(bytes)) {
+    if (type === "IHDR" && data.length >= 13) colorType = data[9]!;
     if (type === "tRNS" && (colorType === 0 || colorType === 2)) {
       const out = new Uint8Array(bytes.length - (end - at));
       out.set(bytes.subarray(0, at));
       out.set(bytes.subarray(end), at);
       return out;
     }
-    if (type === "IDAT" || type === "IEND") return bytes; // tRNS comes before the image data
-    at = end;
+    if (type === "IDAT" || type === "IEND") break; // tRNS comes before the image data
   }
   return bytes;
+}
+
+/**
+ * A PNG's chunks in file order, after the signature: type, where the chunk starts and ends (CRC
+ * included), and its data. A chunk whose stated length runs past the file ends the walk (pngjs
+ * reports such a file).
+ */
+function* pngChunks(
+  bytes: Uint8Array,
+): Generator<{ type: string; at: number; end: number; data: Uint8Array }> {
+  const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  for (let at = 8; at + 12 <= bytes.length;) {
+    const end = at + 12 + v.getUint32(at);
+    if (end > bytes.length) return;
+    const type = String.fromCharCode(...bytes.subarray(at + 4, at + 8));
+    yield { type, at, end, data: bytes.subarray(at + 8, end - 4) };
+    at = end;
+  }
 }
 
 /**
@@ -268,24 +280,20 @@ function withoutColorKey(bytes: Uint8Array): Uint8Array {
  * and the zlib stream's header are known sound.
  */
 function checkPngData(bytes: Uint8Array, name: string): void {
-  const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const idat: Uint8Array[] = [];
   let ihdr: Parameters<typeof pngDataBytes>[0] | undefined;
-  for (let at = 8; at + 8 <= bytes.length;) {
-    const length = v.getUint32(at);
-    const type = String.fromCharCode(...bytes.subarray(at + 4, at + 8));
-    const data = bytes.subarray(at + 8, at + 8 + length);
+  for (const { type, data } of pngChunks(bytes)) {
     if (type === "IHDR" && data.length >= 13) {
+      const v = new DataView(data.buffer, data.byteOffset, data.byteLength);
       ihdr = {
-        width: v.getUint32(at + 8),
-        height: v.getUint32(at + 12),
+        width: v.getUint32(0),
+        height: v.getUint32(4),
         bitDepth: data[8]!,
         colorType: data[9]!,
         interlace: data[12]!,
       };
     } else if (type === "IDAT") idat.push(data);
     else if (type === "IEND") break;
-    at += 12 + length;
   }
   const expected = ihdr ? pngDataBytes(ihdr) : undefined;
   if (expected === undefined) return;
