@@ -216,19 +216,13 @@ export function planDarknet(cfgText: string, options: PlanOptions = {}): Darknet
           stride_x: String(stride),
           stride_y: String(stride),
           antialiasing: "0",
+          dilation: 1,
+          binary: 0,
+          xnor: 0,
+          flipped: 0,
         });
         const padding = r.int("pad", 0, 0) ? Math.floor(size / 2) : r.int("padding", 0, 0);
         const groups = r.int("groups", 1, 1);
-        for (const k of ["dilation", "binary", "xnor", "flipped"]) {
-          if (r.has(k) && r.int(k) !== (k === "dilation" ? 1 : 0)) {
-            r.fail(
-              k,
-              `expected ${k}=${k === "dilation" ? 1 : 0} (not supported otherwise), found ${
-                r.int(k)
-              }`,
-            );
-          }
-        }
         if (c % groups || filters % groups) {
           r.fail(
             "groups",
@@ -485,15 +479,15 @@ export function planDarknet(cfgText: string, options: PlanOptions = {}): Darknet
  * Keys darknet reads that change what a layer computes and that this importer does not implement,
  * each with the one value it computes the same with (a stride_x equal to stride, a depth of 0):
  * ignored, they gave a model of another shape or other values without a word (`stride_x=2,
- * stride_y=1` came out 16×16 where darknet gives 8×16).
+ * stride_y=1` came out 16×16 where darknet gives 8×16). A number is read as an integer (a value
+ * that is none is refused as such), a string as written.
  */
-function refuseUnsupported(r: CfgReader, same: Readonly<Record<string, string>>): void {
+function refuseUnsupported(r: CfgReader, same: Readonly<Record<string, string | number>>): void {
   for (const [k, value] of Object.entries(same)) {
-    if (r.has(k) && r.str(k, value) !== value) {
-      r.fail(
-        k,
-        `expected ${k}=${value} (other values are not supported), found ${r.str(k, value)}`,
-      );
+    if (!r.has(k)) continue;
+    const found = typeof value === "number" ? r.int(k) : r.str(k, value);
+    if (found !== value) {
+      r.fail(k, `expected ${k}=${value} (other values are not supported), found ${found}`);
     }
   }
 }
