@@ -91,6 +91,7 @@ import {
   type Graph,
   type Node,
   node,
+  opsetOf,
 } from "@clipq/onnx/graph";
 import { float32, int64, type Tensor, toFloat32 } from "@clipq/onnx/tensor";
 import { inferShapes } from "@clipq/onnx/shapes";
@@ -317,7 +318,7 @@ function foldAffineIntoConvs(s: State, graph: Graph, ex: LowerOptions["exclude"]
  * Add moves from the full-size tensor to the [N, C, 1, 1] gate.
  */
 function hardSigmoidIntoConv(s: State, graph: Graph, ex: LowerOptions["exclude"]): void {
-  const opset = graph.opsetImports.find((o) => o.domain === "" || o.domain === "ai.onnx")?.version;
+  const opset = opsetOf(graph);
   // Clip takes its bounds as inputs from opset 11.
   if ((opset ?? 0) < 11) return;
   const outputs = new Set(graph.outputs.map((v) => v.name));
@@ -443,7 +444,7 @@ function poolBeforeActivation(s: State, graph: Graph, ex: LowerOptions["exclude"
 /** Zero-pads 3-channel graph inputs read by group-1 Convs to 4 channels. */
 function padInputChannels(s: State, graph: Graph, ex: LowerOptions["exclude"]): void {
   // Pad takes its pads as an input from opset 11 (a per-tensor model below it stays there).
-  const opset = graph.opsetImports.find((o) => o.domain === "" || o.domain === "ai.onnx")?.version;
+  const opset = opsetOf(graph);
   if ((opset ?? 0) < 11) return;
   const inputs = new Map(graph.inputs.map((v) => [v.name, v]));
   const padded = new Map<string, { name: string; channels: number }>();
@@ -608,7 +609,7 @@ function resizeAxesToFullRank(s: State, graph: Graph): void {
  * H and W static), else Reshape [N·C, 1, H, W], Resize, Reshape.
  */
 function resizeNearest(s: State, graph: Graph, ex: LowerOptions["exclude"]): void {
-  const opset = graph.opsetImports.find((o) => o.domain === "" || o.domain === "ai.onnx")?.version;
+  const opset = opsetOf(graph);
   const candidate = (n: Node, i: number): boolean => {
     const scales = n.inputs[2] ? s.inits.get(n.inputs[2]) : undefined;
     return n.op === "Resize" && isStandard(n) && !excluded(n, i, ex) && (opset ?? 0) >= 11 &&
