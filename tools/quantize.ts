@@ -20,6 +20,7 @@ import {
   type Config,
   isCustomStep,
   loadConfig,
+  refuseFolderPath,
   writtenPaths,
 } from "@clipq/pipeline/config";
 import {
@@ -200,12 +201,7 @@ function parseArgs(argv: string[]): Args {
       case "--stats": {
         const path = value(arg);
         // A folder's path, which resolving forgets: "out/" had been written as a file out.
-        if (/[/\\]\.?$/.test(path)) {
-          throw new ConfigError(
-            "--stats",
-            `expected a file path; found ${JSON.stringify(path)}, a folder's`,
-          );
-        }
+        refuseFolderPath("--stats", path);
         a.stats = resolve(path);
         break;
       }

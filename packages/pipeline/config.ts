@@ -615,22 +615,36 @@ function readFolders(
 }
 
 /**
- * A written path that ends in a slash names a folder, which resolving it forgets: `"output": "o/"`
- * had been written as a file `o`, and with a report in that folder the run failed at mkdir after
- * all its work. Checked on the config as written, before paths resolve.
+ * A path to write that ends in a slash (or `/.`) names a folder, which resolving it forgets:
+ * `"output": "o/"` had been written as a file `o`, and with a report in that folder the run failed
+ * at mkdir after all its work. Checked on the path as written, before it resolves.
+ *
+ * @param key The config key or flag that gives the path.
+ * @param path The path as written (anything else is left to the config's own checks).
+ * @throws {ConfigError} Naming the key, when the path names a folder.
+ *
+ * @example
+ * ```ts
+ * import { refuseFolderPath } from "@clipq/pipeline/config";
+ * import assert from "node:assert/strict";
+ * refuseFolderPath("output", "out/o.onnx");
+ * assert.throws(() => refuseFolderPath("output", "out/"), /output: expected a file path/);
+ * ```
  */
+export function refuseFolderPath(key: string, path: unknown): void {
+  if (typeof path === "string" && /[/\\]\.?$/.test(path)) {
+    throw new ConfigError(key, `expected a file path; found ${JSON.stringify(path)}, a folder's`);
+  }
+}
+
+/** {@linkcode refuseFolderPath} on every path the config writes, as written. */
 function refuseFolderPaths(raw: Record<string, unknown>): void {
-  const check = (key: string, p: unknown) => {
-    if (typeof p === "string" && /[/\\]\.?$/.test(p)) {
-      throw new ConfigError(key, `expected a file path; found ${JSON.stringify(p)}, a folder's`);
-    }
-  };
-  check("output", raw.output);
-  check("report", raw.report);
+  refuseFolderPath("output", raw.output);
+  refuseFolderPath("report", raw.report);
   if (!Array.isArray(raw.steps)) return;
   raw.steps.forEach((step, i) => {
     const statistics = (step as { statistics?: { save?: unknown } } | null)?.statistics;
-    check(`steps[${i}].statistics.save`, statistics?.save);
+    refuseFolderPath(`steps[${i}].statistics.save`, statistics?.save);
   });
 }
 
