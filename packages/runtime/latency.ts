@@ -6,6 +6,7 @@
 import type { Tensor } from "@clipq/onnx";
 import { ConfigError } from "@clipq/onnx/errors";
 import type { Session } from "./session.ts";
+import { median } from "./_median.ts";
 
 /** Options of {@linkcode measureLatency}. */
 export interface LatencyOptions {
@@ -84,15 +85,10 @@ function checkCompare(options: CompareLatencyOptions): Required<CompareLatencyOp
  * ```
  */
 export function summarize(samples: readonly number[]): Latency {
-  const sorted = [...samples].sort((a, b) => a - b);
-  const n = sorted.length;
-  const median = n === 0
-    ? NaN
-    : n % 2
-    ? sorted[(n - 1) / 2]!
-    : (sorted[n / 2 - 1]! + sorted[n / 2]!) / 2;
+  const n = samples.length;
   const mean = samples.reduce((a, b) => a + b, 0) / n;
-  return { median, min: sorted[0] ?? NaN, mean, samples: [...samples] };
+  const min = n === 0 ? NaN : samples.reduce((a, b) => Math.min(a, b), Infinity);
+  return { median: median(samples), min, mean, samples: [...samples] };
 }
 
 /**

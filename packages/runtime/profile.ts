@@ -5,6 +5,7 @@
  * @module
  */
 import { DataError } from "@clipq/onnx/errors";
+import { median } from "./_median.ts";
 
 /** One op type's or node's share of the profiled runs. */
 export interface ProfileEntry {
@@ -107,16 +108,6 @@ export function summarizeProfile(events: unknown): ProfileSummary {
     nodes: [...nodes].map(([name, n]) => ({ name, op: n.op, ms: ms(n.us), count: 1 }))
       .sort(slowest),
   };
-}
-
-/**
- * The middle value, the mean of the two middle ones for an even count (as latency's summarize();
- * not imported from there, whose module reads the session's, which reads this one).
- */
-function median(values: readonly number[]): number {
-  const v = [...values].sort((a, b) => a - b);
-  const m = v.length >> 1;
-  return v.length % 2 === 1 ? v[m]! : (v[m - 1]! + v[m]!) / 2;
 }
 
 /**
